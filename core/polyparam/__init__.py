@@ -1,0 +1,78 @@
+"""polyparam: one way to access, initialize, tie, save and move model parameters,
+whatever framework built the model.
+
+::
+
+    import polyparam as pp
+
+    tree = pp.tree(net)                      # torch, keras, gluon, polyparam.numpy or a dict
+    print(tree)                              # every parameter, with totals
+    tree.initialize(pp.init.Xavier(), seed=0)   # the same values on every backend
+    pp.tie(tree[1], tree[2])                 # tie after construction
+
+Importing polyparam imports no framework: a backend imports its framework the first
+time an object of that framework is handled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polyparam import errors, init
+from polyparam._backend import Backend
+from polyparam._initialize import InitReport
+from polyparam._manager import backend_for, get_backend, list_backends
+from polyparam._models import Case, ModelFactory
+from polyparam._parameter import Parameter
+from polyparam._tie import TieGroup, tie
+from polyparam._tree import ParameterSelection, ParameterTree
+from polyparam.hookspecs import hookimpl
+from polyparam.init import Initializer
+
+__all__ = [
+    "Backend",
+    "Case",
+    "InitReport",
+    "Initializer",
+    "ModelFactory",
+    "Parameter",
+    "ParameterSelection",
+    "ParameterTree",
+    "TieGroup",
+    "backend_for",
+    "errors",
+    "get_backend",
+    "hookimpl",
+    "init",
+    "list_backends",
+    "tie",
+    "tree",
+]
+
+
+def tree(model: Any, /) -> ParameterTree:
+    """The parameters of ``model`` as a :class:`ParameterTree`.
+
+    Args:
+        model: A ``torch.nn.Module``, a Keras layer or model, a Gluon block, a
+            :mod:`polyparam.numpy` block, or a nested dict of NumPy arrays.
+
+    Raises:
+        UnsupportedModelError: No installed backend recognises ``model``.
+    """
+    if isinstance(model, ParameterTree):
+        return model
+    return get_backend(backend_for(model)).tree(model)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("polyparam")
+    if name in ("numpy", "testing"):
+        import importlib
+
+        return importlib.import_module(f"polyparam.{name}")
+    msg = f"module 'polyparam' has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,0 +1,105 @@
+"""``initialize``: Gluon's semantics on any backend, and its report."""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import numpy as np
+
+from polyparam import errors
+from polyparam.init import Initializer, ParamInfo, as_initializer, generator_for
+
+if TYPE_CHECKING:
+    from polyparam._parameter import Parameter
+
+__all__ = ["InitReport", "initialize_parameters"]
+
+
+@dataclass
+class InitReport:
+    """What one ``initialize`` call did, by canonical path.
+
+    Attributes:
+        initialized: Paths filled now.
+        skipped: Path -> reason, for parameters left as they were.
+        deferred: Paths whose shape is unknown; they are filled at the first forward pass.
+    """
+
+    initialized: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    deferred: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"initialized {len(self.initialized)}, skipped {len(self.skipped)}, "
+                f"deferred {len(self.deferred)}")
+
+
+def _info(p: Parameter) -> ParamInfo:
+    return ParamInfo(path=p.path, native_name=p.native_name, role=p.role, axes=p.axes,
+                     shape=tuple(p.shape), dtype=p.dtype)
+
+
+def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool) -> None:
+    """Draw ``p``'s value with its own generator and write it."""
+    info = _info(p)
+    rng = generator_for(seed, p.path)
+    view = p._writable_view() if initializer._writes_in_place and p.state == "initialized" else None
+    if view is not None:
+        initializer.fill(view, info, rng=rng, by_role=by_role)
+        return
+    scratch = np.empty(info.shape, info.dtype)
+    initializer.fill(scratch, info, rng=rng, by_role=by_role)
+    p._write(scratch)
+
+
+def initialize_parameters(params: Iterable[Parameter], init: Initializer | Callable[..., Any] | str | None, *,
+                          force_reinit: bool = False, seed: int | None = None, by_role: bool = True) -> InitReport:
+    """Initialize ``params`` (tied parameters once), as ``ParameterTree.initialize`` documents."""
+    initializer = as_initializer(init)
+    call_seed = secrets.randbits(63) if seed is None else int(seed)
+    report = InitReport()
+    todo: list[Parameter] = []
+    seen: set[Any] = set()
+    for p in params:
+        key = p._identity()
+        if key in seen:
+            continue
+        seen.add(key)
+        state = p.state
+        if state == "initialized" and not force_reinit:
+            warnings.warn(f"Parameter {p.path!r} is already initialized, ignoring. "
+                          "Set force_reinit=True to re-initialize.", errors.AlreadyInitializedWarning, stacklevel=3)
+            report.skipped[p.path] = "already initialized"
+        elif state == "deferred":
+            report.deferred.append(p.path)
+            todo.append(p)
+        else:
+            initializer.check(_info(p), by_role=by_role)   # refuse before the first write
+            report.initialized.append(p.path)
+            todo.append(p)
+
+    undo: list[tuple[Parameter, np.ndarray]] = []
+    try:
+        for p in todo:
+            if p.state == "deferred":
+                p._defer(_deferred_fill(p, initializer, call_seed, by_role))
+                continue
+            if not initializer._writes_in_place and p.state == "initialized":
+                undo.append((p, np.array(p._read(), copy=True)))
+            fill_parameter(p, initializer, call_seed, by_role=by_role)
+    except BaseException:
+        for p, old in reversed(undo):
+            p._write(old)
+        raise
+    return report
+
+
+def _deferred_fill(p: Parameter, initializer: Initializer, seed: int, by_role: bool) -> Callable[[], None]:
+    def fill() -> None:
+        initializer.check(_info(p), by_role=by_role)
+        fill_parameter(p, initializer, seed, by_role=by_role)
+
+    return fill

@@ -1,0 +1,324 @@
+"""The :class:`Parameter` interface: one named, shaped, typed tensor owned by a backend."""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+
+import numpy as np
+
+from polyparam import errors
+
+if TYPE_CHECKING:
+    from polyparam._initialize import InitReport
+    from polyparam.init import Initializer
+
+__all__ = ["AXIS_ROLES", "ROLES", "Parameter", "Shape", "format_shape"]
+
+Shape = tuple["int | None", ...]
+State = Literal["initialized", "uninitialized", "deferred"]
+
+#: What a parameter is for. Initializers dispatch on it: weights get the
+#: initializer, the other roles get their conventional values (see
+#: :mod:`polyparam.init`).
+ROLES = ("weight", "bias", "scale", "shift", "running_mean", "running_var", "other")
+
+#: What each axis of a parameter's canonical layout means. Fans are computed from
+#: these, never from axis positions.
+AXIS_ROLES = ("out", "in", "space", "other")
+
+
+def format_shape(shape: Shape) -> str:
+    """Format a shape with unknown dimensions shown as ``?``."""
+    inner = ", ".join("?" if d is None else str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def default_axes(role: str, ndim: int) -> tuple[str, ...]:
+    """Axis roles of a canonical (PyTorch-layout) parameter when an adapter declares none."""
+    if role == "weight" and ndim >= 2:
+        return ("out", "in") + ("space",) * (ndim - 2)
+    if ndim == 1 and role in ("bias", "scale", "shift", "running_mean", "running_var"):
+        return ("out",)
+    return ("other",) * ndim
+
+
+class Parameter(abc.ABC):
+    """A named, shaped, typed tensor owned by some backend.
+
+    Public methods validate their input and build the error messages here, then call
+    one or two ``_``-prefixed hooks that each backend implements, so every backend
+    refuses bad input with the same typed errors.
+
+    Values cross this interface as NumPy arrays in *canonical layout* (PyTorch's:
+    dense ``(out, in)``, conv ``(out, in, *kernel)``); the adapter converts.
+
+    Attributes:
+        role: What the parameter is for, one of :data:`ROLES`.
+        axes: The role of each axis of the canonical layout, from :data:`AXIS_ROLES`.
+        trainable: Whether an optimizer updates it (buffers such as running means are not).
+    """
+
+    #: The backend name, e.g. ``"torch"``; set by each subclass.
+    backend: ClassVar[str] = ""
+
+    def __init__(self, path: str, /, *, role: str = "weight", axes: tuple[str, ...] | None = None,
+                 trainable: bool = True) -> None:
+        if role not in ROLES:
+            msg = f"Invalid value for argument `role`: expected one of {ROLES}. Received: role={role!r}."
+            raise ValueError(msg)
+        self._path = path
+        self.role = role
+        self._axes = axes
+        self.trainable = trainable
+
+    # ---- facts -----------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The canonical dotted path, the same in every backend (``"0.1.0.bias"``)."""
+        return self._path
+
+    @property
+    def shape(self) -> Shape:
+        """The shape in canonical layout; unknown (deferred) dimensions are ``None``."""
+        return tuple(self._shape())
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape())
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The role of each canonical axis (``("out", "in")`` for a dense weight)."""
+        return self._axes if self._axes is not None else default_axes(self.role, self.ndim)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype, as a NumPy dtype."""
+        return np.dtype(self._dtype())
+
+    @property
+    def device(self) -> str:
+        """Where the data lives: ``"cpu"``, ``"cuda:0"``, ``"meta"``; several are joined by commas."""
+        return self._device()
+
+    @property
+    def native(self) -> Any:
+        """The framework's own object (``nn.Parameter``, keras ``Variable``, gluon ``Parameter``)."""
+        return self._native()
+
+    @property
+    def native_name(self) -> str:
+        """The framework's own name (``"dense1_bias"``, ``"sequential/dense_1/kernel"``)."""
+        return self._native_name()
+
+    @property
+    def state(self) -> State:
+        """``"initialized"``, ``"uninitialized"`` (shape known, no data yet) or ``"deferred"`` (shape unknown)."""
+        return self._state()
+
+    @property
+    def size(self) -> int | None:
+        """The number of elements, or ``None`` while the shape is unknown."""
+        shape = self.shape
+        return None if None in shape else int(np.prod(shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int | None:
+        size = self.size
+        return None if size is None else size * self.dtype.itemsize
+
+    # ---- values ----------------------------------------------------------------
+
+    def numpy(self) -> np.ndarray:
+        """The value as a NumPy array in canonical layout.
+
+        It may share memory with the framework's storage (CPU tensors); use
+        :meth:`set` or item assignment to write.
+
+        Raises:
+            DeferredInitializationError: The shape is not known yet.
+            UninitializedParameterError: The parameter was never initialized.
+        """
+        self._require_data("read")
+        return self._read()
+
+    def __array__(self, dtype: Any = None) -> np.ndarray:
+        value = self.numpy()
+        return value if dtype is None else value.astype(dtype, copy=False)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.numpy()[key]
+
+    def grad(self) -> np.ndarray | None:
+        """The gradient as a NumPy array in canonical layout, or ``None`` before any backward pass.
+
+        For a tied parameter this is the sum of the gradients of every use.
+        """
+        self._require_data("read the gradient of")
+        return self._grad()
+
+    def set(self, value: Any, /) -> None:
+        """Write ``value`` (canonical layout) into the parameter.
+
+        Works inside autograd scopes: the framework's storage is updated in place, so
+        optimizers that hold the native parameter keep seeing it.
+
+        Raises:
+            ShapeMismatchError: ``value`` does not have the parameter's shape.
+            DTypeMismatchError: ``value``'s dtype cannot be cast to the parameter's dtype
+                without changing its kind (float to int, complex to float).
+            DeferredInitializationError: The shape is unknown and the backend cannot take
+                a value before its first forward pass.
+        """
+        array = self.coerce(value, action="set")
+        if self.state == "deferred":
+            self._write_deferred(array)
+        else:
+            self._write(array)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Item writes go through to the framework storage: ``p[0, 0] = 42``."""
+        self._require_data("write to")
+        value = np.asarray(value)
+        self._check_dtype(value.dtype, action="write to")
+        view = self._writable_view()
+        if view is not None:
+            view[key] = value
+            return
+        updated = self._read().copy()
+        updated[key] = value
+        self._write(updated)
+
+    def coerce(self, value: Any, /, *, action: str = "set") -> np.ndarray:
+        """Check ``value`` against this parameter and return it as an array of its dtype.
+
+        Unknown (deferred) dimensions accept any size. Raises the errors :meth:`set` documents.
+        """
+        array = np.asarray(value)
+        shape = self.shape
+        if array.ndim != len(shape) or any(d is not None and d != g for d, g in zip(shape, array.shape)):
+            msg = (f"Cannot {action} parameter {self.path!r}: expected shape {format_shape(shape)}, "
+                   f"got {format_shape(array.shape)}. Pass a value of the parameter's shape "
+                   "(canonical layout: dense weights are (out, in)).")
+            raise errors.ShapeMismatchError(msg, path=self.path, expected=shape, got=array.shape)
+        self._check_dtype(array.dtype, action=action)
+        return array.astype(self.dtype, copy=False)
+
+    def _check_dtype(self, got: np.dtype, *, action: str) -> None:
+        expected = self.dtype
+        if got == expected:
+            return
+        if got.kind in "OSUV" or not np.can_cast(got, expected, casting="same_kind"):
+            msg = (f"Cannot {action} parameter {self.path!r}: expected dtype {expected.name!r} "
+                   f"(or one that casts to it without changing kind), got {got.name!r}. "
+                   f"Convert the value first, e.g. value.astype({expected.name!r}).")
+            raise errors.DTypeMismatchError(msg, path=self.path, expected=expected, got=got)
+
+    def _require_data(self, action: str) -> None:
+        state = self.state
+        if state == "deferred":
+            msg = (f"Cannot {action} parameter {self.path!r}: expected a materialized parameter, "
+                   f"got shape {format_shape(self.shape)} with unknown dimensions (deferred initialization). "
+                   "Pass one batch of data through the network first, or give the layer its input size.")
+            raise errors.DeferredInitializationError(msg, path=self.path, expected="known shape", got=self.shape)
+        if state == "uninitialized":
+            msg = (f"Cannot {action} parameter {self.path!r}: expected an initialized parameter, "
+                   "got one that was never initialized. Call tree.initialize() first.")
+            raise errors.UninitializedParameterError(msg, path=self.path, expected="initialized", got=state)
+
+    # ---- initialization --------------------------------------------------------
+
+    def initialize(self, init: Initializer | Callable[..., Any] | None = None, /, *,
+                   force_reinit: bool = False, seed: int | None = None) -> InitReport:
+        """Initialize this one parameter with ``init``, whatever its role.
+
+        As in Gluon, an initializer given to one parameter fills it as a weight: a bias
+        initialized this way gets the initializer's values, not zeros.
+        """
+        from polyparam._initialize import initialize_parameters
+
+        return initialize_parameters([self], init, force_reinit=force_reinit, seed=seed, by_role=False)
+
+    # ---- identity --------------------------------------------------------------
+
+    def is_tied_to(self, other: Parameter) -> bool:
+        """Whether ``other`` shares this parameter's storage."""
+        return self._identity() == other._identity()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.path!r}, shape={format_shape(self.shape)}, "
+                f"dtype={self.dtype.name}, device={self.device!r})")
+
+    # ---- hooks a backend implements ----------------------------------------------
+
+    @abc.abstractmethod
+    def _shape(self) -> Shape:
+        """Canonical shape; ``None`` for unknown dimensions."""
+
+    @abc.abstractmethod
+    def _dtype(self) -> Any:
+        """Anything :class:`numpy.dtype` accepts."""
+
+    @abc.abstractmethod
+    def _device(self) -> str: ...
+
+    @abc.abstractmethod
+    def _native(self) -> Any: ...
+
+    @abc.abstractmethod
+    def _native_name(self) -> str: ...
+
+    @abc.abstractmethod
+    def _state(self) -> State: ...
+
+    @abc.abstractmethod
+    def _read(self) -> np.ndarray:
+        """The canonical value; called only when the state is ``"initialized"``."""
+
+    @abc.abstractmethod
+    def _write(self, array: np.ndarray, /) -> None:
+        """Store a validated canonical array of the parameter's shape and dtype, in place."""
+
+    @abc.abstractmethod
+    def _grad(self) -> np.ndarray | None: ...
+
+    @abc.abstractmethod
+    def _identity(self) -> Any:
+        """A hashable key equal for parameters that share storage (tied)."""
+
+    def _writable_view(self) -> np.ndarray | None:
+        """A canonical NumPy view of the storage that writes go through to, or ``None``.
+
+        Backends return one where the storage allows it (CPU, compatible layout); the
+        core then writes in place instead of reading, copying and writing back.
+        """
+        return None
+
+    def _accepts_deferred_value(self) -> bool:
+        """Whether :meth:`_write_deferred` can take a value while the shape is unknown."""
+        return False
+
+    def _write_deferred(self, array: np.ndarray, /) -> None:
+        """Take a value while the shape is unknown (materializing it), if the backend can."""
+        self._require_data("set")
+
+    def _defer(self, fill: Callable[[], None], /) -> None:
+        """Record ``fill`` to run once the shape is known (the first forward pass).
+
+        ``fill`` replaces any earlier recorded one; it writes the value through this
+        Parameter. Backends with deferred shapes implement this.
+        """
+        msg = f"Cannot defer initialization of parameter {self.path!r}: the {self.backend} backend does not support it."
+        raise errors.DeferredInitializationError(msg, path=self.path)
+
+    def _share(self, anchor: Parameter, /) -> None:
+        """Make this parameter use ``anchor``'s storage (tie). Shapes were checked."""
+        msg = f"Cannot tie parameter {self.path!r}: the {self.backend} backend does not support tying."
+        raise errors.TieError(msg, path=self.path)
+
+    def _unshare(self) -> None:
+        """Give this parameter its own copy of its current value (untie)."""
+        msg = f"Cannot untie parameter {self.path!r}: the {self.backend} backend does not support tying."
+        raise errors.TieError(msg, path=self.path)

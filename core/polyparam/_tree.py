@@ -1,0 +1,411 @@
+"""The :class:`ParameterTree` interface: a model's parameters by canonical path."""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import fnmatch
+import io
+import re
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
+
+import numpy as np
+
+from polyparam import errors
+from polyparam._parameter import Parameter, format_shape
+
+if TYPE_CHECKING:
+    from polyparam._initialize import InitReport
+    from polyparam._tie import TieGroup
+    from polyparam.init import Initializer
+
+__all__ = ["ParameterCollection", "ParameterSelection", "ParameterTree"]
+
+
+def join_path(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+class ParameterCollection(abc.ABC):
+    """What a whole tree and a selection of it share: iterate, read, load, initialize.
+
+    Tied parameters appear once in :meth:`items`, :meth:`state` and ``initialize``
+    (under the first path met in model order); :meth:`ties` lists every path.
+    """
+
+    @abc.abstractmethod
+    def _occurrences(self) -> list[tuple[str, Parameter]]:
+        """Every (path, parameter) pair in model order, tied parameters under each of their paths."""
+
+    # ---- access ----------------------------------------------------------------
+
+    def items(self) -> list[tuple[str, Parameter]]:
+        """``(path, Parameter)`` for every parameter, tied ones once, in model order."""
+        seen: set[Any] = set()
+        out = []
+        for path, p in self._occurrences():
+            key = p._identity()
+            if key not in seen:
+                seen.add(key)
+                out.append((path, p))
+        return out
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.items()]
+
+    def paths(self) -> list[str]:
+        return [path for path, _ in self.items()]
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+    def __contains__(self, path: object) -> bool:
+        return any(path == q for q, _ in self._occurrences())
+
+    def select(self, pattern: str | None = None, /, *, regex: str | None = None,
+               where: Callable[[Parameter], bool] | None = None) -> ParameterSelection:
+        """The parameters whose canonical path matches every criterion given.
+
+        Args:
+            pattern: A glob on the path (``"*.weight"``, ``"0.*"``); ``*`` crosses dots.
+            regex: A regular expression searched in the path (``re.search``).
+            where: A predicate on the :class:`Parameter` (``lambda p: p.role == "bias"``).
+        """
+        compiled = re.compile(regex) if regex is not None else None
+        chosen = [
+            (path, p) for path, p in self._occurrences()
+            if (pattern is None or fnmatch.fnmatchcase(path, pattern))
+            and (compiled is None or compiled.search(path))
+            and (where is None or where(p))
+        ]
+        return ParameterSelection(chosen, backend=self.backend)
+
+    def get(self, name: str, /) -> Parameter:
+        """Look a parameter up by native name, canonical path, or a unique suffix of either.
+
+        Like Gluon's ``params.get("dense1_bias")``. Suffixes match at a separator
+        (``"2.bias"`` matches ``"0.2.bias"``; ``"dense1_bias"`` matches ``"model/dense1_bias"``).
+
+        Raises:
+            ParameterNotFoundError: Nothing matches.
+            AmbiguousNameError: More than one parameter matches.
+        """
+        occurrences = self._occurrences()
+        for path, p in occurrences:
+            if name == path or name == p.native_name:
+                return p
+        found: dict[Any, tuple[str, Parameter]] = {}
+        for path, p in occurrences:
+            native = p.native_name
+            if _suffix_match(path, name) or _suffix_match(native, name):
+                found.setdefault(p._identity(), (path, p))
+        if len(found) == 1:
+            return next(iter(found.values()))[1]
+        if found:
+            paths = sorted(path for path, _ in found.values())
+            msg = (f"Cannot get parameter {name!r}: expected a unique match, got {len(paths)}: {paths}. "
+                   "Use a longer suffix or the full path.")
+            raise errors.AmbiguousNameError(msg, path=name, expected="one match", got=paths)
+        candidates = [path for path, _ in occurrences] + [p.native_name for _, p in occurrences]
+        close = difflib.get_close_matches(name, candidates, n=3)
+        hint = f"Did you mean {close}?" if close else "Print the tree to see every path."
+        msg = f"Cannot get parameter {name!r}: expected a path, native name or unique suffix, got no match. {hint}"
+        raise errors.ParameterNotFoundError(msg, path=name, expected="an existing name", got=name)
+
+    # ---- values ----------------------------------------------------------------
+
+    def state(self, *, copy: bool = False) -> dict[str, np.ndarray]:
+        """``{path: array}`` in canonical layout, tied parameters once.
+
+        Arrays may share memory with the framework's storage (zero-copy); pass
+        ``copy=True`` for independent arrays.
+        """
+        if copy:
+            return {path: np.array(p.numpy(), copy=True) for path, p in self.items()}
+        return {path: p.numpy() for path, p in self.items()}
+
+    def load_state(self, state: Mapping[str, Any], /, *, strict: bool = True) -> None:
+        """Write every value of ``state``, all or nothing.
+
+        Every key, shape and dtype is checked before the first write, so a refused
+        state changes no parameter. A tied group may be given under any of its paths;
+        values given under several must be equal.
+
+        Args:
+            state: ``{path: array}`` in canonical layout, as :meth:`state` returns.
+            strict: Refuse missing and unexpected keys.
+
+        Raises:
+            StateError: Missing or unexpected keys (with ``strict``), or different values for one tie group.
+            ShapeMismatchError, DTypeMismatchError: A value does not fit its parameter.
+            DeferredInitializationError: A value for a deferred parameter the backend cannot take yet.
+        """
+        groups: dict[Any, list[tuple[str, Parameter]]] = {}
+        for path, p in self._occurrences():
+            groups.setdefault(p._identity(), []).append((path, p))
+        known = {path for members in groups.values() for path, _ in members}
+        unexpected = sorted(k for k in state if k not in known)
+        missing = [members[0][0] for members in groups.values() if not any(path in state for path, _ in members)]
+        if strict and (unexpected or missing):
+            msg = (f"Cannot load state: expected exactly the tree's keys, got {len(missing)} missing "
+                   f"{missing[:10]} and {len(unexpected)} unexpected {unexpected[:10]}. "
+                   "Pass strict=False to load the keys that match.")
+            raise errors.StateError(msg, path=(missing or unexpected)[0], expected=missing, got=unexpected)
+
+        plan: list[tuple[Parameter, np.ndarray]] = []
+        for members in groups.values():
+            given = [(path, state[path]) for path, _ in members if path in state]
+            if not given:
+                continue
+            p = members[0][1]
+            first_path, first_value = given[0]
+            array = p.coerce(first_value, action=f"load {first_path!r} into")
+            for path, value in given[1:]:
+                other = p.coerce(value, action=f"load {path!r} into")
+                if not np.array_equal(other, array):
+                    msg = (f"Cannot load state into tied parameters {first_path!r} and {path!r}: expected one value "
+                           "for the tie group, got two different ones. Give the value under one path only.")
+                    raise errors.StateError(msg, path=path, expected="equal values", got="different values")
+            if p.state == "deferred" and not p._accepts_deferred_value():
+                p._require_data(f"load {first_path!r} into")
+            plan.append((p, array))
+        for p, array in plan:
+            if p.state == "deferred":
+                p._write_deferred(array)
+            else:
+                p._write(array)
+
+    # ---- initialization --------------------------------------------------------
+
+    def initialize(self, init: Initializer | Callable[..., Any] | str | None = None, /, *,
+                   force_reinit: bool = False, seed: int | None = None) -> InitReport:
+        """Initialize every parameter, with Gluon's semantics.
+
+        Weights get ``init`` (``Uniform(0.07)`` when ``None``); biases, BatchNorm
+        scale/shift and running statistics get 0, 1, 0, 0, 1. A parameter that already
+        has data is skipped with an :class:`~polyparam.errors.AlreadyInitializedWarning`
+        unless ``force_reinit``. A parameter whose shape is unknown is *deferred*: the
+        initializer runs when the framework materializes it (the first forward pass).
+
+        Args:
+            init: An :class:`~polyparam.init.Initializer`, a callable ``(shape, dtype) -> array``
+                or an initializer name.
+            force_reinit: Re-initialize parameters that already have data.
+            seed: Draw from a generator keyed by ``(seed, canonical path)``: the same
+                seed gives the same values on every backend and in any order. ``None``
+                draws fresh values every call.
+
+        Returns:
+            An :class:`InitReport` of what was initialized, skipped and deferred.
+        """
+        from polyparam._initialize import initialize_parameters
+
+        return initialize_parameters((p for _, p in self._occurrences()), init,
+                                     force_reinit=force_reinit, seed=seed, by_role=True)
+
+    # ---- ties ------------------------------------------------------------------
+
+    def ties(self) -> list[TieGroup]:
+        """Every group of parameters that share storage, with all their paths."""
+        from polyparam._tie import TieGroup
+
+        groups: dict[Any, list[Parameter]] = {}
+        order: dict[Any, list[str]] = {}
+        for path, p in self._occurrences():
+            groups.setdefault(p._identity(), []).append(p)
+            order.setdefault(p._identity(), []).append(path)
+        return [TieGroup(members, paths=order[key]) for key, members in groups.items() if len(members) > 1]
+
+    # ---- display ---------------------------------------------------------------
+
+    def table(self) -> Any:
+        """The parameters as a :class:`rich.table.Table` (path, shape, dtype, device, state, tied with)."""
+        from rich.table import Table
+
+        tied_with: dict[str, list[str]] = {}
+        for group in self.ties():
+            for path in group.paths:
+                tied_with[path] = [q for q in group.paths if q != path]
+        table = Table(title=f"{self.backend} parameters", title_justify="left")
+        for column in ("path", "shape", "dtype", "device", "state", "tied with"):
+            table.add_column(column, justify="right" if column == "shape" else "left", no_wrap=column == "path")
+        tensors = scalars = nbytes = 0
+        unknown = False
+        seen: set[Any] = set()
+        for path, p in self._occurrences():
+            table.add_row(path, format_shape(p.shape), p.dtype.name, p.device, p.state,
+                          ", ".join(tied_with.get(path, [])))
+            if p._identity() in seen:
+                continue
+            seen.add(p._identity())
+            tensors += 1
+            if p.size is None:
+                unknown = True
+            else:
+                scalars += p.size
+                nbytes += p.nbytes
+        more = " + deferred" if unknown else ""
+        table.caption = f"{tensors} tensors, {scalars:,} scalars{more}, {_human_bytes(nbytes)}"
+        table.caption_justify = "left"
+        return table
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        Console(file=buffer, width=120, color_system=None, force_terminal=False).print(self.table())
+        return buffer.getvalue().rstrip("\n")
+
+    def __rich__(self) -> Any:
+        return self.table()
+
+
+def _suffix_match(full: str, suffix: str) -> bool:
+    if not full.endswith(suffix) or len(full) == len(suffix):
+        return False
+    return full[-len(suffix) - 1] in "._/:" or suffix[0] in "._/:"
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+class ParameterSelection(ParameterCollection):
+    """Parameters chosen from a tree by :meth:`ParameterCollection.select`."""
+
+    def __init__(self, chosen: list[tuple[str, Parameter]], *, backend: str) -> None:
+        self._chosen = chosen
+        self.backend = backend
+
+    def _occurrences(self) -> list[tuple[str, Parameter]]:
+        return list(self._chosen)
+
+    def __getitem__(self, path: str) -> Parameter:
+        for q, p in self._chosen:
+            if q == path:
+                return p
+        msg = f"Cannot find {path!r} in the selection: expected one of {[q for q, _ in self._chosen][:10]}, got {path!r}. Use get() for suffixes."
+        raise errors.ParameterNotFoundError(msg, path=path, expected="a selected path", got=path)
+
+    def __iter__(self) -> Iterator[Parameter]:
+        return iter(self.parameters())
+
+    def __repr__(self) -> str:
+        return f"ParameterSelection({self.paths()!r})"
+
+
+class ParameterTree(ParameterCollection):
+    """A model (or one block of it) seen as a tree of parameters with canonical paths.
+
+    ``tree[i]`` is the i-th child block, mirroring the framework's own indexing;
+    ``tree["0.1.0.bias"]`` and ``tree[0][1][0]["bias"]`` reach the same parameter.
+    Backends implement :meth:`_children` and :meth:`_leaves`.
+    """
+
+    #: The backend name, e.g. ``"torch"``; set by each subclass.
+    backend: ClassVar[str] = ""
+
+    def __init__(self, native: Any, /, *, path: str = "") -> None:
+        self._native_obj = native
+        self._path = path
+
+    @property
+    def native(self) -> Any:
+        """The framework object this node wraps (a module, layer, block or dict)."""
+        return self._native_obj
+
+    @property
+    def path(self) -> str:
+        """This node's canonical path (``""`` for the root)."""
+        return self._path
+
+    # ---- hooks a backend implements ----------------------------------------------
+
+    @abc.abstractmethod
+    def _children(self) -> list[tuple[str, ParameterTree]]:
+        """Child blocks in the framework's order, as (name, subtree); names are path segments."""
+
+    @abc.abstractmethod
+    def _leaves(self) -> list[tuple[str, Parameter]]:
+        """This node's own parameters, as (canonical leaf name, Parameter)."""
+
+    def _to(self, device: str) -> None:
+        msg = f"Cannot move {self.backend} parameters to {device!r}: the {self.backend} backend has one device."
+        raise errors.DeviceMismatchError(msg, path=self.path or None, expected="cpu", got=device)
+
+    # ---- navigation ------------------------------------------------------------
+
+    def _occurrences(self) -> list[tuple[str, Parameter]]:
+        out: list[tuple[str, Parameter]] = []
+        stack: list[ParameterTree] = [self]
+        while stack:
+            node = stack.pop()
+            out.extend((p.path, p) for _, p in node._leaves())
+            stack.extend(child for _, child in reversed(node._children()))
+        return out
+
+    def children(self) -> list[tuple[str, ParameterTree]]:
+        """The child blocks, as (name, subtree), in the framework's order."""
+        return self._children()
+
+    def __len__(self) -> int:
+        """The number of child blocks, like ``len(net)``."""
+        return len(self._children())
+
+    def __iter__(self) -> Iterator[ParameterTree]:
+        """The child blocks, like ``for layer in net``."""
+        return iter([child for _, child in self._children()])
+
+    def __getitem__(self, key: int | str) -> ParameterTree | Parameter:
+        """A child block by position or name, a parameter by leaf name, or either by dotted path."""
+        if isinstance(key, (int, np.integer)):
+            children = self._children()
+            try:
+                return children[int(key)][1]
+            except IndexError:
+                where = self.path or "the root"
+                msg = (f"Cannot index block {where!r} with {int(key)}: expected a position in "
+                       f"[{-len(children)}, {len(children)}), got {int(key)}. Print the tree to see its blocks.")
+                raise errors.ParameterNotFoundError(msg, path=join_path(self.path, str(key)),
+                                                    expected=len(children), got=int(key)) from None
+        if not isinstance(key, str):
+            msg = f"Cannot index a parameter tree: expected an int position or a str path, got {key!r}."
+            raise errors.ParameterNotFoundError(msg, path=self.path, expected="int or str", got=key)
+        node: ParameterTree = self
+        segments = key.split(".") if key else [key]
+        for i, segment in enumerate(segments):
+            last = i == len(segments) - 1
+            children = dict(node._children())
+            if segment in children:
+                node = children[segment]
+                continue
+            if last:
+                leaves = dict(node._leaves())
+                if segment in leaves:
+                    return leaves[segment]
+            self._not_found(key, node, segment)
+        return node
+
+    def _not_found(self, key: str, node: ParameterTree, segment: str) -> None:
+        options = [name for name, _ in node._children()] + [name for name, _ in node._leaves()]
+        close = difflib.get_close_matches(segment, options, n=3)
+        hint = f"Did you mean {close}?" if close else f"It has {options[:10]}."
+        full = join_path(self.path, key)
+        msg = f"Cannot find {full!r}: block {node.path or '(root)'!r} has no child or parameter {segment!r}. {hint}"
+        raise errors.ParameterNotFoundError(msg, path=full, expected=options, got=segment)
+
+    # ---- devices ---------------------------------------------------------------
+
+    def to(self, device: str, /) -> ParameterTree:
+        """Move every parameter to ``device`` (``"cpu"``, ``"cuda:0"``...); ties are kept. Returns ``self``."""
+        self._to(str(device))
+        return self
+
+    def __repr__(self) -> str:
+        kind = type(self._native_obj).__name__
+        where = f" at {self.path!r}" if self.path else ""
+        return f"<{type(self).__name__} of {kind}{where}: {len(self.items())} parameters>"

@@ -1,0 +1,1 @@
+"""polyparam plugin for mxnet (work in progress). Importing this module never imports mxnet."""

@@ -1,0 +1,1 @@
+"""polyparam plugin for torch (work in progress). Importing this module never imports torch."""
