@@ -221,7 +221,7 @@ class Parameter(abc.ABC):
         if state == "deferred":
             msg = (f"Cannot {action} parameter {self.path!r}: expected a materialized parameter, "
                    f"got shape {format_shape(self.shape)} with unknown dimensions (deferred initialization). "
-                   "Pass one batch of data through the network first, or give the layer its input size.")
+                   "Run one forward pass (one batch of data through the network) first, or give the layer its input size.")
             raise errors.DeferredInitializationError(msg, path=self.path, expected="known shape", got=self.shape)
         if state == "uninitialized":
             msg = (f"Cannot {action} parameter {self.path!r}: expected an initialized parameter, "
