@@ -1,0 +1,229 @@
+"""The ``polyparam`` command: ``tour`` (the chapter, live) and ``plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="polyparam", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    tour = sub.add_parser("tour", help="walk the Parameter Management chapter on a backend")
+    tour.add_argument("--backend", default="numpy", help="numpy, torch, keras, mxnet, or all (default: numpy)")
+    sub.add_parser("plugins", help="list installed backends, their versions and load errors")
+    args = parser.parse_args(argv)
+    if args.command == "tour":
+        return _tour_command(args.backend)
+    return _plugins_command()
+
+
+# ---- plugins ---------------------------------------------------------------------
+
+
+def _probe(name: str) -> tuple[str | None, str | None]:
+    """Load backend ``name`` in a child process: a framework that crashes cannot take the CLI down."""
+    code = ("import sys, polyparam; b = polyparam.get_backend(sys.argv[1]); print(b.framework_version())")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return None, "loading timed out after 300 s"
+    if done.returncode == 0:
+        return done.stdout.strip().splitlines()[-1], None
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    reason = lines[-1] if lines else f"exited with code {done.returncode}"
+    if done.returncode < 0:
+        reason = f"crashed with signal {-done.returncode} while loading. {reason}"
+    return None, reason
+
+
+def _plugins_command() -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from polyparam._manager import plugin_statuses
+
+    table = Table(title="polyparam plugins", title_justify="left")
+    for column in ("plugin", "distribution", "backend", "framework version", "status"):
+        table.add_column(column)
+    failures = 0
+    for status in plugin_statuses():
+        if status.error:
+            failures += 1
+            table.add_row(status.name, status.distribution or "", ", ".join(status.backends) or "-", "-",
+                          f"error: {status.error}")
+            continue
+        for backend in status.backends:
+            version, error = _probe(backend)
+            failures += error is not None
+            table.add_row(status.name, status.distribution or "", backend, version or "-",
+                          "ok" if error is None else f"error: {error}")
+    Console(width=160).print(table)
+    return 0
+
+
+# ---- tour ------------------------------------------------------------------------
+
+
+def _tour_command(backend: str) -> int:
+    if backend == "all":
+        from polyparam import list_backends
+
+        code = 0
+        for name in list_backends():
+            print(f"\n{'#' * 30} backend: {name} {'#' * 30}", flush=True)
+            # One process per backend: frameworks are isolated from each other.
+            code |= subprocess.call([sys.executable, "-m", "polyparam", "tour", "--backend", name])
+        return code
+    Tour(backend).run()
+    return 0
+
+
+class Tour:
+    """The chapter "Parameter Management", step by step, through polyparam."""
+
+    def __init__(self, backend: str) -> None:
+        import polyparam as pp
+
+        self.pp = pp
+        self.backend = pp.get_backend(backend)
+        self.models = self.backend.models()
+        self.x = np.random.default_rng(0).uniform(size=(2, 4)).astype(np.float32)
+        np.set_printoptions(precision=6, suppress=False)
+
+    def step(self, title: str, code: str) -> None:
+        print(f"\n## {title}\n")
+        for line in code.strip().splitlines():
+            print(f">>> {line}")
+
+    def run(self) -> None:
+        pp = self.pp
+        print(f"# Parameter Management, on the {self.backend.NAME} backend "
+              f"({self.backend.NAME} {self.backend.framework_version()})")
+        case = self.models.mlp()
+        tree = pp.tree(case.model)
+        first, last = case.layers[0], case.layers[-1]
+
+        self.step("An MLP with one hidden layer", "tree = pp.tree(net)\nnet(X)")
+        print(self.models.forward(case.model, self.x))
+
+        self.step("Parameter access", f"print(tree[{int(last)}])")
+        print(tree[int(last)])
+
+        self.step("Targeted parameters", f"p = tree['{last}.bias']\ntype(p.native)\np\np.numpy()\np.grad()")
+        p = tree[f"{last}.bias"]
+        print(type(p.native))
+        print(p)
+        print(p.numpy())
+        print(p.grad())
+
+        self.step("All parameters at once", f"[(path, p.shape) for path, p in tree[{int(first)}].items()]\n"
+                                            "[(path, p.shape) for path, p in tree.items()]\n"
+                                            f"tree.state()['{last}.bias']\ntree.get('{p.native_name}').numpy()")
+        print(*[(path, q.shape) for path, q in tree[int(first)].items()])
+        print(*[(path, q.shape) for path, q in tree.items()])
+        print(tree.state()[f"{last}.bias"])
+        print(tree.get(p.native_name).numpy())
+
+        rg = self.models.rgnet()
+        rgtree = pp.tree(rg.model)
+        self.step("Collecting parameters from nested blocks", "rgtree = pp.tree(rgnet)\nprint(rgtree)\n"
+                                                              "rgtree[0][1][0]['bias'].numpy()")
+        print(rgtree)
+        print(rgtree[0][1][0]["bias"].numpy())
+
+        self.step("Built-in initialization", "tree.initialize(pp.init.Normal(sigma=0.01), force_reinit=True)\n"
+                                             f"tree['{first}.weight'].numpy()[0], tree['{first}.bias'].numpy()[0]")
+        tree.initialize(pp.init.Normal(sigma=0.01), force_reinit=True)
+        print(tree[f"{first}.weight"].numpy()[0], tree[f"{first}.bias"].numpy()[0])
+
+        self.step("All parameters to a constant", "tree.initialize(pp.init.Constant(1), force_reinit=True)\n"
+                                                  f"tree['{first}.weight'].numpy()[0]")
+        tree.initialize(pp.init.Constant(1), force_reinit=True)
+        print(tree[f"{first}.weight"].numpy()[0], tree[f"{first}.bias"].numpy()[0])
+
+        self.step("Different initializers for different blocks",
+                  f"tree['{first}.weight'].initialize(pp.init.Xavier(), force_reinit=True)\n"
+                  f"tree[{int(last)}].initialize(pp.init.Constant(42), force_reinit=True)")
+        tree[f"{first}.weight"].initialize(pp.init.Xavier(), force_reinit=True)
+        tree[int(last)].initialize(pp.init.Constant(42), force_reinit=True)
+        print(tree[f"{first}.weight"].numpy()[0])
+        print(tree[f"{last}.weight"].numpy())
+
+        class MyInit(pp.init.Initializer):
+            def init_weight(self, name: str, arr: np.ndarray) -> None:
+                print("Init", name, arr.shape)
+                arr[:] = self.rng.uniform(-10, 10, arr.shape)
+                arr *= np.abs(arr) >= 5
+
+        self.step("Custom initialization", "class MyInit(pp.init.Initializer):\n"
+                                           "    def init_weight(self, name, arr):\n"
+                                           "        print('Init', name, arr.shape)\n"
+                                           "        arr[:] = self.rng.uniform(-10, 10, arr.shape)\n"
+                                           "        arr *= np.abs(arr) >= 5\n"
+                                           "tree.initialize(MyInit(), force_reinit=True, seed=0)\n"
+                                           f"tree['{first}.weight'].numpy()[:2]")
+        tree.initialize(MyInit(), force_reinit=True, seed=0)
+        print(tree[f"{first}.weight"].numpy()[:2])
+
+        self.step("Setting parameters directly", f"w = tree['{first}.weight']\nw.set(w.numpy() + 1)\n"
+                                                 "w[0, 0] = 42\nw.numpy()[0]")
+        w = tree[f"{first}.weight"]
+        w.set(w.numpy() + 1)
+        w[0, 0] = 42
+        print(w.numpy()[0])
+
+        if "deferred" in self.backend.CAPABILITIES:
+            lazy = self.models.lazy()
+            ltree = pp.tree(lazy.model)
+
+            class PrintInit(pp.init.Initializer):
+                def init_weight(self, name: str, arr: np.ndarray) -> None:
+                    print("Init", name, arr.shape)
+                    arr[:] = self.rng.uniform(-0.07, 0.07, arr.shape)
+
+            self.step("Deferred initialization", "ltree = pp.tree(lazy_net)   # no input size yet\n"
+                                                 "print(ltree)\nreport = ltree.initialize(PrintInit())  # prints nothing\n"
+                                                 "report")
+            print(ltree)
+            report = ltree.initialize(PrintInit())
+            print(report)
+            x20 = np.random.default_rng(1).uniform(size=(2, lazy.in_features)).astype(np.float32)
+            self.step("The first forward pass runs the initializer", "lazy_net(X)")
+            self.models.forward(lazy.model, x20)
+            self.step("The second one does not", "lazy_net(X)")
+            self.models.forward(lazy.model, x20)
+            print(ltree)
+
+        if "tying" in self.backend.CAPABILITIES:
+            sh = self.models.shared()
+            stree = pp.tree(sh.model)
+            a, b = sh.tied[0]
+            xs = np.random.default_rng(2).uniform(size=(2, sh.in_features)).astype(np.float32)
+            self.step("Tied parameters", "stree = pp.tree(net_with_shared_layer)\nstree.ties()\n"
+                                         f"stree['{a}.weight'].numpy()[0] == stree['{b}.weight'].numpy()[0]\n"
+                                         f"stree['{a}.weight'][0, 0] = 100\n"
+                                         f"stree['{a}.weight'].numpy()[0] == stree['{b}.weight'].numpy()[0]")
+            print(stree.ties())
+            print(stree[f"{a}.weight"].numpy()[0] == stree[f"{b}.weight"].numpy()[0])
+            stree[f"{a}.weight"][0, 0] = 100
+            print(stree[f"{a}.weight"].numpy()[0] == stree[f"{b}.weight"].numpy()[0])
+            if "gradients" in self.backend.CAPABILITIES:
+                self.step("Gradients of tied parameters are summed",
+                          f"backward of sum(net(X))\nstree['{a}.bias'].grad()")
+                self.models.backward(sh.model, xs)
+                print(stree[f"{a}.bias"].grad())
+            self.step("Untie, and tie again after construction",
+                      "for group in stree.ties(): group.untie()\nstree.ties()\n"
+                      f"pp.tie(stree[{a}], stree[{b}])")
+            for group in stree.ties():
+                group.untie()
+            print(stree.ties())
+            print(pp.tie(stree[a], stree[b]))
+
