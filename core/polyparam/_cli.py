@@ -19,9 +19,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tour.add_argument("--backend", default="numpy", help="numpy, torch, keras, mxnet, or all (default: numpy)")
     sub.add_parser("plugins", help="list installed backends, their versions and load errors")
     args = parser.parse_args(argv)
-    if args.command == "tour":
-        return _tour_command(args.backend)
-    return _plugins_command()
+    from polyparam.errors import PolyparamError
+
+    try:
+        if args.command == "tour":
+            return _tour_command(args.backend)
+        return _plugins_command()
+    except PolyparamError as exc:
+        print(f"polyparam: error: {exc}", file=sys.stderr)
+        return 2
 
 
 # ---- plugins ---------------------------------------------------------------------
