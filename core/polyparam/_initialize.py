@@ -78,13 +78,14 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
             todo.append(p)
         else:
             initializer.check(_info(p), by_role=by_role)   # refuse before the first write
-            report.initialized.append(p.path)
+            # shape known but no storage yet (torch meta tensors): recorded, filled on materialization
+            (report.deferred if p._defers_init() else report.initialized).append(p.path)
             todo.append(p)
 
     undo: list[tuple[Parameter, np.ndarray]] = []
     try:
         for p in todo:
-            if p.state == "deferred":
+            if p.state == "deferred" or p._defers_init():
                 p._defer(_deferred_fill(p, initializer, call_seed, by_role))
                 continue
             if not initializer._writes_in_place and p.state == "initialized":

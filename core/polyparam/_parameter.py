@@ -304,6 +304,15 @@ class Parameter(abc.ABC):
         """Take a value while the shape is unknown (materializing it), if the backend can."""
         self._require_data("set")
 
+    def _defers_init(self) -> bool:
+        """Whether initialization must be recorded with :meth:`_defer` although the shape is known.
+
+        For storage that has a shape but cannot hold data yet (torch ``meta`` tensors):
+        the state stays ``"uninitialized"`` (reading raises) and ``initialize`` records
+        the fill instead of writing it. Default: ``False``.
+        """
+        return False
+
     def _defer(self, fill: Callable[[], None], /) -> None:
         """Record ``fill`` to run once the shape is known (the first forward pass).
 
