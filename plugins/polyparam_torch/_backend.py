@@ -246,6 +246,13 @@ class TorchParameter(Parameter):
     def _identity(self) -> Any:
         return id(self._tensor())
 
+    def _require_data(self, action: str) -> None:
+        if self._tensor().is_meta:  # the core's advice (initialize) is not enough on meta
+            msg = (f"Cannot {action} parameter {self.path!r}: expected a parameter with data, got one on the "
+                   "'meta' device (shape only). Call tree.initialize(...) and then tree.materialize('cpu').")
+            raise errors.UninitializedParameterError(msg, path=self.path, expected="initialized", got="uninitialized")
+        super()._require_data(action)
+
     # ---- values -----------------------------------------------------------------------
 
     def _read(self) -> np.ndarray:

@@ -1,0 +1,416 @@
+"""The PyTorch backend beyond the conformance kit: torch structures, views, devices, meta, Lazy, ties."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import polyparam as pp  # noqa: E402
+from polyparam import errors  # noqa: E402
+from polyparam.testing import reference_values  # noqa: E402
+
+
+def mlp() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+
+
+def values(tree: pp.ParameterTree) -> dict[str, np.ndarray]:
+    return {path: np.array(p.numpy(), copy=True) for path, p in tree.items()}
+
+
+# ---- structure ------------------------------------------------------------------------
+
+
+def test_importing_the_plugin_does_not_import_torch() -> None:
+    """The plugin's __init__ and the hooks work without importing torch."""
+    code = ("import sys, polyparam_torch, polyparam; polyparam.list_backends(); "
+            "import numpy as np; polyparam.backend_for({'w': np.zeros(2)}); assert 'torch' not in sys.modules, 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sequential_positions_include_activations() -> None:
+    """tree[i] is net[i], parameterless activations included."""
+    net = mlp()
+    tree = pp.tree(net)
+    assert tree.backend == "torch" and len(tree) == 3
+    assert [child.native for child in tree] == list(net)
+    assert tree[1].items() == [] and tree[2].native is net[2]
+    assert tree.paths() == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert tree["2.bias"].native is net[2].bias
+
+
+def test_named_sequential_children_use_positions_and_native_names_are_state_dict_keys() -> None:
+    """add_module('block 1', ...) gives path 0.1.0.bias and native name '0.block 1.0.bias'."""
+    inner = nn.Sequential()
+    for i in range(2):
+        inner.add_module(f"block {i}", nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
+    net = nn.Sequential(inner, nn.Linear(4, 1))
+    tree = pp.tree(net)
+    p = tree[0][1][0]["bias"]
+    assert p.path == "0.1.0.bias" and p.native_name == "0.block 1.0.bias"
+    assert p.native is net[0][1][0].bias
+    assert [q.native_name for q in tree.parameters()] == list(net.state_dict())
+    assert tree.get("0.block 1.0.bias") is not None and tree.get("0.block 1.0.bias").path == "0.1.0.bias"
+
+
+def test_module_list_dict_and_custom_modules() -> None:
+    """ModuleList by position, ModuleDict and attributes by name, direct nn.Parameters as leaves."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(3, 2))
+            self.layers = nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 3)])
+            self.heads = nn.ModuleDict({"cls": nn.Linear(3, 5), "box": nn.Linear(3, 4, bias=False)})
+
+    net = Net()
+    tree = pp.tree(net)
+    assert tree.paths() == ["scale", "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
+                            "heads.cls.weight", "heads.cls.bias", "heads.box.weight"]
+    assert tree["layers"][1]["weight"].native is net.layers[1].weight
+    assert tree["heads.box.weight"].shape == (4, 3)
+    assert [p.native_name for p in tree.parameters()] == list(net.state_dict())
+
+
+def test_batchnorm_buffers_are_non_trainable_parameters() -> None:
+    """Running statistics appear with their roles; num_batches_tracked and non-persistent buffers do not."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ConvTranspose2d(4, 2, 3))
+    net[1].register_buffer("scratch", torch.zeros(2), persistent=False)
+    tree = pp.tree(net)
+    roles = {path: (p.role, p.trainable) for path, p in tree.items()}
+    assert roles == {
+        "0.weight": ("weight", True), "0.bias": ("bias", True),
+        "1.weight": ("scale", True), "1.bias": ("shift", True),
+        "1.running_mean": ("running_mean", False), "1.running_var": ("running_var", False),
+        "2.weight": ("weight", True), "2.bias": ("bias", True),
+    }
+    assert tree["0.weight"].axes == ("out", "in", "space", "space")
+    assert tree["2.weight"].axes == ("in", "out", "space", "space")  # torch's transposed layout
+    tree.initialize(pp.init.Constant(2), force_reinit=True)
+    np.testing.assert_array_equal(net[1].running_var.numpy(), 1)
+    np.testing.assert_array_equal(net[1].weight.detach().numpy(), 1)
+    np.testing.assert_array_equal(net[2].weight.detach().numpy(), 2)
+
+
+def test_transposed_conv_xavier_uses_axis_roles() -> None:
+    """Xavier's bound comes from the roles: fan_in = out_channels * k*k for torch's (in, out, k, k)."""
+    net = nn.Sequential(nn.ConvTranspose2d(6, 2, 3))
+    tree = pp.tree(net)
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    p = tree["0.weight"]
+    fan_in, fan_out = 2 * 9, 6 * 9
+    assert np.abs(p.numpy()).max() <= np.sqrt(6 / (fan_in + fan_out))
+    np.testing.assert_array_equal(p.numpy(), reference_values(p, pp.init.Xavier(), 0))
+
+
+def test_unsupported_object() -> None:
+    from polyparam_torch import _backend
+
+    with pytest.raises(errors.UnsupportedModelError):
+        _backend.tree(torch.zeros(3))
+
+
+# ---- values ---------------------------------------------------------------------------
+
+
+def test_reads_are_zero_copy_views_of_cpu_storage() -> None:
+    net = mlp()
+    tree = pp.tree(net)
+    for path, value in tree.state().items():
+        assert np.shares_memory(value, net.state_dict()[path].numpy())
+    copied = tree.state(copy=True)
+    assert not np.shares_memory(copied["0.weight"], net[0].weight.detach().numpy())
+
+
+def test_set_inside_autograd_keeps_the_parameter_object_for_optimizers() -> None:
+    """set() and item writes inside enable_grad write in place; an optimizer keeps working."""
+    net = mlp()
+    weight = net[0].weight
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    tree = pp.tree(net)
+    with torch.enable_grad():
+        tree["0.weight"].set(np.ones((8, 4), np.float32))
+        tree["0.weight"][0, 0] = 42
+    assert net[0].weight is weight and weight.requires_grad
+    assert weight[0, 0].item() == 42 and weight[1, 1].item() == 1
+    net(torch.ones(2, 4)).sum().backward()
+    grad = weight.grad.clone()
+    opt.step()
+    np.testing.assert_allclose(tree["0.weight"].numpy()[1], 1 - 0.5 * grad[1].numpy(), rtol=1e-6)
+
+
+def test_set_bumps_the_autograd_version_like_an_in_place_copy() -> None:
+    """A write between forward and backward is detected by autograd, as torch's own copy_ would be."""
+    net = mlp()
+    out = net(torch.ones(2, 4)).sum()
+    pp.tree(net)["2.weight"].set(np.zeros((1, 8), np.float32))
+    with pytest.raises(RuntimeError, match="inplace"):
+        out.backward()
+
+
+def test_grad_is_none_then_the_accumulated_gradient() -> None:
+    net = mlp()
+    tree = pp.tree(net)
+    assert tree["0.weight"].grad() is None
+    x = torch.rand(3, 4)
+    net(x).sum().backward()
+    net(x).sum().backward()  # accumulates, as torch does
+    np.testing.assert_array_equal(tree["0.weight"].grad(), net[0].weight.grad.numpy())
+    np.testing.assert_allclose(tree["2.bias"].grad(), [6.0])
+
+
+def test_non_float_and_float64_parameters() -> None:
+    net = nn.Linear(3, 2).double()
+    tree = pp.tree(net)
+    assert tree["weight"].dtype == np.float64
+    tree["weight"].set(np.ones((2, 3), np.float32))  # float32 -> float64 is the same kind
+    assert net.weight.dtype == torch.float64 and net.weight.sum().item() == 6
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 8), np.float32), np.zeros(8, np.int64).astype(np.complex64)],
+                         ids=["transposed", "complex"])
+def test_bad_set_and_load_state_change_nothing(bad: np.ndarray) -> None:
+    net = mlp()
+    tree = pp.tree(net)
+    before = values(tree)
+    with pytest.raises((errors.ShapeMismatchError, errors.DTypeMismatchError)) as info:
+        tree["0.weight"].set(bad)
+    assert info.value.path == "0.weight"
+    state = {k: v + 1 for k, v in before.items()}
+    state["2.bias"] = bad
+    with pytest.raises((errors.ShapeMismatchError, errors.DTypeMismatchError)):
+        tree.load_state(state)
+    with pytest.raises(errors.ParameterNotFoundError) as info:
+        tree["3.weight"]
+    assert info.value.path == "3.weight"
+    for path, value in values(tree).items():
+        np.testing.assert_array_equal(value, before[path])
+
+
+def test_load_state_matches_load_state_dict() -> None:
+    a, b = mlp(), mlp()
+    pp.tree(b).load_state(pp.tree(a).state(copy=True))
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_read_only_and_strided_values_are_accepted() -> None:
+    net = mlp()
+    tree = pp.tree(net)
+    value = np.arange(32, dtype=np.float32).reshape(4, 8).T  # non-contiguous
+    value.flags.writeable = False
+    tree["0.weight"].set(value)
+    np.testing.assert_array_equal(net[0].weight.detach().numpy(), value)
+    tree["0.bias"].set(np.arange(16, dtype=np.float32)[::-2])  # negative strides
+    np.testing.assert_array_equal(net[0].bias.detach().numpy(), np.arange(16)[::-2])
+
+
+# ---- devices and meta -----------------------------------------------------------------
+
+
+def test_devices_and_moves() -> None:
+    net = mlp()
+    tree = pp.tree(net)
+    assert {p.device for p in tree.parameters()} == {"cpu"}
+    assert tree.to("meta") is tree
+    assert {p.device for p in tree.parameters()} == {"meta"}
+    assert {p.state for p in tree.parameters()} == {"uninitialized"}
+    with pytest.raises(errors.UninitializedParameterError, match="materialize"):
+        tree["0.weight"].numpy()
+    with pytest.raises(errors.DeviceMismatchError) as info:
+        tree.to("no_such_device")
+    assert info.value.got == "no_such_device"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_moving_to_an_unavailable_device_is_refused() -> None:
+    tree = pp.tree(mlp())
+    with pytest.raises(errors.DeviceMismatchError):
+        tree.to("cuda:0")
+    assert {p.device for p in tree.parameters()} == {"cpu"}
+
+
+def test_ties_survive_moves_through_meta() -> None:
+    """torch's .to('meta') makes one new Parameter per use; the tree restores pp.tie ties."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    tree = pp.tree(net)
+    pp.tie(tree[0], tree[1])
+    tree.to("meta")
+    assert net[0].weight is net[1].weight and net[0].bias is net[1].bias
+    tree.initialize(pp.init.Uniform(), seed=1)
+    tree.materialize("cpu")
+    assert net[0].weight is net[1].weight and net[0].weight.device.type == "cpu"
+    assert [sorted(g.paths) for g in tree.ties()] == [["0.weight", "1.weight"], ["0.bias", "1.bias"]]
+
+
+def meta_mlp() -> nn.Sequential:
+    with torch.device("meta"):
+        return mlp()
+
+
+def test_meta_initialize_is_recorded_and_materialize_gives_the_eager_values() -> None:
+    net = meta_mlp()
+    tree = pp.tree(net)
+    report = tree.initialize(pp.init.Xavier(), seed=7)
+    assert report.deferred == tree.paths() and report.initialized == []
+    assert tree["0.weight"].state == "uninitialized" and tree["0.weight"].shape == (8, 4)
+    assert tree.materialize("cpu") is tree
+    eager = pp.tree(mlp())
+    eager.initialize(pp.init.Xavier(), seed=7, force_reinit=True)
+    for path, value in eager.state().items():
+        np.testing.assert_array_equal(tree[path].numpy(), value, err_msg=path)
+    assert net[0].weight.device.type == "cpu" and isinstance(net[0].weight, nn.Parameter)
+    out = net(torch.ones(1, 4))
+    assert out.shape == (1, 1)
+
+
+def test_meta_load_state_and_set_are_applied_at_materialize() -> None:
+    source = pp.tree(mlp())
+    net = meta_mlp()
+    tree = pp.tree(net)
+    tree.load_state(source.state(copy=True))
+    tree["2.bias"].set(np.array([5.0], np.float32))
+    tree.materialize()
+    for path, value in source.state().items():
+        if path != "2.bias":
+            np.testing.assert_array_equal(tree[path].numpy(), value)
+    np.testing.assert_array_equal(tree["2.bias"].numpy(), [5.0])
+
+
+def test_meta_without_recorded_values_gets_torch_defaults() -> None:
+    net = meta_mlp()
+    tree = pp.tree(net)
+    tree["0.weight"].initialize(pp.init.Constant(3))
+    tree.materialize("cpu")
+    np.testing.assert_array_equal(tree["0.weight"].numpy(), 3)
+    bound = 1 / np.sqrt(8)  # torch's Linear default for the last layer
+    w = tree["2.weight"].numpy()
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0
+
+
+def test_meta_bad_input_is_refused_before_recording() -> None:
+    tree = pp.tree(meta_mlp())
+    with pytest.raises(errors.ShapeMismatchError):
+        tree["0.weight"].set(np.zeros((4, 8), np.float32))
+    with pytest.raises(errors.InitializerError):
+        tree["0.bias"].initialize(pp.init.Xavier())
+
+
+def test_tying_across_devices_is_refused() -> None:
+    a, b = mlp(), meta_mlp()
+    net = nn.Sequential(a, b)
+    tree = pp.tree(net)
+    with pytest.raises(errors.DeviceMismatchError):
+        pp.tie(tree["0.0.weight"], tree["1.0.weight"])
+    assert net[0][0].weight is not net[1][0].weight
+
+
+# ---- Lazy modules ---------------------------------------------------------------------
+
+
+def test_lazy_shapes_show_unknown_dimensions() -> None:
+    net = nn.Sequential(nn.LazyConv2d(4, 3), nn.LazyBatchNorm2d(), nn.LazyConvTranspose2d(2, 3), nn.LazyLinear(5))
+    tree = pp.tree(net)
+    shapes = {path: p.shape for path, p in tree.items()}
+    assert shapes["0.weight"] == (4, None, 3, 3) and shapes["0.bias"] == (4,)
+    assert shapes["1.weight"] == (None,) and shapes["1.running_var"] == (None,)
+    assert shapes["2.weight"] == (None, 2, 3, 3)
+    assert shapes["3.weight"] == (5, None) and shapes["3.bias"] == (5,)
+    assert {p.state for p in tree.parameters()} == {"deferred"}
+    with pytest.raises(errors.DeferredInitializationError):
+        tree["3.bias"].set(np.zeros(5, np.float32))
+
+
+def test_lazy_seeded_values_equal_the_eager_model() -> None:
+    """Recorded initializers run when torch materializes; values equal an eager model with the seed."""
+    lazy = nn.Sequential(nn.LazyLinear(16), nn.ReLU(), nn.LazyLinear(3))
+    tree = pp.tree(lazy)
+    report = tree.initialize(pp.init.Xavier(), seed=21)
+    assert report.deferred == tree.paths()
+    lazy(torch.rand(2, 6))
+    eager = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    pp.tree(eager).initialize(pp.init.Xavier(), seed=21, force_reinit=True)
+    for path, value in pp.tree(eager).state().items():
+        np.testing.assert_array_equal(tree[path].numpy(), value, err_msg=path)
+    assert type(lazy[0]) is nn.Linear and len(lazy[0]._forward_pre_hooks) == 0
+
+
+def test_lazy_conv_and_batchnorm_initialize_at_first_forward() -> None:
+    net = nn.Sequential(nn.LazyConv2d(4, 3), nn.LazyBatchNorm2d())
+    tree = pp.tree(net)
+    tree.initialize(pp.init.Constant(0.5))
+    net.eval()  # a training-mode forward would update the running statistics right after the fill
+    net(torch.rand(1, 2, 5, 5))
+    assert tree["0.weight"].shape == (4, 2, 3, 3)
+    np.testing.assert_array_equal(tree["0.weight"].numpy(), 0.5)
+    np.testing.assert_array_equal(tree["1.weight"].numpy(), 1)
+    np.testing.assert_array_equal(tree["1.running_mean"].numpy(), 0)
+
+
+def test_set_after_materialization_wins_over_nothing_pending() -> None:
+    """A value set after the first forward is not overwritten by a later recorded fill."""
+    net = nn.Sequential(nn.LazyLinear(2))
+    tree = pp.tree(net)
+    tree.initialize(pp.init.Constant(1))
+    net(torch.rand(1, 3))
+    tree["0.weight"].set(np.full((2, 3), 9, np.float32))
+    net(torch.rand(1, 3))
+    np.testing.assert_array_equal(tree["0.weight"].numpy(), 9)
+
+
+# ---- ties -----------------------------------------------------------------------------
+
+
+def test_tie_after_construction_shares_the_nn_parameter() -> None:
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    tree = pp.tree(net)
+    groups = pp.tie(tree["0.weight"], tree["2.weight"])
+    assert net[0].weight is net[2].weight
+    assert [g.paths for g in groups] == [["0.weight", "2.weight"]]
+    assert [g.paths for g in tree.ties()] == [["0.weight", "2.weight"]]
+    assert list(dict(net.named_parameters())) == ["0.weight", "0.bias", "2.bias"]  # torch dedupes too
+
+
+def test_tied_gradients_are_summed_in_a_real_backward() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+    x = torch.rand(3, 4)
+    tree = pp.tree(net)
+    pp.tie(tree[0], tree[2])
+    net(x).sum().backward()
+    tied = tree["0.weight"].grad()
+    # the same computation with two separate copies of the tied value
+    a, b = nn.Linear(4, 4), nn.Linear(4, 4)
+    for layer in (a, b):
+        layer.load_state_dict(net[0].state_dict())
+    nn.Sequential(a, nn.Tanh(), b)(x).sum().backward()
+    np.testing.assert_allclose(tied, (a.weight.grad + b.weight.grad).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_untie_of_a_reused_module_copies_it_at_that_path_only() -> None:
+    shared = nn.Linear(8, 8)
+    net = nn.Sequential(nn.Linear(4, 8), shared, shared)
+    tree = pp.tree(net)
+    weights = [g for g in tree.ties() if g.paths == ["1.weight", "2.weight"]][0]
+    weights.untie()
+    assert net[1] is shared and net[2] is not shared
+    assert net[2].weight is not shared.weight and net[2].bias is shared.bias  # bias still tied
+    assert [g.paths for g in tree.ties()] == [["1.bias", "2.bias"]]
+    torch.testing.assert_close(net[2].weight, shared.weight)
+    tree["2.weight"][0, 0] = 5
+    assert shared.weight[0, 0].item() != 5
+
+
+def test_tying_different_shapes_changes_nothing() -> None:
+    net = mlp()
+    tree = pp.tree(net)
+    with pytest.raises(errors.TieError) as info:
+        pp.tie(tree["0.weight"], tree["2.weight"])
+    assert info.value.path == "2.weight"
+    assert tree.ties() == [] and net[0].weight is not net[2].weight
