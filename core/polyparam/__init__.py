@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from polyparam import errors, init
+from polyparam import _preload, errors, init
 from polyparam._backend import Backend
 from polyparam._initialize import InitReport
 from polyparam._manager import backend_for, get_backend, list_backends
@@ -28,6 +28,8 @@ from polyparam._tie import TieGroup, tie
 from polyparam._tree import ParameterSelection, ParameterTree
 from polyparam.hookspecs import hookimpl
 from polyparam.init import Initializer
+
+_preload.preload_libstdcxx()  # before any framework: see polyparam._preload
 
 __all__ = [
     "Backend",

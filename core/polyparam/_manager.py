@@ -159,6 +159,8 @@ def get_backend(name: str, /) -> Any:
         for plugin_name, impl in _impls("polyparam_get_backend"):
             try:
                 backend = impl.function(*[{"name": name}[a] for a in impl.argnames])
+            except errors.FrameworkImportError:
+                raise  # the plugin already says why and what to do (e.g. an unsafe import order)
             except ImportError as exc:
                 msg = (f"Cannot load backend {name!r}: expected its framework to import, got "
                        f"{type(exc).__name__}: {exc}. Install it, e.g. `pip install polyparam[{name}]`.")
