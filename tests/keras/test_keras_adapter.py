@@ -1,0 +1,324 @@
+"""Keras-specific behaviour beyond the conformance kit: structures, layouts, deferral, ties, gradients."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+import polyparam as pp
+import polyparam_keras
+from polyparam import errors
+from polyparam.testing import reference_values, snapshot
+
+L = keras.layers
+
+
+def _x(*shape: int) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, size=shape).astype(np.float32)
+
+
+# ---- structure and paths ---------------------------------------------------------------
+
+
+def test_functional_model_mirrors_layers_including_the_input_layer() -> None:
+    """tree[i] is model.layers[i] (InputLayer at 0); paths are positions, not auto-numbered names."""
+    inputs = keras.Input((6,))
+    h = L.Dense(5, activation="relu")(inputs)
+    outputs = L.Dense(2)(h)
+    model = keras.Model(inputs, outputs)
+    tree = pp.tree(model)
+    assert len(tree) == len(model.layers) == 3
+    for i, layer in enumerate(model.layers):
+        assert tree[i].native is layer
+    assert tree.paths() == ["1.weight", "1.bias", "2.weight", "2.bias"]
+    assert tree["1.weight"].shape == (5, 6)
+    assert tree["1.weight"].native_name == model.layers[1].kernel.path
+    assert "dense" not in "".join(tree.paths())
+
+
+class _Net(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = L.Dense(8, activation="relu")
+        self.blocks = [L.Dense(8), L.Dense(8)]
+        self.head = L.Dense(3)
+
+    def call(self, x):
+        x = self.encoder(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def test_subclassed_model_uses_attribute_names() -> None:
+    """Subclassed models: attribute names, lists as nested positions (torch's ModuleList paths)."""
+    model = _Net()
+    model(_x(2, 4))
+    tree = pp.tree(model)
+    assert [name for name, _ in tree.children()] == ["encoder", "blocks", "head"]
+    assert tree.paths() == ["encoder.weight", "encoder.bias", "blocks.0.weight", "blocks.0.bias",
+                            "blocks.1.weight", "blocks.1.bias", "head.weight", "head.bias"]
+    assert tree["blocks.1"].native is model.blocks[1]
+    assert tree["head.weight"].shape == (3, 8)
+
+
+def test_nested_sequentials_match_the_seed_indexing() -> None:
+    """rgnet.layers[0].layers[1].layers[1].weights[1] is tree[0][1][1]['bias']."""
+    def block1(name: str):
+        return keras.Sequential([L.Flatten(), L.Dense(4, activation="relu")], name=name)
+
+    def block2():
+        net = keras.Sequential()
+        for i in range(4):
+            net.add(block1(name=f"block-{i}"))
+        return net
+
+    rgnet = keras.Sequential([block2(), L.Dense(1)])
+    rgnet(_x(2, 4))
+    tree = pp.tree(rgnet)
+    native = rgnet.layers[0].layers[1].layers[1].weights[1]
+    p = tree[0][1][1]["bias"]
+    assert p.path == "0.1.1.bias" and p.native is native
+    np.testing.assert_array_equal(p.numpy(), native.numpy())
+
+
+def test_a_single_layer_is_a_tree() -> None:
+    layer = L.Dense(3)
+    layer.build((None, 2))
+    tree = pp.tree(layer)
+    assert tree.paths() == ["weight", "bias"]
+
+
+def test_non_keras_objects_are_refused() -> None:
+    with pytest.raises(errors.UnsupportedModelError):
+        polyparam_keras.polyparam_get_backend("keras").tree(object())
+
+
+# ---- layouts -----------------------------------------------------------------------------
+
+
+def test_conv_batchnorm_and_transposed_layouts() -> None:
+    """Conv (*k, in, out) reads as (out, in, *k); ConvTranspose as torch's (in, out, *k); BN names."""
+    model = keras.Sequential([keras.Input((9, 9, 3)), L.Conv2D(5, (3, 2)), L.BatchNormalization(),
+                              L.Conv2DTranspose(4, 3), L.Conv1D(2, 3) if False else L.Flatten(), L.Dense(2)])
+    tree = pp.tree(model)
+    conv, bn, convt = model.layers[0], model.layers[1], model.layers[2]
+    w = tree["0.weight"]
+    assert w.shape == (5, 3, 3, 2) and w.axes == ("out", "in", "space", "space")
+    np.testing.assert_array_equal(w.numpy(), np.transpose(conv.kernel.numpy(), (3, 2, 0, 1)))
+    assert [path for path, _ in tree[1].items()] == ["1.weight", "1.bias", "1.running_mean", "1.running_var"]
+    assert tree["1.weight"].native is bn.gamma and tree["1.weight"].role == "scale"
+    assert tree["1.running_var"].native is bn.moving_variance and not tree["1.running_var"].trainable
+    t = tree["2.weight"]
+    assert t.shape == (5, 4, 3, 3) and t.axes == ("in", "out", "space", "space")
+    np.testing.assert_array_equal(t.numpy(), np.transpose(convt.kernel.numpy(), (3, 2, 0, 1)))
+    value = np.arange(np.prod(w.shape), dtype=np.float32).reshape(w.shape)
+    w.set(value)
+    np.testing.assert_array_equal(conv.kernel.numpy(), np.transpose(value, (2, 3, 1, 0)))
+    tree.initialize(pp.init.Xavier(), seed=2, force_reinit=True)
+    for p in tree.select("*.weight", where=lambda p: p.role == "weight"):
+        np.testing.assert_array_equal(p.numpy(), reference_values(p, pp.init.Xavier(), 2), err_msg=p.path)
+    np.testing.assert_array_equal(tree["1.running_var"].numpy(), 1)
+
+
+def test_a_state_in_keras_layout_is_refused_not_transposed() -> None:
+    """Kernels given as Keras stores them (in, out) fit only after a transpose: refused, nothing changed."""
+    model = keras.Sequential([keras.Input((4,)), L.Dense(8), L.Conv1D(2, 1) if False else L.Dense(3)])
+    tree = pp.tree(model)
+    before = snapshot(tree)
+    native = dict(zip(tree.paths(), model.get_weights()))
+    with pytest.raises(errors.ShapeMismatchError) as info:
+        tree.load_state(native)
+    assert info.value.path == "0.weight" and info.value.expected == (8, 4) and info.value.got == (4, 8)
+    for path, value in before.items():
+        np.testing.assert_array_equal(tree[path].numpy(), value)
+    conv = keras.Sequential([keras.Input((5, 5, 3)), L.Conv2D(4, 2)])
+    ctree = pp.tree(conv)
+    with pytest.raises(errors.ShapeMismatchError):
+        ctree["0.weight"].set(conv.layers[0].kernel.numpy())
+
+
+# ---- deferred -------------------------------------------------------------------------------
+
+
+def test_unbuilt_conv_and_batchnorm_are_deferred_and_get_the_seeded_values() -> None:
+    """Recorded initialization equals the one of a built model with the same seed."""
+    def layers():
+        return [L.Conv2D(4, 3), L.BatchNormalization(), L.Flatten(), L.Dense(2)]
+
+    lazy = keras.Sequential(layers())
+    built = keras.Sequential([keras.Input((6, 6, 2))] + layers())
+    lt, bt = pp.tree(lazy), pp.tree(built)
+    assert lt["0.weight"].shape == (4, None, 3, 3) and lt["1.running_mean"].shape == (None,)
+    assert all(p.state == "deferred" for _, p in lt.items())
+    report = lt.initialize(pp.init.Xavier(), seed=7)
+    assert report.deferred == lt.paths()
+    bt.initialize(pp.init.Xavier(), seed=7, force_reinit=True)
+    lazy(_x(1, 6, 6, 2))
+    assert lt.paths() == bt.paths()
+    for path, value in bt.state().items():
+        np.testing.assert_array_equal(lt[path].numpy(), value, err_msg=path)
+
+
+# ---- ties -----------------------------------------------------------------------------------
+
+
+def _two_equal_layers():
+    model = keras.Sequential([keras.Input((6,)), L.Dense(6, activation="tanh"), L.Dense(6, activation="tanh"),
+                              L.Dense(1)])
+    return model, pp.tree(model)
+
+
+def test_tie_after_construction_changes_the_forward_pass_and_compiled_predict() -> None:
+    """After pp.tie both layers use one variable, in eager calls and in an already traced predict()."""
+    model, tree = _two_equal_layers()
+    x = _x(3, 6)
+    model.predict(x, verbose=0)
+    pp.tie(tree[0], tree[1])
+    assert len(model.weights) == 4
+    tree["0.weight"].set(np.eye(6, dtype=np.float32))
+    tree["0.bias"].set(np.zeros(6, np.float32))
+    np.testing.assert_array_equal(tree["1.weight"].numpy(), np.eye(6))
+    expected = np.tanh(np.tanh(x)) @ model.layers[2].kernel.numpy() + model.layers[2].bias.numpy()
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_tie_survives_save_weights_and_load_weights(tmp_path) -> None:
+    model, tree = _two_equal_layers()
+    pp.tie(tree[0], tree[1])
+    file = str(tmp_path / "tied.weights.h5")
+    model.save_weights(file)
+    saved = tree.state(copy=True)
+    tree.initialize(pp.init.Constant(3), force_reinit=True)
+    model.load_weights(file)
+    assert {frozenset(g.paths) for g in tree.ties()} == {frozenset({"0.weight", "1.weight"}),
+                                                        frozenset({"0.bias", "1.bias"})}
+    for path, value in saved.items():
+        np.testing.assert_array_equal(tree[path].numpy(), value)
+    tree["1.weight"][2, 3] = 9
+    assert tree["0.weight"].numpy()[2, 3] == 9
+    fresh, fresh_tree = _two_equal_layers()   # a new model tied the same way loads the same file
+    pp.tie(fresh_tree[0], fresh_tree[1])
+    fresh.load_weights(file)
+    for path, value in saved.items():
+        np.testing.assert_array_equal(fresh_tree[path].numpy(), value)
+
+
+def test_untie_after_tie_restores_own_variables() -> None:
+    model, tree = _two_equal_layers()
+    own = model.layers[1].kernel
+    groups = pp.tie(tree[0], tree[1])
+    for group in groups:
+        group.untie()
+    assert tree.ties() == []
+    assert model.layers[1].kernel is own
+    np.testing.assert_array_equal(tree["1.weight"].numpy(), tree["0.weight"].numpy())
+    tree["1.weight"][0, 0] = 5
+    assert tree["0.weight"].numpy()[0, 0] != 5
+
+
+def test_gradient_of_a_tie_made_after_construction_is_the_sum() -> None:
+    model, tree = _two_equal_layers()
+    x = _x(4, 6)
+    assert tree["0.weight"].grad() is None
+    pp.tie(tree[0], tree[1])
+    polyparam_keras.backward(model, x)
+    tied = np.array(tree["0.weight"].grad(), copy=True)
+    np.testing.assert_array_equal(tied, tree["1.weight"].grad())
+    for group in tree.ties():
+        group.untie()
+    polyparam_keras.backward(model, x)
+    np.testing.assert_allclose(tied, tree["0.weight"].grad() + tree["1.weight"].grad(), rtol=1e-4, atol=1e-6)
+
+
+def test_gradients_are_in_canonical_layout_and_match_autodiff() -> None:
+    """grad() of a dense weight is the transpose of the native kernel gradient; record_gradients stores yours."""
+    model, tree = _two_equal_layers()
+    x = _x(2, 6)
+    polyparam_keras.backward(model, x)
+    g = tree["2.weight"].grad()
+    h = np.tanh(np.tanh(x @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy())
+                @ model.layers[1].kernel.numpy() + model.layers[1].bias.numpy())
+    np.testing.assert_allclose(g, h.sum(axis=0, keepdims=True), rtol=1e-5, atol=1e-6)
+    grads = [np.full(tuple(v.shape), float(i), np.float32) for i, v in enumerate(model.trainable_variables)]
+    polyparam_keras.record_gradients(zip(grads, model.trainable_variables))
+    np.testing.assert_array_equal(tree["0.weight"].grad(), grads[0].T)
+
+
+class _Reuse(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = L.Dense(4)
+        self.second = self.first
+
+    def call(self, x):
+        return self.second(self.first(x))
+
+
+def test_a_layer_under_two_attributes_is_a_tie_that_cannot_be_untied() -> None:
+    """One layer object under two names is detected; untie is refused (one object), nothing changes."""
+    model = _Reuse()
+    model(_x(1, 4))
+    tree = pp.tree(model)
+    weight, bias = tree.ties()
+    assert weight.paths == ["first.weight", "second.weight"]
+    with pytest.raises(errors.TieError) as info:
+        weight.untie()
+    assert info.value.path == "second.weight"
+    assert len(tree.ties()) == 2
+
+
+def test_a_functional_graph_lists_a_reused_layer_once() -> None:
+    """Keras' Functional.layers holds a layer called twice once, so the tree does too."""
+    shared = L.Dense(4)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, shared(shared(inputs)))
+    tree = pp.tree(model)
+    assert tree.paths() == ["1.weight", "1.bias"] and tree.ties() == []
+
+
+def test_tying_an_unbuilt_layer_is_refused_with_a_fix() -> None:
+    model = keras.Sequential([L.Dense(4), L.Dense(4)])
+    tree = pp.tree(model)
+    with pytest.raises(errors.TieError) as info:
+        pp.tie(tree[0], tree[1])
+    assert "batch" in str(info.value)
+    assert tree.ties() == []
+
+
+# ---- plugin hygiene -------------------------------------------------------------------------
+
+
+def test_importing_the_plugin_does_not_import_keras() -> None:
+    code = ("import sys, polyparam, polyparam_keras, numpy as np; polyparam.backend_for(np.zeros(2)) if False else None;"
+            "print(any(m in sys.modules for m in ('keras', 'tensorflow', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_keras_plugin_claims_keras_layers_before_the_torch_plugin() -> None:
+    """Under KERAS_BACKEND=torch a Keras layer is a torch.nn.Module too; it must still be a keras tree."""
+    code = ("import keras, polyparam as pp; m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]);"
+            "print(keras.backend.backend(), pp.backend_for(m), pp.tree(m).backend)")
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-3:] == ["torch", "keras", "keras"]
+
+
+@pytest.mark.skipif(os.environ.get("POLYPARAM_KERAS_INNER") == "1", reason="inner run: no recursion")
+def test_these_tests_pass_under_the_other_keras_backend() -> None:
+    """This directory, in a fresh process on the other Keras backend (tensorflow <-> torch)."""
+    other = {"tensorflow": "torch", "torch": "tensorflow"}[keras.backend.backend()]
+    pytest.importorskip(other)
+    env = dict(os.environ, KERAS_BACKEND=other, POLYPARAM_KERAS_INNER="1")
+    proc = subprocess.run([sys.executable, "-m", "pytest", os.path.dirname(__file__), "-q", "-p", "no:cacheprovider"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
