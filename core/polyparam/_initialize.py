@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import numpy as np
 
 from polyparam import errors
-from polyparam.init import Initializer, ParamInfo, as_initializer, generator_for
+from polyparam.init import Initializer, ParamInfo, as_initializer
 
 if TYPE_CHECKING:
     from polyparam._parameter import Parameter
@@ -39,19 +39,18 @@ class InitReport:
 
 def _info(p: Parameter) -> ParamInfo:
     return ParamInfo(path=p.path, native_name=p.native_name, role=p.role, axes=p.axes,
-                     shape=tuple(p.shape), dtype=p.dtype)
+                     shape=tuple(p.shape), dtype=p.dtype, groups=p.groups)
 
 
 def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool) -> None:
     """Draw ``p``'s value with its own generator and write it."""
     info = _info(p)
-    rng = generator_for(seed, p.path)
     view = p._writable_view() if initializer._writes_in_place and p.state == "initialized" else None
     if view is not None:
-        initializer.fill(view, info, rng=rng, by_role=by_role)
+        initializer.fill(view, info, seed=seed, by_role=by_role)
         return
     scratch = np.empty(info.shape, info.dtype)
-    initializer.fill(scratch, info, rng=rng, by_role=by_role)
+    initializer.fill(scratch, info, seed=seed, by_role=by_role)
     p._write(scratch)
 
 
@@ -82,6 +81,8 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
             (report.deferred if p._defers_init() else report.initialized).append(p.path)
             todo.append(p)
 
+    for p in todo:
+        initializer._note(_info(p))
     undo: list[tuple[Parameter, np.ndarray]] = []
     try:
         for p in todo:
@@ -95,6 +96,7 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
         for p, old in reversed(undo):
             p._write(old)
         raise
+    initializer._finish()
     return report
 
 

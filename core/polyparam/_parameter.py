@@ -57,13 +57,16 @@ class Parameter(abc.ABC):
         role: What the parameter is for, one of :data:`ROLES`.
         axes: The role of each axis of the canonical layout, from :data:`AXIS_ROLES`.
         trainable: Whether an optimizer updates it (buffers such as running means are not).
+        groups: For grouped convolution kernels, the number of groups (fans use it).
     """
 
     #: The backend name, e.g. ``"torch"``; set by each subclass.
     backend: ClassVar[str] = ""
+    #: Groups of a grouped convolution kernel (instances of conv adapters override it).
+    groups: int = 1
 
     def __init__(self, path: str, /, *, role: str = "weight", axes: tuple[str, ...] | None = None,
-                 trainable: bool = True) -> None:
+                 trainable: bool = True, groups: int = 1) -> None:
         if role not in ROLES:
             msg = f"Invalid value for argument `role`: expected one of {ROLES}. Received: role={role!r}."
             raise ValueError(msg)
@@ -71,6 +74,7 @@ class Parameter(abc.ABC):
         self.role = role
         self._axes = axes
         self.trainable = trainable
+        self.groups = groups
 
     # ---- facts -----------------------------------------------------------------
 

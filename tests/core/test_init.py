@@ -33,10 +33,10 @@ def test_fan_initializers_refuse_vectors() -> None:
 def test_xavier_bounds_and_gaussian_std() -> None:
     i = info((400, 300), ("out", "in"))
     arr = np.empty(i.shape, np.float32)
-    pp.init.Xavier().fill(arr, i, rng=generator_for(0, "x"))
+    pp.init.Xavier().fill(arr, i, seed=0)
     bound = np.sqrt(3 / ((400 + 300) / 2))
     assert np.abs(arr).max() <= bound and np.abs(arr).max() > 0.99 * bound
-    pp.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2).fill(arr, i, rng=generator_for(0, "x"))
+    pp.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2).fill(arr, i, seed=0)
     assert abs(arr.std() / np.sqrt(2 / 300) - 1) < 0.02
 
 

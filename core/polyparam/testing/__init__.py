@@ -33,7 +33,7 @@ import polyparam as pp
 from polyparam import errors
 from polyparam._backend import BACKEND_NAMES
 from polyparam._models import Case, ModelFactory
-from polyparam.init import ParamInfo, generator_for
+from polyparam.init import ParamInfo
 
 __all__ = [
     "BaseAccessTests",
@@ -63,9 +63,9 @@ def assert_unchanged(before: dict[str, np.ndarray], tree: pp.ParameterTree) -> N
 def reference_values(p: pp.Parameter, init: pp.Initializer, seed: int) -> np.ndarray:
     """What ``init`` with ``seed`` must give ``p``: the NumPy reference draw in canonical layout."""
     info = ParamInfo(path=p.path, native_name=p.native_name, role=p.role, axes=p.axes,
-                     shape=tuple(p.shape), dtype=p.dtype)
+                     shape=tuple(p.shape), dtype=p.dtype, groups=p.groups)
     out = np.empty(info.shape, info.dtype)
-    init.fill(out, info, rng=generator_for(seed, p.path))
+    init.fill(out, info, seed=seed)
     return out
 
 
