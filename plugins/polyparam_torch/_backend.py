@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -70,6 +71,11 @@ _TORCH2NP: dict[torch.dtype, np.dtype] = {
 }
 
 
+_NP2TORCH = frozenset(_TORCH2NP.values())
+_REAL_DTYPES = frozenset(d for d in _TORCH2NP if not d.is_complex)  # no conjugate bit to resolve
+_PLAIN = frozenset({nn.Parameter, torch.Tensor})
+
+
 def _np_dtype(dtype: torch.dtype) -> np.dtype:
     found = _TORCH2NP.get(dtype)
     if found is not None:
@@ -96,7 +102,7 @@ def _torch2np(t: torch.Tensor) -> np.ndarray:
 
 def _np2torch(a: np.ndarray) -> torch.Tensor:
     """A CPU tensor with ``a``'s values (shares memory where torch can)."""
-    if a.dtype == _TORCH2NP.get(torch.bfloat16, None):
+    if a.dtype.kind == "V" and torch.bfloat16 in _TORCH2NP and a.dtype == _TORCH2NP[torch.bfloat16]:
         return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
     if not a.flags.writeable or any(s < 0 for s in a.strides):
         a = np.array(a, copy=True)
@@ -122,7 +128,7 @@ def _role(module: nn.Module, attr: str, tensor: torch.Tensor) -> str:
     return "other"
 
 
-def _axes(module: nn.Module, attr: str, role: str) -> tuple[str, ...] | None:
+def _axes_of(module: nn.Module, attr: str, role: str) -> tuple[str, ...] | None:
     if role == "weight" and attr == "weight" and isinstance(module, nn.modules.conv._ConvNd) and module.transposed:
         return ("in", "out") + ("space",) * len(module.kernel_size)
     return None
@@ -185,36 +191,46 @@ def _shallow_clone(module: nn.Module) -> nn.Module:
 
 
 class TorchParameter(Parameter):
-    """One ``nn.Parameter`` or persistent buffer, found live from the root module.
+    """One ``nn.Parameter`` or persistent buffer of a module, read live from the module.
 
-    It is located by the chain of child names from the root and its attribute name,
-    so it follows ties, untie and device moves that replace the tensor object.
+    The tensor is looked up in its module at every use, so the object follows ties,
+    untie and device moves that replace the tensor. It also knows the chain of child
+    names from the root, which untie of a reused module needs. After replacing modules
+    by hand (``net[2] = nn.Linear(...)``), take a fresh ``pp.tree(net)``.
     """
 
     backend = NAME
 
     def __init__(self, path: str, root: nn.Module, keys: tuple[str, ...], attr: str, is_buffer: bool,
-                 module: nn.Module, tensor: torch.Tensor) -> None:
-        role = _role(module, attr, tensor)
-        super().__init__(path, role=role, axes=_axes(module, attr, role),
-                         trainable=not is_buffer and tensor.requires_grad)
-        self._root, self._keys, self._attr, self._is_buffer = root, keys, attr, is_buffer
+                 module: nn.Module) -> None:
+        # Parameter.__init__ is not called on purpose: role, axes and trainable are
+        # computed on first use, which keeps building a tree of 1,000 layers cheap.
+        self._path, self._root, self._keys, self._attr = path, root, keys, attr
+        self._is_buffer, self._module = is_buffer, module
+
+    @cached_property
+    def role(self) -> str:  # type: ignore[override]
+        return _role(self._module, self._attr, self._tensor())
+
+    @property
+    def _axes(self) -> tuple[str, ...] | None:  # type: ignore[override]
+        return _axes_of(self._module, self._attr, self.role)
+
+    @property
+    def trainable(self) -> bool:  # type: ignore[override]
+        """Whether an optimizer updates it: a parameter with ``requires_grad`` (buffers never)."""
+        return not self._is_buffer and self._tensor().requires_grad
 
     # ---- location ---------------------------------------------------------------------
 
     def _owner(self) -> nn.Module:
-        module = self._root
-        for key in self._keys:
-            module = module._modules[key]
-        return module
+        return self._module
 
     def _store(self, owner: nn.Module) -> dict:
         return owner._buffers if self._is_buffer else owner._parameters
 
     def _tensor(self) -> torch.Tensor:
-        module = self._root
-        for key in self._keys:
-            module = module._modules[key]
+        module = self._module
         return (module._buffers if self._is_buffer else module._parameters)[self._attr]
 
     # ---- facts ------------------------------------------------------------------------
@@ -273,11 +289,12 @@ class TorchParameter(Parameter):
             value = np.array(array, copy=True)
             self._defer(lambda: self._write(value))
             return
-        if t.device.type == "cpu" and not t.is_conj() and not t.is_neg():
-            np.copyto(_torch2np(t.detach()), array, casting="unsafe")
+        if t.device.type == "cpu" and not (array.flags.writeable and array.dtype in _NP2TORCH
+                                           and all(s >= 0 for s in array.strides)):
+            np.copyto(_torch2np(t.detach()), array, casting="unsafe")  # no intermediate copy
             torch.autograd.graph.increment_version(t)  # as an in-place copy_ under no_grad would
         else:
-            with torch.no_grad():
+            with torch.no_grad():  # torch's copy is multi-threaded: as fast as load_state_dict
                 t.copy_(_np2torch(array))
         pending = _pending(self._owner())
         if pending:
@@ -343,6 +360,7 @@ class TorchParameter(Parameter):
                 child = _shallow_clone(child)
                 module._modules[key] = child
             module = child
+        self._module = module
         return module
 
 
@@ -350,23 +368,39 @@ class TorchParameter(Parameter):
 
 
 def _walk(module: nn.Module, prefix: str, root: nn.Module, keys: tuple[str, ...],
-          out: list[tuple[str, Parameter]]) -> None:
-    """Append (path, parameter) for ``module`` and its descendants, tied ones under every path."""
+          out: list[tuple[str, Parameter]], seen: set[int] | None) -> None:
+    """Append (path, parameter) for ``module`` and its descendants in ``state_dict`` order.
+
+    With ``seen`` (a set of tensor ids), tied tensors are listed once, under the first
+    path met; without it, under every path.
+    """
     for attr, t in module._parameters.items():
         if t is not None:
+            if seen is not None:
+                if id(t) in seen:
+                    continue
+                seen.add(id(t))
             path = prefix + attr
-            out.append((path, TorchParameter(path, root, keys, attr, False, module, t)))
+            out.append((path, TorchParameter(path, root, keys, attr, False, module)))
     if module._buffers:
         skip = module._non_persistent_buffers_set
         for attr, t in module._buffers.items():
             if t is not None and attr not in skip and attr not in _SKIPPED_BUFFERS:
+                if seen is not None:
+                    if id(t) in seen:
+                        continue
+                    seen.add(id(t))
                 path = prefix + attr
-                out.append((path, TorchParameter(path, root, keys, attr, True, module, t)))
+                out.append((path, TorchParameter(path, root, keys, attr, True, module)))
     if module._modules:
-        positional = isinstance(module, (nn.Sequential, nn.ModuleList))
-        for i, (name, child) in enumerate(module._modules.items()):
-            if child is not None:
-                _walk(child, f"{prefix}{i if positional else name}.", root, keys + (name,), out)
+        if isinstance(module, (nn.Sequential, nn.ModuleList)):
+            for i, (name, child) in enumerate(module._modules.items()):
+                if child is not None:
+                    _walk(child, f"{prefix}{i}.", root, keys + (name,), out, seen)
+        else:
+            for name, child in module._modules.items():
+                if child is not None:
+                    _walk(child, f"{prefix}{name}.", root, keys + (name,), out, seen)
 
 
 class TorchTree(ParameterTree):
@@ -397,16 +431,35 @@ class TorchTree(ParameterTree):
         prefix = f"{self.path}." if self.path else ""
         for attr, t in module._parameters.items():
             if t is not None:
-                out.append((attr, TorchParameter(prefix + attr, self._root, self._keys, attr, False, module, t)))
+                out.append((attr, TorchParameter(prefix + attr, self._root, self._keys, attr, False, module)))
         skip = module._non_persistent_buffers_set
         for attr, t in module._buffers.items():
             if t is not None and attr not in skip and attr not in _SKIPPED_BUFFERS:
-                out.append((attr, TorchParameter(prefix + attr, self._root, self._keys, attr, True, module, t)))
+                out.append((attr, TorchParameter(prefix + attr, self._root, self._keys, attr, True, module)))
         return out
 
     def _occurrences(self) -> list[tuple[str, Parameter]]:
         out: list[tuple[str, Parameter]] = []
-        _walk(self.native, f"{self.path}." if self.path else "", self._root, self._keys, out)
+        _walk(self.native, f"{self.path}." if self.path else "", self._root, self._keys, out, None)
+        return out
+
+    # The two overrides below are the generic ones with torch shortcuts; they return
+    # exactly what the base class would.
+
+    def items(self) -> list[tuple[str, Parameter]]:
+        out: list[tuple[str, Parameter]] = []
+        _walk(self.native, f"{self.path}." if self.path else "", self._root, self._keys, out, set())
+        return out
+
+    def state(self, *, copy: bool = False) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for path, p in self.items():
+            t = p._tensor()  # type: ignore[attr-defined]
+            if t.is_cpu and type(t) in _PLAIN and t.dtype in _REAL_DTYPES and not t.is_neg():
+                value = t.detach().numpy()  # zero-copy
+            else:
+                value = p.numpy()  # everything else, errors included
+            out[path] = np.array(value, copy=True) if copy else value
         return out
 
     # ---- devices ----------------------------------------------------------------------

@@ -414,3 +414,17 @@ def test_tying_different_shapes_changes_nothing() -> None:
         pp.tie(tree["0.weight"], tree["2.weight"])
     assert info.value.path == "2.weight"
     assert tree.ties() == [] and net[0].weight is not net[2].weight
+
+
+def test_bfloat16_round_trips_through_ml_dtypes() -> None:
+    """bfloat16 parameters read and write as ml_dtypes.bfloat16 arrays (zero-copy on CPU)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    net = nn.Linear(3, 2).to(torch.bfloat16)
+    tree = pp.tree(net)
+    p = tree["weight"]
+    assert p.dtype == np.dtype(ml_dtypes.bfloat16)
+    p.set(np.full((2, 3), 1.5, np.float32).astype(ml_dtypes.bfloat16))
+    assert torch.all(net.weight == 1.5)
+    p[0, 0] = np.array(2, ml_dtypes.bfloat16)
+    assert net.weight[0, 0].item() == 2
+    assert np.shares_memory(tree.state()["weight"], net.weight.detach().view(torch.int16).numpy())
