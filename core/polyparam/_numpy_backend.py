@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from polyparam import errors
-from polyparam._models import Case, ModelFactory
+from polyparam._models import LAYER_SPECS, Case, ModelFactory
 from polyparam._parameter import Parameter, Shape
 from polyparam._tree import ParameterTree, join_path
 from polyparam.hookspecs import hookimpl
@@ -56,7 +56,7 @@ class NumpyParameter(Parameter):
 
     def __init__(self, path: str, owner: Block, attr: str) -> None:
         param = owner.params[attr]
-        super().__init__(path, role=param.role, axes=param.axes, trainable=param.trainable)
+        super().__init__(path, role=param.role, axes=param.axes, trainable=param.trainable, groups=param.groups)
         self._owner, self._attr = owner, attr
 
     @property
@@ -122,7 +122,7 @@ class NumpyParameter(Parameter):
     def _unshare(self) -> None:
         old = self._param
         own = Param(f"{self._owner.prefix}{self._attr}", old.shape, dtype=old.dtype, role=old.role,
-                    axes=old.axes, trainable=old.trainable)
+                    axes=old.axes, trainable=old.trainable, groups=old.groups)
         own.data = None if old.data is None else old.data.copy()
         own.pending_init = old.pending_init
         self._owner.params[self._attr] = own
@@ -267,6 +267,20 @@ class NumpyModels(ModelFactory):
 
     def forward(self, model: Block, x: np.ndarray, /) -> np.ndarray:
         return model(x)
+
+    def layer(self, kind: str, /) -> Block:
+        """The module system has dense layers only: other kinds are parameter holders with their layout."""
+        block = Block(prefix=f"{kind}0_")
+        if kind == "batchnorm":
+            for name, role in (("weight", "scale"), ("bias", "shift"), ("running_mean", "running_mean"),
+                               ("running_var", "running_var")):
+                block.params[name] = Param(f"{block.prefix}{name}", (8,), role=role, axes=("out",),
+                                           trainable=role in ("scale", "shift"))
+        else:
+            spec = LAYER_SPECS[kind]
+            block.params["weight"] = Param(f"{block.prefix}weight", spec.shape, axes=spec.axes, groups=spec.groups)
+        block.initialize()
+        return block
 
     def backward(self, model: Block, x: np.ndarray, /) -> None:
         model(x)

@@ -46,8 +46,9 @@ class Param:
     """
 
     def __init__(self, name: str, shape: tuple[int | None, ...], *, dtype: Any = "float32", role: str = "weight",
-                 axes: tuple[str, ...] | None = None, trainable: bool = True) -> None:
+                 axes: tuple[str, ...] | None = None, trainable: bool = True, groups: int = 1) -> None:
         self.name = name
+        self.groups = groups
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         self.role = role

@@ -34,11 +34,13 @@ from polyparam import errors
 from polyparam._backend import BACKEND_NAMES
 from polyparam._models import Case, ModelFactory
 from polyparam.init import ParamInfo
+from polyparam.testing._initializers import BaseInitializerLibraryTests
 
 __all__ = [
     "BaseAccessTests",
     "BaseBackendModuleTests",
     "BaseDeferredTests",
+    "BaseInitializerLibraryTests",
     "BaseInitializerTests",
     "BaseTieTests",
     "BaseValueTests",
@@ -667,7 +669,7 @@ class BaseTieTests(_Kit):
 
 
 class ConformanceTests(BaseBackendModuleTests, BaseAccessTests, BaseValueTests, BaseInitializerTests,
-                       BaseDeferredTests, BaseTieTests):
+                       BaseInitializerLibraryTests, BaseDeferredTests, BaseTieTests):
     """Every test a polyparam backend must pass. Subclass it and override ``backend``.
 
     Optional capabilities (skipped when not in ``backend.CAPABILITIES``):
