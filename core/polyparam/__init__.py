@@ -20,11 +20,13 @@ from typing import Any
 
 from polyparam import _preload, errors, init
 from polyparam._backend import Backend
+from polyparam._checkpoint import load, save
 from polyparam._initialize import InitReport
 from polyparam._manager import backend_for, get_backend, list_backends
 from polyparam._models import Case, ModelFactory
 from polyparam._parameter import Parameter
 from polyparam._tie import TieGroup, tie
+from polyparam._transfer import transfer
 from polyparam._tree import ParameterSelection, ParameterTree
 from polyparam.hookspecs import hookimpl
 from polyparam.init import Initializer
@@ -47,7 +49,10 @@ __all__ = [
     "hookimpl",
     "init",
     "list_backends",
+    "load",
+    "save",
     "tie",
+    "transfer",
     "tree",
 ]
 
