@@ -184,21 +184,28 @@ def _box_muller(g: np.random.Generator, n: int, dtype: np.dtype, out: np.ndarray
     return out
 
 
+#: Box-Muller works through a block in slices of this many elements, to keep its
+#: scratch memory small; part of what seeded values are.
+_SLICE = 1 << 16
+
+
 def _normal_kernel(mean: float, std: float, low: float | None = None,
                    high: float | None = None) -> Callable[[np.random.Generator, np.ndarray], None]:
     """N(mean, std^2), optionally truncated to [low, high] (in standard deviations) by redrawing."""
 
-    def kernel(g: np.random.Generator, v: np.ndarray) -> None:
-        _box_muller(g, v.size, v.dtype, out=v)
-        if low is not None:
-            bad = np.flatnonzero((v < low) | (v > high))
-            while bad.size:
-                redraw = _box_muller(g, bad.size, v.dtype)
-                v[bad] = redraw
-                bad = bad[(redraw < low) | (redraw > high)]
-        v *= v.dtype.type(std)
+    def kernel(g: np.random.Generator, block: np.ndarray) -> None:
+        for start in range(0, block.size, _SLICE):
+            v = block[start:start + _SLICE]
+            _box_muller(g, v.size, v.dtype, out=v)
+            if low is not None:
+                bad = np.flatnonzero((v < low) | (v > high))
+                while bad.size:
+                    redraw = _box_muller(g, bad.size, v.dtype)
+                    v[bad] = redraw
+                    bad = bad[(redraw < low) | (redraw > high)]
+        block *= block.dtype.type(std)
         if mean:
-            v += v.dtype.type(mean)
+            block += block.dtype.type(mean)
 
     return kernel
 

@@ -1,0 +1,241 @@
+"""The initializer library on the reference backend: streams, built-ins, names, composites."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import polyparam as pp
+from polyparam import errors
+from polyparam.init import BLOCK, ParamInfo, generator_for
+
+
+def info(shape, axes=None, role="weight", path="w", groups=1) -> ParamInfo:
+    axes = axes if axes is not None else ("out", "in") + ("space",) * (len(shape) - 2)
+    return ParamInfo(path=path, native_name=path, role=role, axes=axes, shape=tuple(shape),
+                     dtype=np.dtype(np.float32), groups=groups)
+
+
+def filled(init: pp.Initializer, shape, seed: int = 0, **kw) -> np.ndarray:
+    arr = np.empty(shape, np.float32)
+    init.fill(arr, info(shape, **kw), seed=seed)
+    return arr
+
+
+# ---- streams ---------------------------------------------------------------------------
+
+
+def test_first_block_is_the_parameters_generator() -> None:
+    """Block 0 of a uniform draw is the parameter's own generator, scaled."""
+    arr = filled(pp.init.Uniform(0.5), (BLOCK + 10,), seed=3, axes=("other",))
+    expected = generator_for(3, "w").random(BLOCK, dtype=np.float32) * np.float32(1.0) - np.float32(0.5)
+    np.testing.assert_array_equal(arr[:BLOCK], expected)
+    assert not np.array_equal(arr[BLOCK:BLOCK + 10], expected[:10])   # block 1 is another stream
+
+
+@pytest.mark.parametrize("init", [pp.init.Uniform(), pp.init.Normal(0.3), pp.init.TruncatedNormal(0.2)],
+                         ids=["uniform", "normal", "truncated"])
+def test_values_do_not_depend_on_threads(init: pp.Initializer) -> None:
+    """POLYPARAM_NUM_THREADS=1 and =2 give the same bits for a multi-block parameter."""
+    code = textwrap.dedent(f"""
+        import hashlib, numpy as np, polyparam as pp
+        from polyparam.init import ParamInfo
+        arr = np.empty((3 * 2**20 + 7,), np.float32)
+        info = ParamInfo("w", "w", "weight", ("other",), arr.shape, arr.dtype)
+        pp.init.loads({pp.init.dumps(init)!r}).fill(arr, info, seed=5)
+        print(hashlib.sha256(arr.tobytes()).hexdigest())
+    """)
+    digests = set()
+    for threads in ("1", "2"):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              env={**__import__("os").environ, "POLYPARAM_NUM_THREADS": threads})
+        assert done.returncode == 0, done.stderr
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1
+
+
+def test_values_do_not_depend_on_memory_layout() -> None:
+    """A transposed (non-contiguous) target gets the same canonical values."""
+    direct = filled(pp.init.Normal(1.0), (64, 48))
+    storage = np.empty((48, 64), np.float32)
+    pp.init.Normal(1.0).fill(storage.T, info((64, 48)), seed=0)
+    np.testing.assert_array_equal(storage.T, direct)
+
+
+def test_half_precision_parameters() -> None:
+    arr = np.empty((32, 16), np.float16)
+    pp.init.Xavier().fill(arr, ParamInfo("w", "w", "weight", ("out", "in"), (32, 16), np.dtype(np.float16)), seed=1)
+    np.testing.assert_array_equal(arr, filled(pp.init.Xavier(), (32, 16), seed=1).astype(np.float16))
+
+
+def test_peak_memory_is_small() -> None:
+    """Initializing in place allocates far less than one parameter (4 MB each here)."""
+    model = {str(i): {"weight": np.zeros((1024, 1024), np.float32)} for i in range(6)}
+    tree = pp.tree(model)
+    for init in (pp.init.Uniform(), pp.init.Normal(), pp.init.Xavier(rnd_type="gaussian")):
+        tracemalloc.start()
+        tree.initialize(init, seed=0, force_reinit=True)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < 4 * 2**20, (init, peak)
+
+
+# ---- built-ins ------------------------------------------------------------------------
+
+
+def test_truncated_normal_stays_in_range() -> None:
+    arr = filled(pp.init.TruncatedNormal(sigma=0.1, mean=1.0), (200, 500))
+    assert arr.min() >= 0.8 - 1e-6 and arr.max() <= 1.2 + 1e-6
+
+
+def test_orthogonal() -> None:
+    tall = filled(pp.init.Orthogonal(gain=2.0), (64, 16))
+    np.testing.assert_allclose(tall.T @ tall, 4 * np.eye(16), atol=1e-4)
+    wide = filled(pp.init.Orthogonal(), (8, 4, 3, 3))   # rows 8, cols 36
+    flat = wide.reshape(8, -1)
+    np.testing.assert_allclose(flat @ flat.T, np.eye(8), atol=1e-5)
+
+
+def test_bilinear_kernel() -> None:
+    arr = filled(pp.init.Bilinear(), (2, 1, 4, 4))
+    row = np.array([0.25, 0.75, 0.75, 0.25])
+    np.testing.assert_allclose(arr[0, 0], np.outer(row, row))
+    np.testing.assert_array_equal(arr[0], arr[1])
+
+
+def test_dirac_passes_channels_through() -> None:
+    arr = filled(pp.init.Dirac(), (4, 4, 3, 3))
+    x = np.random.default_rng(0).normal(size=(4, 5, 5)).astype(np.float32)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    out = np.zeros_like(x)
+    for o in range(4):
+        for i in range(4):
+            for dy in range(3):
+                for dx in range(3):
+                    out[o] += arr[o, i, dy, dx] * padded[i, dy:dy + 5, dx:dx + 5]
+    np.testing.assert_array_equal(out, x)
+    grouped = filled(pp.init.Dirac(groups=2), (4, 2, 3))
+    assert grouped.sum() == 4 and grouped[2, 0, 1] == 1 and grouped[3, 1, 1] == 1
+
+
+def test_identity_and_constant_array() -> None:
+    np.testing.assert_array_equal(filled(pp.init.Identity(gain=3), (3, 4)), 3 * np.eye(3, 4))
+    np.testing.assert_array_equal(filled(pp.init.Constant(np.arange(4)), (2, 4)), [[0, 1, 2, 3]] * 2)
+
+
+@pytest.mark.parametrize("nonlinearity, param, gain", [("relu", None, np.sqrt(2)), ("tanh", None, 5 / 3),
+                                                       ("leaky_relu", 0.2, np.sqrt(2 / 1.04)), ("linear", None, 1)])
+def test_gains_match_torch(nonlinearity, param, gain) -> None:
+    assert pp.init.calculate_gain(nonlinearity, param) == pytest.approx(gain)
+
+
+@pytest.mark.parametrize("init, shape, axes", [
+    (pp.init.Xavier(), (8,), ("out",)), (pp.init.He(), (), ()), (pp.init.Orthogonal(), (8,), ("out",)),
+    (pp.init.Bilinear(), (4, 4), ("out", "in")), (pp.init.Dirac(), (4, 4), ("out", "in")),
+    (pp.init.Identity(), (2, 2, 2), ("out", "in", "space")),
+], ids=["xavier-1d", "he-0d", "orthogonal-1d", "bilinear-dense", "dirac-dense", "identity-3d"])
+def test_shape_requirements_are_checked_before_writing(init, shape, axes) -> None:
+    with pytest.raises(errors.InitializerError) as exc:
+        init.check(info(shape, axes=axes, path="net.0.weight"), by_role=False)
+    assert exc.value.path == "net.0.weight"
+
+
+# ---- names and JSON ---------------------------------------------------------------------
+
+EVERY_BUILT_IN = [
+    pp.init.Zero(), pp.init.One(), pp.init.Constant(0.5), pp.init.Uniform(0.2), pp.init.Normal(0.3, mean=1.0),
+    pp.init.TruncatedNormal(0.1, a=-1.5, b=2.5), pp.init.Xavier("gaussian", "out", 2.0),
+    pp.init.He(a=0.1, mode="fan_out", nonlinearity="leaky_relu", distribution="normal"),
+    pp.init.MSRAPrelu("in", 0.5), pp.init.LeCun("uniform"), pp.init.VarianceScaling(2.0, "fan_avg", "uniform"),
+    pp.init.Orthogonal(1.5), pp.init.Bilinear(), pp.init.Dirac(2), pp.init.Identity(0.5),
+    pp.init.Mixed([("*.bias", pp.init.Constant(1)), (__import__("re").compile(r"^0\."), pp.init.Xavier()),
+                   ("role:weight", pp.init.Normal(0.2))], default=pp.init.Zero()),
+]
+
+
+@pytest.mark.parametrize("init", EVERY_BUILT_IN, ids=lambda i: type(i).__name__)
+def test_json_round_trip(init: pp.Initializer) -> None:
+    again = pp.init.loads(pp.init.dumps(init))
+    assert type(again) is type(init)
+    assert pp.init.dumps(again) == pp.init.dumps(init)
+    shape = (6, 4) if isinstance(init, pp.init.Identity) else (6, 4, 3, 3)
+    np.testing.assert_array_equal(filled(again, shape, seed=2), filled(init, shape, seed=2))
+
+
+def test_registry_and_custom_registration() -> None:
+    assert isinstance(pp.init.get("glorot"), pp.init.Xavier)
+    assert pp.init.get("kaiming", mode="fan_out").mode == "fan_out"
+    assert pp.init.get("XAVIER", magnitude=2).magnitude == 2
+
+    @pp.init.register("halves_for_test")
+    class Halves(pp.init.Initializer):
+        def __init__(self, value: float = 0.5) -> None:
+            self.value = value
+
+        def init_weight(self, name, arr):
+            arr[...] = self.value
+
+    again = pp.init.loads(pp.init.dumps(Halves(0.25)))
+    assert isinstance(again, Halves) and again.value == 0.25
+    with pytest.raises(errors.InitializerError):
+        pp.init.get("no_such_initializer")
+    with pytest.raises(errors.InitializerError):
+        pp.init.get("xavier", no_such_argument=1)
+    with pytest.raises(errors.InitializerError):
+        pp.init.dumps(type("Unregistered", (pp.init.Initializer,), {})())
+    with pytest.raises(errors.InitializerError):
+        pp.init.loads("not json")
+
+
+def test_names_are_accepted_by_initialize() -> None:
+    tree = pp.tree({"w": np.zeros((3, 3), np.float32)})
+    tree.initialize("one", force_reinit=True)
+    np.testing.assert_array_equal(tree["w"].numpy(), 1)
+
+
+# ---- composites ---------------------------------------------------------------------------
+
+
+def test_mixed_without_a_match_changes_nothing() -> None:
+    model = {"a": {"weight": np.ones((2, 2), np.float32)}, "b": {"weight": np.ones((2, 2), np.float32)}}
+    tree = pp.tree(model)
+    with pytest.raises(errors.InitializerError) as exc:
+        tree.initialize(pp.init.Mixed([("a.*", pp.init.Zero())]), force_reinit=True)
+    assert exc.value.path == "b.weight"
+    np.testing.assert_array_equal(model["a"]["weight"], 1)
+
+
+def test_mixed_works_with_deferred_initialization() -> None:
+    from polyparam import numpy as pnp
+
+    net = pnp.Sequential(pnp.Dense(4), pnp.Dense(2))
+    tree = pp.tree(net)
+    report = tree.initialize(pp.init.Mixed([("0.*", pp.init.Constant(2)), ("1.*", pp.init.One())]))
+    assert report.deferred == ["0.weight", "1.weight"]
+    net(np.ones((1, 3)))
+    np.testing.assert_array_equal(tree["0.weight"].numpy(), 2)
+    np.testing.assert_array_equal(tree["0.bias"].numpy(), 2)      # a matched rule fills whatever the role
+    np.testing.assert_array_equal(tree["1.weight"].numpy(), 1)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_load_from_a_file(tmp_path: Path, suffix: str) -> None:
+    state = {"layer.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "layer.bias": np.ones(2, np.float32)}
+    path = tmp_path / f"init{suffix}"
+    if suffix == ".npz":
+        np.savez(path, **state)
+    else:
+        from safetensors.numpy import save_file
+
+        save_file(state, str(path))
+    model = {"layer": {"weight": np.zeros((2, 3), np.float32), "bias": np.zeros(2, np.float32)}}
+    pp.tree(model).initialize(pp.init.Load(path), force_reinit=True)
+    np.testing.assert_array_equal(model["layer"]["weight"], state["layer.weight"])
+    np.testing.assert_array_equal(model["layer"]["bias"], 1)
+    assert pp.init.loads(pp.init.dumps(pp.init.Load(path))).source == str(path)
