@@ -181,3 +181,17 @@ def test_cell_tied_parameters(X: torch.Tensor) -> None:
     net.zero_grad()
     net(X).sum().backward()
     np.testing.assert_allclose(tied, tree["2.weight"].grad() + tree["4.weight"].grad(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_chapter_example_runs() -> None:
+    """examples/torch_chapter.py runs to the end and shows the chapter's facts."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parents[2] / "examples" / "torch_chapter.py"
+    out = subprocess.run([sys.executable, str(script)], check=True, capture_output=True, text=True).stdout
+    assert "0.1.0.bias (torch: 0.block 1.0.bias)" in out
+    assert "meta model materialized with the same values: True" in out
+    assert "tied gradient == sum of the two uses: True" in out
+    assert out.count("Init 2.weight") == 2  # once eagerly, once at the lazy model's first forward
