@@ -155,11 +155,19 @@ def _fill_streams(arr: np.ndarray, key: int, kernel: Callable[[np.random.Generat
         arr[...] = target
 
 
+#: Kernels work through a block in slices of this many elements (cache-sized; keeps
+#: Box-Muller's scratch small). Part of what seeded normal values are.
+_SLICE = 1 << 16
+
+
 def _uniform_kernel(low: float, high: float) -> Callable[[np.random.Generator, np.ndarray], None]:
-    def kernel(g: np.random.Generator, v: np.ndarray) -> None:
-        g.random(out=v, dtype=v.dtype)
-        v *= v.dtype.type(high - low)
-        v += v.dtype.type(low)
+    def kernel(g: np.random.Generator, block: np.ndarray) -> None:
+        scale, shift = block.dtype.type(high - low), block.dtype.type(low)
+        for start in range(0, block.size, _SLICE):   # scale each slice while it is in cache
+            v = block[start:start + _SLICE]
+            g.random(out=v, dtype=v.dtype)
+            v *= scale
+            v += shift
 
     return kernel
 
@@ -182,11 +190,6 @@ def _box_muller(g: np.random.Generator, n: int, dtype: np.dtype, out: np.ndarray
     out[:h] = cos
     out[h:] = angle[:n - h]
     return out
-
-
-#: Box-Muller works through a block in slices of this many elements, to keep its
-#: scratch memory small; part of what seeded values are.
-_SLICE = 1 << 16
 
 
 def _normal_kernel(mean: float, std: float, low: float | None = None,
