@@ -129,8 +129,12 @@ def _role(module: nn.Module, attr: str, tensor: torch.Tensor) -> str:
 
 
 def _axes_of(module: nn.Module, attr: str, role: str) -> tuple[str, ...] | None:
-    if role == "weight" and attr == "weight" and isinstance(module, nn.modules.conv._ConvNd) and module.transposed:
+    if role != "weight" or attr != "weight":
+        return None
+    if isinstance(module, nn.modules.conv._ConvNd) and module.transposed:
         return ("in", "out") + ("space",) * len(module.kernel_size)
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return ("in", "out")  # (num_embeddings, embedding_dim): one row per input token
     return None
 
 
@@ -215,6 +219,14 @@ class TorchParameter(Parameter):
     @property
     def _axes(self) -> tuple[str, ...] | None:  # type: ignore[override]
         return _axes_of(self._module, self._attr, self.role)
+
+    @property
+    def groups(self) -> int:  # type: ignore[override]
+        """The groups of a convolution kernel (its module's ``groups``), else 1."""
+        module = self._module
+        if self._attr == "weight" and isinstance(module, nn.modules.conv._ConvNd):
+            return int(module.groups)
+        return 1
 
     @property
     def trainable(self) -> bool:  # type: ignore[override]
@@ -582,6 +594,22 @@ class TorchModels(ModelFactory):
     def lazy(self) -> Case:
         net = nn.Sequential(nn.LazyLinear(256), nn.ReLU(), nn.LazyLinear(10))
         return Case(net, in_features=20, layers=["0", "2"])
+
+    def layer(self, kind: str, /) -> nn.Module:
+        builders: dict[str, Callable[[], nn.Module]] = {
+            "dense": lambda: nn.Linear(300, 400),
+            "conv1d": lambda: nn.Conv1d(4, 8, 3),
+            "conv2d": lambda: nn.Conv2d(3, 16, 5),
+            "conv3d": lambda: nn.Conv3d(2, 4, 3),
+            "conv_transpose2d": lambda: nn.ConvTranspose2d(6, 4, 3),
+            "grouped_conv2d": lambda: nn.Conv2d(8, 16, 3, groups=4),
+            "depthwise_conv2d": lambda: nn.Conv2d(8, 8, 3, groups=8),
+            "embedding": lambda: nn.Embedding(50, 16),
+            "batchnorm": lambda: nn.BatchNorm1d(8),
+        }
+        if kind not in builders:
+            return super().layer(kind)
+        return builders[kind]()
 
     def forward(self, model: nn.Module, x: np.ndarray, /) -> np.ndarray:
         with torch.no_grad():
