@@ -101,6 +101,8 @@ def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], 
     if fmt == "safetensors":
         from polyparam._formats._safetensors import st_dtype_name, write
 
+        # The writer takes raw pointers: every array must be C-contiguous and native-endian.
+        tensors = {key: _contiguous(value) for key, value in tensors.items()}
         for key, value in tensors.items():
             if st_dtype_name(value.dtype) is None:
                 msg = (f"Cannot save {key!r} to {file!r}: expected a dtype safetensors stores, got "

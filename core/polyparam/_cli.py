@@ -1,4 +1,4 @@
-"""The ``polyparam`` command: ``tour`` (the chapter, live) and ``plugins``."""
+"""The ``polyparam`` command: ``tour`` (the chapter, live), ``plugins``, ``inspect`` and ``convert``."""
 
 from __future__ import annotations
 
@@ -18,16 +18,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     tour = sub.add_parser("tour", help="walk the Parameter Management chapter on a backend")
     tour.add_argument("--backend", default="numpy", help="numpy, torch, keras, mxnet, or all (default: numpy)")
     sub.add_parser("plugins", help="list installed backends, their versions and load errors")
+    inspect = sub.add_parser("inspect", help="the tensors, ties and totals inside a checkpoint file")
+    inspect.add_argument("file", help=".safetensors, .npz, .pt/.pth, .params (MXNet) or .weights.h5 (Keras)")
+    convert = sub.add_parser("convert", help="copy a checkpoint into .safetensors or .npz, keeping ties")
+    convert.add_argument("src", help="any file `polyparam inspect` reads")
+    convert.add_argument("dst", help="a .safetensors or .npz path (written atomically)")
     args = parser.parse_args(argv)
     from polyparam.errors import PolyparamError
 
     try:
         if args.command == "tour":
             return _tour_command(args.backend)
+        if args.command == "inspect":
+            return _inspect_command(args.file)
+        if args.command == "convert":
+            return _convert_command(args.src, args.dst)
         return _plugins_command()
     except PolyparamError as exc:
         print(f"polyparam: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"polyparam: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# ---- inspect and convert ---------------------------------------------------------
+
+
+def _inspect_command(file: str) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from polyparam._formats import open_archive
+    from polyparam._parameter import format_shape
+    from polyparam._tree import _human_bytes
+
+    with open_archive(file) as archive:
+        meta = archive.metadata
+        tied_with: dict[str, list[str]] = {}
+        for group in meta.ties:
+            for path in group:
+                tied_with[path] = [q for q in group if q != path]
+        title = f"{file} ({archive.format}, layout {meta.layout}"
+        title += f", saved from {meta.backend})" if meta.backend else ")"
+        table = Table(title=title, title_justify="left")
+        for column in ("path", "shape", "dtype", "bytes", "tied with"):
+            table.add_column(column, justify="right" if column in ("shape", "bytes") else "left", no_wrap=column == "path")
+        scalars = nbytes = 0
+        for key, entry in archive.entries.items():
+            table.add_row(key, format_shape(entry.shape), entry.dtype.name, f"{entry.nbytes:,}",
+                          ", ".join(tied_with.get(key, [])))
+            scalars += entry.nbytes // max(entry.dtype.itemsize, 1)
+            nbytes += entry.nbytes
+        for path, others in tied_with.items():
+            if path not in archive.entries:
+                anchor = archive.paths()[path]
+                entry = archive.entries[anchor]
+                table.add_row(path, format_shape(entry.shape), entry.dtype.name, "(alias)", ", ".join(others))
+        table.caption = (f"{len(archive.entries)} tensors, {scalars:,} scalars, {_human_bytes(nbytes)}; "
+                         f"{len(meta.ties)} tie groups" + ("; checksums recorded" if meta.checksums else ""))
+        table.caption_justify = "left"
+        Console(width=160).print(table)
+    return 0
+
+
+def _convert_command(src: str, dst: str) -> int:
+    from polyparam._checkpoint import convert
+
+    meta = convert(src, dst)
+    print(f"wrote {dst} ({len(meta.checksums)} tensors, {len(meta.ties)} tie groups, layout {meta.layout})")
+    return 0
 
 
 # ---- plugins ---------------------------------------------------------------------

@@ -18,7 +18,9 @@ ties (detection, write-through, summed gradients, tie/untie after construction) 
 state round trips. Tests that need a capability the backend does not declare in
 ``CAPABILITIES`` are skipped with the reason; ``polyparam``'s own CI fails on skips.
 
-Not covered here: checkpoint files and cross-framework transfer (their own kits),
+Checkpoints (BaseCheckpointTests: round trips, ties through files, a fault at every
+position changing nothing, transfer between two models of the backend) are included.
+Not covered here: cross-framework transfer (tests/checkpoint),
 device moves (backend-specific).
 """
 
@@ -34,6 +36,7 @@ from polyparam import errors
 from polyparam._backend import BACKEND_NAMES
 from polyparam._models import Case, ModelFactory
 from polyparam.init import ParamInfo
+from polyparam.testing._checkpoint import BaseCheckpointTests
 from polyparam.testing._initializers import BaseInitializerLibraryTests
 
 __all__ = [
@@ -669,7 +672,7 @@ class BaseTieTests(_Kit):
 
 
 class ConformanceTests(BaseBackendModuleTests, BaseAccessTests, BaseValueTests, BaseInitializerTests,
-                       BaseInitializerLibraryTests, BaseDeferredTests, BaseTieTests):
+                       BaseInitializerLibraryTests, BaseDeferredTests, BaseTieTests, BaseCheckpointTests):
     """Every test a polyparam backend must pass. Subclass it and override ``backend``.
 
     Optional capabilities (skipped when not in ``backend.CAPABILITIES``):
