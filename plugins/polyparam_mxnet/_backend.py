@@ -22,6 +22,7 @@ deviations are documented here.
 from __future__ import annotations
 
 import contextvars
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -30,7 +31,10 @@ from polyparam_mxnet import _loadorder
 
 _loadorder.check()  # before libmxnet is loaded: a clear error instead of a segfault
 
-import mxnet as mx  # noqa: E402
+with warnings.catch_warnings():
+    # mxnet 1.9.1 aliases NumPy names deprecated since 1.20 (np.bool, np.mirr...) at import
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import mxnet as mx  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 from mxnet.util import is_np_array  # noqa: E402
 
@@ -148,6 +152,8 @@ def _layout(block: gluon.Block, attr: str, ndim: int) -> tuple[tuple[str, ...] |
         return None, None
     if isinstance(block, gluon.nn.Dense):
         return ("out", "in"), None
+    if isinstance(block, gluon.nn.Embedding):
+        return ("in", "out"), None  # (input_dim, output_dim): one row per token
     kwargs = getattr(block, "_kwargs", None)
     if isinstance(block, gluon.nn.conv_layers._Conv) and isinstance(kwargs, dict):
         space = ("space",) * (ndim - 2)
@@ -171,7 +177,10 @@ class GluonParameter(Parameter):
         role = _ROLES.get(attr, "weight" if ndim >= 2 else "other")
         axes, perm = _layout(owner, attr, ndim)
         trainable = param.grad_req != "null"
-        super().__init__(path, role=role, axes=axes, trainable=trainable)
+        groups = 1
+        if attr == "weight" and isinstance(owner, gluon.nn.conv_layers._Conv):
+            groups = int(getattr(owner, "_kwargs", {}).get("num_group", 1))
+        super().__init__(path, role=role, axes=axes, trainable=trainable, groups=groups)
         self._owner, self._attr, self._root, self._perm = owner, attr, root, perm
 
     @property
@@ -437,6 +446,25 @@ class GluonModels(ModelFactory):
         net.add(gluon.nn.Dense(256, activation="relu"))
         net.add(gluon.nn.Dense(10))
         return Case(net, in_features=20, layers=["0", "1"])
+
+    def layer(self, kind: str, /) -> gluon.Block:
+        nn = gluon.nn
+        builders: dict[str, Callable[[], gluon.Block]] = {
+            "dense": lambda: nn.Dense(400, in_units=300),
+            "conv1d": lambda: nn.Conv1D(8, 3, in_channels=4),
+            "conv2d": lambda: nn.Conv2D(16, 5, in_channels=3),
+            "conv3d": lambda: nn.Conv3D(4, 3, in_channels=2),
+            "conv_transpose2d": lambda: nn.Conv2DTranspose(4, 3, in_channels=6),
+            "grouped_conv2d": lambda: nn.Conv2D(16, 3, in_channels=8, groups=4),
+            "depthwise_conv2d": lambda: nn.Conv2D(8, 3, in_channels=8, groups=8),
+            "embedding": lambda: nn.Embedding(50, 16),
+            "batchnorm": lambda: nn.BatchNorm(in_channels=8),
+        }
+        if kind not in builders:
+            return super().layer(kind)
+        block = builders[kind]()
+        block.initialize()
+        return block
 
     def forward(self, model: gluon.Block, x: np.ndarray, /) -> np.ndarray:
         return _gluon2np(model(_input(x)))
