@@ -29,7 +29,8 @@ META_MEMBER = "__polyparam__.npy"
 MAX_NPY_HEADER = 10_000
 MAX_RATIO = 1000
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, struct.error, ValueError, OverflowError,
-               NotImplementedError, RuntimeError, IndexError, KeyError, UnicodeDecodeError)
+               NotImplementedError, RuntimeError, IndexError, KeyError, UnicodeDecodeError,
+               OSError)  # a directory entry pointing before the start of the file seeks to EINVAL
 
 
 def _read_npy_header(fh: IO[bytes], member: str, size: int, file: str) -> tuple[np.dtype, tuple[int, ...], bool, int]:
@@ -154,6 +155,12 @@ class NpzArchive(Archive):
                         continue
             except errors.CheckpointFormatError:
                 raise
+            except zipfile.BadZipFile as exc:
+                if "CRC" not in str(exc):
+                    raise errors.CorruptArchiveError(f"Cannot read member {name!r} of {file!r}: expected a readable "
+                                                     f"member, got {exc}.", file=file, path=name) from None
+                msg = f"Cannot read member {name!r} of {file!r}: expected intact data, got {exc}. The file is corrupt."
+                raise errors.ChecksumError(msg, file=file, path=name, expected="CRC match", got=str(exc)) from None
             except _ZIP_ERRORS as exc:
                 msg = f"Cannot read member {name!r} of {file!r}: expected a readable member, got {type(exc).__name__}: {exc}."
                 raise errors.CorruptArchiveError(msg, file=file, path=name, expected="zip member", got=str(exc)[:200]) from None
@@ -215,6 +222,9 @@ class NpzArchive(Archive):
         except errors.CheckpointFormatError:
             raise
         except zipfile.BadZipFile as exc:
+            if "CRC" not in str(exc):
+                raise errors.CorruptArchiveError(f"Cannot read tensor {key!r} from {self.file!r}: expected a readable "
+                                                 f"member, got {exc}.", file=self.file, path=key) from None
             msg = f"Cannot read tensor {key!r} from {self.file!r}: expected intact data, got {exc}. The file is corrupt."
             raise errors.ChecksumError(msg, file=self.file, path=key, expected="CRC match", got=str(exc)) from None
         except _ZIP_ERRORS as exc:
