@@ -29,6 +29,7 @@ import keras
 import numpy as np
 from keras.src.layers.convolutional.base_conv import BaseConv
 from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
+from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
 from keras.src.layers.core.input_layer import InputLayer
 from keras.src.models.functional import Functional
 
@@ -46,6 +47,8 @@ _GRAD_ATTR = "_polyparam_grad"
 _PENDING_ATTR = "_polyparam_pending"       # layer -> {leaf: fill}, run after build
 _ORIGINAL_ATTR = "_polyparam_original"     # layer -> {leaf: own variable put aside by a tie}
 _HOOK_ATTR = "_polyparam_build_hooked"
+_TIES_ATTR = "_polyparam_ties"             # member layer -> {leaf: anchor KerasParameter}, tie made before build
+_FOLLOWERS_ATTR = "_polyparam_followers"   # anchor layer -> [member layers waiting for its build]
 
 
 def framework_version() -> str:
@@ -121,7 +124,7 @@ class _Slot:
     leaf: str                       # canonical leaf name
     var: str                        # the Keras variable's name
     role: str
-    layout: str = "same"            # "same" | "dense" | "conv" | "conv_transpose"
+    layout: str = "same"            # "same" | "dense" | "conv" | "conv_transpose" | "depthwise" | "embedding"
     flag: str | None = None         # layer attribute that must be true for it to exist
 
 
@@ -129,18 +132,45 @@ def _perm(layout: str, ndim: int) -> tuple[int, ...] | None:
     """Native -> canonical axis permutation, or None when the layouts agree."""
     if layout == "dense":
         return (1, 0)
-    if layout in ("conv", "conv_transpose"):
-        return (ndim - 1, ndim - 2, *range(ndim - 2))
+    if layout in ("conv", "conv_transpose", "depthwise"):
+        return (ndim - 1, ndim - 2, *range(ndim - 2)) if layout != "depthwise" else (ndim - 2, ndim - 1, *range(ndim - 2))
     return None
+
+
+def _to_canonical(layout: str, value: np.ndarray) -> np.ndarray:
+    """A native-layout array in canonical layout (a view where a transpose does it)."""
+    perm = _perm(layout, value.ndim)
+    out = value if perm is None else value.transpose(perm)
+    if layout == "depthwise":   # (in, mult, *k) -> torch's (in * mult, 1, *k), out channel = in * mult + m
+        out = out.reshape((out.shape[0] * out.shape[1], 1, *out.shape[2:]))
+    return out
+
+
+def _to_native(layout: str, array: np.ndarray, native_shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of :func:`_to_canonical`, for an array of the canonical shape."""
+    if layout == "depthwise":
+        array = array.reshape((native_shape[-2], native_shape[-1], *native_shape[:-2]))
+    perm = _perm(layout, array.ndim)
+    return array if perm is None else array.transpose(np.argsort(perm))
+
+
+def _canonical_shape(layout: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    perm = _perm(layout, len(shape))
+    out = shape if perm is None else tuple(shape[i] for i in perm)
+    if layout == "depthwise":
+        out = (out[0] * out[1], 1, *out[2:])
+    return out
 
 
 def _axes(layout: str, ndim: int) -> tuple[str, ...] | None:
     if layout == "dense":
         return ("out", "in")
-    if layout == "conv":
+    if layout in ("conv", "depthwise"):
         return ("out", "in") + ("space",) * (ndim - 2)
     if layout == "conv_transpose":
         return ("in", "out") + ("space",) * (ndim - 2)
+    if layout == "embedding":
+        return ("in", "out")
     return None
 
 
@@ -150,7 +180,8 @@ _CONV_T = (_Slot("weight", "kernel", "weight", "conv_transpose"), _Slot("bias", 
 _BN = (_Slot("weight", "gamma", "scale", flag="scale"), _Slot("bias", "beta", "shift", flag="center"),
        _Slot("running_mean", "moving_mean", "running_mean"), _Slot("running_var", "moving_variance", "running_var"))
 _NORM = (_Slot("weight", "gamma", "scale", flag="scale"), _Slot("bias", "beta", "shift", flag="center"))
-_EMBEDDING = (_Slot("weight", "embeddings", "weight"),)
+_DEPTHWISE = (_Slot("weight", "kernel", "weight", "depthwise"), _Slot("bias", "bias", "bias", flag="use_bias"))
+_EMBEDDING = (_Slot("weight", "embeddings", "weight", "embedding"),)
 
 
 def _slots(layer: Any) -> tuple[_Slot, ...] | None:
@@ -162,6 +193,8 @@ def _slots(layer: Any) -> tuple[_Slot, ...] | None:
         return _CONV_T
     if isinstance(layer, BaseConv):
         return _CONV
+    if isinstance(layer, BaseDepthwiseConv):
+        return _DEPTHWISE
     if isinstance(layer, L.BatchNormalization):
         return _BN
     if isinstance(layer, (L.LayerNormalization, L.GroupNormalization)):
@@ -180,9 +213,21 @@ def _unbuilt_shape(layer: Any, slot: _Slot) -> Shape:
         return (None, layer.filters, *layer.kernel_size) if slot.leaf == "weight" else (layer.filters,)
     if isinstance(layer, BaseConv):
         return (layer.filters, None, *layer.kernel_size) if slot.leaf == "weight" else (layer.filters,)
+    if isinstance(layer, BaseDepthwiseConv):
+        return (None, 1, *layer.kernel_size) if slot.leaf == "weight" else (None,)
     if isinstance(layer, L.Embedding):
         return (layer.input_dim, layer.output_dim)
     return (None,)
+
+
+def _groups(layer: Any, slot: _Slot) -> int:
+    if slot.leaf != "weight":
+        return 1
+    if isinstance(layer, BaseConv):
+        return int(getattr(layer, "groups", 1) or 1)
+    if isinstance(layer, BaseDepthwiseConv) and layer.built:
+        return int(_find_variable(layer, slot.var).shape[-2])
+    return 1
 
 
 def _own_variables(layer: Any) -> list[Any]:
@@ -233,7 +278,8 @@ class KerasParameter(Parameter):
         layer = locate()
         ndim = len(_unbuilt_shape(layer, slot)) if not layer.built else len(_find_variable(layer, slot.var).shape)
         trainable = slot.role not in ("running_mean", "running_var")
-        super().__init__(path, role=slot.role, axes=_axes(slot.layout, ndim), trainable=trainable)
+        super().__init__(path, role=slot.role, axes=_axes(slot.layout, ndim), trainable=trainable,
+                         groups=_groups(layer, slot))
         self._slot = slot
         self._locate = locate
         self._root = root
@@ -249,18 +295,13 @@ class KerasParameter(Parameter):
         layer = self._layer
         return _find_variable(layer, self._slot.var) if layer.built else None
 
-    def _perm(self, ndim: int) -> tuple[int, ...] | None:
-        return _perm(self._slot.layout, ndim)
-
     # -- facts
 
     def _shape(self) -> Shape:
         v = self._variable()
         if v is None:
             return _unbuilt_shape(self._layer, self._slot)
-        shape = tuple(int(d) for d in v.shape)
-        perm = self._perm(len(shape))
-        return shape if perm is None else tuple(shape[i] for i in perm)
+        return _canonical_shape(self._slot.layout, tuple(int(d) for d in v.shape))
 
     def _dtype(self) -> Any:
         v = self._variable()
@@ -295,14 +336,11 @@ class KerasParameter(Parameter):
     # -- values
 
     def _read(self) -> np.ndarray:
-        value = _to_numpy(_raw(self._variable()))
-        perm = self._perm(value.ndim)
-        return value if perm is None else value.transpose(perm)
+        return _to_canonical(self._slot.layout, _to_numpy(_raw(self._variable())))
 
     def _write(self, array: np.ndarray, /) -> None:
         v = self._variable()
-        perm = self._perm(array.ndim)
-        native = array if perm is None else array.transpose(np.argsort(perm))
+        native = _to_native(self._slot.layout, array, tuple(int(d) for d in v.shape))
         if v._value is None:
             v._initialize(np.ascontiguousarray(native))
             return
@@ -314,23 +352,25 @@ class KerasParameter(Parameter):
         v = self._variable()
         if v is None or v._value is None or _raw(v).device.type != "cpu":
             return None
-        value = _raw(v).detach().numpy()
-        perm = self._perm(value.ndim)
-        return value if perm is None else value.transpose(perm)
+        view = _to_canonical(self._slot.layout, _raw(v).detach().numpy())
+        return view if np.shares_memory(view, _raw(v).detach().numpy()) else None
 
     def _grad(self) -> np.ndarray | None:
         v = self._variable()
         grad = None if v is None else getattr(v, _GRAD_ATTR, None)
         if grad is None:
             return None
-        perm = self._perm(grad.ndim)
-        return grad if perm is None else grad.transpose(perm)
+        return _to_canonical(self._slot.layout, grad)
 
     def _identity(self) -> Any:
+        layer = self._layer
+        pending = layer.__dict__.get(_TIES_ATTR, {}).get(self._slot.leaf)
+        if pending is not None:
+            return pending._identity()
         v = self._variable()
         if v is not None:
             return ("variable", id(v))
-        return ("slot", id(self._layer), self._slot.leaf)
+        return ("slot", id(layer), self._slot.leaf)
 
     # -- deferred initialization
 
@@ -346,11 +386,19 @@ class KerasParameter(Parameter):
             msg = f"Cannot tie {self.path!r} to {anchor.path!r}: expected a keras parameter, got {type(anchor).__name__}."
             raise errors.TieError(msg, path=self.path, expected="KerasParameter", got=type(anchor).__name__)
         mine, theirs = self._variable(), anchor._variable()
-        if mine is None or theirs is None:
-            msg = (f"Cannot tie {self.path!r} to {anchor.path!r}: expected built layers, got a layer Keras has "
-                   "not built yet (deferred). Call the model on one batch first, then tie.")
-            raise errors.TieError(msg, path=self.path, expected="built", got="deferred")
         layer = self._layer
+        if mine is None and theirs is None:      # both deferred: tie when Keras builds them
+            layer.__dict__.setdefault(_TIES_ATTR, {})[self._slot.leaf] = anchor
+            followers = anchor._layer.__dict__.setdefault(_FOLLOWERS_ATTR, [])
+            if not any(f is layer for f in followers):
+                followers.append(layer)
+            _hook_build(layer)
+            _hook_build(anchor._layer)
+            return
+        if mine is None or theirs is None:
+            msg = (f"Cannot tie {self.path!r} to {anchor.path!r}: expected both built or both deferred, got one "
+                   "layer Keras has not built yet. Call the model on one batch first, then tie.")
+            raise errors.TieError(msg, path=self.path, expected="built", got="deferred")
         originals = layer.__dict__.setdefault(_ORIGINAL_ATTR, {})
         originals.setdefault(self._slot.leaf, mine)
         _swap_variable(layer, mine, theirs)
@@ -358,6 +406,8 @@ class KerasParameter(Parameter):
 
     def _unshare(self) -> None:
         layer = self._layer
+        if layer.__dict__.get(_TIES_ATTR, {}).pop(self._slot.leaf, None) is not None:
+            return                               # a tie still waiting for the build: forget it
         shared = self._variable()
         originals = layer.__dict__.get(_ORIGINAL_ATTR, {})
         own = originals.pop(self._slot.leaf, None)
@@ -439,6 +489,9 @@ def _hook_build(layer: Any) -> None:
     @functools.wraps(inner)
     def build(*args: Any, **kwargs: Any) -> Any:
         result = inner(*args, **kwargs)
+        _resolve_ties(layer)
+        for follower in list(layer.__dict__.get(_FOLLOWERS_ATTR, [])):
+            _resolve_ties(follower)
         pending = layer.__dict__.get(_PENDING_ATTR) or {}
         while pending:
             leaf = next(iter(pending))          # in recording order
@@ -447,6 +500,31 @@ def _hook_build(layer: Any) -> None:
 
     object.__setattr__(layer, "build", build)
     object.__setattr__(layer, _HOOK_ATTR, True)
+
+
+def _resolve_ties(layer: Any) -> None:
+    """Apply the ties recorded before build whose two variables now exist."""
+    ties = layer.__dict__.get(_TIES_ATTR)
+    if not ties or not layer.built:
+        return
+    for leaf, anchor in list(ties.items()):
+        theirs = anchor._variable()
+        if theirs is None:
+            continue                             # the anchor's build will come back here
+        slot = next(s for s in _slots_of(layer) if s.leaf == leaf)
+        mine = _find_variable(layer, slot.var)
+        del ties[leaf]
+        if mine is theirs:
+            continue
+        if tuple(mine.shape) != tuple(theirs.shape) or mine.dtype != theirs.dtype:
+            msg = (f"Cannot apply the tie of {anchor.path!r} to layer {layer.name!r} ({leaf}) at build: expected "
+                   f"shape {tuple(theirs.shape)} and dtype {theirs.dtype}, got {tuple(mine.shape)} and {mine.dtype}. "
+                   "Tie layers that receive inputs of the same size.")
+            raise errors.TieError(msg, path=anchor.path, expected=tuple(theirs.shape), got=tuple(mine.shape))
+        layer.__dict__.setdefault(_ORIGINAL_ATTR, {}).setdefault(leaf, mine)
+        _swap_variable(layer, mine, theirs)
+        if _engine() == "torch" and "_torch_params" in getattr(layer, "_modules", {}):
+            layer._track_variables()
 
 
 # ---- trees -------------------------------------------------------------------------------
@@ -634,6 +712,26 @@ class KerasModels(ModelFactory):
     def lazy(self) -> Case:
         net = keras.Sequential([keras.layers.Dense(256, activation="relu"), keras.layers.Dense(10)])
         return Case(net, in_features=20, layers=["0", "1"])
+
+    def layer(self, kind: str, /) -> Any:
+        L = keras.layers
+        builders = {
+            "dense": (lambda: L.Dense(400), (None, 300)),
+            "conv1d": (lambda: L.Conv1D(8, 3), (None, 10, 4)),
+            "conv2d": (lambda: L.Conv2D(16, 5), (None, 10, 10, 3)),
+            "conv3d": (lambda: L.Conv3D(4, 3), (None, 5, 5, 5, 2)),
+            "conv_transpose2d": (lambda: L.Conv2DTranspose(4, 3), (None, 5, 5, 6)),
+            "grouped_conv2d": (lambda: L.Conv2D(16, 3, groups=4), (None, 6, 6, 8)),
+            "depthwise_conv2d": (lambda: L.DepthwiseConv2D(3, depth_multiplier=1), (None, 6, 6, 8)),
+            "embedding": (lambda: L.Embedding(50, 16), (None, 3)),
+            "batchnorm": (lambda: L.BatchNormalization(), (None, 8)),
+        }
+        if kind not in builders:
+            return super().layer(kind)
+        make, input_shape = builders[kind]
+        layer = make()
+        layer.build(input_shape)
+        return layer
 
     def forward(self, model: Any, x: np.ndarray, /) -> np.ndarray:
         return keras.ops.convert_to_numpy(model(np.asarray(x, np.float32)))

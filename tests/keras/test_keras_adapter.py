@@ -105,7 +105,7 @@ def test_non_keras_objects_are_refused() -> None:
 def test_conv_batchnorm_and_transposed_layouts() -> None:
     """Conv (*k, in, out) reads as (out, in, *k); ConvTranspose as torch's (in, out, *k); BN names."""
     model = keras.Sequential([keras.Input((9, 9, 3)), L.Conv2D(5, (3, 2)), L.BatchNormalization(),
-                              L.Conv2DTranspose(4, 3), L.Conv1D(2, 3) if False else L.Flatten(), L.Dense(2)])
+                              L.Conv2DTranspose(4, 3), L.Flatten(), L.Dense(2)])
     tree = pp.tree(model)
     conv, bn, convt = model.layers[0], model.layers[1], model.layers[2]
     w = tree["0.weight"]
@@ -128,7 +128,7 @@ def test_conv_batchnorm_and_transposed_layouts() -> None:
 
 def test_a_state_in_keras_layout_is_refused_not_transposed() -> None:
     """Kernels given as Keras stores them (in, out) fit only after a transpose: refused, nothing changed."""
-    model = keras.Sequential([keras.Input((4,)), L.Dense(8), L.Conv1D(2, 1) if False else L.Dense(3)])
+    model = keras.Sequential([keras.Input((4,)), L.Dense(8), L.Dense(3)])
     tree = pp.tree(model)
     before = snapshot(tree)
     native = dict(zip(tree.paths(), model.get_weights()))
@@ -283,20 +283,45 @@ def test_a_functional_graph_lists_a_reused_layer_once() -> None:
     assert tree.paths() == ["1.weight", "1.bias"] and tree.ties() == []
 
 
-def test_tying_an_unbuilt_layer_is_refused_with_a_fix() -> None:
-    model = keras.Sequential([L.Dense(4), L.Dense(4)])
+def test_a_tie_made_before_build_is_applied_at_build_with_the_recorded_initialization() -> None:
+    """Deferred layers can be tied: the tie shows at once, holds after build, and one init fills the group."""
+    model = keras.Sequential([L.Dense(6, activation="tanh"), L.Dense(6, activation="tanh"), L.Dense(1)])
     tree = pp.tree(model)
-    with pytest.raises(errors.TieError) as info:
-        pp.tie(tree[0], tree[1])
-    assert "batch" in str(info.value)
+    groups = pp.tie(tree[0], tree[1])
+    assert {frozenset(g.paths) for g in tree.ties()} == {frozenset({"0.weight", "1.weight"}),
+                                                        frozenset({"0.bias", "1.bias"})}
+    report = tree.initialize(pp.init.Constant(0.5), seed=0)
+    assert "1.weight" not in report.deferred and "0.weight" in report.deferred
+    model(_x(2, 6))
+    assert model.layers[0].kernel is model.layers[1].kernel
+    np.testing.assert_array_equal(tree["1.weight"].numpy(), 0.5)
+    assert len(model.trainable_weights) == 4
+    for group in groups:
+        group.untie()
     assert tree.ties() == []
+    np.testing.assert_array_equal(tree["1.weight"].numpy(), 0.5)
+
+
+def test_a_tie_before_build_between_layers_of_different_input_size_fails_at_build() -> None:
+    model = keras.Sequential([L.Dense(6), L.Dense(6)])
+    tree = pp.tree(model)
+    pp.tie(tree[0], tree[1])
+    with pytest.raises(errors.TieError):
+        model(_x(2, 4))
+
+
+def test_tying_a_built_layer_to_a_deferred_one_is_refused() -> None:
+    built = keras.Sequential([keras.Input((4,)), L.Dense(4)])
+    lazy = keras.Sequential([L.Dense(4)])
+    with pytest.raises(errors.TieError):
+        pp.tie(pp.tree(built)[0], pp.tree(lazy)[0])
 
 
 # ---- plugin hygiene -------------------------------------------------------------------------
 
 
 def test_importing_the_plugin_does_not_import_keras() -> None:
-    code = ("import sys, polyparam, polyparam_keras, numpy as np; polyparam.backend_for(np.zeros(2)) if False else None;"
+    code = ("import sys, polyparam, polyparam_keras, numpy as np; polyparam.list_backends(); polyparam.backend_for({'w': np.zeros(2)});"
             "print(any(m in sys.modules for m in ('keras', 'tensorflow', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
