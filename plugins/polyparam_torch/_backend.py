@@ -301,12 +301,13 @@ class TorchParameter(Parameter):
             value = np.array(array, copy=True)
             self._defer(lambda: self._write(value))
             return
-        if t.device.type == "cpu" and not (array.flags.writeable and array.dtype in _NP2TORCH
-                                           and all(s >= 0 for s in array.strides)):
-            np.copyto(_torch2np(t.detach()), array, casting="unsafe")  # no intermediate copy
+        if t.device.type == "cpu":
+            # NumPy into the storage view: no intermediate tensor, and far cheaper than
+            # torch's copy_ for small and mid-sized tensors (its thread pool wakes up)
+            np.copyto(_torch2np(t.detach()), array, casting="unsafe")
             torch.autograd.graph.increment_version(t)  # as an in-place copy_ under no_grad would
         else:
-            with torch.no_grad():  # torch's copy is multi-threaded: as fast as load_state_dict
+            with torch.no_grad():
                 t.copy_(_np2torch(array))
         pending = _pending(self._owner())
         if pending:
