@@ -432,3 +432,29 @@ def test_bfloat16_round_trips_through_ml_dtypes() -> None:
     p[0, 0] = np.array(2, ml_dtypes.bfloat16)
     assert net.weight[0, 0].item() == 2
     assert np.shares_memory(tree.state()["weight"], net.weight.detach().view(torch.int16).numpy())
+
+
+def test_a_parameter_assigned_to_two_modules_is_a_detected_tie() -> None:
+    """Tying by hand in torch (b.weight = a.weight) is found by identity."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    net[1].weight = net[0].weight
+    tree = pp.tree(net)
+    assert [g.paths for g in tree.ties()] == [["0.weight", "1.weight"]]
+    assert tree.paths() == ["0.weight", "0.bias", "1.bias"]
+
+
+def test_fast_items_and_state_equal_the_generic_ones() -> None:
+    """TorchTree's items()/state() shortcuts return what ParameterCollection's would."""
+    from polyparam._tree import ParameterCollection
+
+    shared = nn.Linear(3, 3)
+    net = nn.Sequential(nn.Conv1d(2, 3, 1), nn.BatchNorm1d(3), nn.Flatten(), shared, nn.ReLU(), shared)
+    tree = pp.tree(net)
+    for node in (tree, tree[3]):
+        assert [(q, p._identity()) for q, p in node.items()] == \
+            [(q, p._identity()) for q, p in ParameterCollection.items(node)]
+        fast, generic = node.state(), ParameterCollection.state(node)
+        assert list(fast) == list(generic)
+        for key in fast:
+            np.testing.assert_array_equal(fast[key], generic[key])
+        assert not any(np.shares_memory(a, b) for a, b in zip(node.state(copy=True).values(), fast.values()))
