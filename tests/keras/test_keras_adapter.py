@@ -317,6 +317,37 @@ def test_tying_a_built_layer_to_a_deferred_one_is_refused() -> None:
         pp.tie(pp.tree(built)[0], pp.tree(lazy)[0])
 
 
+class TwoBlocksNet(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = L.Dense(4, activation="tanh")
+        self.b = L.Dense(4, activation="tanh")
+        self.head = L.Dense(1)
+
+    def call(self, x):
+        return self.head(self.b(self.a(x)))
+
+
+def test_fit_keeps_working_across_tie_and_untie_of_a_compiled_model() -> None:
+    """A model already compiled and trained can be tied, trained as tied, untied and trained again."""
+    model = TwoBlocksNet()
+    x, y = _x(16, 4), _x(16, 1)
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, y, epochs=1, verbose=0)
+    tree = pp.tree(model)
+    pp.tie(tree["a"], tree["b"])
+    before = tree.state(copy=True)
+    model.fit(x, y, epochs=2, verbose=0)
+    assert len(model.trainable_variables) == 4
+    assert not np.array_equal(tree["a.weight"].numpy(), before["a.weight"])
+    np.testing.assert_array_equal(tree["a.weight"].numpy(), tree["b.weight"].numpy())
+    for group in tree.ties():
+        group.untie()
+    model.fit(x, y, epochs=1, verbose=0)
+    assert len(model.trainable_variables) == 6
+    assert not np.array_equal(tree["a.weight"].numpy(), tree["b.weight"].numpy())
+
+
 # ---- plugin hygiene -------------------------------------------------------------------------
 
 
