@@ -59,8 +59,10 @@ def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
-        os.chmod(tmp, mode)  # mkstemp makes 0600; keep the target's (or the usual) permissions
         yield tmp
+        # mkstemp (and writers that replace the temporary file themselves) make 0600:
+        # keep the target's permissions, or the usual ones for a new file.
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)

@@ -72,7 +72,7 @@ def _no_duplicates(file: str) -> Any:
 
 def parse(head: bytes, file_size: int, read_header: Any, file: str) -> tuple[int, dict[str, Entry],
                                                                               dict[str, tuple[int, int]], dict[str, str]]:
-    """Validate a safetensors file from its first 8 bytes and its size.
+    """Validate a safetensors file from its first 9 bytes and its size.
 
     ``read_header(n)`` returns the ``n`` header bytes. Returns the header length,
     entries, byte ranges (relative to the data section) and the ``__metadata__`` map.
@@ -80,7 +80,8 @@ def parse(head: bytes, file_size: int, read_header: Any, file: str) -> tuple[int
     if file_size == 0:
         msg = f"Cannot read {file!r}: expected a safetensors file, got an empty file. Save the checkpoint again."
         raise errors.EmptyFileError(msg, file=file, expected=">= 8 bytes", got=0)
-    refuse_other_format(head, "safetensors", file)
+    if head[8:9] not in (b"{", b" "):  # a header length such as 0x0480 starts like a pickle: look at byte 8 first
+        refuse_other_format(head, "safetensors", file)
     if file_size < 8:
         msg = (f"Cannot read {file!r}: expected at least the 8-byte header length, got {file_size} bytes. "
                "The file is truncated.")
@@ -209,7 +210,8 @@ class SafetensorsArchive(Archive):
         self._map: _mmap.mmap | None = None
         try:
             size = os.fstat(self._fh.fileno()).st_size
-            head = self._fh.read(8)
+            head = self._fh.read(9)
+            self._fh.seek(8)
             n, self.entries, self._ranges, raw = parse(head, size, self._fh.read, file)
             self.extra = raw
             self.metadata = PolyparamMetadata.from_strings(raw, set(self.entries), file=file)
