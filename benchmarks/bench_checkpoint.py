@@ -1,0 +1,114 @@
+"""Checkpoint benchmarks: save, load and transfer against the native ways, measured in the same run.
+
+Targets (issue 7), for 100M float32 parameters (400 MB):
+  save      <= 1.0x safetensors.torch.save_file
+  load      <= 1.1x safetensors.torch.load_file + load_state_dict
+  transfer  <= 3x one memcpy of the same bytes (torch -> keras)
+  peak extra memory in each <= largest tensor + 10%
+
+Run: python benchmarks/bench_checkpoint.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+import polyparam as pp
+
+def rss() -> int:
+    """Anonymous resident memory: what the process allocated (a file's mapped page cache is not counted)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+def measure(fn: Callable[[], Any]) -> tuple[float, int]:
+    """Wall time and peak RSS growth (sampled every ms) of one call."""
+    base = rss()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    thread.join()
+    return elapsed, max(peak[0], rss()) - base
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small smoke size (6 x 512 x 512)")
+    args = parser.parse_args()
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    n = 512 if args.quick else 4096
+    layers = 6
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Linear(n, n, bias=False) for _ in range(layers)])
+    other = torch.nn.Sequential(*[torch.nn.Linear(n, n, bias=False) for _ in range(layers)])
+    largest = n * n * 4
+    total = layers * largest
+    print(f"{layers} x ({n}, {n}) float32 = {total / 1e6:.0f} MB; largest tensor {largest / 1e6:.0f} MB")
+    results = []
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(__file__))) as d:
+        native_file, ours_file = os.path.join(d, "native.safetensors"), os.path.join(d, "ours.safetensors")
+        state = net.state_dict()
+        save_file(state, native_file)  # warm the page cache and the allocator
+        native_save, native_save_mem = measure(lambda: save_file(state, native_file))
+        pp.save(net, ours_file)
+        ours_save, ours_save_mem = measure(lambda: pp.save(net, ours_file))
+        results.append(("save", ours_save, native_save, 1.0, ours_save_mem))
+
+        def native_load() -> None:
+            other.load_state_dict(load_file(native_file))
+
+        native_load()
+        native_load_t, _ = measure(native_load)
+        pp.load(other, ours_file)
+        ours_load, ours_load_mem = measure(lambda: pp.load(other, ours_file))
+        results.append(("load", ours_load, native_load_t, 1.1, ours_load_mem))
+
+    src = np.ones(total // 4, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    memcpy, _ = measure(lambda: np.copyto(dst, src))
+    del src, dst
+    try:
+        import keras
+
+        model = keras.Sequential([keras.Input((n,))] + [keras.layers.Dense(n, use_bias=False) for _ in range(layers)])
+        pp.transfer(net, model)
+        transfer_t, transfer_mem = measure(lambda: pp.transfer(net, model))
+        results.append(("transfer torch->keras", transfer_t, memcpy, 3.0, transfer_mem))
+    except ImportError:
+        print("keras not installed: transfer skipped")
+
+    print(f"{'operation':24} {'polyparam s':>12} {'baseline s':>11} {'ratio':>7} {'target':>7} "
+          f"{'peak extra MB':>14} {'limit MB':>9}")
+    for name, ours, base, target, mem in results:
+        ratio = ours / base
+        limit = largest * 1.1
+        print(f"{name:24} {ours:12.3f} {base:11.3f} {ratio:7.2f} {target:7.1f} {mem / 1e6:14.1f} {limit / 1e6:9.1f}"
+              + ("" if ratio <= target and mem <= limit else "   MISSED"))
+
+
+if __name__ == "__main__":
+    main()
