@@ -77,7 +77,7 @@ def __getattr__(name: str) -> Any:
         from importlib.metadata import version
 
         return version("polyparam")
-    if name in ("numpy", "testing"):
+    if name in ("numpy", "plot", "testing"):
         import importlib
 
         return importlib.import_module(f"polyparam.{name}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import numpy as np
 
 from polyparam import errors
+from polyparam._progress import track
 from polyparam.init import Initializer, ParamInfo, as_initializer
 
 if TYPE_CHECKING:
@@ -45,6 +46,14 @@ def _info(p: Parameter) -> ParamInfo:
 def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool) -> None:
     """Draw ``p``'s value with its own generator and write it."""
     info = _info(p)
+    box = p._local_box() if p.state == "initialized" else None
+    if box is not None:  # a shard of a distributed tensor: fill only this process's box
+        local = p._local_view() if initializer._writes_in_place else None
+        target = local if local is not None else np.empty(tuple(s.stop - s.start for s in box), info.dtype)
+        initializer.fill_slice(target, info, box, seed=seed, by_role=by_role)
+        if local is None:
+            p._write_local(target)
+        return
     view = p._writable_view() if initializer._writes_in_place and p.state == "initialized" else None
     if view is not None:
         initializer.fill(view, info, seed=seed, by_role=by_role)
@@ -55,7 +64,8 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
 
 
 def initialize_parameters(params: Iterable[Parameter], init: Initializer | Callable[..., Any] | str | None, *,
-                          force_reinit: bool = False, seed: int | None = None, by_role: bool = True) -> InitReport:
+                          force_reinit: bool = False, seed: int | None = None, by_role: bool = True,
+                          progress: bool | None = None) -> InitReport:
     """Initialize ``params`` (tied parameters once), as ``ParameterTree.initialize`` documents."""
     initializer = as_initializer(init)
     call_seed = secrets.randbits(63) if seed is None else int(seed)
@@ -85,7 +95,7 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
         initializer._note(_info(p))
     undo: list[tuple[Parameter, np.ndarray]] = []
     try:
-        for p in todo:
+        for p in track(todo, description="initialize", progress=progress, weight=_work):
             if p.state == "deferred" or p._defers_init():
                 p._defer(_deferred_fill(p, initializer, call_seed, by_role))
                 continue
@@ -98,6 +108,11 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
         raise
     initializer._finish()
     return report
+
+
+def _work(p: Parameter) -> int:
+    """Bytes a parameter's fill writes now (deferred ones: none yet)."""
+    return 0 if p.state == "deferred" or p._defers_init() else (p.nbytes or 0)
 
 
 def _deferred_fill(p: Parameter, initializer: Initializer, seed: int, by_role: bool) -> Callable[[], None]:

@@ -178,7 +178,8 @@ class ParameterCollection(abc.ABC):
     # ---- initialization --------------------------------------------------------
 
     def initialize(self, init: Initializer | Callable[..., Any] | str | None = None, /, *,
-                   force_reinit: bool = False, seed: int | None = None) -> InitReport:
+                   force_reinit: bool = False, seed: int | None = None,
+                   progress: bool | None = None) -> InitReport:
         """Initialize every parameter, with Gluon's semantics.
 
         Weights get ``init`` (``Uniform(0.07)`` when ``None``); biases, BatchNorm
@@ -194,6 +195,9 @@ class ParameterCollection(abc.ABC):
             seed: Draw from a generator keyed by ``(seed, canonical path)``: the same
                 seed gives the same values on every backend and in any order. ``None``
                 draws fresh values every call.
+            progress: Show a progress bar on standard error: ``None`` (default) shows
+                one on a terminal for big trees, quiet elsewhere; ``POLYPARAM_PROGRESS=0/1``
+                changes that default; ``True``/``False`` force it.
 
         Returns:
             An :class:`InitReport` of what was initialized, skipped and deferred.
@@ -201,7 +205,7 @@ class ParameterCollection(abc.ABC):
         from polyparam._initialize import initialize_parameters
 
         return initialize_parameters((p for _, p in self._occurrences()), init,
-                                     force_reinit=force_reinit, seed=seed, by_role=True)
+                                     force_reinit=force_reinit, seed=seed, by_role=True, progress=progress)
 
     # ---- ties ------------------------------------------------------------------
 
@@ -227,14 +231,21 @@ class ParameterCollection(abc.ABC):
             for path in group.paths:
                 tied_with[path] = [q for q in group.paths if q != path]
         table = Table(title=f"{self.backend} parameters", title_justify="left")
-        for column in ("path", "shape", "dtype", "device", "state", "tied with"):
+        occurrences = self._occurrences()
+        placements = [p._placement() for _, p in occurrences]  # sharded parameters only
+        columns = ["path", "shape", "dtype", "device", "state", "tied with"]
+        if any(placements):
+            columns.insert(4, "placement")
+        for column in columns:
             table.add_column(column, justify="right" if column == "shape" else "left", no_wrap=column == "path")
         tensors = scalars = nbytes = 0
         unknown = False
         seen: set[Any] = set()
-        for path, p in self._occurrences():
-            table.add_row(path, format_shape(p.shape), p.dtype.name, p.device, p.state,
-                          ", ".join(tied_with.get(path, [])))
+        for (path, p), placement in zip(occurrences, placements):
+            cells = [path, format_shape(p.shape), p.dtype.name, p.device, p.state, ", ".join(tied_with.get(path, []))]
+            if any(placements):
+                cells.insert(4, placement or "")
+            table.add_row(*cells)
             if p._identity() in seen:
                 continue
             seen.add(p._identity())
@@ -258,6 +269,14 @@ class ParameterCollection(abc.ABC):
 
     def __rich__(self) -> Any:
         return self.table()
+
+    def _repr_html_(self) -> str:
+        """The table as HTML, for notebooks (Jupyter calls this to display a tree)."""
+        from rich.console import Console
+
+        console = Console(file=io.StringIO(), record=True, width=120, color_system="truecolor", force_terminal=True)
+        console.print(self.table())
+        return console.export_html(inline_styles=True, code_format="<pre style=\"font-family:monospace\">{code}</pre>")
 
 
 def _suffix_match(full: str, suffix: str) -> bool:

@@ -1,0 +1,89 @@
+"""Progress bars for long operations over many parameters.
+
+A bar shows on standard error when it is a terminal and the work is big enough to be
+worth watching; it is quiet in pipes, CI logs and notebooks. ``progress=True`` or
+``POLYPARAM_PROGRESS=1`` forces it on (any size, any stream), ``progress=False`` or
+``POLYPARAM_PROGRESS=0`` off; the argument wins over the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+
+__all__ = ["ENV_VAR", "MIN_BYTES", "enabled", "track"]
+
+T = TypeVar("T")
+
+#: The environment variable that switches bars on (``1``) or off (``0``).
+ENV_VAR = "POLYPARAM_PROGRESS"
+
+#: Below this much work (in bytes) an automatic bar is not worth the flicker.
+MIN_BYTES = 16 * 2**20
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _from_env() -> bool | None:
+    value = os.environ.get(ENV_VAR)
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    msg = f"Invalid value for environment variable `{ENV_VAR}`: expected one of 0 or 1. Received: {value!r}."
+    raise ValueError(msg)
+
+
+def enabled(progress: bool | None = None, /, *, work: int | None = None) -> bool:
+    """Whether to show a bar.
+
+    Args:
+        progress: The caller's ``progress=`` argument; ``None`` decides automatically.
+        work: The size of the job in bytes; an automatic bar needs at least :data:`MIN_BYTES`.
+    """
+    if progress is not None:
+        return bool(progress)
+    forced = _from_env()
+    if forced is not None:
+        return forced
+    if work is not None and work < MIN_BYTES:
+        return False
+    stream = sys.stderr
+    return stream is not None and hasattr(stream, "isatty") and stream.isatty()
+
+
+def track(items: Sequence[T] | Iterable[T], /, *, description: str, progress: bool | None = None,
+          weight: Callable[[T], int | None] | None = None, total: int | None = None) -> Iterator[T]:
+    """Yield ``items``, advancing a bar on standard error when :func:`enabled` says so.
+
+    Args:
+        items: What to iterate over.
+        description: The bar's label (``"initialize"``, ``"save mlp.safetensors"``).
+        progress: ``True``/``False`` to force, ``None`` for automatic.
+        weight: Bytes of work per item (the bar advances by it); 1 per item when ``None``.
+        total: The total work, when ``items`` has no length or ``weight`` is not given.
+    """
+    items = list(items)
+    weigh = (lambda item: 1) if weight is None else (lambda item: int(weight(item) or 0))
+    if total is None:
+        total = sum(weigh(item) for item in items)
+    if not enabled(progress, work=total if weight is not None else None):
+        yield from items
+        return
+    forced = progress is True or (progress is None and _from_env() is True)
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    amount = DownloadColumn() if weight is not None else MofNCompleteColumn()
+    columns = (TextColumn("{task.description}"), BarColumn(), amount, TimeRemainingColumn())
+    console = Console(file=sys.stderr, force_terminal=True if forced else None)
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task, weigh(item))
