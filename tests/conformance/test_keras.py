@@ -20,14 +20,13 @@ class TestKerasConformance(ConformanceTests):
         return _backend
 
 
-@pytest.mark.skipif(os.environ.get("POLYPARAM_KERAS_INNER") == "1", reason="inner run: no recursion")
 def test_kit_passes_under_the_other_keras_backend() -> None:
     """The same kit, unchanged, in a fresh process on the other Keras backend."""
     import keras
 
     other = OTHER[keras.backend.backend()]
     pytest.importorskip(other)
-    env = dict(os.environ, KERAS_BACKEND=other, POLYPARAM_KERAS_INNER="1")
+    env = dict(os.environ, KERAS_BACKEND=other)
     proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
                            "-k", "TestKerasConformance"], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
