@@ -300,6 +300,40 @@ class Parameter(abc.ABC):
         """
         return None
 
+    # ---- sharded (distributed) parameters: optional ----------------------------------
+
+    def _local_box(self) -> tuple[slice, ...] | None:
+        """The box of the global canonical array this process holds, one ``slice`` per axis.
+
+        ``None`` (the default) means the parameter is not sharded: this process holds
+        it all. Backends of distributed tensors (torch ``DTensor``) return the box of the
+        local shard; ``initialize`` then fills only that box (see
+        :meth:`polyparam.init.Initializer.fill_slice`) and writes it with
+        :meth:`_write_local`, never building the whole array.
+        """
+        return None
+
+    def _local_view(self) -> np.ndarray | None:
+        """A writable canonical NumPy view of the local shard (the box of :meth:`_local_box`), or ``None``."""
+        return None
+
+    def _write_local(self, array: np.ndarray, /) -> None:
+        """Store ``array``, the values of the box of :meth:`_local_box`, into the local shard."""
+        msg = f"Cannot write a shard of parameter {self.path!r}: the {self.backend} backend has no sharded parameters."
+        raise NotImplementedError(msg)
+
+    def _read_local(self) -> np.ndarray:
+        """The values of the box of :meth:`_local_box` (this process's shard), without communication."""
+        return self._read()
+
+    def _shard_writer(self) -> bool:
+        """Whether this process writes its box in a sharded save (one process per distinct box). Default: yes."""
+        return True
+
+    def _placement(self) -> str | None:
+        """How the parameter is distributed (``"Shard(0) on mesh (2,)"``), or ``None`` if it is not."""
+        return None
+
     def _accepts_deferred_value(self) -> bool:
         """Whether :meth:`_write_deferred` can take a value while the shape is unknown."""
         return False
@@ -325,6 +359,15 @@ class Parameter(abc.ABC):
         """
         msg = f"Cannot defer initialization of parameter {self.path!r}: the {self.backend} backend does not support it."
         raise errors.DeferredInitializationError(msg, path=self.path)
+
+    def _tie_refusal(self, anchor: Parameter, /) -> str | None:
+        """Why this backend cannot make this parameter share ``anchor``'s storage, or ``None``.
+
+        Checked for every member before the first tie is made (shapes, dtypes and
+        devices are already checked by the core). E.g. Keras cannot share one variable
+        between an embedding ``(V, D)`` and a dense kernel stored ``(D, V)``.
+        """
+        return None
 
     def _share(self, anchor: Parameter, /) -> None:
         """Make this parameter use ``anchor``'s storage (tie). Shapes were checked."""

@@ -103,6 +103,10 @@ def tie(*objs: Parameter | ParameterTree) -> list[TieGroup]:
                 msg = (f"Cannot tie {member.path!r} to {anchor.path!r}: expected device {anchor.device!r}, "
                        f"got {member.device!r}. Move both to one device first.")
                 raise errors.DeviceMismatchError(msg, path=member.path, expected=anchor.device, got=member.device)
+            refusal = member._tie_refusal(anchor)
+            if refusal is not None:
+                msg = f"Cannot tie {member.path!r} to {anchor.path!r}: {refusal}"
+                raise errors.TieError(msg, path=member.path, expected="a tie the backend can make", got=refusal)
     for group in groups:
         for member in group[1:]:
             if not member.is_tied_to(group[0]):

@@ -147,6 +147,11 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True,
                                f"shape {format_shape(first.shape)} {first.dtype.name} on {first.device}, got "
                                f"{format_shape(member.shape)} {member.dtype.name} on {member.device}.")
                         raise errors.TieMismatchError(msg, path=q, expected=first.shape, got=member.shape)
+                    refusal = member._tie_refusal(first)
+                    if refusal is not None:
+                        msg = (f"Cannot tie {q!r} to {first_path!r} in the destination as in the source: {refusal} "
+                               "Pass ties='ignore' to move the values without the tie.")
+                        raise errors.TieMismatchError(msg, path=q, expected="a tie the backend can make", got=refusal)
     for path, target, sources in plan:
         if len(sources) > 1:
             values = [p.numpy() for p in sources]

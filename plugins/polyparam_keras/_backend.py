@@ -381,6 +381,17 @@ class KerasParameter(Parameter):
 
     # -- ties
 
+    def _tie_refusal(self, anchor: Parameter, /) -> str | None:
+        if not isinstance(anchor, KerasParameter):
+            return f"expected a keras parameter, got {type(anchor).__name__}."
+        mine, theirs = self._slot.layout, anchor._slot.layout
+        ndim = len(self.shape)
+        if _perm(mine, ndim) != _perm(theirs, ndim) or (mine == "depthwise") != (theirs == "depthwise"):
+            return (f"expected the same native layout, got {mine!r} and {theirs!r}: Keras stores them transposed "
+                    "to each other and one variable has one layout. Tie layers of the same kind, or pass "
+                    "ties='ignore' to pp.transfer and keep equal values instead.")
+        return None
+
     def _share(self, anchor: Parameter, /) -> None:
         if not isinstance(anchor, KerasParameter):
             msg = f"Cannot tie {self.path!r} to {anchor.path!r}: expected a keras parameter, got {type(anchor).__name__}."

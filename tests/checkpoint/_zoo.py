@@ -46,8 +46,9 @@ def _keras(kind: str) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
         model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3), L.BatchNormalization(epsilon=1e-5),
                                   L.ReLU(), L.MaxPooling2D(2), L.GlobalAveragePooling2D(), L.Flatten(), L.Dense(5)])
     else:
+        # Keras cannot share one variable between Embedding (V, D) and a Dense kernel stored (D, V):
+        # pp.tie refuses, so the Keras model keeps two variables (equal values after a transfer).
         model = keras.Sequential([keras.Input((T,), dtype="int32"), L.Embedding(V, D), L.Dense(V, use_bias=False)])
-        pp.tie(pp.tree(model)["0.weight"], pp.tree(model)["1.weight"])
 
     def forward(x: np.ndarray) -> np.ndarray:
         if kind == "cnn":

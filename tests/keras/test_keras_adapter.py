@@ -378,3 +378,16 @@ def test_these_tests_pass_under_the_other_keras_backend() -> None:
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and " failed" not in proc.stdout
+
+
+def test_tying_an_embedding_to_a_dense_head_is_refused() -> None:
+    """One Keras variable has one layout: Embedding (V, D) and a Dense kernel (D, V) cannot share it."""
+    from keras import layers as L
+
+    model = keras.Sequential([keras.Input((5,), dtype="int32"), L.Embedding(11, 6), L.Dense(11, use_bias=False)])
+    tree = pp.tree(model)
+    with pytest.raises(pp.errors.TieError, match="same native layout") as info:
+        pp.tie(tree["0.weight"], tree["1.weight"])
+    assert info.value.path == "1.weight"
+    assert tree.ties() == []
+    assert model(np.zeros((2, 5), "int32")).shape == (2, 5, 11)
