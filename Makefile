@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test bench install-core install-all clean
+.PHONY: demo test docs bench install-core install-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,11 @@ $(VENV)/.core: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) -e .
 	touch $@
 
-# Every backend and the test tools.
-$(VENV)/.all: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e ".[all,test]"
+# Every backend, the test and docs tools, and the example third-party plugin
+# (examples/polyparam_jax: its own package, found through its entry point).
+$(VENV)/.all: $(BIN)/python pyproject.toml constraints.txt examples/polyparam_jax/pyproject.toml
+	$(PIP) -e ".[all,test,docs]"
+	$(PIP) -e examples/polyparam_jax
 	touch $@ $(VENV)/.core
 
 install-core: $(VENV)/.core
@@ -27,7 +29,11 @@ install-all: $(VENV)/.all
 demo: $(VENV)/.core
 	$(BIN)/polyparam tour --backend numpy
 
-test: $(VENV)/.all
+# The docs run every example on every backend (docs/_hooks/execute.py); a warning fails the build.
+docs: $(VENV)/.all
+	$(BIN)/mkdocs build --strict
+
+test: docs
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.all
