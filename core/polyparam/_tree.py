@@ -207,6 +207,15 @@ class ParameterCollection(abc.ABC):
         return initialize_parameters((p for _, p in self._occurrences()), init,
                                      force_reinit=force_reinit, seed=seed, by_role=True, progress=progress)
 
+    # ---- distributed processes (optional hooks) -----------------------------------
+
+    def _process_rank(self) -> tuple[int, int]:
+        """``(rank, world_size)`` of this process in a distributed job; ``(0, 1)`` by default."""
+        return 0, 1
+
+    def _barrier(self) -> None:
+        """Wait for every process of a distributed job (sharded saves); nothing by default."""
+
     # ---- ties ------------------------------------------------------------------
 
     def ties(self) -> list[TieGroup]:

@@ -155,6 +155,80 @@ def _fill_streams(arr: np.ndarray, key: int, kernel: Callable[[np.random.Generat
         arr[...] = target
 
 
+def _region(index: Sequence[slice], shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """``index`` (one step-1 slice per axis) as ``((start, stop), ...)`` within ``shape``."""
+    index = tuple(index)
+    if len(index) != len(shape) or not all(isinstance(s, slice) and s.step in (None, 1) for s in index):
+        msg = (f"Invalid value for argument `index`: expected one slice with step 1 per axis of shape "
+               f"{tuple(shape)}. Received: index={index!r}.")
+        raise errors.InitializerError(msg, expected="tuple of slices", got=index)
+    return tuple(s.indices(int(d))[:2] for s, d in zip(index, shape))
+
+
+def _fill_region_streams(arr: np.ndarray, key: int, kernel: Callable[[np.random.Generator, np.ndarray], None],
+                         shape: Sequence[int], region: Sequence[tuple[int, int]]) -> None:
+    """Fill ``arr`` with the box ``region`` of what :func:`_fill_streams` gives an array of ``shape``.
+
+    Only the blocks the box overlaps are drawn, each into its own scratch block
+    (so memory is ``BLOCK`` elements per thread, whatever the array's size).
+    """
+    shape = tuple(int(d) for d in shape)
+    lengths = tuple(max(0, b - a) for a, b in region)
+    if arr.shape != lengths:
+        msg = f"Cannot fill a slice of shape {arr.shape}: expected the box's shape {lengths}."
+        raise errors.InitializerError(msg, expected=lengths, got=arr.shape)
+    if math.prod(lengths) == 0:
+        return
+    if lengths == shape:
+        _fill_streams(arr, key, kernel)
+        return
+    dtype = np.float64 if arr.dtype == np.float64 else np.float32
+    total = math.prod(shape)
+    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+    # the box as runs of the flat array: axes after the last partial one are whole
+    k = max(i for i, (d, n) in enumerate(zip(shape, lengths)) if n != d)
+    run = lengths[k] * strides[k]
+    outer = lengths[:k]
+    starts = np.full(math.prod(outer), region[k][0] * strides[k], dtype=np.int64)
+    if outer:
+        grids = np.indices(outer, dtype=np.int64).reshape(len(outer), -1)
+        for i in range(len(outer)):
+            starts += (grids[i] + region[i][0]) * strides[i]
+        del grids
+    ends = starts + run
+    direct = arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.writeable
+    target = arr if direct else np.empty(arr.shape, dtype)
+    rows = target.reshape(len(starts), run)
+    first, last = int(starts[0]) // BLOCK, (int(ends[-1]) - 1) // BLOCK
+    offsets = np.arange(run, dtype=np.int64)
+
+    def block(b: int) -> None:
+        lo_flat, hi_flat = b * BLOCK, min((b + 1) * BLOCK, total)
+        lo = int(np.searchsorted(ends, lo_flat, side="right"))
+        hi = int(np.searchsorted(starts, hi_flat, side="left"))
+        if lo >= hi:
+            return
+        values = np.empty(hi_flat - lo_flat, dtype)
+        kernel(_block_generator(key, b), values)
+        inside = np.flatnonzero((starts[lo:hi] >= lo_flat) & (ends[lo:hi] <= hi_flat)) + lo
+        if inside.size:
+            rows[inside] = values[(starts[inside] - lo_flat)[:, None] + offsets]
+        for r in sorted({lo, hi - 1}):   # runs cut by the block's edges
+            if lo_flat <= starts[r] and ends[r] <= hi_flat:
+                continue
+            a, e = max(int(starts[r]), lo_flat), min(int(ends[r]), hi_flat)
+            rows[r, a - int(starts[r]):e - int(starts[r])] = values[a - lo_flat:e - lo_flat]
+
+    blocks = range(first, last + 1)
+    if len(blocks) <= 1 or _threads() == 1:
+        for b in blocks:
+            block(b)
+    else:
+        list(_executor().map(block, blocks))
+    if not direct:
+        arr[...] = target
+
+
 #: Kernels work through a block in slices of this many elements (cache-sized; keeps
 #: Box-Muller's scratch small). Part of what seeded normal values are.
 _SLICE = 1 << 16
@@ -271,6 +345,8 @@ class _Context:
     info: ParamInfo
     seed: int
     _rng: np.random.Generator | None = None
+    #: While :meth:`Initializer.fill_slice` runs: the box of the global array being filled.
+    region: tuple[tuple[int, int], ...] | None = None
 
     @property
     def key(self) -> int:
@@ -286,6 +362,9 @@ class _Context:
 _CURRENT: contextvars.ContextVar[_Context] = contextvars.ContextVar("polyparam_init")
 
 _CONVENTIONAL = ("bias", "scale", "shift", "running_mean", "running_var")
+#: The methods that decide what an initializer writes (see ``Initializer._region_safe``).
+_REGION_METHODS = ("init_weight", "_init_weight", "__call__", "fill",
+                   *(f"init_{role}" for role in _CONVENTIONAL))
 
 
 def _default_axes(ndim: int) -> tuple[str, ...]:
@@ -349,7 +428,10 @@ class Initializer:
         """Fill ``arr`` from the current parameter's block streams (parallel, order-independent)."""
         current = _CURRENT.get(None)
         key = current.key if current is not None else secrets.randbits(128)
-        _fill_streams(arr, key, kernel)
+        if current is not None and current.region is not None:
+            _fill_region_streams(arr, key, kernel, current.info.shape, current.region)
+        else:
+            _fill_streams(arr, key, kernel)
 
     # ---- the template ------------------------------------------------------------
 
@@ -361,7 +443,45 @@ class Initializer:
 
     def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
         """Fill ``arr`` (canonical layout) for the parameter ``info`` from the streams of ``seed``."""
-        token = _CURRENT.set(_Context(info, seed))
+        self._dispatch(arr, info, _Context(info, seed), by_role)
+
+    def fill_slice(self, arr: np.ndarray, info: ParamInfo, index: Sequence[slice], /, *, seed: int,
+                   by_role: bool = True) -> None:
+        """Fill ``arr`` with the box ``index`` of the values :meth:`fill` would give the whole parameter.
+
+        For sharded parameters: each rank fills only its shard, and the shards put together
+        are bit-identical to a :meth:`fill` of the whole array. ``index`` holds one
+        ``slice`` (step 1) per axis of ``info.shape`` (the global shape; fans use it), and
+        ``arr`` has the box's shape. Built-in stream initializers draw only the
+        :data:`BLOCK`-element blocks of the flat C-order array that the box overlaps, one
+        block at a time per thread (a leading-axis box is a contiguous range of blocks; a
+        box on another axis overlaps most blocks: same time, bounded memory). Initializers
+        that need the whole array (``Orthogonal``, ``Bilinear``, custom ones) fill a full
+        scratch array and keep the box.
+        """
+        region = _region(index, info.shape)
+        if self._fills_regions():
+            self._dispatch(arr, info, _Context(info, seed, region=region), by_role)
+            return
+        full = np.empty(info.shape, info.dtype)
+        self.fill(full, info, seed=seed, by_role=by_role)
+        arr[...] = full[tuple(slice(a, b) for a, b in region)]
+
+    #: Classes that set this in their own body declare that their ``init_*`` methods
+    #: touch ``arr`` only elementwise or through :meth:`_stream_fill`, so they can fill
+    #: a box of the array (see :meth:`fill_slice`). Subclasses that override a method
+    #: without declaring it again fall back to a full draw.
+    _region_safe = False
+
+    def _fills_regions(self) -> bool:
+        for name in _REGION_METHODS:
+            owner = next((c for c in type(self).__mro__ if name in c.__dict__), None)
+            if owner is not None and owner is not Initializer and not owner.__dict__.get("_region_safe", False):
+                return False
+        return True
+
+    def _dispatch(self, arr: np.ndarray, info: ParamInfo, context: _Context, by_role: bool) -> None:
+        token = _CURRENT.set(context)
         try:
             role = info.role if by_role else "weight"
             if role in _CONVENTIONAL:
@@ -602,6 +722,8 @@ class _BuiltIn(Initializer):
 class Zero(_BuiltIn):
     """Weights 0."""
 
+    _region_safe = True
+
     def init_weight(self, name: str, arr: np.ndarray, /) -> None:
         arr[...] = 0
 
@@ -610,6 +732,8 @@ class Zero(_BuiltIn):
 class One(_BuiltIn):
     """Weights 1."""
 
+    _region_safe = True
+
     def init_weight(self, name: str, arr: np.ndarray, /) -> None:
         arr[...] = 1
 
@@ -617,6 +741,8 @@ class One(_BuiltIn):
 @register("constant")
 class Constant(_BuiltIn):
     """Weights set to ``value`` (a number, or an array that broadcasts to the weight)."""
+
+    _region_safe = True
 
     def __init__(self, value: Any) -> None:
         self.value = value
@@ -630,12 +756,19 @@ class Constant(_BuiltIn):
             raise errors.InitializerError(msg, path=info.path, expected=info.shape, got=np.shape(self.value)) from None
 
     def init_weight(self, name: str, arr: np.ndarray, /) -> None:
-        arr[...] = self.value
+        current = _CURRENT.get(None)
+        if current is not None and current.region is not None and np.ndim(self.value):
+            box = tuple(slice(a, b) for a, b in current.region)
+            arr[...] = np.broadcast_to(np.asarray(self.value), current.info.shape)[box]
+        else:
+            arr[...] = self.value
 
 
 @register("uniform")
 class Uniform(_BuiltIn):
     """Weights from U(-scale, scale); Gluon's default with ``scale=0.07``."""
+
+    _region_safe = True
 
     def __init__(self, scale: float = 0.07) -> None:
         self.scale = _non_negative("scale", scale, "Uniform")
@@ -647,6 +780,8 @@ class Uniform(_BuiltIn):
 @register("normal", "gaussian")
 class Normal(_BuiltIn):
     """Weights from N(mean, sigma^2) (Box-Muller on the parameter's streams)."""
+
+    _region_safe = True
 
     def __init__(self, sigma: float = 0.01, mean: float = 0.0) -> None:
         self.sigma = _non_negative("sigma", sigma, "Normal")
@@ -662,6 +797,8 @@ class TruncatedNormal(_BuiltIn):
 
     Out-of-range draws are redrawn (Keras and PyTorch do the same).
     """
+
+    _region_safe = True
 
     def __init__(self, sigma: float = 0.05, mean: float = 0.0, a: float = -2.0, b: float = 2.0) -> None:
         self.sigma = _non_negative("sigma", sigma, "TruncatedNormal")
@@ -698,6 +835,8 @@ class VarianceScaling(_FanBased):
             ``"untruncated_normal"`` or ``"uniform"``.
     """
 
+    _region_safe = True
+
     def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal") -> None:
         self.scale = _non_negative("scale", scale, "VarianceScaling")
         self.mode = _choice("mode", mode, ("fan_in", "fan_out", "fan_avg"))
@@ -725,6 +864,8 @@ class Xavier(_FanBased):
     U(-scale, scale) (``rnd_type="uniform"``) or N(0, scale^2) (``"gaussian"``).
     The defaults are Glorot uniform.
     """
+
+    _region_safe = True
 
     def __init__(self, rnd_type: str = "uniform", factor_type: str = "avg", magnitude: float = 3) -> None:
         self.rnd_type = _choice("rnd_type", rnd_type, ("uniform", "gaussian"))
@@ -786,6 +927,8 @@ class He(_FanBased):
         nonlinearity: Anything :func:`calculate_gain` accepts.
         distribution: ``"uniform"`` (bound ``sqrt(3) * std``) or ``"normal"``.
     """
+
+    _region_safe = True
 
     def __init__(self, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
                  distribution: str = "uniform") -> None:
@@ -978,6 +1121,12 @@ class Mixed(_BuiltIn):
         assert init is not None, "check() refuses unmatched parameters"
         init.fill(arr, info, seed=seed, by_role=by_role and i < 0)
 
+    def fill_slice(self, arr: np.ndarray, info: ParamInfo, index: Sequence[slice], /, *, seed: int,
+                   by_role: bool = True) -> None:
+        i, init = self._pick(info)
+        assert init is not None, "check() refuses unmatched parameters"
+        init.fill_slice(arr, info, index, seed=seed, by_role=by_role and i < 0)
+
 
 @register("load")
 class Load(_BuiltIn):
@@ -1034,4 +1183,14 @@ class Load(_BuiltIn):
         else:
             assert self.default is not None
             self.default.fill(arr, info, seed=seed, by_role=by_role)
+
+    def fill_slice(self, arr: np.ndarray, info: ParamInfo, index: Sequence[slice], /, *, seed: int,
+                   by_role: bool = True) -> None:
+        values = self._values()
+        if info.path in values:
+            box = tuple(slice(a, b) for a, b in _region(index, info.shape))
+            arr[...] = _checked_result(values[info.path], info, "Load")[box]
+        else:
+            assert self.default is not None
+            self.default.fill_slice(arr, info, index, seed=seed, by_role=by_role)
 
