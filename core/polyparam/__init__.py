@@ -27,6 +27,7 @@ from polyparam._models import Case, ModelFactory
 from polyparam._parameter import Parameter
 from polyparam._tie import TieGroup, tie
 from polyparam._transfer import transfer
+from polyparam._sharded import consolidate
 from polyparam._tree import ParameterSelection, ParameterTree
 from polyparam.hookspecs import hookimpl
 from polyparam.init import Initializer
@@ -44,6 +45,7 @@ __all__ = [
     "ParameterTree",
     "TieGroup",
     "backend_for",
+    "consolidate",
     "errors",
     "get_backend",
     "hookimpl",

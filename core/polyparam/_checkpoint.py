@@ -124,7 +124,8 @@ def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], 
 
 
 def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = None,
-         aliases: Literal["reference", "materialize"] = "reference", checksum: bool = True) -> None:
+         aliases: Literal["reference", "materialize"] = "reference", checksum: bool = True,
+         sharded: bool = False) -> None:
     """Save every parameter of ``tree`` to ``path``, atomically, one tensor per tie group.
 
     The file is written to a temporary file in the same directory, fsynced and renamed
@@ -138,6 +139,10 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
             records the other paths; ``"materialize"`` also stores every member's key
             (for readers that know nothing of ties).
         checksum: Record a checksum of each tensor, checked by :func:`load`.
+        sharded: ``path`` is a directory; every process of a distributed job writes the
+            shards it holds to its own file there, gathering nothing (call it on every
+            process). :func:`load` reads such a directory into any world size or
+            placement; :func:`polyparam.consolidate` makes one file of it.
 
     Raises:
         UnsupportedFormatError: ``path`` is not a writable format.
@@ -156,6 +161,11 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
         msg = f"Invalid value for argument `aliases`: expected one of ('reference', 'materialize'). Received: aliases={aliases!r}."
         raise ValueError(msg)
     tree = _tree_of(tree)
+    if sharded:
+        from polyparam._sharded import save_sharded
+
+        save_sharded(tree, path, checksum=checksum)
+        return
     tensors: dict[str, np.ndarray] = {}
     roles: dict[str, str] = {}
     for path_, p in tree.items():
@@ -246,6 +256,10 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, for
         raise ValueError(msg)
     tree = _tree_of(tree)
     file = os.fspath(path)
+    if os.path.isdir(file):  # a sharded checkpoint: pp.save(tree, directory, sharded=True)
+        from polyparam._sharded import load_sharded
+
+        return load_sharded(tree, file, strict=strict, cast=cast)
     with open_archive(file, format=format, mmap=mmap) as archive:
         if archive.metadata.layout != "canonical":
             msg = (f"Cannot load {file!r} into a tree: expected tensors in canonical layout, got "
