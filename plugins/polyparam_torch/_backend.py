@@ -14,6 +14,10 @@
 * **Meta device.** Meta tensors have a shape but no data: their state is
   ``"uninitialized"``, ``initialize``/``set``/``load_state`` are recorded, and
   :meth:`TorchTree.materialize` allocates them (``to_empty``) and runs what was recorded.
+* **Sharded parameters** (``torch.distributed`` DTensors: FSDP2 ``fully_shard``,
+  ``distribute_tensor``) show their global shape; ``numpy()`` and ``grad()`` gather
+  (collectives), :meth:`TorchParameter.local` is this rank's shard, and
+  ``initialize`` draws only the local box. See :mod:`polyparam_torch._dtensor`.
 * **Ties** are Parameter identity: a reused module or ``nn.Parameter``. ``untie`` of
   a reused module gives the untied path its own shallow copy of the module.
 """
@@ -34,6 +38,8 @@ from polyparam import errors
 from polyparam._models import Case, ModelFactory
 from polyparam._parameter import Parameter, Shape
 from polyparam._tree import ParameterTree, join_path
+from polyparam_torch import _dtensor
+from polyparam_torch._dtensor import is_dtensor
 
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
 
@@ -283,14 +289,70 @@ class TorchParameter(Parameter):
 
     # ---- values -----------------------------------------------------------------------
 
+    def local(self) -> np.ndarray:
+        """This rank's shard of a sharded (DTensor) parameter as NumPy, without communication.
+
+        A view of the local storage on CPU (writes go through). For a parameter that is
+        not sharded, the whole value (as :meth:`numpy`).
+        """
+        self._require_data("read")
+        return _dtensor.local_numpy(self)
+
+    @property
+    def placements(self) -> tuple[Any, ...] | None:
+        """The DTensor placements (``(Shard(dim=0),)``), or ``None`` for a plain tensor."""
+        t = self._tensor()
+        return tuple(t.placements) if is_dtensor(t) else None
+
+    def _placement(self) -> str | None:
+        t = self._tensor()
+        return _dtensor.placement_text(t) if is_dtensor(t) else None
+
+    def _local_box(self) -> tuple[slice, ...] | None:
+        t = self._tensor()
+        return _dtensor.local_box(t, self.path) if is_dtensor(t) else None
+
+    def _read_local(self) -> np.ndarray:
+        return _dtensor.local_numpy(self)
+
+    def _shard_writer(self) -> bool:
+        t = self._tensor()
+        return _dtensor.is_primary(t) if is_dtensor(t) else _dtensor.rank_world()[0] == 0
+
+    def _local_view(self) -> np.ndarray | None:
+        t = self._tensor()
+        if not is_dtensor(t) or t.is_meta:
+            return None
+        local = t.to_local().detach()
+        if local.device.type != "cpu" or local.is_conj() or local.is_neg():
+            return None
+        torch.autograd.graph.increment_version(local)  # the caller writes into it
+        return _torch2np(local)
+
+    def _write_local(self, array: np.ndarray, /) -> None:
+        local = self._tensor().to_local()
+        if local.device.type == "cpu":
+            np.copyto(_torch2np(local.detach()), array, casting="unsafe")
+            torch.autograd.graph.increment_version(local)
+        else:
+            with torch.no_grad():
+                local.copy_(_np2torch(np.ascontiguousarray(array)))
+        pending = _pending(self._owner())
+        if pending:
+            pending.pop(self._attr, None)
+
     def _read(self) -> np.ndarray:
         t = self._tensor().detach()
+        if is_dtensor(t):
+            t = _dtensor.read_full(t)  # a collective: every rank reads the same parameter
         if t.device.type != "cpu":
             t = t.cpu()
         return _torch2np(t.resolve_conj().resolve_neg())
 
     def _writable_view(self) -> np.ndarray | None:
         t = self._tensor()
+        if is_dtensor(t):
+            return None  # no global storage: writes go through _write to the local box
         if t.device.type != "cpu" or isinstance(t, UninitializedTensorMixin) or t.is_conj() or t.is_neg():
             return None
         return _torch2np(t.detach())
@@ -300,6 +362,10 @@ class TorchParameter(Parameter):
         if t.is_meta:  # no storage yet: the value is applied by TorchTree.materialize
             value = np.array(array, copy=True)
             self._defer(lambda: self._write(value))
+            return
+        if is_dtensor(t):
+            _dtensor._refuse_partial(t, self.path, "write")
+            self._write_local(array[_dtensor.local_box(t, self.path)])
             return
         if t.device.type == "cpu":
             # NumPy into the storage view: no intermediate tensor, and far cheaper than
@@ -318,6 +384,8 @@ class TorchParameter(Parameter):
         if g is None:
             return None
         g = g.detach()
+        if is_dtensor(g):
+            g = _dtensor.read_full(g)  # a collective, as _read
         if g.is_sparse:
             g = g.to_dense()
         return np.array(_torch2np(g.cpu()), copy=True)
@@ -474,6 +542,14 @@ class TorchTree(ParameterTree):
                 value = p.numpy()  # everything else, errors included
             out[path] = np.array(value, copy=True) if copy else value
         return out
+
+    # ---- distributed processes ----------------------------------------------------------
+
+    def _process_rank(self) -> tuple[int, int]:
+        return _dtensor.rank_world()
+
+    def _barrier(self) -> None:
+        _dtensor.barrier()
 
     # ---- devices ----------------------------------------------------------------------
 

@@ -1,0 +1,108 @@
+"""Sharded parameters: ``torch.distributed`` DTensors (FSDP2 ``fully_shard``, ``distribute_tensor``).
+
+A DTensor parameter is seen with its *global* shape. Reading the whole value
+(``numpy()``, ``grad()``, ``state()``, ``pp.save`` to one file) is a collective: every
+rank of the mesh must make the same call in the same order. ``local()`` is this
+rank's shard, without communication. Writes (``set``, ``load_state``, ``pp.load``)
+take the global value and keep this rank's box; ``initialize`` draws only this
+rank's box (see :meth:`polyparam.init.Initializer.fill_slice`).
+
+Only placements whose local shard is one box of the global array are supported:
+``Shard(d)`` (even or uneven, as FSDP2 pads) and ``Replicate()`` on any mesh
+dimensions. ``Partial`` values (pending reductions) can be read but not written.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from polyparam import errors
+
+if TYPE_CHECKING:
+    from polyparam_torch._backend import TorchParameter
+
+__all__ = ["barrier", "is_dtensor", "is_primary", "local_box", "local_numpy", "placement_text", "rank_world", "read_full"]
+
+try:  # torch >= 2.4 has the public module; older ones keep it under _tensor
+    from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
+except ImportError:  # pragma: no cover - torch without distributed
+    DTensor = None  # type: ignore[assignment,misc]
+
+
+def is_dtensor(t: Any) -> bool:
+    return DTensor is not None and isinstance(t, DTensor)
+
+
+def _refuse_partial(t: Any, path: str, action: str) -> None:
+    if any(isinstance(p, Partial) for p in t.placements):
+        msg = (f"Cannot {action} parameter {path!r}: expected Shard or Replicate placements, got "
+               f"{tuple(t.placements)} (a Partial value is a pending reduction, not a stored value). "
+               "Call .redistribute(placements=[Replicate()]) first.")
+        raise errors.UnsupportedModelError(msg, backend="torch", expected="Shard/Replicate", got=str(t.placements))
+
+
+def local_box(t: Any, path: str) -> tuple[slice, ...]:
+    """The box of the global array that this rank's local tensor holds."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _refuse_partial(t, path, "shard")
+    shape, offset = compute_local_shape_and_global_offset(t.shape, t.device_mesh, t.placements)
+    return tuple(slice(int(o), int(o) + int(n)) for o, n in zip(offset, shape))
+
+
+def placement_text(t: Any) -> str:
+    names = []
+    for p in t.placements:
+        if isinstance(p, Shard):
+            names.append(f"Shard({p.dim})")
+        elif isinstance(p, Replicate):
+            names.append("Replicate()")
+        else:
+            names.append(type(p).__name__ + "()")
+    mesh = tuple(t.device_mesh.shape)
+    return f"{', '.join(names)} mesh {mesh}"
+
+
+def read_full(t: Any) -> torch.Tensor:
+    """The global value (a collective: every rank calls it)."""
+    return t.detach().full_tensor()
+
+
+def is_primary(t: Any) -> bool:
+    """Whether this rank writes its box in a sharded save: the first of the ranks holding the same box."""
+    coords = t.device_mesh.get_coordinate()
+    if coords is None:  # not part of the mesh
+        return False
+    return all(c == 0 for c, p in zip(coords, t.placements) if not isinstance(p, Shard))
+
+
+# ---- processes -------------------------------------------------------------------------
+
+
+def rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def local_numpy(p: TorchParameter) -> np.ndarray:
+    from polyparam_torch._backend import _torch2np
+
+    t = p._tensor().detach()
+    local = t.to_local() if is_dtensor(t) else t
+    if local.device.type != "cpu":
+        local = local.cpu()
+    return _torch2np(local)

@@ -1,0 +1,191 @@
+"""Workers run by test_dtensor.py in spawned gloo process groups (one call per rank)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+import polyparam as pp
+
+
+class MyInit(pp.init.Initializer):  # the seed chapter's custom initializer: needs the full-draw fallback
+    def init_weight(self, name: str, arr: np.ndarray) -> None:
+        arr[:] = self.rng.uniform(-10, 10, arr.shape)
+        arr *= np.abs(arr) >= 5
+
+
+INITS = {
+    "xavier": pp.init.Xavier(),
+    "normal": pp.init.Normal(sigma=0.5),
+    "truncated": pp.init.TruncatedNormal(sigma=1.0, a=-0.5, b=0.5),
+    "he_out": pp.init.He(mode="fan_out"),
+    "lecun": pp.init.LeCun(),
+    "orthogonal": pp.init.Orthogonal(),
+    "custom": MyInit(),
+    "mixed": pp.init.Mixed([("*.bias", pp.init.Constant(0.1))], default=pp.init.Uniform()),
+}
+
+
+def small() -> nn.Module:
+    return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3), nn.LayerNorm(3))
+
+
+def shared() -> nn.Module:
+    tied = nn.Linear(8, 8)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), tied, nn.ReLU(), tied, nn.ReLU(), nn.Linear(8, 3))
+
+
+def untied() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                         nn.Linear(8, 3))
+
+
+def reference(build, init, seed: int) -> dict[str, np.ndarray]:
+    model = build()
+    tree = pp.tree(model)
+    tree.initialize(init, seed=seed, force_reinit=True)
+    return tree.state(copy=True)
+
+
+def distribute(model: nn.Module, mesh, placements) -> nn.Module:
+    """Replace every parameter by a DTensor with ``placements(tensor)`` (ties kept)."""
+    made: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for name, t in list(module._parameters.items()):
+            if t is None:
+                continue
+            if id(t) not in made:
+                made[id(t)] = nn.Parameter(distribute_tensor(t.detach(), mesh, placements(t)))
+            module._parameters[name] = made[id(t)]
+    return model
+
+
+def assert_state(tree, expected: dict[str, np.ndarray], what: str) -> None:
+    got = tree.state(copy=True)  # gathers: a collective on every rank
+    assert got.keys() == expected.keys(), (what, sorted(got), sorted(expected))
+    for path, value in expected.items():
+        assert got[path].dtype == value.dtype, (what, path)
+        assert np.array_equal(got[path], value), (what, path, got[path], value)
+
+
+def init_and_access(rank: int, world: int) -> None:
+    mesh = init_device_mesh("cpu", (world,))
+    # small blocks make every shard boundary cut blocks (values depend on BLOCK: both sides use it)
+    default_block = pp.init.BLOCK
+    pp.init.BLOCK = 8
+    try:
+        for name, init in INITS.items():
+            expected = reference(small, init, seed=11)
+            model = small()
+            fully_shard(model, mesh=mesh)
+            tree = pp.tree(model)
+            tree.initialize(init, seed=11, force_reinit=True)
+            assert_state(tree, expected, f"fsdp2 {name}")
+            for placements in ([Replicate()], [Shard(0)], [Shard(1)]):
+                model = distribute(small(), mesh, lambda t, pl=placements: pl if isinstance(pl[0], Replicate)
+                                   or t.ndim > pl[0].dim else [Shard(0)])
+                tree = pp.tree(model)
+                tree.initialize(init, seed=11, force_reinit=True)
+                assert_state(tree, expected, f"{placements} {name}")
+        if world == 4:  # a 2-D mesh: boxes cut on two axes, and replicated boxes
+            mesh2 = init_device_mesh("cpu", (2, 2))
+            for placements in ([Shard(0), Shard(1)], [Replicate(), Shard(1)], [Shard(1), Replicate()]):
+                expected = reference(small, INITS["normal"], seed=5)
+                model = distribute(small(), mesh2, lambda t, pl=placements: pl if t.ndim == 2 else [Shard(0), Replicate()])
+                tree = pp.tree(model)
+                tree.initialize(INITS["normal"], seed=5, force_reinit=True)
+                assert_state(tree, expected, f"2-D {placements}")
+    finally:
+        pp.init.BLOCK = default_block
+
+    # more than one real block (2**20 elements), sharded rows
+    expected = reference(lambda: nn.Linear(1100, 1000), pp.init.Xavier(), seed=3)
+    big = nn.Linear(1100, 1000)
+    fully_shard(big, mesh=mesh)
+    pp.tree(big).initialize(pp.init.Xavier(), seed=3, force_reinit=True)
+    assert_state(pp.tree(big), expected, "two blocks")
+
+    # access: global shapes, local shards, placements in the table
+    model = small()
+    fully_shard(model, mesh=mesh)
+    tree = pp.tree(model)
+    tree.initialize(pp.init.Xavier(), seed=1, force_reinit=True)
+    p = tree["0.weight"]
+    assert p.shape == (7, 5) and p.dtype == np.float32 and p.device == "cpu"
+    assert p.placements == (Shard(0),)
+    full = p.numpy()
+    box = p._local_box()
+    assert np.array_equal(p.local(), full[box]) and p.local().shape == tuple(model[0].weight.to_local().shape)
+    text = str(tree)
+    assert "placement" in text and f"Shard(0) mesh ({world},)" in text, text
+    # writes: a global value, each rank keeps its box
+    value = np.arange(35, dtype=np.float32).reshape(7, 5)
+    p.set(value)
+    assert np.array_equal(p.numpy(), value)
+    p[0, 0] = -1.0
+    assert p.numpy()[0, 0] == -1.0 and p.numpy()[6, 4] == 34
+    state = tree.state(copy=True)
+    state["2.bias"] = np.array([1, 2, 3], np.float32)
+    tree.load_state(state)
+    assert np.array_equal(tree["2.bias"].numpy(), [1, 2, 3])
+    # gradients are gathered; FSDP2 averages over ranks, every rank saw the same batch
+    plain = small()
+    pp.tree(plain).load_state(tree.state(copy=True))
+    x = torch.linspace(-1, 1, 10).reshape(2, 5)
+    model(x).square().sum().backward()
+    plain(x).square().sum().backward()
+    np.testing.assert_allclose(tree["0.weight"].grad(), plain[0].weight.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+    # meta-device construction, then polyparam initialization
+    expected = reference(small, pp.init.He(), seed=9)
+    with torch.device("meta"):
+        lazy = small()
+    fully_shard(lazy, mesh=mesh)
+    tree = pp.tree(lazy)
+    assert tree["0.weight"].state == "uninitialized"
+    report = tree.initialize(pp.init.He(), seed=9)
+    assert "0.weight" in report.deferred
+    tree.materialize("cpu")
+    assert_state(tree, expected, "meta + materialize")
+    plain = small()
+    pp.tree(plain).load_state(expected)
+    with torch.no_grad():
+        np.testing.assert_allclose(lazy(x).detach().numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def save(rank: int, world: int, directory: str, seed: int) -> None:
+    mesh = init_device_mesh("cpu", (world,))
+    model = shared()
+    fully_shard(model, mesh=mesh)
+    tree = pp.tree(model)
+    tree.initialize(pp.init.Xavier(), seed=seed, force_reinit=True)
+    pp.save(tree, directory, sharded=True)
+    from safetensors import safe_open
+
+    mine = os.path.join(directory, f"rank-{rank:05d}-of-{world:05d}.safetensors")
+    with safe_open(mine, framework="np") as f:
+        for key in f.keys():  # no rank holds a whole sharded weight
+            if world > 1 and key.endswith("weight"):
+                assert f.get_slice(key).get_shape()[0] < tree[key].shape[0], key
+
+
+def load(rank: int, world: int, directory: str, seed: int, placement: str) -> None:
+    mesh = init_device_mesh("cpu", (world,))
+    expected = reference(shared, pp.init.Xavier(), seed=seed)
+    model = shared()
+    if placement == "fsdp":
+        fully_shard(model, mesh=mesh)
+    else:
+        distribute(model, mesh, lambda t: [Shard(t.ndim - 1)])
+    tree = pp.tree(model)
+    tree.initialize(pp.init.Normal(), seed=seed + 1, force_reinit=True)
+    report = pp.load(tree, directory)
+    assert sorted(report.loaded) == sorted(expected)
+    assert_state(tree, expected, f"load {placement} on {world}")
+    assert [g.paths for g in tree.ties()] == [["2.weight", "4.weight"], ["2.bias", "4.bias"]]
