@@ -125,7 +125,7 @@ def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], 
 
 def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = None,
          aliases: Literal["reference", "materialize"] = "reference", checksum: bool = True,
-         sharded: bool = False) -> None:
+         sharded: bool = False, progress: bool | None = None) -> None:
     """Save every parameter of ``tree`` to ``path``, atomically, one tensor per tie group.
 
     The file is written to a temporary file in the same directory, fsynced and renamed
@@ -139,6 +139,8 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
             records the other paths; ``"materialize"`` also stores every member's key
             (for readers that know nothing of ties).
         checksum: Record a checksum of each tensor, checked by :func:`load`.
+        progress: Show a progress bar (``None``: on a terminal, for big trees; see
+            :mod:`polyparam._progress`).
         sharded: ``path`` is a directory; every process of a distributed job writes the
             shards it holds to its own file there, gathering nothing (call it on every
             process). :func:`load` reads such a directory into any world size or
@@ -168,7 +170,10 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
         return
     tensors: dict[str, np.ndarray] = {}
     roles: dict[str, str] = {}
-    for path_, p in tree.items():
+    from polyparam._progress import track
+
+    for path_, p in track(tree.items(), description=f"save {os.path.basename(os.fspath(path))}",
+                          progress=progress, weight=lambda item: item[1].nbytes):
         tensors[path_] = _contiguous(p.numpy())
         roles[path_] = p.role
     ties = [list(group.paths) for group in tree.ties()]
@@ -223,7 +228,7 @@ def _check_fits(p: Parameter, path: str, key: str, archive: Archive, cast: bool)
 
 def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, format: str | None = None,
          cast: bool = False, ties: Literal["restore", "strict", "ignore"] = "restore",
-         mmap: bool = True) -> LoadReport:
+         mmap: bool = True, progress: bool | None = None) -> LoadReport:
     """Load ``path`` into ``tree``, all or nothing, and restore the file's ties.
 
     Every key, shape, dtype, tie group and checksum is checked before the first write,
@@ -241,6 +246,7 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, for
             ``"ignore"`` writes the values and leaves the model's ties as they are.
         mmap: Map the file instead of reading it (safetensors); faster, but a file
             truncated by another process while loading can crash the process (SIGBUS).
+        progress: Show a progress bar (``None``: on a terminal, for big trees).
 
     Returns:
         A :class:`LoadReport`.
@@ -265,10 +271,11 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, for
             msg = (f"Cannot load {file!r} into a tree: expected tensors in canonical layout, got "
                    f"{archive.metadata.layout!r} layout. Convert it with a polyparam tree of that framework.")
             raise errors.MetadataError(msg, file=file, expected="canonical", got=archive.metadata.layout)
-        return _load(tree, archive, strict=strict, cast=cast, ties=ties)
+        return _load(tree, archive, strict=strict, cast=cast, ties=ties, progress=progress)
 
 
-def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ties: str) -> LoadReport:
+def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ties: str,
+          progress: bool | None = None) -> LoadReport:
     file = archive.file
     source = archive.paths()  # file path -> stored key
     groups: dict[Any, list[tuple[str, Parameter]]] = {}
@@ -354,7 +361,10 @@ def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ti
 
         tie(*[p for _, p in anchors])
         report.tied.append([q for q, _ in anchors])
-    for path, p, key in plan:
+    from polyparam._progress import track
+
+    for path, p, key in track(plan, description=f"load {os.path.basename(archive.file)}", progress=progress,
+                              weight=lambda item: item[1].nbytes):
         value = archive.read(key)
         if value.dtype != p.dtype:
             value = value.astype(p.dtype)

@@ -65,7 +65,7 @@ def _groups(tree: ParameterTree) -> dict[Any, list[tuple[str, Parameter]]]:
 
 
 def transfer(src: Any, dst: Any, /, *, strict: bool = True,
-             ties: Literal["restore", "ignore"] = "restore") -> TransferReport:
+             ties: Literal["restore", "ignore"] = "restore", progress: bool | None = None) -> TransferReport:
     """Copy every parameter value of ``src`` into ``dst``, matched by canonical path.
 
     The models may come from different frameworks: values leave ``src`` in canonical
@@ -79,6 +79,7 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True,
         strict: Refuse when the structures differ (any path only on one side, or a
             shape or dtype kind that differs); otherwise move what matches.
         ties: ``"restore"`` ties in ``dst`` what is tied in ``src``; ``"ignore"`` leaves ``dst``'s ties.
+        progress: Show a progress bar (``None``: on a terminal, for big trees).
 
     Returns:
         A :class:`TransferReport`; ``str(report)`` lists every difference.
@@ -165,7 +166,10 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True,
     for anchors in to_tie:
         tie(*[p for _, p in anchors])
         report.tied.append([q for q, _ in anchors])
-    for path, target, sources in plan:
+    from polyparam._progress import track
+
+    for path, target, sources in track(plan, description=f"transfer {s.backend} -> {d.backend}", progress=progress,
+                                       weight=lambda item: item[1].nbytes):
         value = np.asarray(sources[0].numpy())
         if value.dtype != target.dtype:
             value = value.astype(target.dtype)

@@ -117,3 +117,25 @@ class _Tty:
 
     def flush(self) -> None:
         pass
+
+
+FILE_OPS = """
+import numpy as np, polyparam as pp, sys, os
+tree = pp.tree({f"layer{i}": {"weight": np.ones((1024, 1024), np.float32)} for i in range(10)})
+path = os.path.join(sys.argv[1], "m.safetensors")
+pp.save(tree, path)
+pp.load(tree, path)
+pp.transfer(tree, pp.tree({f"layer{i}": {"weight": np.zeros((1024, 1024), np.float32)} for i in range(10)}))
+print("done")
+"""
+
+
+def test_save_load_and_transfer_show_bars_on_a_terminal(tmp_path) -> None:
+    """pp.save, pp.load and pp.transfer of 40 MiB draw labelled bars on a TTY, none in a pipe."""
+    code = FILE_OPS.replace("sys.argv[1]", repr(str(tmp_path)))
+    out = _on_a_terminal(code, _env())
+    assert "done" in out
+    for label in ("save m.safetensors", "load m.safetensors", "transfer numpy -> numpy"):
+        assert label in out, label
+    piped = _in_a_pipe(code, _env())
+    assert piped.strip() == "done"
