@@ -200,13 +200,16 @@ def _fill_region_streams(arr: np.ndarray, key: int, kernel: Callable[[np.random.
     target = arr if direct else np.empty(arr.shape, dtype)
     rows = target.reshape(len(starts), run)
     first, last = int(starts[0]) // BLOCK, (int(ends[-1]) - 1) // BLOCK
-    offsets = np.arange(run, dtype=np.int64)
+    offsets = np.arange(min(run, BLOCK), dtype=np.int64)  # runs inside one block are at most BLOCK long
 
     def block(b: int) -> None:
         lo_flat, hi_flat = b * BLOCK, min((b + 1) * BLOCK, total)
         lo = int(np.searchsorted(ends, lo_flat, side="right"))
         hi = int(np.searchsorted(starts, hi_flat, side="left"))
         if lo >= hi:
+            return
+        if hi - lo == 1 and starts[lo] <= lo_flat and hi_flat <= ends[lo]:  # the block lies in one run: in place
+            kernel(_block_generator(key, b), rows[lo, lo_flat - int(starts[lo]):hi_flat - int(starts[lo])])
             return
         values = np.empty(hi_flat - lo_flat, dtype)
         kernel(_block_generator(key, b), values)
