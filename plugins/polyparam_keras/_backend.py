@@ -340,7 +340,15 @@ class KerasParameter(Parameter):
 
     def _write(self, array: np.ndarray, /) -> None:
         v = self._variable()
-        native = _to_native(self._slot.layout, array, tuple(int(d) for d in v.shape))
+        layout = self._slot.layout
+        perm = _perm(layout, array.ndim)
+        if v._value is not None and perm is not None and layout != "depthwise" and _engine() == "tensorflow":
+            import tensorflow as tf
+
+            with tf.init_scope():   # one transposed copy made by TensorFlow, about twice NumPy's speed
+                _raw(v).assign(tf.transpose(array, perm=tuple(int(i) for i in np.argsort(perm))))
+            return
+        native = _to_native(layout, array, tuple(int(d) for d in v.shape))
         if v._value is None:
             v._initialize(np.ascontiguousarray(native))
             return
