@@ -27,11 +27,14 @@ class InitReport:
         initialized: Paths filled now.
         skipped: Path -> reason, for parameters left as they were.
         deferred: Paths whose shape is unknown; they are filled at the first forward pass.
+        seed: The seed the values were drawn with (drawn at random when none was given):
+            ``initialize(init, seed=report.seed)`` on the same architecture repeats them.
     """
 
     initialized: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     deferred: list[str] = field(default_factory=list)
+    seed: int | None = None
 
     def __str__(self) -> str:
         return (f"initialized {len(self.initialized)}, skipped {len(self.skipped)}, "
@@ -91,6 +94,9 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
             (report.deferred if p._defers_init() else report.initialized).append(p.path)
             todo.append(p)
 
+    if seed is None:  # one random seed for every process of a distributed model
+        call_seed = next((p._agree_seed(call_seed) for p in todo if p._placement() is not None), call_seed)
+    report.seed = call_seed
     for p in todo:
         initializer._note(_info(p))
     undo: list[tuple[Parameter, np.ndarray]] = []

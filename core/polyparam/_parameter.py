@@ -334,6 +334,14 @@ class Parameter(abc.ABC):
         """How the parameter is distributed (``"Shard(0) on mesh (2,)"``), or ``None`` if it is not."""
         return None
 
+    def _agree_seed(self, seed: int, /) -> int:
+        """The seed every process of a distributed parameter uses for an unseeded ``initialize``.
+
+        Distributed backends return the first process's ``seed`` (a collective), so shards
+        are one draw and replicas stay equal. Default: ``seed``.
+        """
+        return seed
+
     def _accepts_deferred_value(self) -> bool:
         """Whether :meth:`_write_deferred` can take a value while the shape is unknown."""
         return False

@@ -341,14 +341,17 @@ class KerasParameter(Parameter):
     def _write(self, array: np.ndarray, /) -> None:
         v = self._variable()
         layout = self._slot.layout
+        native = _to_native(layout, array, tuple(int(d) for d in v.shape))
         perm = _perm(layout, array.ndim)
-        if v._value is not None and perm is not None and layout != "depthwise" and _engine() == "tensorflow":
+        if (v._value is not None and perm is not None and layout != "depthwise" and not native.flags.c_contiguous
+                and array.flags.c_contiguous and _engine() == "tensorflow"):
             import tensorflow as tf
 
-            with tf.init_scope():   # one transposed copy made by TensorFlow, about twice NumPy's speed
+            # a canonical array (not a view of a native one): TensorFlow's transpose into the
+            # variable makes one copy, at about twice the speed of NumPy's transposing copy
+            with tf.init_scope():
                 _raw(v).assign(tf.transpose(array, perm=tuple(int(i) for i in np.argsort(perm))))
             return
-        native = _to_native(layout, array, tuple(int(d) for d in v.shape))
         if v._value is None:
             v._initialize(np.ascontiguousarray(native))
             return

@@ -24,7 +24,7 @@ from polyparam import errors
 if TYPE_CHECKING:
     from polyparam_torch._backend import TorchParameter
 
-__all__ = ["barrier", "is_dtensor", "is_primary", "local_box", "local_numpy", "placement_text", "rank_world", "read_full"]
+__all__ = ["agree_seed", "barrier", "is_dtensor", "is_primary", "local_box", "local_numpy", "placement_text", "rank_world", "read_full"]
 
 try:  # torch >= 2.4 has the public module; older ones keep it under _tensor
     from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
@@ -89,6 +89,17 @@ def rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def agree_seed(seed: int) -> int:
+    """Rank 0's ``seed`` on every rank (a collective), so an unseeded initialize is one draw."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return seed
+    box = [seed]
+    dist.broadcast_object_list(box, src=0)
+    return int(box[0])
 
 
 def barrier() -> None:

@@ -239,3 +239,15 @@ def test_load_from_a_file(tmp_path: Path, suffix: str) -> None:
     np.testing.assert_array_equal(model["layer"]["weight"], state["layer.weight"])
     np.testing.assert_array_equal(model["layer"]["bias"], 1)
     assert pp.init.loads(pp.init.dumps(pp.init.Load(path))).source == str(path)
+
+
+def test_the_report_names_the_seed_so_an_unseeded_run_can_be_repeated() -> None:
+    model = {"layer": {"weight": np.zeros((16, 8), np.float32)}}
+    tree = pp.tree(model)
+    report = tree.initialize(pp.init.Xavier(), force_reinit=True)
+    first = model["layer"]["weight"].copy()
+    tree.initialize(pp.init.Xavier(), force_reinit=True)
+    assert not np.array_equal(model["layer"]["weight"], first)
+    again = tree.initialize(pp.init.Xavier(), force_reinit=True, seed=report.seed)
+    assert again.seed == report.seed
+    np.testing.assert_array_equal(model["layer"]["weight"], first)

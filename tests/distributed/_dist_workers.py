@@ -142,6 +142,19 @@ def init_and_access(rank: int, world: int) -> None:
     plain(x).square().sum().backward()
     np.testing.assert_allclose(tree["0.weight"].grad(), plain[0].weight.grad.numpy(), rtol=1e-5, atol=1e-6)
 
+    # without a seed, the ranks agree on one: shards form one draw, replicas stay equal
+    for name, placements in (("shard", lambda t: [Shard(0)]), ("replicate", lambda t: [Replicate()])):
+        model = distribute(small(), mesh, placements)
+        tree = pp.tree(model)
+        report = tree.initialize(pp.init.Normal(0.5), force_reinit=True)
+        assert report.seed is not None
+        replicas = [None] * world
+        torch.distributed.all_gather_object(replicas, (report.seed, tree["0.weight"].local().tolist()))
+        assert len({seed for seed, _ in replicas}) == 1, (name, replicas)
+        if name == "replicate":
+            assert all(local == replicas[0][1] for _, local in replicas), name
+        assert_state(tree, reference(small, pp.init.Normal(0.5), seed=report.seed), f"unseeded {name}")
+
     # meta-device construction, then polyparam initialization
     expected = reference(small, pp.init.He(), seed=9)
     with torch.device("meta"):
