@@ -3,7 +3,7 @@
 Targets (issue 7), for 100M float32 parameters (400 MB):
   save      <= 1.0x safetensors.torch.save_file
   load      <= 1.1x safetensors.torch.load_file + load_state_dict
-  transfer  <= 3x one memcpy of the same bytes (torch -> keras)
+  transfer  <= 3x one memcpy of the same bytes (torch -> keras: transposes every kernel; torch -> mxnet)
   peak extra memory in each <= largest tensor + 10%
 
 Run: python benchmarks/bench_checkpoint.py [--quick]
@@ -100,6 +100,21 @@ def main() -> None:
         results.append(("transfer torch->keras", transfer_t, memcpy, 3.0, transfer_mem))
     except ImportError:
         print("keras not installed: transfer skipped")
+    try:  # the same layout on both sides: no transpose, one copy per tensor
+        import polyparam  # noqa: F401  (first: lets MXNet load beside TensorFlow)
+        import mxnet as mx
+        from mxnet.gluon import nn as gnn
+
+        block = gnn.Sequential()
+        for _ in range(layers):
+            block.add(gnn.Dense(n, in_units=n, use_bias=False))
+        block.initialize()
+        pp.transfer(net, block)
+        mx.nd.waitall()
+        transfer_t, transfer_mem = measure(lambda: (pp.transfer(net, block), mx.nd.waitall()))
+        results.append(("transfer torch->mxnet", transfer_t, memcpy, 3.0, transfer_mem))
+    except ImportError:
+        print("mxnet not installed: transfer skipped")
 
     print(f"{'operation':24} {'polyparam s':>12} {'baseline s':>11} {'ratio':>7} {'target':>7} "
           f"{'peak extra MB':>14} {'limit MB':>9}")
