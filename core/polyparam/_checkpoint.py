@@ -18,7 +18,7 @@ import numpy as np
 from polyparam import errors
 from polyparam._formats import (WRITABLE, Archive, PolyparamMetadata, detect_format, fingerprint, open_archive)
 from polyparam._parameter import Parameter, format_shape
-from polyparam._tree import ParameterTree
+from polyparam._tree import ParameterTree, check_keys, storage_groups
 
 __all__ = ["LoadReport", "atomic_write", "convert", "load", "save"]
 
@@ -278,16 +278,9 @@ def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ti
           progress: bool | None = None) -> LoadReport:
     file = archive.file
     source = archive.paths()  # file path -> stored key
-    groups: dict[Any, list[tuple[str, Parameter]]] = {}
-    for path, p in tree._occurrences():
-        groups.setdefault(p._identity(), []).append((path, p))
+    groups = storage_groups(tree)
     model_paths = {path: key for key, members in groups.items() for path, _ in members}
-    unexpected = sorted(q for q in source if q not in model_paths)
-    missing = [members[0][0] for members in groups.values() if not any(q in source for q, _ in members)]
-    if strict and (missing or unexpected):
-        msg = (f"Cannot load {file!r}: expected exactly the tree's keys, got {len(missing)} missing {missing[:10]} "
-               f"and {len(unexpected)} unexpected {unexpected[:10]}. Pass strict=False to load the keys that match.")
-        raise errors.StateError(msg, path=(missing or unexpected)[0], expected=missing, got=unexpected)
+    missing, unexpected = check_keys(groups, source, strict=strict, subject=repr(file))
 
     # Tie plan: the file's groups, as sets of model identities that must end up as one.
     to_tie: list[list[tuple[str, Parameter]]] = []

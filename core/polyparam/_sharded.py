@@ -242,17 +242,10 @@ def load_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, s
 
     index = ShardIndex(directory)
     source = index.paths()
-    groups: dict[Any, list[tuple[str, Any]]] = {}
-    for path, p in tree._occurrences():
-        groups.setdefault(p._identity(), []).append((path, p))
-    model_paths = {q for members in groups.values() for q, _ in members}
-    unexpected = sorted(q for q in source if q not in model_paths)
-    missing = [members[0][0] for members in groups.values() if not any(q in source for q, _ in members)]
-    if strict and (missing or unexpected):
-        msg = (f"Cannot load {index.directory!r}: expected exactly the tree's keys, got {len(missing)} missing "
-               f"{missing[:10]} and {len(unexpected)} unexpected {unexpected[:10]}. Pass strict=False to load the "
-               "keys that match.")
-        raise errors.StateError(msg, path=(missing or unexpected)[0], expected=missing, got=unexpected)
+    from polyparam._tree import check_keys, storage_groups
+
+    groups = storage_groups(tree)
+    missing, unexpected = check_keys(groups, source, strict=strict, subject=repr(index.directory))
     plan = []
     for members in groups.values():
         stored = next((source[q] for q, _ in members if q in source), None)

@@ -9,7 +9,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._parameter import Parameter, format_shape
-from polyparam._tree import ParameterTree
+from polyparam._tree import storage_groups
 
 __all__ = ["TransferReport", "transfer"]
 
@@ -57,13 +57,6 @@ class TransferReport:
         return "\n".join(lines)
 
 
-def _groups(tree: ParameterTree) -> dict[Any, list[tuple[str, Parameter]]]:
-    groups: dict[Any, list[tuple[str, Parameter]]] = {}
-    for path, p in tree._occurrences():
-        groups.setdefault(p._identity(), []).append((path, p))
-    return groups
-
-
 def transfer(src: Any, dst: Any, /, *, strict: bool = True,
              ties: Literal["restore", "ignore"] = "restore", progress: bool | None = None) -> TransferReport:
     """Copy every parameter value of ``src`` into ``dst``, matched by canonical path.
@@ -93,7 +86,7 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True,
 
     s, d = polyparam.tree(src), polyparam.tree(dst)
     report = TransferReport(source=s.backend, destination=d.backend)
-    s_groups, d_groups = _groups(s), _groups(d)
+    s_groups, d_groups = storage_groups(s), storage_groups(d)
     s_paths = {path: p for members in s_groups.values() for path, p in members}
     d_paths = {path: key for key, members in d_groups.items() for path, _ in members}
     report.unexpected = [path for path in s_paths if path not in d_paths]

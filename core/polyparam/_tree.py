@@ -26,6 +26,31 @@ def join_path(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def storage_groups(collection: ParameterCollection) -> dict[Any, list[tuple[str, Parameter]]]:
+    """Every (path, parameter) pair grouped by storage: a tie group per key, in model order."""
+    groups: dict[Any, list[tuple[str, Parameter]]] = {}
+    for path, p in collection._occurrences():
+        groups.setdefault(p._identity(), []).append((path, p))
+    return groups
+
+
+def check_keys(groups: dict[Any, list[tuple[str, Parameter]]], keys: Any, *, strict: bool,
+               subject: str) -> tuple[list[str], list[str]]:
+    """``(missing, unexpected)``: model groups no key covers, keys no model path has.
+
+    With ``strict``, either one raises :class:`~polyparam.errors.StateError` ("Cannot load <subject>").
+    """
+    known = {path for members in groups.values() for path, _ in members}
+    unexpected = sorted(k for k in keys if k not in known)
+    missing = [members[0][0] for members in groups.values() if not any(path in keys for path, _ in members)]
+    if strict and (unexpected or missing):
+        msg = (f"Cannot load {subject}: expected exactly the tree's keys, got {len(missing)} missing "
+               f"{missing[:10]} and {len(unexpected)} unexpected {unexpected[:10]}. "
+               "Pass strict=False to load the keys that match.")
+        raise errors.StateError(msg, path=(missing or unexpected)[0], expected=missing, got=unexpected)
+    return missing, unexpected
+
+
 class ParameterCollection(abc.ABC):
     """What a whole tree and a selection of it share: iterate, read, load, initialize.
 
@@ -140,17 +165,8 @@ class ParameterCollection(abc.ABC):
             ShapeMismatchError, DTypeMismatchError: A value does not fit its parameter.
             DeferredInitializationError: A value for a deferred parameter the backend cannot take yet.
         """
-        groups: dict[Any, list[tuple[str, Parameter]]] = {}
-        for path, p in self._occurrences():
-            groups.setdefault(p._identity(), []).append((path, p))
-        known = {path for members in groups.values() for path, _ in members}
-        unexpected = sorted(k for k in state if k not in known)
-        missing = [members[0][0] for members in groups.values() if not any(path in state for path, _ in members)]
-        if strict and (unexpected or missing):
-            msg = (f"Cannot load state: expected exactly the tree's keys, got {len(missing)} missing "
-                   f"{missing[:10]} and {len(unexpected)} unexpected {unexpected[:10]}. "
-                   "Pass strict=False to load the keys that match.")
-            raise errors.StateError(msg, path=(missing or unexpected)[0], expected=missing, got=unexpected)
+        groups = storage_groups(self)
+        check_keys(groups, state, strict=strict, subject="state")
 
         plan: list[tuple[Parameter, np.ndarray]] = []
         for members in groups.values():

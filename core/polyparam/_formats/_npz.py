@@ -15,7 +15,7 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 
