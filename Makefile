@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`.
 # Everything installs into .venv, created when missing, with the tested set pinned
 # by constraints.txt.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
