@@ -359,12 +359,7 @@ def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ti
     for path, p, key in track(plan, description=f"load {os.path.basename(archive.file)}", progress=progress,
                               weight=lambda item: item[1].nbytes):
         value = archive.read(key)
-        if value.dtype != p.dtype:
-            value = value.astype(p.dtype)
-        if p.state == "deferred":
-            p._write_deferred(value)
-        else:
-            p._write(value)
+        p._commit(value)
         del value
         report.loaded.append(path)
     return report

@@ -176,11 +176,7 @@ class Parameter(abc.ABC):
             DeferredInitializationError: The shape is unknown and the backend cannot take
                 a value before its first forward pass.
         """
-        array = self.coerce(value, action="set")
-        if self.state == "deferred":
-            self._write_deferred(array)
-        else:
-            self._write(array)
+        self._commit(self.coerce(value, action="set"))
 
     def __setitem__(self, key: Any, value: Any) -> None:
         """Item writes go through to the framework storage: ``p[0, 0] = 42``."""
@@ -291,6 +287,17 @@ class Parameter(abc.ABC):
     @abc.abstractmethod
     def _identity(self) -> Any:
         """A hashable key equal for parameters that share storage (tied)."""
+
+    def _commit(self, array: np.ndarray, /) -> None:
+        """Write a checked canonical value: cast to the dtype, materializing a deferred parameter.
+
+        The one commit step of ``set``, ``load_state``, ``pp.load`` and ``pp.transfer``.
+        """
+        array = np.asarray(array).astype(self.dtype, copy=False)
+        if self.state == "deferred":
+            self._write_deferred(array)
+        else:
+            self._write(array)
 
     def _writable_view(self) -> np.ndarray | None:
         """A canonical NumPy view of the storage that writes go through to, or ``None``.

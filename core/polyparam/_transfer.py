@@ -163,12 +163,6 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True,
 
     for path, target, sources in track(plan, description=f"transfer {s.backend} -> {d.backend}", progress=progress,
                                        weight=lambda item: item[1].nbytes):
-        value = np.asarray(sources[0].numpy())
-        if value.dtype != target.dtype:
-            value = value.astype(target.dtype)
-        if target.state == "deferred":
-            target._write_deferred(value)
-        else:
-            target._write(value)
+        target._commit(sources[0].numpy())
         report.moved.append(path)
     return report

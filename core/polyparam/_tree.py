@@ -186,10 +186,7 @@ class ParameterCollection(abc.ABC):
                 p._require_data(f"load {first_path!r} into")
             plan.append((p, array))
         for p, array in plan:
-            if p.state == "deferred":
-                p._write_deferred(array)
-            else:
-                p._write(array)
+            p._commit(array)
 
     # ---- initialization --------------------------------------------------------
 
