@@ -61,6 +61,13 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
     if view is not None:
         initializer.fill(view, info, seed=seed, by_role=by_role)
         return
+    staging = p._staging() if initializer._writes_in_place and p.state == "initialized" else None
+    if staging is not None:  # fill a buffer in native layout that the backend then takes as is
+        buffer, adopt = staging
+        initializer.fill(buffer, info, seed=seed, by_role=by_role)
+        del buffer
+        adopt()
+        return
     scratch = np.empty(info.shape, info.dtype)
     initializer.fill(scratch, info, seed=seed, by_role=by_role)
     p._write(scratch)

@@ -307,6 +307,18 @@ class Parameter(abc.ABC):
         """
         return None
 
+    def _staging(self) -> tuple[np.ndarray, Callable[[], None]] | None:
+        """A fresh buffer the backend can take as this parameter's storage without a copy, or ``None``.
+
+        Returns ``(view, adopt)``: ``view`` is a canonical-layout view (often strided) of
+        a new buffer in the backend's native layout; the core fills it, then calls
+        ``adopt()`` to make the buffer the parameter's value. For storage NumPy cannot
+        write in place (TensorFlow variables), this replaces "fill a canonical scratch
+        array, then transpose it into the storage" by one pass and one buffer. The
+        core keeps no reference to the buffer after ``adopt``.
+        """
+        return None
+
     # ---- sharded (distributed) parameters: optional ----------------------------------
 
     def _local_box(self) -> tuple[slice, ...] | None:

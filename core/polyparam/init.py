@@ -136,23 +136,56 @@ def _fill_streams(arr: np.ndarray, key: int, kernel: Callable[[np.random.Generat
     """Fill ``arr`` block by block, each block from its own counter range of the key's stream.
 
     Values depend only on the key and the C-order position, not on threads or memory layout.
+    A C-contiguous float array is drawn into directly; any other (a strided view of a
+    native layout, another dtype) gets each block drawn in :data:`_CHUNK`-element pieces
+    into a small scratch and scattered to its place, so no whole-array copy is made.
     """
     dtype = np.float64 if arr.dtype == np.float64 else np.float32
-    direct = arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.writeable
-    target = arr if direct else np.empty(arr.shape, dtype)
-    flat = target.reshape(-1)
-    blocks = -(-flat.size // BLOCK)
+    size = arr.size
+    blocks = -(-size // BLOCK)
+    if arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.writeable:
+        flat = arr.reshape(-1)
 
-    def run(b: int) -> None:
-        kernel(_block_generator(key, b), flat[b * BLOCK:(b + 1) * BLOCK])
+        def run(b: int) -> None:
+            kernel(_block_generator(key, b), flat[b * BLOCK:(b + 1) * BLOCK])
+    else:
+        def run(b: int) -> None:
+            # kernels consume their generator slice by slice, so drawing a block in pieces
+            # of whole slices gives the values of drawing it at once
+            g = _block_generator(key, b)
+            lo, hi = b * BLOCK, min((b + 1) * BLOCK, size)
+            scratch = np.empty(min(_CHUNK, hi - lo), dtype)
+            for start in range(lo, hi, _CHUNK):
+                piece = scratch[:min(_CHUNK, hi - start)]
+                kernel(g, piece)
+                _scatter(arr, start, piece)
 
     if blocks <= 1 or _threads() == 1:
         for b in range(blocks):
             run(b)
     else:
         list(_executor().map(run, range(blocks)))
-    if not direct:
-        arr[...] = target
+
+
+def _scatter(arr: np.ndarray, start: int, values: np.ndarray) -> None:
+    """Write the 1-D ``values`` to the C-order flat positions ``start, start + 1, ...`` of ``arr`` (any strides)."""
+    n = values.size
+    if n == 0:
+        return
+    if arr.ndim <= 1:
+        arr.reshape(-1)[start:start + n] = values   # 0-d and 1-d arrays reshape to views
+        return
+    inner = math.prod(arr.shape[1:])
+    first, end = start // inner, start + n
+    if start % inner:                                # a partial leading sub-array
+        take = min(n, inner - start % inner)
+        _scatter(arr[first], start % inner, values[:take])
+        values, start, first = values[take:], start + take, first + 1
+    whole = (end - start) // inner
+    if whole:
+        arr[first:first + whole] = values[:whole * inner].reshape((whole, *arr.shape[1:]))
+    if (end - start) % inner:                        # a partial trailing sub-array
+        _scatter(arr[first + whole], 0, values[whole * inner:])
 
 
 def _region(index: Sequence[slice], shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -235,6 +268,10 @@ def _fill_region_streams(arr: np.ndarray, key: int, kernel: Callable[[np.random.
 #: Kernels work through a block in slices of this many elements (cache-sized; keeps
 #: Box-Muller's scratch small). Part of what seeded normal values are.
 _SLICE = 1 << 16
+
+#: Elements drawn at a time into scratch when the target is not a contiguous float
+#: array (a whole number of slices; its size only sets memory and speed, not values).
+_CHUNK = 1 << 19
 
 
 def _uniform_kernel(low: float, high: float) -> Callable[[np.random.Generator, np.ndarray], None]:

@@ -93,6 +93,11 @@ def _to_numpy(tensor: Any) -> np.ndarray:
     return np.asarray(tensor)
 
 
+def _device_type(device: str) -> str:
+    """``"CPU"`` / ``"GPU"`` of a TensorFlow device string such as ``/job:localhost/.../device:CPU:0``."""
+    return device.rsplit("device:", 1)[-1].split(":", 1)[0].upper() if device else "CPU"
+
+
 def _assign_native(variable: Any, array: np.ndarray) -> None:
     """Write a native-layout array into the variable's storage, bypassing stateless scopes."""
     engine = _engine()
@@ -356,6 +361,34 @@ class KerasParameter(Parameter):
             v._initialize(np.ascontiguousarray(native))
             return
         _assign_native(v, native)
+
+    def _staging(self) -> tuple[np.ndarray, Callable[[], None]] | None:
+        if _engine() != "tensorflow":
+            return None
+        v = self._variable()
+        if v is None or v._value is None:
+            return None
+        raw = _raw(v)
+        if _device_type(raw.device) != "CPU":
+            return None
+        import tensorflow as tf
+
+        # an uninitialized tensor from TensorFlow's own allocator (its pool: no fresh pages,
+        # and no buffer left stranded there when the variable lets its old one go)
+        with tf.init_scope(), tf.device(raw.device):
+            buffer = tf.raw_ops.Empty(shape=tuple(int(d) for d in v.shape), dtype=raw.dtype, init=False)
+        native = buffer._numpy()       # a view of the tensor's memory on CPU
+        view = _to_canonical(self._slot.layout, native)
+        if not (native.flags.writeable and np.shares_memory(view, native)):
+            return None
+
+        def adopt() -> None:
+            # once every NumPy view is gone, the tensor is the buffer's only owner and the
+            # assign takes the buffer instead of copying it (it copies if a view lives on)
+            with tf.init_scope():
+                raw.assign(buffer)
+
+        return view, adopt
 
     def _writable_view(self) -> np.ndarray | None:
         if _engine() != "torch":

@@ -174,6 +174,30 @@ def _two_equal_layers():
     return model, pp.tree(model)
 
 
+def test_seeded_initialize_of_large_kernels_reads_back_the_reference_and_keeps_earlier_reads() -> None:
+    """Multi-block dense and conv kernels (drawn straight into a native-layout buffer on TensorFlow)
+    equal the reference draw; a tensor read before keeps its values where tensors are values (TF)
+    and shows the new ones where they alias the storage (torch)."""
+    model = keras.Sequential([keras.Input((8, 8, 300)), L.Conv2D(700, 3), L.Flatten(), L.Dense(1500)])
+    tree = pp.tree(model)
+    kernels = [model.layers[0].kernel, model.layers[2].kernel]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        read_before = [tf.convert_to_tensor(k.value) for k in kernels]  # shares the buffer until a write
+    else:
+        read_before = [k.value for k in kernels]                         # torch: the storage itself
+    values_before = [keras.ops.convert_to_numpy(t).copy() for t in read_before]
+    init = pp.init.Xavier()
+    tree.initialize(init, seed=11, force_reinit=True)
+    for path in ("0.weight", "2.weight"):
+        np.testing.assert_array_equal(tree[path].numpy(), reference_values(tree[path], init, 11), err_msg=path)
+    for kernel, read, old in zip(kernels, read_before, values_before):
+        expected = old if keras.backend.backend() == "tensorflow" else keras.ops.convert_to_numpy(kernel)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(read), expected)
+    assert model(_x(2, 8, 8, 300)).shape == (2, 1500)
+
+
 def test_tie_after_construction_changes_the_forward_pass_and_compiled_predict() -> None:
     """After pp.tie both layers use one variable, in eager calls and in an already traced predict()."""
     model, tree = _two_equal_layers()
