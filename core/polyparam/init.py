@@ -51,15 +51,14 @@ import math
 import os
 import re
 import secrets
-import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from polyparam import errors
+from polyparam._threads import parallel_map
 
 __all__ = [
     "BLOCK",
@@ -116,22 +115,6 @@ def generator_for(seed: int, path: str) -> np.random.Generator:
     return _block_generator(stream_key(seed, path), 0)
 
 
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-
-
-def _threads() -> int:
-    return max(1, int(os.environ.get("POLYPARAM_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1))
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers != _threads():
-            _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="polyparam-init")
-        return _pool
-
-
 def _fill_streams(arr: np.ndarray, key: int, kernel: Callable[[np.random.Generator, np.ndarray], None]) -> None:
     """Fill ``arr`` block by block, each block from its own counter range of the key's stream.
 
@@ -160,11 +143,7 @@ def _fill_streams(arr: np.ndarray, key: int, kernel: Callable[[np.random.Generat
                 kernel(g, piece)
                 _scatter(arr, start, piece)
 
-    if blocks <= 1 or _threads() == 1:
-        for b in range(blocks):
-            run(b)
-    else:
-        list(_executor().map(run, range(blocks)))
+    parallel_map(run, range(blocks))
 
 
 def _scatter(arr: np.ndarray, start: int, values: np.ndarray) -> None:
@@ -255,12 +234,7 @@ def _fill_region_streams(arr: np.ndarray, key: int, kernel: Callable[[np.random.
             a, e = max(int(starts[r]), lo_flat), min(int(ends[r]), hi_flat)
             rows[r, a - int(starts[r]):e - int(starts[r])] = values[a - lo_flat:e - lo_flat]
 
-    blocks = range(first, last + 1)
-    if len(blocks) <= 1 or _threads() == 1:
-        for b in blocks:
-            block(b)
-    else:
-        list(_executor().map(block, blocks))
+    parallel_map(block, range(first, last + 1))
     if not direct:
         arr[...] = target
 

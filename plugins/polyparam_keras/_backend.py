@@ -36,6 +36,7 @@ from keras.src.models.functional import Functional
 from polyparam import errors
 from polyparam._models import Case, ModelFactory
 from polyparam._parameter import Parameter, Shape
+from polyparam._threads import parallel_copy
 from polyparam._tree import ParameterTree, join_path
 
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
@@ -345,22 +346,20 @@ class KerasParameter(Parameter):
 
     def _write(self, array: np.ndarray, /) -> None:
         v = self._variable()
-        layout = self._slot.layout
-        native = _to_native(layout, array, tuple(int(d) for d in v.shape))
-        perm = _perm(layout, array.ndim)
-        if (v._value is not None and perm is not None and layout != "depthwise" and not native.flags.c_contiguous
-                and array.flags.c_contiguous and _engine() == "tensorflow"):
-            import tensorflow as tf
-
-            # a canonical array (not a view of a native one): TensorFlow's transpose into the
-            # variable makes one copy, at about twice the speed of NumPy's transposing copy
-            with tf.init_scope():
-                _raw(v).assign(tf.transpose(array, perm=tuple(int(i) for i in np.argsort(perm))))
-            return
         if v._value is None:
+            native = _to_native(self._slot.layout, array, tuple(int(d) for d in v.shape))
             v._initialize(np.ascontiguousarray(native))
             return
-        _assign_native(v, native)
+        staging = self._staging()
+        if staging is not None:
+            # TensorFlow: one (transposing) copy, on every core, into a buffer the variable then
+            # takes; converting the array to a tensor would copy it once more
+            view, adopt = staging
+            parallel_copy(view, array)
+            del view
+            adopt()
+            return
+        _assign_native(v, _to_native(self._slot.layout, array, tuple(int(d) for d in v.shape)))
 
     def _staging(self) -> tuple[np.ndarray, Callable[[], None]] | None:
         if _engine() != "tensorflow":

@@ -371,12 +371,14 @@ class TorchParameter(Parameter):
             self._write_local(array[_dtensor.local_box(t, self.path)])
             return
         if t.device.type == "cpu":
-            if array.dtype.kind in "fiub" and array.dtype.isbuiltin and min(array.strides, default=0) >= 0 \
-                    and array.flags.writeable:
+            if array.dtype.kind in "fiub" and array.dtype.isbuiltin and min(array.strides, default=0) >= 0:
                 # torch's copy_ is parallel: about twice np.copyto here, from 0.1 MB to 64 MB
-                with torch.no_grad():
+                with torch.no_grad(), warnings.catch_warnings():
+                    # a read-only array (a mapped checkpoint) is only read here: torch's
+                    # "not writable" warning does not apply to a copy source
+                    warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
                     t.detach().copy_(torch.from_numpy(array))   # bumps the version counter, as copy_ does
-            else:   # bfloat16 (ml_dtypes), read-only or negatively strided arrays: through NumPy
+            else:   # bfloat16 (ml_dtypes) or negatively strided arrays: through NumPy
                 np.copyto(_torch2np(t.detach()), array, casting="unsafe")
                 torch.autograd.graph.increment_version(t)
         else:

@@ -169,6 +169,31 @@ class BaseCheckpointTests:
         pp.load(tree, path)
         assert _snapshot(tree) != before
 
+    def test_checkpoint_verify_false_skips_only_the_checksum(self, rgnet: tuple[Case, pp.ParameterTree],
+                                                               tmp_path: Path) -> None:
+        """``verify=False`` loads a tensor whose checksum no longer matches; every other fault is still refused."""
+        case, tree = rgnet
+        tree.initialize(pp.init.Xavier(), seed=5, force_reinit=True)
+        good = {k: np.asarray(v) + np.asarray(1, v.dtype) for k, v in tree.state(copy=True).items()}
+        keys = list(good)
+        before = _snapshot(tree)
+        for fault in sorted(set(FAULTS) - {"corrupt"}):
+            path = tmp_path / f"{fault}.safetensors"
+            write_faulty(path, good, fault, keys[1], other=next(k for k in keys if good[k].shape != good[keys[1]].shape))
+            with pytest.raises(FAULTS[fault]):
+                pp.load(tree, path, verify=False)
+            assert _snapshot(tree) == before, fault
+        path = tmp_path / "corrupt.safetensors"
+        write_faulty(path, good, "corrupt", keys[1])
+        with pytest.raises(errors.ChecksumError):
+            pp.load(tree, path)
+        assert _snapshot(tree) == before
+        pp.load(tree, path, verify=False)
+        damaged = np.ascontiguousarray(good[keys[1]]).copy()
+        damaged.reshape(-1).view(np.uint8)[0] ^= 0x10
+        assert tree[keys[1]].numpy().tobytes() == damaged.tobytes()
+        assert tree[keys[0]].numpy().tobytes() == np.ascontiguousarray(good[keys[0]]).tobytes()
+
     def test_checkpoint_strict_false_loads_what_matches(self, mlp: tuple[Case, pp.ParameterTree],
                                                         tmp_path: Path) -> None:
         case, tree = mlp

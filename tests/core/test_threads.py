@@ -1,0 +1,35 @@
+"""The worker pool: parallel maps and the piecewise (transposing) copy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from polyparam._threads import parallel_copy, parallel_map
+
+
+@pytest.fixture(autouse=True)
+def _two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLYPARAM_NUM_THREADS", "2")
+
+
+@pytest.mark.parametrize(("shape", "perm"), [((1000, 700), (1, 0)), ((40, 30, 5, 7), (2, 3, 1, 0)), ((3,), (0,))],
+                         ids=["dense", "conv", "small"])
+def test_parallel_copy_into_a_native_layout_view(shape, perm) -> None:
+    src = np.random.default_rng(0).standard_normal(shape)
+    storage = np.empty(tuple(shape[i] for i in perm), np.float32)
+    view = storage.transpose(np.argsort(perm))
+    parallel_copy(view, src, piece=1000)     # many pieces, cut inside rows
+    np.testing.assert_array_equal(view, src.astype(np.float32))
+
+
+def test_parallel_copy_refuses_a_shape_it_would_broadcast() -> None:
+    with pytest.raises(ValueError, match="equal shapes"):
+        parallel_copy(np.empty((4, 3)), np.empty((1, 3)))
+
+
+def test_a_worker_that_maps_again_runs_inline_instead_of_waiting_on_its_own_pool() -> None:
+    def outer(i: int) -> int:
+        return sum(parallel_map(lambda j: i * j, range(50)))
+
+    assert parallel_map(outer, range(8)) == [i * sum(range(50)) for i in range(8)]
