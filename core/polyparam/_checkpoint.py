@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal
@@ -39,6 +42,34 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+#: This host, as temporary file names carry it (a process id means nothing on another host).
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+
+
+def _remove_stale_temporaries(directory: str, prefix: str) -> None:
+    """Delete ``prefix<pid>.*.tmp`` folders left by killed saves: same host, process no longer running."""
+    if os.name != "posix":      # os.kill(pid, 0) only probes on POSIX
+        return
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+                continue
+            pid = entry.name[len(prefix):].split(".", 1)[0]
+            if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:             # exists but is not ours to signal, or cannot be probed
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
     """Yield a temporary path in ``path``'s directory; on success it replaces ``path`` durably.
@@ -46,12 +77,19 @@ def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
     The temporary file is fsynced, renamed over the target (``os.replace``, atomic on
     one filesystem) and the directory fsynced. On any exception, including
     ``KeyboardInterrupt``, the temporary file is removed and the target is untouched.
-    A process killed midway leaves the target as it was and a ``.<name>.*.tmp`` file.
+
+    The temporary file lives in its own folder ``.<name>.<host>-<pid>.*.tmp`` beside the
+    target, so whatever a writer makes there (safetensors writes its own temporary file
+    and renames it) goes with it. A process killed midway leaves the target as it was
+    and that folder, which the next save to the same target on this host deletes once
+    the process is gone.
     """
     target = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
+    directory, name = os.path.split(target)
+    prefix = f".{name}.{_HOST}-"
+    _remove_stale_temporaries(directory, prefix)
+    work = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=directory)
+    tmp = os.path.join(work, name)
     try:
         try:
             mode = os.stat(target).st_mode & 0o7777
@@ -60,17 +98,15 @@ def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
             os.umask(umask)
             mode = 0o666 & ~umask
         yield tmp
-        # mkstemp (and writers that replace the temporary file themselves) make 0600:
-        # keep the target's permissions, or the usual ones for a new file.
+        # writers that replace the temporary file themselves make 0600: keep the
+        # target's permissions, or the usual ones for a new file
         os.chmod(tmp, mode)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(directory)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ---- save -----------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
                 p._defer(_deferred_fill(p, initializer, call_seed, by_role))
                 continue
             if not initializer._writes_in_place and p.state == "initialized":
-                undo.append((p, np.array(p._read(), copy=True)))
+                undo.append((p, p._read_copy()))
             fill_parameter(p, initializer, call_seed, by_role=by_role)
     except BaseException:
         for p, old in reversed(undo):

@@ -299,6 +299,14 @@ class Parameter(abc.ABC):
         else:
             self._write(array)
 
+    def _read_copy(self) -> np.ndarray:
+        """The canonical value in a writable array no one else holds (``state(copy=True)``, undo copies).
+
+        Backends whose ``_read`` already returns a fresh array (TensorFlow and MXNet reads
+        copy) override this to return it as is instead of copying it a second time.
+        """
+        return np.array(self._read(), copy=True)
+
     def _writable_view(self) -> np.ndarray | None:
         """A canonical NumPy view of the storage that writes go through to, or ``None``.
 

@@ -145,9 +145,13 @@ class ParameterCollection(abc.ABC):
         Arrays may share memory with the framework's storage (zero-copy); pass
         ``copy=True`` for independent arrays.
         """
-        if copy:
-            return {path: np.array(p.numpy(), copy=True) for path, p in self.items()}
-        return {path: p.numpy() for path, p in self.items()}
+        if not copy:
+            return {path: p.numpy() for path, p in self.items()}
+        out = {}
+        for path, p in self.items():
+            p._require_data("read")
+            out[path] = p._read_copy()
+        return out
 
     def load_state(self, state: Mapping[str, Any], /, *, strict: bool = True) -> None:
         """Write every value of ``state``, all or nothing.

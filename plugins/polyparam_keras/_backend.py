@@ -344,6 +344,11 @@ class KerasParameter(Parameter):
     def _read(self) -> np.ndarray:
         return _to_canonical(self._slot.layout, _to_numpy(_raw(self._variable())))
 
+    def _read_copy(self) -> np.ndarray:
+        if _engine() == "tensorflow":
+            return self._read()     # a TensorFlow read is already a copy (.numpy() copies)
+        return super()._read_copy()
+
     def _write(self, array: np.ndarray, /) -> None:
         v = self._variable()
         if v._value is None:

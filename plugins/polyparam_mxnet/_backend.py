@@ -245,6 +245,9 @@ class GluonParameter(Parameter):
     def _read(self) -> np.ndarray:
         return self._to_canonical(_gluon2np(self._param._data[0]))
 
+    def _read_copy(self) -> np.ndarray:
+        return self._read()         # asnumpy() always copies
+
     def _write(self, array: np.ndarray, /) -> None:
         native = self._to_native(array)
         target = _TARGET.get(None)

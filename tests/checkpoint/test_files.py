@@ -111,7 +111,7 @@ def test_save_fsyncs_the_file_and_the_directory(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(os, "fsync", spy)
     pp.save(pp.tree({"a": np.ones(3, np.float32)}), tmp_path / "m.npz")
     assert len(synced) == 2
-    assert synced[0].endswith(".tmp") and synced[1] == str(tmp_path)
+    assert Path(synced[0]).parent.name.endswith(".tmp") and synced[1] == str(tmp_path)
 
 
 KILLED_SAVER = textwrap.dedent("""
@@ -133,8 +133,8 @@ KILLED_SAVER = textwrap.dedent("""
 def test_sigkill_at_any_point_of_a_large_save_keeps_the_previous_file(tmp_path: Path, ext: str) -> None:
     """SIGKILL at 20+ points spread over a ~100 MB save: the previous file stays byte-identical and loads.
 
-    Kill times are spread over the first 90% of a save's measured duration (median of three
-    warm saves). A kill that lands after the rename leaves the complete new file, which is
+    Kill times are spread over the first 90% of a save's measured duration (the fastest of
+    three warm saves). A kill that lands after the rename leaves the complete new file, which is
     checked too but does not count: the test goes on until 20 kills have landed mid-save.
     """
     path = tmp_path / f"big.{ext}"
@@ -154,7 +154,7 @@ def test_sigkill_at_any_point_of_a_large_save_keeps_the_previous_file(tmp_path: 
         proc = start(0)
         durations.append(float(proc.stdout.readline().split()[1]))
         proc.wait()
-    duration = sorted(durations)[1]
+    duration = min(durations)   # disk writeback makes saves vary 4x here: aim inside the fastest
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     points, mid_save, last_seed = 24, 0, 0
     for attempt in range(2 * points):
@@ -175,12 +175,47 @@ def test_sigkill_at_any_point_of_a_large_save_keeps_the_previous_file(tmp_path: 
         expected = np.random.default_rng(seed).standard_normal((1024, 1024), dtype=np.float32)
         np.testing.assert_array_equal(check["layer0"].numpy(), expected, err_msg=f"kill at attempt {attempt}")
         digest, last_seed = now, seed
-    assert mid_save == 20, f"only {mid_save} of {attempt + 1} kills landed during a save"
+    assert mid_save == 20, f"only {mid_save} of {attempt + 1} kills landed during a save (durations {durations})"
     tree = pp.tree({f"layer{i}": np.zeros((1024, 1024), np.float32) for i in range(24)})
     pp.load(tree, path)
     expected = np.random.default_rng(last_seed).standard_normal((1024, 1024), dtype=np.float32)
     np.testing.assert_array_equal(tree["layer0"].numpy(), expected)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["big.safetensors", "saver.py"]
+    pp.save(tree, path)   # the next save removes what the killed ones left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.safetensors", "saver.py"]
+
+
+def test_the_next_save_removes_temporaries_of_killed_saves_only(tmp_path: Path) -> None:
+    """A killed save's temporary file goes at the next save to that target; one of a running
+    process, of another host or of another target stays."""
+    from polyparam._checkpoint import _HOST
+
+    path = tmp_path / "m.safetensors"
+    killed = textwrap.dedent("""
+        import os, signal, sys
+        from polyparam._checkpoint import atomic_write
+        with atomic_write(sys.argv[1]) as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(b"partial" * 1000)
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", killed, str(path)], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f".m.safetensors.{_HOST}-") and left[0].endswith(".tmp")
+    assert (tmp_path / left[0] / "m.safetensors").stat().st_size == 7000
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        kept = [f".m.safetensors.{_HOST}-{sleeper.pid}.abc.tmp", ".m.safetensors.otherhost-1.abc.tmp",
+                f".other.safetensors.{_HOST}-1.abc.tmp"]
+        for name in kept:
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "m.safetensors").write_bytes(b"in progress")
+        pp.save(pp.tree({"w": np.ones(3, np.float32)}), path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "m.safetensors"])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 # ---- no unpickling ----------------------------------------------------------------------

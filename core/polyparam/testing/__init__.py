@@ -339,6 +339,20 @@ class BaseValueTests(_Kit):
         for path, value in saved.items():
             np.testing.assert_array_equal(tree[path].numpy(), value)
 
+    def test_state_copy_arrays_are_independent(self, mlp: tuple[Case, pp.ParameterTree]) -> None:
+        """state(copy=True) gives writable arrays that share no memory with the parameters or each other."""
+        _, tree = mlp
+        before = snapshot(tree)
+        copies = tree.state(copy=True)
+        views = tree.state()
+        assert copies.keys() == views.keys()
+        for path, value in copies.items():
+            assert value.flags.writeable, path
+            assert not any(np.shares_memory(value, other) for other in views.values()), path
+            assert not any(np.shares_memory(value, other) for key, other in copies.items() if key != path), path
+            value += 1
+        assert_unchanged(before, tree)
+
     def test_load_state_is_all_or_nothing(self, rgnet: tuple[Case, pp.ParameterTree]) -> None:
         """A fault at any position (wrong shape, wrong dtype) changes no parameter."""
         _, tree = rgnet
