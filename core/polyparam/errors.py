@@ -51,7 +51,8 @@
             └── DecompressionBombError
 
     PolyparamWarning (UserWarning)
-    └── AlreadyInitializedWarning
+    ├── AlreadyInitializedWarning
+    └── StaleOptimizerWarning                          # a trainer holds a replaced parameter
 
 Each exception stores the facts as attributes (``path``, ``expected``, ``got``)
 so callers and tests need not parse messages. Messages follow one sentence shape:
@@ -98,6 +99,7 @@ __all__ = [
     "PolyparamWarning",
     "ShapeMismatchError",
     "ShapeOverflowError",
+    "StaleOptimizerWarning",
     "StateError",
     "TensorSizeError",
     "TieError",
@@ -501,6 +503,15 @@ class PolyparamWarning(UserWarning):
 
 class AlreadyInitializedWarning(PolyparamWarning):
     """``initialize`` skipped a parameter that already has data (pass ``force_reinit=True``).
+
+    .. versionadded:: 0.1
+    """
+
+
+class StaleOptimizerWarning(PolyparamWarning):
+    """A tie or untie replaced a parameter object that an optimizer (a Gluon ``Trainer``) holds.
+
+    The optimizer keeps updating the object it was given; build it again after tying.
 
     .. versionadded:: 0.1
     """

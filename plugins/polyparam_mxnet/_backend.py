@@ -311,6 +311,10 @@ class GluonParameter(Parameter):
     def _replace(self, new: gluon.Parameter) -> None:
         """Put ``new`` where this parameter's Gluon Parameter is, everywhere Gluon looks."""
         owner, old = self._owner, self._param
+        if getattr(old, "_trainer", None) is not None and new is not old:
+            warnings.warn(f"Parameter {self.path!r} ({old.name}) is held by a gluon.Trainer, which keeps updating "
+                          f"that object, not {new.name!r} that now takes its place. Create the Trainer after "
+                          "tying or untying.", errors.StaleOptimizerWarning, stacklevel=5)
         owner._reg_params[self._attr] = new
         # Block.__setattr__ refuses to re-assign a Parameter attribute (Gluon 1.9); the
         # registry was updated just above, so set the plain attribute directly.

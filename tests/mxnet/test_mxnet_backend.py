@@ -167,6 +167,27 @@ def test_tie_after_construction_is_used_by_forward(hybridize: bool) -> None:
     np.testing.assert_allclose(tree["1.bias"].numpy(), 0)
 
 
+def test_tie_and_untie_warn_when_a_trainer_holds_the_replaced_parameter() -> None:
+    """A Trainer keeps the Parameter objects it was given: replacing one under it warns, naming the path."""
+    import warnings
+
+    net = nn.Sequential()
+    net.add(nn.Dense(4, in_units=4), nn.Dense(4, in_units=4))
+    net.initialize()
+    tree = pp.tree(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")               # no trainer: no warning
+        for group in pp.tie(tree[0], tree[1]):
+            group.untie()
+    gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    with pytest.warns(pp.errors.StaleOptimizerWarning, match="'1.bias'.*Create the Trainer after"):
+        pp.tie(tree["0.bias"], tree["1.bias"])
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    with pytest.warns(pp.errors.StaleOptimizerWarning, match="'1.bias'"):
+        tree.ties()[0].untie()
+    assert trainer is not None
+
+
 def test_untie_a_reused_block_is_refused() -> None:
     dense = nn.Dense(4, in_units=4)
     net = nn.Sequential()
