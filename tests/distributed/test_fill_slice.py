@@ -62,7 +62,7 @@ def test_built_in_streams_draw_only_the_overlapping_blocks(monkeypatch: pytest.M
     drawn: list[int] = []
     original = pp.init._block_generator
     monkeypatch.setattr(pp.init, "_block_generator", lambda key, b: drawn.append(b) or original(key, b))
-    monkeypatch.setattr(pp.init, "_threads", lambda: 1)
+    monkeypatch.setenv("POLYPARAM_NUM_THREADS", "1")
     info = _info((100, 37))  # 100 rows of one block each
     part = np.empty((10, 37), np.float32)
     pp.init.Xavier().fill_slice(part, info, (slice(20, 30), slice(0, 37)), seed=0)
