@@ -306,7 +306,7 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, for
     if os.path.isdir(file):  # a sharded checkpoint: pp.save(tree, directory, sharded=True)
         from polyparam._sharded import load_sharded
 
-        return load_sharded(tree, file, strict=strict, cast=cast)
+        return load_sharded(tree, file, strict=strict, cast=cast, verify=verify)
     with open_archive(file, format=format, mmap=mmap) as archive:
         if archive.metadata.layout != "canonical":
             msg = (f"Cannot load {file!r} into a tree: expected tensors in canonical layout, got "

@@ -7,7 +7,7 @@ metadata). No process gathers a whole parameter. A box held by several processes
 (replicated) is written by one of them only.
 
 ``pp.load(tree, directory)`` reads, for each parameter, only the box the calling
-process holds (``safe_open(...).get_slice``), whatever world size or placement wrote
+process holds (a mapped view of each piece it overlaps), whatever world size or placement wrote
 the files; :func:`consolidate` puts the pieces together into one ordinary polyparam
 safetensors file. Ties survive both ways.
 
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["Piece", "ShardIndex", "consolidate", "load_sharded", "save_sharded", "write_shard_file"]
 
 SHARD_VERSION = 1
-_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32", "I16": "int16",
-           "I8": "int8", "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool"}
 _NAME = re.compile(r"rank-(\d{5})-of-(\d{5})\.safetensors$")
 
 
@@ -109,11 +107,70 @@ def save_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, c
     return written
 
 
+def _bad(file: str, what: str, got: Any) -> errors.MetadataError:
+    text = repr(got)
+    text = text if len(text) <= 120 else text[:117] + "..."
+    msg = (f"Cannot read shard file {file!r}: expected {what}, got {text}. The file was not written by "
+           "pp.save(..., sharded=True) or was edited; save the model again.")
+    return errors.MetadataError(msg, file=file, expected=what, got=got)
+
+
+def _is_index(value: Any) -> bool:
+    """A list of at most 64 non-negative ints (a shape or an offset)."""
+    return (isinstance(value, list) and len(value) <= 64
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value))
+
+
+def _shard_header(file: str, raw: dict[str, str]) -> dict[str, Any]:
+    """The validated ``polyparam.shard`` metadata of one file (typed errors for anything else)."""
+    text = raw.get("polyparam.shard")
+    if not isinstance(text, str):
+        raise _bad(file, "polyparam shard metadata ('polyparam.shard')", sorted(raw)[:5])
+    try:
+        header = json.loads(text)
+    except ValueError:
+        raise _bad(file, "shard metadata in JSON", text) from None
+    if not isinstance(header, dict):
+        raise _bad(file, "a JSON object of shard metadata", header)
+    version = header.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _bad(file, "an integer shard format version", version)
+    if version > SHARD_VERSION:
+        msg = (f"Cannot read shard file {file!r}: expected shard format version <= {SHARD_VERSION}, got "
+               f"{version}. Upgrade polyparam.")
+        raise errors.UnsupportedVersionError(msg, file=file, expected=SHARD_VERSION, got=version)
+    ties = header.get("ties") or []
+    if not (isinstance(ties, list) and all(isinstance(g, list) and all(isinstance(q, str) for q in g) for g in ties)):
+        raise _bad(file, "ties as lists of paths", ties)
+    if not isinstance(header.get("backend"), (str, type(None))):
+        raise _bad(file, "a backend name", header.get("backend"))
+    pieces = header.get("pieces")
+    if not isinstance(pieces, dict):
+        raise _bad(file, "pieces as a JSON object", pieces)
+    for key, info in pieces.items():
+        if not (isinstance(info, dict) and isinstance(info.get("path"), str) and _is_index(info.get("global_shape"))
+                and _is_index(info.get("offset")) and isinstance(info.get("role", "weight"), str)
+                and isinstance(info.get("checksum"), (str, type(None)))):
+            raise _bad(file, f"piece {key!r} as {{path, global_shape, offset, role, checksum}}", info)
+    return header
+
+
+def _overlap(a: tuple[tuple[int, ...], tuple[int, ...]], b: tuple[tuple[int, ...], tuple[int, ...]]) -> bool:
+    """Whether two boxes ``(offset, shape)`` share an element."""
+    return all(max(oa, ob) < min(oa + na, ob + nb) for oa, na, ob, nb in zip(a[0], a[1], b[0], b[1]))
+
+
 class ShardIndex:
-    """Every piece of a sharded checkpoint directory, read without loading values."""
+    """Every piece of a sharded checkpoint directory, validated, read without loading values.
+
+    Each file is checked by polyparam's safetensors reader (header, offsets, sizes), its
+    shard metadata against the schema, and the pieces of every path must tile its global
+    shape exactly (no gap, no overlap): any other directory raises a
+    :class:`~polyparam.errors.CheckpointFormatError` subclass before a value is read.
+    """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
-        from safetensors import safe_open
+        from polyparam._formats._safetensors import SafetensorsArchive
 
         self.directory = os.fspath(directory)
         files = sorted(f for f in glob.glob(os.path.join(self.directory, "rank-*-of-*.safetensors"))
@@ -135,54 +192,80 @@ class ShardIndex:
         self.files = files
         self.ties: list[list[str]] = []
         self.backend: str | None = None
-        self.pieces: dict[str, list[tuple[str, tuple[int, ...], tuple[int, ...]]]] = {}
+        self.pieces: dict[str, list[tuple[str, str, tuple[int, ...], tuple[int, ...]]]] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, np.dtype] = {}
         self.roles: dict[str, str] = {}
         self.checksums: dict[tuple[str, str], str] = {}
-        self._handles: dict[str, Any] = {}
-        for file in files:
-            handle = safe_open(file, framework="np")
-            self._handles[file] = handle
-            raw = handle.metadata() or {}
-            try:
-                header = json.loads(raw["polyparam.shard"])
-                pieces = header["pieces"]
-            except (KeyError, ValueError, TypeError):
-                msg = (f"Cannot read shard file {file!r}: expected polyparam shard metadata, got "
-                       f"{sorted(raw)[:5]}. The file was not written by pp.save(..., sharded=True).")
-                raise errors.MetadataError(msg, file=file, expected="polyparam.shard", got=sorted(raw)[:5]) from None
-            if header.get("version", 0) > SHARD_VERSION:
-                msg = (f"Cannot read shard file {file!r}: expected shard format version <= {SHARD_VERSION}, got "
-                       f"{header.get('version')}. Upgrade polyparam.")
-                raise errors.UnsupportedVersionError(msg, file=file, expected=SHARD_VERSION, got=header.get("version"))
-            if header.get("ties"):
-                self.ties = [list(g) for g in header["ties"]]
-            self.backend = header.get("backend") or self.backend
-            for key, info in pieces.items():
-                path = info["path"]
-                shape = tuple(int(d) for d in handle.get_slice(key).get_shape())
-                gshape = tuple(int(d) for d in info["global_shape"])
-                offset = tuple(int(o) for o in info["offset"])
-                if (len(offset) != len(gshape) or len(shape) != len(gshape)
-                        or any(o < 0 or o + n > d for o, n, d in zip(offset, shape, gshape))
-                        or self.shapes.setdefault(path, gshape) != gshape):
-                    msg = (f"Cannot read shard file {file!r}: expected piece {key!r} inside global shape "
-                           f"{format_shape(gshape)}, got offset {offset} and shape {format_shape(shape)}. "
-                           "The directory mixes saves or was edited.")
-                    raise errors.MetadataError(msg, file=file, path=path, expected=gshape, got=(offset, shape))
-                self.pieces.setdefault(path, []).append((file, key, offset, shape))  # type: ignore[arg-type]
-                self.dtypes.setdefault(path, self._slice_dtype(handle, key))
-                self.roles[path] = info.get("role", "weight")
-                if info.get("checksum"):
-                    self.checksums[(file, key)] = info["checksum"]
+        self._archives: dict[str, Any] = {}
+        try:
+            for file in files:
+                self._add_file(file, SafetensorsArchive(file))
+        except BaseException:
+            self.close()
+            raise
+        for path, pieces in self.pieces.items():
+            self._check_tiling(path, pieces)
 
-    @staticmethod
-    def _slice_dtype(handle: Any, key: str) -> np.dtype:
-        name = handle.get_slice(key).get_dtype()
-        if name in _DTYPES:
-            return np.dtype(_DTYPES[name])
-        return np.dtype(handle.get_tensor(key).dtype)  # anything else numpy's safetensors reader knows
+    def _add_file(self, file: str, archive: Any) -> None:
+        self._archives[file] = archive
+        header = _shard_header(file, archive.extra)
+        if header.get("ties"):
+            self.ties = [list(g) for g in header["ties"]]
+        self.backend = header.get("backend") or self.backend
+        for key, info in header["pieces"].items():
+            entry = archive.entries.get(key)
+            if entry is None:
+                raise _bad(file, f"a tensor stored under the piece key {key!r}", sorted(archive.entries)[:5])
+            path, shape = info["path"], tuple(entry.shape)
+            gshape, offset = tuple(info["global_shape"]), tuple(info["offset"])
+            if (len(offset) != len(gshape) or len(shape) != len(gshape)
+                    or any(o + n > d for o, n, d in zip(offset, shape, gshape))
+                    or self.shapes.setdefault(path, gshape) != gshape):
+                msg = (f"Cannot read shard file {file!r}: expected piece {key!r} inside global shape "
+                       f"{format_shape(self.shapes.get(path, gshape))}, got offset {offset} and shape "
+                       f"{format_shape(shape)}. The directory mixes saves or was edited.")
+                raise errors.MetadataError(msg, file=file, path=path, expected=gshape, got=(offset, shape))
+            if self.dtypes.setdefault(path, entry.dtype) != entry.dtype:
+                msg = (f"Cannot read shard file {file!r}: expected piece {key!r} of {path!r} in "
+                       f"{self.dtypes[path].name!r} as its other pieces, got {entry.dtype.name!r}. The directory "
+                       "mixes saves or was edited.")
+                raise errors.MetadataError(msg, file=file, path=path, expected=self.dtypes[path], got=entry.dtype)
+            self.pieces.setdefault(path, []).append((file, key, offset, shape))
+            self.roles[path] = info.get("role", "weight")
+            if info.get("checksum"):
+                self.checksums[(file, key)] = info["checksum"]
+
+    def _check_tiling(self, path: str, pieces: list[tuple[str, str, tuple[int, ...], tuple[int, ...]]]) -> None:
+        """The pieces of ``path`` cover its global shape exactly once (so reads need no coverage count)."""
+        gshape = self.shapes[path]
+        boxes = sorted(((o, n), (f, k)) for f, k, o, n in pieces if math.prod(n))
+        for i, (box, (file, key)) in enumerate(boxes):
+            for other, (ofile, okey) in boxes[i + 1:]:
+                if gshape and other[0][0] >= box[0][0] + box[1][0]:
+                    break       # sorted by the first offset: no later box reaches back into this one
+                if _overlap(box, other):
+                    msg = (f"Cannot read {path!r} from {self.directory!r}: expected pieces that do not overlap, "
+                           f"got {key!r} of {file!r} and {okey!r} of {ofile!r} sharing elements. The directory "
+                           "mixes saves or was edited.")
+                    raise errors.MetadataError(msg, file=file, path=path, expected="disjoint pieces", got=(key, okey))
+        covered = sum(math.prod(n) for _, _, _, n in pieces)
+        if covered != math.prod(gshape):
+            msg = (f"Cannot read {path!r} from {self.directory!r}: expected pieces covering its global shape "
+                   f"{format_shape(gshape)} ({math.prod(gshape)} elements), got {covered}. The directory is "
+                   "incomplete or mixes saves.")
+            raise errors.MetadataError(msg, file=self.directory, path=path, expected=math.prod(gshape), got=covered)
+
+    def close(self) -> None:
+        for archive in self._archives.values():
+            archive.close()
+        self._archives.clear()
+
+    def __enter__(self) -> ShardIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def paths(self) -> dict[str, str]:
         """Every path the directory gives a value for, mapped to the stored path (ties included)."""
@@ -194,53 +277,61 @@ class ShardIndex:
                     out.setdefault(member, anchor)
         return out
 
+    def _overlapping(self, path: str, box: tuple[slice, ...]) -> list[tuple[str, str, tuple[int, ...], tuple[int, ...],
+                                                                          list[int], list[int]]]:
+        lo, hi = [s.start for s in box], [s.stop for s in box]
+        out = []
+        for file, key, offset, pshape in self.pieces[path]:
+            a = [max(x, o) for x, o in zip(lo, offset)]
+            b = [min(y, o + n) for y, o, n in zip(hi, offset, pshape)]
+            if all(x < y for x, y in zip(a, b)):
+                out.append((file, key, offset, pshape, a, b))
+        return out
+
+    def verify(self, path: str, box: tuple[slice, ...] | None = None) -> None:
+        """Check the checksum of every piece the box ``box`` (default: all) of ``path`` reads from."""
+        box = box if box is not None else tuple(slice(0, d) for d in self.shapes[path])
+        for file, key, *_ in self._overlapping(path, box):
+            expected = self.checksums.get((file, key))
+            if expected is None:
+                continue
+            got = fingerprint(self._archives[file].read(key))
+            if got != expected:
+                msg = (f"Cannot load piece {key!r} from {file!r}: expected data with checksum {expected}, got "
+                       f"{got}. The file is corrupt; restore it from a good copy.")
+                raise errors.ChecksumError(msg, file=file, path=path, expected=expected, got=got)
+
     def read(self, path: str, box: tuple[slice, ...] | None = None, *, verify: bool = False) -> np.ndarray:
         """The box ``box`` (default: all) of the global array stored under ``path``, reading only what it needs."""
-        shape = self.shapes[path]
-        if box is None:
-            box = tuple(slice(0, d) for d in shape)
+        box = box if box is not None else tuple(slice(0, d) for d in self.shapes[path])
+        if verify:
+            self.verify(path, box)
         lo = [s.start for s in box]
-        hi = [s.stop for s in box]
-        out = np.empty(tuple(b - a for a, b in zip(lo, hi)), self.dtypes[path])
+        out = np.empty(tuple(s.stop - s.start for s in box), self.dtypes[path])
         if out.size == 0:
             return out
-        covered = 0
-        for file, key, offset, pshape in self.pieces[path]:
-            a = [max(l, o) for l, o in zip(lo, offset)]
-            b = [min(h, o + n) for h, o, n in zip(hi, offset, pshape)]
-            if any(x >= y for x, y in zip(a, b)):
-                continue
-            handle = self._handles[file]
-            if verify and (file, key) in self.checksums:
-                whole = handle.get_tensor(key)
-                if fingerprint(whole) != self.checksums[(file, key)]:
-                    msg = (f"Cannot load piece {key!r} from {file!r}: expected data with checksum "
-                           f"{self.checksums[(file, key)]}, got {fingerprint(whole)}. The file is corrupt.")
-                    raise errors.ChecksumError(msg, file=file, path=path, expected=self.checksums[(file, key)],
-                                               got=fingerprint(whole))
+        for file, key, offset, _, a, b in self._overlapping(path, box):
             src = tuple(slice(x - o, y - o) for x, y, o in zip(a, b, offset))
             dst = tuple(slice(x - l, y - l) for x, y, l in zip(a, b, lo))
-            part = handle.get_slice(key)[src] if src else handle.get_tensor(key)
-            out[dst] = part
-            covered += math.prod(y - x for x, y in zip(a, b))
-        if covered != out.size:
-            msg = (f"Cannot read {path!r} from {self.directory!r}: expected pieces covering the box "
-                   f"{[(s.start, s.stop) for s in box]}, got {covered} of {out.size} elements. "
-                   "The directory is incomplete or mixes saves.")
-            raise errors.MetadataError(msg, file=self.directory, path=path, expected=out.size, got=covered)
+            out[dst] = self._archives[file].read(key)[src]   # a mapped view: only the box's pages are read
         return out
 
 
 def load_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, strict: bool = True,
-                 cast: bool = False) -> LoadReport:
+                 cast: bool = False, verify: bool = True) -> LoadReport:
     """Load a sharded checkpoint into ``tree``: every process reads only the boxes it holds.
 
-    All or nothing on each process: keys, shapes and dtypes are checked before the first
-    write. Tie groups the files record are restored.
+    All or nothing on each process: the files, keys, shapes, dtypes and (with ``verify``)
+    the checksums of every piece this process reads are checked before the first write.
+    Tie groups the files record are restored.
     """
+    with ShardIndex(directory) as index:
+        return _load_sharded(tree, index, strict=strict, cast=cast, verify=verify)
+
+
+def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast: bool, verify: bool) -> LoadReport:
     from polyparam._checkpoint import LoadReport
 
-    index = ShardIndex(directory)
     source = index.paths()
     from polyparam._tree import check_keys, storage_groups
 
@@ -264,6 +355,9 @@ def load_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, s
             raise errors.DTypeMismatchError(msg, path=path, expected=p.dtype, got=dtype)
         p._require_data(f"load {stored!r} into")
         plan.append((path, p, stored))
+    if verify:
+        for _, p, stored in plan:
+            index.verify(stored, p._local_box())
     to_tie = []
     by_path = {q: p for members in groups.values() for q, p in members}
     for group in index.ties:
@@ -298,9 +392,9 @@ def consolidate(directory: str | os.PathLike[str], path: str | os.PathLike[str],
     """
     from polyparam._checkpoint import write_tensors
 
-    index = ShardIndex(directory)
-    tensors = {p: index.read(p, verify=True) for p in index.pieces}
-    meta = PolyparamMetadata(ties=[g for g in index.ties if any(q in tensors for q in g)], backend=index.backend,
-                             roles={p: index.roles[p] for p in tensors})
+    with ShardIndex(directory) as index:
+        tensors = {p: index.read(p, verify=True) for p in index.pieces}
+        meta = PolyparamMetadata(ties=[g for g in index.ties if any(q in tensors for q in g)], backend=index.backend,
+                                 roles={p: index.roles[p] for p in tensors})
     write_tensors(path, tensors, meta, format="safetensors", checksum=checksum)
     return os.fspath(path)
