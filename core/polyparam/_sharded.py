@@ -12,8 +12,8 @@ the files; :func:`consolidate` puts the pieces together into one ordinary polypa
 safetensors file. Ties survive both ways.
 
 Metadata of each file: ``format = "polyparam-shard"``, ``polyparam.shard`` = JSON
-``{"version", "rank", "world_size", "backend", "ties", "pieces": {key: {"path",
-"global_shape", "offset", "role", "checksum"}}}``.
+``{"version", "rank", "world_size", "backend", "ties", "save_id", "pieces": {key:
+{"path", "global_shape", "offset", "role", "checksum"}}}``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["Piece", "ShardIndex", "consolidate", "load_sharded", "save_sharded", "write_shard_file"]
 
 SHARD_VERSION = 1
+_UNSET = object()
 _NAME = re.compile(r"rank-(\d{5})-of-(\d{5})\.safetensors$")
 
 
@@ -58,7 +60,8 @@ class Piece:
 
 
 def write_shard_file(directory: str | os.PathLike[str], rank: int, world: int, pieces: list[Piece], *,
-                     ties: list[list[str]], backend: str | None, checksum: bool = True) -> str:
+                     ties: list[list[str]], backend: str | None, checksum: bool = True,
+                     save_id: int | None = None) -> str:
     """Write one process's pieces atomically; returns the file written."""
     from polyparam._checkpoint import _contiguous, atomic_write
 
@@ -72,7 +75,7 @@ def write_shard_file(directory: str | os.PathLike[str], rank: int, world: int, p
                                  "offset": list(piece.offset), "role": piece.role,
                                  "checksum": fingerprint(value) if checksum else None}
     header = {"version": SHARD_VERSION, "rank": rank, "world_size": world, "backend": backend, "ties": ties,
-              "pieces": described}
+              "save_id": save_id, "pieces": described}
     target = shard_file(directory, rank, world)
     from polyparam._formats._safetensors import write
 
@@ -82,22 +85,42 @@ def write_shard_file(directory: str | os.PathLike[str], rank: int, world: int, p
 
 
 def save_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, checksum: bool = True) -> str:
-    """Write this process's boxes of every parameter of ``tree`` (call it on every process)."""
+    """Write this process's boxes of every parameter of ``tree`` (call it on every process).
+
+    Every process learns whether all of them wrote their file (a collective), so one
+    that fails makes every process raise instead of leaving the others waiting. The
+    files of one save share a ``save_id``; a directory mixing files of two saves (one
+    process failed, or was killed, after others replaced theirs) is refused by ``load``.
+    """
     rank, world = tree._process_rank()
-    pieces: list[Piece] = []
-    for path, p in tree.items():
-        p._require_data("save")
-        if not p._shard_writer():
-            continue
-        box = p._local_box()
-        if box is None:
-            box, value = tuple(slice(0, d) for d in p.shape), p.numpy()
-        else:
-            value = p._read_local()
-        pieces.append(Piece(path, tuple(p.shape), tuple(s.start for s in box), value, p.role))
-    ties = [list(group.paths) for group in tree.ties()]
-    written = write_shard_file(directory, rank, world, pieces, ties=ties, backend=tree.backend, checksum=checksum)
-    tree._barrier()
+    save_id = tree._broadcast(secrets.randbits(63))
+    failure: Exception | None = None
+    written = shard_file(directory, rank, world)
+    try:
+        pieces: list[Piece] = []
+        for path, p in tree.items():
+            p._require_data("save")
+            if not p._shard_writer():
+                continue
+            box = p._local_box()
+            if box is None:
+                box, value = tuple(slice(0, d) for d in p.shape), p.numpy()
+            else:
+                value = p._read_local()
+            pieces.append(Piece(path, tuple(p.shape), tuple(s.start for s in box), value, p.role))
+        ties = [list(group.paths) for group in tree.ties()]
+        write_shard_file(directory, rank, world, pieces, ties=ties, backend=tree.backend, checksum=checksum,
+                         save_id=save_id)
+    except Exception as exc:  # every process must reach the agreement below, or the others wait forever
+        failure = exc
+    if not tree._all_succeeded(failure is None):
+        if failure is not None:
+            raise failure
+        msg = (f"Cannot save sharded checkpoint {os.fspath(directory)!r}: expected every process to write its "
+               f"file, got a failure on another process (its own error says which). This process's file "
+               f"{os.path.basename(written)} was written; load refuses the directory until a save succeeds.")
+        raise errors.CheckpointError(msg, expected="every process saved",
+                                     got="another process failed")
     if rank == 0:  # files of another world size left by an earlier save would mix with these
         for stale in glob.glob(os.path.join(os.fspath(directory), "rank-*-of-*.safetensors")):
             m = _NAME.search(stale)
@@ -144,6 +167,8 @@ def _shard_header(file: str, raw: dict[str, str]) -> dict[str, Any]:
         raise _bad(file, "ties as lists of paths", ties)
     if not isinstance(header.get("backend"), (str, type(None))):
         raise _bad(file, "a backend name", header.get("backend"))
+    if not isinstance(header.get("save_id"), (int, type(None))) or isinstance(header.get("save_id"), bool):
+        raise _bad(file, "an integer save id", header.get("save_id"))
     pieces = header.get("pieces")
     if not isinstance(pieces, dict):
         raise _bad(file, "pieces as a JSON object", pieces)
@@ -198,6 +223,7 @@ class ShardIndex:
         self.roles: dict[str, str] = {}
         self.checksums: dict[tuple[str, str], str] = {}
         self._archives: dict[str, Any] = {}
+        self._save_id: Any = _UNSET
         try:
             for file in files:
                 self._add_file(file, SafetensorsArchive(file))
@@ -210,6 +236,14 @@ class ShardIndex:
     def _add_file(self, file: str, archive: Any) -> None:
         self._archives[file] = archive
         header = _shard_header(file, archive.extra)
+        save_id = header.get("save_id")
+        if self._save_id is _UNSET:
+            self._save_id = save_id
+        elif save_id != self._save_id:
+            msg = (f"Cannot read sharded checkpoint {self.directory!r}: expected the files of one save, got "
+                   f"{os.path.basename(file)} from save {save_id} beside files from save {self._save_id}. A save "
+                   "failed part-way or the directory mixes copies; save the model again.")
+            raise errors.MetadataError(msg, file=file, expected=self._save_id, got=save_id)
         if header.get("ties"):
             self.ties = [list(g) for g in header["ties"]]
         self.backend = header.get("backend") or self.backend

@@ -233,6 +233,18 @@ class ParameterCollection(abc.ABC):
     def _barrier(self) -> None:
         """Wait for every process of a distributed job (sharded saves); nothing by default."""
 
+    def _broadcast(self, value: int) -> int:
+        """Process 0's ``value`` on every process (a collective); ``value`` by default."""
+        return value
+
+    def _all_succeeded(self, ok: bool) -> bool:
+        """Whether every process passed ``ok=True`` (a collective, so also a barrier); ``ok`` by default.
+
+        Lets every process of a sharded save learn that another one failed, instead of
+        waiting for it at a barrier forever.
+        """
+        return ok
+
     # ---- ties ------------------------------------------------------------------
 
     def ties(self) -> list[TieGroup]:

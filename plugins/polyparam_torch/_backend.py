@@ -560,6 +560,12 @@ class TorchTree(ParameterTree):
     def _barrier(self) -> None:
         _dtensor.barrier()
 
+    def _broadcast(self, value: int) -> int:
+        return _dtensor.agree_seed(value)
+
+    def _all_succeeded(self, ok: bool) -> bool:
+        return _dtensor.all_succeeded(ok)
+
     # ---- devices ----------------------------------------------------------------------
 
     def _groups(self) -> list[list[TorchParameter]]:

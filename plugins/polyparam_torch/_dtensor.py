@@ -102,6 +102,18 @@ def agree_seed(seed: int) -> int:
     return int(box[0])
 
 
+def all_succeeded(ok: bool) -> bool:
+    """Whether every rank passed ``ok=True`` (a collective: every rank must call it)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return ok
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def barrier() -> None:
     import torch.distributed as dist
 

@@ -34,7 +34,7 @@ def good() -> tuple[list[dict[str, np.ndarray]], list[dict[str, Any]]]:
         pieces = {key: {"path": key, "global_shape": [4, 6] if key == "w" else [6], "offset": offsets[key],
                         "role": "weight" if key == "w" else "bias", "checksum": fingerprint(tensors[rank][key])}
                   for key in tensors[rank]}
-        headers.append({"version": 1, "rank": rank, "world_size": 2, "backend": "numpy", "ties": [],
+        headers.append({"version": 1, "rank": rank, "world_size": 2, "backend": "numpy", "ties": [], "save_id": 7,
                         "pieces": pieces})
     return tensors, headers
 
@@ -117,6 +117,8 @@ FAULTS: dict[str, tuple[Callable[[list, list], None], type[Exception]]] = {
     "checksum not text": (_set(1, "pieces", "w", "checksum", value=7), errors.MetadataError),
     "role not text": (_set(0, "pieces", "b", "role", value=["bias"]), errors.MetadataError),
     "corrupt data": (_corrupt, errors.ChecksumError),
+    "save id as text": (_set(0, "save_id", value="7"), errors.MetadataError),
+    "files of two saves": (_set(1, "save_id", value=8), errors.MetadataError),
 }
 
 

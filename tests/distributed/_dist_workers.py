@@ -202,3 +202,28 @@ def load(rank: int, world: int, directory: str, seed: int, placement: str) -> No
     assert sorted(report.loaded) == sorted(expected)
     assert_state(tree, expected, f"load {placement} on {world}")
     assert [g.paths for g in tree.ties()] == [["2.weight", "4.weight"], ["2.bias", "4.bias"]]
+
+
+def save_with_one_rank_failing(rank: int, world: int, directory: str, seed: int) -> None:
+    """Rank 1's write fails: every rank raises (none waits for it), and load refuses the mixed directory."""
+    import pytest
+
+    import polyparam._sharded as sharded
+
+    mesh = init_device_mesh("cpu", (world,))
+    model = shared()
+    fully_shard(model, mesh=mesh)
+    tree = pp.tree(model)
+    tree.initialize(pp.init.Xavier(), seed=seed, force_reinit=True)
+    if rank == 1:
+        def full_disk(*args: object, **kwargs: object) -> str:
+            raise OSError(28, "No space left on device")
+
+        sharded.write_shard_file = full_disk
+        with pytest.raises(OSError, match="No space left"):
+            pp.save(tree, directory, sharded=True)
+    else:
+        with pytest.raises(pp.errors.CheckpointError, match="failure on another process"):
+            pp.save(tree, directory, sharded=True)
+    with pytest.raises(pp.errors.MetadataError, match="files of one save"):
+        pp.load(tree, directory)

@@ -59,6 +59,13 @@ def test_save_sharded_then_reshard_consolidate_and_restore_ties(tmp_path) -> Non
     launch(workers.load, 2, directory, 22, "fsdp", timeout=120)
 
 
+def test_a_sharded_save_failing_on_one_rank_raises_on_every_rank_and_is_not_loadable(tmp_path) -> None:
+    """No rank hangs at a barrier when another fails; the directory left mixes saves and is refused."""
+    directory = str(tmp_path / "ckpt")
+    launch(workers.save, 2, directory, 31, timeout=120)
+    launch(workers.save_with_one_rank_failing, 2, directory, 32, timeout=120)
+
+
 def test_sharded_save_of_a_plain_model_and_errors(tmp_path) -> None:
     from torch import nn
 
