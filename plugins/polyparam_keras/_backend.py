@@ -381,7 +381,10 @@ class KerasParameter(Parameter):
         # and no buffer left stranded there when the variable lets its old one go)
         with tf.init_scope(), tf.device(raw.device):
             buffer = tf.raw_ops.Empty(shape=tuple(int(d) for d in v.shape), dtype=raw.dtype, init=False)
-        native = buffer._numpy()       # a view of the tensor's memory on CPU
+        as_numpy = getattr(buffer, "_numpy", None)   # EagerTensor._numpy: a view of the memory on CPU
+        if as_numpy is None:
+            return None
+        native = as_numpy()
         view = _to_canonical(self._slot.layout, native)
         if not (native.flags.writeable and np.shares_memory(view, native)):
             return None
