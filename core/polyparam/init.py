@@ -601,7 +601,9 @@ def as_initializer(init: Initializer | Callable[..., Any] | str | None) -> Initi
     """Turn what users pass to ``initialize`` into an :class:`Initializer`.
 
     ``None`` gives the default, ``Uniform(0.07)`` for weights and the conventional
-    values for the other roles (Gluon's default); a string is a registered name.
+    values for the other roles (Gluon's default); a string is a registered name. A
+    framework's own initializer (a ``torch.nn.init`` function, a Keras initializer, an
+    ``mx.init`` object) becomes the built-in with the same distribution.
     """
     if init is None:
         return Uniform()
@@ -609,6 +611,11 @@ def as_initializer(init: Initializer | Callable[..., Any] | str | None) -> Initi
         return init
     if isinstance(init, str):
         return get(init)
+    from polyparam._foreign_init import translate
+
+    native = translate(init)
+    if native is not None:
+        return native
     if callable(init):
         return _CallableInitializer(init)
     msg = (f"Invalid value for argument `init`: expected a polyparam Initializer, a callable "
