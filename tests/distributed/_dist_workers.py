@@ -172,12 +172,17 @@ def init_and_access(rank: int, world: int) -> None:
         np.testing.assert_allclose(lazy(x).detach().numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def save(rank: int, world: int, directory: str, seed: int) -> None:
-    mesh = init_device_mesh("cpu", (world,))
+def _fsdp_shared(world: int, seed: int) -> pp.ParameterTree:
+    """The shared-layer model under FSDP2 on ``world`` ranks, Xavier-initialized with ``seed``."""
     model = shared()
-    fully_shard(model, mesh=mesh)
+    fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
     tree = pp.tree(model)
     tree.initialize(pp.init.Xavier(), seed=seed, force_reinit=True)
+    return tree
+
+
+def save(rank: int, world: int, directory: str, seed: int) -> None:
+    tree = _fsdp_shared(world, seed)
     pp.save(tree, directory, sharded=True)
     from safetensors import safe_open
 
@@ -210,11 +215,7 @@ def save_with_one_rank_failing(rank: int, world: int, directory: str, seed: int)
 
     import polyparam._sharded as sharded
 
-    mesh = init_device_mesh("cpu", (world,))
-    model = shared()
-    fully_shard(model, mesh=mesh)
-    tree = pp.tree(model)
-    tree.initialize(pp.init.Xavier(), seed=seed, force_reinit=True)
+    tree = _fsdp_shared(world, seed)
     if rank == 1:
         def full_disk(*args: object, **kwargs: object) -> str:
             raise OSError(28, "No space left on device")
