@@ -173,13 +173,37 @@ def _pending(module: nn.Module, *, create: bool = False) -> _Pending | None:
     return pending
 
 
+class _AfterToEmpty:
+    """A fill recorded for a meta tensor. ``tree.materialize`` runs it; after a plain
+    ``module.to_empty`` it runs at the first forward or read, unless the tensor was
+    written since (``load_state_dict``, ``reset_parameters``): the latest write wins."""
+
+    def __init__(self, fill: Callable[[], None]) -> None:
+        self.fill = fill
+
+    def __call__(self) -> None:
+        self.fill()
+
+
+def _settle(module: nn.Module, attr: str) -> None:
+    """Run (or drop) the fill recorded for ``attr`` if torch has given the tensor storage since."""
+    pending = _pending(module)
+    if not pending or attr not in pending:
+        return
+    tensor = module._parameters.get(attr, module._buffers.get(attr))
+    if tensor is None or isinstance(tensor, UninitializedTensorMixin) or tensor.is_meta:
+        return
+    fill = pending.pop(attr)
+    if isinstance(fill, _AfterToEmpty) and tensor._version != 0:
+        return      # written after module.to_empty made it: keep what was written
+    fill()
+
+
 def _run_pending(module: nn.Module, args: Any) -> None:
     """Forward pre-hook: run recorded initializers of tensors torch has just materialized."""
     pending = _pending(module)
     for attr in list(pending or ()):
-        tensor = module._parameters.get(attr, module._buffers.get(attr))
-        if tensor is not None and not isinstance(tensor, UninitializedTensorMixin) and not tensor.is_meta:
-            pending.pop(attr)()
+        _settle(module, attr)
     if not pending:
         for key, hook in list(module._forward_pre_hooks.items()):
             if hook is _run_pending:
@@ -345,6 +369,7 @@ class TorchParameter(Parameter):
             pending.pop(self._attr, None)
 
     def _read(self) -> np.ndarray:
+        _settle(self._owner(), self._attr)      # a fill recorded on meta, after a plain module.to_empty
         t = self._tensor().detach()
         if is_dtensor(t):
             t = _dtensor.read_full(t)  # a collective: every rank reads the same parameter
@@ -407,9 +432,9 @@ class TorchParameter(Parameter):
     def _defer(self, fill: Callable[[], None], /) -> None:
         owner = self._owner()
         pending = _pending(owner, create=True)
-        pending[self._attr] = fill
         lazy = isinstance(self._store(owner)[self._attr], UninitializedTensorMixin)
-        if lazy and _run_pending not in owner._forward_pre_hooks.values():
+        pending[self._attr] = fill if lazy else _AfterToEmpty(fill)
+        if _run_pending not in owner._forward_pre_hooks.values():
             owner.register_forward_pre_hook(_run_pending)  # after torch's own lazy hook, so it sees the shapes
 
     # ---- ties -------------------------------------------------------------------------
@@ -544,6 +569,7 @@ class TorchTree(ParameterTree):
     def state(self, *, copy: bool = False) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for path, p in self.items():
+            _settle(p._owner(), p._attr)  # type: ignore[attr-defined]
             t = p._tensor()  # type: ignore[attr-defined]
             if t.is_cpu and type(t) in _PLAIN and t.dtype in _REAL_DTYPES and not t.is_neg():
                 value = t.detach().numpy()  # zero-copy

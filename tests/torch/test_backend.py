@@ -282,6 +282,34 @@ def test_meta_load_state_and_set_are_applied_at_materialize() -> None:
     np.testing.assert_array_equal(tree["2.bias"].numpy(), [5.0])
 
 
+def test_meta_initialize_then_a_plain_to_empty_applies_at_the_first_forward_or_read() -> None:
+    """module.to_empty instead of tree.materialize: the recorded values arrive at the first forward
+    (or polyparam read), not arbitrary memory; a value written after to_empty wins."""
+    eager = pp.tree(mlp())
+    eager.initialize(pp.init.Xavier(), seed=7, force_reinit=True)
+    x = torch.ones(2, 4)
+
+    net = meta_mlp()
+    pp.tree(net).initialize(pp.init.Xavier(), seed=7)
+    net.to_empty(device="cpu")
+    out = net(x)                                           # forward first
+    torch.testing.assert_close(out, eager.native(x), rtol=0, atol=0)
+
+    net = meta_mlp()
+    pp.tree(net).initialize(pp.init.Xavier(), seed=7)
+    net.to_empty(device="cpu")
+    for path, value in pp.tree(net).state().items():      # read first
+        np.testing.assert_array_equal(value, eager[path].numpy(), err_msg=path)
+
+    loaded = mlp()
+    net = meta_mlp()
+    pp.tree(net).initialize(pp.init.Xavier(), seed=7)
+    net.to_empty(device="cpu")
+    net.load_state_dict(loaded.state_dict())               # written after to_empty: kept
+    torch.testing.assert_close(net(x), loaded(x), rtol=0, atol=0)
+    assert not pp.tree(net)["0.weight"].numpy().tobytes() == eager["0.weight"].numpy().tobytes()
+
+
 def test_meta_without_recorded_values_gets_torch_defaults() -> None:
     net = meta_mlp()
     tree = pp.tree(net)
