@@ -39,12 +39,13 @@ def peak_growth(fn: Callable[[], object]) -> int:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return peak
-    base = _status("VmRSS")
+    base = proc_status("VmRSS")
     fn()
-    return _status("VmHWM") - base
+    return proc_status("VmHWM") - base
 
 
-def _status(field: str) -> int:
+def proc_status(field: str) -> int:
+    """A size field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ``RssAnon``...) in bytes (Linux)."""
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith(field + ":"):

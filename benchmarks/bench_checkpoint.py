@@ -21,14 +21,11 @@ from typing import Any, Callable
 import numpy as np
 
 import polyparam as pp
+from _timing import proc_status
 
 def rss() -> int:
     """Anonymous resident memory: what the process allocated (a file's mapped page cache is not counted)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no RssAnon in /proc/self/status")
+    return proc_status("RssAnon")
 
 
 def measure(fn: Callable[[], Any]) -> tuple[float, int]:

@@ -26,13 +26,7 @@ import sys
 import tempfile
 import time
 
-
-def _hwm_bytes() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+from _timing import proc_status
 
 
 def _build(layers: int, width: int):  # noqa: ANN202 - torch is imported late
@@ -60,7 +54,7 @@ def _measure(layers: int, width: int, repeats: int) -> dict:
     pp.tree(warm).initialize(pp.init.Xavier(), seed=0, force_reinit=True)
     del warm
 
-    base = _hwm_bytes()
+    base = proc_status("VmHWM")
     model = _build(layers, width)
     if sharded:
         fully_shard(model, mesh=mesh)
@@ -71,7 +65,7 @@ def _measure(layers: int, width: int, repeats: int) -> dict:
         start = time.perf_counter()
         tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
         times.append(time.perf_counter() - start)
-    peak = _hwm_bytes() - base
+    peak = proc_status("VmHWM") - base
     full_bytes = sum(p.nbytes for _, p in tree.items())
     return {"time": min(times), "peak": peak, "model_bytes": full_bytes}
 
