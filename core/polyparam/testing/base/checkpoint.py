@@ -1,25 +1,25 @@
-"""Checkpoint conformance: save/load round trips, ties through files, all-or-nothing loads.
+"""Checkpoints: save/load round trips, ties through files, all-or-nothing loads, transfer within a backend.
 
-Uses only the standard models (mlp, rgnet, shared) so every backend runs it unchanged.
+Uses only the reference models (mlp, rgnet, shared), so every backend runs it unchanged.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import pytest
 
 import polyparam as pp
 from polyparam import errors
-from polyparam._checkpoint import write_tensors
-from polyparam._formats import PolyparamMetadata, fingerprint
-from polyparam._models import Case
+from polyparam.backend import Case
+from polyparam.checkpoint.formats import PolyparamMetadata, fingerprint, open_archive
+from polyparam.checkpoint.io import write_tensors
+from polyparam.testing.base.kit import _Kit
 
 __all__ = ["FAULTS", "BaseCheckpointTests", "write_faulty"]
 
-#: Fault name -> the error :func:`polyparam.load` must raise for it.
 FAULTS: dict[str, type[Exception]] = {
     "missing": errors.StateError,
     "unexpected": errors.StateError,
@@ -28,6 +28,7 @@ FAULTS: dict[str, type[Exception]] = {
     "corrupt": errors.ChecksumError,
     "tie": errors.TieMismatchError,
 }
+"""Fault name -> the error `polyparam.load` must raise for it."""
 
 
 def write_faulty(path: Path, state: dict[str, np.ndarray], fault: str, key: str, *, other: str | None = None) -> None:
@@ -67,8 +68,8 @@ def _snapshot(tree: pp.ParameterTree) -> dict[str, bytes]:
     return {path: np.array(p.numpy(), copy=True).tobytes() for path, p in tree._occurrences()}
 
 
-class BaseCheckpointTests:
-    """Fixtures ``backend``, ``models``, ``mlp``, ``rgnet``, ``shared`` and ``require`` come from the kit."""
+class BaseCheckpointTests(_Kit):
+    """pp.save, pp.load and pp.transfer on the backend's models; every refused load changes nothing."""
 
     @pytest.mark.parametrize("ext", ["safetensors", "npz"])
     def test_checkpoint_round_trip(self, models: Any, tmp_path: Path, ext: str) -> None:
@@ -83,8 +84,6 @@ class BaseCheckpointTests:
         assert sorted(report.loaded) == sorted(a.paths())
         for key, value in a.state().items():
             assert b[key].numpy().tobytes() == np.ascontiguousarray(value).tobytes(), key
-        from polyparam._formats import open_archive
-
         with open_archive(path) as archive:
             assert sorted(archive.entries) == sorted(a.paths())
             for key, p in a.items():
@@ -103,14 +102,13 @@ class BaseCheckpointTests:
 
     @pytest.mark.parametrize("aliases", ["reference", "materialize"])
     def test_checkpoint_ties_are_stored_once_and_restored(self, shared: tuple[Case, pp.ParameterTree],
-                                                          models: Any, tmp_path: Path, aliases: str) -> None:
+                                                          models: Any, tmp_path: Path,
+                                                          aliases: Literal["reference", "materialize"]) -> None:
         """One tensor per tie group (plus every key with materialize); loading into an untied model ties it."""
         case, tree = shared
         a, b = case.tied[0]
         path = tmp_path / "shared.safetensors"
         pp.save(tree, path, aliases=aliases)
-        from polyparam._formats import open_archive
-
         with open_archive(path) as archive:
             assert {frozenset(g) for g in archive.metadata.ties} == {frozenset(g.paths) for g in tree.ties()}
             assert (f"{b}.weight" in archive.entries) == (aliases == "materialize")
@@ -179,7 +177,8 @@ class BaseCheckpointTests:
         before = _snapshot(tree)
         for fault in sorted(set(FAULTS) - {"corrupt"}):
             path = tmp_path / f"{fault}.safetensors"
-            write_faulty(path, good, fault, keys[1], other=next(k for k in keys if good[k].shape != good[keys[1]].shape))
+            other = next(k for k in keys if good[k].shape != good[keys[1]].shape)
+            write_faulty(path, good, fault, keys[1], other=other)
             with pytest.raises(FAULTS[fault]):
                 pp.load(tree, path, verify=False)
             assert _snapshot(tree) == before, fault

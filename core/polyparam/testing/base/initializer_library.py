@@ -1,23 +1,18 @@
-"""Kit tests of the initializer library: canonical layouts and fans per layer kind,
-distributions, conventional values by role, Mixed and Load."""
+"""The initializer library: canonical layouts and fans per layer kind, distributions,
+conventional values by role, Mixed and Load."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 import pytest
 
 import polyparam as pp
-from polyparam._models import LAYER_SPECS, ModelFactory
-from polyparam.init import ParamInfo
+from polyparam.backend import LAYER_SPECS, ModelFactory
+from polyparam.testing.base.kit import _Kit, info_of, reference_values
 
 __all__ = ["BaseInitializerLibraryTests"]
-
-
-def info_of(p: pp.Parameter) -> ParamInfo:
-    return ParamInfo(path=p.path, native_name=p.native_name, role=p.role, axes=p.axes, shape=tuple(p.shape),
-                     dtype=p.dtype, groups=p.groups)
 
 
 def _distributions() -> list[tuple[str, pp.Initializer, Callable[[int, int], Any]]]:
@@ -48,8 +43,8 @@ DISTRIBUTION_IDS = ["xavier-uniform", "xavier-gaussian", "he-uniform", "he-norma
                     "truncated-normal", "normal", "uniform", "msraprelu", "variance-scaling-avg-uniform"]
 
 
-class BaseInitializerLibraryTests:
-    """Needs the ``backend`` and ``models`` fixtures of :class:`polyparam.testing.ConformanceTests`."""
+class BaseInitializerLibraryTests(_Kit):
+    """Every built-in initializer on every layer kind of `polyparam.backend.LAYER_SPECS`."""
 
     @pytest.mark.parametrize("kind", sorted(LAYER_SPECS))
     def test_layer_layout_and_fans(self, models: ModelFactory, kind: str) -> None:
@@ -65,8 +60,6 @@ class BaseInitializerLibraryTests:
     @pytest.mark.parametrize("kind", sorted(LAYER_SPECS))
     def test_seeded_he_is_the_reference_draw_for_every_kind(self, models: ModelFactory, kind: str) -> None:
         """Layouts are converted exactly: the seeded draw is the reference on every layer kind."""
-        from polyparam.testing import reference_values
-
         tree = pp.tree(models.layer(kind))
         init = pp.init.He(nonlinearity="relu")
         tree.initialize(init, seed=99, force_reinit=True)
@@ -91,7 +84,7 @@ class BaseInitializerLibraryTests:
         tree = pp.tree(models.layer("batchnorm"))
         assert {p.role for p in tree.parameters()} == {"scale", "shift", "running_mean", "running_var"}
         for p in tree.parameters():
-            p.set(np.full(p.shape, 7, p.dtype))
+            p.set(np.full(cast("tuple[int, ...]", p.shape), 7, p.dtype))
         tree.initialize(pp.init.Xavier(), force_reinit=True)
         expected = {"weight": 1, "bias": 0, "running_mean": 0, "running_var": 1}
         for path, value in expected.items():
@@ -99,8 +92,6 @@ class BaseInitializerLibraryTests:
 
     def test_mixed_rules(self, models: ModelFactory) -> None:
         """Mixed: first matching rule wins; a rule that matches nothing warns with its name."""
-        from polyparam.testing import reference_values
-
         case = models.mlp()
         tree = pp.tree(case.model)
         init = pp.init.Mixed([("*.bias", pp.init.Constant(0.5)), (f"{case.layers[-1]}.*", pp.init.Zero()),
