@@ -6,7 +6,7 @@ import textwrap
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "mxnet", "jax")
 
-CHILD = textwrap.dedent("""
+CHILD = f"FRAMEWORKS = {FRAMEWORKS!r}\n" + textwrap.dedent("""
     import sys
     import numpy as np
     import polyparam as pp
@@ -23,8 +23,8 @@ CHILD = textwrap.dedent("""
     import contextlib, io
     with contextlib.redirect_stdout(io.StringIO()):
         Tour("numpy").run()
-    print(" ".join(sorted(m for m in %r if m in sys.modules)))
-""" % (FRAMEWORKS,))
+    print(" ".join(sorted(m for m in FRAMEWORKS if m in sys.modules)))
+""")
 
 
 def test_no_framework_is_imported() -> None:

@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 import polyparam as pp
-from polyparam._backend import BACKEND_NAMES, Backend
+from polyparam.backend import BACKEND_NAMES, Backend
 
 
 def test_all_is_sorted_and_resolves() -> None:

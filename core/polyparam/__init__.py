@@ -19,18 +19,17 @@ from __future__ import annotations
 from typing import Any
 
 from polyparam import _preload, errors, init
-from polyparam._backend import Backend
-from polyparam._checkpoint import load, save
-from polyparam._initialize import InitReport
-from polyparam._manager import backend_for, get_backend, list_backends
-from polyparam._models import Case, ModelFactory
-from polyparam._parameter import Parameter
-from polyparam._tie import TieGroup, tie
+from polyparam._manager import backend_for, get_backend, list_backends, tree
+from polyparam._params.parameter import Parameter
+from polyparam._params.ties import TieGroup
+from polyparam._params.tree import ParameterSelection, ParameterTree
+from polyparam._tie import tie
 from polyparam._transfer import transfer
-from polyparam._sharded import consolidate
-from polyparam._tree import ParameterSelection, ParameterTree
+from polyparam.backend import Backend, Case, ModelFactory
+from polyparam.checkpoint import consolidate, load, save
 from polyparam.hookspecs import hookimpl
 from polyparam.init import Initializer
+from polyparam.init.run import InitReport
 
 _preload.preload_libstdcxx()  # before any framework: see polyparam._preload
 
@@ -57,21 +56,6 @@ __all__ = [
     "transfer",
     "tree",
 ]
-
-
-def tree(model: Any, /) -> ParameterTree:
-    """The parameters of ``model`` as a :class:`ParameterTree`.
-
-    Args:
-        model: A ``torch.nn.Module``, a Keras layer or model, a Gluon block, a
-            :mod:`polyparam.numpy` block, or a nested dict of NumPy arrays.
-
-    Raises:
-        UnsupportedModelError: No installed backend recognises ``model``.
-    """
-    if isinstance(model, ParameterTree):
-        return model
-    return get_backend(backend_for(model)).tree(model)
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import sys
@@ -13,11 +14,14 @@ from typing import Any, Iterator
 import pluggy
 
 from polyparam import errors, hookspecs
-from polyparam._backend import BACKEND_NAMES
+from polyparam._params.tree import ParameterTree
+from polyparam.backend import BACKEND_NAMES
 
-__all__ = ["PluginStatus", "backend_for", "get_backend", "list_backends", "plugin_manager", "plugin_statuses"]
+__all__ = ["PluginStatus", "backend_for", "get_backend", "list_backends", "plugin_manager", "plugin_statuses", "tree"]
 
 ENTRY_POINT_GROUP = "polyparam"
+#: The NumPy reference backend, registered by the manager itself (it works with autoload disabled).
+NUMPY_PLUGIN = "polyparam.numpy._backend"
 DISABLE_AUTOLOAD_ENV = "POLYPARAM_DISABLE_PLUGIN_AUTOLOAD"
 TRACE_ENV = "POLYPARAM_TRACE_PLUGINS"
 
@@ -53,9 +57,9 @@ def plugin_manager() -> pluggy.PluginManager:
         if _pm is not None:
             return _pm
         pm = _new_manager()
-        from polyparam import _numpy_backend
-
-        _register_checked(pm, _numpy_backend, name="numpy", distribution="polyparam")
+        # Registered by name, as entry points are: the manager knows its plugins only by name.
+        numpy_backend = importlib.import_module(NUMPY_PLUGIN)
+        _register_checked(pm, numpy_backend, name="numpy", distribution="polyparam")
         if os.environ.get(DISABLE_AUTOLOAD_ENV, "") not in ("1", "true", "yes"):
             _load_entry_points(pm)
         if os.environ.get(TRACE_ENV, "") in ("1", "true", "yes"):
@@ -72,7 +76,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         distribution = ep.dist.name if ep.dist is not None else None
         try:
             plugin = ep.load()
-        except Exception as exc:  # a broken plugin must not take the others down
+        except Exception as exc:  # noqa: BLE001  a broken plugin must not take the others down
             _statuses[ep.name] = PluginStatus(ep.name, distribution, error=_describe(exc, "import"))
             continue
         _register_checked(pm, plugin, name=ep.name, distribution=distribution)
@@ -104,7 +108,7 @@ def _register_checked(pm: pluggy.PluginManager, plugin: Any, *, name: str, distr
             raise errors.PluginContractError(msg, plugin=name, expected="list[str]", got=bad)
         status.backends = backends
         pm.register(plugin, name=name)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  any failure marks the plugin broken, the others go on
         status.error = _describe(exc, "registration")
     _statuses[name] = status
 
@@ -126,7 +130,7 @@ def _call_each(hook: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
     for impl in reversed(caller.get_hookimpls()):
         try:
             result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  a failing hook quarantines its plugin only
             _quarantine(impl.plugin_name, hook, exc)
             continue
         yield impl.plugin_name, result
@@ -164,7 +168,8 @@ def get_backend(name: str, /) -> Any:
             except ImportError as exc:
                 msg = (f"Cannot load backend {name!r}: expected its framework to import, got "
                        f"{type(exc).__name__}: {exc}. Install it, e.g. `pip install polyparam[{name}]`.")
-                _statuses.setdefault(plugin_name, PluginStatus(plugin_name)).error = _describe(exc, "import of the framework")
+                status = _statuses.setdefault(plugin_name, PluginStatus(plugin_name))
+                status.error = _describe(exc, "import of the framework")
                 raise errors.FrameworkImportError(msg, backend=name, plugin=plugin_name) from exc
             except errors.PolyparamError:
                 raise
@@ -180,9 +185,10 @@ def get_backend(name: str, /) -> Any:
                 got = f"missing names {missing}" if missing else f"NAME={getattr(backend, 'NAME', None)!r}"
                 msg = (f"Plugin {plugin_name!r} (hook polyparam_get_backend) returned {backend!r}, which does not "
                        f"satisfy polyparam.Backend for {name!r}: {got}. Fix the plugin.")
-                exc = errors.PluginContractError(msg, backend=name, plugin=plugin_name, expected=BACKEND_NAMES, got=missing)
-                _quarantine(plugin_name, "polyparam_get_backend", exc)
-                raise exc
+                contract_error = errors.PluginContractError(msg, backend=name, plugin=plugin_name,
+                                                            expected=BACKEND_NAMES, got=missing)
+                _quarantine(plugin_name, "polyparam_get_backend", contract_error)
+                raise contract_error
             _backends[name] = backend
             return backend
     available = list_backends()
@@ -232,3 +238,18 @@ def _reset() -> None:
         _pm = None
         _statuses.clear()
         _backends.clear()
+
+
+def tree(model: Any, /) -> ParameterTree:
+    """The parameters of ``model`` as a :class:`ParameterTree`.
+
+    Args:
+        model: A ``torch.nn.Module``, a Keras layer or model, a Gluon block, a
+            :mod:`polyparam.numpy` block, or a nested dict of NumPy arrays.
+
+    Raises:
+        UnsupportedModelError: No installed backend recognises ``model``.
+    """
+    if isinstance(model, ParameterTree):
+        return model
+    return get_backend(backend_for(model)).tree(model)

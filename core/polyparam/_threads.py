@@ -9,6 +9,8 @@ from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 
+from polyparam import errors
+
 __all__ = ["count", "parallel_copy", "parallel_map"]
 
 T = TypeVar("T")
@@ -46,7 +48,8 @@ def parallel_copy(dst: np.ndarray, src: np.ndarray, /, *, piece: int = 1 << 18) 
     copy (a native layout seen canonically) works through cache-sized pieces on every core.
     """
     if src.shape != dst.shape:
-        raise ValueError(f"parallel_copy: expected equal shapes, got {dst.shape} and {src.shape}")
+        msg = f"Cannot copy with parallel_copy: expected equal shapes, got {dst.shape} and {src.shape}."
+        raise errors.ShapeMismatchError(msg, expected=dst.shape, got=src.shape)
     if dst.ndim == 0 or dst.size <= piece or count() == 1:
         np.copyto(dst, src, casting="unsafe")
         return

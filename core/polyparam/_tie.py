@@ -1,69 +1,40 @@
-"""Tied parameters: :class:`TieGroup` and :func:`tie`."""
+"""``pp.tie``: tie parameters, or every parameter of blocks of one architecture, after construction."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 from polyparam import errors
-from polyparam._parameter import Parameter, format_shape
-from polyparam._tree import ParameterTree
+from polyparam._params.parameter import Parameter
+from polyparam._params.ties import TieGroup, tie_problem
+from polyparam._params.tree import ParameterTree
 
 __all__ = ["TieGroup", "tie"]
 
 
-class TieGroup:
-    """Parameters that share one storage: a write through one is seen through all,
-    and their gradient is the sum of the gradients of every use.
-
-    Attributes:
-        paths: The canonical path of every member, in model order.
-        members: The :class:`Parameter` of every member.
-    """
-
-    def __init__(self, members: Sequence[Parameter], /, *, paths: Sequence[str] | None = None) -> None:
-        self.members = list(members)
-        self.paths = list(paths) if paths is not None else [p.path for p in self.members]
-
-    def untie(self) -> None:
-        """Give every member but the first its own copy of the current value."""
-        for member in self.members[1:]:
-            if member.is_tied_to(self.members[0]):
-                member._unshare()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, TieGroup):
-            return self.paths == other.paths
-        if isinstance(other, (list, tuple)):
-            return self.paths == list(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.paths))
-
-    def __repr__(self) -> str:
-        return f"TieGroup({self.paths!r})"
-
-
 def _pairs(objs: Sequence[Parameter | ParameterTree]) -> list[list[Parameter]]:
-    if all(isinstance(o, Parameter) for o in objs):
-        return [list(objs)]
-    if not all(isinstance(o, ParameterTree) for o in objs):
+    params = [o for o in objs if isinstance(o, Parameter)]
+    if len(params) == len(objs):
+        return [params]
+    blocks = [o for o in objs if isinstance(o, ParameterTree)]
+    if len(blocks) != len(objs):
         msg = (f"Cannot tie {[type(o).__name__ for o in objs]}: expected all Parameters or all blocks "
                "(ParameterTree), got a mix. Pass tree['1.weight'] with tree['2.weight'], or tree[1] with tree[2].")
         raise errors.TieError(msg, expected="Parameters or blocks", got=[type(o).__name__ for o in objs])
     layouts = []
-    for block in objs:
+    for block in blocks:
         prefix = len(block.path) + 1 if block.path else 0
         layouts.append({path[prefix:]: p for path, p in block._occurrences()})
     first = layouts[0]
-    for block, layout in zip(objs[1:], layouts[1:]):
+    for block, layout in zip(blocks[1:], layouts[1:]):
         if set(layout) != set(first):
-            msg = (f"Cannot tie block {objs[0].path!r} with {block.path!r}: expected the same parameters, "
-                   f"got {sorted(first)} and {sorted(layout)}. Tie blocks of the same architecture, or tie parameters one by one.")
+            msg = (f"Cannot tie block {blocks[0].path!r} with {block.path!r}: expected the same parameters, "
+                   f"got {sorted(first)} and {sorted(layout)}. "
+                   "Tie blocks of the same architecture, or tie parameters one by one.")
             raise errors.TieError(msg, path=block.path, expected=sorted(first), got=sorted(layout))
     if not first:
-        msg = f"Cannot tie block {objs[0].path!r}: expected parameters to tie, got none."
-        raise errors.TieError(msg, path=objs[0].path, expected="parameters", got=[])
+        msg = f"Cannot tie block {blocks[0].path!r}: expected parameters to tie, got none."
+        raise errors.TieError(msg, path=blocks[0].path, expected="parameters", got=[])
     return [[layout[name] for layout in layouts] for name in first]
 
 
@@ -81,34 +52,33 @@ def tie(*objs: Parameter | ParameterTree) -> list[TieGroup]:
         DeviceMismatchError: Members live on different devices.
     """
     if len(objs) < 2:
-        msg = f"Cannot tie {len(objs)} object(s): expected at least two, got {len(objs)}. Pass the parameters or blocks to tie."
+        msg = (f"Cannot tie {len(objs)} object(s): expected at least two, got {len(objs)}. "
+               "Pass the parameters or blocks to tie.")
         raise errors.TieError(msg, expected=">= 2", got=len(objs))
     groups = _pairs(objs)
     for group in groups:
         anchor = group[0]
         for member in group[1:]:
-            if type(member).backend != type(anchor).backend:
-                msg = (f"Cannot tie {member.path!r} to {anchor.path!r}: expected the {anchor.backend} backend, "
-                       f"got {member.backend}. Move values across frameworks with pp.transfer instead.")
-                raise errors.TieError(msg, path=member.path, expected=anchor.backend, got=member.backend)
-            if member.shape != anchor.shape:
-                msg = (f"Cannot tie {member.path!r} to {anchor.path!r}: expected shape {format_shape(anchor.shape)}, "
-                       f"got {format_shape(member.shape)}. Tie parameters of the same shape.")
-                raise errors.TieError(msg, path=member.path, expected=anchor.shape, got=member.shape)
-            if member.dtype != anchor.dtype:
-                msg = (f"Cannot tie {member.path!r} to {anchor.path!r}: expected dtype {anchor.dtype.name!r}, "
-                       f"got {member.dtype.name!r}. Cast one of them first.")
-                raise errors.TieError(msg, path=member.path, expected=anchor.dtype, got=member.dtype)
-            if member.device != anchor.device:
-                msg = (f"Cannot tie {member.path!r} to {anchor.path!r}: expected device {anchor.device!r}, "
-                       f"got {member.device!r}. Move both to one device first.")
-                raise errors.DeviceMismatchError(msg, path=member.path, expected=anchor.device, got=member.device)
-            refusal = member._tie_refusal(anchor)
-            if refusal is not None:
-                msg = f"Cannot tie {member.path!r} to {anchor.path!r}: {refusal}"
-                raise errors.TieError(msg, path=member.path, expected="a tie the backend can make", got=refusal)
+            problem = tie_problem(member, anchor)
+            if problem is None:
+                continue
+            kind, what = problem
+            fix = {"backend": "Move values across frameworks with pp.transfer instead.",
+                   "shape": "Tie parameters of the same shape.", "dtype": "Cast one of them first.",
+                   "device": "Move both to one device first."}.get(kind, "")
+            msg = f"Cannot tie {member.path!r} to {anchor.path!r}: {what}. {fix}".rstrip()
+            error = errors.DeviceMismatchError if kind == "device" else errors.TieError
+            expected, got = _expected_got(kind, member, anchor)
+            raise error(msg, path=member.path, expected=expected, got=got)
     for group in groups:
         for member in group[1:]:
             if not member.is_tied_to(group[0]):
                 member._share(group[0])
     return [TieGroup(group) for group in groups]
+
+
+def _expected_got(kind: str, member: Parameter, anchor: Parameter) -> tuple[object, object]:
+    if kind == "refusal":
+        return "a tie the backend can make", member._tie_refusal(anchor)
+    attr = {"backend": "backend", "shape": "shape", "dtype": "dtype", "device": "device"}[kind]
+    return getattr(anchor, attr), getattr(member, attr)

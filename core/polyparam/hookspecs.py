@@ -26,7 +26,7 @@ hookimpl = pluggy.HookimplMarker("polyparam")
 
 
 @hookspec
-def polyparam_backend_names() -> list[str]:
+def polyparam_backend_names() -> list[str]:  # type: ignore[empty-body]  # a spec: pluggy never runs its body
     """Name the backends this plugin provides.
 
     Return a list of backend names (lowercase, equal to the framework's import name,

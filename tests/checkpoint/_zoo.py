@@ -38,7 +38,7 @@ def _torch(kind: str) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
 
 def _keras(kind: str) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
     import keras
-    from keras import layers as L
+    from keras import layers as L  # noqa: N812  reads as the Keras examples do
 
     if kind == "mlp":
         model = keras.Sequential([keras.Input((4,)), L.Dense(8), L.ReLU(), L.Dense(3)])
@@ -108,6 +108,6 @@ def randomize(model: Any) -> None:
     """Distinct values everywhere, running statistics included (positive variances)."""
     tree = pp.tree(model)
     rng = np.random.default_rng(3)
-    for path, p in tree.items():
+    for _, p in tree.items():
         value = rng.uniform(0.5, 1.5, p.shape) if p.role == "running_var" else rng.uniform(-1, 1, p.shape)
         p.set(value.astype(p.dtype))

@@ -17,7 +17,7 @@ import atheris
 
 with atheris.instrument_imports():
     from polyparam import errors
-    from polyparam._formats import open_archive
+    from polyparam.checkpoint.formats import open_archive
 
 DIR = tempfile.mkdtemp()
 
@@ -40,8 +40,8 @@ def seed_corpus() -> str:
     """A folder of valid inputs: each writer's output behind its reader-choosing byte."""
     import numpy as np
 
-    from polyparam._checkpoint import write_tensors
-    from polyparam._formats import PolyparamMetadata
+    from polyparam.checkpoint.formats import PolyparamMetadata
+    from polyparam.checkpoint.io import write_tensors
 
     corpus = tempfile.mkdtemp(prefix="corpus-")
     cases = [({"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "a.bias": np.zeros(2, np.float16)},

@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 
 import polyparam as pp
 from polyparam import errors
-from polyparam._formats import open_archive
+from polyparam.checkpoint.formats import open_archive
 
 ROOT = Path(__file__).resolve().parents[2]
 DTYPES = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
@@ -77,9 +77,10 @@ def test_unknown_extension_and_bad_arguments(tmp_path: Path) -> None:
 # ---- atomic save ------------------------------------------------------------------------
 
 
-def test_failed_save_keeps_the_previous_file_and_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_save_keeps_the_previous_file_and_leaves_no_temporary(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception (here: KeyboardInterrupt inside the writer) leaves the target byte-identical."""
-    import polyparam._formats._safetensors as st_mod
+    import polyparam.checkpoint.formats.safetensors as st_mod
 
     path = tmp_path / "m.safetensors"
     pp.save(pp.tree({"a": np.ones(10, np.float32)}), path)
@@ -188,12 +189,12 @@ def test_sigkill_at_any_point_of_a_large_save_keeps_the_previous_file(tmp_path: 
 def test_the_next_save_removes_temporaries_of_killed_saves_only(tmp_path: Path) -> None:
     """A killed save's temporary file goes at the next save to that target; one of a running
     process, of another host or of another target stays."""
-    from polyparam._checkpoint import _HOST
+    from polyparam.checkpoint.io import _HOST
 
     path = tmp_path / "m.safetensors"
     killed = textwrap.dedent("""
         import os, signal, sys
-        from polyparam._checkpoint import atomic_write
+        from polyparam.checkpoint.io import atomic_write
         with atomic_write(sys.argv[1]) as tmp:
             with open(tmp, "wb") as fh:
                 fh.write(b"partial" * 1000)
@@ -220,8 +221,8 @@ def test_the_next_save_removes_temporaries_of_killed_saves_only(tmp_path: Path) 
 
 # ---- no unpickling ----------------------------------------------------------------------
 
-LOADER_FILES = [ROOT / "core/polyparam/_checkpoint.py", ROOT / "core/polyparam/_transfer.py",
-                ROOT / "core/polyparam/_cli.py", *sorted((ROOT / "core/polyparam/_formats").glob("*.py"))]
+LOADER_FILES = [*sorted((ROOT / "core/polyparam/checkpoint").rglob("*.py")), ROOT / "core/polyparam/_transfer.py",
+                ROOT / "core/polyparam/_cli.py", ROOT / "core/polyparam/init/composite.py"]
 FORBIDDEN_MODULES = {"pickle", "_pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle", "joblib", "copyreg"}
 
 
@@ -326,7 +327,7 @@ def test_mxnet_params_are_parsed_without_libmxnet(tmp_path: Path) -> None:
     script = tmp_path / "save.py"
     script.write_text(MXNET_SAVER)
     subprocess.run([sys.executable, str(script), str(src), str(expected)], check=True, capture_output=True)
-    code = (f"import sys; from polyparam._formats import open_archive; a = open_archive({str(src)!r}); "
+    code = (f"import sys; from polyparam.checkpoint.formats import open_archive; a = open_archive({str(src)!r}); "
             "print(sorted(a.entries)); print('mxnet' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[1] == "False"

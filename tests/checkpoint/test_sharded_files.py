@@ -19,8 +19,8 @@ from safetensors.numpy import save_file
 
 import polyparam as pp
 from polyparam import errors
-from polyparam._formats import fingerprint
-from polyparam._sharded import shard_file
+from polyparam.checkpoint.formats import fingerprint
+from polyparam.checkpoint.sharded import shard_file
 
 W = np.arange(24, dtype=np.float32).reshape(4, 6) + 1
 B = np.arange(6, dtype=np.float32) - 3

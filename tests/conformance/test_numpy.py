@@ -2,7 +2,7 @@
 
 import pytest
 
-from polyparam import _numpy_backend
+from polyparam.numpy import _backend as _numpy_backend
 from polyparam.testing import ConformanceTests
 
 

@@ -77,8 +77,8 @@ def assert_state(tree, expected: dict[str, np.ndarray], what: str) -> None:
 def init_and_access(rank: int, world: int) -> None:
     mesh = init_device_mesh("cpu", (world,))
     # small blocks make every shard boundary cut blocks (values depend on BLOCK: both sides use it)
-    default_block = pp.init.BLOCK
-    pp.init.BLOCK = 8
+    default_block = pp.init.streams.BLOCK
+    pp.init.streams.BLOCK = 8
     try:
         for name, init in INITS.items():
             expected = reference(small, init, seed=11)
@@ -97,12 +97,13 @@ def init_and_access(rank: int, world: int) -> None:
             mesh2 = init_device_mesh("cpu", (2, 2))
             for placements in ([Shard(0), Shard(1)], [Replicate(), Shard(1)], [Shard(1), Replicate()]):
                 expected = reference(small, INITS["normal"], seed=5)
-                model = distribute(small(), mesh2, lambda t, pl=placements: pl if t.ndim == 2 else [Shard(0), Replicate()])
+                model = distribute(small(), mesh2,
+                                   lambda t, pl=placements: pl if t.ndim == 2 else [Shard(0), Replicate()])
                 tree = pp.tree(model)
                 tree.initialize(INITS["normal"], seed=5, force_reinit=True)
                 assert_state(tree, expected, f"2-D {placements}")
     finally:
-        pp.init.BLOCK = default_block
+        pp.init.streams.BLOCK = default_block
 
     # more than one real block (2**20 elements), sharded rows
     expected = reference(lambda: nn.Linear(1100, 1000), pp.init.Xavier(), seed=3)
@@ -188,7 +189,8 @@ def save(rank: int, world: int, directory: str, seed: int) -> None:
 
     mine = os.path.join(directory, f"rank-{rank:05d}-of-{world:05d}.safetensors")
     with safe_open(mine, framework="np") as f:
-        for key in f.keys():  # no rank holds a whole sharded weight
+        # safe_open is no dict (it has keys() only); no rank holds a whole sharded weight
+        for key in f.keys():  # noqa: SIM118
             if world > 1 and key.endswith("weight"):
                 assert f.get_slice(key).get_shape()[0] < tree[key].shape[0], key
 
@@ -213,7 +215,7 @@ def save_with_one_rank_failing(rank: int, world: int, directory: str, seed: int)
     """Rank 1's write fails: every rank raises (none waits for it), and load refuses the mixed directory."""
     import pytest
 
-    import polyparam._sharded as sharded
+    import polyparam.checkpoint.sharded as sharded
 
     tree = _fsdp_shared(world, seed)
     if rank == 1:

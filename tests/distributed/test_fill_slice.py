@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import polyparam as pp
-from polyparam.init import ParamInfo
+from polyparam.init import ParamInfo, streams
 
 
 class MyInit(pp.init.Initializer):
@@ -27,7 +27,7 @@ STREAMED = ("Uniform", "Normal", "TruncatedNormal", "Xavier", "He", "LeCun", "MS
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pp.init, "BLOCK", 37)  # boxes cut blocks everywhere; both sides use the same BLOCK
+    monkeypatch.setattr(streams, "BLOCK", 37)  # boxes cut blocks everywhere; both sides use the same BLOCK
 
 
 def _info(shape: tuple[int, ...], dtype: str = "float32") -> ParamInfo:
@@ -60,8 +60,8 @@ def test_a_box_equals_the_box_of_the_whole(data: st.DataObject) -> None:
 
 def test_built_in_streams_draw_only_the_overlapping_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     drawn: list[int] = []
-    original = pp.init._block_generator
-    monkeypatch.setattr(pp.init, "_block_generator", lambda key, b: drawn.append(b) or original(key, b))
+    original = streams._block_generator
+    monkeypatch.setattr(streams, "_block_generator", lambda key, b: drawn.append(b) or original(key, b))
     monkeypatch.setenv("POLYPARAM_NUM_THREADS", "1")
     info = _info((100, 37))  # 100 rows of one block each
     part = np.empty((10, 37), np.float32)

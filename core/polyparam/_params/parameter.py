@@ -3,44 +3,18 @@
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, cast
 
 import numpy as np
 
 from polyparam import errors
+from polyparam._layout import AXIS_ROLES, ROLES, Shape, State, default_axes, format_shape
 
 if TYPE_CHECKING:
-    from polyparam._initialize import InitReport
     from polyparam.init import Initializer
+    from polyparam.init.run import InitReport
 
 __all__ = ["AXIS_ROLES", "ROLES", "Parameter", "Shape", "format_shape"]
-
-Shape = tuple["int | None", ...]
-State = Literal["initialized", "uninitialized", "deferred"]
-
-#: What a parameter is for. Initializers dispatch on it: weights get the
-#: initializer, the other roles get their conventional values (see
-#: :mod:`polyparam.init`).
-ROLES = ("weight", "bias", "scale", "shift", "running_mean", "running_var", "other")
-
-#: What each axis of a parameter's canonical layout means. Fans are computed from
-#: these, never from axis positions.
-AXIS_ROLES = ("out", "in", "space", "other")
-
-
-def format_shape(shape: Shape) -> str:
-    """Format a shape with unknown dimensions shown as ``?``."""
-    inner = ", ".join("?" if d is None else str(d) for d in shape)
-    return f"({inner},)" if len(shape) == 1 else f"({inner})"
-
-
-def default_axes(role: str, ndim: int) -> tuple[str, ...]:
-    """Axis roles of a canonical (PyTorch-layout) parameter when an adapter declares none."""
-    if role == "weight" and ndim >= 2:
-        return ("out", "in") + ("space",) * (ndim - 2)
-    if ndim == 1 and role in ("bias", "scale", "shift", "running_mean", "running_var"):
-        return ("out",)
-    return ("other",) * ndim
 
 
 class Parameter(abc.ABC):
@@ -58,6 +32,36 @@ class Parameter(abc.ABC):
         axes: The role of each axis of the canonical layout, from :data:`AXIS_ROLES`.
         trainable: Whether an optimizer updates it (buffers such as running means are not).
         groups: For grouped convolution kernels, the number of groups (fans use it).
+
+    **Backend hooks.** A backend subclasses ``Parameter`` and implements these
+    ``_``-prefixed methods; the public methods above call them after validating, so a
+    hook receives only checked input (canonical layout, the parameter's shape and dtype).
+
+    Must implement (abstract):
+
+    * `_shape`, `_dtype`, `_device`, `_native`, `_native_name`, `_state`: the facts.
+    * `_read`: the canonical value (called only when initialized); may share memory.
+    * `_write`: store a checked canonical array in place, so optimizers keep their objects.
+    * `_grad`: the gradient in canonical layout, or ``None``.
+    * `_identity`: a hashable key, equal exactly for parameters that share storage (tied).
+
+    May implement, for a capability the backend declares (the defaults refuse or say "no"):
+
+    * deferred shapes: `_defer`, `_accepts_deferred_value`, `_write_deferred`, `_defers_init`,
+      and `_require_data` (extend the core's check, e.g. to settle values recorded on
+      meta tensors before a read);
+    * tying: `_share`, `_unshare`, `_tie_refusal`;
+    * distributed tensors: `_local_box`, `_local_view`, `_write_local`, `_read_local`,
+      `_shard_writer`, `_placement`, `_agree_seed`.
+
+    Override for speed (the defaults are correct, only slower):
+
+    * `_writable_view`: a canonical NumPy view writes go through to (in-place fills and item writes);
+    * `_staging`: a fresh native buffer the backend adopts after a fill (no transposing copy);
+    * `_read_copy`: a private copy, for backends whose `_read` already copies.
+
+    Core steps, not hooks (never override): `_commit` (the one write step of every
+    operation) and `_check_dtype`.
     """
 
     #: The backend name, e.g. ``"torch"``; set by each subclass.
@@ -69,7 +73,11 @@ class Parameter(abc.ABC):
                  trainable: bool = True, groups: int = 1) -> None:
         if role not in ROLES:
             msg = f"Invalid value for argument `role`: expected one of {ROLES}. Received: role={role!r}."
-            raise ValueError(msg)
+            raise errors.InvalidArgumentError(msg, path=path, argument="role", expected=ROLES, got=role)
+        if axes is not None and any(a not in AXIS_ROLES for a in axes):
+            msg = (f"Invalid value for argument `axes` of parameter {path!r}: expected words of {AXIS_ROLES}. "
+                   f"Received: axes={axes!r}.")
+            raise errors.InvalidArgumentError(msg, path=path, argument="axes", expected=AXIS_ROLES, got=axes)
         self._path = path
         self.role = role
         self._axes = axes
@@ -126,7 +134,7 @@ class Parameter(abc.ABC):
     def size(self) -> int | None:
         """The number of elements, or ``None`` while the shape is unknown."""
         shape = self.shape
-        return None if None in shape else int(np.prod(shape, dtype=np.int64))
+        return None if None in shape else int(np.prod(cast("tuple[int, ...]", shape), dtype=np.int64))
 
     @property
     def nbytes(self) -> int | None:
@@ -221,7 +229,8 @@ class Parameter(abc.ABC):
         if state == "deferred":
             msg = (f"Cannot {action} parameter {self.path!r}: expected a materialized parameter, "
                    f"got shape {format_shape(self.shape)} with unknown dimensions (deferred initialization). "
-                   "Run one forward pass (one batch of data through the network) first, or give the layer its input size.")
+                   "Run one forward pass (one batch of data through the network) first, "
+                   "or give the layer its input size.")
             raise errors.DeferredInitializationError(msg, path=self.path, expected="known shape", got=self.shape)
         if state == "uninitialized":
             msg = (f"Cannot {action} parameter {self.path!r}: expected an initialized parameter, "
@@ -237,7 +246,7 @@ class Parameter(abc.ABC):
         As in Gluon, an initializer given to one parameter fills it as a weight: a bias
         initialized this way gets the initializer's values, not zeros.
         """
-        from polyparam._initialize import initialize_parameters
+        from polyparam.init.run import initialize_parameters
 
         return initialize_parameters([self], init, force_reinit=force_reinit, seed=seed, by_role=False)
 
@@ -288,13 +297,17 @@ class Parameter(abc.ABC):
     def _identity(self) -> Any:
         """A hashable key equal for parameters that share storage (tied)."""
 
-    def _commit(self, array: np.ndarray, /) -> None:
+    def _commit(self, array: np.ndarray, /, *, local: bool = False) -> None:
         """Write a checked canonical value: cast to the dtype, materializing a deferred parameter.
 
-        The one commit step of ``set``, ``load_state``, ``pp.load`` and ``pp.transfer``.
+        The one commit step of ``set``, ``load_state``, ``pp.load``, the sharded load and
+        ``pp.transfer``. With ``local``, ``array`` holds the box of :meth:`_local_box`
+        (this process's shard of a distributed parameter).
         """
         array = np.asarray(array).astype(self.dtype, copy=False)
-        if self.state == "deferred":
+        if local and self._local_box() is not None:
+            self._write_local(array)
+        elif self.state == "deferred":
             self._write_deferred(array)
         else:
             self._write(array)

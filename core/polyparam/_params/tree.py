@@ -5,50 +5,24 @@ from __future__ import annotations
 import abc
 import difflib
 import fnmatch
+import functools
 import io
 import re
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from polyparam import errors
-from polyparam._parameter import Parameter, format_shape
+from polyparam._layout import format_shape, join_path
+from polyparam._params.parameter import Parameter
+from polyparam._params.plan import WritePlan, check_keys, storage_groups
+from polyparam._params.ties import TieGroup
 
 if TYPE_CHECKING:
-    from polyparam._initialize import InitReport
-    from polyparam._tie import TieGroup
     from polyparam.init import Initializer
+    from polyparam.init.run import InitReport
 
 __all__ = ["ParameterCollection", "ParameterSelection", "ParameterTree"]
-
-
-def join_path(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def storage_groups(collection: ParameterCollection) -> dict[Any, list[tuple[str, Parameter]]]:
-    """Every (path, parameter) pair grouped by storage: a tie group per key, in model order."""
-    groups: dict[Any, list[tuple[str, Parameter]]] = {}
-    for path, p in collection._occurrences():
-        groups.setdefault(p._identity(), []).append((path, p))
-    return groups
-
-
-def check_keys(groups: dict[Any, list[tuple[str, Parameter]]], keys: Any, *, strict: bool,
-               subject: str) -> tuple[list[str], list[str]]:
-    """``(missing, unexpected)``: model groups no key covers, keys no model path has.
-
-    With ``strict``, either one raises :class:`~polyparam.errors.StateError` ("Cannot load <subject>").
-    """
-    known = {path for members in groups.values() for path, _ in members}
-    unexpected = sorted(k for k in keys if k not in known)
-    missing = [members[0][0] for members in groups.values() if not any(path in keys for path, _ in members)]
-    if strict and (unexpected or missing):
-        msg = (f"Cannot load {subject}: expected exactly the tree's keys, got {len(missing)} missing "
-               f"{missing[:10]} and {len(unexpected)} unexpected {unexpected[:10]}. "
-               "Pass strict=False to load the keys that match.")
-        raise errors.StateError(msg, path=(missing or unexpected)[0], expected=missing, got=unexpected)
-    return missing, unexpected
 
 
 class ParameterCollection(abc.ABC):
@@ -56,7 +30,16 @@ class ParameterCollection(abc.ABC):
 
     Tied parameters appear once in :meth:`items`, :meth:`state` and ``initialize``
     (under the first path met in model order); :meth:`ties` lists every path.
+
+    **Backend hooks** (of every collection; see :class:`ParameterTree` for the tree's own):
+
+    * must implement: `_occurrences` (a tree gets it from `_children` and `_leaves`);
+    * may implement, for distributed jobs: `_process_rank`, `_barrier`, `_broadcast`,
+      `_all_succeeded` (the defaults describe one process).
     """
+
+    #: The backend name, e.g. ``"torch"``.
+    backend: str = ""
 
     @abc.abstractmethod
     def _occurrences(self) -> list[tuple[str, Parameter]]:
@@ -171,8 +154,7 @@ class ParameterCollection(abc.ABC):
         """
         groups = storage_groups(self)
         check_keys(groups, state, strict=strict, subject="state")
-
-        plan: list[tuple[Parameter, np.ndarray]] = []
+        plan = WritePlan("state")
         for members in groups.values():
             given = [(path, state[path]) for path, _ in members if path in state]
             if not given:
@@ -186,11 +168,9 @@ class ParameterCollection(abc.ABC):
                     msg = (f"Cannot load state into tied parameters {first_path!r} and {path!r}: expected one value "
                            "for the tie group, got two different ones. Give the value under one path only.")
                     raise errors.StateError(msg, path=path, expected="equal values", got="different values")
-            if p.state == "deferred" and not p._accepts_deferred_value():
-                p._require_data(f"load {first_path!r} into")
-            plan.append((p, array))
-        for p, array in plan:
-            p._commit(array)
+            plan.check_writable(first_path, p)
+            plan.add(first_path, p, functools.partial(np.asarray, array))
+        plan.commit(description="load state", progress=False)
 
     # ---- initialization --------------------------------------------------------
 
@@ -219,7 +199,7 @@ class ParameterCollection(abc.ABC):
         Returns:
             An :class:`InitReport` of what was initialized, skipped and deferred.
         """
-        from polyparam._initialize import initialize_parameters
+        from polyparam.init.run import initialize_parameters
 
         return initialize_parameters((p for _, p in self._occurrences()), init,
                                      force_reinit=force_reinit, seed=seed, by_role=True, progress=progress)
@@ -230,7 +210,7 @@ class ParameterCollection(abc.ABC):
         """``(rank, world_size)`` of this process in a distributed job; ``(0, 1)`` by default."""
         return 0, 1
 
-    def _barrier(self) -> None:
+    def _barrier(self) -> None:  # noqa: B027 - an optional hook whose default does nothing
         """Wait for every process of a distributed job (sharded saves); nothing by default."""
 
     def _broadcast(self, value: int) -> int:
@@ -249,8 +229,6 @@ class ParameterCollection(abc.ABC):
 
     def ties(self) -> list[TieGroup]:
         """Every group of parameters that share storage, with all their paths."""
-        from polyparam._tie import TieGroup
-
         groups: dict[Any, list[Parameter]] = {}
         order: dict[Any, list[str]] = {}
         for path, p in self._occurrences():
@@ -288,11 +266,12 @@ class ParameterCollection(abc.ABC):
                 continue
             seen.add(p._identity())
             tensors += 1
-            if p.size is None:
+            size, size_bytes = p.size, p.nbytes
+            if size is None or size_bytes is None:
                 unknown = True
             else:
-                scalars += p.size
-                nbytes += p.nbytes
+                scalars += size
+                nbytes += size_bytes
         more = " + deferred" if unknown else ""
         table.caption = f"{tensors} tensors, {scalars:,} scalars{more}, {_human_bytes(nbytes)}"
         table.caption_justify = "left"
@@ -323,10 +302,11 @@ def _suffix_match(full: str, suffix: str) -> bool:
     return full[-len(suffix) - 1] in "._/:" or suffix[0] in "._/:"
 
 
-def _human_bytes(n: int) -> str:
+def _human_bytes(count: int) -> str:
+    n = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
-            return f"{n:,} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+            return f"{count:,} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
         n /= 1024
     raise AssertionError
 
@@ -345,7 +325,8 @@ class ParameterSelection(ParameterCollection):
         for q, p in self._chosen:
             if q == path:
                 return p
-        msg = f"Cannot find {path!r} in the selection: expected one of {[q for q, _ in self._chosen][:10]}, got {path!r}. Use get() for suffixes."
+        msg = (f"Cannot find {path!r} in the selection: expected one of {[q for q, _ in self._chosen][:10]}, "
+               f"got {path!r}. Use get() for suffixes.")
         raise errors.ParameterNotFoundError(msg, path=path, expected="a selected path", got=path)
 
     def __iter__(self) -> Iterator[Parameter]:
@@ -360,11 +341,17 @@ class ParameterTree(ParameterCollection):
 
     ``tree[i]`` is the i-th child block, mirroring the framework's own indexing;
     ``tree["0.1.0.bias"]`` and ``tree[0][1][0]["bias"]`` reach the same parameter.
-    Backends implement :meth:`_children` and :meth:`_leaves`.
+
+    **Backend hooks.** Must implement: `_children` (child blocks, in the framework's
+    order) and `_leaves` (this node's own parameters). May implement: `_to` (move every
+    parameter to a device, keeping ties; the "devices" capability), and the distributed
+    hooks of :class:`ParameterCollection`. Override for speed: `_occurrences` (every
+    parameter in model order, tied ones under each path, without walking node by node).
+    Core steps, not hooks: `_not_found`.
     """
 
     #: The backend name, e.g. ``"torch"``; set by each subclass.
-    backend: ClassVar[str] = ""
+    backend: str = ""
 
     def __init__(self, native: Any, /, *, path: str = "") -> None:
         self._native_obj = native
@@ -391,8 +378,13 @@ class ParameterTree(ParameterCollection):
         """This node's own parameters, as (canonical leaf name, Parameter)."""
 
     def _to(self, device: str) -> None:
-        msg = f"Cannot move {self.backend} parameters to {device!r}: the {self.backend} backend has one device."
-        raise errors.DeviceMismatchError(msg, path=self.path or None, expected="cpu", got=device)
+        """Move every parameter to ``device``, keeping ties. Default: accept the device they are on, refuse others."""
+        current = sorted({p.device for _, p in self._occurrences()})
+        if current in ([device], []):
+            return
+        msg = (f"Cannot move {self.backend} parameters to {device!r}: expected the device they are on "
+               f"{current}, got {device!r}. The {self.backend} backend cannot move parameters between devices.")
+        raise errors.DeviceMismatchError(msg, path=self.path or None, expected=current, got=device)
 
     # ---- navigation ------------------------------------------------------------
 
@@ -417,8 +409,11 @@ class ParameterTree(ParameterCollection):
         """The child blocks, like ``for layer in net``."""
         return iter([child for _, child in self._children()])
 
-    def __getitem__(self, key: int | str) -> ParameterTree | Parameter:
-        """A child block by position or name, a parameter by leaf name, or either by dotted path."""
+    def __getitem__(self, key: int | str) -> Any:
+        """A child block by position or name, a parameter by leaf name, or either by dotted path.
+
+        Returns a :class:`ParameterTree` or a :class:`Parameter` (typed ``Any``, as pandas types
+        ``DataFrame.__getitem__``, so ``tree["0.weight"].numpy()`` type-checks)."""
         if isinstance(key, (int, np.integer)):
             children = self._children()
             try:
@@ -436,9 +431,9 @@ class ParameterTree(ParameterCollection):
         segments = key.split(".") if key else [key]
         for i, segment in enumerate(segments):
             last = i == len(segments) - 1
-            children = dict(node._children())
-            if segment in children:
-                node = children[segment]
+            by_name = dict(node._children())
+            if segment in by_name:
+                node = by_name[segment]
                 continue
             if last:
                 leaves = dict(node._leaves())

@@ -25,17 +25,19 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from polyparam import errors
-from polyparam._formats import PolyparamMetadata, fingerprint
-from polyparam._parameter import format_shape
+from polyparam._layout import format_shape
+from polyparam._params.plan import WritePlan, check_keys, storage_groups
+from polyparam.checkpoint.formats import PolyparamMetadata, fingerprint
+from polyparam.checkpoint.io import LoadReport, atomic_write, contiguous, write_tensors
 
 if TYPE_CHECKING:
-    from polyparam._checkpoint import LoadReport
-    from polyparam._tree import ParameterTree
+    from polyparam._params.parameter import Parameter
+    from polyparam._params.tree import ParameterTree
 
 __all__ = ["Piece", "ShardIndex", "consolidate", "load_sharded", "save_sharded", "write_shard_file"]
 
@@ -63,13 +65,12 @@ def write_shard_file(directory: str | os.PathLike[str], rank: int, world: int, p
                      ties: list[list[str]], backend: str | None, checksum: bool = True,
                      save_id: int | None = None) -> str:
     """Write one process's pieces atomically; returns the file written."""
-    from polyparam._checkpoint import _contiguous, atomic_write
 
     os.makedirs(directory, exist_ok=True)
     tensors: dict[str, np.ndarray] = {}
     described: dict[str, Any] = {}
     for piece in pieces:
-        value = _contiguous(piece.value)
+        value = contiguous(piece.value)
         tensors[piece.path] = value
         described[piece.path] = {"path": piece.path, "global_shape": list(piece.global_shape),
                                  "offset": list(piece.offset), "role": piece.role,
@@ -77,7 +78,7 @@ def write_shard_file(directory: str | os.PathLike[str], rank: int, world: int, p
     header = {"version": SHARD_VERSION, "rank": rank, "world_size": world, "backend": backend, "ties": ties,
               "save_id": save_id, "pieces": described}
     target = shard_file(directory, rank, world)
-    from polyparam._formats._safetensors import write
+    from polyparam.checkpoint.formats.safetensors import write
 
     with atomic_write(target) as tmp:
         write(tmp, tensors, {"format": "polyparam-shard", "polyparam.shard": json.dumps(header)})
@@ -107,11 +108,12 @@ def save_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, c
                 box, value = tuple(slice(0, d) for d in p.shape), p.numpy()
             else:
                 value = p._read_local()
-            pieces.append(Piece(path, tuple(p.shape), tuple(s.start for s in box), value, p.role))
+            shape = cast("tuple[int, ...]", tuple(p.shape))  # the data exists (checked above): every dimension is known
+            pieces.append(Piece(path, shape, tuple(s.start for s in box), value, p.role))
         ties = [list(group.paths) for group in tree.ties()]
         write_shard_file(directory, rank, world, pieces, ties=ties, backend=tree.backend, checksum=checksum,
                          save_id=save_id)
-    except Exception as exc:  # every process must reach the agreement below, or the others wait forever
+    except Exception as exc:  # noqa: BLE001  every process must reach the agreement below, or the others wait forever
         failure = exc
     if not tree._all_succeeded(failure is None):
         if failure is not None:
@@ -195,7 +197,7 @@ class ShardIndex:
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
-        from polyparam._formats._safetensors import SafetensorsArchive
+        from polyparam.checkpoint.formats.safetensors import SafetensorsArchive
 
         self.directory = os.fspath(directory)
         files = sorted(f for f in glob.glob(os.path.join(self.directory, "rank-*-of-*.safetensors"))
@@ -346,7 +348,7 @@ class ShardIndex:
             return out
         for file, key, offset, _, a, b in self._overlapping(path, box):
             src = tuple(slice(x - o, y - o) for x, y, o in zip(a, b, offset))
-            dst = tuple(slice(x - l, y - l) for x, y, l in zip(a, b, lo))
+            dst = tuple(slice(x - low, y - low) for x, y, low in zip(a, b, lo))
             out[dst] = self._archives[file].read(key)[src]   # a mapped view: only the box's pages are read
         return out
 
@@ -364,57 +366,35 @@ def load_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, s
 
 
 def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast: bool, verify: bool) -> LoadReport:
-    from polyparam._checkpoint import LoadReport
-
     source = index.paths()
-    from polyparam._tree import check_keys, storage_groups
-
     groups = storage_groups(tree)
     missing, unexpected = check_keys(groups, source, strict=strict, subject=repr(index.directory))
-    plan = []
+    plan = WritePlan(repr(index.directory))
+    stored_of: dict[str, str] = {}
     for members in groups.values():
         stored = next((source[q] for q, _ in members if q in source), None)
         if stored is None:
             continue
         path, p = members[0]
-        if tuple(p.shape) != index.shapes[stored]:
-            msg = (f"Cannot load {stored!r} from {index.directory!r} into parameter {path!r}: expected shape "
-                   f"{format_shape(p.shape)}, got {format_shape(index.shapes[stored])}. Load a checkpoint of the "
-                   "same architecture.")
-            raise errors.ShapeMismatchError(msg, path=path, expected=p.shape, got=index.shapes[stored])
-        dtype = index.dtypes[stored]
-        if dtype != p.dtype and not (cast and np.can_cast(dtype, p.dtype, casting="same_kind")):
-            msg = (f"Cannot load {stored!r} from {index.directory!r} into parameter {path!r}: expected dtype "
-                   f"{p.dtype.name!r}, got {dtype.name!r}. Pass cast=True to convert it.")
-            raise errors.DTypeMismatchError(msg, path=path, expected=p.dtype, got=dtype)
+        plan.check_fit(path, p, index.shapes[stored], index.dtypes[stored], key=stored, cast=cast)
         p._require_data(f"load {stored!r} into")
-        plan.append((path, p, stored))
+
+        def read(p: Parameter = p, stored: str = stored) -> np.ndarray:
+            return index.read(stored, p._local_box())
+
+        plan.add(path, p, read, local=True)
+        stored_of[path] = stored
     if verify:
-        for _, p, stored in plan:
-            index.verify(stored, p._local_box())
-    to_tie = []
+        for write in plan.writes:
+            index.verify(stored_of[write.path], write.param._local_box())
     by_path = {q: p for members in groups.values() for q, p in members}
     for group in index.ties:
-        present = [by_path[q] for q in group if q in by_path]
-        if len({p._identity() for p in present}) > 1:
-            to_tie.append(present)
+        present = list({p._identity(): (q, p) for q, p in ((q, by_path[q]) for q in group if q in by_path)}.values())
+        if len(present) > 1:
+            plan.add_tie(present, fix="Load into the architecture the checkpoint was saved from.")
     report = LoadReport(missing=missing if not strict else [], unexpected=unexpected if not strict else [])
-    if to_tie:
-        from polyparam._tie import tie
-
-        for params in to_tie:
-            tie(*list({p._identity(): p for p in params}.values()))
-            report.tied.append([p.path for p in params])
-    for path, p, stored in plan:
-        box = p._local_box()
-        value = index.read(stored, box)
-        if value.dtype != p.dtype:
-            value = value.astype(p.dtype)
-        if box is None:
-            p._write(value)
-        else:
-            p._write_local(value)
-        report.loaded.append(path)
+    plan.commit(description=f"load {os.path.basename(index.directory)}", progress=False,
+                on_written=report.loaded.append, on_tied=report.tied.append)
     return report
 
 
@@ -424,8 +404,6 @@ def consolidate(directory: str | os.PathLike[str], path: str | os.PathLike[str],
     Runs in one process, without any framework; pieces are verified against their
     checksums. Holds the whole model in memory while writing.
     """
-    from polyparam._checkpoint import write_tensors
-
     with ShardIndex(directory) as index:
         tensors = {p: index.read(p, verify=True) for p in index.pieces}
         meta = PolyparamMetadata(ties=[g for g in index.ties if any(q in tensors for q in g)], backend=index.backend,

@@ -7,106 +7,19 @@ version, the layout, the tie groups and a checksum per tensor.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
-import re
-import shutil
-import socket
-import tempfile
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
 from polyparam import errors
-from polyparam._formats import (WRITABLE, Archive, PolyparamMetadata, detect_format, fingerprint, open_archive)
-from polyparam._parameter import Parameter, format_shape
-from polyparam._tree import ParameterTree, check_keys, storage_groups
+from polyparam._params.plan import WritePlan, check_keys, storage_groups
+from polyparam._params.tree import ParameterTree
+from polyparam.checkpoint.formats import Archive, PolyparamMetadata, open_archive
+from polyparam.checkpoint.io import LoadReport, atomic_write, contiguous, write_tensors
 
 __all__ = ["LoadReport", "atomic_write", "convert", "load", "save"]
-
-
-# ---- atomic writes --------------------------------------------------------------------
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not every platform lets a directory be opened (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-#: This host, as temporary file names carry it (a process id means nothing on another host).
-_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
-
-
-def _remove_stale_temporaries(directory: str, prefix: str) -> None:
-    """Delete ``prefix<pid>.*.tmp`` folders left by killed saves: same host, process no longer running."""
-    if os.name != "posix":      # os.kill(pid, 0) only probes on POSIX
-        return
-    with contextlib.suppress(OSError), os.scandir(directory) as entries:
-        for entry in entries:
-            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
-                continue
-            pid = entry.name[len(prefix):].split(".", 1)[0]
-            if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
-                continue
-            shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:             # exists but is not ours to signal, or cannot be probed
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
-    """Yield a temporary path in ``path``'s directory; on success it replaces ``path`` durably.
-
-    The temporary file is fsynced, renamed over the target (``os.replace``, atomic on
-    one filesystem) and the directory fsynced. On any exception, including
-    ``KeyboardInterrupt``, the temporary file is removed and the target is untouched.
-
-    The temporary file lives in its own folder ``.<name>.<host>-<pid>.*.tmp`` beside the
-    target, so whatever a writer makes there (safetensors writes its own temporary file
-    and renames it) goes with it. A process killed midway leaves the target as it was
-    and that folder, which the next save to the same target on this host deletes once
-    the process is gone.
-    """
-    target = os.path.abspath(os.fspath(path))
-    directory, name = os.path.split(target)
-    prefix = f".{name}.{_HOST}-"
-    _remove_stale_temporaries(directory, prefix)
-    work = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=directory)
-    tmp = os.path.join(work, name)
-    try:
-        try:
-            mode = os.stat(target).st_mode & 0o7777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        yield tmp
-        # writers that replace the temporary file themselves make 0600: keep the
-        # target's permissions, or the usual ones for a new file
-        os.chmod(tmp, mode)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(directory)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 # ---- save -----------------------------------------------------------------------------
@@ -115,48 +28,9 @@ def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
 def _tree_of(obj: Any) -> ParameterTree:
     if isinstance(obj, ParameterTree):
         return obj
-    import polyparam
+    from polyparam._manager import tree
 
-    return polyparam.tree(obj)
-
-
-def _contiguous(array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
-    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
-
-
-def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], meta: PolyparamMetadata, *,
-                  format: str | None = None, checksum: bool = True) -> None:
-    """Write ``tensors`` and ``meta`` atomically in ``format`` (from the extension by default)."""
-    file = os.fspath(path)
-    fmt = format or detect_format(file)
-    if fmt not in WRITABLE:
-        msg = (f"Cannot save to {file!r}: expected a writable format {list(WRITABLE)}, got {fmt!r}. "
-               "Save as .safetensors or .npz (native formats are read-only for polyparam).")
-        raise errors.UnsupportedFormatError(msg, file=file, expected=list(WRITABLE), got=fmt)
-    if fmt == "safetensors":
-        from polyparam._formats._safetensors import st_dtype_name, write
-
-        # The writer takes raw pointers: every array must be C-contiguous and native-endian.
-        tensors = {key: _contiguous(value) for key, value in tensors.items()}
-        for key, value in tensors.items():
-            if st_dtype_name(value.dtype) is None:
-                msg = (f"Cannot save {key!r} to {file!r}: expected a dtype safetensors stores, got "
-                       f"{value.dtype.name!r}. Save as .npz, or cast the parameter.")
-                raise errors.UnknownDTypeError(msg, file=file, path=key, expected="safetensors dtype", got=value.dtype.name)
-    if checksum:
-        meta.checksums = {key: fingerprint(value) for key, value in tensors.items()}
-    strings = meta.to_strings()
-    with atomic_write(file) as tmp:
-        if fmt == "safetensors":
-            write(tmp, tensors, strings)
-        else:
-            from polyparam._formats._npz import write as write_npz
-
-            with open(tmp, "wb") as fh:
-                write_npz(fh, tensors, strings)
+    return tree(obj)
 
 
 def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = None,
@@ -196,11 +70,12 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
         ['w']
     """
     if aliases not in ("reference", "materialize"):
-        msg = f"Invalid value for argument `aliases`: expected one of ('reference', 'materialize'). Received: aliases={aliases!r}."
-        raise ValueError(msg)
+        msg = ("Invalid value for argument `aliases`: expected one of ('reference', 'materialize'). Received: "
+               f"aliases={aliases!r}.")
+        raise errors.InvalidArgumentError(msg, argument="aliases", expected=("reference", "materialize"), got=aliases)
     tree = _tree_of(tree)
     if sharded:
-        from polyparam._sharded import save_sharded
+        from polyparam.checkpoint.sharded import save_sharded
 
         save_sharded(tree, path, checksum=checksum)
         return
@@ -210,7 +85,7 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
 
     for path_, p in track(tree.items(), description=f"save {os.path.basename(os.fspath(path))}",
                           progress=progress, weight=lambda item: item[1].nbytes):
-        tensors[path_] = _contiguous(p.numpy())
+        tensors[path_] = contiguous(p.numpy())
         roles[path_] = p.role
     ties = [list(group.paths) for group in tree.ties()]
     if aliases == "materialize":
@@ -223,43 +98,6 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
 
 
 # ---- load -----------------------------------------------------------------------------
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load` did.
-
-    Attributes:
-        loaded: Paths written (one per tie group of the model).
-        missing: Model paths the file had no value for (only with ``strict=False``).
-        unexpected: File paths the model has no parameter for (only with ``strict=False``).
-        tied: Tie groups restored from the file (paths).
-    """
-
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    tied: list[list[str]] = field(default_factory=list)
-
-
-def _check_fits(p: Parameter, path: str, key: str, archive: Archive, cast: bool) -> None:
-    entry = archive.entries[key]
-    shape = p.shape
-    if len(shape) != len(entry.shape) or any(d is not None and d != g for d, g in zip(shape, entry.shape)):
-        msg = (f"Cannot load {key!r} from {archive.file!r} into parameter {path!r}: expected shape "
-               f"{format_shape(shape)}, got {format_shape(entry.shape)}. Load a checkpoint of the same architecture "
-               "(canonical layout: dense weights are (out, in)).")
-        raise errors.ShapeMismatchError(msg, path=path, expected=shape, got=entry.shape)
-    if entry.dtype != p.dtype:
-        castable = entry.dtype.kind in "biufc" and np.can_cast(entry.dtype, p.dtype, casting="same_kind")
-        if not (cast and castable):
-            fix = ("Pass cast=True to convert it." if castable
-                   else f"Convert the checkpoint to {p.dtype.name!r} first.")
-            msg = (f"Cannot load {key!r} from {archive.file!r} into parameter {path!r}: expected dtype "
-                   f"{p.dtype.name!r}, got {entry.dtype.name!r}. {fix}")
-            raise errors.DTypeMismatchError(msg, path=path, expected=p.dtype, got=entry.dtype)
-    if p.state == "deferred" and not p._accepts_deferred_value():
-        p._require_data(f"load {key!r} into")
 
 
 def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, format: str | None = None,
@@ -299,12 +137,13 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, for
         TieMismatchError: The file's ties and the model's cannot be reconciled.
     """
     if ties not in ("restore", "strict", "ignore"):
-        msg = f"Invalid value for argument `ties`: expected one of ('restore', 'strict', 'ignore'). Received: ties={ties!r}."
-        raise ValueError(msg)
+        msg = ("Invalid value for argument `ties`: expected one of ('restore', 'strict', 'ignore'). Received: "
+               f"ties={ties!r}.")
+        raise errors.InvalidArgumentError(msg, argument="ties", expected=("restore", "strict", "ignore"), got=ties)
     tree = _tree_of(tree)
     file = os.fspath(path)
     if os.path.isdir(file):  # a sharded checkpoint: pp.save(tree, directory, sharded=True)
-        from polyparam._sharded import load_sharded
+        from polyparam.checkpoint.sharded import load_sharded
 
         return load_sharded(tree, file, strict=strict, cast=cast, verify=verify)
     with open_archive(file, format=format, mmap=mmap) as archive:
@@ -322,56 +161,36 @@ def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ti
     groups = storage_groups(tree)
     model_paths = {path: key for key, members in groups.items() for path, _ in members}
     missing, unexpected = check_keys(groups, source, strict=strict, subject=repr(file))
+    plan = WritePlan(repr(file))
 
-    # Tie plan: the file's groups, as sets of model identities that must end up as one.
-    to_tie: list[list[tuple[str, Parameter]]] = []
+    # Ties: the file's groups, as sets of model identities that must end up as one.
     for fgroup in archive.metadata.ties:
-        present = [(q, groups[model_paths[q]]) for q in fgroup if q in model_paths]
-        identities = list(dict.fromkeys(model_paths[q] for q, _ in present))
+        present = [q for q in fgroup if q in model_paths]
+        identities = list(dict.fromkeys(model_paths[q] for q in present))
         if len(identities) < 2:
             continue
-        anchors = [groups[i][0] for i in identities]
         if ties == "strict":
-            msg = (f"Cannot load {file!r}: expected the model to tie {[q for q, _ in present]} as the file does, got "
+            msg = (f"Cannot load {file!r}: expected the model to tie {present} as the file does, got "
                    f"them untied. Pass ties='restore' to tie them, or tie them with pp.tie first.")
-            raise errors.TieMismatchError(msg, path=present[0][0], expected="tied", got="untied")
-        if ties == "ignore":
-            continue
-        first_path, first = anchors[0]
-        for q, member in anchors[1:]:
-            problem = None
-            if member.shape != first.shape:
-                problem = f"shapes {format_shape(first.shape)} and {format_shape(member.shape)}"
-            elif member.dtype != first.dtype:
-                problem = f"dtypes {first.dtype.name!r} and {member.dtype.name!r}"
-            elif member.device != first.device:
-                problem = f"devices {first.device!r} and {member.device!r}"
-            elif type(member).backend != type(first).backend:
-                problem = "different backends"
-            if problem:
-                msg = (f"Cannot load {file!r}: expected {first_path!r} and {q!r} to be tieable as the file records, "
-                       f"got {problem}. Load into the architecture the file was saved from.")
-                raise errors.TieMismatchError(msg, path=q, expected=first_path, got=problem)
-        to_tie.append(anchors)
-    if to_tie:
+            raise errors.TieMismatchError(msg, path=present[0], expected="tied", got="untied")
+        if ties == "restore":
+            plan.add_tie([groups[i][0] for i in identities],
+                         fix="Load into the architecture the file was saved from, or pass ties='ignore'.")
+    if plan.ties:
         from polyparam._manager import get_backend
 
-        backend = get_backend(tree.backend)
-        if "tying" not in backend.CAPABILITIES:
-            msg = (f"Cannot load {file!r}: expected a backend that can tie parameters to restore the file's ties "
-                   f"{[[q for q, _ in a] for a in to_tie]}, got the {tree.backend} backend. Pass ties='ignore'.")
-            raise errors.TieMismatchError(msg, path=to_tie[0][0][0], expected="tying", got=tree.backend)
+        plan.require_tying(tree.backend, get_backend(tree.backend).CAPABILITIES, fix="Pass ties='ignore'.")
 
-    # Value plan: one stored key per model group; members given different tensors must agree.
-    plan: list[tuple[str, Parameter, str]] = []
-    report = LoadReport(unexpected=unexpected if not strict else [], missing=missing if not strict else [])
+    # Values: one stored key per model group; members given different tensors must agree.
+    chosen: dict[str, str] = {}  # model path -> stored key
     for members in groups.values():
         keys = list(dict.fromkeys(source[q] for q, _ in members if q in source))
         if not keys:
             continue
         path, p = members[0]
         for key in keys:
-            _check_fits(p, path, key, archive, cast)
+            entry = archive.entries[key]
+            plan.check_fit(path, p, entry.shape, entry.dtype, key=key, cast=cast)
         if len(keys) > 1:
             values = [archive.read(k) for k in keys]
             for k, v in zip(keys[1:], values[1:]):
@@ -383,25 +202,15 @@ def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ti
                            "model's parameters first, or pass ties='ignore' to take the first.")
                     raise errors.TieMismatchError(msg, path=path, expected=keys[0], got=k)
             del values
-        plan.append((path, p, keys[0]))
+        plan.add(path, p, functools.partial(archive.read, keys[0]))
+        chosen[path] = keys[0]
     if verify:  # one tensor at a time (archives read through one file handle); each is summed on all threads
-        for _, _, key in plan:
+        for key in chosen.values():
             archive.verify(key, archive.read(key))
 
-    # Commit: nothing below is expected to fail on validated input.
-    for anchors in to_tie:
-        from polyparam._tie import tie
-
-        tie(*[p for _, p in anchors])
-        report.tied.append([q for q, _ in anchors])
-    from polyparam._progress import track
-
-    for path, p, key in track(plan, description=f"load {os.path.basename(archive.file)}", progress=progress,
-                              weight=lambda item: item[1].nbytes):
-        value = archive.read(key)
-        p._commit(value)
-        del value
-        report.loaded.append(path)
+    report = LoadReport(unexpected=unexpected if not strict else [], missing=missing if not strict else [])
+    plan.commit(description=f"load {os.path.basename(archive.file)}", progress=progress,
+                on_written=report.loaded.append, on_tied=report.tied.append)
     return report
 
 
@@ -419,7 +228,7 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], /, *, form
         for key in archive.entries:
             value = archive.read(key)
             archive.verify(key, value)
-            tensors[key] = _contiguous(value)
+            tensors[key] = contiguous(value)
             if progress is not None:
                 progress(key)
         meta = PolyparamMetadata(ties=[list(g) for g in archive.metadata.ties], backend=archive.metadata.backend,

@@ -12,17 +12,18 @@ use instead, rather than being called with arguments it does not expect.
 from __future__ import annotations
 
 import functools
-import json
 import inspect
+import json
 from typing import Any, Callable
 
+import polyparam.init.builtins as I  # noqa: N812  short, as the tables below read best
 from polyparam import errors
-from polyparam import init as I
+from polyparam.init.base import Initializer, loads
 
 __all__ = ["translate"]
 
 
-def translate(obj: Any) -> I.Initializer | None:
+def translate(obj: Any) -> Initializer | None:
     """The built-in equivalent of a torch, Keras or Gluon initializer; ``None`` for anything else."""
     fn = obj.func if isinstance(obj, functools.partial) else obj
     module = getattr(fn, "__module__", None) if inspect.isroutine(fn) else type(obj).__module__
@@ -45,7 +46,7 @@ def _refuse(what: str, why: str, instead: str) -> errors.InitializerError:
 # ---- torch.nn.init functions (plain, or functools.partial with their arguments) ------------------
 
 
-def _torch(obj: Any) -> I.Initializer:
+def _torch(obj: Any) -> Initializer:
     fn = obj.func if isinstance(obj, functools.partial) else obj
     name = fn.__name__
     args = (obj.args, obj.keywords) if isinstance(obj, functools.partial) else ((), {})
@@ -56,7 +57,7 @@ def _torch(obj: Any) -> I.Initializer:
     bound.apply_defaults()
     a = dict(bound.arguments)
     a.pop(next(iter(a)))                      # the tensor
-    build: dict[str, Callable[[], I.Initializer | None]] = {
+    build: dict[str, Callable[[], Initializer | None]] = {
         "uniform_": lambda: I.Uniform(a["b"]) if a["a"] == -a["b"] else None,
         "normal_": lambda: I.Normal(sigma=a["std"], mean=a["mean"]),
         "trunc_normal_": lambda: I.TruncatedNormal(sigma=a["std"], mean=a["mean"], a=(a["a"] - a["mean"]) / a["std"],
@@ -82,7 +83,7 @@ def _torch(obj: Any) -> I.Initializer:
 # ---- Keras 3 initializer objects ----------------------------------------------------------------------
 
 
-def _keras(obj: Any) -> I.Initializer:
+def _keras(obj: Any) -> Initializer:
     names = [c.__name__ for c in type(obj).__mro__]
     c = obj.get_config()
     if "VarianceScaling" in names:       # Glorot*, He*, Lecun* are VarianceScaling with fixed arguments
@@ -110,12 +111,12 @@ def _keras(obj: Any) -> I.Initializer:
 # ---- Gluon (mx.init) initializer objects: their own JSON is Gluon's, which pp.init.loads reads ---------
 
 
-def _gluon(obj: Any) -> I.Initializer:
+def _gluon(obj: Any) -> Initializer:
     text = obj.dumps()
     name, kwargs = json.loads(text)
     if name == "orthogonal":             # Gluon's (scale, rand_type): the scale is the gain
         return I.Orthogonal(kwargs.get("scale", 1.414))
     try:
-        return I.loads(text)
+        return loads(text)
     except errors.InitializerError as exc:
         raise _refuse(f"mx.init {text}", str(exc), "a pp.init built-in") from None

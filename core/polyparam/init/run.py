@@ -5,16 +5,17 @@ from __future__ import annotations
 import secrets
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 import numpy as np
 
 from polyparam import errors
 from polyparam._progress import track
-from polyparam.init import Initializer, ParamInfo, as_initializer
+from polyparam.init.base import Initializer, ParamInfo
+from polyparam.init.coerce import as_initializer
 
 if TYPE_CHECKING:
-    from polyparam._parameter import Parameter
+    from polyparam._params.parameter import Parameter
 
 __all__ = ["InitReport", "initialize_parameters"]
 
@@ -43,7 +44,7 @@ class InitReport:
 
 def _info(p: Parameter) -> ParamInfo:
     return ParamInfo(path=p.path, native_name=p.native_name, role=p.role, axes=p.axes,
-                     shape=tuple(p.shape), dtype=p.dtype, groups=p.groups)
+                     shape=cast("tuple[int, ...]", tuple(p.shape)), dtype=p.dtype, groups=p.groups)
 
 
 def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool) -> None:

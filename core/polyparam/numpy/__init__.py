@@ -80,7 +80,8 @@ class Param:
             if self.pending_init is None:
                 msg = (f"Cannot run forward with parameter {self.name!r}: expected an initialized parameter, got one "
                        "never initialized. Call net.initialize() (or pp.tree(net).initialize()) first.")
-                raise errors.UninitializedParameterError(msg, path=self.name, expected="initialized", got="uninitialized")
+                raise errors.UninitializedParameterError(msg, path=self.name, expected="initialized",
+                                                         got="uninitialized")
             fill, self.pending_init = self.pending_init, None
             fill()
         assert self.data is not None
@@ -106,6 +107,10 @@ class Block:
             def forward(self, x, tape):
                 return self.out.forward(self.hidden.forward(x, tape), tape)
     """
+
+    #: Child blocks and own parameters by attribute name (registered by ``__setattr__``).
+    _children: OrderedDict[str, Block]
+    params: OrderedDict[str, Param]
 
     def __init__(self, prefix: str | None = None) -> None:
         object.__setattr__(self, "_children", OrderedDict())
@@ -182,9 +187,9 @@ class Block:
 
     def initialize(self, init: Any = None, *, force_reinit: bool = False, seed: int | None = None) -> Any:
         """Initialize every parameter; see :meth:`polyparam.ParameterTree.initialize`."""
-        import polyparam
+        from polyparam._manager import tree
 
-        return polyparam.tree(self).initialize(init, force_reinit=force_reinit, seed=seed)
+        return tree(self).initialize(init, force_reinit=force_reinit, seed=seed)
 
     def __repr__(self) -> str:
         if not self._children:
@@ -208,8 +213,9 @@ def _activation(name: str | None) -> Any:
     if name is None:
         return None
     if name not in _ACTIVATIONS:
-        msg = f"Invalid value for argument `activation`: expected one of {sorted(_ACTIVATIONS)}. Received: activation={name!r}."
-        raise ValueError(msg)
+        msg = (f"Invalid value for argument `activation`: expected one of {sorted(_ACTIVATIONS)}. "
+               f"Received: activation={name!r}.")
+        raise errors.InvalidArgumentError(msg, argument="activation", expected=sorted(_ACTIVATIONS), got=name)
     return _ACTIVATIONS[name]
 
 

@@ -11,10 +11,17 @@ from typing import Any
 import numpy as np
 
 from polyparam import errors
-from polyparam._models import LAYER_SPECS, Case, ModelFactory
-from polyparam._parameter import Parameter, Shape
-from polyparam._tree import ParameterTree, join_path
-from polyparam.hookspecs import hookimpl
+from polyparam.backend import (
+    LAYER_SPECS,
+    Case,
+    ModelFactory,
+    Parameter,
+    ParameterTree,
+    Shape,
+    State,
+    discovery_hooks,
+    join_path,
+)
 from polyparam.numpy import Block, Dense, Param, Sequential
 
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
@@ -78,14 +85,14 @@ class NumpyParameter(Parameter):
     def _native_name(self) -> str:
         return self._param.name
 
-    def _state(self) -> str:
+    def _state(self) -> State:
         param = self._param
         if param.deferred:
             return "deferred"
         return "uninitialized" if param.data is None else "initialized"
 
     def _read(self) -> np.ndarray:
-        return self._param.data
+        return self._param.data  # type: ignore[return-value]  # the base class reads initialized parameters only
 
     def _write(self, array: np.ndarray, /) -> None:
         param = self._param
@@ -161,7 +168,8 @@ def _check_arrays(container: dict, prefix: str) -> None:
         elif not isinstance(value, np.ndarray):
             msg = (f"Cannot wrap dict entry {path!r}: expected a NumPy array or a nested dict, got "
                    f"{type(value).__name__}. Convert it with np.asarray.")
-            raise errors.UnsupportedModelError(msg, backend=NAME, path=path, expected="ndarray", got=type(value).__name__)
+            raise errors.UnsupportedModelError(msg, backend=NAME, path=path, expected="ndarray",
+                                               got=type(value).__name__)
 
 
 class ArrayParameter(Parameter):
@@ -192,7 +200,7 @@ class ArrayParameter(Parameter):
     def _native_name(self) -> str:
         return self.path
 
-    def _state(self) -> str:
+    def _state(self) -> State:
         return "initialized"
 
     def _read(self) -> np.ndarray:
@@ -257,7 +265,8 @@ class NumpyModels(ModelFactory):
 
     def shared(self) -> Case:
         shared = Dense(8, activation="relu")
-        net = Sequential(Dense(8, activation="relu"), shared, Dense(8, activation="relu", params=shared.params), Dense(10))
+        net = Sequential(Dense(8, activation="relu"), shared, Dense(8, activation="relu", params=shared.params),
+                         Dense(10))
         net.initialize()
         net(np.zeros((1, 20), np.float32))
         return Case(net, in_features=20, layers=["0", "1", "2", "3"], tied=[("1", "2")])
@@ -287,21 +296,7 @@ class NumpyModels(ModelFactory):
         model.backward()
 
 
-# ---- hooks (this module is registered as the numpy plugin) ------------------------------
+# ---- hooks (this module is registered as the numpy plugin by the plugin manager itself) -----
 
-
-@hookimpl
-def polyparam_backend_names() -> list[str]:
-    return [NAME]
-
-
-@hookimpl
-def polyparam_get_backend(name: str) -> Any:
-    import sys
-
-    return sys.modules[__name__] if name == NAME else None
-
-
-@hookimpl
-def polyparam_backend_for(obj: object) -> str | None:
-    return NAME if is_native(obj) else None
+polyparam_backend_names, polyparam_get_backend, polyparam_backend_for = discovery_hooks(
+    NAME, __name__, owns=is_native)

@@ -21,8 +21,15 @@ from typing import IO, Any
 import numpy as np
 
 from polyparam import errors
-from polyparam._formats import (MAX_TENSORS, Archive, Entry, PolyparamMetadata, check_key, check_shape,
-                                refuse_other_format)
+from polyparam.checkpoint.formats.base import (
+    MAX_TENSORS,
+    Archive,
+    Entry,
+    PolyparamMetadata,
+    check_key,
+    check_shape,
+    refuse_other_format,
+)
 
 __all__ = ["KerasH5Archive", "MxnetArchive", "TorchArchive"]
 
@@ -71,7 +78,8 @@ class TorchArchive(_InMemory):
                 msg = (f"Cannot read {file!r}: expected tensors only, got content torch's weights-only loader "
                        f"refuses ({type(exc).__name__}). polyparam never unpickles arbitrary objects.")
                 raise errors.UnsafeContentError(msg, file=file, expected="tensors", got=type(exc).__name__) from None
-            msg = f"Cannot read {file!r}: expected a readable PyTorch checkpoint, got {type(exc).__name__}: {text[:200]}."
+            msg = (f"Cannot read {file!r}: expected a readable PyTorch checkpoint, got {type(exc).__name__}: "
+                   f"{text[:200]}.")
             raise errors.CorruptArchiveError(msg, file=file, expected="torch zip", got=text[:200]) from None
         if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
             loaded = loaded["state_dict"]
@@ -171,16 +179,18 @@ class MxnetArchive(Archive):
             version = cur.u32(what)
             if version not in (_MX_V2, _MX_V3):
                 msg = f"Cannot read {file!r}: expected an NDArray V2/V3 magic for {what}, got {version:#x}."
-                raise errors.UnsupportedVersionError(msg, file=file, expected=[hex(_MX_V2), hex(_MX_V3)], got=hex(version))
+                raise errors.UnsupportedVersionError(msg, file=file, expected=[hex(_MX_V2), hex(_MX_V3)],
+                                                     got=hex(version))
             stype = cur.i32(what)
             if stype != 0:
-                msg = f"Cannot read {file!r}: expected dense arrays, got storage type {stype} for {what}. Save dense arrays."
+                msg = (f"Cannot read {file!r}: expected dense arrays, got storage type {stype} for {what}. "
+                       "Save dense arrays.")
                 raise errors.HeaderSchemaError(msg, file=file, expected=0, got=stype)
             ndim = cur.i32(what)
             if ndim < 0 or ndim > 64:
                 if ndim == -1 and version == _MX_V3:
-                    raise errors.HeaderSchemaError(f"Cannot read {file!r}: expected a known shape for {what}, got none.",
-                                                   file=file, expected="shape", got=None)
+                    msg = f"Cannot read {file!r}: expected a known shape for {what}, got none."
+                    raise errors.HeaderSchemaError(msg, file=file, expected="shape", got=None)
                 msg = f"Cannot read {file!r}: expected 0..64 dimensions for {what}, got {ndim}."
                 raise errors.ShapeOverflowError(msg, file=file, expected="0..64", got=ndim)
             dims = struct.unpack(f"<{ndim}q", cur.take(8 * ndim, what)) if ndim else ()
@@ -189,7 +199,8 @@ class MxnetArchive(Archive):
             cur.i32(what)  # device id
             flag = cur.i32(what)
             if flag not in _MX_DTYPES:
-                msg = f"Cannot read {file!r}: expected an MXNet dtype flag in {sorted(_MX_DTYPES)}, got {flag} for {what}."
+                msg = (f"Cannot read {file!r}: expected an MXNet dtype flag in {sorted(_MX_DTYPES)}, got {flag} for "
+                       f"{what}.")
                 raise errors.UnknownDTypeError(msg, file=file, expected=sorted(_MX_DTYPES), got=flag)
             dtype = np.dtype(_MX_DTYPES[flag])
             nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
@@ -215,7 +226,8 @@ class MxnetArchive(Archive):
                 raise errors.HeaderEncodingError(f"Cannot read {file!r}: expected UTF-8 names, got {raw[:40]!r}.",
                                                  file=file, expected="UTF-8", got=raw[:40]) from None
         if cur.pos != size:
-            msg = f"Cannot read {file!r}: expected the file to end at byte {cur.pos:,}, got {size - cur.pos:,} more bytes."
+            msg = (f"Cannot read {file!r}: expected the file to end at byte {cur.pos:,}, got {size - cur.pos:,} more "
+                   "bytes.")
             raise errors.TrailingBytesError(msg, file=file, expected=cur.pos, got=size)
         if not names:
             names = [str(i) for i in range(count)]
@@ -238,7 +250,8 @@ class MxnetArchive(Archive):
         self._fh.seek(offset)
         raw = self._fh.read(nbytes)
         if len(raw) != nbytes:
-            raise errors.TruncatedFileError(f"Cannot read {key!r} from {self.file!r}: expected {nbytes} bytes, got {len(raw)}.",
+            raise errors.TruncatedFileError(f"Cannot read {key!r} from {self.file!r}: expected {nbytes} bytes, "
+                                            f"got {len(raw)}.",
                                             file=self.file, path=key, expected=nbytes, got=len(raw))
         return np.frombuffer(raw, entry.dtype).reshape(entry.shape)
 
@@ -302,7 +315,8 @@ class KerasH5Archive(_InMemory):
             if not isinstance(link, h5py.HardLink):
                 msg = (f"Cannot read {file!r}: expected only hard links, got a {type(link).__name__} at {where!r}. "
                        "Links can point outside the file; polyparam does not follow them.")
-                raise errors.UnsafeContentError(msg, file=file, path=where, expected="HardLink", got=type(link).__name__)
+                raise errors.UnsafeContentError(msg, file=file, path=where, expected="HardLink",
+                                                got=type(link).__name__)
             obj = group[name]
             if isinstance(obj, h5py.Group):
                 self._walk(h5py, obj, where, size, count)
@@ -310,7 +324,8 @@ class KerasH5Archive(_InMemory):
             if not isinstance(obj, h5py.Dataset):
                 continue
             if obj.is_virtual or obj.external:
-                msg = f"Cannot read {file!r}: expected data stored in the file, got a virtual or external dataset at {where!r}."
+                msg = (f"Cannot read {file!r}: expected data stored in the file, got a virtual or external dataset at "
+                       f"{where!r}.")
                 raise errors.UnsafeContentError(msg, file=file, path=where, expected="internal dataset", got="external")
             dtype = obj.dtype
             if dtype.kind not in "biufc" or dtype.fields is not None:

@@ -20,8 +20,15 @@ from typing import IO
 import numpy as np
 
 from polyparam import errors
-from polyparam._formats import (MAX_TENSORS, Archive, Entry, PolyparamMetadata, check_key, check_shape,
-                                refuse_other_format)
+from polyparam.checkpoint.formats.base import (
+    MAX_TENSORS,
+    Archive,
+    Entry,
+    PolyparamMetadata,
+    check_key,
+    check_shape,
+    refuse_other_format,
+)
 
 __all__ = ["META_MEMBER", "NpzArchive", "write"]
 
@@ -77,9 +84,11 @@ def _read_npy_header(fh: IO[bytes], member: str, size: int, file: str) -> tuple[
         got = sorted(map(str, header)) if isinstance(header, dict) else type(header).__name__
         msg = (f"Cannot read member {member!r} of {file!r}: expected the keys ['descr', 'fortran_order', 'shape'], "
                f"got {got}. The file is damaged.")
-        raise errors.HeaderSchemaError(msg, file=file, path=member, expected=["descr", "fortran_order", "shape"], got=got)
+        raise errors.HeaderSchemaError(msg, file=file, path=member, expected=["descr", "fortran_order", "shape"],
+                                       got=got)
     if not isinstance(header["fortran_order"], bool):
-        msg = f"Cannot read member {member!r} of {file!r}: expected fortran_order True or False, got {header['fortran_order']!r}."
+        msg = (f"Cannot read member {member!r} of {file!r}: expected fortran_order True or False, got "
+               f"{header['fortran_order']!r}.")
         raise errors.HeaderSchemaError(msg, file=file, path=member, expected=bool, got=header["fortran_order"])
     descr = header["descr"]
     dtype = None
@@ -89,8 +98,8 @@ def _read_npy_header(fh: IO[bytes], member: str, size: int, file: str) -> tuple[
         except (TypeError, ValueError):
             dtype = None
     if dtype is None or dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
-        msg = (f"Cannot read member {member!r} of {file!r}: expected a numeric dtype (bool, int, uint, float, complex), "
-               f"got {descr!r}. Object and structured arrays are refused (they may hold pickles).")
+        msg = (f"Cannot read member {member!r} of {file!r}: expected a numeric dtype (bool, int, uint, float, "
+               f"complex), got {descr!r}. Object and structured arrays are refused (they may hold pickles).")
         raise errors.UnknownDTypeError(msg, file=file, path=member, expected="numeric dtype", got=str(descr)[:60])
     shape = check_shape(list(header["shape"]) if isinstance(header["shape"], tuple) else header["shape"], member, file)
     return dtype, shape, header["fortran_order"], start + n
@@ -126,7 +135,8 @@ class NpzArchive(Archive):
             self._zip = zipfile.ZipFile(self._fh)
             infos = self._zip.infolist()
         except _ZIP_ERRORS as exc:
-            msg = f"Cannot read {file!r}: expected a readable zip archive, got {type(exc).__name__}: {exc}. The file is truncated or damaged."
+            msg = (f"Cannot read {file!r}: expected a readable zip archive, got {type(exc).__name__}: {exc}. "
+                   "The file is truncated or damaged.")
             raise errors.CorruptArchiveError(msg, file=file, expected="zip", got=str(exc)[:200]) from None
         if len(infos) > MAX_TENSORS:
             msg = f"Cannot read {file!r}: expected at most {MAX_TENSORS:,} members, got {len(infos):,}."
@@ -162,8 +172,10 @@ class NpzArchive(Archive):
                 msg = f"Cannot read member {name!r} of {file!r}: expected intact data, got {exc}. The file is corrupt."
                 raise errors.ChecksumError(msg, file=file, path=name, expected="CRC match", got=str(exc)) from None
             except _ZIP_ERRORS as exc:
-                msg = f"Cannot read member {name!r} of {file!r}: expected a readable member, got {type(exc).__name__}: {exc}."
-                raise errors.CorruptArchiveError(msg, file=file, path=name, expected="zip member", got=str(exc)[:200]) from None
+                msg = (f"Cannot read member {name!r} of {file!r}: expected a readable member, got "
+                       f"{type(exc).__name__}: {exc}.")
+                raise errors.CorruptArchiveError(msg, file=file, path=name, expected="zip member",
+                                                 got=str(exc)[:200]) from None
             key = check_key(name[:-4], file)
             numel = 1
             for d in shape:
@@ -208,7 +220,7 @@ class NpzArchive(Archive):
         try:
             with self._zip.open(info) as fh:
                 fh.read(header_len)
-                view = memoryview(out).cast("B") if nbytes else memoryview(b"")
+                view = out.data.cast("B") if nbytes else memoryview(b"")
                 got = 0
                 while got < nbytes:
                     chunk = fh.readinto(view[got:]) if hasattr(fh, "readinto") else 0
@@ -225,15 +237,15 @@ class NpzArchive(Archive):
             if "CRC" not in str(exc):
                 raise errors.CorruptArchiveError(f"Cannot read tensor {key!r} from {self.file!r}: expected a readable "
                                                  f"member, got {exc}.", file=self.file, path=key) from None
-            msg = f"Cannot read tensor {key!r} from {self.file!r}: expected intact data, got {exc}. The file is corrupt."
+            msg = (f"Cannot read tensor {key!r} from {self.file!r}: expected intact data, got {exc}. "
+                   "The file is corrupt.")
             raise errors.ChecksumError(msg, file=self.file, path=key, expected="CRC match", got=str(exc)) from None
         except _ZIP_ERRORS as exc:
-            msg = f"Cannot read tensor {key!r} from {self.file!r}: expected a readable member, got {type(exc).__name__}: {exc}."
-            raise errors.CorruptArchiveError(msg, file=self.file, path=key, expected="zip member", got=str(exc)[:200]) from None
-        if fortran:
-            value = out.reshape(entry.shape[::-1]).T
-        else:
-            value = out.reshape(entry.shape)
+            msg = (f"Cannot read tensor {key!r} from {self.file!r}: expected a readable member, got "
+                   f"{type(exc).__name__}: {exc}.")
+            raise errors.CorruptArchiveError(msg, file=self.file, path=key, expected="zip member",
+                                             got=str(exc)[:200]) from None
+        value = out.reshape(entry.shape[::-1]).T if fortran else out.reshape(entry.shape)
         value.flags.writeable = False
         return value
 

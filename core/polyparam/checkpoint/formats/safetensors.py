@@ -10,6 +10,7 @@ violation has its own error class; nothing is allocated or mapped before all pas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap as _mmap
 import os
@@ -19,8 +20,15 @@ from typing import Any
 import numpy as np
 
 from polyparam import errors
-from polyparam._formats import (MAX_TENSORS, Archive, Entry, PolyparamMetadata, check_key, check_shape,
-                                refuse_other_format)
+from polyparam.checkpoint.formats.base import (
+    MAX_TENSORS,
+    Archive,
+    Entry,
+    PolyparamMetadata,
+    check_key,
+    check_shape,
+    refuse_other_format,
+)
 
 __all__ = ["DTYPES", "MAX_HEADER", "SafetensorsArchive", "parse", "write"]
 
@@ -71,7 +79,8 @@ def _no_duplicates(file: str) -> Any:
 
 
 def parse(head: bytes, file_size: int, read_header: Any, file: str) -> tuple[int, dict[str, Entry],
-                                                                              dict[str, tuple[int, int]], dict[str, str]]:
+                                                                              dict[str, tuple[int, int]], dict[str,
+                                                                                                               str]]:
     """Validate a safetensors file from its first 9 bytes and its size.
 
     ``read_header(n)`` returns the ``n`` header bytes. Returns the header length,
@@ -122,11 +131,13 @@ def parse(head: bytes, file_size: int, read_header: Any, file: str) -> tuple[int
     metadata = header.pop("__metadata__", {})
     if metadata is None:
         metadata = {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k,
+                                                 v in metadata.items()):
         msg = f"Cannot read {file!r}: expected '__metadata__' to map strings to strings, got {str(metadata)[:80]!r}."
         raise errors.HeaderSchemaError(msg, file=file, expected="dict[str, str]", got=str(metadata)[:80])
     if len(header) > MAX_TENSORS:
-        msg = f"Cannot read {file!r}: expected at most {MAX_TENSORS:,} tensors, got {len(header):,}. The file is hostile."
+        msg = (f"Cannot read {file!r}: expected at most {MAX_TENSORS:,} tensors, got {len(header):,}. "
+               "The file is hostile.")
         raise errors.TooManyTensorsError(msg, file=file, expected=MAX_TENSORS, got=len(header))
     entries: dict[str, Entry] = {}
     ranges: dict[str, tuple[int, int]] = {}
@@ -136,7 +147,8 @@ def parse(head: bytes, file_size: int, read_header: Any, file: str) -> tuple[int
             got = sorted(info) if isinstance(info, dict) else type(info).__name__
             msg = (f"Cannot read tensor {key!r} in {file!r}: expected exactly the fields "
                    f"['data_offsets', 'dtype', 'shape'], got {got}. The file is damaged.")
-            raise errors.HeaderSchemaError(msg, file=file, path=key, expected=["data_offsets", "dtype", "shape"], got=got)
+            raise errors.HeaderSchemaError(msg, file=file, path=key, expected=["data_offsets", "dtype", "shape"],
+                                           got=got)
         if not isinstance(info["dtype"], str):
             msg = f"Cannot read tensor {key!r} in {file!r}: expected a dtype name, got {info['dtype']!r}."
             raise errors.HeaderSchemaError(msg, file=file, path=key, expected="str", got=info["dtype"])
@@ -233,19 +245,18 @@ class SafetensorsArchive(Archive):
         else:
             out = np.empty(count, entry.dtype)
             self._fh.seek(self._base + begin)
-            got = self._fh.readinto(memoryview(out).cast("B"))
+            got = self._fh.readinto(out.data.cast("B"))
             if got != end - begin:
-                msg = f"Cannot read tensor {key!r} from {self.file!r}: expected {end - begin} bytes, got {got}. The file changed."
+                msg = (f"Cannot read tensor {key!r} from {self.file!r}: expected {end - begin} bytes, got {got}. "
+                       "The file changed.")
                 raise errors.TruncatedFileError(msg, file=self.file, path=key, expected=end - begin, got=got)
             out.flags.writeable = False
         return out.reshape(entry.shape)
 
     def close(self) -> None:
         if self._map is not None:
-            try:
+            with contextlib.suppress(BufferError):  # views are still alive; the map closes when the last one goes
                 self._map.close()
-            except BufferError:
-                pass  # views are still alive; the map closes when the last one goes
             self._map = None
         self._fh.close()
 

@@ -1,0 +1,39 @@
+"""Vocabulary shared by every layer of polyparam: shapes, roles and axis roles (a leaf module)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = ["AXIS_ROLES", "ROLES", "Shape", "State", "default_axes", "format_shape", "join_path"]
+
+Shape = tuple["int | None", ...]
+State = Literal["initialized", "uninitialized", "deferred"]
+
+#: What a parameter is for. Initializers dispatch on it: weights get the
+#: initializer, the other roles get their conventional values (see
+#: :mod:`polyparam.init`).
+ROLES = ("weight", "bias", "scale", "shift", "running_mean", "running_var", "other")
+
+#: What each axis of a parameter's canonical layout means. Fans are computed from
+#: these, never from axis positions.
+AXIS_ROLES = ("out", "in", "space", "other")
+
+
+def format_shape(shape: Shape) -> str:
+    """Format a shape with unknown dimensions shown as ``?``."""
+    inner = ", ".join("?" if d is None else str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def default_axes(role: str, ndim: int) -> tuple[str, ...]:
+    """Axis roles of a canonical (PyTorch-layout) parameter when an adapter declares none."""
+    if role == "weight" and ndim >= 2:
+        return ("out", "in") + ("space",) * (ndim - 2)
+    if ndim == 1 and role in ("bias", "scale", "shift", "running_mean", "running_var"):
+        return ("out",)
+    return ("other",) * ndim
+
+
+def join_path(prefix: str, name: str) -> str:
+    """``prefix.name``, or ``name`` at the root: how canonical paths are built."""
+    return f"{prefix}.{name}" if prefix else name

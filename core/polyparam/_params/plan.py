@@ -1,0 +1,165 @@
+"""Check, then commit: the one planner of every multi-parameter write.
+
+``load_state``, ``pp.load``, the sharded load and ``pp.transfer`` each build a
+:class:`WritePlan`: they group the model's parameters by storage
+(:func:`storage_groups`), match keys (:func:`check_keys`), check that each value fits
+its parameter (:meth:`WritePlan.check_fit`) and that each tie the source records can
+be made (:meth:`WritePlan.add_tie`, through :func:`~polyparam._params.ties.tie_problem`,
+the check ``pp.tie`` makes too). Only then does :meth:`WritePlan.commit` tie and
+write, every value through :meth:`Parameter._commit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import numpy as np
+
+from polyparam import errors
+from polyparam._layout import Shape, format_shape
+from polyparam._params.parameter import Parameter
+from polyparam._params.ties import tie_problem
+
+if TYPE_CHECKING:
+    from polyparam._params.tree import ParameterCollection
+
+__all__ = ["WritePlan", "check_keys", "storage_groups"]
+
+Groups = dict[Any, list[tuple[str, Parameter]]]
+
+
+def storage_groups(collection: ParameterCollection) -> Groups:
+    """Every (path, parameter) pair grouped by storage: a tie group per key, in model order."""
+    groups: Groups = {}
+    for path, p in collection._occurrences():
+        groups.setdefault(p._identity(), []).append((path, p))
+    return groups
+
+
+def check_keys(groups: Groups, keys: Any, *, strict: bool, subject: str) -> tuple[list[str], list[str]]:
+    """``(missing, unexpected)``: model groups no key covers, keys no model path has.
+
+    With ``strict``, either one raises :class:`~polyparam.errors.StateError` ("Cannot load <subject>").
+    """
+    known = {path for members in groups.values() for path, _ in members}
+    unexpected = sorted(k for k in keys if k not in known)
+    missing = [members[0][0] for members in groups.values() if not any(path in keys for path, _ in members)]
+    if strict and (unexpected or missing):
+        msg = (f"Cannot load {subject}: expected exactly the tree's keys, got {len(missing)} missing "
+               f"{missing[:10]} and {len(unexpected)} unexpected {unexpected[:10]}. "
+               "Pass strict=False to load the keys that match.")
+        raise errors.StateError(msg, path=(missing or unexpected)[0], expected=missing, got=unexpected)
+    return missing, unexpected
+
+
+def fit_problem(p: Parameter, shape: Shape, dtype: np.dtype, *, cast: bool = True) -> str | None:
+    """``"shape"`` or ``"dtype"`` if a value of ``shape`` and ``dtype`` cannot be written to ``p``; else ``None``.
+
+    Unknown (deferred) dimensions of ``p`` accept any size. With ``cast``, a dtype of the
+    same kind that casts safely is accepted (float64 into float32); without it, only ``p``'s own.
+    """
+    expected = p.shape
+    if len(expected) != len(shape) or any(d is not None and d != g for d, g in zip(expected, shape)):
+        return "shape"
+    if dtype != p.dtype:
+        castable = dtype.kind in "biufc" and np.can_cast(dtype, p.dtype, casting="same_kind")
+        if not (cast and castable):
+            return "dtype"
+    return None
+
+
+@dataclass
+class _Write:
+    path: str
+    param: Parameter
+    read: Callable[[], np.ndarray]
+    local: bool = False
+
+
+@dataclass
+class WritePlan:
+    """Writes and ties checked before the first one is made.
+
+    Attributes:
+        subject: What is written, for messages (``"'model.safetensors'"``, ``"state"``).
+        writes: The checked writes, in model order.
+        ties: Groups of ``(path, Parameter)`` to tie, anchor first.
+    """
+
+    subject: str
+    writes: list[_Write] = field(default_factory=list)
+    ties: list[list[tuple[str, Parameter]]] = field(default_factory=list)
+
+    # ---- checks (no write) -----------------------------------------------------------
+
+    def check_fit(self, path: str, p: Parameter, shape: Shape, dtype: np.dtype, /, *, key: str | None = None,
+                  cast: bool = True) -> None:
+        """Refuse a value of ``shape`` and ``dtype`` for ``p`` (at ``path``) with the typed error, before any write.
+
+        ``key`` names the value in its source when that differs from ``path``.
+        """
+        what = f"{key!r} from {self.subject} into parameter {path!r}" if key is not None else f"parameter {path!r}"
+        problem = fit_problem(p, shape, dtype, cast=cast)
+        if problem == "shape":
+            msg = (f"Cannot load {what}: expected shape {format_shape(p.shape)}, got {format_shape(shape)}. "
+                   "Load values of the same architecture (canonical layout: dense weights are (out, in)).")
+            raise errors.ShapeMismatchError(msg, path=path, expected=p.shape, got=tuple(shape))
+        if problem == "dtype":
+            castable = dtype.kind in "biufc" and np.can_cast(dtype, p.dtype, casting="same_kind")
+            fix = "Pass cast=True to convert it." if castable else f"Convert the values to {p.dtype.name!r} first."
+            msg = f"Cannot load {what}: expected dtype {p.dtype.name!r}, got {dtype.name!r}. {fix}"
+            raise errors.DTypeMismatchError(msg, path=path, expected=p.dtype, got=dtype)
+        self.check_writable(path, p, key=key)
+
+    def check_writable(self, path: str, p: Parameter, /, *, key: str | None = None) -> None:
+        """Refuse a deferred parameter the backend cannot take a value for yet."""
+        if p.state == "deferred" and not p._accepts_deferred_value():
+            p._require_data(f"load {key or path!r} into")
+
+    def add(self, path: str, p: Parameter, read: Callable[[], np.ndarray], /, *, local: bool = False) -> None:
+        """Plan writing ``read()`` (a checked canonical value) to ``p``; ``local``: the process's shard only."""
+        self.writes.append(_Write(path, p, read, local))
+
+    def add_tie(self, anchors: list[tuple[str, Parameter]], /, *, fix: str,
+                error: type[errors.PolyparamError] = errors.TieMismatchError) -> None:
+        """Plan tying ``anchors`` (the first keeps its storage); refuse now if a member cannot be tied."""
+        first_path, first = anchors[0]
+        for q, member in anchors[1:]:
+            problem = tie_problem(member, first)
+            if problem is not None:
+                msg = (f"Cannot load {self.subject}: expected {q!r} and {first_path!r} to be tieable, "
+                       f"{problem[1]}. {fix}")
+                raise error(msg, path=q, expected=first_path, got=problem[1])
+        self.ties.append(anchors)
+
+    def require_tying(self, backend: str, capabilities: Iterable[str], /, *, fix: str) -> None:
+        """Refuse planned ties on a backend that cannot tie."""
+        if self.ties and "tying" not in capabilities:
+            groups = [[q for q, _ in anchors] for anchors in self.ties]
+            msg = (f"Cannot load {self.subject}: expected a backend that can tie parameters to make the ties "
+                   f"{groups}, got the {backend} backend. {fix}")
+            raise errors.TieMismatchError(msg, path=groups[0][0], expected="tying", got=backend)
+
+    # ---- commit -------------------------------------------------------------------------
+
+    def commit(self, *, description: str, progress: bool | None = None,
+               on_written: Callable[[str], None] | None = None,
+               on_tied: Callable[[list[str]], None] | None = None) -> None:
+        """Make the planned ties, then write every value through :meth:`Parameter._commit`."""
+        from polyparam._progress import track
+
+        for anchors in self.ties:  # checked by add_tie, as pp.tie checks before it shares
+            first = anchors[0][1]
+            for _, member in anchors[1:]:
+                if not member.is_tied_to(first):
+                    member._share(first)
+            if on_tied is not None:
+                on_tied([q for q, _ in anchors])
+        for write in track(self.writes, description=description, progress=progress,
+                           weight=lambda item: item.param.nbytes or 0):
+            value = write.read()
+            write.param._commit(value, local=write.local)
+            del value
+            if on_written is not None:
+                on_written(write.path)

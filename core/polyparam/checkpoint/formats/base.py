@@ -1,0 +1,287 @@
+"""What every checkpoint format shares: detection, checksums, metadata, the :class:`Archive` view, key/shape checks.
+
+Every reader validates the whole structure (header, names, dtypes, shapes, byte
+ranges) against the file's real size *before* it allocates or maps anything, and
+refuses with one typed :class:`~polyparam.errors.CheckpointFormatError` subclass per
+kind of malformation. No reader can unpickle: PyTorch files go only through
+``torch.load(weights_only=True)`` after the pickle-only legacy layout is refused by
+its magic bytes, ``.npz`` members are parsed here (never ``np.load``), HDF5 links and
+external storage are refused.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from polyparam import errors
+from polyparam._threads import parallel_map
+
+__all__ = ["FORMAT_VERSION", "READABLE", "WRITABLE", "Archive", "Entry", "PolyparamMetadata", "detect_format",
+           "fingerprint", "sniff"]
+
+#: The version of polyparam's metadata layout inside safetensors and npz files.
+FORMAT_VERSION = 1
+#: Formats :func:`open_archive` reads, by name, with their extensions.
+READABLE = {"safetensors": (".safetensors",), "npz": (".npz",), "torch": (".pt", ".pth", ".bin"),
+            "mxnet": (".params",), "keras": (".weights.h5", ".h5")}
+#: Formats :func:`polyparam.save` writes.
+WRITABLE = ("safetensors", "npz")
+#: Upper bound on the number of tensors in one file (a header DoS guard).
+MAX_TENSORS = 1_000_000
+#: Upper bound on a dimension or an element count (far beyond any real tensor; a guard on arithmetic).
+MAX_ELEMENTS = 1 << 56
+
+_MAGICS = (
+    (b"\x89HDF\r\n\x1a\n", "HDF5"),
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),
+    (b"\x93NUMPY", "npy"),
+)
+
+
+def sniff(head: bytes) -> str | None:
+    """Name the format whose signature ``head`` (the first bytes of a file) starts with."""
+    for magic, name in _MAGICS:
+        if head.startswith(magic):
+            return name
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    return None
+
+
+def detect_format(path: str | os.PathLike[str], /) -> str:
+    """The format of ``path`` from its extension (``.weights.h5`` before ``.h5``).
+
+    Raises:
+        UnsupportedFormatError: The extension is not one polyparam knows.
+    """
+    name = os.fspath(path).lower()
+    for fmt, extensions in READABLE.items():
+        if any(name.endswith(ext) for ext in extensions):
+            return fmt
+    known = sorted(ext for exts in READABLE.values() for ext in exts)
+    msg = (f"Cannot read or write checkpoint {os.fspath(path)!r}: expected one of the extensions {known}, "
+           f"got {os.path.splitext(name)[1]!r}. Rename the file or pass format=... explicitly.")
+    raise errors.UnsupportedFormatError(msg, file=os.fspath(path), expected=known, got=os.path.splitext(name)[1])
+
+
+def fingerprint(array: np.ndarray, /) -> str:
+    """A cheap checksum of an array's bytes: length and the wrapping sum of its 64-bit words.
+
+    Any single changed bit changes it; it is for detecting corruption, not tampering.
+    """
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    n = flat.size
+    words = flat[: n // 8 * 8].view("<u8")
+    step = _HASH_PIECE // 8        # a wrapping sum is the sum of its pieces' sums, mod 2**64
+    parts = parallel_map(lambda i: int(words[i:i + step].sum(dtype=np.uint64)), range(0, words.size, step))
+    total = sum(parts) % 2**64
+    tail = bytes(flat[words.size * 8:]).hex()
+    return f"{n:x}:{total:016x}:{tail}"
+
+
+#: Bytes summed per task when fingerprinting on the worker threads.
+_HASH_PIECE = 1 << 22
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored tensor: its dtype and shape (canonical layout unless the archive says otherwise)."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+
+
+@dataclass
+class PolyparamMetadata:
+    """What polyparam records next to the tensors.
+
+    Attributes:
+        ties: Tie groups as lists of paths; the first path present in the file holds the data.
+        checksums: ``{key: fingerprint}`` of the stored bytes.
+        backend: The backend the tree came from.
+        layout: ``"canonical"`` (PyTorch's layout) or a native layout name.
+        aliases: ``"reference"`` (one tensor per tie group) or ``"materialize"`` (every member stored).
+        roles: ``{key: role}``.
+    """
+
+    ties: list[list[str]] = field(default_factory=list)
+    checksums: dict[str, str] = field(default_factory=dict)
+    backend: str | None = None
+    layout: str = "canonical"
+    aliases: str = "reference"
+    roles: dict[str, str] = field(default_factory=dict)
+    version: int | None = None
+
+    def to_strings(self) -> dict[str, str]:
+        return {
+            "format": "polyparam",
+            "polyparam.version": str(FORMAT_VERSION),
+            "polyparam.layout": self.layout,
+            "polyparam.aliases": self.aliases,
+            "polyparam.backend": self.backend or "",
+            "polyparam.ties": json.dumps(self.ties),
+            "polyparam.checksums": json.dumps(self.checksums, sort_keys=True),
+            "polyparam.roles": json.dumps(self.roles, sort_keys=True),
+        }
+
+    @classmethod
+    def from_strings(cls, raw: dict[str, str], keys: set[str], *, file: str | None) -> PolyparamMetadata:
+        """Parse and check polyparam's entries of a string-to-string metadata map."""
+        if raw.get("format") != "polyparam" or "polyparam.version" not in raw:
+            return cls()  # a foreign file: no ties, no checksums, canonical layout assumed
+
+        def bad(what: str, got: Any) -> errors.MetadataError:
+            msg = (f"Cannot read checkpoint {file!r}: expected {what} in its polyparam metadata, got {got!r}. "
+                   "The file was damaged or edited; save it again.")
+            return errors.MetadataError(msg, file=file, expected=what, got=got)
+
+        version_text = raw["polyparam.version"]
+        if not version_text.isdigit():
+            raise bad("an integer format version", version_text)
+        version = int(version_text)
+        if version > FORMAT_VERSION:
+            msg = (f"Cannot read checkpoint {file!r}: expected polyparam format version <= {FORMAT_VERSION}, "
+                   f"got {version}. Upgrade polyparam to read it.")
+            raise errors.UnsupportedVersionError(msg, file=file, expected=FORMAT_VERSION, got=version)
+
+        def load(name: str, default: Any) -> Any:
+            text = raw.get(name)
+            if text is None:
+                return default
+            try:
+                return json.loads(text)
+            except (ValueError, RecursionError):
+                raise bad(f"JSON under {name!r}", text[:80]) from None
+
+        ties = load("polyparam.ties", [])
+        if not isinstance(ties, list) or not all(
+                isinstance(g, list) and len(g) >= 2 and all(isinstance(p, str) and p for p in g) for g in ties):
+            raise bad("a list of tie groups (lists of two or more paths)", ties)
+        seen: set[str] = set()
+        for group in ties:
+            if len(set(group)) != len(group) or seen & set(group):
+                raise bad("each path in at most one tie group, once", group)
+            seen |= set(group)
+            if not any(p in keys for p in group):
+                raise bad(f"a stored tensor for tie group {group}", sorted(keys)[:5])
+        checksums = load("polyparam.checksums", {})
+        if not isinstance(checksums, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in checksums.items()):
+            raise bad("a map of checksums", checksums)
+        unknown = sorted(set(checksums) - keys)
+        if unknown:
+            raise bad("checksums only for stored tensors", unknown[:5])
+        roles = load("polyparam.roles", {})
+        if not isinstance(roles, dict):
+            raise bad("a map of roles", roles)
+        aliases = raw.get("polyparam.aliases", "reference")
+        if aliases not in ("reference", "materialize"):
+            raise bad("aliases 'reference' or 'materialize'", aliases)
+        return cls(ties=ties, checksums=checksums, backend=raw.get("polyparam.backend") or None,
+                   layout=raw.get("polyparam.layout", "canonical"), aliases=aliases,
+                   roles={str(k): str(v) for k, v in roles.items()}, version=version)
+
+
+class Archive(abc.ABC):
+    """A readable checkpoint: entries by key, metadata, and values on demand.
+
+    Opening validates the whole structure; :meth:`read` returns one tensor (which may
+    be a read-only view of a memory map). Use it as a context manager.
+    """
+
+    format: str = ""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.entries: dict[str, Entry] = {}
+        self.metadata = PolyparamMetadata()
+        self.extra: dict[str, str] = {}
+
+    @abc.abstractmethod
+    def read(self, key: str, /) -> np.ndarray:
+        """The value stored under ``key`` (read-only; copy before keeping it past :meth:`close`)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the file."""
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def verify(self, key: str, value: np.ndarray, /) -> None:
+        """Check ``value`` against the checksum recorded for ``key``, if there is one."""
+        expected = self.metadata.checksums.get(key)
+        if expected is None:
+            return
+        got = fingerprint(value)
+        if got != expected:
+            msg = (f"Cannot load tensor {key!r} from {self.file!r}: expected data with checksum {expected}, "
+                   f"got {got}. The file is corrupt; restore it from a good copy.")
+            raise errors.ChecksumError(msg, file=self.file, path=key, expected=expected, got=got)
+
+    def paths(self) -> dict[str, str]:
+        """Every path the file gives a value for, mapped to the key that stores it (ties included)."""
+        out = {key: key for key in self.entries}
+        for group in self.metadata.ties:
+            anchor = next(p for p in group if p in self.entries)
+            for member in group:
+                out.setdefault(member, anchor)
+        return out
+
+
+def refuse_other_format(head: bytes, expected: str, file: str, *, allowed: tuple[str, ...] = ()) -> None:
+    """Refuse a file whose signature says it is another format (a pickle renamed, say)."""
+    found = sniff(head)
+    if found is None or found in allowed:
+        return
+    if found == "pickle":
+        msg = (f"Cannot read {file!r} as {expected}: expected {expected} data, got a Python pickle. "
+               "polyparam never unpickles; convert the file with its own framework in a trusted environment.")
+        raise errors.UnsafeContentError(msg, file=file, expected=expected, got="pickle")
+    msg = (f"Cannot read {file!r} as {expected}: expected {expected} data, got the signature of {found}. "
+           "Give the file the extension of its real format.")
+    raise errors.BadMagicError(msg, file=file, expected=expected, got=found)
+
+
+def check_shape(shape: Any, key: str, file: str) -> tuple[int, ...]:
+    """A validated shape: a list/tuple of non-negative ints whose product stays bounded."""
+    if not isinstance(shape, (list, tuple)) or len(shape) > 64:
+        msg = (f"Cannot read tensor {key!r} in {file!r}: expected a shape of at most 64 dimensions, got {shape!r}. "
+               "The file is damaged.")
+        raise errors.HeaderSchemaError(msg, file=file, path=key, expected="shape list", got=shape)
+    total = 1
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0 or d > MAX_ELEMENTS:
+            msg = (f"Cannot read tensor {key!r} in {file!r}: expected dimensions that are integers in "
+                   f"[0, 2**56], got shape {shape!r}. The file is damaged or hostile.")
+            raise errors.ShapeOverflowError(msg, file=file, path=key, expected="0 <= dim <= 2**56", got=shape)
+        total *= d
+    if total > MAX_ELEMENTS:
+        msg = (f"Cannot read tensor {key!r} in {file!r}: expected at most 2**56 elements, got shape {shape!r} "
+               f"({total} elements). The file is damaged or hostile.")
+        raise errors.ShapeOverflowError(msg, file=file, path=key, expected="<= 2**56 elements", got=shape)
+    return tuple(shape)
+
+
+def check_key(key: Any, file: str) -> str:
+    if not isinstance(key, str) or not key or key.startswith("__") or len(key) > 4096 or "\x00" in key:
+        msg = (f"Cannot read {file!r}: expected tensor names that are non-empty strings not starting with '__', "
+               f"got {key!r}. The file is damaged.")
+        raise errors.InvalidKeyError(msg, file=file, expected="a tensor name", got=key)
+    return key

@@ -1,0 +1,395 @@
+"""What an initializer sees (:class:`ParamInfo`), the :class:`Initializer` base class, the registry and JSON."""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import json
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from polyparam import errors
+from polyparam._layout import default_axes
+from polyparam.init.streams import _block_generator, _fill_region_streams, _fill_streams, _region, stream_key
+
+__all__ = ["Initializer", "ParamInfo", "dumps", "get", "loads", "register"]
+
+# ---- what an initializer sees ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """What an initializer knows of the parameter it fills.
+
+    Fans: ``fan_in`` is the product of the ``in`` axes, ``fan_out`` of the ``out`` axes,
+    each times the receptive field (the product of ``space`` axes). For grouped
+    convolutions (``groups > 1``) the first channel axis holds the full channel count
+    and the second the per-group count (canonical layout: conv ``(out, in/g, *k)``,
+    transposed conv ``(in, out/g, *k)``), so the first one's fan is divided by ``groups``.
+    """
+
+    path: str
+    native_name: str
+    role: str
+    axes: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    groups: int = 1
+
+    @property
+    def receptive_field(self) -> int:
+        return math.prod(d for d, a in zip(self.shape, self.axes) if a == "space")
+
+    def _fan(self, role: str) -> int:
+        channels = math.prod(d for d, a in zip(self.shape, self.axes) if a == role)
+        leading = next((a for a in self.axes if a in ("in", "out")), None)
+        if self.groups > 1 and leading == role:
+            channels //= self.groups
+        return channels * self.receptive_field
+
+    @property
+    def fan_in(self) -> int:
+        """Inputs feeding one output."""
+        return self._fan("in")
+
+    @property
+    def fan_out(self) -> int:
+        """Outputs fed by one input."""
+        return self._fan("out")
+
+    def require_fans(self, initializer: str) -> tuple[int, int]:
+        """``(fan_in, fan_out)``, or an :class:`~polyparam.errors.InitializerError` if undefined."""
+        if "in" not in self.axes or "out" not in self.axes:
+            msg = (f"Cannot initialize parameter {self.path!r} with {initializer}: expected a parameter "
+                   f"with input and output axes (2-D or more), got shape {self.shape} with axes {self.axes}. "
+                   "Use a fan-free initializer (Uniform, Normal, Constant) for it.")
+            raise errors.InitializerError(msg, path=self.path, expected="in and out axes", got=self.axes)
+        return self.fan_in, self.fan_out
+
+
+@dataclass
+class _Context:
+    info: ParamInfo
+    seed: int
+    _rng: np.random.Generator | None = None
+    #: While :meth:`Initializer.fill_slice` runs: the box of the global array being filled.
+    region: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def key(self) -> int:
+        return stream_key(self.seed, self.info.path)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = _block_generator(self.key, 0)
+        return self._rng
+
+
+_CURRENT: contextvars.ContextVar[_Context] = contextvars.ContextVar("polyparam_init")
+
+_CONVENTIONAL = ("bias", "scale", "shift", "running_mean", "running_var")
+#: The methods that decide what an initializer writes (see ``Initializer._region_safe``).
+_REGION_METHODS = ("init_weight", "_init_weight", "__call__", "fill",
+                   *(f"init_{role}" for role in _CONVENTIONAL))
+
+
+def _default_axes(ndim: int) -> tuple[str, ...]:
+    return default_axes("weight", ndim)
+
+
+def _keras_style(obj: Initializer) -> bool:
+    return type(obj).__call__ is not Initializer.__call__
+
+
+# ---- the base class ------------------------------------------------------------------
+
+
+class Initializer:
+    """Base class of initializers. Override :meth:`init_weight` (or ``__call__``, Keras style).
+
+    The arguments a subclass's ``__init__`` receives are recorded, so every
+    initializer has a :meth:`config` and, once :func:`register`-ed, a JSON form.
+    """
+
+    #: Built-ins set this: they validate before writing, so they may fill the
+    #: framework's storage in place. Custom initializers fill a scratch array first.
+    _writes_in_place = False
+    #: The arguments ``__init__`` received (set by the wrapper below, or by a built-in's ``__init__``).
+    _config: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            original = cls.__dict__["__init__"]
+            signature = inspect.signature(original)
+
+            # named __init__: the wrapper stands in for it in signatures and tracebacks
+            def __init__(self: Initializer, *args: Any, **kw: Any) -> None:  # noqa: N807
+                if not hasattr(self, "_config"):
+                    bound = signature.bind(self, *args, **kw)
+                    bound.apply_defaults()
+                    self._config = {k: v for k, v in list(bound.arguments.items())[1:]
+                                    if signature.parameters[k].kind not in (inspect.Parameter.VAR_POSITIONAL,
+                                                                             inspect.Parameter.VAR_KEYWORD)}
+                original(self, *args, **kw)
+
+            __init__.__wrapped__ = original  # type: ignore[attr-defined]
+            __init__.__doc__ = original.__doc__
+            cls.__init__ = __init__  # type: ignore[method-assign,assignment]
+
+    # ---- what the running initializer can see ------------------------------------
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The generator of the parameter being filled (its block-0 stream, keyed by seed and path)."""
+        current = _CURRENT.get(None)
+        return current.rng if current is not None else np.random.default_rng()
+
+    @property
+    def param(self) -> ParamInfo | None:
+        """The parameter being filled, or ``None`` outside of a fill."""
+        current = _CURRENT.get(None)
+        return current.info if current is not None else None
+
+    def _stream_fill(self, arr: np.ndarray, kernel: Callable[[np.random.Generator, np.ndarray], None]) -> None:
+        """Fill ``arr`` from the current parameter's block streams (parallel, order-independent)."""
+        current = _CURRENT.get(None)
+        key = current.key if current is not None else secrets.randbits(128)
+        if current is not None and current.region is not None:
+            _fill_region_streams(arr, key, kernel, current.info.shape, current.region)
+        else:
+            _fill_streams(arr, key, kernel)
+
+    # ---- the template ------------------------------------------------------------
+
+    def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
+        """Raise :class:`~polyparam.errors.InitializerError` if this initializer cannot fill ``info``.
+
+        Called for every parameter before the first one is written.
+        """
+
+    def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
+        """Fill ``arr`` (canonical layout) for the parameter ``info`` from the streams of ``seed``."""
+        self._dispatch(arr, info, _Context(info, seed), by_role)
+
+    def fill_slice(self, arr: np.ndarray, info: ParamInfo, index: Sequence[slice], /, *, seed: int,
+                   by_role: bool = True) -> None:
+        """Fill ``arr`` with the box ``index`` of the values :meth:`fill` would give the whole parameter.
+
+        For sharded parameters: each rank fills only its shard, and the shards put together
+        are bit-identical to a :meth:`fill` of the whole array. ``index`` holds one
+        ``slice`` (step 1) per axis of ``info.shape`` (the global shape; fans use it), and
+        ``arr`` has the box's shape. Built-in stream initializers draw only the
+        :data:`BLOCK`-element blocks of the flat C-order array that the box overlaps, one
+        block at a time per thread (a leading-axis box is a contiguous range of blocks; a
+        box on another axis overlaps most blocks: same time, bounded memory). Initializers
+        that need the whole array (``Orthogonal``, ``Bilinear``, custom ones) fill a full
+        scratch array and keep the box.
+        """
+        region = _region(index, info.shape)
+        if self._fills_regions():
+            self._dispatch(arr, info, _Context(info, seed, region=region), by_role)
+            return
+        full = np.empty(info.shape, info.dtype)
+        self.fill(full, info, seed=seed, by_role=by_role)
+        arr[...] = full[tuple(slice(a, b) for a, b in region)]
+
+    #: Classes that set this in their own body declare that their ``init_*`` methods
+    #: touch ``arr`` only elementwise or through :meth:`_stream_fill`, so they can fill
+    #: a box of the array (see :meth:`fill_slice`). Subclasses that override a method
+    #: without declaring it again fall back to a full draw.
+    _region_safe = False
+
+    def _fills_regions(self) -> bool:
+        for name in _REGION_METHODS:
+            owner = next((c for c in type(self).__mro__ if name in c.__dict__), None)
+            if owner is not None and owner is not Initializer and not owner.__dict__.get("_region_safe", False):
+                return False
+        return True
+
+    def _dispatch(self, arr: np.ndarray, info: ParamInfo, context: _Context, by_role: bool) -> None:
+        token = _CURRENT.set(context)
+        try:
+            role = info.role if by_role else "weight"
+            if role in _CONVENTIONAL:
+                getattr(self, f"init_{role}")(info.native_name, arr)
+            elif _keras_style(self):
+                arr[...] = _checked_result(self(info.shape, info.dtype), info, type(self).__name__)
+            else:
+                self.init_weight(info.native_name, arr)
+        finally:
+            _CURRENT.reset(token)
+
+    def init_weight(self, name: str, arr: np.ndarray, /) -> None:
+        """Fill a weight in place. ``name`` is the framework's name; ``self.param.path`` the canonical one."""
+        legacy = getattr(self, "_init_weight", None)  # Gluon spelling
+        if legacy is not None:
+            legacy(name, arr)
+            return
+        msg = f"{type(self).__name__} must override init_weight(name, arr) or __call__(shape, dtype)."
+        raise NotImplementedError(msg)
+
+    def init_bias(self, name: str, arr: np.ndarray, /) -> None:
+        arr[...] = 0
+
+    def init_scale(self, name: str, arr: np.ndarray, /) -> None:
+        arr[...] = 1
+
+    def init_shift(self, name: str, arr: np.ndarray, /) -> None:
+        arr[...] = 0
+
+    def init_running_mean(self, name: str, arr: np.ndarray, /) -> None:
+        arr[...] = 0
+
+    def init_running_var(self, name: str, arr: np.ndarray, /) -> None:
+        arr[...] = 1
+
+    def __call__(self, shape: Sequence[int], dtype: Any = "float32") -> np.ndarray:
+        """Keras style: a new array of ``shape`` filled as a weight in canonical layout."""
+        shape = tuple(int(d) for d in shape)
+        current = _CURRENT.get(None)
+        info = current.info if current is not None and current.info.shape == shape else ParamInfo(
+            path="", native_name="", role="weight", axes=_default_axes(len(shape)), shape=shape, dtype=np.dtype(dtype))
+        self.check(info, by_role=False)
+        arr = np.empty(shape, dtype)
+        self.fill(arr, info, seed=current.seed if current is not None else secrets.randbits(63), by_role=False)
+        return arr
+
+    # ---- hooks of a whole initialize() call ----------------------------------------
+
+    def _note(self, info: ParamInfo, /) -> None:
+        """Called for every parameter an ``initialize`` call considers (deferred ones too)."""
+
+    def _finish(self) -> None:
+        """Called once at the end of an ``initialize`` call."""
+
+    # ---- naming --------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """The arguments that rebuild this initializer."""
+        return dict(getattr(self, "_config", {}))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.config() == self.config()
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _checked_result(value: Any, info: ParamInfo, who: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.shape != info.shape:
+        msg = (f"Cannot initialize parameter {info.path!r} with {who}: expected an array of shape {info.shape}, "
+               f"got {array.shape}. Return np.ndarray of the `shape` argument.")
+        raise errors.InitializerError(msg, path=info.path, expected=info.shape, got=array.shape)
+    if array.dtype.kind in "OSUV" or not np.can_cast(array.dtype, info.dtype, casting="same_kind"):
+        msg = (f"Cannot initialize parameter {info.path!r} with {who}: expected dtype {info.dtype.name!r}, "
+               f"got {array.dtype.name!r}. Return an array of the `dtype` argument.")
+        raise errors.InitializerError(msg, path=info.path, expected=info.dtype, got=array.dtype)
+    return array
+
+
+
+# ---- registry and JSON ---------------------------------------------------------------
+
+_REGISTRY: dict[str, type[Initializer]] = {}
+
+
+def register(*names: str) -> Callable[[type[Initializer]], type[Initializer]]:
+    """Class decorator: make an initializer available to :func:`get` and :func:`loads` by name.
+
+    With no names, the lowercased class name is used::
+
+        @pp.init.register("my_init")
+        class MyInit(pp.init.Initializer): ...
+    """
+
+    def decorate(cls: type[Initializer]) -> type[Initializer]:
+        if not (isinstance(cls, type) and issubclass(cls, Initializer)):
+            msg = f"Invalid value for register(): expected an Initializer subclass. Received: {cls!r}."
+            raise errors.InitializerError(msg, expected="Initializer subclass", got=cls)
+        for name in names or (cls.__name__.lower(),):
+            _REGISTRY[name.lower()] = cls
+        cls._registered_name = (names or (cls.__name__.lower(),))[0].lower()  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+def get(name: str, /, **kwargs: Any) -> Initializer:
+    """Build a registered initializer by name: ``get("xavier", magnitude=2)``."""
+    cls = _REGISTRY.get(name.lower())
+    if cls is None:
+        msg = (f"Invalid value for argument `name`: expected one of {sorted(_REGISTRY)}. Received: name={name!r}. "
+               "Register custom initializers with @pp.init.register(name).")
+        raise errors.InitializerError(msg, expected=sorted(_REGISTRY), got=name)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        msg = f"Cannot build initializer {name!r} from {kwargs!r}: {exc}."
+        raise errors.InitializerError(msg, expected="valid arguments", got=kwargs) from exc
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, Initializer):
+        return {"__initializer__": json.loads(dumps(value))}
+    if isinstance(value, re.Pattern):
+        return {"__regex__": value.pattern}
+    if isinstance(value, np.ndarray):
+        return {"__array__": value.tolist(), "dtype": value.dtype.name}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    return value
+
+
+def _from_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "__initializer__" in value:
+            return loads(json.dumps(value["__initializer__"]))
+        if "__regex__" in value:
+            return re.compile(value["__regex__"])
+        if "__array__" in value:
+            return np.asarray(value["__array__"], dtype=value["dtype"])
+        return {k: _from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_jsonable(v) for v in value]
+    return value
+
+
+def dumps(init: Initializer, /) -> str:
+    """The JSON form ``["name", {kwargs}]`` of a registered initializer (Gluon's ``dumps``)."""
+    name = getattr(type(init), "_registered_name", None)
+    if name is None or _REGISTRY.get(name) is not type(init):
+        msg = (f"Cannot serialize {init!r}: expected a registered initializer, got an unregistered "
+               f"{type(init).__name__}. Decorate the class with @pp.init.register().")
+        raise errors.InitializerError(msg, expected="registered initializer", got=type(init).__name__)
+    try:
+        return json.dumps([name, _to_jsonable(init.config())])
+    except TypeError as exc:
+        msg = f"Cannot serialize {init!r}: expected JSON-compatible arguments, got {exc}. Use names, numbers or globs."
+        raise errors.InitializerError(msg, expected="JSON-compatible arguments", got=init.config()) from exc
+
+
+def loads(text: str, /) -> Initializer:
+    """Rebuild an initializer from :func:`dumps` output."""
+    try:
+        name, kwargs = json.loads(text)
+    except (ValueError, TypeError) as exc:
+        msg = f"Cannot load initializer from {text[:80]!r}: expected JSON ['name', {{kwargs}}], got {exc}."
+        raise errors.InitializerError(msg, expected='["name", {...}]', got=text[:80]) from exc
+    return get(name, **_from_jsonable(kwargs))
+
+

@@ -1,0 +1,168 @@
+"""Initializers made of others: :class:`Mixed` (rules by path or role) and :class:`Load` (saved values)."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from polyparam import errors
+from polyparam.init.base import Initializer, ParamInfo, _checked_result, register
+from polyparam.init.builtins import _BuiltIn
+from polyparam.init.coerce import as_initializer
+from polyparam.init.streams import _region
+
+__all__ = ["Load", "Mixed"]
+
+
+# ---- composites --------------------------------------------------------------------------
+
+def _matches(rule: Any, info: ParamInfo) -> bool:
+    if isinstance(rule, re.Pattern):
+        return rule.search(info.path) is not None
+    if isinstance(rule, str):
+        if rule.startswith("role:"):
+            return info.role == rule[5:]
+        return fnmatch.fnmatchcase(info.path, rule)
+    return bool(rule(info))
+
+
+@register("mixed")
+class Mixed(_BuiltIn):
+    """Ordered rules: the first rule that matches a parameter chooses its initializer.
+
+    A rule is a glob on the canonical path (``"*.weight"``), ``"role:bias"``, a
+    compiled regex (searched in the path) or a predicate on :class:`ParamInfo`.
+    The matched initializer fills the parameter whatever its role, so
+    ``("*.bias", Constant(0.1))`` does set biases. Parameters no rule matches get
+    ``default`` (role dispatch), or are refused if there is none. A rule that matched
+    nothing in an ``initialize`` call is reported with a warning that names it.
+
+    Unlike Gluon's ``init.Mixed``, it works with ``initialize`` and with deferred init.
+    """
+
+    def __init__(self, rules: Sequence[tuple[Any, Initializer]] | Mapping[Any, Initializer],
+                 default: Initializer | None = None) -> None:
+        pairs = list(rules.items()) if isinstance(rules, Mapping) else [tuple(r) for r in rules]
+        self.rules = [(rule, as_initializer(init)) for rule, init in pairs]
+        self.default = default
+        self._config = {"rules": [[r, i] for r, i in self.rules], "default": default}
+        self._hits = [0] * len(self.rules)
+
+    def _pick(self, info: ParamInfo) -> tuple[int, Initializer | None]:
+        for i, (rule, init) in enumerate(self.rules):
+            if _matches(rule, info):
+                return i, init
+        return -1, self.default
+
+    def _note(self, info: ParamInfo, /) -> None:
+        i, _ = self._pick(info)
+        if i >= 0:
+            self._hits[i] += 1
+
+    def _finish(self) -> None:
+        for (rule, init), hits in zip(self.rules, self._hits):
+            if not hits:
+                warnings.warn(f"Mixed rule {rule!r} -> {init!r} matched no parameter. Check the pattern against "
+                              "tree.paths().", errors.PolyparamWarning, stacklevel=4)
+        self._hits = [0] * len(self.rules)
+
+    def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
+        i, init = self._pick(info)
+        if init is None:
+            msg = (f"Cannot initialize parameter {info.path!r} with Mixed: expected a rule to match it, got none "
+                   f"of {[r for r, _ in self.rules]!r}. Add a rule or a default initializer.")
+            raise errors.InitializerError(msg, path=info.path, expected=[r for r, _ in self.rules], got=info.path)
+        init.check(info, by_role=by_role and i < 0)
+
+    @property
+    def _writes_in_place(self) -> bool:  # type: ignore[override]
+        return all(init._writes_in_place for _, init in self.rules) and (
+            self.default is None or self.default._writes_in_place)
+
+    def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
+        i, init = self._pick(info)
+        assert init is not None, "check() refuses unmatched parameters"
+        init.fill(arr, info, seed=seed, by_role=by_role and i < 0)
+
+    def fill_slice(self, arr: np.ndarray, info: ParamInfo, index: Sequence[slice], /, *, seed: int,
+                   by_role: bool = True) -> None:
+        i, init = self._pick(info)
+        assert init is not None, "check() refuses unmatched parameters"
+        init.fill_slice(arr, info, index, seed=seed, by_role=by_role and i < 0)
+
+
+@register("load")
+class Load(_BuiltIn):
+    """Values from a state dict ``{path: array}`` or a ``.npz`` / ``.safetensors`` file, by canonical path.
+
+    Parameters missing from the source get ``default`` (role dispatch), or are
+    refused if there is none. Loaded values are used whatever the role.
+    """
+
+    def __init__(self, source: Mapping[str, Any] | str | os.PathLike[str], default: Initializer | None = None) -> None:
+        self.source = source
+        self.default = default
+        self._state: Mapping[str, Any] | None = None
+
+    def config(self) -> dict[str, Any]:
+        if not isinstance(self.source, (str, os.PathLike)):
+            msg = "Cannot serialize Load from an in-memory state: expected a file path. Save the state first."
+            raise errors.InitializerError(msg, expected="a file path", got=type(self.source).__name__)
+        return {"source": os.fspath(self.source), "default": self.default}
+
+    def _values(self) -> Mapping[str, Any]:
+        if self._state is None:
+            if isinstance(self.source, Mapping):
+                self._state = self.source
+            else:
+                path = os.fspath(self.source)
+                if not path.endswith((".npz", ".safetensors")):
+                    msg = (f"Cannot load initial values from {path!r}: expected a .npz or .safetensors file, "
+                           "got another extension.")
+                    raise errors.InitializerError(msg, expected=(".npz", ".safetensors"), got=path)
+                from polyparam.checkpoint.formats import open_archive  # the checked readers pp.load uses
+
+                with open_archive(path, mmap=False) as archive:
+                    state = {}
+                    for name, key in archive.paths().items():
+                        value = archive.read(key)
+                        archive.verify(key, value)
+                        state[name] = np.array(value)
+                    self._state = state
+        return self._state
+
+    def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
+        values = self._values()
+        if info.path not in values:
+            if self.default is None:
+                msg = (f"Cannot initialize parameter {info.path!r} with Load: expected it in the source, got "
+                       f"{len(values)} other keys. Pass default= for parameters the source lacks.")
+                raise errors.InitializerError(msg, path=info.path, expected=info.path, got=sorted(values)[:10])
+            self.default.check(info, by_role=by_role)
+            return
+        _checked_result(values[info.path], info, "Load")
+
+    def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
+        values = self._values()
+        if info.path in values:
+            arr[...] = _checked_result(values[info.path], info, "Load")
+        else:
+            assert self.default is not None
+            self.default.fill(arr, info, seed=seed, by_role=by_role)
+
+    def fill_slice(self, arr: np.ndarray, info: ParamInfo, index: Sequence[slice], /, *, seed: int,
+                   by_role: bool = True) -> None:
+        values = self._values()
+        if info.path in values:
+            box = tuple(slice(a, b) for a, b in _region(index, info.shape))
+            arr[...] = _checked_result(values[info.path], info, "Load")[box]
+        else:
+            assert self.default is not None
+            self.default.fill_slice(arr, info, index, seed=seed, by_role=by_role)
+
+
