@@ -7,35 +7,11 @@ for by name.
 
 from __future__ import annotations
 
-import sys
-from types import ModuleType
-
-from polyparam import hookimpl
+from polyparam.backend import discovery_hooks
 
 __all__ = ["NAME", "polyparam_backend_for", "polyparam_backend_names", "polyparam_get_backend"]
 
 NAME = "torch"
 
-
-@hookimpl
-def polyparam_backend_names() -> list[str]:
-    return [NAME]
-
-
-@hookimpl
-def polyparam_get_backend(name: str) -> ModuleType | None:
-    if name != NAME:
-        return None
-    from polyparam_torch import _backend  # the only place torch gets imported
-
-    return _backend
-
-
-@hookimpl
-def polyparam_backend_for(obj: object) -> str | None:
-    torch = sys.modules.get("torch")  # not imported means the object cannot be a torch one
-    if torch is None:
-        return None
-    nn = getattr(torch, "nn", None)
-    module = getattr(nn, "Module", None) if nn is not None else None
-    return NAME if module is not None and isinstance(obj, module) else None
+polyparam_backend_names, polyparam_get_backend, polyparam_backend_for = discovery_hooks(
+    NAME, "polyparam_torch._backend", owns=[("torch.nn", "Module")])

@@ -14,46 +14,49 @@ dimensions. ``Partial`` values (pending reductions) can be read but not written.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from polyparam import errors
+from polyparam_torch import NAME
+from polyparam_torch._convert import torch2np
 
-if TYPE_CHECKING:
-    from polyparam_torch._backend import TorchParameter
-
-__all__ = ["agree_seed", "barrier", "is_dtensor", "is_primary", "local_box", "local_numpy", "placement_text", "rank_world", "read_full"]
+__all__ = ["agree_seed", "all_succeeded", "barrier", "is_dtensor", "is_primary", "local_box", "local_numpy",
+           "placement_text", "rank_world", "read_full", "refuse_partial"]
 
 try:  # torch >= 2.4 has the public module; older ones keep it under _tensor
     from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
 except ImportError:  # pragma: no cover - torch without distributed
-    DTensor = None  # type: ignore[assignment,misc]
+    DTensor = None
 
 
 def is_dtensor(t: Any) -> bool:
+    """Whether ``t`` is a ``DTensor`` (a sharded or replicated tensor of a device mesh)."""
     return DTensor is not None and isinstance(t, DTensor)
 
 
-def _refuse_partial(t: Any, path: str, action: str) -> None:
+def refuse_partial(t: Any, path: str, action: str) -> None:
+    """Refuse to ``action`` a DTensor holding a pending reduction (a ``Partial`` placement)."""
     if any(isinstance(p, Partial) for p in t.placements):
         msg = (f"Cannot {action} parameter {path!r}: expected Shard or Replicate placements, got "
                f"{tuple(t.placements)} (a Partial value is a pending reduction, not a stored value). "
                "Call .redistribute(placements=[Replicate()]) first.")
-        raise errors.UnsupportedModelError(msg, backend="torch", expected="Shard/Replicate", got=str(t.placements))
+        raise errors.UnsupportedModelError(msg, backend=NAME, expected="Shard/Replicate", got=str(t.placements))
 
 
 def local_box(t: Any, path: str) -> tuple[slice, ...]:
     """The box of the global array that this rank's local tensor holds."""
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-    _refuse_partial(t, path, "shard")
+    refuse_partial(t, path, "shard")
     shape, offset = compute_local_shape_and_global_offset(t.shape, t.device_mesh, t.placements)
     return tuple(slice(int(o), int(o) + int(n)) for o, n in zip(offset, shape))
 
 
 def placement_text(t: Any) -> str:
+    """The placements and mesh shape of a DTensor, as ``"Shard(0) mesh (2,)"``."""
     names = []
     for p in t.placements:
         if isinstance(p, Shard):
@@ -104,7 +107,6 @@ def agree_seed(seed: int) -> int:
 
 def all_succeeded(ok: bool) -> bool:
     """Whether every rank passed ``ok=True`` (a collective: every rank must call it)."""
-    import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
@@ -115,17 +117,17 @@ def all_succeeded(ok: bool) -> bool:
 
 
 def barrier() -> None:
+    """Wait for every rank of the default process group (nothing without one)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
-def local_numpy(p: TorchParameter) -> np.ndarray:
-    from polyparam_torch._backend import _torch2np
-
-    t = p._tensor().detach()
+def local_numpy(t: torch.Tensor) -> np.ndarray:
+    """This rank's shard of ``t`` (the whole of a plain tensor) as NumPy, on CPU, without communication."""
+    t = t.detach()
     local = t.to_local() if is_dtensor(t) else t
     if local.device.type != "cpu":
         local = local.cpu()
-    return _torch2np(local)
+    return torch2np(local)

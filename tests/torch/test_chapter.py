@@ -1,4 +1,4 @@
-"""Every code cell of the PyTorch seed chapter ("Parameter Management", seed 004), through polyparam.
+"""Every code cell of the chapter "Parameter Management" in its PyTorch version, through polyparam.
 
 Each test is one cell (or two that belong together): it does through polyparam what the
 cell does with torch, and checks the facts the cell shows against torch itself.
@@ -16,13 +16,13 @@ import polyparam as pp  # noqa: E402
 
 
 @pytest.fixture
-def X() -> torch.Tensor:
+def X() -> torch.Tensor:  # noqa: N802 - the chapter's name for the input batch
     torch.manual_seed(0)
     return torch.rand(size=(2, 4))
 
 
 @pytest.fixture
-def net(X: torch.Tensor) -> nn.Sequential:
+def net(X: torch.Tensor) -> nn.Sequential:  # noqa: N803
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
     net(X)
     return net
@@ -51,7 +51,7 @@ def test_cell_state_dict_of_a_layer(net: nn.Sequential) -> None:
     native = net[2].state_dict()
     state = pp.tree(net)[2].state()
     assert [path.split(".")[-1] for path in state] == list(native) == ["weight", "bias"]
-    for (path, value), tensor in zip(state.items(), native.values()):
+    for value, tensor in zip(state.values(), native.values()):
         assert value.shape == tuple(tensor.shape) and value.dtype == np.float32
         np.testing.assert_array_equal(value, tensor.numpy())
 
@@ -87,7 +87,7 @@ def test_cell_state_dict_key(net: nn.Sequential) -> None:
     np.testing.assert_array_equal(tree.get("2.bias").numpy(), net.state_dict()["2.bias"].numpy())
 
 
-def test_cells_nested_blocks(X: torch.Tensor) -> None:
+def test_cells_nested_blocks(X: torch.Tensor) -> None:  # noqa: N803
     """rgnet = Sequential(block2(), Linear(4, 1)); print(rgnet); rgnet[0][1][0].bias.data."""
     rgnet = nn.Sequential(block2(), nn.Linear(4, 1))
     rgnet(X)
@@ -161,7 +161,7 @@ def test_cell_set_directly(net: nn.Sequential) -> None:
     assert net[0].weight.data[0, 0].item() == 42
 
 
-def test_cell_tied_parameters(X: torch.Tensor) -> None:
+def test_cell_tied_parameters(X: torch.Tensor) -> None:  # noqa: N803
     """shared used at net[2] and net[4]: equal, write-through of 100, gradients added."""
     shared = nn.Linear(8, 8)
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(8, 1))

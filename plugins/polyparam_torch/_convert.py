@@ -1,0 +1,58 @@
+"""Conversions between torch tensors and NumPy arrays, and the dtype map between them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from polyparam import errors
+
+__all__ = ["PLAIN", "REAL_DTYPES", "TORCH2NP", "np2torch", "np_dtype", "torch2np"]
+
+#: torch dtypes with a NumPy counterpart; ``np_dtype`` adds bfloat16 when ml_dtypes is installed.
+TORCH2NP: dict[torch.dtype, np.dtype] = {
+    torch.float16: np.dtype(np.float16), torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+    torch.complex64: np.dtype(np.complex64), torch.complex128: np.dtype(np.complex128),
+    torch.int8: np.dtype(np.int8), torch.int16: np.dtype(np.int16), torch.int32: np.dtype(np.int32),
+    torch.int64: np.dtype(np.int64), torch.uint8: np.dtype(np.uint8), torch.bool: np.dtype(np.bool_),
+}
+
+#: Dtypes whose CPU tensors ``.numpy()`` reads as they are (no conjugate bit to resolve).
+REAL_DTYPES = frozenset(d for d in TORCH2NP if not d.is_complex)
+#: Tensor types that are plain storage (not DTensor, not Uninitialized*).
+PLAIN = frozenset({nn.Parameter, torch.Tensor})
+
+
+def np_dtype(dtype: torch.dtype) -> np.dtype:
+    """The NumPy dtype of a torch dtype (bfloat16 through ml_dtypes)."""
+    found = TORCH2NP.get(dtype)
+    if found is not None:
+        return found
+    if dtype == torch.bfloat16:
+        try:
+            import ml_dtypes
+        except ImportError:
+            pass
+        else:
+            TORCH2NP[dtype] = np.dtype(ml_dtypes.bfloat16)
+            return TORCH2NP[dtype]
+    msg = (f"Cannot represent torch dtype {dtype} in NumPy: expected one of "
+           f"{sorted(str(d) for d in TORCH2NP)}, got {dtype}. Cast the module first, e.g. module.float().")
+    raise errors.DTypeMismatchError(msg, expected=sorted(str(d) for d in TORCH2NP), got=str(dtype))
+
+
+def torch2np(t: torch.Tensor) -> np.ndarray:
+    """A NumPy view of a detached CPU tensor (zero-copy; bfloat16 through ml_dtypes)."""
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np_dtype(torch.bfloat16))
+    return t.numpy()
+
+
+def np2torch(a: np.ndarray) -> torch.Tensor:
+    """A CPU tensor with ``a``'s values (shares memory where torch can)."""
+    if a.dtype.kind == "V" and torch.bfloat16 in TORCH2NP and a.dtype == TORCH2NP[torch.bfloat16]:
+        return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
+    if not a.flags.writeable or any(s < 0 for s in a.strides):
+        a = np.array(a, copy=True)
+    return torch.from_numpy(a)

@@ -1,0 +1,325 @@
+"""TorchParameter: one ``nn.Parameter`` or persistent buffer of a module, and how its role and axes are read."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from functools import cached_property
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parameter import (  # type: ignore[attr-defined]  # the mixin is missing from torch's stubs
+    UninitializedBuffer,
+    UninitializedParameter,
+    UninitializedTensorMixin,
+)
+
+from polyparam import errors
+from polyparam.backend import Parameter, Shape, State
+from polyparam_torch import NAME, _dtensor
+from polyparam_torch._convert import np2torch, np_dtype, torch2np
+from polyparam_torch._deferred import Pending, forget, lazy_shape, record, settle
+from polyparam_torch._dtensor import is_dtensor
+
+__all__ = ["NORMS", "SKIPPED_BUFFERS", "TorchParameter", "axes_of", "role_of", "shallow_clone"]
+
+#: Modules whose ``weight``/``bias`` are a scale and a shift.
+NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+#: Persistent buffers that are not parameters (a step counter other frameworks lack).
+SKIPPED_BUFFERS = frozenset({"num_batches_tracked"})
+
+
+def role_of(module: nn.Module, attr: str, tensor: torch.Tensor) -> str:
+    """The role of ``module.<attr>``: running statistics, norm scale/shift, bias, weight or other."""
+    if attr in ("running_mean", "running_var"):
+        return attr
+    if isinstance(module, NORMS):
+        return {"weight": "scale", "bias": "shift"}.get(attr, "other")
+    if attr.startswith("bias"):
+        return "bias"
+    if isinstance(tensor, UninitializedTensorMixin) or tensor.ndim >= 2:
+        return "weight"
+    return "other"
+
+
+def axes_of(module: nn.Module, attr: str, role: str) -> tuple[str, ...] | None:
+    """The axis roles of ``module.<attr>`` where they differ from the default ``(out, in, *space)``, else ``None``."""
+    if role != "weight" or attr != "weight":
+        return None
+    if isinstance(module, nn.modules.conv._ConvNd) and module.transposed:
+        return ("in", "out") + ("space",) * len(module.kernel_size)
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return ("in", "out")  # (num_embeddings, embedding_dim): one row per input token
+    return None
+
+
+def shallow_clone(module: nn.Module) -> nn.Module:
+    """A new module object holding the same tensors and children in its own containers."""
+    clone = module.__class__.__new__(module.__class__)
+    state = {}
+    for key, value in module.__dict__.items():
+        if isinstance(value, Pending):
+            value = Pending(value)
+        elif isinstance(value, (dict, set)):
+            value = value.copy()
+        state[key] = value
+    clone.__dict__.update(state)
+    return clone
+
+
+class TorchParameter(Parameter):
+    """One ``nn.Parameter`` or persistent buffer of a module, read live from the module.
+
+    The tensor is looked up in its module at every use, so the object follows ties,
+    untie and device moves that replace the tensor. It also knows the chain of child
+    names from the root, which untie of a reused module needs. After replacing modules
+    by hand (``net[2] = nn.Linear(...)``), take a fresh ``pp.tree(net)``.
+    """
+
+    backend = NAME
+
+    def __init__(self, path: str, root: nn.Module, keys: tuple[str, ...], attr: str, is_buffer: bool,
+                 module: nn.Module) -> None:
+        # Parameter.__init__ is not called on purpose: role, axes and trainable are
+        # computed on first use, which keeps building a tree of 1,000 layers cheap.
+        self._path, self._root, self._keys, self._attr = path, root, keys, attr
+        self._is_buffer, self._module = is_buffer, module
+
+    # ---- facts ------------------------------------------------------------------------
+    # The base class stores role, axes, trainable and groups in __init__; here they are read from the module.
+
+    @cached_property
+    def role(self) -> str:  # type: ignore[override]
+        return role_of(self._module, self._attr, self._tensor())
+
+    @property
+    def _axes(self) -> tuple[str, ...] | None:  # type: ignore[override]
+        return axes_of(self._module, self._attr, self.role)
+
+    @property
+    def trainable(self) -> bool:  # type: ignore[override]
+        """Whether an optimizer updates it: a parameter with ``requires_grad`` (buffers never)."""
+        return not self._is_buffer and self._tensor().requires_grad
+
+    @property
+    def groups(self) -> int:  # type: ignore[override]
+        """The groups of a convolution kernel (its module's ``groups``), else 1."""
+        module = self._module
+        if self._attr == "weight" and isinstance(module, nn.modules.conv._ConvNd):
+            return int(module.groups)
+        return 1
+
+    @property
+    def placements(self) -> tuple[Any, ...] | None:
+        """The DTensor placements (``(Shard(dim=0),)``), or ``None`` for a plain tensor."""
+        t = self._tensor()
+        return tuple(t.placements) if is_dtensor(t) else None
+
+    # ---- values -----------------------------------------------------------------------
+
+    def local(self) -> np.ndarray:
+        """This rank's shard of a sharded (DTensor) parameter as NumPy, without communication.
+
+        A view of the local storage on CPU (writes go through). For a parameter that is
+        not sharded, the whole value (as :meth:`numpy`).
+        """
+        self._require_data("read")
+        return _dtensor.local_numpy(self._tensor())
+
+    def _require_data(self, action: str) -> None:
+        if self._tensor().is_meta:  # the core's advice (initialize) is not enough on meta
+            msg = (f"Cannot {action} parameter {self.path!r}: expected a parameter with data, got one on the "
+                   "'meta' device (shape only). Call tree.initialize(...) and then tree.materialize('cpu').")
+            raise errors.UninitializedParameterError(msg, path=self.path, expected="initialized", got="uninitialized")
+        super()._require_data(action)
+
+    # ---- hooks: facts -----------------------------------------------------------------
+
+    def _shape(self) -> Shape:
+        t = self._tensor()
+        if isinstance(t, UninitializedTensorMixin):
+            return lazy_shape(self._owner(), self._attr)
+        return tuple(t.shape)
+
+    def _dtype(self) -> Any:
+        return np_dtype(self._tensor().dtype)
+
+    def _device(self) -> str:
+        return str(self._tensor().device)
+
+    def _native(self) -> torch.Tensor:
+        return self._tensor()
+
+    def _native_name(self) -> str:
+        return ".".join(self._keys + (self._attr,))
+
+    def _state(self) -> State:
+        t = self._tensor()
+        if isinstance(t, UninitializedTensorMixin):
+            return "deferred"
+        return "uninitialized" if t.is_meta else "initialized"
+
+    # ---- hooks: values ----------------------------------------------------------------
+
+    def _read(self) -> np.ndarray:
+        settle(self._owner(), self._attr)      # a fill recorded on meta, after a plain module.to_empty
+        t = self._tensor().detach()
+        if is_dtensor(t):
+            t = _dtensor.read_full(t)  # a collective: every rank reads the same parameter
+        if t.device.type != "cpu":
+            t = t.cpu()
+        return torch2np(t.resolve_conj().resolve_neg())
+
+    def _write(self, array: np.ndarray, /) -> None:
+        t = self._tensor()
+        if t.is_meta:  # no storage yet: the value is applied by TorchTree.materialize
+            value = np.array(array, copy=True)
+            self._defer(lambda: self._write(value))
+            return
+        if is_dtensor(t):
+            _dtensor.refuse_partial(t, self.path, "write")
+            self._write_local(array[_dtensor.local_box(t, self.path)])
+            return
+        if t.device.type == "cpu":
+            if array.dtype.kind in "fiub" and array.dtype.isbuiltin and min(array.strides, default=0) >= 0:
+                # torch's copy_ is parallel: about twice np.copyto here, from 0.1 MB to 64 MB
+                with torch.no_grad(), warnings.catch_warnings():
+                    # a read-only array (a mapped checkpoint) is only read here: torch's
+                    # "not writable" warning does not apply to a copy source
+                    warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+                    t.detach().copy_(torch.from_numpy(array))   # bumps the version counter, as copy_ does
+            else:   # bfloat16 (ml_dtypes) or negatively strided arrays: through NumPy
+                np.copyto(torch2np(t.detach()), array, casting="unsafe")
+                torch.autograd.graph.increment_version(t)
+        else:
+            with torch.no_grad():
+                t.copy_(np2torch(array))
+        forget(self._owner(), self._attr)
+
+    def _grad(self) -> np.ndarray | None:
+        g = self._tensor().grad
+        if g is None:
+            return None
+        g = g.detach()
+        if is_dtensor(g):
+            g = _dtensor.read_full(g)  # a collective, as _read
+        if g.is_sparse:
+            g = g.to_dense()
+        return np.array(torch2np(g.cpu()), copy=True)
+
+    def _identity(self) -> Any:
+        return id(self._tensor())
+
+    def _writable_view(self) -> np.ndarray | None:
+        t = self._tensor()
+        if is_dtensor(t):
+            return None  # no global storage: writes go through _write to the local box
+        if t.device.type != "cpu" or isinstance(t, UninitializedTensorMixin) or t.is_conj() or t.is_neg():
+            return None
+        return torch2np(t.detach())
+
+    # ---- hooks: sharded (DTensor) parameters --------------------------------------------
+
+    def _local_box(self) -> tuple[slice, ...] | None:
+        t = self._tensor()
+        return _dtensor.local_box(t, self.path) if is_dtensor(t) else None
+
+    def _local_view(self) -> np.ndarray | None:
+        t = self._tensor()
+        if not is_dtensor(t) or t.is_meta:
+            return None
+        local = t.to_local().detach()
+        if local.device.type != "cpu" or local.is_conj() or local.is_neg():
+            return None
+        torch.autograd.graph.increment_version(local)  # the caller writes into it
+        return torch2np(local)
+
+    def _write_local(self, array: np.ndarray, /) -> None:
+        local = self._tensor().to_local()
+        if local.device.type == "cpu":
+            np.copyto(torch2np(local.detach()), array, casting="unsafe")
+            torch.autograd.graph.increment_version(local)
+        else:
+            with torch.no_grad():
+                local.copy_(np2torch(np.ascontiguousarray(array)))
+        forget(self._owner(), self._attr)
+
+    def _read_local(self) -> np.ndarray:
+        return _dtensor.local_numpy(self._tensor())
+
+    def _shard_writer(self) -> bool:
+        t = self._tensor()
+        return _dtensor.is_primary(t) if is_dtensor(t) else _dtensor.rank_world()[0] == 0
+
+    def _placement(self) -> str | None:
+        t = self._tensor()
+        return _dtensor.placement_text(t) if is_dtensor(t) else None
+
+    def _agree_seed(self, seed: int, /) -> int:
+        return _dtensor.agree_seed(seed) if is_dtensor(self._tensor()) else seed
+
+    # ---- hooks: deferred initialization ---------------------------------------------------
+
+    def _defers_init(self) -> bool:
+        return self._tensor().is_meta
+
+    def _defer(self, fill: Callable[[], None], /) -> None:
+        owner = self._owner()
+        record(owner, self._attr, fill, lazy=isinstance(self._store(owner)[self._attr], UninitializedTensorMixin))
+
+    # ---- hooks: ties ----------------------------------------------------------------------
+
+    def _share(self, anchor: Parameter, /) -> None:
+        source = anchor._native()
+        owner = self._owner()
+        if not self._is_buffer and not isinstance(source, nn.Parameter):
+            msg = (f"Cannot tie parameter {self.path!r} to buffer {anchor.path!r}: expected an nn.Parameter, "
+                   f"got {type(source).__name__}. Tie parameters with parameters and buffers with buffers.")
+            raise errors.TieError(msg, path=self.path, expected="nn.Parameter", got=type(source).__name__)
+        self._store(owner)[self._attr] = source
+
+    def _unshare(self) -> None:
+        owner = self._privatize()
+        store = self._store(owner)
+        t = store[self._attr]
+        if isinstance(t, UninitializedParameter):
+            own: torch.Tensor = UninitializedParameter(  # type: ignore[call-arg]  # stubs lack device, dtype
+                requires_grad=t.requires_grad, device=t.device, dtype=t.dtype)
+        elif isinstance(t, UninitializedBuffer):
+            own = UninitializedBuffer(  # type: ignore[call-arg]  # stubs lack device, dtype
+                requires_grad=t.requires_grad, device=t.device, dtype=t.dtype)
+        else:
+            data = t.detach().clone()
+            own = nn.Parameter(data, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else data
+        store[self._attr] = own
+
+    # ---- where the tensor lives -----------------------------------------------------------
+
+    def _tensor(self) -> torch.Tensor:
+        module = self._module
+        return (module._buffers if self._is_buffer else module._parameters)[self._attr]
+
+    def _owner(self) -> nn.Module:
+        return self._module
+
+    def _store(self, owner: nn.Module) -> dict:
+        return owner._buffers if self._is_buffer else owner._parameters
+
+    def _privatize(self) -> nn.Module:
+        """Make every module on this parameter's path used only by this path; return the owner.
+
+        A module reached through several paths (a reused block) is replaced, at this
+        path only, by a shallow copy that still holds the same tensors and children.
+        """
+        counts = Counter(id(m) for _, m in self._root.named_modules(remove_duplicate=False))
+        module = self._root
+        for key in self._keys:
+            child = module._modules[key]
+            if counts[id(child)] > 1:
+                child = shallow_clone(child)
+                module._modules[key] = child
+            module = child
+        self._module = module
+        return module

@@ -1,0 +1,213 @@
+"""TorchTree: an ``nn.Module`` as a parameter tree, with the walk that lists its parameters in ``state_dict`` order."""
+
+from __future__ import annotations
+
+import warnings
+from typing import cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from polyparam import errors
+from polyparam.backend import Parameter, ParameterTree, join_path
+from polyparam_torch import NAME, _dtensor
+from polyparam_torch._convert import PLAIN, REAL_DTYPES
+from polyparam_torch._deferred import pending, settle
+from polyparam_torch._parameter import SKIPPED_BUFFERS, TorchParameter
+
+__all__ = ["TorchTree", "retie", "walk"]
+
+
+def walk(module: nn.Module, prefix: str, root: nn.Module, keys: tuple[str, ...],
+         out: list[tuple[str, Parameter]], seen: set[int] | None) -> None:
+    """Append (path, parameter) for ``module`` and its descendants in ``state_dict`` order.
+
+    With ``seen`` (a set of tensor ids), tied tensors are listed once, under the first
+    path met; without it, under every path.
+    """
+    for attr, t in module._parameters.items():
+        if t is not None:
+            if seen is not None:
+                if id(t) in seen:
+                    continue
+                seen.add(id(t))
+            path = prefix + attr
+            out.append((path, TorchParameter(path, root, keys, attr, False, module)))
+    if module._buffers:
+        skip = module._non_persistent_buffers_set
+        for attr, b in module._buffers.items():
+            if b is not None and attr not in skip and attr not in SKIPPED_BUFFERS:
+                if seen is not None:
+                    if id(b) in seen:
+                        continue
+                    seen.add(id(b))
+                path = prefix + attr
+                out.append((path, TorchParameter(path, root, keys, attr, True, module)))
+    if module._modules:
+        if isinstance(module, (nn.Sequential, nn.ModuleList)):
+            for i, (name, child) in enumerate(module._modules.items()):
+                if child is not None:
+                    walk(child, f"{prefix}{i}.", root, keys + (name,), out, seen)
+        else:
+            for name, child in module._modules.items():
+                if child is not None:
+                    walk(child, f"{prefix}{name}.", root, keys + (name,), out, seen)
+
+
+def retie(groups: list[list[TorchParameter]]) -> None:
+    """Make every member of each group share its first member's tensor again."""
+    for group in groups:
+        anchor = group[0]
+        for member in group[1:]:
+            if not member.is_tied_to(anchor):
+                member._share(anchor)
+
+
+class TorchTree(ParameterTree):
+    """An ``nn.Module`` as a parameter tree."""
+
+    backend = NAME
+
+    def __init__(self, native: nn.Module, /, *, path: str = "", root: nn.Module | None = None,
+                 keys: tuple[str, ...] = ()) -> None:
+        super().__init__(native, path=path)
+        self._root = native if root is None else root
+        self._keys = keys
+
+    # ---- hooks ------------------------------------------------------------------------
+
+    def _children(self) -> list[tuple[str, ParameterTree]]:
+        module = self.native
+        positional = isinstance(module, (nn.Sequential, nn.ModuleList))
+        out: list[tuple[str, ParameterTree]] = []
+        for i, (name, child) in enumerate(module._modules.items()):
+            if child is not None:
+                segment = str(i) if positional else name
+                out.append((segment, TorchTree(child, path=join_path(self.path, segment), root=self._root,
+                                               keys=self._keys + (name,))))
+        return out
+
+    def _leaves(self) -> list[tuple[str, Parameter]]:
+        out: list[tuple[str, Parameter]] = []
+        module = self.native
+        prefix = f"{self.path}." if self.path else ""
+        for attr, t in module._parameters.items():
+            if t is not None:
+                out.append((attr, TorchParameter(prefix + attr, self._root, self._keys, attr, False, module)))
+        skip = module._non_persistent_buffers_set
+        for attr, t in module._buffers.items():
+            if t is not None and attr not in skip and attr not in SKIPPED_BUFFERS:
+                out.append((attr, TorchParameter(prefix + attr, self._root, self._keys, attr, True, module)))
+        return out
+
+    def _to(self, device: str) -> None:
+        ties = [g for g in self._groups() if len(g) > 1]
+        try:
+            self.native.to(torch.device(device))
+        except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
+            msg = (f"Cannot move torch parameters of {self.path or '(root)'!r} to {device!r}: expected a device "
+                   f"this torch build can use, got {device!r} ({exc}). Check torch.cuda.is_available().")
+            raise errors.DeviceMismatchError(msg, path=self.path or None, expected="an available device",
+                                             got=device) from exc
+        retie(ties)  # a move to or from 'meta' creates new Parameter objects, one per use
+
+    def _occurrences(self) -> list[tuple[str, Parameter]]:
+        out: list[tuple[str, Parameter]] = []
+        walk(self.native, f"{self.path}." if self.path else "", self._root, self._keys, out, None)
+        return out
+
+    # The two overrides below are the generic ones with torch shortcuts; they return
+    # exactly what the base class would.
+
+    def items(self) -> list[tuple[str, Parameter]]:
+        out: list[tuple[str, Parameter]] = []
+        walk(self.native, f"{self.path}." if self.path else "", self._root, self._keys, out, set())
+        return out
+
+    def state(self, *, copy: bool = False) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for path, p in self.items():
+            tp = cast(TorchParameter, p)
+            settle(tp._owner(), tp._attr)
+            t = tp._tensor()
+            if t.is_cpu and type(t) in PLAIN and t.dtype in REAL_DTYPES and not t.is_neg():
+                value = t.detach().numpy()  # zero-copy
+            else:
+                value = p.numpy()  # everything else, errors included
+            out[path] = np.array(value, copy=True) if copy else value
+        return out
+
+    # ---- hooks: distributed processes ---------------------------------------------------
+
+    def _process_rank(self) -> tuple[int, int]:
+        return _dtensor.rank_world()
+
+    def _barrier(self) -> None:
+        _dtensor.barrier()
+
+    def _broadcast(self, value: int) -> int:
+        return _dtensor.agree_seed(value)
+
+    def _all_succeeded(self, ok: bool) -> bool:
+        return _dtensor.all_succeeded(ok)
+
+    # ---- meta device ----------------------------------------------------------------------
+
+    def materialize(self, device: str | torch.device = "cpu") -> TorchTree:
+        """Give meta-device parameters storage on ``device`` and run what was recorded for them.
+
+        Like ``module.to_empty(device=...)`` followed by the initializers, values and
+        ``load_state`` recorded while the parameters were on ``meta``; ties are kept.
+        Parameters with nothing recorded get their module's ``reset_parameters()``
+        (torch's default initialization) when the module has one.
+
+        Returns:
+            ``self``.
+        """
+        device = torch.device(device)
+        made: list[TorchParameter] = []
+        for group in self._groups():
+            anchor = group[0]
+            old = anchor._tensor()
+            if not old.is_meta:
+                continue
+            new = torch.empty_like(old, device=device)
+            if isinstance(old, nn.Parameter):
+                new = nn.Parameter(new, requires_grad=old.requires_grad)
+            for member in group:  # one new object for every use keeps the tie
+                member._store(member._owner())[member._attr] = new
+            made.append(anchor)
+        # torch defaults first, for modules whose own tensors were all on meta and lack a recorded fill
+        fresh = {(id(p._owner()), p._attr) for p in made}
+        reset: dict[int, nn.Module] = {}
+        unfilled = []
+        for p in made:
+            owner = p._owner()
+            if p._attr in (pending(owner) or ()):
+                continue
+            own = [a for a, t in list(owner._parameters.items()) + list(owner._buffers.items())
+                   if t is not None and a not in SKIPPED_BUFFERS]
+            if hasattr(owner, "reset_parameters") and all((id(owner), a) in fresh for a in own):
+                reset[id(owner)] = owner
+            else:
+                unfilled.append(p.path)
+        for owner in reset.values():
+            with torch.no_grad():
+                owner.reset_parameters()
+        for p in made:
+            fills = pending(p._owner())
+            fill = fills.pop(p._attr, None) if fills else None
+            if fill is not None:
+                fill()
+        if unfilled:
+            warnings.warn(f"Materialized {unfilled} without an initializer: their values are arbitrary. "
+                          "Call tree.initialize(...) before materialize().", errors.PolyparamWarning, stacklevel=2)
+        return self
+
+    def _groups(self) -> list[list[TorchParameter]]:
+        """Every occurrence grouped by tensor: a tie group per tensor, in model order."""
+        groups: dict[int, list[TorchParameter]] = {}
+        for _, p in self._occurrences():
+            groups.setdefault(p._identity(), []).append(cast(TorchParameter, p))
+        return list(groups.values())
