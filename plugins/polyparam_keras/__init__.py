@@ -1,6 +1,9 @@
 """polyparam plugin for Keras 3 (on TensorFlow or PyTorch). Importing this module never imports keras.
 
-Besides the hooks, it offers the gradient helpers (imported from the adapter on first use)::
+The adapter itself is :mod:`polyparam_keras._backend`; it is imported (and imports
+keras) the first time a Keras object is handed to polyparam or the backend is asked
+for by name. Besides the hooks, this module offers the gradient helpers (imported
+from ``polyparam_keras._gradients`` on first use)::
 
     import polyparam_keras
     polyparam_keras.backward(model, x)                 # grads of sum(model(x)), stored per variable
@@ -9,44 +12,25 @@ Besides the hooks, it offers the gradient helpers (imported from the adapter on 
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from polyparam import hookimpl
+from polyparam.backend import discovery_hooks
 
 __all__ = ["NAME", "backward", "polyparam_backend_for", "polyparam_backend_names", "polyparam_get_backend",
            "record_gradients"]
 
 NAME = "keras"
 
-
-@hookimpl
-def polyparam_backend_names() -> list[str]:
-    return [NAME]
-
-
-@hookimpl
-def polyparam_get_backend(name: str) -> Any:
-    if name != NAME:
-        return None
-    from polyparam_keras import _backend  # the only place keras gets imported
-
-    return _backend
-
-
-@hookimpl(tryfirst=True)  # under KERAS_BACKEND=torch a Keras layer is also a torch.nn.Module
-def polyparam_backend_for(obj: object) -> str | None:
-    keras = sys.modules.get("keras")  # not imported means not ours; tf.keras objects are keras objects
-    if keras is None:
-        return None
-    layer = getattr(keras, "Layer", None)
-    return NAME if layer is not None and isinstance(obj, layer) else None
+# tryfirst: under KERAS_BACKEND=torch a Keras layer is also a torch.nn.Module, so this plugin answers first.
+# keras not imported means the object is not ours; tf.keras objects are keras objects.
+polyparam_backend_names, polyparam_get_backend, polyparam_backend_for = discovery_hooks(
+    NAME, "polyparam_keras._backend", owns=[("keras", "Layer")], tryfirst=True)
 
 
 def __getattr__(name: str) -> Any:
     if name in ("backward", "record_gradients"):
-        from polyparam_keras import _backend
+        from polyparam_keras import _gradients
 
-        return getattr(_backend, name)
+        return getattr(_gradients, name)
     msg = f"module 'polyparam_keras' has no attribute {name!r}"
     raise AttributeError(msg)

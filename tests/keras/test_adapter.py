@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
-import polyparam as pp
-import polyparam_keras
-from polyparam import errors
-from polyparam.testing import reference_values, snapshot
+import polyparam as pp  # noqa: E402 - after the importorskip
+import polyparam_keras  # noqa: E402
+from polyparam import errors  # noqa: E402
+from polyparam.testing import reference_values, snapshot  # noqa: E402
 
 L = keras.layers
 
@@ -67,8 +67,8 @@ def test_subclassed_model_uses_attribute_names() -> None:
     assert tree["head.weight"].shape == (3, 8)
 
 
-def test_nested_sequentials_match_the_seed_indexing() -> None:
-    """rgnet.layers[0].layers[1].layers[1].weights[1] is tree[0][1][1]['bias']."""
+def test_nested_sequentials_match_the_chapter_indexing() -> None:
+    """The chapter's rgnet.layers[0].layers[1].layers[1].weights[1] is tree[0][1][1]['bias']."""
     def block1(name: str):
         return keras.Sequential([L.Flatten(), L.Dense(4, activation="relu")], name=name)
 
@@ -376,7 +376,8 @@ def test_fit_keeps_working_across_tie_and_untie_of_a_compiled_model() -> None:
 
 
 def test_importing_the_plugin_does_not_import_keras() -> None:
-    code = ("import sys, polyparam, polyparam_keras, numpy as np; polyparam.list_backends(); polyparam.backend_for({'w': np.zeros(2)});"
+    code = ("import sys, polyparam, polyparam_keras, numpy as np; polyparam.list_backends(); "
+            "polyparam.backend_for({'w': np.zeros(2)});"
             "print(any(m in sys.modules for m in ('keras', 'tensorflow', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -406,8 +407,6 @@ def test_these_tests_pass_under_the_other_keras_backend() -> None:
 
 def test_tying_an_embedding_to_a_dense_head_is_refused() -> None:
     """One Keras variable has one layout: Embedding (V, D) and a Dense kernel (D, V) cannot share it."""
-    from keras import layers as L
-
     model = keras.Sequential([keras.Input((5,), dtype="int32"), L.Embedding(11, 6), L.Dense(11, use_bias=False)])
     tree = pp.tree(model)
     with pytest.raises(pp.errors.TieError, match="same native layout") as info:

@@ -1,6 +1,6 @@
-"""Every code cell of the Keras seed chapter (shared/seeds/001, "Parameter Management"), through polyparam.
+"""Every code cell of the chapter's Keras version (D2L "Parameter Management"), through polyparam.
 
-Each test is one cell (or two that belong together); the comment above it is the seed's code.
+Each test is one cell (or two that belong together); the comment above it is the chapter's Keras code.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
-import polyparam as pp
+import polyparam as pp  # noqa: E402 - after the importorskip
 
 X = np.random.default_rng(0).uniform(size=(2, 4)).astype(np.float32)
 

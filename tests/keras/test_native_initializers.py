@@ -13,7 +13,8 @@ CASES = {
     "GlorotUniform": K.GlorotUniform, "GlorotNormal": K.GlorotNormal, "HeUniform": K.HeUniform,
     "HeNormal": K.HeNormal, "LecunUniform": K.LecunUniform, "LecunNormal": K.LecunNormal,
     "VarianceScaling(3, fan_out, untruncated)": lambda: K.VarianceScaling(3.0, "fan_out", "untruncated_normal"),
-    "RandomUniform(-0.2, 0.2)": lambda: K.RandomUniform(-0.2, 0.2), "RandomNormal(0.1, 0.02)": lambda: K.RandomNormal(0.1, 0.02),
+    "RandomUniform(-0.2, 0.2)": lambda: K.RandomUniform(-0.2, 0.2),
+    "RandomNormal(0.1, 0.02)": lambda: K.RandomNormal(0.1, 0.02),
     "TruncatedNormal(0, 0.3)": lambda: K.TruncatedNormal(0.0, 0.3), "Orthogonal(2)": lambda: K.Orthogonal(2.0),
     "Constant(0.5)": lambda: K.Constant(0.5),
 }
@@ -23,8 +24,8 @@ BOUNDED = ("GlorotUniform", "HeUniform", "LecunUniform", "RandomUniform", "Const
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-@pytest.mark.parametrize("layer", [lambda: (keras.layers.Dense(300), (700,)), lambda: (keras.layers.Conv2D(64, 5), (9, 9, 32))],
-                         ids=["dense", "conv"])
+@pytest.mark.parametrize("layer", [lambda: (keras.layers.Dense(300), (700,)),
+                                   lambda: (keras.layers.Conv2D(64, 5), (9, 9, 32))], ids=["dense", "conv"])
 def test_same_distribution_as_keras(name: str, layer) -> None:
     """std and mean (and the range, where bounded) within 5% of Keras' own draw for the same kernel."""
     init = CASES[name]()

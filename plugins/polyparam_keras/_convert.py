@@ -1,0 +1,57 @@
+"""Keras tensors and variables to and from NumPy, under the active Keras backend (TensorFlow or PyTorch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+__all__ = ["assign_native", "device_type", "engine", "raw", "to_numpy"]
+
+
+def engine() -> str:
+    """The active Keras backend: ``"tensorflow"``, ``"torch"``, ..."""
+    return keras.backend.backend()
+
+
+def raw(variable: Any) -> Any:
+    """The framework tensor behind a Keras variable (tf.Variable / torch Parameter), outside any scope."""
+    return variable._value
+
+
+def to_numpy(tensor: Any) -> np.ndarray:
+    """A framework tensor as NumPy: a view of CPU torch memory, a copy for TensorFlow."""
+    active = engine()
+    if active == "torch":
+        t = tensor.detach()
+        return t.numpy() if t.device.type == "cpu" else t.cpu().numpy()
+    if active == "tensorflow":
+        return tensor.numpy()
+    return np.asarray(tensor)
+
+
+def device_type(device: str) -> str:
+    """``"CPU"`` / ``"GPU"`` of a TensorFlow device string such as ``/job:localhost/.../device:CPU:0``."""
+    return device.rsplit("device:", 1)[-1].split(":", 1)[0].upper() if device else "CPU"
+
+
+def assign_native(variable: Any, array: np.ndarray) -> None:
+    """Write a native-layout array into the variable's storage, bypassing stateless scopes."""
+    active = engine()
+    tensor = raw(variable)
+    if active == "torch":
+        import torch
+
+        with torch.no_grad():
+            if tensor.device.type == "cpu":
+                tensor.detach().numpy()[...] = array
+            else:
+                tensor.copy_(torch.from_numpy(np.ascontiguousarray(array)).to(tensor.device))
+    elif active == "tensorflow":
+        import tensorflow as tf
+
+        with tf.init_scope():
+            tensor.assign(np.ascontiguousarray(array))
+    else:
+        variable.assign(array)

@@ -1,0 +1,73 @@
+"""Gradients for Keras, which stores none: computed by the active backend's autodiff, kept per variable.
+
+A tied variable is one variable, so its gradient is the sum over its uses.
+``KerasParameter.grad()`` reads what these functions store, in canonical layout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from polyparam import errors
+from polyparam_keras._convert import engine, raw, to_numpy
+from polyparam_keras._variables import GRAD_ATTR
+
+__all__ = ["backward", "record_gradients"]
+
+# the package imports this module on first use of polyparam_keras.backward, so this
+# module does not import the package back for its NAME
+_NAME = "keras"
+
+
+def record_gradients(pairs: Iterable[tuple[Any, Any]], /) -> None:
+    """Store ``(gradient, variable)`` pairs so ``Parameter.grad()`` returns them.
+
+    Use it in your own training step::
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn(model(x))
+        grads = tape.gradient(loss, model.trainable_variables)
+        polyparam_keras.record_gradients(zip(grads, model.trainable_variables))
+
+    A gradient of ``None`` (variable unused) is stored as zeros.
+    """
+    for grad, variable in pairs:
+        if grad is None:
+            value = np.zeros(tuple(variable.shape), np.dtype(variable.dtype))
+        else:
+            value = np.array(to_numpy(grad) if not isinstance(grad, np.ndarray) else grad, copy=True)
+        object.__setattr__(variable, GRAD_ATTR, value)
+
+
+def backward(model: Any, inputs: Any, /, loss: Callable[[Any], Any] | None = None) -> Any:
+    """Run ``model`` on ``inputs`` and store the gradients of ``loss(output)`` (default ``sum(output)``).
+
+    Uses the active Keras backend's autodiff (``tf.GradientTape`` or torch autograd).
+    Gradients are computed fresh (not accumulated) for every trainable variable, once
+    per variable: a tied variable gets the sum over its uses. Returns the loss as NumPy.
+    """
+    variables = model.trainable_variables
+    active = engine()
+    if active == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            out = model(inputs, training=True)
+            value = loss(out) if loss is not None else tf.reduce_sum(out)
+        grads = tape.gradient(value, variables)
+        record_gradients(zip(grads, variables))
+        return value.numpy()
+    if active == "torch":
+        import torch
+
+        with torch.enable_grad():
+            out = model(inputs, training=True)
+            value = loss(out) if loss is not None else out.sum()
+            grads = torch.autograd.grad(value, [raw(v) for v in variables], allow_unused=True)
+        record_gradients(zip(grads, variables))
+        return value.detach().cpu().numpy()
+    msg = (f"Cannot compute gradients with Keras backend {active!r}: expected 'tensorflow' or 'torch', got "
+           f"{active!r}. Compute them yourself and pass them to record_gradients().")
+    raise errors.BackendError(msg, backend=_NAME, expected=("tensorflow", "torch"), got=active)

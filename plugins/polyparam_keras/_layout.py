@@ -1,0 +1,164 @@
+"""Layer layers: their slots (canonical names, roles, layouts) and Keras' layout <-> the canonical one.
+
+Keras stores Dense ``kernel (in, out)``, Conv ``(*k, in, out)``, ConvTranspose
+``(*k, out, in)`` and DepthwiseConv ``(*k, in, mult)``; the canonical layouts are
+torch's ``(out, in)``, ``(out, in, *k)``, ``(in, out, *k)`` and ``(in * mult, 1, *k)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from polyparam.backend import Shape
+from polyparam_keras._variables import find_variable, leaf_name, own_variables
+
+__all__ = ["Slot", "axes", "canonical_shape", "groups", "perm", "slots", "slots_of", "to_canonical", "to_native",
+           "unbuilt_shape"]
+
+# the public classes of keras' private base classes (BaseConv, BaseConvTranspose, BaseDepthwiseConv)
+_CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_CONV_T_LAYERS = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+_DEPTHWISE_LAYERS = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One parameter of a known layer kind."""
+
+    leaf: str                       # canonical leaf name
+    var: str                        # the Keras variable's name
+    role: str
+    layout: str = "same"            # "same" | "dense" | "conv" | "conv_transpose" | "depthwise" | "embedding"
+    flag: str | None = None         # layer attribute that must be true for it to exist
+
+
+def perm(layout: str, ndim: int) -> tuple[int, ...] | None:
+    """Native -> canonical axis permutation, or None when the layouts agree."""
+    if layout == "dense":
+        return (1, 0)
+    if layout in ("conv", "conv_transpose"):
+        return (ndim - 1, ndim - 2, *range(ndim - 2))
+    if layout == "depthwise":
+        return (ndim - 2, ndim - 1, *range(ndim - 2))
+    return None
+
+
+def to_canonical(layout: str, value: np.ndarray) -> np.ndarray:
+    """A native-layout array in canonical layout (a view where a transpose does it)."""
+    p = perm(layout, value.ndim)
+    out = value if p is None else value.transpose(p)
+    if layout == "depthwise":   # (in, mult, *k) -> torch's (in * mult, 1, *k), out channel = in * mult + m
+        out = out.reshape((out.shape[0] * out.shape[1], 1, *out.shape[2:]))
+    return out
+
+
+def to_native(layout: str, array: np.ndarray, native_shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of :func:`to_canonical`, for an array of the canonical shape."""
+    if layout == "depthwise":
+        array = array.reshape((native_shape[-2], native_shape[-1], *native_shape[:-2]))
+    p = perm(layout, array.ndim)
+    return array if p is None else array.transpose(np.argsort(p))
+
+
+def canonical_shape(layout: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The canonical shape of a native-layout shape."""
+    p = perm(layout, len(shape))
+    out = shape if p is None else tuple(shape[i] for i in p)
+    if layout == "depthwise":
+        out = (out[0] * out[1], 1, *out[2:])
+    return out
+
+
+def axes(layout: str, ndim: int) -> tuple[str, ...] | None:
+    """The axis roles of the canonical layout, or None for the core's default."""
+    if layout == "dense":
+        return ("out", "in")
+    if layout in ("conv", "depthwise"):
+        return ("out", "in") + ("space",) * (ndim - 2)
+    if layout == "conv_transpose":
+        return ("in", "out") + ("space",) * (ndim - 2)
+    if layout == "embedding":
+        return ("in", "out")
+    return None
+
+
+_DENSE = (Slot("weight", "kernel", "weight", "dense"), Slot("bias", "bias", "bias", flag="use_bias"))
+_CONV = (Slot("weight", "kernel", "weight", "conv"), Slot("bias", "bias", "bias", flag="use_bias"))
+_CONV_T = (Slot("weight", "kernel", "weight", "conv_transpose"), Slot("bias", "bias", "bias", flag="use_bias"))
+_BN = (Slot("weight", "gamma", "scale", flag="scale"), Slot("bias", "beta", "shift", flag="center"),
+       Slot("running_mean", "moving_mean", "running_mean"), Slot("running_var", "moving_variance", "running_var"))
+_NORM = (Slot("weight", "gamma", "scale", flag="scale"), Slot("bias", "beta", "shift", flag="center"))
+_DEPTHWISE = (Slot("weight", "kernel", "weight", "depthwise"), Slot("bias", "bias", "bias", flag="use_bias"))
+_EMBEDDING = (Slot("weight", "embeddings", "weight", "embedding"),)
+
+
+def slots(layer: Any) -> tuple[Slot, ...] | None:
+    """The known slots of ``layer``'s kind, or None for a kind this adapter does not know."""
+    layers = keras.layers
+    if isinstance(layer, layers.Dense):
+        return _DENSE
+    if isinstance(layer, _CONV_T_LAYERS):
+        return _CONV_T
+    if isinstance(layer, _CONV_LAYERS):
+        return _CONV
+    if isinstance(layer, _DEPTHWISE_LAYERS):
+        return _DEPTHWISE
+    if isinstance(layer, layers.BatchNormalization):
+        return _BN
+    if isinstance(layer, (layers.LayerNormalization, layers.GroupNormalization)):
+        return _NORM
+    if isinstance(layer, layers.Embedding):
+        return _EMBEDDING
+    return None
+
+
+def unbuilt_shape(layer: Any, slot: Slot) -> Shape:
+    """Canonical shape of a slot before Keras builds the layer (None = unknown)."""
+    layers = keras.layers
+    if isinstance(layer, layers.Dense):
+        return (layer.units, None) if slot.leaf == "weight" else (layer.units,)
+    if isinstance(layer, _CONV_T_LAYERS):
+        return (None, layer.filters, *layer.kernel_size) if slot.leaf == "weight" else (layer.filters,)
+    if isinstance(layer, _CONV_LAYERS):
+        return (layer.filters, None, *layer.kernel_size) if slot.leaf == "weight" else (layer.filters,)
+    if isinstance(layer, _DEPTHWISE_LAYERS):
+        return (None, 1, *layer.kernel_size) if slot.leaf == "weight" else (None,)
+    if isinstance(layer, layers.Embedding):
+        return (layer.input_dim, layer.output_dim)
+    return (None,)
+
+
+def groups(layer: Any, slot: Slot) -> int:
+    """The groups of a grouped (or depthwise) convolution kernel; 1 for everything else."""
+    if slot.leaf != "weight":
+        return 1
+    if isinstance(layer, _CONV_LAYERS):
+        return int(getattr(layer, "groups", 1) or 1)
+    if isinstance(layer, _DEPTHWISE_LAYERS) and layer.built:
+        kernel = find_variable(layer, slot.var)
+        assert kernel is not None, "a built depthwise layer has its kernel"
+        return int(kernel.shape[-2])
+    return 1
+
+
+def slots_of(layer: Any) -> list[Slot]:
+    """The slots present on ``layer`` now (built or not)."""
+    known = slots(layer)
+    if known is not None:
+        if layer.built:
+            return [s for s in known if find_variable(layer, s.var) is not None]
+        return [s for s in known if s.flag is None or getattr(layer, s.flag, True)]
+    if not layer.built:
+        return []
+    seen: set[int] = set()
+    out = []
+    for v in own_variables(layer):
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        out.append(Slot(leaf_name(v.name), v.name, "other"))
+    return out

@@ -1,0 +1,127 @@
+"""KerasTree: a Keras layer or model as a parameter tree, with structural paths.
+
+Sequential and Functional models are indexed by position in ``model.layers``
+(Functional models list their ``InputLayer`` too, so it takes position 0); subclassed
+layers and models by attribute name. Keras' auto-numbered layer names never appear.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import keras
+from keras.src.models.functional import Functional  # no public name: keras.Model(inputs, outputs) returns one
+
+from polyparam.backend import Parameter, ParameterTree, join_path
+from polyparam_keras import NAME
+from polyparam_keras._layout import slots_of
+from polyparam_keras._parameter import KerasParameter
+
+__all__ = ["KerasTree"]
+
+
+class KerasTree(ParameterTree):
+    """A Keras layer or model (or a list of sublayers of a subclassed one) as a parameter tree."""
+
+    backend = NAME
+
+    def __init__(self, native: Any, /, *, locate: Callable[[], Any], root: Any, path: str = "",
+                 site: tuple[Callable[[], Any], int] | None = None) -> None:
+        super().__init__(native, path=path)
+        self._locate = locate
+        self._root = root
+        self._site = site
+
+    @property
+    def native(self) -> Any:
+        return self._locate()
+
+    # ---- hooks a backend implements ----------------------------------------------
+
+    def _children(self) -> list[tuple[str, ParameterTree]]:
+        obj = self._locate()
+        out: list[tuple[str, ParameterTree]] = []
+        if isinstance(obj, (list, tuple, dict)):
+            keys = list(obj.keys()) if isinstance(obj, dict) else list(range(len(obj)))
+            for key in keys:
+                locate = functools.partial(_item, self._locate, key)
+                out.append((str(key), KerasTree(obj[key], locate=locate, root=self._root,
+                                                path=join_path(self.path, str(key)))))
+            return out
+        if _is_container(obj):
+            for i, layer in enumerate(obj.layers):
+                locate = functools.partial(_position, self._locate, i)
+                out.append((str(i), KerasTree(layer, locate=locate, root=self._root, path=join_path(self.path, str(i)),
+                                              site=(self._locate, i) if isinstance(obj, keras.Sequential) else None)))
+            return out
+        for name, value, getter in _attribute_children(obj):
+            locate = functools.partial(_via, self._locate, getter)
+            out.append((name, KerasTree(value, locate=locate, root=self._root, path=join_path(self.path, name))))
+        return out
+
+    def _leaves(self) -> list[tuple[str, Parameter]]:
+        obj = self._locate()
+        if not isinstance(obj, keras.Layer) or _is_container(obj):
+            return []
+        return [(slot.leaf, KerasParameter(join_path(self.path, slot.leaf), slot, locate=self._locate,
+                                           root=self._root, site=self._site))
+                for slot in slots_of(obj)]
+
+
+def _is_container(layer: Any) -> bool:
+    return isinstance(layer, (keras.Sequential, Functional))
+
+
+def _attribute_children(layer: Any) -> list[tuple[str, Any, Callable[[Any], Any]]]:
+    """Sublayers of a subclassed layer by attribute name, in ``layer.layers`` order.
+
+    Returns ``(name, value, getter)``; a list/tuple/dict attribute of layers is one
+    entry whose value is the container.
+    """
+    tracked = {id(sub): i for i, sub in enumerate(layer._layers)}
+    candidates: list[tuple[str, Any]] = list(vars(layer).items())
+    modules = vars(layer).get("_modules")
+    if isinstance(modules, dict):
+        candidates += list(modules.items())
+    found: list[tuple[int, str, Any, Callable[[Any], Any]]] = []
+    claimed: set[int] = set()
+    for name, value in candidates:
+        if value is layer._layers or name in ("_layers", "_modules", "_torch_params", "_functional"):
+            continue
+        if isinstance(value, keras.Layer):
+            if id(value) in tracked and name not in {f[1] for f in found}:
+                found.append((tracked[id(value)], name, value, functools.partial(_attribute, name=name)))
+                claimed.add(id(value))
+        elif isinstance(value, (list, tuple, dict)) and value and not name.startswith("_"):
+            items = list(value.values()) if isinstance(value, dict) else list(value)
+            if all(isinstance(v, keras.Layer) and id(v) in tracked for v in items):
+                first = min(tracked[id(v)] for v in items)
+                found.append((first, name, value, functools.partial(_attribute, name=name)))
+                claimed.update(id(v) for v in items)
+    for i, sub in enumerate(layer._layers):
+        if id(sub) not in claimed:
+            found.append((i, str(i), sub, functools.partial(_tracked_layer, index=i)))
+            claimed.add(id(sub))
+    found.sort(key=lambda f: f[0])
+    return [(name, value, getter) for _, name, value, getter in found]
+
+
+def _attribute(layer: Any, name: str) -> Any:
+    return getattr(layer, name)
+
+
+def _tracked_layer(layer: Any, index: int) -> Any:
+    return layer._layers[index]
+
+
+def _item(locate: Callable[[], Any], key: Any) -> Any:
+    return locate()[key]
+
+
+def _position(locate: Callable[[], Any], i: int) -> Any:
+    return locate().layers[i]
+
+
+def _via(locate: Callable[[], Any], getter: Callable[[Any], Any]) -> Any:
+    return getter(locate())
