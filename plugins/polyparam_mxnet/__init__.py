@@ -1,39 +1,27 @@
 """polyparam plugin for MXNet Gluon 1.9. Importing this module never imports mxnet.
 
-The backend module (:mod:`polyparam_mxnet._backend`) is imported the first time a
-Gluon block is handled or ``pp.get_backend("mxnet")`` is called; before it loads
-libmxnet it checks that the process can do so safely (see :mod:`polyparam_mxnet._loadorder`).
+The adapter (:mod:`polyparam_mxnet._backend`) is imported the first time a Gluon block
+is handled or ``pp.get_backend("mxnet")`` is called; before it loads libmxnet it checks
+that the process can do so safely (see :mod:`polyparam_mxnet._loadorder`).
+
+Files: ``_backend`` (the names of :class:`polyparam.backend.Backend`), ``_convert``
+(the one import of mxnet; NumPy <-> NDArray, layouts, contexts), ``_parameter`` and
+``_tree`` (the subclasses), ``_models`` (the reference models), ``_deferred`` (deferred
+initialization through Gluon's own initializer call) and ``_loadorder`` (the libstdc++
+check).
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any
+from polyparam.backend import discovery_hooks
 
-from polyparam import hookimpl
+__all__ = ["NAME", "polyparam_backend_for", "polyparam_backend_names", "polyparam_get_backend"]
 
 NAME = "mxnet"
 
-
-@hookimpl
-def polyparam_backend_names() -> list[str]:
-    return [NAME]
-
-
-@hookimpl
-def polyparam_get_backend(name: str) -> Any:
-    if name != NAME:
-        return None
-    from polyparam_mxnet import _backend  # the only place mxnet gets imported
-
-    return _backend
-
-
-@hookimpl
-def polyparam_backend_for(obj: object) -> str | None:
-    # array-api-compat: not imported means not ours. mxnet.gluon is imported by
-    # `import mxnet`, so a Gluon block implies both modules are present.
-    gluon = sys.modules.get("mxnet.gluon")
-    if gluon is None:
-        return None
-    return NAME if isinstance(obj, gluon.Block) else None
+# The backend module is imported by name on first use: the only way mxnet gets imported.
+# Ownership is answered from sys.modules (array-api-compat's rule): mxnet not imported
+# means no Gluon block can exist, so the object is not ours. `import mxnet` imports
+# mxnet.gluon, so a Gluon block implies that module is present.
+polyparam_backend_names, polyparam_get_backend, polyparam_backend_for = discovery_hooks(
+    NAME, "polyparam_mxnet._backend", owns=[("mxnet.gluon", "Block")])

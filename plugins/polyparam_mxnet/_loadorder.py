@@ -55,7 +55,7 @@ def loaded_objects() -> list[str] | None:
         return None
     names: list[str] = []
 
-    def visit(info: ctypes._Pointer, size: int, data: ctypes.c_void_p) -> int:  # type: ignore[type-arg]
+    def visit(info: ctypes._Pointer[_PhdrInfo], size: int, data: ctypes.c_void_p) -> int:
         raw = info.contents.dlpi_name
         names.append(raw.decode(errors="replace") if raw else "")
         return 0

@@ -11,12 +11,15 @@ import pytest
 if importlib.util.find_spec("mxnet") is None:
     pytest.skip("mxnet is not installed", allow_module_level=True)
 
+# The adapter imports mxnet after its load-order check, so it comes first.
+# isort: off
 import polyparam as pp  # noqa: E402
 from polyparam_mxnet import _backend  # noqa: E402
 
 import mxnet as mx  # noqa: E402
 from mxnet import autograd, gluon, nd  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
+# isort: on
 
 CPUS = [mx.cpu(0), mx.cpu(1)]
 

@@ -1,5 +1,6 @@
-"""Every code cell of the Gluon seeds (000 D2L MXNet, 002 older Gluon, 003 MXNet
-"Initialization" tutorial), done through polyparam on real Gluon networks."""
+"""Every code cell of the chapter's Gluon versions (D2L "Parameter Management", MXNet tab;
+the older Gluon chapter; MXNet's "Initialization" tutorial), done through polyparam on
+real Gluon networks."""
 
 from __future__ import annotations
 
@@ -16,24 +17,27 @@ import pytest
 if importlib.util.find_spec("mxnet") is None:
     pytest.skip("mxnet is not installed", allow_module_level=True)
 
+# The adapter imports mxnet after its load-order check, so it comes first.
+# isort: off
 import polyparam as pp  # noqa: E402
-from polyparam_mxnet import _backend  # noqa: E402,F401  (imports mxnet after the load-order check)
+from polyparam_mxnet import _backend  # noqa: E402,F401
 
 import mxnet as mx  # noqa: E402
 from mxnet import autograd, gluon, nd, npx  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
+# isort: on
 
 
 @pytest.fixture
 def np_semantics():
-    """Seed 000 runs under ``npx.set_np()``; restore the legacy mode for the other tests."""
+    """The D2L version runs under ``npx.set_np()``; restore the legacy mode for the other tests."""
     npx.set_np()
     yield
     npx.reset_np()
 
 
 class MyInit(pp.init.Initializer):
-    """The seeds' MyInit, on NumPy arrays and the parameter's own generator."""
+    """The chapter's MyInit, on NumPy arrays and the parameter's own generator."""
 
     def init_weight(self, name, arr):
         print("Init", name, arr.shape)
@@ -46,10 +50,10 @@ def _check_my_init(w: np.ndarray) -> None:
     assert (w != 0).any()
 
 
-# ---- seed 000: D2L "Parameter Management", MXNet tab (NumPy semantics) ----------------------
+# ---- D2L "Parameter Management", MXNet tab (NumPy semantics) ---------------------------------
 
 
-def test_seed000_parameter_management(np_semantics, capsys) -> None:
+def test_d2l_parameter_management(np_semantics, capsys) -> None:
     from mxnet import np as mnp
 
     # net = nn.Sequential(); net.add(...); net.initialize(); net(X)
@@ -61,7 +65,7 @@ def test_seed000_parameter_management(np_semantics, capsys) -> None:
     report = tree.initialize()  # Gluon's default: U(-0.07, 0.07) weights, zero biases
     # as in Gluon, shapes known now (biases) are filled now, the others at the first forward
     assert report.deferred == ["0.weight", "1.weight"] and report.initialized == ["0.bias", "1.bias"]
-    X = mnp.random.uniform(size=(2, 4))
+    X = mnp.random.uniform(size=(2, 4))  # noqa: N806 - the chapter's name
     out = net(X)
     assert out.shape == (2, 1)
     for p in tree.select("*.weight"):
@@ -159,7 +163,7 @@ def test_seed000_parameter_management(np_semantics, capsys) -> None:
             nn.Dense(10))
     tree = pp.tree(net)
     tree.initialize()
-    X = mnp.random.uniform(size=(2, 20))
+    X = mnp.random.uniform(size=(2, 20))  # noqa: N806 - the chapter's name
     net(X)
     assert {frozenset(g.paths) for g in tree.ties()} == {frozenset({"1.weight", "2.weight"}),
                                                          frozenset({"1.bias", "2.bias"})}
@@ -176,7 +180,7 @@ def test_seed000_parameter_management(np_semantics, capsys) -> None:
     np.testing.assert_array_equal(grad, net[1].weight.grad().asnumpy())
 
 
-# ---- seed 002: the older Gluon chapter (nd, name_scope) ---------------------------------------
+# ---- the older Gluon chapter (nd, name_scope) ------------------------------------------------
 
 
 def get_net():
@@ -187,7 +191,7 @@ def get_net():
     return net
 
 
-def test_seed002_initializing_parameters(capsys) -> None:
+def test_gluon_chapter_initializing_parameters(capsys) -> None:
     x = nd.random.uniform(shape=(3, 5))
 
     # forward without initialize: Gluon complains; polyparam says why and what to do
@@ -249,7 +253,7 @@ def test_seed002_initializing_parameters(capsys) -> None:
     assert not np.array_equal(tree["0.weight"].numpy()[:, :4], tree["1.weight"].numpy())
 
     # custom init: _init_weight uniform(5, 10), _init_bias = 1 (Gluon's biases keep their own 'zeros')
-    class SeedInit(pp.init.Initializer):
+    class BiasOneInit(pp.init.Initializer):
         def _init_weight(self, _, arr):
             arr[:] = self.rng.uniform(5, 10, arr.shape)
 
@@ -258,7 +262,7 @@ def test_seed002_initializing_parameters(capsys) -> None:
 
     net = get_net()
     tree = pp.tree(net)
-    tree.initialize(SeedInit())
+    tree.initialize(BiasOneInit())
     net(x)
     np.testing.assert_array_equal(tree["0.bias"].numpy(), 0)
     w = tree["0.weight"].numpy()
@@ -319,7 +323,7 @@ def test_seed002_initializing_parameters(capsys) -> None:
     np.testing.assert_array_equal(tree["0.weight"].grad(), net[0].weight.grad().asnumpy())
 
 
-# ---- seed 003: the MXNet "Initialization" tutorial ------------------------------------------
+# ---- MXNet's "Initialization" tutorial -------------------------------------------------------
 
 
 def getnet():
@@ -329,7 +333,7 @@ def getnet():
     return net
 
 
-def test_seed003_deferred_and_forced_initialization(capsys) -> None:
+def test_initialization_tutorial_deferred_and_forced(capsys) -> None:
     net = getnet()
     tree = pp.tree(net)
     # print(net.collect_params()): unknown dims
@@ -412,7 +416,7 @@ def test_seed003_deferred_and_forced_initialization(capsys) -> None:
     assert tree[2]["weight"].native is shared.weight
 
 
-def test_seed003_prints_gluon_names_in_a_fresh_process() -> None:
+def test_initialization_tutorial_prints_gluon_names_in_a_fresh_process() -> None:
     """The tutorial's exact output: 'Init dense0_weight (256, 20)' once, at the first forward."""
     script = textwrap.dedent("""
         import numpy as np

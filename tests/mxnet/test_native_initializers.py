@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import polyparam as pp  # first: lets MXNet load beside TensorFlow
-import mxnet as mx  # noqa: E402
-from mxnet.gluon import nn  # noqa: E402
+# polyparam first: it lets MXNet load beside TensorFlow.
+# isort: off
+import polyparam as pp
+import mxnet as mx
+from mxnet.gluon import nn
+# isort: on
 
 CASES = {
     "Xavier": mx.init.Xavier, "Xavier(gaussian, in, 2)": lambda: mx.init.Xavier("gaussian", "in", 2),

@@ -3,36 +3,23 @@
 Models are :class:`polyparam_jax.model.Model` objects: a stax-style network (pairs of
 ``init_fun, apply_fun``) together with its parameters, the mutable holder that JAX's
 functional style leaves to the user.
+
+Files: ``_backend`` (the names of :class:`polyparam.backend.Backend`), ``_convert``
+(NumPy <-> JAX arrays, layouts, devices), ``_parameter`` and ``_tree`` (the
+subclasses), ``_models`` (the reference models) and ``model`` (the stax-style layers
+and :class:`~polyparam_jax.model.Model`, the framework side).
 """
 
 from __future__ import annotations
 
-import sys
-from types import ModuleType
+from polyparam.backend import discovery_hooks
 
-from polyparam import hookimpl
+__all__ = ["NAME", "polyparam_backend_for", "polyparam_backend_names", "polyparam_get_backend"]
 
 NAME = "jax"
 
-
-@hookimpl
-def polyparam_backend_names() -> list[str]:
-    return [NAME]
-
-
-@hookimpl
-def polyparam_get_backend(name: str) -> ModuleType | None:
-    if name != NAME:
-        return None
-    from polyparam_jax import _backend  # the only place the adapter (and jax) gets imported
-
-    return _backend
-
-
-@hookimpl
-def polyparam_backend_for(obj: object) -> str | None:
-    # Not imported means no Model can exist: answer without importing jax.
-    model = sys.modules.get("polyparam_jax.model")
-    if model is None:
-        return None
-    return NAME if isinstance(obj, model.Model) else None
+# The backend module is imported by name on first use: the only place the adapter (and
+# jax) gets imported. Ownership is answered from sys.modules: polyparam_jax.model not
+# imported means no Model can exist, so the object is not ours, and jax stays unimported.
+polyparam_backend_names, polyparam_get_backend, polyparam_backend_for = discovery_hooks(
+    NAME, "polyparam_jax._backend", owns=[("polyparam_jax.model", "Model")])

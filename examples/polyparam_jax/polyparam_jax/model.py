@@ -59,7 +59,7 @@ class Layer:
     children: tuple[Layer, ...] = field(default_factory=tuple)
 
 
-def Dense(units: int) -> Layer:
+def Dense(units: int) -> Layer:  # noqa: N802 - stax's layer names
     """``stax.Dense``: kernel stored ``(in, out)``; canonical ``(out, in)``."""
     init, apply = stax.Dense(units)
     return Layer(init, apply, "dense", (Leaf("weight", axes=("out", "in"), to_canonical=(1, 0)), Leaf("bias", "bias")))
@@ -73,10 +73,13 @@ def _relu() -> Layer:
 Relu = _relu()
 
 
-def Conv(out_channels: int, kernel: Sequence[int], *, groups: int = 1) -> Layer:
-    """N-d convolution, channels first, kernel stored ``(out, in/groups, *kernel)`` (already canonical)."""
+def Conv(out_channels: int, kernel: Sequence[int], *, groups: int = 1) -> Layer:  # noqa: N802 - stax's layer names
+    """1-, 2- or 3-d convolution, channels first, kernel stored ``(out, in/groups, *kernel)`` (already canonical)."""
     n = len(kernel)
-    spatial = "DHW"[-n:] if n <= 3 else None
+    if not 1 <= n <= 3:
+        msg = f"Invalid value for argument `kernel`: expected 1 to 3 sizes. Received: kernel={tuple(kernel)!r}."
+        raise ValueError(msg)
+    spatial = "DHW"[-n:]
     dims = ("NC" + spatial, "OI" + spatial, "NC" + spatial)
 
     def init_fun(rng: Any, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[Any]]:
@@ -96,13 +99,14 @@ def Conv(out_channels: int, kernel: Sequence[int], *, groups: int = 1) -> Layer:
     return Layer(init_fun, apply_fun, f"conv{n}d", leaves)
 
 
-def ConvTranspose(out_channels: int, kernel: Sequence[int]) -> Layer:
+def ConvTranspose(out_channels: int, kernel: Sequence[int]) -> Layer:  # noqa: N802 - stax's layer names
     """2-D transposed convolution, kernel stored ``(in, out, kh, kw)`` as PyTorch does (canonical)."""
     n = len(kernel)
 
     def init_fun(rng: Any, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[Any]]:
         in_channels = input_shape[1]
-        w = jax.nn.initializers.he_uniform(in_axis=0, out_axis=1)(rng, (in_channels, out_channels, *kernel), jnp.float32)
+        init = jax.nn.initializers.he_uniform(in_axis=0, out_axis=1)
+        w = init(rng, (in_channels, out_channels, *kernel), jnp.float32)
         out_space = tuple(-1 if d == -1 else d + k - 1 for d, k in zip(input_shape[2:], kernel))
         return (input_shape[0], out_channels, *out_space), [w, jnp.zeros((out_channels,), jnp.float32)]
 
@@ -118,7 +122,7 @@ def ConvTranspose(out_channels: int, kernel: Sequence[int]) -> Layer:
     return Layer(init_fun, apply_fun, "conv_transpose", leaves)
 
 
-def Embedding(tokens: int, dim: int) -> Layer:
+def Embedding(tokens: int, dim: int) -> Layer:  # noqa: N802 - stax's layer names
     """A lookup table ``(tokens, dim)``; integer inputs."""
 
     def init_fun(rng: Any, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[Any]]:
@@ -130,7 +134,7 @@ def Embedding(tokens: int, dim: int) -> Layer:
     return Layer(init_fun, apply_fun, "embedding", (Leaf("weight", axes=("in", "out")),))
 
 
-def BatchNorm(features: int, *, epsilon: float = 1e-5) -> Layer:
+def BatchNorm(features: int, *, epsilon: float = 1e-5) -> Layer:  # noqa: N802 - stax's layer names
     """Inference-mode batch normalization over axis 1, with running statistics as buffers."""
 
     def init_fun(rng: Any, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[Any]]:
@@ -147,7 +151,7 @@ def BatchNorm(features: int, *, epsilon: float = 1e-5) -> Layer:
     return Layer(init_fun, apply_fun, "batchnorm", leaves)
 
 
-def Sequential(*layers: Layer) -> Layer:
+def Sequential(*layers: Layer) -> Layer:  # noqa: N802 - stax's layer names
     """``stax.serial``; a layer object given twice shares its parameters (a tie)."""
     init, apply = stax.serial(*[(layer.init_fun, layer.apply_fun) for layer in layers])
     return Layer(init, apply, "sequential", children=tuple(layers))
@@ -201,7 +205,8 @@ class Model:
             where = (*address, i)
             if id(child) in first and child.leaves:
                 for j in range(len(child.leaves)):
-                    self.ties[(*where, j)] = (*first[id(child)], j)
+                    member: Address = (*where, j)
+                    self.ties[member] = (*first[id(child)], j)
             first.setdefault(id(child), where)
             self._native_ties(child, where, first)
 

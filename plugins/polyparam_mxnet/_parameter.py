@@ -1,0 +1,238 @@
+""":class:`GluonParameter`: a Gluon ``Parameter`` as a polyparam parameter."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+from polyparam import errors
+from polyparam.backend import Parameter, Shape, State, join_path
+from polyparam_mxnet import NAME
+from polyparam_mxnet._convert import autograd, format_context, from_numpy, gluon, mx, to_canonical, to_native, to_numpy
+from polyparam_mxnet._deferred import TARGET, DeferredFill
+
+__all__ = ["GluonParameter", "blocks", "clear_cached_graphs"]
+
+_ROLES = {"bias": "bias", "gamma": "scale", "beta": "shift", "running_mean": "running_mean",
+          "running_var": "running_var", "moving_mean": "running_mean", "moving_var": "running_var"}
+
+
+def _layout(block: gluon.Block, attr: str, ndim: int) -> tuple[tuple[str, ...] | None, tuple[int, ...] | None]:
+    """Axis roles of the canonical layout and the native-to-canonical permutation (None = identity)."""
+    if attr != "weight" or ndim < 2:
+        return None, None
+    if isinstance(block, gluon.nn.Dense):
+        return ("out", "in"), None
+    if isinstance(block, gluon.nn.Embedding):
+        return ("in", "out"), None  # (input_dim, output_dim): one row per token
+    kwargs = getattr(block, "_kwargs", None)
+    if isinstance(block, gluon.nn.conv_layers._Conv) and isinstance(kwargs, dict):
+        space = ("space",) * (ndim - 2)
+        transposed = "deconv" in getattr(block, "_op_name", "").lower()
+        first = ("in", "out") if transposed else ("out", "in")
+        layout = str(kwargs.get("layout", "NC"))
+        if layout.startswith("NC") or transposed:
+            return first + space, None
+        return first + space, (0, ndim - 1) + tuple(range(1, ndim - 1))  # (out, *k, in) -> (out, in, *k)
+    return None, None
+
+
+def blocks(root: gluon.Block, prefix: str = "") -> list[tuple[str, gluon.Block]]:
+    """Every block under ``root`` (``root`` included) with its structural path, in Gluon's order."""
+    out = [(prefix, root)]
+    for name, child in root._children.items():
+        out.extend(blocks(child, join_path(prefix, name)))
+    return out
+
+
+def clear_cached_graphs(root: gluon.Block) -> None:
+    """Drop the cached graphs of the hybridized blocks under ``root``, which hold Parameter objects."""
+    for _, block in blocks(root):
+        if isinstance(block, gluon.HybridBlock) and not isinstance(block, gluon.SymbolBlock):
+            block._clear_cached_op()
+
+
+class GluonParameter(Parameter):
+    """A Gluon ``Parameter``, found live through its owning block (``block._reg_params``)."""
+
+    backend = NAME
+
+    def __init__(self, path: str, owner: gluon.Block, attr: str, root: gluon.Block) -> None:
+        param = owner._reg_params[attr]
+        ndim = len(param._shape) if param._shape is not None else 0
+        role = _ROLES.get(attr, "weight" if ndim >= 2 else "other")
+        axes, perm = _layout(owner, attr, ndim)
+        trainable = param.grad_req != "null"
+        groups = 1
+        if attr == "weight" and isinstance(owner, gluon.nn.conv_layers._Conv):
+            groups = int(getattr(owner, "_kwargs", {}).get("num_group", 1))
+        super().__init__(path, role=role, axes=axes, trainable=trainable, groups=groups)
+        self._owner, self._attr, self._root, self._perm = owner, attr, root, perm
+
+    # ---- hooks: facts ------------------------------------------------------------
+
+    def _shape(self) -> Shape:
+        shape = tuple(None if d in (0, -1) else int(d) for d in self._native_shape())
+        return shape if self._perm is None else tuple(shape[i] for i in self._perm)
+
+    def _dtype(self) -> Any:
+        return np.dtype(self._param.dtype)
+
+    def _device(self) -> str:
+        return ",".join(format_context(c) for c in self._contexts())
+
+    def _native(self) -> gluon.Parameter:
+        return self._param
+
+    def _native_name(self) -> str:
+        return str(self._param.name)
+
+    def _state(self) -> State:
+        param = self._param
+        if param._data is not None:
+            return "initialized"
+        if param._shape is None or any(d in (0, -1) for d in param._shape):
+            return "deferred"
+        return "uninitialized"
+
+    # ---- hooks: values -----------------------------------------------------------
+
+    def _read(self) -> np.ndarray:
+        return to_canonical(to_numpy(self._param._data[0]), self._perm)
+
+    def _write(self, array: np.ndarray, /) -> None:
+        native = to_native(array, self._perm)
+        target = TARGET.get(None)
+        param = self._param
+        if param._data is None and target is not None:
+            target._sync_copyfrom(native)  # Gluon is materializing: fill its fresh array
+            return
+        if param._data is None:
+            self._materialize(native)
+            return
+        trainer = param._trainer
+        # as Parameter.set_data: a kvstore that holds the weights must be re-synced
+        if trainer is not None and getattr(trainer, "_kv_initialized", False) and \
+                getattr(trainer, "_update_on_kvstore", False) and param not in trainer._params_to_init:
+            trainer._reset_kvstore()
+        # a raw synchronous copy into each replica: not recorded by autograd, so it is
+        # safe inside autograd.record(), and optimizers keep their NDArray objects
+        for replica in param._data:
+            replica._sync_copyfrom(native)
+
+    def _grad(self) -> np.ndarray | None:
+        param = self._param
+        if param._grad is None or param.grad_req == "null":
+            return None
+        grads = [to_numpy(g) for g in param._grad]
+        total = grads[0] if len(grads) == 1 else np.sum(grads, axis=0)
+        fresh = any(getattr(d, "_fresh_grad", False) for d in param._data)
+        if not fresh and not total.any():
+            return None  # Gluon zero-fills gradient buffers: no backward pass has written them
+        return to_canonical(total, self._perm)
+
+    def _identity(self) -> Any:
+        return id(self._param)
+
+    def _read_copy(self) -> np.ndarray:
+        return self._read()         # asnumpy() always copies
+
+    # ---- hooks: deferred initialization ------------------------------------------
+
+    def _accepts_deferred_value(self) -> bool:
+        return self._param._shape is not None
+
+    def _write_deferred(self, array: np.ndarray, /) -> None:
+        self._materialize(to_native(array, self._perm))
+
+    def _defer(self, fill: Callable[[], None], /) -> None:
+        param = self._param
+        if not param._allow_deferred_init:
+            msg = (f"Cannot defer initialization of parameter {self.path!r}: expected a Gluon parameter created "
+                   f"with allow_deferred_init=True, got {param.name!r} with unknown shape {param._shape}. "
+                   "Give the layer its input size (in_units, in_channels).")
+            raise errors.DeferredInitializationError(msg, path=self.path, expected="allow_deferred_init",
+                                                     got=param._shape)
+        contexts = self._contexts()
+        hook = DeferredFill(fill)
+        param._data = param._grad = None
+        param._deferred_init = (hook, contexts, hook, None)
+
+    # ---- hooks: ties -------------------------------------------------------------
+
+    def _share(self, anchor: Parameter, /) -> None:
+        self._replace(anchor._native())
+
+    def _unshare(self) -> None:
+        uses = [path for path, block in blocks(self._root) if block is self._owner]
+        if len(uses) > 1:
+            msg = (f"Cannot untie parameter {self.path!r}: expected its block to appear once, got one Gluon "
+                   f"block used at {uses}. Use separate blocks (params=...) to be able to untie them.")
+            raise errors.TieError(msg, path=self.path, expected="one use", got=uses)
+        old = self._param
+        taken = {p.name for p in self._root.collect_params().values()}
+        name = f"{self._owner.prefix}{self._attr}"
+        n = 0
+        while name in taken:
+            n += 1
+            name = f"{self._owner.prefix}{self._attr}_untied{n}"
+        new = gluon.Parameter(name, grad_req=old.grad_req, shape=old._shape, dtype=old.dtype,
+                              lr_mult=old.lr_mult, wd_mult=old.wd_mult, init=old.init,
+                              allow_deferred_init=old._allow_deferred_init, differentiable=old._differentiable,
+                              stype=old._stype, grad_stype=old._grad_stype)
+        if old._data is not None:
+            with autograd.pause():
+                new._init_impl(old._data[0].copy(), list(old._ctx_list))
+        elif old._deferred_init:
+            new._deferred_init = old._deferred_init
+        self._replace(new)
+
+    # ---- Gluon helpers (not hooks) -----------------------------------------------
+
+    @property
+    def _param(self) -> gluon.Parameter:
+        """The Gluon Parameter the owning block holds now (ties replace it)."""
+        return self._owner._reg_params[self._attr]
+
+    def _native_shape(self) -> tuple[int, ...]:
+        shape = self._param._shape
+        return tuple(shape) if shape is not None else ()
+
+    def _contexts(self) -> list[mx.Context]:
+        param = self._param
+        if param._data is not None:
+            return list(param._ctx_list)
+        if param._deferred_init:
+            return list(param._deferred_init[1])
+        return [mx.context.current_context()]
+
+    def _materialize(self, native: np.ndarray) -> None:
+        """Give a parameter without data its shape and value, on its contexts."""
+        param = self._param
+        contexts = self._contexts()
+        param._shape = tuple(native.shape)
+        param._deferred_init = ()
+        with autograd.pause():
+            param._init_impl(from_numpy(native, param.dtype), contexts)
+
+    def _replace(self, new: gluon.Parameter) -> None:
+        """Put ``new`` where this parameter's Gluon Parameter is, everywhere Gluon looks."""
+        owner, old = self._owner, self._param
+        if getattr(old, "_trainer", None) is not None and new is not old:
+            warnings.warn(f"Parameter {self.path!r} ({old.name}) is held by a gluon.Trainer, which keeps updating "
+                          f"that object, not {new.name!r} that now takes its place. Create the Trainer after "
+                          "tying or untying.", errors.StaleOptimizerWarning, stacklevel=5)
+        owner._reg_params[self._attr] = new
+        # Block.__setattr__ refuses to re-assign a Parameter attribute (Gluon 1.9); the
+        # registry was updated just above, so set the plain attribute directly.
+        object.__setattr__(owner, self._attr, new)
+        entries = owner._params._params
+        if any(v is old for v in entries.values()):
+            items = [(new.name, new) if v is old else (k, v) for k, v in entries.items()]
+            entries.clear()
+            entries.update(items)
+        else:
+            entries[new.name] = new
+        clear_cached_graphs(self._root)
