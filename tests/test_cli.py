@@ -1,11 +1,28 @@
-"""The command line: the tour shows the chapter's facts; plugins lists backends."""
+"""The command line: the tour shows the chapter's facts, each statement followed by its output, like a console."""
+
+from __future__ import annotations
 
 import subprocess
 import sys
 
 import pytest
 
+import polyparam as pp
 from polyparam._cli import main
+
+
+def _printed_by(out: str, statement: str, *, nth: int = 0) -> list[str]:
+    """The non-blank lines between the ``nth`` prompt showing ``statement`` and the next prompt or heading."""
+    lines = out.splitlines()
+    starts = [i for i, line in enumerate(lines) if line == f">>> {statement}"]
+    assert len(starts) > nth, f"{statement!r} is not shown {nth + 1} time(s)"
+    printed = []
+    for line in lines[starts[nth] + 1:]:
+        if line.startswith((">>> ", "#")):
+            break
+        if line.strip() and not line.startswith("..."):
+            printed.append(line)
+    return printed
 
 
 def test_tour_on_numpy(capsys: pytest.CaptureFixture[str]) -> None:
@@ -18,6 +35,49 @@ def test_tour_on_numpy(capsys: pytest.CaptureFixture[str]) -> None:
     # the deferred initializer prints at the first forward only
     first, second = out.split("## The first forward pass runs the initializer")[1].split("## The second one does not")
     assert first.count("Init dense") == 2 and "Init dense" not in second.split("##")[0]
+
+
+def test_tour_prints_each_statement_then_its_output(capsys: pytest.CaptureFixture[str]) -> None:
+    """As in a Python console: every ``>>>`` line is followed by what that statement printed, and only that."""
+    assert main(["tour", "--backend", "numpy"]) == 0
+    out = capsys.readouterr().out
+    assert _printed_by(out, "p = tree['1.bias']") == []
+    assert _printed_by(out, "type(p.native)") == ["<class 'polyparam.numpy.Param'>"]
+    assert _printed_by(out, "p") == ["NumpyParameter('1.bias', shape=(1,), dtype=float32, device='cpu')"]
+    assert _printed_by(out, "p.numpy()") == ["[0.]"]
+    assert _printed_by(out, "p.grad()") == ["None"]
+    assert _printed_by(out, "[(path, p.shape) for path, p in tree[0].items()]") == [
+        "('0.weight', (8, 4)) ('0.bias', (8,))"]
+    assert _printed_by(out, "tree['0.weight'].numpy()[0], tree['0.bias'].numpy()[0]", nth=1) == ["[1. 1. 1. 1.] 0.0"]
+    assert _printed_by(out, "tree['1.weight'].numpy()") == ["[[42. 42. 42. 42. 42. 42. 42. 42.]]"]
+    # a statement's own prints come right after it, before the next statement
+    inits = _printed_by(out, "tree.initialize(MyInit(), force_reinit=True, seed=0)")
+    assert [line.split()[0] for line in inits] == ["Init", "Init"]
+    assert _printed_by(out, "report = ltree.initialize(PrintInit())  # prints nothing") == []
+    assert _printed_by(out, "report") == ["initialized 2, skipped 0, deferred 2"]
+    assert len(_printed_by(out, "lazy_net(X)", nth=0)) == 2
+    assert _printed_by(out, "lazy_net(X)", nth=1) == []
+    assert _printed_by(out, "stree.ties()", nth=1) == ["[]"]
+    # a multi-line statement continues with "...", then one empty "..." closes it, as at the prompt
+    block = out.split(">>> class MyInit(pp.init.Initializer):\n")[1].split(">>> ")[0].splitlines()
+    assert block[0] == "...     def init_weight(self, name, arr):" and block[-1] == "..."
+    assert all(line.startswith("...") for line in block)
+
+
+@pytest.mark.slow
+def test_tour_on_every_backend_reads_like_a_repl() -> None:
+    """``--backend all`` walks each installed backend in its own process, every one interleaved."""
+    done = subprocess.run([sys.executable, "-m", "polyparam", "tour", "--backend", "all"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sections = done.stdout.split("############################## backend: ")[1:]
+    assert [s.split()[0] for s in sections] == pp.list_backends()
+    for section in sections:
+        name = section.split()[0]
+        assert _printed_by(section, "type(p.native)")[0].startswith("<class "), name
+        assert _printed_by(section, "p.grad()") == ["None"], name
+        assert _printed_by(section, "report")[0].startswith("initialized "), name
+        assert _printed_by(section, "stree.ties()", nth=1) == ["[]"], name
 
 
 def test_tour_with_an_unknown_backend_fails_clearly() -> None:

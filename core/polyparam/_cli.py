@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -49,9 +49,9 @@ def _inspect_command(file: str) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from polyparam._formats import open_archive
-    from polyparam._parameter import format_shape
-    from polyparam._tree import _human_bytes
+    from polyparam._params.parameter import format_shape
+    from polyparam._params.tree import _human_bytes
+    from polyparam.checkpoint.formats import open_archive
 
     with open_archive(file) as archive:
         meta = archive.metadata
@@ -63,7 +63,8 @@ def _inspect_command(file: str) -> int:
         title += f", saved from {meta.backend})" if meta.backend else ")"
         table = Table(title=title, title_justify="left")
         for column in ("path", "shape", "dtype", "bytes", "tied with"):
-            table.add_column(column, justify="right" if column in ("shape", "bytes") else "left", no_wrap=column == "path")
+            justify: Literal["left", "right"] = "right" if column in ("shape", "bytes") else "left"
+            table.add_column(column, justify=justify, no_wrap=column == "path")
         scalars = nbytes = 0
         for key, entry in archive.entries.items():
             table.add_row(key, format_shape(entry.shape), entry.dtype.name, f"{entry.nbytes:,}",
@@ -83,7 +84,7 @@ def _inspect_command(file: str) -> int:
 
 
 def _convert_command(src: str, dst: str) -> int:
-    from polyparam._checkpoint import convert
+    from polyparam.checkpoint.single import convert
 
     meta = convert(src, dst)
     print(f"wrote {dst} ({len(meta.checksums)} tensors, {len(meta.ties)} tie groups, layout {meta.layout})")
@@ -152,7 +153,11 @@ def _tour_command(backend: str) -> int:
 
 
 class Tour:
-    """The chapter "Parameter Management", step by step, through polyparam."""
+    """The chapter "Parameter Management", step by step, through polyparam.
+
+    Each statement is printed as typed at the Python prompt (``>>>``, ``...`` for continuation lines)
+    and run at once, so what it prints follows it, as in a console session.
+    """
 
     def __init__(self, backend: str) -> None:
         import polyparam as pp
@@ -163,133 +168,184 @@ class Tour:
         self.x = np.random.default_rng(0).uniform(size=(2, 4)).astype(np.float32)
         np.set_printoptions(precision=6, suppress=False)
 
-    def step(self, title: str, code: str) -> None:
+    def step(self, title: str) -> None:
+        """Start a section of the chapter."""
         print(f"\n## {title}\n")
-        for line in code.strip().splitlines():
-            print(f">>> {line}")
+
+    def say(self, code: str) -> None:
+        """Print one statement as typed at the prompt; the caller runs it right after, so its output follows."""
+        first, *rest = code.strip("\n").splitlines()
+        print(f">>> {first}")
+        for line in rest:
+            print(f"... {line}")
+        if rest:
+            print("...")
+        sys.stdout.flush()  # before anything the statement makes a framework write itself
 
     def run(self) -> None:
+        """Walk every step the backend's capabilities allow."""
         pp = self.pp
         print(f"# Parameter Management, on the {self.backend.NAME} backend "
               f"({self.backend.NAME} {self.backend.framework_version()})")
         case = self.models.mlp()
-        tree = pp.tree(case.model)
         first, last = case.layers[0], case.layers[-1]
 
-        self.step("An MLP with one hidden layer", "tree = pp.tree(net)\nnet(X)")
+        self.step("An MLP with one hidden layer")
+        self.say("tree = pp.tree(net)")
+        tree = pp.tree(case.model)
+        self.say("net(X)")
         print(self.models.forward(case.model, self.x))
 
-        self.step("Parameter access", f"print(tree[{int(last)}])")
+        self.step("Parameter access")
+        self.say(f"print(tree[{int(last)}])")
         print(tree[int(last)])
 
-        self.step("Targeted parameters", f"p = tree['{last}.bias']\ntype(p.native)\np\np.numpy()\np.grad()")
+        self.step("Targeted parameters")
+        self.say(f"p = tree['{last}.bias']")
         p = tree[f"{last}.bias"]
+        self.say("type(p.native)")
         print(type(p.native))
+        self.say("p")
         print(p)
+        self.say("p.numpy()")
         print(p.numpy())
+        self.say("p.grad()")
         print(p.grad())
 
-        self.step("All parameters at once", f"[(path, p.shape) for path, p in tree[{int(first)}].items()]\n"
-                                            "[(path, p.shape) for path, p in tree.items()]\n"
-                                            f"tree.state()['{last}.bias']\ntree.get('{p.native_name}').numpy()")
+        self.step("All parameters at once")
+        self.say(f"[(path, p.shape) for path, p in tree[{int(first)}].items()]")
         print(*[(path, q.shape) for path, q in tree[int(first)].items()])
+        self.say("[(path, p.shape) for path, p in tree.items()]")
         print(*[(path, q.shape) for path, q in tree.items()])
+        self.say(f"tree.state()['{last}.bias']")
         print(tree.state()[f"{last}.bias"])
+        self.say(f"tree.get('{p.native_name}').numpy()")
         print(tree.get(p.native_name).numpy())
 
+        self.step("Collecting parameters from nested blocks")
         rg = self.models.rgnet()
+        self.say("rgtree = pp.tree(rgnet)")
         rgtree = pp.tree(rg.model)
-        self.step("Collecting parameters from nested blocks", "rgtree = pp.tree(rgnet)\nprint(rgtree)\n"
-                                                              "rgtree[0][1][0]['bias'].numpy()")
+        self.say("print(rgtree)")
         print(rgtree)
+        self.say("rgtree[0][1][0]['bias'].numpy()")
         print(rgtree[0][1][0]["bias"].numpy())
 
-        self.step("Built-in initialization", "tree.initialize(pp.init.Normal(sigma=0.01), force_reinit=True)\n"
-                                             f"tree['{first}.weight'].numpy()[0], tree['{first}.bias'].numpy()[0]")
+        self.step("Built-in initialization")
+        self.say("tree.initialize(pp.init.Normal(sigma=0.01), force_reinit=True)")
         tree.initialize(pp.init.Normal(sigma=0.01), force_reinit=True)
+        self.say(f"tree['{first}.weight'].numpy()[0], tree['{first}.bias'].numpy()[0]")
         print(tree[f"{first}.weight"].numpy()[0], tree[f"{first}.bias"].numpy()[0])
 
-        self.step("All parameters to a constant", "tree.initialize(pp.init.Constant(1), force_reinit=True)\n"
-                                                  f"tree['{first}.weight'].numpy()[0]")
+        self.step("All parameters to a constant")
+        self.say("tree.initialize(pp.init.Constant(1), force_reinit=True)")
         tree.initialize(pp.init.Constant(1), force_reinit=True)
+        self.say(f"tree['{first}.weight'].numpy()[0], tree['{first}.bias'].numpy()[0]")
         print(tree[f"{first}.weight"].numpy()[0], tree[f"{first}.bias"].numpy()[0])
 
-        self.step("Different initializers for different blocks",
-                  f"tree['{first}.weight'].initialize(pp.init.Xavier(), force_reinit=True)\n"
-                  f"tree[{int(last)}].initialize(pp.init.Constant(42), force_reinit=True)")
+        self.step("Different initializers for different blocks")
+        self.say(f"tree['{first}.weight'].initialize(pp.init.Xavier(), force_reinit=True)")
         tree[f"{first}.weight"].initialize(pp.init.Xavier(), force_reinit=True)
+        self.say(f"tree[{int(last)}].initialize(pp.init.Constant(42), force_reinit=True)")
         tree[int(last)].initialize(pp.init.Constant(42), force_reinit=True)
+        self.say(f"tree['{first}.weight'].numpy()[0]")
         print(tree[f"{first}.weight"].numpy()[0])
+        self.say(f"tree['{last}.weight'].numpy()")
         print(tree[f"{last}.weight"].numpy())
 
-        class MyInit(pp.init.Initializer):
+        from polyparam.init import Initializer
+
+        class MyInit(Initializer):
             def init_weight(self, name: str, arr: np.ndarray) -> None:
                 print("Init", name, arr.shape)
                 arr[:] = self.rng.uniform(-10, 10, arr.shape)
                 arr *= np.abs(arr) >= 5
 
-        self.step("Custom initialization", "class MyInit(pp.init.Initializer):\n"
-                                           "    def init_weight(self, name, arr):\n"
-                                           "        print('Init', name, arr.shape)\n"
-                                           "        arr[:] = self.rng.uniform(-10, 10, arr.shape)\n"
-                                           "        arr *= np.abs(arr) >= 5\n"
-                                           "tree.initialize(MyInit(), force_reinit=True, seed=0)\n"
-                                           f"tree['{first}.weight'].numpy()[:2]")
+        self.step("Custom initialization")
+        self.say("class MyInit(pp.init.Initializer):\n"
+                 "    def init_weight(self, name, arr):\n"
+                 "        print('Init', name, arr.shape)\n"
+                 "        arr[:] = self.rng.uniform(-10, 10, arr.shape)\n"
+                 "        arr *= np.abs(arr) >= 5")
+        self.say("tree.initialize(MyInit(), force_reinit=True, seed=0)")
         tree.initialize(MyInit(), force_reinit=True, seed=0)
+        self.say(f"tree['{first}.weight'].numpy()[:2]")
         print(tree[f"{first}.weight"].numpy()[:2])
 
-        self.step("Setting parameters directly", f"w = tree['{first}.weight']\nw.set(w.numpy() + 1)\n"
-                                                 "w[0, 0] = 42\nw.numpy()[0]")
+        self.step("Setting parameters directly")
+        self.say(f"w = tree['{first}.weight']")
         w = tree[f"{first}.weight"]
+        self.say("w.set(w.numpy() + 1)")
         w.set(w.numpy() + 1)
+        self.say("w[0, 0] = 42")
         w[0, 0] = 42
+        self.say("w.numpy()[0]")
         print(w.numpy()[0])
 
         if "deferred" in self.backend.CAPABILITIES:
-            lazy = self.models.lazy()
-            ltree = pp.tree(lazy.model)
-
-            class PrintInit(pp.init.Initializer):
-                def init_weight(self, name: str, arr: np.ndarray) -> None:
-                    print("Init", name, arr.shape)
-                    arr[:] = self.rng.uniform(-0.07, 0.07, arr.shape)
-
-            self.step("Deferred initialization", "ltree = pp.tree(lazy_net)   # no input size yet\n"
-                                                 "print(ltree)\nreport = ltree.initialize(PrintInit())  # prints nothing\n"
-                                                 "report")
-            print(ltree)
-            report = ltree.initialize(PrintInit())
-            print(report)
-            x20 = np.random.default_rng(1).uniform(size=(2, lazy.in_features)).astype(np.float32)
-            self.step("The first forward pass runs the initializer", "lazy_net(X)")
-            self.models.forward(lazy.model, x20)
-            self.step("The second one does not", "lazy_net(X)")
-            self.models.forward(lazy.model, x20)
-            print(ltree)
-
+            self._deferred()
         if "tying" in self.backend.CAPABILITIES:
-            sh = self.models.shared()
-            stree = pp.tree(sh.model)
-            a, b = sh.tied[0]
-            xs = np.random.default_rng(2).uniform(size=(2, sh.in_features)).astype(np.float32)
-            self.step("Tied parameters", "stree = pp.tree(net_with_shared_layer)\nstree.ties()\n"
-                                         f"stree['{a}.weight'].numpy()[0] == stree['{b}.weight'].numpy()[0]\n"
-                                         f"stree['{a}.weight'][0, 0] = 100\n"
-                                         f"stree['{a}.weight'].numpy()[0] == stree['{b}.weight'].numpy()[0]")
-            print(stree.ties())
-            print(stree[f"{a}.weight"].numpy()[0] == stree[f"{b}.weight"].numpy()[0])
-            stree[f"{a}.weight"][0, 0] = 100
-            print(stree[f"{a}.weight"].numpy()[0] == stree[f"{b}.weight"].numpy()[0])
-            if "gradients" in self.backend.CAPABILITIES:
-                self.step("Gradients of tied parameters are summed",
-                          f"backward of sum(net(X))\nstree['{a}.bias'].grad()")
-                self.models.backward(sh.model, xs)
-                print(stree[f"{a}.bias"].grad())
-            self.step("Untie, and tie again after construction",
-                      "for group in stree.ties(): group.untie()\nstree.ties()\n"
-                      f"pp.tie(stree[{a}], stree[{b}])")
-            for group in stree.ties():
-                group.untie()
-            print(stree.ties())
-            print(pp.tie(stree[a], stree[b]))
+            self._tying()
 
+    def _deferred(self) -> None:
+        pp = self.pp
+        lazy = self.models.lazy()
+
+        from polyparam.init import Initializer
+
+        class PrintInit(Initializer):
+            def init_weight(self, name: str, arr: np.ndarray) -> None:
+                print("Init", name, arr.shape)
+                arr[:] = self.rng.uniform(-0.07, 0.07, arr.shape)
+
+        self.step("Deferred initialization")
+        self.say("ltree = pp.tree(lazy_net)   # no input size yet")
+        ltree = pp.tree(lazy.model)
+        self.say("print(ltree)")
+        print(ltree)
+        self.say("report = ltree.initialize(PrintInit())  # prints nothing")
+        report = ltree.initialize(PrintInit())
+        self.say("report")
+        print(report)
+        x20 = np.random.default_rng(1).uniform(size=(2, lazy.in_features)).astype(np.float32)
+        self.step("The first forward pass runs the initializer")
+        self.say("lazy_net(X)")
+        self.models.forward(lazy.model, x20)
+        self.step("The second one does not")
+        self.say("lazy_net(X)")
+        self.models.forward(lazy.model, x20)
+        self.say("print(ltree)")
+        print(ltree)
+
+    def _tying(self) -> None:
+        pp = self.pp
+        sh = self.models.shared()
+        a, b = sh.tied[0]
+        xs = np.random.default_rng(2).uniform(size=(2, sh.in_features)).astype(np.float32)
+        same = f"stree['{a}.weight'].numpy()[0] == stree['{b}.weight'].numpy()[0]"
+
+        self.step("Tied parameters")
+        self.say("stree = pp.tree(net_with_shared_layer)")
+        stree = pp.tree(sh.model)
+        self.say("stree.ties()")
+        print(stree.ties())
+        self.say(same)
+        print(stree[f"{a}.weight"].numpy()[0] == stree[f"{b}.weight"].numpy()[0])
+        self.say(f"stree['{a}.weight'][0, 0] = 100")
+        stree[f"{a}.weight"][0, 0] = 100
+        self.say(same)
+        print(stree[f"{a}.weight"].numpy()[0] == stree[f"{b}.weight"].numpy()[0])
+        if "gradients" in self.backend.CAPABILITIES:
+            self.step("Gradients of tied parameters are summed")
+            self.say("# the framework's backward pass of sum(net_with_shared_layer(X))")
+            self.models.backward(sh.model, xs)
+            self.say(f"stree['{a}.bias'].grad()")
+            print(stree[f"{a}.bias"].grad())
+        self.step("Untie, and tie again after construction")
+        self.say("for group in stree.ties(): group.untie()")
+        for group in stree.ties():
+            group.untie()
+        self.say("stree.ties()")
+        print(stree.ties())
+        self.say(f"pp.tie(stree[{a}], stree[{b}])")
+        print(pp.tie(stree[a], stree[b]))

@@ -12,15 +12,17 @@ import os
 import sys
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
+from polyparam import errors
+
 __all__ = ["ENV_VAR", "MIN_BYTES", "enabled", "track"]
 
 T = TypeVar("T")
 
-#: The environment variable that switches bars on (``1``) or off (``0``).
 ENV_VAR = "POLYPARAM_PROGRESS"
+"""The environment variable that switches bars on (``1``) or off (``0``)."""
 
-#: Below this much work (in bytes) an automatic bar is not worth the flicker.
 MIN_BYTES = 16 * 2**20
+"""Below this much work (in bytes) an automatic bar is not worth the flicker."""
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -35,8 +37,9 @@ def _from_env() -> bool | None:
         return True
     if value in _FALSE:
         return False
-    msg = f"Invalid value for environment variable `{ENV_VAR}`: expected one of 0 or 1. Received: {value!r}."
-    raise ValueError(msg)
+    msg = (f"Invalid value for environment variable `{ENV_VAR}`: expected one of 0 or 1. Received: {value!r}. "
+           "Set it to 1 (bars on) or 0 (bars off), or unset it.")
+    raise errors.InvalidArgumentError(msg, argument=ENV_VAR, expected=_TRUE + _FALSE, got=value)
 
 
 def enabled(progress: bool | None = None, /, *, work: int | None = None) -> bool:
@@ -44,7 +47,10 @@ def enabled(progress: bool | None = None, /, *, work: int | None = None) -> bool
 
     Args:
         progress: The caller's ``progress=`` argument; ``None`` decides automatically.
-        work: The size of the job in bytes; an automatic bar needs at least :data:`MIN_BYTES`.
+        work: The size of the job in bytes; an automatic bar needs at least `MIN_BYTES`.
+
+    Raises:
+        InvalidArgumentError: ``POLYPARAM_PROGRESS`` is set to something other than 0 or 1 (also a ``ValueError``).
     """
     if progress is not None:
         return bool(progress)
@@ -59,7 +65,7 @@ def enabled(progress: bool | None = None, /, *, work: int | None = None) -> bool
 
 def track(items: Sequence[T] | Iterable[T], /, *, description: str, progress: bool | None = None,
           weight: Callable[[T], int | None] | None = None, total: int | None = None) -> Iterator[T]:
-    """Yield ``items``, advancing a bar on standard error when :func:`enabled` says so.
+    """Yield ``items``, advancing a bar on standard error when `enabled` says so.
 
     Args:
         items: What to iterate over.
@@ -67,6 +73,9 @@ def track(items: Sequence[T] | Iterable[T], /, *, description: str, progress: bo
         progress: ``True``/``False`` to force, ``None`` for automatic.
         weight: Bytes of work per item (the bar advances by it); 1 per item when ``None``.
         total: The total work, when ``items`` has no length or ``weight`` is not given.
+
+    Raises:
+        InvalidArgumentError: As `enabled`.
     """
     items = list(items)
     weigh = (lambda item: 1) if weight is None else (lambda item: int(weight(item) or 0))

@@ -1,62 +1,66 @@
 """Every error polyparam raises, in one hierarchy.
 
-::
+```text
+PolyparamError
+├── UsageError                      (also ValueError)  # a call polyparam cannot make as asked
+│   └── InvalidArgumentError                           # an argument or variable outside its choices
+├── BackendError
+│   ├── BackendNotFoundError        (also LookupError)
+│   ├── UnsupportedModelError       (also TypeError)
+│   ├── PluginContractError         (also TypeError)
+│   └── FrameworkImportError        (also ImportError)
+├── ParameterError
+│   ├── ParameterNotFoundError      (also KeyError)
+│   ├── AmbiguousNameError          (also KeyError)
+│   ├── ShapeMismatchError          (also ValueError)
+│   ├── DTypeMismatchError          (also TypeError)
+│   ├── DeviceMismatchError         (also ValueError)
+│   ├── DeferredInitializationError (also RuntimeError)
+│   └── UninitializedParameterError (also RuntimeError)
+├── StateError                      (also ValueError)
+├── InitializerError                (also ValueError)
+├── TieError                        (also ValueError)
+└── CheckpointError
+    ├── TieMismatchError            (also ValueError)  # file ties vs model ties
+    ├── TransferError               (also ValueError)  # the two structures differ
+    └── CheckpointFormatError       (also ValueError)  # a file polyparam refuses to read
+        ├── UnsupportedFormatError                     # extension or content not a known format
+        ├── UnsafeContentError                         # pickle, code, links: never executed
+        ├── EmptyFileError
+        ├── TruncatedFileError
+        ├── BadMagicError                              # leading bytes of another format
+        ├── HeaderTooLargeError
+        ├── HeaderLengthError                          # declared header runs past the file
+        ├── HeaderEncodingError                        # not UTF-8
+        ├── HeaderJSONError                            # not JSON
+        ├── HeaderSchemaError                          # JSON, but not the expected fields
+        ├── DuplicateKeyError
+        ├── InvalidKeyError
+        ├── TooManyTensorsError
+        ├── UnknownDTypeError
+        ├── ShapeOverflowError
+        ├── TensorSizeError                            # shape x dtype != byte range
+        ├── InvalidOffsetError                         # reversed or non-integer range
+        ├── OffsetOutOfRangeError
+        ├── OverlappingOffsetsError
+        ├── OffsetGapError
+        ├── TrailingBytesError
+        ├── MetadataError                              # polyparam metadata inconsistent
+        ├── UnsupportedVersionError
+        ├── ChecksumError                              # data does not match its checksum
+        ├── CorruptArchiveError                        # broken zip / HDF5 structure
+        └── DecompressionBombError
 
-    PolyparamError
-    ├── BackendError
-    │   ├── BackendNotFoundError        (also LookupError)
-    │   ├── UnsupportedModelError       (also TypeError)
-    │   ├── PluginContractError         (also TypeError)
-    │   └── FrameworkImportError        (also ImportError)
-    ├── ParameterError
-    │   ├── ParameterNotFoundError      (also KeyError)
-    │   ├── AmbiguousNameError          (also KeyError)
-    │   ├── ShapeMismatchError          (also ValueError)
-    │   ├── DTypeMismatchError          (also TypeError)
-    │   ├── DeviceMismatchError         (also ValueError)
-    │   ├── DeferredInitializationError (also RuntimeError)
-    │   └── UninitializedParameterError (also RuntimeError)
-    ├── StateError                      (also ValueError)
-    ├── InitializerError                (also ValueError)
-    ├── TieError                        (also ValueError)
-    └── CheckpointError
-        ├── TieMismatchError            (also ValueError)  # file ties vs model ties
-        ├── TransferError               (also ValueError)  # the two structures differ
-        └── CheckpointFormatError       (also ValueError)  # a file polyparam refuses to read
-            ├── UnsupportedFormatError                     # extension or content not a known format
-            ├── UnsafeContentError                         # pickle, code, links: never executed
-            ├── EmptyFileError
-            ├── TruncatedFileError
-            ├── BadMagicError                              # leading bytes of another format
-            ├── HeaderTooLargeError
-            ├── HeaderLengthError                          # declared header runs past the file
-            ├── HeaderEncodingError                        # not UTF-8
-            ├── HeaderJSONError                            # not JSON
-            ├── HeaderSchemaError                          # JSON, but not the expected fields
-            ├── DuplicateKeyError
-            ├── InvalidKeyError
-            ├── TooManyTensorsError
-            ├── UnknownDTypeError
-            ├── ShapeOverflowError
-            ├── TensorSizeError                            # shape x dtype != byte range
-            ├── InvalidOffsetError                         # reversed or non-integer range
-            ├── OffsetOutOfRangeError
-            ├── OverlappingOffsetsError
-            ├── OffsetGapError
-            ├── TrailingBytesError
-            ├── MetadataError                              # polyparam metadata inconsistent
-            ├── UnsupportedVersionError
-            ├── ChecksumError                              # data does not match its checksum
-            ├── CorruptArchiveError                        # broken zip / HDF5 structure
-            └── DecompressionBombError
-
-    PolyparamWarning (UserWarning)
-    ├── AlreadyInitializedWarning
-    └── StaleOptimizerWarning                          # a trainer holds a replaced parameter
+PolyparamWarning (UserWarning)
+├── AlreadyInitializedWarning
+└── StaleOptimizerWarning                          # a trainer holds a replaced parameter
+```
 
 Each exception stores the facts as attributes (``path``, ``expected``, ``got``)
 so callers and tests need not parse messages. Messages follow one sentence shape:
 "Cannot <action> <subject>: expected <X>, got <Y>. <One way to fix it>."
+
+Every class here exists since version 0.1, unless its docstring says otherwise.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ __all__ = [
     "HeaderSchemaError",
     "HeaderTooLargeError",
     "InitializerError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidOffsetError",
     "MetadataError",
@@ -114,6 +119,7 @@ __all__ = [
     "UnsupportedFormatError",
     "UnsupportedModelError",
     "UnsupportedVersionError",
+    "UsageError",
 ]
 
 
@@ -124,8 +130,6 @@ class PolyparamError(Exception):
         path: The canonical parameter path concerned, or ``None``.
         expected: What polyparam expected (a shape, dtype, set of keys...), or ``None``.
         got: What it got instead, or ``None``.
-
-    .. versionadded:: 0.1
     """
 
     def __init__(self, msg: str, /, *, path: str | None = None, expected: Any = None, got: Any = None) -> None:
@@ -139,13 +143,35 @@ class PolyparamError(Exception):
         return str(self.args[0]) if self.args else ""
 
 
+# ---- calls -------------------------------------------------------------------
+
+
+class UsageError(PolyparamError, ValueError):
+    """A call polyparam cannot make as asked, for instance a plot of a history with nothing recorded.
+
+    New after 0.1.0: these calls raised a plain ``ValueError`` before, which this class still is.
+
+    Attributes:
+        argument: The argument or environment variable concerned, or ``None``.
+    """
+
+    def __init__(self, msg: str, /, *, argument: str | None = None, **facts: Any) -> None:
+        super().__init__(msg, **facts)
+        self.argument = argument
+
+
+class InvalidArgumentError(UsageError):
+    """An argument or environment variable has a value outside the choices polyparam accepts.
+
+    ``expected`` holds the accepted values, ``got`` the value given and ``argument`` its name.
+    """
+
+
 # ---- backends and plugins ----------------------------------------------------
 
 
 class BackendError(PolyparamError):
     """A problem with a backend or a plugin that provides one.
-
-    .. versionadded:: 0.1
     """
 
     def __init__(self, msg: str, /, *, backend: str | None = None, plugin: str | None = None, **facts: Any) -> None:
@@ -156,29 +182,21 @@ class BackendError(PolyparamError):
 
 class BackendNotFoundError(BackendError, LookupError):
     """No installed plugin provides the requested backend.
-
-    .. versionadded:: 0.1
     """
 
 
 class UnsupportedModelError(BackendError, TypeError):
-    """No installed backend recognises the object given to :func:`polyparam.tree`.
-
-    .. versionadded:: 0.1
+    """No installed backend recognises the object given to `polyparam.tree`.
     """
 
 
 class PluginContractError(BackendError, TypeError):
     """A plugin broke the hook contract or returned something that is not a backend.
-
-    .. versionadded:: 0.1
     """
 
 
 class FrameworkImportError(BackendError, ImportError):
     """A backend's framework cannot be imported safely in this process.
-
-    .. versionadded:: 0.1
     """
 
 
@@ -187,57 +205,41 @@ class FrameworkImportError(BackendError, ImportError):
 
 class ParameterError(PolyparamError):
     """A problem with one parameter.
-
-    .. versionadded:: 0.1
     """
 
 
 class ParameterNotFoundError(ParameterError, KeyError):
     """No parameter or block has the requested path or name.
-
-    .. versionadded:: 0.1
     """
 
 
 class AmbiguousNameError(ParameterError, KeyError):
     """A name or suffix matches more than one parameter.
-
-    .. versionadded:: 0.1
     """
 
 
 class ShapeMismatchError(ParameterError, ValueError):
     """A value's shape differs from the parameter's shape.
-
-    .. versionadded:: 0.1
     """
 
 
 class DTypeMismatchError(ParameterError, TypeError):
     """A value's dtype cannot be cast to the parameter's dtype without changing its kind.
-
-    .. versionadded:: 0.1
     """
 
 
 class DeviceMismatchError(ParameterError, ValueError):
     """Parameters on different devices were asked to do something that needs one device.
-
-    .. versionadded:: 0.1
     """
 
 
 class DeferredInitializationError(ParameterError, RuntimeError):
     """The parameter's shape is not known yet, so it has no data.
-
-    .. versionadded:: 0.1
     """
 
 
 class UninitializedParameterError(ParameterError, RuntimeError):
     """The parameter has a shape but was never initialized.
-
-    .. versionadded:: 0.1
     """
 
 
@@ -246,22 +248,16 @@ class UninitializedParameterError(ParameterError, RuntimeError):
 
 class StateError(PolyparamError, ValueError):
     """A state dict does not fit the tree (missing or unexpected keys, conflicting tied values).
-
-    .. versionadded:: 0.1
     """
 
 
 class InitializerError(PolyparamError, ValueError):
     """An initializer cannot be built or cannot fill a parameter.
-
-    .. versionadded:: 0.1
     """
 
 
 class TieError(PolyparamError, ValueError):
     """Parameters cannot be tied or untied as asked.
-
-    .. versionadded:: 0.1
     """
 
 
@@ -270,8 +266,6 @@ class TieError(PolyparamError, ValueError):
 
 class CheckpointError(PolyparamError):
     """A checkpoint file cannot be written, read or applied, or a transfer cannot be made.
-
-    .. versionadded:: 0.1
     """
 
 
@@ -280,8 +274,6 @@ class CheckpointFormatError(CheckpointError, ValueError):
 
     Attributes:
         file: The file concerned (``str``), or ``None`` for in-memory data.
-
-    .. versionadded:: 0.1
     """
 
     def __init__(self, msg: str, /, *, file: str | None = None, **facts: Any) -> None:
@@ -291,17 +283,13 @@ class CheckpointFormatError(CheckpointError, ValueError):
 
 class TieMismatchError(CheckpointError, ValueError):
     """The ties recorded in a file cannot be reconciled with the model's ties (or the reverse).
-
-    .. versionadded:: 0.1
     """
 
 
 class TransferError(CheckpointError, ValueError):
-    """Source and destination of :func:`polyparam.transfer` differ in structure.
+    """Source and destination of `polyparam.transfer` differ in structure.
 
-    ``report`` holds the :class:`~polyparam.TransferReport` with every difference.
-
-    .. versionadded:: 0.1
+    ``report`` holds the `polyparam.TransferReport` with every difference.
     """
 
     def __init__(self, msg: str, /, *, report: Any = None, **facts: Any) -> None:
@@ -311,183 +299,131 @@ class TransferError(CheckpointError, ValueError):
 
 class UnsupportedFormatError(CheckpointFormatError):
     """The file's extension or content is not a checkpoint format polyparam reads or writes.
-
-    .. versionadded:: 0.1
     """
 
 
 class UnsafeContentError(CheckpointFormatError):
     """The file holds code or references polyparam refuses to run or follow (pickle, HDF5 links).
-
-    .. versionadded:: 0.1
     """
 
 
 class EmptyFileError(CheckpointFormatError):
     """The file has no bytes at all.
-
-    .. versionadded:: 0.1
     """
 
 
 class TruncatedFileError(CheckpointFormatError):
     """The file ends before the data its header declares.
-
-    .. versionadded:: 0.1
     """
 
 
 class BadMagicError(CheckpointFormatError):
     """The file's leading bytes are not the format's signature (often: another format renamed).
-
-    .. versionadded:: 0.1
     """
 
 
 class HeaderTooLargeError(CheckpointFormatError):
     """The declared header is larger than the format's limit (100 MB for safetensors).
-
-    .. versionadded:: 0.1
     """
 
 
 class HeaderLengthError(CheckpointFormatError):
     """The declared header length runs past the end of the file.
-
-    .. versionadded:: 0.1
     """
 
 
 class HeaderEncodingError(CheckpointFormatError):
     """The header is not valid UTF-8.
-
-    .. versionadded:: 0.1
     """
 
 
 class HeaderJSONError(CheckpointFormatError):
     """The header is not valid JSON (or not a Python literal, for .npy headers).
-
-    .. versionadded:: 0.1
     """
 
 
 class HeaderSchemaError(CheckpointFormatError):
     """The header parses but its fields are not the format's.
-
-    .. versionadded:: 0.1
     """
 
 
 class DuplicateKeyError(CheckpointFormatError):
     """A tensor name appears twice in the header.
-
-    .. versionadded:: 0.1
     """
 
 
 class InvalidKeyError(CheckpointFormatError):
     """A tensor name is empty, reserved or not a string.
-
-    .. versionadded:: 0.1
     """
 
 
 class TooManyTensorsError(CheckpointFormatError):
     """The header declares more tensors than polyparam's limit.
-
-    .. versionadded:: 0.1
     """
 
 
 class UnknownDTypeError(CheckpointFormatError):
     """A tensor's dtype is unknown or not supported.
-
-    .. versionadded:: 0.1
     """
 
 
 class ShapeOverflowError(CheckpointFormatError):
     """A tensor's shape has negative, non-integer or absurdly large dimensions.
-
-    .. versionadded:: 0.1
     """
 
 
 class TensorSizeError(CheckpointFormatError):
     """A tensor's byte range does not match its shape times its dtype's size.
-
-    .. versionadded:: 0.1
     """
 
 
 class InvalidOffsetError(CheckpointFormatError):
     """A tensor's byte range is reversed, negative or not two integers.
-
-    .. versionadded:: 0.1
     """
 
 
 class OffsetOutOfRangeError(CheckpointFormatError):
     """A tensor's byte range lies past the data section.
-
-    .. versionadded:: 0.1
     """
 
 
 class OverlappingOffsetsError(CheckpointFormatError):
     """Two tensors' byte ranges overlap.
-
-    .. versionadded:: 0.1
     """
 
 
 class OffsetGapError(CheckpointFormatError):
     """The tensors' byte ranges leave a hole in the data section.
-
-    .. versionadded:: 0.1
     """
 
 
 class TrailingBytesError(CheckpointFormatError):
     """Bytes follow the last tensor (a polyglot file).
-
-    .. versionadded:: 0.1
     """
 
 
 class MetadataError(CheckpointFormatError):
     """polyparam's metadata in the file is malformed or names tensors the file lacks.
-
-    .. versionadded:: 0.1
     """
 
 
 class UnsupportedVersionError(CheckpointFormatError):
     """The file was written by a newer polyparam format version.
-
-    .. versionadded:: 0.1
     """
 
 
 class ChecksumError(CheckpointFormatError):
     """A tensor's data does not match the checksum recorded when it was saved (corrupt data).
-
-    .. versionadded:: 0.1
     """
 
 
 class CorruptArchiveError(CheckpointFormatError):
     """The container (zip archive, HDF5 file) is damaged.
-
-    .. versionadded:: 0.1
     """
 
 
 class DecompressionBombError(CheckpointFormatError):
     """A member declares far more bytes than the file could hold.
-
-    .. versionadded:: 0.1
     """
 
 
@@ -496,15 +432,11 @@ class DecompressionBombError(CheckpointFormatError):
 
 class PolyparamWarning(UserWarning):
     """Base class of polyparam's warnings.
-
-    .. versionadded:: 0.1
     """
 
 
 class AlreadyInitializedWarning(PolyparamWarning):
     """``initialize`` skipped a parameter that already has data (pass ``force_reinit=True``).
-
-    .. versionadded:: 0.1
     """
 
 
@@ -512,6 +444,4 @@ class StaleOptimizerWarning(PolyparamWarning):
     """A tie or untie replaced a parameter object that an optimizer (a Gluon ``Trainer``) holds.
 
     The optimizer keeps updating the object it was given; build it again after tying.
-
-    .. versionadded:: 0.1
     """

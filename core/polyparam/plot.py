@@ -1,20 +1,22 @@
 """Looking rather than reading: histograms and training curves of a model's parameters.
 
-The chapter's "diagnostics and visualizations", on any backend::
+The chapter's "diagnostics and visualizations", on any backend:
 
-    import polyparam as pp
-    from polyparam import plot
+```python
+import polyparam as pp
+from polyparam import plot
 
-    fig = plot.histograms(pp.tree(net), grads=True)    # one row per layer: values | gradients
-    fig.savefig("params.png")
+fig = plot.histograms(pp.tree(net), grads=True)    # one row per layer: values | gradients
+fig.savefig("params.png")
 
-    history = plot.History(pp.tree(net))               # per-layer statistics over training steps
-    for step in range(100):
-        train_step()
-        history.record(step)
-    history.plot().savefig("training.png")
+history = plot.History(pp.tree(net))               # per-layer statistics over training steps
+for step in range(100):
+    train_step()
+    history.record(step)
+history.plot().savefig("training.png")
+```
 
-Every function returns a :class:`matplotlib.figure.Figure` made without ``pyplot``, so
+Every function returns a `matplotlib.figure.Figure` made without ``pyplot``, so
 nothing opens a window and no global state changes; notebooks display it. matplotlib
 is imported when a function is called, never at ``import polyparam`` (install it with
 ``pip install polyparam[plot]``).
@@ -32,8 +34,7 @@ from polyparam import errors
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from polyparam._parameter import Parameter
-    from polyparam._tree import ParameterCollection
+    from polyparam.backend import Parameter, ParameterCollection
 
 __all__ = ["STATISTICS", "History", "histograms", "layers"]
 
@@ -42,7 +43,8 @@ def _figure(rows: int, cols: int, *, width: float, height: float) -> tuple[Figur
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - exercised only without matplotlib
-        msg = "Cannot plot: expected matplotlib to be installed, got ImportError. Install it with `pip install polyparam[plot]`."
+        msg = ("Cannot plot: expected matplotlib to be installed, got ImportError. "
+               "Install it with `pip install polyparam[plot]`.")
         raise ImportError(msg) from exc
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
@@ -71,7 +73,7 @@ def _values(p: Parameter, *, grads: bool) -> np.ndarray | None:
 
 
 def histograms(params: ParameterCollection, /, *, grads: bool = False, bins: int = 50,
-               roles: Sequence[str] = ("weight",), log: bool = False) -> Figure:
+               roles: Sequence[str] | None = ("weight",), log: bool = False) -> Figure:
     """Per-layer histograms of parameter values (and gradients), one row per parameter.
 
     Args:
@@ -117,7 +119,6 @@ def _rms(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(a)))) if a.size else 0.0
 
 
-#: Statistics :class:`History` records, by name: ``(of gradients?, function of the flat array)``.
 STATISTICS: dict[str, tuple[bool, Callable[[np.ndarray], float]]] = {
     "mean": (False, lambda a: float(a.mean()) if a.size else 0.0),
     "std": (False, lambda a: float(a.std()) if a.size else 0.0),
@@ -126,21 +127,25 @@ STATISTICS: dict[str, tuple[bool, Callable[[np.ndarray], float]]] = {
     "grad_rms": (True, _rms),
     "grad_abs_max": (True, lambda a: float(np.abs(a).max()) if a.size else 0.0),
 }
+"""Statistics `History` records, by name: ``(of gradients?, function of the flat array)``."""
 
 
 @dataclass
 class History:
     """Per-parameter statistics over training steps, for plotting.
 
-    Call :meth:`record` after each step (or every few); gradient statistics are NaN
+    Call `record` after each step (or every few); gradient statistics are NaN
     while a parameter has no gradient.
 
     Attributes:
         params: The tree or selection watched.
-        stats: Names from :data:`STATISTICS`.
+        stats: Names from `STATISTICS`.
         roles: Parameter roles watched (``None``: all).
         steps: The recorded step numbers.
         values: ``{statistic: {path: [value per recorded step]}}``.
+
+    Raises:
+        InvalidArgumentError: A name in ``stats`` is not in `STATISTICS` (also a ``ValueError``).
     """
 
     params: ParameterCollection
@@ -154,7 +159,7 @@ class History:
         if unknown:
             msg = (f"Invalid value for argument `stats`: expected names from {sorted(STATISTICS)}. "
                    f"Received: stats={list(self.stats)!r}.")
-            raise ValueError(msg)
+            raise errors.InvalidArgumentError(msg, argument="stats", expected=sorted(STATISTICS), got=list(self.stats))
         self.values = {s: {} for s in self.stats}
 
     def record(self, step: int | None = None, /) -> None:
@@ -173,10 +178,14 @@ class History:
                 series.append(float("nan") if data is None else fn(data))
 
     def plot(self) -> Figure:
-        """One axes per statistic, one line per parameter, over the recorded steps."""
+        """One axes per statistic, one line per parameter, over the recorded steps.
+
+        Raises:
+            UsageError: Nothing was recorded yet (also a ``ValueError``).
+        """
         if not self.steps:
             msg = "Cannot plot a History: expected at least one record() call, got none. Call record() after each step."
-            raise ValueError(msg)
+            raise errors.UsageError(msg, expected="at least one record() call", got=0)
         fig, axes = _figure(len(self.stats), 1, width=6.0, height=2.2)
         for ax, name in zip(axes[:, 0], self.stats):
             for path, series in self.values[name].items():

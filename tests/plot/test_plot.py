@@ -117,6 +117,27 @@ def test_history_without_gradients_records_nan() -> None:
         plot.History(tree).plot()
 
 
+def test_unknown_statistic_is_a_typed_error_naming_the_choices() -> None:
+    """An unknown name in ``stats`` is an InvalidArgumentError with the facts; still a ValueError."""
+    _, tree, _ = _trained_mlp()
+    with pytest.raises(errors.InvalidArgumentError, match="stats") as info:
+        plot.History(tree, stats=("mean", "median"))
+    exc = info.value
+    assert isinstance(exc, ValueError) and isinstance(exc, errors.UsageError)
+    assert (exc.argument, exc.expected, exc.got, exc.path) == ("stats", sorted(plot.STATISTICS), ["mean", "median"],
+                                                                None)
+
+
+def test_plotting_an_empty_history_is_a_typed_error() -> None:
+    """History.plot() before any record() is a UsageError saying what to call; still a ValueError."""
+    _, tree, _ = _trained_mlp()
+    with pytest.raises(errors.UsageError, match=r"Call record\(\) after each step") as info:
+        plot.History(tree).plot()
+    exc = info.value
+    assert isinstance(exc, ValueError) and not isinstance(exc, errors.InvalidArgumentError)
+    assert (exc.expected, exc.got) == ("at least one record() call", 0)
+
+
 def test_import_polyparam_does_not_import_matplotlib() -> None:
     """matplotlib loads only when a plot is made."""
     code = ("import sys, polyparam, polyparam.plot; assert 'matplotlib' not in sys.modules; "

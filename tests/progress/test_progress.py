@@ -7,9 +7,11 @@ import pty
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from polyparam import _progress
+import polyparam as pp
+from polyparam import _progress, errors
 
 # 40 MiB of float32 weights: above the automatic threshold.
 SCRIPT = """
@@ -102,10 +104,29 @@ def test_bad_environment_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
         _progress.enabled(None)
 
 
+def test_bad_environment_value_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal is an InvalidArgumentError naming the variable, what it accepts and what it got; still a
+    ValueError, and it reaches the caller of a public operation unchanged."""
+    monkeypatch.setenv(_progress.ENV_VAR, " Maybe ")
+    with pytest.raises(errors.InvalidArgumentError, match="Set it to 1") as info:
+        _progress.enabled(None)
+    exc = info.value
+    assert isinstance(exc, ValueError)
+    assert (exc.argument, exc.got, exc.path) == (_progress.ENV_VAR, "maybe", None)
+    assert "1" in exc.expected and "0" in exc.expected
+    with pytest.raises(errors.InvalidArgumentError, match=_progress.ENV_VAR):
+        list(_progress.track([1, 2], description="x"))
+    with pytest.raises(errors.InvalidArgumentError, match=_progress.ENV_VAR):
+        pp.tree({"w": np.zeros((2, 2), np.float32)}).initialize(pp.init.Uniform(), force_reinit=True)
+    # an explicit argument decides without reading the variable
+    assert _progress.enabled(False) is False
+
+
 def test_track_yields_every_item_in_order() -> None:
     """With or without a bar, track is a transparent iterator."""
     for progress in (False, True):
-        assert list(_progress.track(range(5), description="x", progress=progress, weight=lambda i: i)) == [0, 1, 2, 3, 4]
+        items = _progress.track(range(5), description="x", progress=progress, weight=lambda i: i)
+        assert list(items) == [0, 1, 2, 3, 4]
 
 
 class _Tty:
