@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test docs bench install-core install-all clean
+.PHONY: demo test lint docs bench install-core install-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,12 @@ demo: $(VENV)/.core
 docs: $(VENV)/.all
 	$(BIN)/mkdocs build --strict
 
-test: docs
+# The habits the code assumes: ruff (lint) and mypy (types), configured in pyproject.toml.
+lint: $(VENV)/.all
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: docs lint
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.all

@@ -19,9 +19,10 @@ import time
 from typing import Any, Callable
 
 import numpy as np
+from _timing import proc_status
 
 import polyparam as pp
-from _timing import proc_status
+
 
 def rss() -> int:
     """Anonymous resident memory: what the process allocated (a file's mapped page cache is not counted)."""
@@ -106,7 +107,7 @@ def main() -> None:
     except ImportError:
         print("keras not installed: transfer skipped")
     try:  # the same layout on both sides: no transpose, one copy per tensor
-        import polyparam  # noqa: F401  (first: lets MXNet load beside TensorFlow)
+        import polyparam  # noqa: F401, I001  (first: lets MXNet load beside TensorFlow)
         import mxnet as mx
         from mxnet.gluon import nn as gnn
 

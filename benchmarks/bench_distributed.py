@@ -122,8 +122,10 @@ def main() -> None:
     model_mb = single_all["model_bytes"] / 2**20
     print(f"model: {layers} x Linear({width}, {width}) = {single_all['model_bytes'] // 4:,} float32 "
           f"({model_mb:.0f} MiB); best of {repeats}")
-    print(f"single process, all cores : initialize {single_all['time']:.3f} s, peak +{single_all['peak'] / 2**20:.0f} MiB")
-    print(f"single process, 1 thread  : initialize {single_one['time']:.3f} s, peak +{single_one['peak'] / 2**20:.0f} MiB")
+    print(f"single process, all cores : initialize {single_all['time']:.3f} s, "
+          f"peak +{single_all['peak'] / 2**20:.0f} MiB")
+    print(f"single process, 1 thread  : initialize {single_one['time']:.3f} s, "
+          f"peak +{single_one['peak'] / 2**20:.0f} MiB")
     worst_time = max(r["time"] for r in ranks)
     worst_peak = max(r["peak"] for r in ranks)
     for i, r in enumerate(ranks):

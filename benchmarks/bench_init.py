@@ -55,7 +55,8 @@ TORCH = textwrap.dedent("""
     for name, init, fn, target in [
         ("Uniform(0.07)", pp.init.Uniform(0.07), lambda w: nn.init.uniform_(w, -0.07, 0.07), 1.0),
         ("Xavier uniform", pp.init.Xavier(), nn.init.xavier_uniform_, 1.0),
-        ("He uniform", pp.init.He(nonlinearity="relu"), lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"), 1.0),
+        ("He uniform", pp.init.He(nonlinearity="relu"),
+         lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"), 1.0),
         ("Normal(0.01)", pp.init.Normal(0.01), lambda w: nn.init.normal_(w, 0, 0.01), 1.0),
         ("Xavier gaussian", pp.init.Xavier(rnd_type="gaussian", magnitude=1), nn.init.xavier_normal_, 1.0),
     ]:

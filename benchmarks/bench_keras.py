@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import gc
 import time
+from typing import Any, Callable
 
 
-def best(fn, repeat: int) -> float:
+def best(fn: Callable[[], Any], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         gc.collect()

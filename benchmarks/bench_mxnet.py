@@ -6,7 +6,8 @@
 Targets (issue "MXNet Gluon 1.9 backend"):
   tree.initialize(pp.init.Xavier(), force_reinit=True) <= 1.0x net.initialize(mx.init.Xavier(), force_reinit=True)
   tree.state() <= 1.2x [p.data().asnumpy() for p in net.collect_params().values()]
-MXNet runs asynchronously: every timed call ends with mx.nd.waitall(). Each figure is the best of --repeat runs, ours and native alternating.
+MXNet runs asynchronously: every timed call ends with mx.nd.waitall(). Each figure is the best of --repeat runs,
+ours and native alternating.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import gc
 import os
 import sys
 import warnings
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import report  # noqa: E402
 
 
-def paired(ours, native, repeat: int) -> tuple[float, float]:
+def paired(ours: Callable[[], Any], native: Callable[[], Any], repeat: int) -> tuple[float, float]:
     """Best times of ``ours`` and ``native``, run alternately so both meet the same machine state
     (on a shared 2-core machine, memory and page-fault noise otherwise lands on one side)."""
     import time

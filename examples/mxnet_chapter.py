@@ -13,6 +13,7 @@ import numpy as np
 
 import polyparam as pp  # first: lets TensorFlow and MXNet share this process in any order
 
+# isort: split
 from mxnet import autograd, nd  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
 

@@ -83,7 +83,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ANN001
     pieces, last = [], 0
     for i, (start, end, cell) in enumerate(cells):
         pieces.append(markdown[last:start])
-        tabs = [_tab(BACKENDS[b], _code_for(cell, b), outputs[b][i]) for b in backends if _code_for(cell, b) is not None]
+        tabs = [_tab(BACKENDS[b], _code_for(cell, b), outputs[b][i])
+                for b in backends if _code_for(cell, b) is not None]
         pieces.append("\n".join(tabs))
         last = end
     pieces.append(markdown[last:])
