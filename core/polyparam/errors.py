@@ -16,7 +16,9 @@ PolyparamError
 │   ├── DTypeMismatchError          (also TypeError)
 │   ├── DeviceMismatchError         (also ValueError)
 │   ├── DeferredInitializationError (also RuntimeError)
-│   └── UninitializedParameterError (also RuntimeError)
+│   ├── UninitializedParameterError (also RuntimeError)
+│   └── WriteFailedError            (also RuntimeError) # the framework refused a write; all was restored
+├── UndoLimitError                  (also MemoryError)  # undo copies over POLYPARAM_UNDO_LIMIT
 ├── StateError                      (also ValueError)
 ├── InitializerError                (also ValueError)
 ├── TieError                        (also ValueError)
@@ -114,6 +116,8 @@ __all__ = [
     "TransferError",
     "TruncatedFileError",
     "UninitializedParameterError",
+    "UndoLimitError",
+    "WriteFailedError",
     "UnknownDTypeError",
     "UnsafeContentError",
     "UnsupportedFormatError",
@@ -243,7 +247,22 @@ class UninitializedParameterError(ParameterError, RuntimeError):
     """
 
 
+class WriteFailedError(ParameterError, RuntimeError):
+    """The framework refused a write that polyparam's checks allowed.
+
+    Raised by multi-parameter writes after every value written before was restored;
+    the framework's own exception is its ``__cause__``. New after 0.1.0.
+    """
+
+
 # ---- whole-tree operations ---------------------------------------------------
+
+
+class UndoLimitError(PolyparamError, MemoryError):
+    """The copies that let a failed write change nothing would exceed ``POLYPARAM_UNDO_LIMIT``.
+
+    Raised before the first write. New after 0.1.0.
+    """
 
 
 class StateError(PolyparamError, ValueError):

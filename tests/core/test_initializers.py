@@ -7,6 +7,7 @@ import sys
 import textwrap
 import tracemalloc
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -109,16 +110,39 @@ def test_half_precision_parameters() -> None:
     np.testing.assert_array_equal(arr, filled(pp.init.Xavier(), (32, 16), seed=1).astype(np.float16))
 
 
-def test_peak_memory_is_small() -> None:
-    """Initializing in place allocates far less than one parameter (4 MB each here)."""
+def _peak_of(fn: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_peak_memory_is_the_undo_copy_and_far_less_than_a_parameter_more() -> None:
+    """Filling in place allocates far less than one parameter (4 MB each here) of scratch. Re-initializing
+    also keeps the old values until every fill succeeded (all or nothing): one copy of what is overwritten."""
     model = {str(i): {"weight": np.zeros((1024, 1024), np.float32)} for i in range(6)}
     tree = pp.tree(model)
     for init in (pp.init.Uniform(), pp.init.Normal(), pp.init.Xavier(rnd_type="gaussian")):
-        tracemalloc.start()
-        tree.initialize(init, seed=0, force_reinit=True)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        assert peak < 4 * 2**20, (init, peak)
+        peak = _peak_of(lambda init=init: tree.initialize(init, seed=0, force_reinit=True))
+        assert 6 * 4 * 2**20 <= peak < 6 * 4 * 2**20 + 4 * 2**20, (init, peak)
+
+
+def test_an_undo_limit_refuses_before_the_first_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = {str(i): {"weight": np.zeros((256, 256), np.float32)} for i in range(3)}
+    tree = pp.tree(model)
+    monkeypatch.setenv("POLYPARAM_UNDO_LIMIT", "500KB")  # under the 768 KiB the copies need
+    with pytest.raises(errors.UndoLimitError) as info:
+        tree.initialize(pp.init.Uniform(), seed=0, force_reinit=True)
+    assert info.value.got == 3 * 256 * 256 * 4 and info.value.expected == 500_000
+    assert all(not model[k]["weight"].any() for k in model)  # nothing written
+    monkeypatch.setenv("POLYPARAM_UNDO_LIMIT", "1MiB")
+    tree.initialize(pp.init.Uniform(), seed=0, force_reinit=True)
+    assert all(model[k]["weight"].any() for k in model)
+    monkeypatch.setenv("POLYPARAM_UNDO_LIMIT", "lots")
+    with pytest.raises(errors.InvalidArgumentError, match="POLYPARAM_UNDO_LIMIT"):
+        tree.initialize(pp.init.Uniform(), seed=0, force_reinit=True)
 
 
 # ---- built-ins ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._layout import Shape, format_shape
+from polyparam._params.journal import Journal
 from polyparam._params.parameter import Parameter
 from polyparam._params.ties import tie_problem
 
@@ -146,20 +147,41 @@ class WritePlan:
     def commit(self, *, description: str, progress: bool | None = None,
                on_written: Callable[[str], None] | None = None,
                on_tied: Callable[[list[str]], None] | None = None) -> None:
-        """Make the planned ties, then write every value through :meth:`Parameter._commit`."""
+        """Make the planned ties, then write every value through :meth:`Parameter._commit`, all or nothing.
+
+        Whatever a write raises (the framework refusing it, ``KeyboardInterrupt``), the
+        values written before are restored and the ties made are unmade (see
+        :class:`~polyparam._params.journal.Journal`) before the error propagates.
+        """
         from polyparam._progress import track
 
-        for anchors in self.ties:  # checked by add_tie, as pp.tie checks before it shares
-            first = anchors[0][1]
-            for _, member in anchors[1:]:
-                if not member.is_tied_to(first):
-                    member._share(first)
+        journal = Journal(f"load {self.subject}")
+        journal.check_limit([w.param for w in self.writes] + [m for anchors in self.ties for _, m in anchors[1:]])
+        written: list[str] = []
+        tied: list[list[str]] = []
+        try:
+            for anchors in self.ties:  # checked by add_tie, as pp.tie checks before it shares
+                first = anchors[0][1]
+                for _, member in anchors[1:]:
+                    if not member.is_tied_to(first):
+                        journal.keep_tie(member)
+                        member._share(first)
+                tied.append([q for q, _ in anchors])
+            for write in track(self.writes, description=description, progress=progress,
+                               weight=lambda item: item.param.nbytes or 0):
+                value = write.read()
+                journal.keep(write.param, local=write.local)
+                write.param._commit(value, local=write.local)
+                del value
+                written.append(write.path)
+        except BaseException as exc:
+            error = journal.fail(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        for group in tied:
             if on_tied is not None:
-                on_tied([q for q, _ in anchors])
-        for write in track(self.writes, description=description, progress=progress,
-                           weight=lambda item: item.param.nbytes or 0):
-            value = write.read()
-            write.param._commit(value, local=write.local)
-            del value
+                on_tied(group)
+        for path in written:
             if on_written is not None:
-                on_written(write.path)
+                on_written(path)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 import numpy as np
 
 from polyparam import errors
+from polyparam._params.journal import Journal
 from polyparam._progress import track
 from polyparam.init.base import Initializer, ParamInfo
 from polyparam.init.coerce import as_initializer
@@ -107,19 +108,20 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
     report.seed = call_seed
     for p in todo:
         initializer._note(_info(p))
-    undo: list[tuple[Parameter, np.ndarray]] = []
+    journal = Journal("initialize")  # all or nothing, whatever a fill raises (the initializer, the framework, ^C)
+    journal.check_limit([p for p in todo if p.state == "initialized" and not p._defers_init()])
     try:
         for p in track(todo, description="initialize", progress=progress, weight=_work):
             if p.state == "deferred" or p._defers_init():
                 p._defer(_deferred_fill(p, initializer, call_seed, by_role))
                 continue
-            if not initializer._writes_in_place and p.state == "initialized":
-                undo.append((p, p._read_copy()))
+            journal.keep(p, local=p._local_box() is not None)
             fill_parameter(p, initializer, call_seed, by_role=by_role)
-    except BaseException:
-        for p, old in reversed(undo):
-            p._write(old)
-        raise
+    except BaseException as exc:
+        error = journal.fail(exc)
+        if error is exc:
+            raise
+        raise error from exc
     initializer._finish()
     return report
 

@@ -17,6 +17,7 @@ or renaming tests is not done lightly.
 - `deferred`: `BaseDeferredTests` (shapes known at the first forward).
 - `ties`: `BaseTieTests` (shared parameters).
 - `checkpoint`: `BaseCheckpointTests` (save, load and transfer).
+- `faults`: `BaseFaultTests` (a write failing at any position changes nothing).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 from polyparam.testing.base.access import BaseAccessTests, BaseBackendModuleTests
 from polyparam.testing.base.checkpoint import BaseCheckpointTests
 from polyparam.testing.base.deferred import BaseDeferredTests
+from polyparam.testing.base.faults import BaseFaultTests
 from polyparam.testing.base.initializer_library import BaseInitializerLibraryTests
 from polyparam.testing.base.initializers import BaseInitializerTests
 from polyparam.testing.base.kit import assert_unchanged, reference_values, snapshot
@@ -35,6 +37,7 @@ __all__ = [
     "BaseBackendModuleTests",
     "BaseCheckpointTests",
     "BaseDeferredTests",
+    "BaseFaultTests",
     "BaseInitializerLibraryTests",
     "BaseInitializerTests",
     "BaseTieTests",
@@ -47,7 +50,8 @@ __all__ = [
 
 
 class ConformanceTests(BaseBackendModuleTests, BaseAccessTests, BaseValueTests, BaseInitializerTests,
-                       BaseInitializerLibraryTests, BaseDeferredTests, BaseTieTests, BaseCheckpointTests):
+                       BaseInitializerLibraryTests, BaseDeferredTests, BaseTieTests, BaseCheckpointTests,
+                       BaseFaultTests):
     """Every test a polyparam backend must pass. Subclass it and override ``backend``.
 
     Optional capabilities (skipped when not in ``backend.CAPABILITIES``):

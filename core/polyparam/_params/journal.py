@@ -1,0 +1,140 @@
+"""All or nothing, even when the framework refuses a write halfway: the undo journal.
+
+Every multi-parameter write (``load_state``, ``pp.load``, the sharded load,
+``pp.transfer``, ``initialize``) checks what it can before its first write (see
+:mod:`polyparam._params.plan`). What it cannot foresee (a framework that refuses a
+write the checks allowed, a custom initializer that raises midway, a
+``KeyboardInterrupt``) is undone here: before a parameter is written, the journal
+keeps a private copy of its value; if any later step raises, whatever the exception,
+the values already written are put back (in reverse order) and the ties made are
+unmade, then the error is raised again. An error that is not a polyparam error (the
+framework's own) is wrapped in :class:`~polyparam.errors.WriteFailedError`, which names
+the parameter and chains the original; ``KeyboardInterrupt`` and ``SystemExit`` are
+raised as they are.
+
+The copies cost memory: at most the bytes of the parameters written (the journal
+holds them until the operation completes). ``POLYPARAM_UNDO_LIMIT`` (bytes, or a size
+such as ``"2GB"``) sets a ceiling; an operation whose copies would exceed it is refused
+before its first write, so the guarantee is never dropped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from polyparam import errors
+
+if TYPE_CHECKING:
+    from polyparam._params.parameter import Parameter
+
+__all__ = ["UNDO_LIMIT_ENV", "Journal", "undo_limit"]
+
+UNDO_LIMIT_ENV = "POLYPARAM_UNDO_LIMIT"
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def undo_limit() -> int | None:
+    """The ceiling on undo copies from ``POLYPARAM_UNDO_LIMIT`` in bytes, or ``None`` (no ceiling)."""
+    text = os.environ.get(UNDO_LIMIT_ENV, "").strip()
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        msg = (f"Invalid value for environment variable {UNDO_LIMIT_ENV}: expected a size in bytes such as "
+               f"'500000000' or '2GB'. Received: {text!r}.")
+        raise errors.InvalidArgumentError(msg, argument=UNDO_LIMIT_ENV, expected="a size such as '2GB'", got=text)
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+class Journal:
+    """The values parameters had before an operation wrote them, to put back if it fails.
+
+    Args:
+        operation: What is being done, for messages (``"load 'model.safetensors'"``).
+    """
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        self._values: list[tuple[Parameter, np.ndarray, bool]] = []
+        self._ties: list[tuple[Parameter, np.ndarray | None]] = []
+        self.current: str | None = None
+
+    # ---- before the first write -----------------------------------------------------
+
+    def check_limit(self, params: list[Parameter]) -> None:
+        """Refuse, before any write, an operation whose undo copies would exceed ``POLYPARAM_UNDO_LIMIT``."""
+        limit = undo_limit()
+        if limit is None:
+            return
+        need = sum(p.nbytes or 0 for p in params if p.state == "initialized")
+        if need > limit:
+            msg = (f"Cannot {self.operation}: expected undo copies within {UNDO_LIMIT_ENV}={limit:,} bytes, got "
+                   f"{need:,} bytes for {len(params)} parameters. Raise {UNDO_LIMIT_ENV} (the copies let a "
+                   "failed write change nothing), or write fewer parameters at a time.")
+            raise errors.UndoLimitError(msg, path=params[0].path if params else None, expected=limit, got=need)
+
+    # ---- during the operation -------------------------------------------------------
+
+    def keep(self, p: Parameter, /, *, local: bool = False) -> None:
+        """Keep ``p``'s current value (this process's shard with ``local``); nothing to keep without data."""
+        self.current = p.path
+        if p.state != "initialized" or p._defers_init():
+            return
+        value = p._read_local().copy() if local and p._local_box() is not None else p._read_copy()
+        self._values.append((p, value, local))
+
+    def keep_tie(self, member: Parameter, /) -> None:
+        """Keep what ``member`` holds before it takes another parameter's storage."""
+        self.current = member.path
+        value = member._read_copy() if member.state == "initialized" and not member._defers_init() else None
+        self._ties.append((member, value))
+
+    # ---- when it fails ----------------------------------------------------------------
+
+    def restore(self) -> list[BaseException]:
+        """Put every kept value back (newest first), then unmake the ties; the errors met on the way."""
+        problems: list[BaseException] = []
+        for p, value, local in reversed(self._values):
+            try:
+                if local:
+                    p._write_local(value)
+                else:
+                    p._write(value)
+            except BaseException as exc:  # noqa: BLE001 - restore every other parameter, report this one
+                problems.append(exc)
+        for member, value in reversed(self._ties):
+            try:
+                member._unshare()
+                if value is not None:
+                    member._write(value)
+            except BaseException as exc:  # noqa: BLE001 - as above
+                problems.append(exc)
+        self._values.clear()
+        self._ties.clear()
+        return problems
+
+    def fail(self, exc: BaseException, /) -> BaseException:
+        """Restore, then the exception to raise for ``exc`` (the caller raises it ``from exc``)."""
+        problems = self.restore()
+        note = f"polyparam: {len(problems)} value(s) could not be restored: {problems[0]!r}" if problems else ""
+        if isinstance(exc, errors.PolyparamError) or not isinstance(exc, Exception):
+            _add_note(exc, note)
+            return exc
+        path = self.current
+        msg = (f"Cannot {self.operation}: expected the framework to accept the write to parameter {path!r}, "
+               f"got {type(exc).__name__}: {exc}. Nothing was changed (every value written before was "
+               "restored); fix what the framework reports and retry.")
+        error = errors.WriteFailedError(msg, path=path, expected="a write the framework accepts", got=repr(exc))
+        _add_note(error, note)
+        return error
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if note and hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note(note)
