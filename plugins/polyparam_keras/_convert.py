@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["assign_native", "device_type", "engine", "raw", "to_numpy"]
+__all__ = ["assign_native", "contiguous", "device_type", "engine", "raw", "to_numpy"]
 
 
 def engine() -> str:
@@ -21,19 +21,24 @@ def raw(variable: Any) -> Any:
 
 
 def to_numpy(tensor: Any) -> np.ndarray:
-    """A framework tensor as NumPy: a view of CPU torch memory, a copy for TensorFlow."""
+    """A framework tensor as a NumPy array (0-d included): a view of CPU torch memory, a copy for TensorFlow."""
     active = engine()
     if active == "torch":
         t = tensor.detach()
         return t.numpy() if t.device.type == "cpu" else t.cpu().numpy()
     if active == "tensorflow":
-        return tensor.numpy()
+        return np.asarray(tensor.numpy())   # a 0-d tensor's .numpy() is a NumPy scalar, not an array
     return np.asarray(tensor)
 
 
 def device_type(device: str) -> str:
     """``"CPU"`` / ``"GPU"`` of a TensorFlow device string such as ``/job:localhost/.../device:CPU:0``."""
     return device.rsplit("device:", 1)[-1].split(":", 1)[0].upper() if device else "CPU"
+
+
+def contiguous(array: np.ndarray) -> np.ndarray:
+    """``array`` C-contiguous, of the same shape (``np.ascontiguousarray`` turns a 0-d array into 1-d)."""
+    return np.asarray(array, order="C")
 
 
 def assign_native(variable: Any, array: np.ndarray) -> None:
@@ -47,11 +52,11 @@ def assign_native(variable: Any, array: np.ndarray) -> None:
             if tensor.device.type == "cpu":
                 tensor.detach().numpy()[...] = array
             else:
-                tensor.copy_(torch.from_numpy(np.ascontiguousarray(array)).to(tensor.device))
+                tensor.copy_(torch.from_numpy(contiguous(array)).to(tensor.device))
     elif active == "tensorflow":
         import tensorflow as tf
 
         with tf.init_scope():
-            tensor.assign(np.ascontiguousarray(array))
+            tensor.assign(contiguous(array))
     else:
         variable.assign(array)

@@ -9,7 +9,7 @@ import numpy as np
 from polyparam import errors
 from polyparam.backend import Parameter, Shape, State, parallel_copy
 from polyparam_keras import NAME
-from polyparam_keras._convert import assign_native, device_type, engine, raw, to_numpy
+from polyparam_keras._convert import assign_native, contiguous, device_type, engine, raw, to_numpy
 from polyparam_keras._layout import Slot, axes, canonical_shape, groups, perm, to_canonical, to_native, unbuilt_shape
 from polyparam_keras._ties import clone_into_sequential, hook_build, refresh, swap_variable
 from polyparam_keras._variables import FOLLOWERS_ATTR, GRAD_ATTR, ORIGINAL_ATTR, PENDING_ATTR, TIES_ATTR, find_variable
@@ -89,7 +89,7 @@ class KerasParameter(Parameter):
         assert v is not None, "the core writes initialized or uninitialized parameters, never deferred ones"
         if v._value is None:
             native = to_native(self._slot.layout, array, tuple(int(d) for d in v.shape))
-            v._initialize(np.ascontiguousarray(native))
+            v._initialize(contiguous(native))
             return
         staging = self._staging()
         if staging is not None:

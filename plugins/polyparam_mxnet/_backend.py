@@ -13,6 +13,8 @@ deviations are documented here.
 * A parameter with several contexts (``cpu(0)``, ``cpu(1)``) keeps one replica per
   context; writes go to every replica, reads come from the first, and ``grad()`` is
   the sum over replicas.
+* Writes copy through MXNet's copy operator, as ``Parameter.set_data`` does, so the
+  convolution weights a CPU forward pass leaves in the MKLDNN layout take them too.
 * Ties replace the Parameter object in the member block (Gluon shares by Parameter
   object, not by storage) and clear the cached graphs of hybridized blocks under the
   tree's root. A ``gluon.Trainer`` created before a tie or untie keeps the old objects:

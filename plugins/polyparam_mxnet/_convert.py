@@ -37,10 +37,18 @@ def to_numpy(array: Any) -> np.ndarray:
 
 
 def from_numpy(array: np.ndarray, dtype: Any) -> Any:
-    """A CPU NDArray (an ``mx.np.ndarray`` when NumPy semantics are on, as Gluon expects)."""
+    """A new CPU NDArray in the default layout (an ``mx.np.ndarray`` when NumPy semantics are on, as Gluon expects).
+
+    A fresh array takes a raw synchronous copy; ``mx.nd.array`` would do the same after a
+    deprecated SciPy check that warns on every call.
+    """
+    array = np.asarray(array, dtype=dtype, order="C")
     if is_np_array():
-        return mx.np.array(array, dtype=dtype, ctx=mx.cpu())
-    return mx.nd.array(array, dtype=dtype, ctx=mx.cpu())
+        out = mx.np.empty(array.shape, dtype=array.dtype, ctx=mx.cpu())
+    else:
+        out = mx.nd.empty(array.shape, ctx=mx.cpu(), dtype=array.dtype)
+    out._sync_copyfrom(array)
+    return out
 
 
 def input_array(x: np.ndarray) -> Any:

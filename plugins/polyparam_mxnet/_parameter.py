@@ -117,10 +117,17 @@ class GluonParameter(Parameter):
         if trainer is not None and getattr(trainer, "_kv_initialized", False) and \
                 getattr(trainer, "_update_on_kvstore", False) and param not in trainer._params_to_init:
             trainer._reset_kvstore()
-        # a raw synchronous copy into each replica: not recorded by autograd, so it is
-        # safe inside autograd.record(), and optimizers keep their NDArray objects
+        # as Parameter.set_data (``arr[:] = NDArray``): an NDArray copy into each replica, in
+        # place, so optimizers keep their NDArray objects. A raw NumPy copy
+        # (``_sync_copyfrom``) is refused once a CPU forward pass has put a convolution
+        # weight in the MKLDNN layout; the copy operator reorders. Paused, so it is not
+        # recorded inside autograd.record(); waited for, so a failure surfaces here.
+        source = from_numpy(native, param.dtype)
+        with autograd.pause():
+            for replica in param._data:
+                source.copyto(replica)
         for replica in param._data:
-            replica._sync_copyfrom(native)
+            replica.wait_to_read()
 
     def _grad(self) -> np.ndarray | None:
         param = self._param
