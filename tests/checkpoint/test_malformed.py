@@ -84,6 +84,18 @@ SAFETENSORS_CASES: list[tuple[str, bytes, type[Exception]]] = [
         "format": "polyparam", "polyparam.version": "1", "polyparam.ties": '[["x", "y"]]'}}), errors.MetadataError),
     ("checksums not JSON", st_bytes({**one(), "__metadata__": {
         "format": "polyparam", "polyparam.version": "1", "polyparam.checksums": "{"}}), errors.MetadataError),
+    ("version a superscript digit", st_bytes({**one(), "__metadata__": {"format": "polyparam",
+                                                                        "polyparam.version": "\u00b2"}}),
+     errors.MetadataError),
+    ("version in Arabic-Indic digits", st_bytes({**one(), "__metadata__": {"format": "polyparam",
+                                                                           "polyparam.version": "\u0661"}}),
+     errors.MetadataError),
+    ("version of 5000 digits", st_bytes({**one(), "__metadata__": {"format": "polyparam",
+                                                                   "polyparam.version": "1" * 5000}}),
+     errors.MetadataError),
+    ("zero-size tensors with no data to back them", st_bytes(
+        {f"k{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]} for i in range(10_001)}, b""),
+     errors.TooManyTensorsError),
     ("a pickle renamed", PICKLE, errors.UnsafeContentError),
     ("a zip renamed", b"PK\x03\x04" + b"\x00" * 40, errors.BadMagicError),
 ]
@@ -154,6 +166,9 @@ NPZ_CASES: list[tuple[str, bytes, type[Exception]]] = [
     ("duplicate members", _duplicate_members(), errors.DuplicateKeyError),
     ("decompression bomb", _npz({"a.npy": _npy(np.zeros(4 << 20, np.float32))}, compression=zipfile.ZIP_BZIP2),
      errors.DecompressionBombError),
+    ("directory declares more bytes than the file", _npz({"a.npy": GOOD_NPY}).replace(
+        struct.pack("<II", len(GOOD_NPY), len(GOOD_NPY)), struct.pack("<II", 1 << 31, 1 << 31)),
+     errors.TruncatedFileError),
     ("metadata member not JSON",
      _npz({"a.npy": GOOD_NPY, "__polyparam__.npy": _npy(np.frombuffer(b"{oops", np.uint8))}),
      errors.MetadataError),

@@ -3,7 +3,8 @@
 Every reader validates the whole structure (header, names, dtypes, shapes, byte
 ranges) against the file's real size *before* it allocates or maps anything, and
 refuses with one typed :class:`~polyparam.errors.CheckpointFormatError` subclass per
-kind of malformation. No reader can unpickle: PyTorch files go only through
+kind of malformation. A FIFO or a device is refused before it is read (it could block
+forever or never end). No reader can unpickle: PyTorch files go only through
 ``torch.load(weights_only=True)`` after the pickle-only legacy layout is refused by
 its magic bytes, ``.npz`` members are parsed here (never ``np.load``), HDF5 links and
 external storage are refused.
@@ -40,9 +41,9 @@ def open_archive(path: str | os.PathLike[str], /, *, format: str | None = None, 
     """Open and validate a checkpoint file of any readable format.
 
     Raises:
-        UnsupportedFormatError: Unknown extension or format.
+        UnsupportedFormatError: Unknown extension or format, or not a regular file (a FIFO, a device).
         CheckpointFormatError: A subclass naming the malformation.
-        OSError: The file cannot be opened.
+        OSError: The file cannot be opened (``IsADirectoryError`` for a directory).
     """
     file = os.fspath(path)
     fmt = format or detect_format(file)

@@ -12,8 +12,14 @@ external storage are refused.
 from __future__ import annotations
 
 import abc
+import errno
+import io
 import json
 import os
+import stat
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -22,8 +28,8 @@ import numpy as np
 from polyparam import errors
 from polyparam._threads import parallel_map
 
-__all__ = ["FORMAT_VERSION", "READABLE", "WRITABLE", "Archive", "Entry", "PolyparamMetadata", "detect_format",
-           "fingerprint", "sniff"]
+__all__ = ["FORMAT_VERSION", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRITABLE", "ZIP_ERRORS", "Archive", "Entry",
+           "PolyparamMetadata", "check_zip_members", "detect_format", "fingerprint", "open_regular", "sniff"]
 
 #: The version of polyparam's metadata layout inside safetensors and npz files.
 FORMAT_VERSION = 1
@@ -34,8 +40,18 @@ READABLE = {"safetensors": (".safetensors",), "npz": (".npz",), "torch": (".pt",
 WRITABLE = ("safetensors", "npz")
 #: Upper bound on the number of tensors in one file (a header DoS guard).
 MAX_TENSORS = 1_000_000
+#: Upper bound on the number of tensors with no bytes in one file: they cost header parsing but need no data.
+MAX_EMPTY_TENSORS = 10_000
 #: Upper bound on a dimension or an element count (far beyond any real tensor; a guard on arithmetic).
 MAX_ELEMENTS = 1 << 56
+#: Upper bound on how far a zip archive may expand (per member, and all members against the file's size).
+MAX_RATIO = 1000
+#: Expansion below this many bytes is never called a bomb (tiny members compress far better than 1000x).
+_BOMB_FLOOR = 1 << 20
+#: What :mod:`zipfile` raises on a damaged archive.
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, struct.error, ValueError, OverflowError,
+              NotImplementedError, RuntimeError, IndexError, KeyError, UnicodeDecodeError,
+              OSError)  # a directory entry pointing before the start of the file seeks to EINVAL
 
 _MAGICS = (
     (b"\x89HDF\r\n\x1a\n", "HDF5"),
@@ -147,7 +163,7 @@ class PolyparamMetadata:
             return errors.MetadataError(msg, file=file, expected=what, got=got)
 
         version_text = raw["polyparam.version"]
-        if not version_text.isdigit():
+        if not (version_text.isascii() and version_text.isdigit() and len(version_text) <= 9):  # not '²' or '١'
             raise bad("an integer format version", version_text)
         version = int(version_text)
         if version > FORMAT_VERSION:
@@ -243,6 +259,72 @@ class Archive(abc.ABC):
             for member in group:
                 out.setdefault(member, anchor)
         return out
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(file: str) -> io.BufferedReader:
+    """Open ``file`` for binary reading, refusing anything but a regular file before a byte is read.
+
+    The file is opened without blocking, so a FIFO with no writer cannot hang the caller.
+
+    Raises:
+        UnsupportedFormatError: ``file`` is a FIFO, a device or a socket.
+        IsADirectoryError: ``file`` is a directory.
+        OSError: ``file`` cannot be opened.
+    """
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(file, os.O_RDONLY | nonblock | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), file)
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+            msg = (f"Cannot read checkpoint {file!r}: expected a regular file, got {kind}. "
+                   "Copy the data to a regular file and read that.")
+            raise errors.UnsupportedFormatError(msg, file=file, expected="a regular file", got=kind)
+        if nonblock:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_zip_members(infos: list[zipfile.ZipInfo], size: int, file: str) -> None:
+    """Bound a zip directory's declared sizes against the file's real ``size`` before any member is inflated.
+
+    Raises:
+        TruncatedFileError: A member's stored bytes would run past the end of the file.
+        CorruptArchiveError: A stored (uncompressed) member declares two different sizes.
+        DecompressionBombError: A member, or the archive as a whole, expands more than ``MAX_RATIO`` times.
+    """
+    total = 0
+    for info in infos:
+        name = info.filename
+        if info.header_offset < 0 or info.header_offset + info.compress_size > size:
+            msg = (f"Cannot read member {name!r} of {file!r}: expected its {info.compress_size:,} stored bytes from "
+                   f"offset {info.header_offset:,} inside the {size:,}-byte file, got them past its end. "
+                   "The file is truncated or its zip directory is damaged.")
+            raise errors.TruncatedFileError(msg, file=file, path=name, expected=size,
+                                            got=info.header_offset + info.compress_size)
+        if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+            msg = (f"Cannot read member {name!r} of {file!r}: expected an uncompressed member to declare one size, "
+                   f"got {info.compress_size:,} stored and {info.file_size:,} extracted bytes. The file is damaged.")
+            raise errors.CorruptArchiveError(msg, file=file, path=name, expected=info.compress_size,
+                                             got=info.file_size)
+        if info.file_size > MAX_RATIO * max(info.compress_size, 1) and info.file_size > _BOMB_FLOOR:
+            msg = (f"Cannot read member {name!r} of {file!r}: expected at most {MAX_RATIO}x expansion, got "
+                   f"{info.file_size:,} bytes from {info.compress_size:,}. Refused as a decompression bomb.")
+            raise errors.DecompressionBombError(msg, file=file, path=name, expected=MAX_RATIO, got=info.file_size)
+        total += info.file_size
+    if total > MAX_RATIO * size and total > _BOMB_FLOOR:
+        msg = (f"Cannot read {file!r}: expected its members to expand to at most {MAX_RATIO}x the {size:,}-byte "
+               f"file, got {total:,} bytes declared. Refused as a decompression bomb.")
+        raise errors.DecompressionBombError(msg, file=file, expected=MAX_RATIO * size, got=total)
 
 
 def refuse_other_format(head: bytes, expected: str, file: str, *, allowed: tuple[str, ...] = ()) -> None:

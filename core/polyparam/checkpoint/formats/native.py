@@ -2,20 +2,25 @@
 
 * PyTorch ``.pt``/``.pth``/``.bin``: only the zip layout, only through
   ``torch.load(weights_only=True)``; the legacy raw-pickle layout is refused by its
-  magic bytes before torch sees it. Values must be a flat ``{name: Tensor}`` (or one
-  under ``"state_dict"``). Tensors sharing storage become tie groups.
+  magic bytes before torch sees it, and a zip directory declaring more than the file
+  could hold (or a record expanding over 1000x) before torch inflates it. Values must
+  be a flat ``{name: Tensor}`` (or one under ``"state_dict"``) of dense CPU tensors
+  whose dtype NumPy holds. Tensors sharing storage become tie groups.
 * MXNet ``.params`` (``nd.save``/``save_parameters``): parsed here, in pure Python,
   with every count and size checked against the file size (no libmxnet, whose
   reader aborts on malformed input).
 * Keras ``.weights.h5``: h5py, lazily; soft and external links, virtual and external
-  datasets, non-numeric dtypes and datasets declaring more than 1000x the file size
-  are refused.
+  datasets, non-numeric dtypes, datasets declaring more than 1000x the file size and
+  two HDF5 paths that name one key (``a.b/c`` and ``a/b.c``) are refused.
+
+Every reader refuses a FIFO, a device or a socket before reading from it.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import zipfile
 from typing import IO, Any
 
 import numpy as np
@@ -23,11 +28,14 @@ import numpy as np
 from polyparam import errors
 from polyparam.checkpoint.formats.base import (
     MAX_TENSORS,
+    ZIP_ERRORS,
     Archive,
     Entry,
     PolyparamMetadata,
     check_key,
     check_shape,
+    check_zip_members,
+    open_regular,
     refuse_other_format,
 )
 
@@ -58,16 +66,25 @@ class TorchArchive(_InMemory):
 
     def __init__(self, file: str) -> None:
         super().__init__(file)
-        size = os.path.getsize(file)
-        if size == 0:
-            raise _empty(file, "a PyTorch zip checkpoint")
-        with open(file, "rb") as fh:
+        with open_regular(file) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise _empty(file, "a PyTorch zip checkpoint")
             head = fh.read(8)
-        refuse_other_format(head, "a PyTorch zip checkpoint", file, allowed=("zip",))
-        if not head.startswith(b"PK"):
-            msg = (f"Cannot read {file!r}: expected a PyTorch zip checkpoint (torch.save since 1.6), got {head[:4]!r}. "
-                   "Save it again with a recent torch.")
-            raise errors.BadMagicError(msg, file=file, expected=b"PK", got=head[:4])
+            refuse_other_format(head, "a PyTorch zip checkpoint", file, allowed=("zip",))
+            if not head.startswith(b"PK"):
+                msg = (f"Cannot read {file!r}: expected a PyTorch zip checkpoint (torch.save since 1.6), got "
+                       f"{head[:4]!r}. Save it again with a recent torch.")
+                raise errors.BadMagicError(msg, file=file, expected=b"PK", got=head[:4])
+            fh.seek(0)
+            try:
+                with zipfile.ZipFile(fh) as zf:
+                    infos = zf.infolist()
+            except ZIP_ERRORS as exc:
+                msg = (f"Cannot read {file!r}: expected a readable PyTorch zip checkpoint, got {type(exc).__name__}: "
+                       f"{exc}. The file is truncated or damaged.")
+                raise errors.CorruptArchiveError(msg, file=file, expected="torch zip", got=str(exc)[:200]) from None
+            check_zip_members(infos, size, file)  # torch's reader allocates what the directory declares
         import torch  # only here: inspecting a .pt file is the one reason to import torch
 
         try:
@@ -95,11 +112,21 @@ class TorchArchive(_InMemory):
             if key.endswith("num_batches_tracked"):
                 continue  # a step counter, not a parameter (the torch backend leaves it out too)
             t = value.detach()
+            if t.layout != torch.strided or t.device.type != "cpu":
+                got = f"layout {t.layout} on device {t.device.type}".replace("torch.", "")
+                msg = (f"Cannot read tensor {key!r} in {file!r}: expected a dense (strided) CPU tensor, got {got}. "
+                       "Save it as t.to_dense().cpu() instead.")
+                raise errors.HeaderSchemaError(msg, file=file, path=key, expected="strided on cpu", got=got)
             if t.dtype == torch.bfloat16:
                 t = t.float()
+            if t.is_quantized:
+                raise _torch_dtype(file, key, t.dtype, "t.dequantize()")
             identity = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
             storages.setdefault(identity, []).append(key)
-            array = t.contiguous().numpy()
+            try:
+                array = t.contiguous().numpy()
+            except (TypeError, RuntimeError, NotImplementedError):  # float8, complex32 ...: no NumPy dtype
+                raise _torch_dtype(file, key, t.dtype, "t.float()") from None
             self._values[key] = array
             self.entries[key] = Entry(array.dtype, tuple(array.shape))
         ties = [keys for keys in storages.values() if len(keys) > 1 and storages and any(
@@ -108,6 +135,13 @@ class TorchArchive(_InMemory):
             for member in group[1:]:
                 del self._values[member], self.entries[member]
         self.metadata = PolyparamMetadata(ties=ties, backend="torch")
+
+
+def _torch_dtype(file: str, key: str, dtype: Any, fix: str) -> errors.UnknownDTypeError:
+    got = str(dtype).replace("torch.", "")
+    msg = (f"Cannot read tensor {key!r} in {file!r}: expected a dtype NumPy can hold, got {got}. "
+           f"Convert it in torch ({fix}) and save again.")
+    return errors.UnknownDTypeError(msg, file=file, path=key, expected="a NumPy dtype", got=got)
 
 
 # ---- MXNet --------------------------------------------------------------------------
@@ -148,11 +182,11 @@ class MxnetArchive(Archive):
 
     def __init__(self, file: str) -> None:
         super().__init__(file)
-        size = os.path.getsize(file)
-        if size == 0:
-            raise _empty(file, "an MXNet .params file")
-        self._fh = open(file, "rb")  # noqa: SIM115 - closed in close()
+        self._fh = open_regular(file)  # closed in close(); a FIFO or a device is refused, never waited on
         try:
+            size = os.fstat(self._fh.fileno()).st_size
+            if size == 0:
+                raise _empty(file, "an MXNet .params file")
             self._parse(size)
         except BaseException:
             self._fh.close()
@@ -276,10 +310,10 @@ class KerasH5Archive(_InMemory):
 
     def __init__(self, file: str) -> None:
         super().__init__(file)
-        size = os.path.getsize(file)
-        if size == 0:
-            raise _empty(file, "an HDF5 file")
-        with open(file, "rb") as fh:
+        with open_regular(file) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise _empty(file, "an HDF5 file")
             head = fh.read(8)
         refuse_other_format(head, "an HDF5 file", file, allowed=("HDF5",))
         if not head.startswith(b"\x89HDF"):
@@ -287,6 +321,7 @@ class KerasH5Archive(_InMemory):
             raise errors.BadMagicError(msg, file=file, expected=b"\x89HDF\r\n\x1a\n", got=head)
         import h5py  # only here: reading .h5 is the one reason to need it
 
+        self._where: dict[str, str] = {}  # key -> the HDF5 path it came from
         try:
             h5 = h5py.File(file, "r")
         except (OSError, ValueError, RuntimeError) as exc:
@@ -338,6 +373,12 @@ class KerasH5Archive(_InMemory):
                        f"{nbytes:,} bytes declared at {where!r}. Refused as a shape bomb.")
                 raise errors.DecompressionBombError(msg, file=file, path=where, expected=H5_RATIO * size, got=nbytes)
             key = check_key(where.strip("/").replace("/", "."), file)
+            if key in self._where:
+                msg = (f"Cannot read {file!r}: expected each dataset to name its own key, got {self._where[key]!r} "
+                       f"and {where!r} both as {key!r}. Rename one of them in the file.")
+                raise errors.DuplicateKeyError(msg, file=file, path=key, expected="unique keys",
+                                               got=[self._where[key], where])
+            self._where[key] = where
             value = np.asarray(obj[()]).astype(dtype.newbyteorder("="), copy=False)
             self._values[key] = value
             self.entries[key] = Entry(value.dtype, tuple(value.shape))

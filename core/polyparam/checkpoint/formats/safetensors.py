@@ -4,8 +4,10 @@ The reader follows ``safetensors/src/tensor.rs``: an 8-byte little-endian header
 length capped at 100,000,000; a UTF-8 JSON object header; every entry
 ``{"dtype", "shape", "data_offsets"}``; byte ranges that tile the data section
 exactly (no gap, no overlap, nothing after the last tensor). It is stricter where
-the reference is loose: duplicate keys and unknown header fields are refused. Each
-violation has its own error class; nothing is allocated or mapped before all pass.
+the reference is loose: duplicate keys and unknown header fields are refused, and so
+are more than ``MAX_EMPTY_TENSORS`` tensors with no bytes (a header flood; a count of
+``{`` bounds the entries before the JSON is parsed). Each violation has its own error
+class; nothing is allocated or mapped before all pass.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import numpy as np
 
 from polyparam import errors
 from polyparam.checkpoint.formats.base import (
+    MAX_EMPTY_TENSORS,
     MAX_TENSORS,
     Archive,
     Entry,
     PolyparamMetadata,
     check_key,
     check_shape,
+    open_regular,
     refuse_other_format,
 )
 
@@ -108,6 +112,18 @@ def parse(head: bytes, file_size: int, read_header: Any, file: str) -> tuple[int
     if len(raw) != n:
         msg = f"Cannot read {file!r}: expected {n} header bytes, got {len(raw)}. The file changed while being read."
         raise errors.TruncatedFileError(msg, file=file, expected=n, got=len(raw))
+    data_size = file_size - 8 - n
+    # Every JSON object is written with a '{' (escapes exist only inside strings), so this bounds the entries
+    # (less the outer object and __metadata__) before the parse, which costs about 1 KB of memory per entry.
+    # Each tensor with bytes needs at least one byte of data; at most MAX_EMPTY_TENSORS may have none.
+    objects = raw.count(b"{") - 1 - (b'"__metadata__"' in raw)
+    limit = min(MAX_TENSORS, data_size + MAX_EMPTY_TENSORS)
+    if objects > limit:
+        msg = (f"Cannot read {file!r}: expected at most {limit:,} tensors (one per data byte, plus at most "
+               f"{MAX_EMPTY_TENSORS:,} with no bytes, and never over {MAX_TENSORS:,}), got a header of up to "
+               f"{objects:,} objects for {data_size:,} bytes of data. The file is hostile; if it is genuine, save "
+               "it again without its empty tensors.")
+        raise errors.TooManyTensorsError(msg, file=file, expected=limit, got=objects)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -141,6 +157,7 @@ def parse(head: bytes, file_size: int, read_header: Any, file: str) -> tuple[int
         raise errors.TooManyTensorsError(msg, file=file, expected=MAX_TENSORS, got=len(header))
     entries: dict[str, Entry] = {}
     ranges: dict[str, tuple[int, int]] = {}
+    empty = 0
     for key, info in header.items():
         check_key(key, file)
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
@@ -170,9 +187,15 @@ def parse(head: bytes, file_size: int, read_header: Any, file: str) -> tuple[int
                    f"{list(shape)} of {info['dtype']}, got the byte range [{begin}, {end}] ({end - begin:,} bytes). "
                    "The file is damaged.")
             raise errors.TensorSizeError(msg, file=file, path=key, expected=numel * dtype.itemsize, got=end - begin)
+        if begin == end:
+            empty += 1
+            if empty > MAX_EMPTY_TENSORS:
+                msg = (f"Cannot read {file!r}: expected at most {MAX_EMPTY_TENSORS:,} tensors with no bytes, got "
+                       f"{key!r} as number {empty:,}. The file is hostile; if it is genuine, save it again "
+                       "without its empty tensors.")
+                raise errors.TooManyTensorsError(msg, file=file, path=key, expected=MAX_EMPTY_TENSORS, got=empty)
         entries[key] = Entry(dtype, shape)
         ranges[key] = (begin, end)
-    data_size = file_size - 8 - n
     order = sorted(ranges, key=lambda k: (ranges[k][0], ranges[k][1]))
     expected_begin = 0
     contiguous = True
@@ -218,7 +241,7 @@ class SafetensorsArchive(Archive):
 
     def __init__(self, file: str, *, mmap: bool = True) -> None:
         super().__init__(file)
-        self._fh = open(file, "rb")  # noqa: SIM115 - closed in close()
+        self._fh = open_regular(file)  # closed in close(); a FIFO or a device is refused, never waited on
         self._map: _mmap.mmap | None = None
         try:
             size = os.fstat(self._fh.fileno()).st_size
