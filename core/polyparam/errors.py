@@ -11,6 +11,7 @@ PolyparamError
 │   └── FrameworkImportError        (also ImportError)
 ├── ParameterError
 │   ├── ParameterNotFoundError      (also KeyError)
+│   ├── InvalidIndexError           (also IndexError)  # an item write's index selects no element
 │   ├── AmbiguousNameError          (also KeyError)
 │   ├── ShapeMismatchError          (also ValueError)
 │   ├── DTypeMismatchError          (also TypeError)
@@ -25,6 +26,7 @@ PolyparamError
 └── CheckpointError
     ├── TieMismatchError            (also ValueError)  # file ties vs model ties
     ├── TransferError               (also ValueError)  # the two structures differ
+    ├── CheckpointWriteError        (also OSError)     # the disk refused a save (errno kept)
     └── CheckpointFormatError       (also ValueError)  # a file polyparam refuses to read
         ├── UnsupportedFormatError                     # extension or content not a known format
         ├── UnsafeContentError                         # pickle, code, links: never executed
@@ -77,6 +79,7 @@ __all__ = [
     "BadMagicError",
     "CheckpointError",
     "CheckpointFormatError",
+    "CheckpointWriteError",
     "ChecksumError",
     "CorruptArchiveError",
     "DTypeMismatchError",
@@ -93,6 +96,7 @@ __all__ = [
     "HeaderTooLargeError",
     "InitializerError",
     "InvalidArgumentError",
+    "InvalidIndexError",
     "InvalidKeyError",
     "InvalidOffsetError",
     "MetadataError",
@@ -115,15 +119,15 @@ __all__ = [
     "TrailingBytesError",
     "TransferError",
     "TruncatedFileError",
-    "UninitializedParameterError",
     "UndoLimitError",
-    "WriteFailedError",
+    "UninitializedParameterError",
     "UnknownDTypeError",
     "UnsafeContentError",
     "UnsupportedFormatError",
     "UnsupportedModelError",
     "UnsupportedVersionError",
     "UsageError",
+    "WriteFailedError",
 ]
 
 
@@ -217,6 +221,13 @@ class ParameterNotFoundError(ParameterError, KeyError):
     """
 
 
+class InvalidIndexError(ParameterError, IndexError):
+    """An item write's index selects no element of the parameter: out of range, too many axes, or not an index.
+
+    New after 0.1.0: NumPy's ``IndexError`` escaped before, which this class still is.
+    """
+
+
 class AmbiguousNameError(ParameterError, KeyError):
     """A name or suffix matches more than one parameter.
     """
@@ -298,6 +309,22 @@ class CheckpointFormatError(CheckpointError, ValueError):
     def __init__(self, msg: str, /, *, file: str | None = None, **facts: Any) -> None:
         super().__init__(msg, **facts)
         self.file = file
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint could not be written (disk full, file too large, no permission); the previous file is kept.
+
+    ``errno`` holds the operating system's error number when one is known, ``filename``
+    and ``file`` the target (not a temporary path); the original error is the ``__cause__``.
+    New after 0.1.0: these failures raised the writer's own error before.
+    """
+
+    def __init__(self, msg: str, /, *, file: str | None = None, errno: int | None = None, **facts: Any) -> None:
+        super().__init__(msg, **facts)
+        self.file = file
+        self.errno = errno
+        self.strerror = msg
+        self.filename = file
 
 
 class TieMismatchError(CheckpointError, ValueError):

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
+import json
 import os
 import re
+import secrets
 import shutil
 import socket
+import struct
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import IO, Callable, Iterator
 
 import numpy as np
 
 from polyparam import errors
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format, fingerprint
 
-__all__ = ["LoadReport", "atomic_write", "contiguous", "write_tensors"]
+__all__ = ["LoadReport", "atomic_write", "check_writable", "contiguous", "write_error", "write_safetensors",
+           "write_tensors"]
 
 
 # ---- atomic writes --------------------------------------------------------------------
@@ -37,18 +44,46 @@ def _fsync_dir(directory: str) -> None:
 
 #: This host, as temporary file names carry it (a process id means nothing on another host).
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+#: The longest file name most file systems take (bytes).
+_NAME_MAX = 255
 
 
-def _remove_stale_temporaries(directory: str, prefix: str) -> None:
-    """Delete ``prefix<pid>.*.tmp`` folders left by killed saves: same host, process no longer running."""
+def _temp_tag(name: str) -> str:
+    """The target's name as its temporary folder carries it: the name itself, or, when the folder name
+    would exceed 255 bytes, its start followed by ``~`` and a hash of the whole name (unique per target)."""
+    # ".<tag>.<host>-<pid up to 10 digits>.<8 random>.tmp"
+    room = _NAME_MAX - len(f"..{_HOST}-") - 10 - len(".") - 8 - len(".tmp")
+    if len(os.fsencode(name)) <= room:
+        return name
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    short = name
+    while len(os.fsencode(short)) > room - 1 - len(digest):
+        short = short[:-1]
+    return f"{short}~{digest}"
+
+
+def _temporary_pid(entry: str, tag: str) -> int | None:
+    """The process id in ``.<tag>.<host>-<pid>.<random>.tmp`` made on this host for exactly ``tag``, else ``None``.
+
+    Parsed from the right: the host and the random part hold no dot, the tag may.
+    """
+    if not (entry.startswith(".") and entry.endswith(".tmp")):
+        return None
+    parts = entry[1:-len(".tmp")].rsplit(".", 2)
+    if len(parts) != 3 or parts[0] != tag:
+        return None
+    match = re.fullmatch(re.escape(_HOST) + r"-(\d+)", parts[1])
+    return int(match.group(1)) if match else None
+
+
+def _remove_stale_temporaries(directory: str, tag: str) -> None:
+    """Delete the temporary folders of killed saves to this target: same host, process no longer running."""
     if os.name != "posix":      # os.kill(pid, 0) only probes on POSIX
         return
     with contextlib.suppress(OSError), os.scandir(directory) as entries:
         for entry in entries:
-            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
-                continue
-            pid = entry.name[len(prefix):].split(".", 1)[0]
-            if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+            pid = _temporary_pid(entry.name, tag)
+            if pid is None or pid == os.getpid() or _running(pid):
                 continue
             shutil.rmtree(entry.path, ignore_errors=True)
 
@@ -63,6 +98,42 @@ def _running(pid: int) -> bool:
     return True
 
 
+_FIXES = {
+    errno.ENOSPC: "Free disk space or save elsewhere",
+    errno.EDQUOT: "Free space within your quota or save elsewhere",
+    errno.EFBIG: "Raise the file size limit (ulimit -f) or save elsewhere",
+    errno.EACCES: "Make the file and its directory writable, or save elsewhere",
+    errno.EPERM: "Make the file and its directory writable, or save elsewhere",
+    errno.EROFS: "Save to a writable file system",
+    errno.EISDIR: "Remove the directory or save under another name",
+    errno.ENAMETOOLONG: "Use a shorter name",
+}
+
+
+def write_error(target: str, exc: BaseException) -> errors.CheckpointWriteError:
+    """A :class:`~polyparam.errors.CheckpointWriteError` for ``target`` from the writer's own error.
+
+    Keeps the error number (``OSError.errno``, or the one in a ``SafetensorError``'s text)
+    and names the target, not the temporary path the writer was given.
+    """
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None:
+        found = re.search(r"(?:os error|code:) ?(\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    reason = os.strerror(code) if code is not None else f"{type(exc).__name__}: {str(exc)[:200]}"
+    fix = _FIXES.get(code, "Check the directory and the disk, then save again") if code is not None else (
+        "Check the directory and the disk, then save again")
+    msg = f"Cannot save {target!r}: expected to write the file, got {reason}. {fix}; the previous file is kept."
+    return errors.CheckpointWriteError(msg, file=target, errno=code, expected="a written file", got=reason)
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """An error of the file system while writing (the safetensors writer reports those as ``SafetensorError``)."""
+    if isinstance(exc, errors.PolyparamError):
+        return False
+    return isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError"
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
     """Yield a temporary path in ``path``'s directory; on success it replaces ``path`` durably.
@@ -70,19 +141,20 @@ def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
     The temporary file is fsynced, renamed over the target (``os.replace``, atomic on
     one filesystem) and the directory fsynced. On any exception, including
     ``KeyboardInterrupt``, the temporary file is removed and the target is untouched.
+    A failure of the file system (disk full, file too large, no permission), whether
+    the writer reports it as ``OSError`` or otherwise, is raised as
+    :class:`~polyparam.errors.CheckpointWriteError` naming the target, with its ``errno``.
 
     The temporary file lives in its own folder ``.<name>.<host>-<pid>.*.tmp`` beside the
-    target, so whatever a writer makes there (safetensors writes its own temporary file
-    and renames it) goes with it. A process killed midway leaves the target as it was
-    and that folder, which the next save to the same target on this host deletes once
-    the process is gone.
+    target (``<name>`` shortened and hashed when the folder name would pass 255 bytes),
+    so whatever a writer makes there goes with it. A process killed midway leaves the
+    target as it was and that folder, which the next save to the same target on this
+    host deletes once the process is gone; folders of other targets, hosts and running
+    processes are matched exactly and left alone.
     """
     target = os.path.abspath(os.fspath(path))
     directory, name = os.path.split(target)
-    prefix = f".{name}.{_HOST}-"
-    _remove_stale_temporaries(directory, prefix)
-    work = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=directory)
-    tmp = os.path.join(work, name)
+    tag = _temp_tag(name)
     try:
         try:
             mode = os.stat(target).st_mode & 0o7777
@@ -90,13 +162,27 @@ def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
-        yield tmp
-        # writers that replace the temporary file themselves make 0600: keep the
-        # target's permissions, or the usual ones for a new file
-        os.chmod(tmp, mode)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        # a file the caller may not write stays as it is (a symlink is replaced, not followed)
+        if os.path.isfile(target) and not os.path.islink(target) and not os.access(target, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), target)
+        _remove_stale_temporaries(directory, tag)
+        work = tempfile.mkdtemp(prefix=f".{tag}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise write_error(target, exc) from exc
+    tmp = os.path.join(work, name)
+    try:
+        try:
+            yield tmp
+            with open(tmp, "rb") as fh:   # before the chmod: a read-only mode must not stop the fsync
+                os.fsync(fh.fileno())
+            # writers that replace the temporary file themselves make 0600: keep the
+            # target's permissions, or the usual ones for a new file
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException as exc:
+            if _is_write_failure(exc):
+                raise write_error(target, exc) from exc
+            raise
         _fsync_dir(directory)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -129,34 +215,196 @@ def contiguous(array: np.ndarray) -> np.ndarray:
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
+def _shown(key: object) -> str:
+    text = repr(key)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _key_problem(key: object) -> str | None:
+    """Why the readers would refuse ``key`` as a tensor name (the rule of ``formats.base.check_key``), or ``None``."""
+    if not isinstance(key, str):
+        return f"a {type(key).__name__}"
+    if not key:
+        return "an empty name"
+    if key.startswith("__"):
+        return "a name starting with '__' (reserved)"
+    if len(key) > 4096:
+        return f"a name of {len(key):,} characters"
+    if "\x00" in key:
+        return "a name holding a NUL character"
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a name that is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def _npz_dtype_ok(dtype: np.dtype) -> bool:
+    """Whether the npz reader takes members of ``dtype`` (numeric, not structured, a short ``.npy`` descr)."""
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+        return False
+    from numpy.lib import format as npformat
+
+    descr = npformat.dtype_to_descr(dtype)
+    return isinstance(descr, str) and len(descr) <= 8 and np.dtype(descr) == dtype
+
+
+def check_writable(file: str, tensors: dict[str, np.ndarray], fmt: str) -> None:
+    """Refuse, before anything is written, what :func:`polyparam.load` would refuse to read back.
+
+    Raises:
+        InvalidKeyError: A key the readers refuse (empty, ``__``-prefixed, NUL, over 4096 characters).
+        UnknownDTypeError: A dtype ``fmt`` cannot store or its reader refuses.
+        TooManyTensorsError: More tensors than a reader takes.
+    """
+    from polyparam.checkpoint.formats.base import MAX_TENSORS
+    from polyparam.checkpoint.formats.safetensors import st_dtype_name
+
+    if len(tensors) + 1 > MAX_TENSORS:
+        msg = (f"Cannot save {file!r}: expected at most {MAX_TENSORS - 1:,} tensors, got {len(tensors):,}. "
+               "Save the model in parts or as a sharded checkpoint.")
+        raise errors.TooManyTensorsError(msg, file=file, expected=MAX_TENSORS - 1, got=len(tensors))
+    for key, value in tensors.items():
+        problem = _key_problem(key)
+        if problem is not None:
+            msg = (f"Cannot save {_shown(key)} to {file!r}: expected a tensor name that is a non-empty string of at "
+                   f"most 4096 characters, not starting with '__' and without NUL, got {problem}. Save a state dict "
+                   "with other keys (pp.load refuses such names).")
+            raise errors.InvalidKeyError(msg, file=file, path=key if isinstance(key, str) else None,
+                                         expected="a tensor name", got=key)
+        dtype = np.asarray(value).dtype
+        if fmt == "safetensors":
+            ok, fix = st_dtype_name(dtype) is not None, "Save as .npz, or cast the parameter."
+        else:
+            ok, fix = _npz_dtype_ok(dtype), "Cast the parameter to a numeric dtype (bool, int, uint, float, complex)."
+        if not ok:
+            msg = (f"Cannot save {_shown(key)} to {file!r}: expected a dtype {fmt} stores and pp.load reads, "
+                   f"got {dtype.name!r}. {fix}")
+            raise errors.UnknownDTypeError(msg, file=file, path=key, expected=f"{fmt} dtype", got=dtype.name)
+
+
+def _check_header_size(file: str, tensors: dict[str, np.ndarray], strings: dict[str, str], limit: int) -> None:
+    """Refuse a header (safetensors) or metadata member (npz) the reader would refuse as too large."""
+    size = len(json.dumps(strings, ensure_ascii=False).encode("utf-8"))
+    size += sum(len(key.encode("utf-8")) + 80 + 21 * value.ndim for key, value in tensors.items())
+    if size > limit:
+        msg = (f"Cannot save {file!r}: expected a header of at most {limit:,} bytes, got about {size:,} "
+               "(very many or very long names). Save the model in parts or with shorter names.")
+        raise errors.HeaderTooLargeError(msg, file=file, expected=limit, got=size)
+
+
+#: Bytes copied at a time when a writer takes its snapshot of a tensor (a multiple of 8).
+_SNAPSHOT_BYTES = 1 << 22
+
+
+def _placeholder(nbytes: int) -> str:
+    """A checksum-shaped, unique stand-in of the same length as the real checksum of ``nbytes`` bytes."""
+    return f"{nbytes:x}:{secrets.token_hex(8)}:{'0' * 2 * (nbytes % 8)}"
+
+
+def write_safetensors(tmp: str, tensors: dict[str, np.ndarray],
+                      metadata: Callable[[dict[str, str]], dict[str, str]], *, checksum: bool) -> dict[str, str]:
+    """Write ``tensors`` with the safetensors library, their checksums taken from the bytes in the file.
+
+    ``metadata(checksums)`` builds the metadata strings; with ``checksum`` it first gets
+    stand-ins of the right length, which are replaced in the header, in place, by the
+    checksums of what the file holds (so a tensor another thread changes while it is
+    written still matches its checksum). Returns the checksums (empty without ``checksum``).
+    """
+    from polyparam.checkpoint.formats.safetensors import SafetensorsArchive, write
+
+    if not checksum:
+        write(tmp, tensors, metadata({}))
+        return {}
+    stand_ins = {key: _placeholder(value.nbytes) for key, value in tensors.items()}
+    write(tmp, tensors, metadata(stand_ins))
+    with SafetensorsArchive(tmp) as archive:
+        sums = {key: fingerprint(archive.read(key)) for key in tensors}
+    with open(tmp, "r+b") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = fh.read(n)
+        for key, stand_in in stand_ins.items():
+            old, new = stand_in.encode("ascii"), sums[key].encode("ascii")
+            if len(old) != len(new) or header.count(old) != 1:  # cannot happen: a 64-bit random stand-in
+                msg = (f"Cannot save {tmp!r}: expected the checksum stand-in of {_shown(key)} once in the header, "
+                       f"got it {header.count(old)} times. Save again.")
+                raise errors.CheckpointError(msg, path=key, expected=1, got=header.count(old))
+            header = header.replace(old, new)
+        fh.seek(8)
+        fh.write(header)
+    return sums
+
+
+def _write_snapshot(fh: IO[bytes], value: np.ndarray) -> str:
+    """Write ``value``'s bytes a copied piece at a time; return the checksum of exactly the bytes written."""
+    flat = contiguous(value).reshape(-1).view(np.uint8)
+    total, tail = 0, b""
+    for start in range(0, flat.size, _SNAPSHOT_BYTES):
+        piece = flat[start:start + _SNAPSHOT_BYTES].copy()   # read once: what is summed is what is written
+        whole = piece.size // 8 * 8
+        total += int(piece[:whole].view("<u8").sum(dtype=np.uint64))
+        tail = bytes(piece[whole:])
+        fh.write(piece.data)
+    return f"{flat.size:x}:{total % 2**64:016x}:{tail.hex()}"
+
+
+def _write_npz(fh: IO[bytes], tensors: dict[str, np.ndarray], metadata: Callable[[dict[str, str]], dict[str, str]],
+               *, checksum: bool) -> None:
+    """An uncompressed ``.npz`` (``np.savez`` layout), each checksum taken from the bytes written, then the metadata."""
+    from numpy.lib import format as npformat
+
+    from polyparam.checkpoint.formats.npz import META_MEMBER
+
+    sums: dict[str, str] = {}
+    with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in tensors.items():
+            value = contiguous(value)
+            with zf.open(f"{key}.npy", mode="w", force_zip64=True) as member:
+                header = npformat.header_data_from_array_1_0(value)
+                try:
+                    npformat.write_array_header_1_0(member, header)
+                except ValueError:   # a header over 64 KiB: format 2.0 (checked before anything is written)
+                    npformat.write_array_header_2_0(member, header)
+                sums[key] = _write_snapshot(member, value)
+        raw = np.frombuffer(json.dumps(metadata(sums if checksum else {})).encode("utf-8"), np.uint8)
+        with zf.open(META_MEMBER, mode="w", force_zip64=True) as member:
+            npformat.write_array(member, raw, allow_pickle=False)
+
+
 def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], meta: PolyparamMetadata, *,
                   format: str | None = None, checksum: bool = True) -> None:
-    """Write ``tensors`` and ``meta`` atomically in ``format`` (from the extension by default)."""
+    """Write ``tensors`` and ``meta`` atomically in ``format`` (from the extension by default).
+
+    Everything :func:`polyparam.load` would refuse to read back (keys, dtypes, sizes) is
+    refused first, with the previous file untouched. Each tensor's bytes are read once
+    and its checksum is that of the bytes the file holds, even while another thread
+    writes the array (see ``docs/checkpoints.md``). With ``checksum=False`` the
+    checksums in ``meta`` are written as they are.
+    """
+    from polyparam.checkpoint.formats.safetensors import MAX_HEADER
+
     file = os.fspath(path)
     fmt = format or detect_format(file)
     if fmt not in WRITABLE:
         msg = (f"Cannot save to {file!r}: expected a writable format {list(WRITABLE)}, got {fmt!r}. "
                "Save as .safetensors or .npz (native formats are read-only for polyparam).")
         raise errors.UnsupportedFormatError(msg, file=file, expected=list(WRITABLE), got=fmt)
-    if fmt == "safetensors":
-        from polyparam.checkpoint.formats.safetensors import st_dtype_name, write
+    # The safetensors writer takes raw pointers: every array must be C-contiguous and native-endian.
+    tensors = {key: contiguous(value) for key, value in tensors.items()}
+    check_writable(file, tensors, fmt)
 
-        # The writer takes raw pointers: every array must be C-contiguous and native-endian.
-        tensors = {key: contiguous(value) for key, value in tensors.items()}
-        for key, value in tensors.items():
-            if st_dtype_name(value.dtype) is None:
-                msg = (f"Cannot save {key!r} to {file!r}: expected a dtype safetensors stores, got "
-                       f"{value.dtype.name!r}. Save as .npz, or cast the parameter.")
-                raise errors.UnknownDTypeError(msg, file=file, path=key, expected="safetensors dtype",
-                                               got=value.dtype.name)
-    if checksum:
-        meta.checksums = {key: fingerprint(value) for key, value in tensors.items()}
-    strings = meta.to_strings()
+    def strings(sums: dict[str, str]) -> dict[str, str]:
+        if checksum:
+            meta.checksums = dict(sums)
+        return meta.to_strings()
+
+    _check_header_size(file, tensors, strings({k: _placeholder(v.nbytes) for k, v in tensors.items()}),
+                       MAX_HEADER if fmt == "safetensors" else 100_000_000)
     with atomic_write(file) as tmp:
         if fmt == "safetensors":
-            write(tmp, tensors, strings)
+            sums = write_safetensors(tmp, tensors, strings, checksum=checksum)
+            if checksum:
+                meta.checksums = sums
         else:
-            from polyparam.checkpoint.formats.npz import write as write_npz
-
             with open(tmp, "wb") as fh:
-                write_npz(fh, tensors, strings)
+                _write_npz(fh, tensors, strings, checksum=checksum)

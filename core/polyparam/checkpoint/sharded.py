@@ -18,22 +18,29 @@ Metadata of each file: ``format = "polyparam-shard"``, ``polyparam.shard`` = JSO
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
 import re
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
 from polyparam import errors
 from polyparam._layout import format_shape
 from polyparam._params.plan import WritePlan, check_keys, storage_groups
-from polyparam.checkpoint.formats import PolyparamMetadata, fingerprint
-from polyparam.checkpoint.io import LoadReport, atomic_write, contiguous, write_tensors
+from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format, fingerprint
+from polyparam.checkpoint.io import (
+    LoadReport,
+    atomic_write,
+    check_writable,
+    contiguous,
+    write_error,
+    write_safetensors,
+    write_tensors,
+)
 
 if TYPE_CHECKING:
     from polyparam._params.parameter import Parameter
@@ -43,7 +50,32 @@ __all__ = ["Piece", "ShardIndex", "consolidate", "load_sharded", "save_sharded",
 
 SHARD_VERSION = 1
 _UNSET = object()
-_NAME = re.compile(r"rank-(\d{5})-of-(\d{5})\.safetensors$")
+_NAME = re.compile(r"rank-(\d{5})-of-(\d{5})\.safetensors")
+
+
+def rank_files(directory: str | os.PathLike[str]) -> list[tuple[str, int, int]]:
+    """``(file, rank, world)`` of every ``rank-RRRRR-of-WWWWW.safetensors`` directly inside ``directory``, sorted.
+
+    Names are compared, never expanded: ``[``, ``*`` or ``?`` in ``directory`` are plain characters.
+    """
+    base = os.fspath(directory)
+    found = []
+    try:
+        with os.scandir(base) as entries:
+            for entry in entries:
+                match = _NAME.fullmatch(entry.name)
+                if match:
+                    found.append((os.path.join(base, entry.name), int(match.group(1)), int(match.group(2))))
+    except OSError:  # no such directory, or not readable: no rank files (the caller says what it expected)
+        return []
+    return sorted(found)
+
+
+def _summary(values: list[int], limit: int = 10) -> str:
+    """``[0, 1, 2, ...] (99,998 in all)``: a list short enough for a message."""
+    if len(values) <= limit:
+        return str(values)
+    return f"{str(values[:limit])[:-1]}, ...] ({len(values):,} in all)"
 
 
 def shard_file(directory: str | os.PathLike[str], rank: int, world: int) -> str:
@@ -66,22 +98,28 @@ def write_shard_file(directory: str | os.PathLike[str], rank: int, world: int, p
                      save_id: int | None = None) -> str:
     """Write one process's pieces atomically; returns the file written."""
 
-    os.makedirs(directory, exist_ok=True)
+    target = shard_file(directory, rank, world)
     tensors: dict[str, np.ndarray] = {}
     described: dict[str, Any] = {}
     for piece in pieces:
-        value = contiguous(piece.value)
-        tensors[piece.path] = value
+        tensors[piece.path] = contiguous(piece.value)
         described[piece.path] = {"path": piece.path, "global_shape": list(piece.global_shape),
-                                 "offset": list(piece.offset), "role": piece.role,
-                                 "checksum": fingerprint(value) if checksum else None}
-    header = {"version": SHARD_VERSION, "rank": rank, "world_size": world, "backend": backend, "ties": ties,
-              "save_id": save_id, "pieces": described}
-    target = shard_file(directory, rank, world)
-    from polyparam.checkpoint.formats.safetensors import write
+                                 "offset": list(piece.offset), "role": piece.role, "checksum": None}
+    check_writable(target, tensors, "safetensors")
 
+    def metadata(sums: dict[str, str]) -> dict[str, str]:
+        for key, info in described.items():
+            info["checksum"] = sums.get(key)
+        header = {"version": SHARD_VERSION, "rank": rank, "world_size": world, "backend": backend, "ties": ties,
+                  "save_id": save_id, "pieces": described}
+        return {"format": "polyparam-shard", "polyparam.shard": json.dumps(header)}
+
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise write_error(target, exc) from exc
     with atomic_write(target) as tmp:
-        write(tmp, tensors, {"format": "polyparam-shard", "polyparam.shard": json.dumps(header)})
+        write_safetensors(tmp, tensors, metadata, checksum=checksum)
     return target
 
 
@@ -124,9 +162,8 @@ def save_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, c
         raise errors.CheckpointError(msg, expected="every process saved",
                                      got="another process failed")
     if rank == 0:  # files of another world size left by an earlier save would mix with these
-        for stale in glob.glob(os.path.join(os.fspath(directory), "rank-*-of-*.safetensors")):
-            m = _NAME.search(stale)
-            if m and int(m.group(2)) != world:
+        for stale, _, other in rank_files(directory):
+            if other != world:
                 os.unlink(stale)
     tree._barrier()
     return written
@@ -200,21 +237,23 @@ class ShardIndex:
         from polyparam.checkpoint.formats.safetensors import SafetensorsArchive
 
         self.directory = os.fspath(directory)
-        files = sorted(f for f in glob.glob(os.path.join(self.directory, "rank-*-of-*.safetensors"))
-                       if _NAME.search(f))
-        worlds = {int(_NAME.search(f).group(2)) for f in files}  # type: ignore[union-attr]
+        found = rank_files(self.directory)
+        files = [f for f, _, _ in found]
+        worlds = {w for _, _, w in found}
         if len(worlds) != 1:
             msg = (f"Cannot read sharded checkpoint {self.directory!r}: expected the files of one save "
                    f"(rank-RRRRR-of-WWWWW.safetensors with one W), got {len(files)} files of world sizes "
-                   f"{sorted(worlds)}. Save again with pp.save(tree, directory, sharded=True).")
+                   f"{_summary(sorted(worlds))}. Save again with pp.save(tree, directory, sharded=True).")
             raise errors.MetadataError(msg, file=self.directory, expected="one world size", got=sorted(worlds))
         world = worlds.pop()
-        ranks = {int(_NAME.search(f).group(1)) for f in files}  # type: ignore[union-attr]
+        ranks = {r for _, r, _ in found}
         if ranks != set(range(world)):
             missing = sorted(set(range(world)) - ranks)
             msg = (f"Cannot read sharded checkpoint {self.directory!r}: expected {world} files, got no file for "
-                   f"ranks {missing}. Copy the whole directory.")
-            raise errors.MetadataError(msg, file=self.directory, expected=world, got=sorted(ranks))
+                   f"ranks {_summary(missing)}. Copy the whole directory (the error's `missing` lists every rank).")
+            error = errors.MetadataError(msg, file=self.directory, expected=world, got=sorted(ranks))
+            error.missing = missing  # type: ignore[attr-defined]
+            raise error
         self.world_size = world
         self.files = files
         self.ties: list[list[str]] = []
@@ -354,59 +393,104 @@ class ShardIndex:
 
 
 def load_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, strict: bool = True,
-                 cast: bool = False, verify: bool = True) -> LoadReport:
+                 cast: bool = False, ties: Literal["restore", "strict", "ignore"] = "restore",
+                 verify: bool = True) -> LoadReport:
     """Load a sharded checkpoint into ``tree``: every process reads only the boxes it holds.
 
-    All or nothing on each process: the files, keys, shapes, dtypes and (with ``verify``)
-    the checksums of every piece this process reads are checked before the first write.
-    Tie groups the files record are restored.
+    All or nothing on each process: the files, keys, shapes, dtypes, ties and (with
+    ``verify``) the checksums of every piece this process reads are checked before the
+    first write. ``ties`` as for :func:`polyparam.load`: ``"restore"`` ties what the files
+    record as tied, ``"strict"`` refuses any difference, ``"ignore"`` only writes values;
+    parameters the model ties must get one value from the directory.
     """
+    if ties not in ("restore", "strict", "ignore"):
+        msg = ("Invalid value for argument `ties`: expected one of ('restore', 'strict', 'ignore'). Received: "
+               f"ties={ties!r}.")
+        raise errors.InvalidArgumentError(msg, argument="ties", expected=("restore", "strict", "ignore"), got=ties)
     with ShardIndex(directory) as index:
-        return _load_sharded(tree, index, strict=strict, cast=cast, verify=verify)
+        return _load_sharded(tree, index, strict=strict, cast=cast, ties=ties, verify=verify)
 
 
-def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast: bool, verify: bool) -> LoadReport:
-    source = index.paths()
+def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast: bool, verify: bool,
+                  ties: str = "restore") -> LoadReport:
+    """The single-file load's checks (see ``single._load``), each process reading only its boxes."""
+    source = index.paths()  # path -> stored path
     groups = storage_groups(tree)
+    model_paths = {path: key for key, members in groups.items() for path, _ in members}
     missing, unexpected = check_keys(groups, source, strict=strict, subject=repr(index.directory))
     plan = WritePlan(repr(index.directory))
+
+    # Ties: the directory's groups, as sets of model identities that must end up as one.
+    for fgroup in index.ties:
+        present = [q for q in fgroup if q in model_paths]
+        identities = list(dict.fromkeys(model_paths[q] for q in present))
+        if len(identities) < 2:
+            continue
+        if ties == "strict":
+            msg = (f"Cannot load {index.directory!r}: expected the model to tie {present} as the checkpoint does, "
+                   "got them untied. Pass ties='restore' to tie them, or tie them with pp.tie first.")
+            raise errors.TieMismatchError(msg, path=present[0], expected="tied", got="untied")
+        if ties == "restore":
+            plan.add_tie([groups[i][0] for i in identities],
+                         fix="Load into the architecture the checkpoint was saved from, or pass ties='ignore'.")
+    if plan.ties:
+        from polyparam._manager import get_backend
+
+        plan.require_tying(tree.backend, get_backend(tree.backend).CAPABILITIES, fix="Pass ties='ignore'.")
+
+    # Values: one stored path per model group; members given different values must agree (whole
+    # arrays, so every process decides alike).
     stored_of: dict[str, str] = {}
     for members in groups.values():
-        stored = next((source[q] for q, _ in members if q in source), None)
-        if stored is None:
+        keys = list(dict.fromkeys(source[q] for q, _ in members if q in source))
+        if not keys:
             continue
         path, p = members[0]
-        plan.check_fit(path, p, index.shapes[stored], index.dtypes[stored], key=stored, cast=cast)
-        p._require_data(f"load {stored!r} into")
+        for key in keys:
+            plan.check_fit(path, p, index.shapes[key], index.dtypes[key], key=key, cast=cast)
+        p._require_data(f"load {keys[0]!r} into")
+        if len(keys) > 1 and ties != "ignore":
+            first = index.read(keys[0])
+            for key in keys[1:]:
+                if not np.array_equal(index.read(key), first):
+                    msg = (f"Cannot load {index.directory!r}: expected one value for the model's tie group "
+                           f"{[q for q, _ in members]}, got different tensors {keys[0]!r} and {key!r}. Untie the "
+                           "model's parameters first, or pass ties='ignore' to take the first.")
+                    raise errors.TieMismatchError(msg, path=path, expected=keys[0], got=key)
+            del first
 
-        def read(p: Parameter = p, stored: str = stored) -> np.ndarray:
+        def read(p: Parameter = p, stored: str = keys[0]) -> np.ndarray:
             return index.read(stored, p._local_box())
 
         plan.add(path, p, read, local=True)
-        stored_of[path] = stored
+        stored_of[path] = keys[0]
     if verify:
         for write in plan.writes:
             index.verify(stored_of[write.path], write.param._local_box())
-    by_path = {q: p for members in groups.values() for q, p in members}
-    for group in index.ties:
-        present = list({p._identity(): (q, p) for q, p in ((q, by_path[q]) for q in group if q in by_path)}.values())
-        if len(present) > 1:
-            plan.add_tie(present, fix="Load into the architecture the checkpoint was saved from.")
     report = LoadReport(missing=missing if not strict else [], unexpected=unexpected if not strict else [])
     plan.commit(description=f"load {os.path.basename(index.directory)}", progress=False,
                 on_written=report.loaded.append, on_tied=report.tied.append)
     return report
 
 
-def consolidate(directory: str | os.PathLike[str], path: str | os.PathLike[str], /, *, checksum: bool = True) -> str:
-    """Put a sharded checkpoint together into one polyparam safetensors file (``pp.load`` reads it anywhere).
+def consolidate(directory: str | os.PathLike[str], path: str | os.PathLike[str], /, *, checksum: bool = True,
+                format: str | None = None) -> str:
+    """Put a sharded checkpoint together into one polyparam checkpoint file (``pp.load`` reads it anywhere).
 
+    ``format`` is ``"safetensors"`` or ``"npz"``, from ``path``'s extension when ``None``
+    (another extension is refused with ``UnsupportedFormatError`` before anything is read).
     Runs in one process, without any framework; pieces are verified against their
     checksums. Holds the whole model in memory while writing.
     """
+    file = os.fspath(path)
+    fmt = format or detect_format(file)
+    if fmt not in WRITABLE:
+        msg = (f"Cannot consolidate into {file!r}: expected a writable format {list(WRITABLE)}, got {fmt!r}. "
+               "Name the file *.safetensors or *.npz.")
+        raise errors.UnsupportedFormatError(msg, file=file, expected=list(WRITABLE), got=fmt)
     with ShardIndex(directory) as index:
         tensors = {p: index.read(p, verify=True) for p in index.pieces}
         meta = PolyparamMetadata(ties=[g for g in index.ties if any(q in tensors for q in g)], backend=index.backend,
                                  roles={p: index.roles[p] for p in tensors})
-    write_tensors(path, tensors, meta, format="safetensors", checksum=checksum)
-    return os.fspath(path)
+    write_tensors(file, tensors, meta, format=fmt, checksum=checksum)
+    return file

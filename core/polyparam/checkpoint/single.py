@@ -39,7 +39,10 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
     """Save every parameter of ``tree`` to ``path``, atomically, one tensor per tie group.
 
     The file is written to a temporary file in the same directory, fsynced and renamed
-    over ``path``: a crash at any point leaves the previous file intact.
+    over ``path``: a crash at any point leaves the previous file intact. Each tensor's
+    checksum is that of the bytes written, so a save made while another thread updates
+    parameters in place gives a file :func:`load` reads; which update each value shows is
+    not defined (save between updates for one consistent state; ``docs/checkpoints.md``).
 
     Args:
         tree: A :class:`ParameterTree` or any model :func:`polyparam.tree` accepts.
@@ -58,9 +61,11 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
 
     Raises:
         UnsupportedFormatError: ``path`` is not a writable format.
-        UnknownDTypeError: A dtype the format cannot store.
+        UnknownDTypeError: A dtype the format cannot store (or its reader would refuse).
+        InvalidKeyError: A path the readers refuse as a tensor name (refused before writing).
         DeferredInitializationError, UninitializedParameterError: A parameter has no data yet.
-        OSError: The file cannot be written (the previous file is kept).
+        CheckpointWriteError: The file cannot be written: disk full, file too large, no
+            permission (an ``OSError`` with its ``errno``; the previous file is kept).
 
     Example:
         >>> import numpy as np, polyparam as pp, tempfile, os
@@ -90,6 +95,8 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
     ties = [list(group.paths) for group in tree.ties()]
     if aliases == "materialize":
         for group in ties:
+            # one copy for every member, so all of them hold the same bytes even if the array changes meanwhile
+            tensors[group[0]] = np.array(tensors[group[0]], copy=True)
             for member in group[1:]:
                 tensors[member] = tensors[group[0]]
                 roles[member] = roles[group[0]]
@@ -145,7 +152,7 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, for
     if os.path.isdir(file):  # a sharded checkpoint: pp.save(tree, directory, sharded=True)
         from polyparam.checkpoint.sharded import load_sharded
 
-        return load_sharded(tree, file, strict=strict, cast=cast, verify=verify)
+        return load_sharded(tree, file, strict=strict, cast=cast, ties=ties, verify=verify)
     with open_archive(file, format=format, mmap=mmap) as archive:
         if archive.metadata.layout != "canonical":
             msg = (f"Cannot load {file!r} into a tree: expected tensors in canonical layout, got "
