@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, TypeVar
 
@@ -20,9 +21,32 @@ _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
 
+THREADS_ENV = "POLYPARAM_NUM_THREADS"
+#: Values of ``POLYPARAM_NUM_THREADS`` already warned about (one warning per value).
+_warned: set[str] = set()
+
+
 def count() -> int:
-    """Worker threads: ``POLYPARAM_NUM_THREADS``, else one per CPU."""
-    return max(1, int(os.environ.get("POLYPARAM_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1))
+    """Worker threads: ``POLYPARAM_NUM_THREADS``, else one per CPU.
+
+    The variable is a whole number of threads (``0`` or empty: one per CPU). Any other
+    value (``"abc"``, ``"1e3"``, ``"-2"``) is ignored with one
+    :class:`~polyparam.errors.PolyparamWarning` per value, and one thread per CPU is used:
+    the count changes speed, never values, so a typo does not stop a save or a load.
+    """
+    text = os.environ.get(THREADS_ENV, "").strip()
+    cpus = os.cpu_count() or 1
+    if not text:
+        return cpus
+    if text.isascii() and text.isdigit():
+        return int(text) or cpus
+    if text not in _warned:
+        _warned.add(text)
+        shown = repr(text) if len(text) <= 40 else f"{text[:37]!r}..."
+        warnings.warn(f"Ignoring environment variable {THREADS_ENV}={shown}: expected a whole number of threads "
+                      f"such as '4' (or 0 for one per CPU); using {cpus}. Set it to a number or unset it.",
+                      errors.PolyparamWarning, stacklevel=2)
+    return cpus
 
 
 def _executor() -> ThreadPoolExecutor:

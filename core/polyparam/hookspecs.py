@@ -35,7 +35,7 @@ def polyparam_backend_names() -> list[str]:  # type: ignore[empty-body]  # a spe
     Constraints:
         Must not import the framework; must be cheap.
 
-    .. versionadded:: 0.1
+    Since version 0.1.
     """
 
 
@@ -52,12 +52,14 @@ def polyparam_get_backend(name: str) -> ModuleType | None:
     ``name``, or ``None`` to let other plugins answer. This is where the framework
     may be imported; polyparam calls it once per name and caches the result.
 
-    Stops at first non-None result, see :ref:`firstresult`.
+    Stops at the first non-``None`` result (``firstresult``): polyparam's plugin manager calls
+    the implementations one by one itself, so that a plugin whose hook raises is set aside and
+    reported instead of breaking every lookup.
 
     Args:
         name: A backend name, as :func:`polyparam_backend_names` lists.
 
-    .. versionadded:: 0.1
+    Since version 0.1.
     """
 
 
@@ -68,7 +70,9 @@ def polyparam_backend_for(obj: object) -> str | None:
     Return the backend name if this plugin recognises ``obj`` (a model, layer,
     block or parameter of its framework), or ``None`` to let other plugins answer.
 
-    Stops at first non-None result, see :ref:`firstresult`.
+    Stops at the first non-``None`` result (``firstresult``): polyparam's plugin manager calls
+    the implementations one by one itself, so that a plugin whose hook raises is set aside and
+    reported instead of breaking every lookup.
 
     Args:
         obj: Whatever the user passed to :func:`polyparam.tree`.
@@ -77,5 +81,5 @@ def polyparam_backend_for(obj: object) -> str | None:
         Must not import the framework: if it is not in :data:`sys.modules`, ``obj``
         cannot belong to it, so return ``None``. Must be cheap.
 
-    .. versionadded:: 0.1
+    Since version 0.1.
     """

@@ -14,7 +14,7 @@ from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 import polyparam as pp
 
 
-class MyInit(pp.init.Initializer):  # the seed chapter's custom initializer: needs the full-draw fallback
+class MyInit(pp.init.Initializer):  # the chapter's custom initializer: needs the full-draw fallback
     def init_weight(self, name: str, arr: np.ndarray) -> None:
         arr[:] = self.rng.uniform(-10, 10, arr.shape)
         arr *= np.abs(arr) >= 5

@@ -16,13 +16,21 @@ The copies cost memory: at most the bytes of the parameters written (the journal
 holds them until the operation completes). ``POLYPARAM_UNDO_LIMIT`` (bytes, or a size
 such as ``"2GB"``) sets a ceiling; an operation whose copies would exceed it is refused
 before its first write, so the guarantee is never dropped silently.
+
+**Threads.** The users of a journal run their write phase inside
+:func:`exclusive_writes`, one process-wide re-entrant lock: two multi-parameter writes
+from two threads run one after the other, never interleaved, so a tree ends as one
+whole operation left it. Single-parameter writes (``set``, item writes) and reads
+(``pp.save``, ``numpy()``) do not take it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -31,7 +39,7 @@ from polyparam import errors
 if TYPE_CHECKING:
     from polyparam._params.parameter import Parameter
 
-__all__ = ["UNDO_LIMIT_ENV", "Journal", "undo_limit"]
+__all__ = ["UNDO_LIMIT_ENV", "Journal", "exclusive_writes", "undo_limit"]
 
 UNDO_LIMIT_ENV = "POLYPARAM_UNDO_LIMIT"
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -50,6 +58,23 @@ def undo_limit() -> int | None:
                f"'500000000' or '2GB'. Received: {text!r}.")
         raise errors.InvalidArgumentError(msg, argument=UNDO_LIMIT_ENV, expected="a size such as '2GB'", got=text)
     return int(float(match.group(1)) * _UNITS[unit])
+
+
+#: Held by every multi-parameter write for its write phase (see :func:`exclusive_writes`).
+_WRITE_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def exclusive_writes() -> Iterator[None]:
+    """Run the block while no other thread of this process makes a multi-parameter write.
+
+    Re-entrant: a write nested in another on the same thread (a hook that loads, an
+    initializer that sets) runs at once. Every :class:`Journal` user (``initialize``,
+    :meth:`~polyparam._params.plan.WritePlan.commit`) holds it around checks it relies
+    on and every write, so concurrent operations on one tree never interleave.
+    """
+    with _WRITE_LOCK:
+        yield
 
 
 class Journal:

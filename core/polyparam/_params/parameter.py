@@ -51,6 +51,9 @@ class Parameter(abc.ABC):
       and `_require_data` (extend the core's check, e.g. to settle values recorded on
       meta tensors before a read);
     * tying: `_share`, `_unshare`, `_tie_refusal`;
+    * refusals foreseen before the first write: `_write_refusal` (a read-only array,
+      storage the framework will not take a value into now), so a multi-parameter
+      write refuses up front instead of undoing;
     * distributed tensors: `_local_box`, `_local_view`, `_write_local`, `_read_local`,
       `_shard_writer`, `_placement`, `_agree_seed`.
 
@@ -61,7 +64,7 @@ class Parameter(abc.ABC):
     * `_read_copy`: a private copy, for backends whose `_read` already copies.
 
     Core steps, not hooks (never override): `_commit` (the one write step of every
-    operation) and `_check_dtype`.
+    operation), `_check_dtype` and `_require_writable`.
     """
 
     #: The backend name, e.g. ``"torch"``; set by each subclass.
@@ -184,13 +187,26 @@ class Parameter(abc.ABC):
             DeferredInitializationError: The shape is unknown and the backend cannot take
                 a value before its first forward pass.
         """
-        self._commit(self.coerce(value, action="set"))
+        array = self.coerce(value, action="set")
+        self._require_writable("set")
+        self._commit(array)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        """Item writes go through to the framework storage: ``p[0, 0] = 42``."""
+        """Item writes go through to the framework storage: ``p[0, 0] = 42``.
+
+        ``key`` is any NumPy index of the canonical array; ``value`` broadcasts to what it
+        selects. Both are checked before anything is written.
+
+        Raises:
+            InvalidIndexError: ``key`` selects no element (out of range, too many axes, not an index).
+            ShapeMismatchError: ``value`` does not broadcast to the selection.
+            DTypeMismatchError: ``value``'s dtype cannot be cast to the parameter's, as for :meth:`set`.
+        """
         self._require_data("write to")
         value = np.asarray(value)
         self._check_dtype(value.dtype, action="write to")
+        _check_item_write(self, key, value)
+        self._require_writable("write to")
         view = self._writable_view()
         if view is not None:
             view[key] = value
@@ -408,6 +424,22 @@ class Parameter(abc.ABC):
         msg = f"Cannot defer initialization of parameter {self.path!r}: the {self.backend} backend does not support it."
         raise errors.DeferredInitializationError(msg, path=self.path)
 
+    def _write_refusal(self) -> str | None:
+        """Why the backend would refuse to write this parameter now, or ``None`` (the default).
+
+        Asked before the first write of ``set`` and of every multi-parameter write, so a
+        refusal the backend can foresee (a read-only NumPy array, a framework state that
+        rejects writes) changes nothing instead of being undone.
+        """
+        return None
+
+    def _require_writable(self, action: str) -> None:
+        """Raise :class:`~polyparam.errors.WriteFailedError` if :meth:`_write_refusal` gives a reason."""
+        reason = self._write_refusal()
+        if reason is not None:
+            msg = f"Cannot {action} parameter {self.path!r}: expected storage that accepts writes, got {reason}."
+            raise errors.WriteFailedError(msg, path=self.path, expected="writable storage", got=reason)
+
     def _tie_refusal(self, anchor: Parameter, /) -> str | None:
         """Why this backend cannot make this parameter share ``anchor``'s storage, or ``None``.
 
@@ -426,3 +458,33 @@ class Parameter(abc.ABC):
         """Give this parameter its own copy of its current value (untie)."""
         msg = f"Cannot untie parameter {self.path!r}: the {self.backend} backend does not support tying."
         raise errors.TieError(msg, path=self.path)
+
+
+def _check_item_write(p: Parameter, key: Any, value: np.ndarray) -> None:
+    """Refuse an item write NumPy would refuse, with the typed errors of :meth:`Parameter.__setitem__`.
+
+    The index is tried on a zero-stride probe of the parameter's shape (one byte, not
+    a copy of the array; an advanced index allocates one byte per selected element).
+    """
+    shape = cast("tuple[int, ...]", p.shape)
+    probe = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=shape, strides=(0,) * len(shape))
+    shown = repr(key) if len(repr(key)) <= 80 else f"{repr(key)[:77]}..."
+    try:
+        target = np.shape(probe[key])
+    except (IndexError, TypeError, ValueError) as exc:
+        msg = (f"Cannot write to parameter {p.path!r} at index {shown}: expected an index within shape "
+               f"{format_shape(shape)}, got {type(exc).__name__}: {exc}. Use integers, slices, masks or "
+               "integer arrays within the shape (canonical layout: dense weights are (out, in)).")
+        raise errors.InvalidIndexError(msg, path=p.path, expected=shape, got=key) from None
+    got = value.shape
+    while len(got) > len(target) and got[0] == 1:   # NumPy drops a value's leading unit axes
+        got = got[1:]
+    try:
+        fits = np.broadcast_shapes(got, target) == target
+    except ValueError:
+        fits = False
+    if not fits:
+        msg = (f"Cannot write to parameter {p.path!r} at index {shown}: expected a value that broadcasts "
+               f"to the selection's shape {format_shape(target)}, got shape {format_shape(value.shape)}. "
+               "Pass a scalar or a value of the selection's shape.")
+        raise errors.ShapeMismatchError(msg, path=p.path, expected=target, got=value.shape)

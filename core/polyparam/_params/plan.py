@@ -18,7 +18,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._layout import Shape, format_shape
-from polyparam._params.journal import Journal
+from polyparam._params.journal import Journal, exclusive_writes
 from polyparam._params.parameter import Parameter
 from polyparam._params.ties import tie_problem
 
@@ -63,7 +63,7 @@ def fit_problem(p: Parameter, shape: Shape, dtype: np.dtype, *, cast: bool = Tru
     expected = p.shape
     if len(expected) != len(shape) or any(d is not None and d != g for d, g in zip(expected, shape)):
         return "shape"
-    if dtype != p.dtype:
+    if dtype.newbyteorder("=") != p.dtype.newbyteorder("="):  # byte order is not a dtype difference
         castable = dtype.kind in "biufc" and np.can_cast(dtype, p.dtype, casting="same_kind")
         if not (cast and castable):
             return "dtype"
@@ -114,9 +114,10 @@ class WritePlan:
         self.check_writable(path, p, key=key)
 
     def check_writable(self, path: str, p: Parameter, /, *, key: str | None = None) -> None:
-        """Refuse a deferred parameter the backend cannot take a value for yet."""
+        """Refuse a deferred parameter the backend cannot take a value for yet, or storage that refuses writes."""
         if p.state == "deferred" and not p._accepts_deferred_value():
             p._require_data(f"load {key or path!r} into")
+        p._require_writable(f"load {key or path!r} into")
 
     def add(self, path: str, p: Parameter, read: Callable[[], np.ndarray], /, *, local: bool = False) -> None:
         """Plan writing ``read()`` (a checked canonical value) to ``p``; ``local``: the process's shard only."""
@@ -151,7 +152,9 @@ class WritePlan:
 
         Whatever a write raises (the framework refusing it, ``KeyboardInterrupt``), the
         values written before are restored and the ties made are unmade (see
-        :class:`~polyparam._params.journal.Journal`) before the error propagates.
+        :class:`~polyparam._params.journal.Journal`) before the error propagates. The
+        ties and writes run under :func:`~polyparam._params.journal.exclusive_writes`, so
+        another thread's multi-parameter write waits for them instead of interleaving.
         """
         from polyparam._progress import track
 
@@ -159,26 +162,27 @@ class WritePlan:
         journal.check_limit([w.param for w in self.writes] + [m for anchors in self.ties for _, m in anchors[1:]])
         written: list[str] = []
         tied: list[list[str]] = []
-        try:
-            for anchors in self.ties:  # checked by add_tie, as pp.tie checks before it shares
-                first = anchors[0][1]
-                for _, member in anchors[1:]:
-                    if not member.is_tied_to(first):
-                        journal.keep_tie(member)
-                        member._share(first)
-                tied.append([q for q, _ in anchors])
-            for write in track(self.writes, description=description, progress=progress,
-                               weight=lambda item: item.param.nbytes or 0):
-                value = write.read()
-                journal.keep(write.param, local=write.local)
-                write.param._commit(value, local=write.local)
-                del value
-                written.append(write.path)
-        except BaseException as exc:
-            error = journal.fail(exc)
-            if error is exc:
-                raise
-            raise error from exc
+        with exclusive_writes():  # one multi-parameter write at a time in this process
+            try:
+                for anchors in self.ties:  # checked by add_tie, as pp.tie checks before it shares
+                    first = anchors[0][1]
+                    for _, member in anchors[1:]:
+                        if not member.is_tied_to(first):
+                            journal.keep_tie(member)
+                            member._share(first)
+                    tied.append([q for q, _ in anchors])
+                for write in track(self.writes, description=description, progress=progress,
+                                   weight=lambda item: item.param.nbytes or 0):
+                    value = write.read()
+                    journal.keep(write.param, local=write.local)
+                    write.param._commit(value, local=write.local)
+                    del value
+                    written.append(write.path)
+            except BaseException as exc:
+                error = journal.fail(exc)
+                if error is exc:
+                    raise
+                raise error from exc
         for group in tied:
             if on_tied is not None:
                 on_tied(group)

@@ -15,7 +15,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._layout import default_axes
-from polyparam.init.streams import _block_generator, _fill_region_streams, _fill_streams, _region, stream_key
+from polyparam.init.streams import _block_generator, _fill_region_streams, _fill_streams, _region, _seed, stream_key
 
 __all__ = ["Initializer", "ParamInfo", "dumps", "get", "loads", "register"]
 
@@ -175,8 +175,12 @@ class Initializer:
         """
 
     def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
-        """Fill ``arr`` (canonical layout) for the parameter ``info`` from the streams of ``seed``."""
-        self._dispatch(arr, info, _Context(info, seed), by_role)
+        """Fill ``arr`` (canonical layout) for the parameter ``info`` from the streams of ``seed``.
+
+        ``seed`` is an ``int`` from ``-2**63`` to ``2**64 - 1``; anything else raises
+        :class:`~polyparam.errors.InvalidArgumentError`.
+        """
+        self._dispatch(arr, info, _Context(info, _seed(seed)), by_role)
 
     def fill_slice(self, arr: np.ndarray, info: ParamInfo, index: Sequence[slice], /, *, seed: int,
                    by_role: bool = True) -> None:
@@ -192,6 +196,7 @@ class Initializer:
         that need the whole array (``Orthogonal``, ``Bilinear``, custom ones) fill a full
         scratch array and keep the box.
         """
+        seed = _seed(seed)
         region = _region(index, info.shape)
         if self._fills_regions():
             self._dispatch(arr, info, _Context(info, seed, region=region), by_role)
@@ -327,15 +332,15 @@ def register(*names: str) -> Callable[[type[Initializer]], type[Initializer]]:
 
 def get(name: str, /, **kwargs: Any) -> Initializer:
     """Build a registered initializer by name: ``get("xavier", magnitude=2)``."""
-    cls = _REGISTRY.get(name.lower())
+    cls = _REGISTRY.get(name.lower()) if isinstance(name, str) else None
     if cls is None:
-        msg = (f"Invalid value for argument `name`: expected one of {sorted(_REGISTRY)}. Received: name={name!r}. "
-               "Register custom initializers with @pp.init.register(name).")
+        msg = (f"Invalid value for argument `name`: expected one of {sorted(_REGISTRY)}. "
+               f"Received: name={_shown(name)}. Register custom initializers with @pp.init.register(name).")
         raise errors.InitializerError(msg, expected=sorted(_REGISTRY), got=name)
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        msg = f"Cannot build initializer {name!r} from {kwargs!r}: {exc}."
+        msg = f"Cannot build initializer {name!r} from {_shown(kwargs)}: {str(exc)[:200]}."
         raise errors.InitializerError(msg, expected="valid arguments", got=kwargs) from exc
 
 
@@ -355,18 +360,77 @@ def _to_jsonable(value: Any) -> Any:
     return value
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A short ``repr`` of ``value`` for a message (long or deeply nested values are cut)."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def _malformed(what: str, expected: str, got: Any, fix: str) -> errors.InitializerError:
+    msg = f"Cannot load initializer from JSON: expected {what} to be {expected}, got {_shown(got)}. {fix}"
+    return errors.InitializerError(msg, expected=expected, got=_shown(got))
+
+
+def _array_from_json(value: dict[str, Any]) -> np.ndarray:
+    """An ``{"__array__": [...], "dtype": name}`` argument as an array of a numeric dtype."""
+    spec = value.get("dtype")
+    try:
+        dtype = np.dtype(spec) if isinstance(spec, str) else None
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or dtype.kind not in "biufc":
+        raise _malformed("an array's dtype", "a numeric dtype name such as 'float32'", spec,
+                         "Write arrays with pp.init.dumps.")
+    try:
+        return np.asarray(value["__array__"], dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _malformed("an array", f"a rectangular list of {dtype.name} numbers", value["__array__"],
+                         "Write arrays with pp.init.dumps.") from exc
+
+
 def _from_jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         if "__initializer__" in value:
-            return loads(json.dumps(value["__initializer__"]))
+            return _build(value["__initializer__"])
         if "__regex__" in value:
-            return re.compile(value["__regex__"])
+            pattern = value["__regex__"]
+            if not isinstance(pattern, str):
+                raise _malformed("a regex", "a string", pattern, "Write rules with pp.init.dumps.")
+            try:
+                return re.compile(pattern)
+            except re.error as exc:
+                raise _malformed("a regex", f"a valid pattern ({exc})", pattern,
+                                 "Fix the pattern, or use a glob string.") from exc
         if "__array__" in value:
-            return np.asarray(value["__array__"], dtype=value["dtype"])
+            return _array_from_json(value)
         return {k: _from_jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_jsonable(v) for v in value]
     return value
+
+
+def _build(parsed: Any) -> Initializer:
+    """The initializer of a parsed ``["name", {kwargs}]``; every problem as an InitializerError."""
+    if not (isinstance(parsed, list) and len(parsed) == 2 and isinstance(parsed[0], str)
+            and isinstance(parsed[1], dict)):
+        raise _malformed("the text", 'a JSON array ["name", {kwargs}]', parsed,
+                         "Pass the string pp.init.dumps returned.")
+    name, kwargs = parsed
+    arguments = _from_jsonable(kwargs)
+    try:
+        return get(name, **arguments)
+    except errors.PolyparamError:
+        raise
+    except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError, re.error) as exc:
+        msg = (f"Cannot load initializer {name!r} from JSON: expected arguments it accepts, got "
+               f"{type(exc).__name__}: {str(exc)[:200]} for {_shown(arguments)}. "
+               "Pass the string pp.init.dumps returned.")
+        raise errors.InitializerError(msg, expected="valid arguments", got=_shown(arguments)) from exc
 
 
 def dumps(init: Initializer, /) -> str:
@@ -384,12 +448,22 @@ def dumps(init: Initializer, /) -> str:
 
 
 def loads(text: str, /) -> Initializer:
-    """Rebuild an initializer from :func:`dumps` output."""
+    """Rebuild an initializer from :func:`dumps` output.
+
+    Anything else (text that is not JSON, not ``["name", {kwargs}]``, or arguments the
+    initializer refuses) raises :class:`~polyparam.errors.InitializerError`.
+    """
+    fix = "Pass the string pp.init.dumps returned."
+    if not isinstance(text, (str, bytes, bytearray)):
+        raise _malformed("the text", "a str", text, fix)
     try:
-        name, kwargs = json.loads(text)
-    except (ValueError, TypeError) as exc:
-        msg = f"Cannot load initializer from {text[:80]!r}: expected JSON ['name', {{kwargs}}], got {exc}."
-        raise errors.InitializerError(msg, expected='["name", {...}]', got=text[:80]) from exc
-    return get(name, **_from_jsonable(kwargs))
-
-
+        parsed = json.loads(text)
+    except RecursionError:
+        raise _malformed("the text", "JSON nested less deeply", text, fix) from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        msg = f"Cannot load initializer from {_shown(text)}: expected JSON ['name', {{kwargs}}], got {exc}."
+        raise errors.InitializerError(msg, expected='["name", {...}]', got=_shown(text)) from exc
+    try:
+        return _build(parsed)
+    except RecursionError:
+        raise _malformed("the arguments", "nested less deeply", parsed, fix) from None

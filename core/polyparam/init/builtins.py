@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
 from polyparam import errors
-from polyparam.init.base import _CURRENT, Initializer, ParamInfo, register
+from polyparam.init.base import _CONVENTIONAL, _CURRENT, Initializer, ParamInfo, register
 from polyparam.init.streams import _normal_kernel, _uniform_kernel
 
 __all__ = ["Bilinear", "Constant", "Dirac", "Glorot", "He", "Identity", "Kaiming", "LeCun", "MSRAPrelu", "Normal",
@@ -18,12 +19,38 @@ __all__ = ["Bilinear", "Constant", "Dirac", "Glorot", "He", "Identity", "Kaiming
 # ---- built-ins -------------------------------------------------------------------------
 
 
-def _non_negative(name: str, value: float, owner: str) -> float:
-    value = float(value)
-    if not value >= 0:
-        msg = f"Invalid value for argument `{name}` of {owner}: expected a number >= 0. Received: {name}={value!r}."
-        raise errors.InitializerError(msg, expected=">= 0", got=value)
-    return value
+def _number(name: str, value: Any, owner: str, *, minimum: float | None = None, finite: bool = True) -> float:
+    """``value`` as a float, or :class:`~polyparam.errors.InitializerError` when built.
+
+    Refused: strings, bools, what ``float()`` refuses, NaN, infinities (unless not
+    ``finite``) and values under ``minimum``, so no argument can fill a parameter with NaN.
+    """
+    number: float | None = None
+    if not isinstance(value, (str, bytes, bool, np.bool_)):
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+    if number is not None and not math.isnan(number) and (math.isfinite(number) or not finite) and (
+            minimum is None or number >= minimum):
+        return number
+    kind = "a finite number" if finite else "a number (not NaN)"
+    bound = f" >= {minimum:g}" if minimum is not None else ""
+    shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:77]}..."
+    msg = (f"Invalid value for argument `{name}` of {owner}: expected {kind}{bound}. Received: {name}={shown}. "
+           f"Pass a float{bound}.")
+    raise errors.InitializerError(msg, expected=f"{kind}{bound}", got=value)
+
+
+def _non_negative(name: str, value: Any, owner: str) -> float:
+    return _number(name, value, owner, minimum=0)
+
+
+def _positive_int(name: str, value: Any, owner: str) -> int:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= 1:
+        return int(value)
+    msg = f"Invalid value for argument `{name}` of {owner}: expected an int >= 1. Received: {name}={value!r}."
+    raise errors.InitializerError(msg, expected="an int >= 1", got=value)
 
 
 def _choice(name: str, value: str, options: Sequence[str]) -> str:
@@ -64,6 +91,17 @@ class Constant(_BuiltIn):
     _region_safe = True
 
     def __init__(self, value: Any) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")      # NumPy < 1.24 warns on ragged lists
+                kind = np.asarray(value).dtype.kind
+        except (TypeError, ValueError, Warning):
+            kind = "O"
+        if kind not in "biufc":
+            shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:77]}..."
+            msg = (f"Invalid value for argument `value` of Constant: expected a number or a numeric array. "
+                   f"Received: value={shown}. Pass a float, e.g. Constant(0.1).")
+            raise errors.InitializerError(msg, expected="a number or numeric array", got=value)
         self.value = value
 
     def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
@@ -92,6 +130,15 @@ class Uniform(_BuiltIn):
     def __init__(self, scale: float = 0.07) -> None:
         self.scale = _non_negative("scale", scale, "Uniform")
 
+    def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
+        if (not by_role or info.role not in _CONVENTIONAL) and info.dtype.kind == "f" and (
+                2 * self.scale > float(np.finfo(info.dtype).max)):
+            msg = (f"Cannot initialize parameter {info.path!r} with Uniform(scale={self.scale!r}): expected a range "
+                   f"that {info.dtype.name} can hold, got a width of {2 * self.scale!r}, which would fill it with "
+                   "infinities and NaN. Pass a smaller scale.")
+            raise errors.InitializerError(msg, path=info.path, expected=f"scale <= {np.finfo(info.dtype).max / 2}",
+                                          got=self.scale)
+
     def init_weight(self, name: str, arr: np.ndarray, /) -> None:
         self._stream_fill(arr, _uniform_kernel(-self.scale, self.scale))
 
@@ -104,7 +151,7 @@ class Normal(_BuiltIn):
 
     def __init__(self, sigma: float = 0.01, mean: float = 0.0) -> None:
         self.sigma = _non_negative("sigma", sigma, "Normal")
-        self.mean = float(mean)
+        self.mean = _number("mean", mean, "Normal")
 
     def init_weight(self, name: str, arr: np.ndarray, /) -> None:
         self._stream_fill(arr, _normal_kernel(self.mean, self.sigma))
@@ -121,7 +168,9 @@ class TruncatedNormal(_BuiltIn):
 
     def __init__(self, sigma: float = 0.05, mean: float = 0.0, a: float = -2.0, b: float = 2.0) -> None:
         self.sigma = _non_negative("sigma", sigma, "TruncatedNormal")
-        self.mean, self.a, self.b = float(mean), float(a), float(b)
+        self.mean = _number("mean", mean, "TruncatedNormal")
+        self.a = _number("a", a, "TruncatedNormal", finite=False)   # infinite bounds: no truncation on that side
+        self.b = _number("b", b, "TruncatedNormal", finite=False)
         if not self.a < self.b or self.b - self.a < 0.1:
             msg = (f"Invalid value for arguments `a`, `b` of TruncatedNormal: expected a < b - 0.1. "
                    f"Received: a={a!r}, b={b!r}.")
@@ -213,7 +262,8 @@ class MSRAPrelu(Xavier):
     """Gluon's MSRAPrelu: gaussian Xavier with ``magnitude = 2 / (1 + slope^2)``."""
 
     def __init__(self, factor_type: str = "avg", slope: float = 0.25) -> None:
-        super().__init__(rnd_type="gaussian", factor_type=factor_type, magnitude=2.0 / (1 + float(slope) ** 2))
+        s = _number("slope", slope, "MSRAPrelu")
+        super().__init__(rnd_type="gaussian", factor_type=factor_type, magnitude=2.0 / (1 + s * s))
         self._config = {"factor_type": factor_type, "slope": slope}
 
 
@@ -228,8 +278,8 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     if nonlinearity == "relu":
         return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
-        slope = 0.01 if param is None else float(param)
-        return math.sqrt(2.0 / (1 + slope ** 2))
+        slope = 0.01 if param is None else _number("param", param, "calculate_gain")
+        return math.sqrt(2.0 / (1 + slope * slope))
     if nonlinearity == "selu":
         return 3.0 / 4
     names = (*linear, "tanh", "relu", "leaky_relu", "selu")
@@ -253,7 +303,7 @@ class He(_FanBased):
 
     def __init__(self, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
                  distribution: str = "uniform") -> None:
-        self.a = float(a)
+        self.a = _number("a", a, "He")
         self.mode = _choice("mode", mode, ("fan_in", "fan_out"))
         self.gain = calculate_gain(nonlinearity, a)
         self.distribution = _choice("distribution", distribution, ("uniform", "normal"))
@@ -291,7 +341,7 @@ class Orthogonal(_BuiltIn):
     """
 
     def __init__(self, gain: float = 1.0) -> None:
-        self.gain = float(gain)
+        self.gain = _number("gain", gain, "Orthogonal")
 
     def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
         if (not by_role or info.role in ("weight", "other")) and len(info.shape) < 2:
@@ -337,7 +387,7 @@ class Dirac(_BuiltIn):
     """Identity convolution kernels (``torch.nn.init.dirac_``): input channels pass through unchanged."""
 
     def __init__(self, groups: int = 1) -> None:
-        self.groups = int(groups)
+        self.groups = _positive_int("groups", groups, "Dirac")
 
     def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
         if (not by_role or info.role in ("weight", "other")) and (
@@ -361,7 +411,7 @@ class Identity(_BuiltIn):
     """``gain`` times the identity matrix (2-D weights), as Keras' Identity."""
 
     def __init__(self, gain: float = 1.0) -> None:
-        self.gain = float(gain)
+        self.gain = _number("gain", gain, "Identity")
 
     def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
         if (not by_role or info.role in ("weight", "other")) and len(info.shape) != 2:

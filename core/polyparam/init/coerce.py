@@ -43,6 +43,11 @@ def as_initializer(init: Initializer | Callable[..., Any] | str | None) -> Initi
     framework's own initializer (a ``torch.nn.init`` function, a Keras initializer, an
     ``mx.init`` object) becomes the built-in with the same distribution.
     """
+    return _as_initializer(init, "init")
+
+
+def _as_initializer(init: Initializer | Callable[..., Any] | str | None, argument: str) -> Initializer:
+    """:func:`as_initializer`, naming ``argument`` (``"default"``, a rule) when ``init`` is refused."""
     if init is None:
         return Uniform()
     if isinstance(init, Initializer):
@@ -54,8 +59,9 @@ def as_initializer(init: Initializer | Callable[..., Any] | str | None) -> Initi
         return native
     if callable(init):
         return _CallableInitializer(init)
-    msg = (f"Invalid value for argument `init`: expected a polyparam Initializer, a callable "
-           f"(shape, dtype) -> array or a name. Received: init={init!r}.")
+    shown = repr(init) if len(repr(init)) <= 80 else f"{repr(init)[:77]}..."
+    msg = (f"Invalid value for argument `{argument}`: expected a polyparam Initializer, a callable "
+           f"(shape, dtype) -> array or a name. Received: {argument}={shown}.")
     raise errors.InitializerError(msg, expected="initializer", got=init)
 
 

@@ -6,15 +6,15 @@ import fnmatch
 import os
 import re
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from polyparam import errors
 from polyparam.init.base import Initializer, ParamInfo, _checked_result, register
 from polyparam.init.builtins import _BuiltIn
-from polyparam.init.coerce import as_initializer
-from polyparam.init.streams import _region
+from polyparam.init.coerce import _as_initializer
+from polyparam.init.streams import _region, _seed
 
 __all__ = ["Load", "Mixed"]
 
@@ -29,6 +29,31 @@ def _matches(rule: Any, info: ParamInfo) -> bool:
             return info.role == rule[5:]
         return fnmatch.fnmatchcase(info.path, rule)
     return bool(rule(info))
+
+
+def _pairs(rules: Any) -> list[tuple[Any, Any]]:
+    """``rules`` of :class:`Mixed` as ``(rule, initializer)`` pairs; a typed error for anything else."""
+    fix = 'Pass a list of (rule, initializer) pairs, e.g. [("*.weight", pp.init.Xavier())].'
+    if isinstance(rules, Mapping):
+        pairs = list(rules.items())
+    elif isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):
+        msg = (f"Invalid value for argument `rules` of Mixed: expected (rule, initializer) pairs. "
+               f"Received: {rules!r}. {fix}")
+        raise errors.InitializerError(msg, expected="(rule, initializer) pairs", got=rules)
+    else:
+        pairs = []
+        for item in rules:
+            if not (isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and len(item) == 2):
+                msg = (f"Invalid value for a rule of Mixed: expected a (rule, initializer) pair. "
+                       f"Received: {item!r}. {fix}")
+                raise errors.InitializerError(msg, expected="(rule, initializer)", got=item)
+            pairs.append((item[0], item[1]))
+    for rule, _ in pairs:
+        if not (isinstance(rule, (str, re.Pattern)) or callable(rule)):
+            msg = (f"Invalid value for a rule of Mixed: expected a glob, 'role:<role>', a compiled regex or a "
+                   f"predicate on ParamInfo. Received: {rule!r}. {fix}")
+            raise errors.InitializerError(msg, expected="glob, regex or predicate", got=rule)
+    return pairs
 
 
 @register("mixed")
@@ -46,10 +71,9 @@ class Mixed(_BuiltIn):
     """
 
     def __init__(self, rules: Sequence[tuple[Any, Initializer]] | Mapping[Any, Initializer],
-                 default: Initializer | None = None) -> None:
-        pairs = list(rules.items()) if isinstance(rules, Mapping) else [tuple(r) for r in rules]
-        self.rules = [(rule, as_initializer(init)) for rule, init in pairs]
-        self.default = default
+                 default: Initializer | Callable[..., Any] | str | None = None) -> None:
+        self.rules = [(rule, _as_initializer(init, f"rules[{i}]")) for i, (rule, init) in enumerate(_pairs(rules))]
+        self.default = None if default is None else _as_initializer(default, "default")
         self._config = {"rules": [[r, i] for r, i in self.rules], "default": default}
         self._hits = [0] * len(self.rules)
 
@@ -85,12 +109,14 @@ class Mixed(_BuiltIn):
             self.default is None or self.default._writes_in_place)
 
     def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
+        seed = _seed(seed)
         i, init = self._pick(info)
         assert init is not None, "check() refuses unmatched parameters"
         init.fill(arr, info, seed=seed, by_role=by_role and i < 0)
 
     def fill_slice(self, arr: np.ndarray, info: ParamInfo, index: Sequence[slice], /, *, seed: int,
                    by_role: bool = True) -> None:
+        seed = _seed(seed)
         i, init = self._pick(info)
         assert init is not None, "check() refuses unmatched parameters"
         init.fill_slice(arr, info, index, seed=seed, by_role=by_role and i < 0)
@@ -104,10 +130,19 @@ class Load(_BuiltIn):
     refused if there is none. Loaded values are used whatever the role.
     """
 
-    def __init__(self, source: Mapping[str, Any] | str | os.PathLike[str], default: Initializer | None = None) -> None:
+    def __init__(self, source: Mapping[str, Any] | str | os.PathLike[str],
+                 default: Initializer | Callable[..., Any] | str | None = None) -> None:
+        if not isinstance(source, (Mapping, str, os.PathLike)):
+            msg = (f"Invalid value for argument `source` of Load: expected a state dict {{path: array}} or a "
+                   f"file path. Received: source={source!r}. Pass tree.state() or a .npz / .safetensors path.")
+            raise errors.InitializerError(msg, expected="a mapping or a file path", got=source)
         self.source = source
-        self.default = default
+        self.default = None if default is None else _as_initializer(default, "default")
         self._state: Mapping[str, Any] | None = None
+
+    @property
+    def _writes_in_place(self) -> bool:  # type: ignore[override]
+        return self.default is None or self.default._writes_in_place
 
     def config(self) -> dict[str, Any]:
         if not isinstance(self.source, (str, os.PathLike)):
@@ -148,6 +183,7 @@ class Load(_BuiltIn):
         _checked_result(values[info.path], info, "Load")
 
     def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
+        seed = _seed(seed)
         values = self._values()
         if info.path in values:
             arr[...] = _checked_result(values[info.path], info, "Load")
@@ -157,6 +193,7 @@ class Load(_BuiltIn):
 
     def fill_slice(self, arr: np.ndarray, info: ParamInfo, index: Sequence[slice], /, *, seed: int,
                    by_role: bool = True) -> None:
+        seed = _seed(seed)
         values = self._values()
         if info.path in values:
             box = tuple(slice(a, b) for a, b in _region(index, info.shape))

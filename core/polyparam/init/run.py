@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 import numpy as np
 
 from polyparam import errors
-from polyparam._params.journal import Journal
+from polyparam._params.journal import Journal, exclusive_writes
 from polyparam._progress import track
 from polyparam.init.base import Initializer, ParamInfo
 from polyparam.init.coerce import as_initializer
+from polyparam.init.streams import _seed
 
 if TYPE_CHECKING:
     from polyparam._params.parameter import Parameter
@@ -78,9 +79,24 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
 def initialize_parameters(params: Iterable[Parameter], init: Initializer | Callable[..., Any] | str | None, *,
                           force_reinit: bool = False, seed: int | None = None, by_role: bool = True,
                           progress: bool | None = None) -> InitReport:
-    """Initialize ``params`` (tied parameters once), as ``ParameterTree.initialize`` documents."""
+    """Initialize ``params`` (tied parameters once), as ``ParameterTree.initialize`` documents.
+
+    ``seed`` is ``None`` or an ``int`` from ``-2**63`` to ``2**64 - 1`` (anything else raises
+    :class:`~polyparam.errors.InvalidArgumentError` before any work). The state checks and
+    the writes run under :func:`~polyparam._params.journal.exclusive_writes`: another
+    thread's ``initialize`` or load waits, then sees what this one wrote.
+    """
+    call_seed = secrets.randbits(63) if seed is None else _seed(seed)
     initializer = as_initializer(init)
-    call_seed = secrets.randbits(63) if seed is None else int(seed)
+    with exclusive_writes():
+        report = _initialize(list(params), initializer, call_seed, seed_given=seed is not None,
+                             force_reinit=force_reinit, by_role=by_role, progress=progress)
+    initializer._finish()
+    return report
+
+
+def _initialize(params: list[Parameter], initializer: Initializer, call_seed: int, *, seed_given: bool,
+                force_reinit: bool, by_role: bool, progress: bool | None) -> InitReport:
     report = InitReport()
     todo: list[Parameter] = []
     seen: set[Any] = set()
@@ -92,7 +108,7 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
         state = p.state
         if state == "initialized" and not force_reinit:
             warnings.warn(f"Parameter {p.path!r} is already initialized, ignoring. "
-                          "Set force_reinit=True to re-initialize.", errors.AlreadyInitializedWarning, stacklevel=3)
+                          "Set force_reinit=True to re-initialize.", errors.AlreadyInitializedWarning, stacklevel=4)
             report.skipped[p.path] = "already initialized"
         elif state == "deferred":
             report.deferred.append(p.path)
@@ -103,7 +119,7 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
             (report.deferred if p._defers_init() else report.initialized).append(p.path)
             todo.append(p)
 
-    if seed is None:  # one random seed for every process of a distributed model
+    if not seed_given:  # one random seed for every process of a distributed model
         call_seed = next((p._agree_seed(call_seed) for p in todo if p._placement() is not None), call_seed)
     report.seed = call_seed
     for p in todo:
@@ -122,7 +138,6 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
         if error is exc:
             raise
         raise error from exc
-    initializer._finish()
     return report
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -21,10 +21,39 @@ BLOCK = 1 << 20
 
 # ---- streams -----------------------------------------------------------------------
 
+#: The seeds accepted: every 64-bit integer, signed or unsigned (what NumPy, PyTorch and
+#: Python's ``hash`` produce), from ``SEED_MIN`` to ``SEED_MAX`` inclusive.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
+
+def _seed(seed: Any, /) -> int:
+    """``seed`` as a Python ``int``, or :class:`~polyparam.errors.InvalidArgumentError` if it is not a seed.
+
+    A seed is an ``int`` or a NumPy integer (not a ``bool``) from ``SEED_MIN`` to
+    ``SEED_MAX``. Strings, floats (``1.1`` and ``1.9`` would give the same values) and
+    anything else are refused, never converted.
+    """
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+        value = int(seed)
+        if SEED_MIN <= value <= SEED_MAX:
+            return value
+        shown = f"<an integer of {value.bit_length()} bits>" if value.bit_length() > 96 else repr(value)
+        msg = (f"Invalid value for argument `seed`: expected an integer from -2**63 to 2**64 - 1. Received: "
+               f"seed={shown}. Reduce it into that range, e.g. seed % 2**64.")
+    else:
+        shown = repr(seed) if len(repr(seed)) <= 80 else f"{repr(seed)[:77]}..."
+        msg = (f"Invalid value for argument `seed`: expected an int (or a NumPy integer) from -2**63 to 2**64 - 1, "
+               f"got {type(seed).__name__}. Received: seed={shown}. Pass an int, e.g. seed=0.")
+    raise errors.InvalidArgumentError(msg, argument="seed", expected="an int from -2**63 to 2**64 - 1", got=seed)
+
 
 def stream_key(seed: int, path: str) -> int:
-    """The 128-bit Philox key of one parameter: a hash of ``(seed, canonical path)``."""
-    digest = hashlib.blake2b(f"{int(seed)}\x00{path}".encode(), digest_size=16).digest()
+    """The 128-bit Philox key of one parameter: a hash of ``(seed, canonical path)``.
+
+    ``seed`` is an ``int`` from ``-2**63`` to ``2**64 - 1`` (a NumPy integer is one);
+    anything else is refused with :class:`~polyparam.errors.InvalidArgumentError`.
+    """
+    digest = hashlib.blake2b(f"{_seed(seed)}\x00{path}".encode(), digest_size=16).digest()
     return int.from_bytes(digest, "little")
 
 
@@ -33,7 +62,10 @@ def _block_generator(key: int, block: int) -> np.random.Generator:
 
 
 def generator_for(seed: int, path: str) -> np.random.Generator:
-    """The counter-based generator of one parameter (its block-0 stream), keyed by ``(seed, path)``."""
+    """The counter-based generator of one parameter (its block-0 stream), keyed by ``(seed, path)``.
+
+    ``seed`` is checked as :func:`stream_key` checks it.
+    """
     return _block_generator(stream_key(seed, path), 0)
 
 

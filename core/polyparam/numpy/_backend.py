@@ -111,6 +111,10 @@ class NumpyParameter(Parameter):
     def _writable_view(self) -> np.ndarray | None:
         return self._param.data
 
+    def _write_refusal(self) -> str | None:
+        data = self._param.data
+        return None if data is None or data.flags.writeable else "a read-only array (flags.writeable is False)"
+
     def _accepts_deferred_value(self) -> bool:
         return True
 
@@ -218,6 +222,9 @@ class ArrayParameter(Parameter):
     def _writable_view(self) -> np.ndarray | None:
         return self._array if self._array.flags.writeable else None
 
+    def _write_refusal(self) -> str | None:
+        return None if self._array.flags.writeable else "a read-only array (flags.writeable is False)"
+
     def _share(self, anchor: Parameter, /) -> None:
         self._owner[self._key] = anchor._native()
 
@@ -239,7 +246,7 @@ class DictTree(ParameterTree):
                 if isinstance(v, np.ndarray)]
 
 
-# ---- the seed's models ----------------------------------------------------------------
+# ---- the reference models ---------------------------------------------------------------
 
 
 class NumpyModels(ModelFactory):
