@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import polyparam as pp
@@ -85,3 +87,42 @@ def test_tour_with_an_unknown_backend_fails_clearly() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "No backend named 'nope'" in done.stderr
+
+
+# ---- names are shown as they are: no markup, no terminal escapes ------------------------------
+
+HOSTILE_NAMES = ["[/x]", "[link=file:///etc/passwd]click[/link]", "[bold]x", "\x1b]0;pwned\x07\x1b[2J"]
+SHOWN = ["[/x]", "[link=file:///etc/passwd]click[/link]", "[bold]x", "\\x1b]0;pwned\\x07\\x1b[2J"]
+
+
+def test_inspect_shows_names_and_metadata_literally(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Markup in tensor names or metadata is text, not style; control characters are escaped."""
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "hostile.safetensors"
+    save_file({name: np.ones(2, np.float32) for name in HOSTILE_NAMES}, str(path),
+              metadata={"format": "polyparam", "polyparam.version": "1", "polyparam.backend": "[/b]"})
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    for shown in SHOWN + ["saved from [/b]"]:
+        assert shown in out, shown
+
+
+def test_print_tree_shows_names_literally() -> None:
+    """str(tree) and the notebook HTML show each key as it is, whatever brackets or escapes it holds."""
+    tree = pp.tree({name: np.ones(2, np.float32) for name in HOSTILE_NAMES})
+    text = str(tree)
+    assert "\x1b" not in text
+    for shown in SHOWN:
+        assert shown in text, shown
+    html = tree._repr_html_()
+    assert "[/x]" in html and "[link=file:///etc/passwd]click[/link]" in html and "\x1b]0;" not in html
+
+
+def test_errors_on_the_command_line_escape_control_characters(tmp_path: Path) -> None:
+    """An error naming a file with an escape sequence in its name prints the escape, not the sequence."""
+    done = subprocess.run([sys.executable, "-m", "polyparam", "inspect", str(tmp_path / "x\x1b[2J.safetensors")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "\x1b" not in done.stderr and "x\\x1b[2J.safetensors" in done.stderr

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["main"]
 
@@ -17,7 +20,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     tour = sub.add_parser("tour", help="walk the Parameter Management chapter on a backend")
     tour.add_argument("--backend", default="numpy", help="numpy, torch, keras, mxnet, or all (default: numpy)")
-    sub.add_parser("plugins", help="list installed backends, their versions and load errors")
+    sub.add_parser("plugins", help="list installed plugins, their backends, versions and load errors "
+                                   "(exit status 1 when any failed)")
     inspect = sub.add_parser("inspect", help="the tensors, ties and totals inside a checkpoint file")
     inspect.add_argument("file", help=".safetensors, .npz, .pt/.pth, .params (MXNet) or .weights.h5 (Keras)")
     convert = sub.add_parser("convert", help="copy a checkpoint into .safetensors or .npz, keeping ties")
@@ -34,11 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "convert":
             return _convert_command(args.src, args.dst)
         return _plugins_command()
-    except PolyparamError as exc:
-        print(f"polyparam: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"polyparam: error: {exc}", file=sys.stderr)
+    except (PolyparamError, OSError) as exc:
+        from polyparam._display import visible
+
+        print(f"polyparam: error: {visible(exc)}", file=sys.stderr)
         return 2
 
 
@@ -49,6 +52,7 @@ def _inspect_command(file: str) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from polyparam._display import literal
     from polyparam._params.parameter import format_shape
     from polyparam._params.tree import _human_bytes
     from polyparam.checkpoint.formats import open_archive
@@ -61,33 +65,41 @@ def _inspect_command(file: str) -> int:
                 tied_with[path] = [q for q in group if q != path]
         title = f"{file} ({archive.format}, layout {meta.layout}"
         title += f", saved from {meta.backend})" if meta.backend else ")"
-        table = Table(title=title, title_justify="left")
+        table = Table(title=literal(title), title_justify="left")
         for column in ("path", "shape", "dtype", "bytes", "tied with"):
             justify: Literal["left", "right"] = "right" if column in ("shape", "bytes") else "left"
             table.add_column(column, justify=justify, no_wrap=column == "path")
         scalars = nbytes = 0
         for key, entry in archive.entries.items():
-            table.add_row(key, format_shape(entry.shape), entry.dtype.name, f"{entry.nbytes:,}",
-                          ", ".join(tied_with.get(key, [])))
+            _add_literal_row(table, key, format_shape(entry.shape), entry.dtype.name, f"{entry.nbytes:,}",
+                             ", ".join(tied_with.get(key, [])))
             scalars += entry.nbytes // max(entry.dtype.itemsize, 1)
             nbytes += entry.nbytes
         for path, others in tied_with.items():
             if path not in archive.entries:
                 anchor = archive.paths()[path]
                 entry = archive.entries[anchor]
-                table.add_row(path, format_shape(entry.shape), entry.dtype.name, "(alias)", ", ".join(others))
-        table.caption = (f"{len(archive.entries)} tensors, {scalars:,} scalars, {_human_bytes(nbytes)}; "
-                         f"{len(meta.ties)} tie groups" + ("; checksums recorded" if meta.checksums else ""))
+                _add_literal_row(table, path, format_shape(entry.shape), entry.dtype.name, "(alias)", ", ".join(others))
+        table.caption = literal(f"{len(archive.entries)} tensors, {scalars:,} scalars, {_human_bytes(nbytes)}; "
+                                f"{len(meta.ties)} tie groups" + ("; checksums recorded" if meta.checksums else ""))
         table.caption_justify = "left"
         Console(width=160).print(table)
     return 0
 
 
+def _add_literal_row(table: Table, *cells: object) -> None:
+    """One row whose cells are shown as they are (see :mod:`polyparam._display`)."""
+    from polyparam._display import literal
+
+    table.add_row(*[literal(cell) for cell in cells])
+
+
 def _convert_command(src: str, dst: str) -> int:
+    from polyparam._display import visible
     from polyparam.checkpoint.single import convert
 
     meta = convert(src, dst)
-    print(f"wrote {dst} ({len(meta.checksums)} tensors, {len(meta.ties)} tie groups, layout {meta.layout})")
+    print(visible(f"wrote {dst} ({len(meta.checksums)} tensors, {len(meta.ties)} tie groups, layout {meta.layout})"))
     return 0
 
 
@@ -111,28 +123,47 @@ def _probe(name: str) -> tuple[str | None, str | None]:
 
 
 def _plugins_command() -> int:
+    """One row per backend of each plugin, and one for a plugin that provides none; 1 when any row is an error."""
     from rich.console import Console
     from rich.table import Table
 
-    from polyparam._manager import plugin_statuses
+    from polyparam._display import literal
+    from polyparam._manager import backend_owners, plugin_statuses
 
     table = Table(title="polyparam plugins", title_justify="left")
     for column in ("plugin", "distribution", "backend", "framework version", "status"):
         table.add_column(column)
+    statuses = plugin_statuses()
+    by_name = {status.name: status for status in statuses}
+    owners = backend_owners()
     failures = 0
-    for status in plugin_statuses():
+    for status in statuses:
+        distribution = status.distribution or ""
         if status.error:
             failures += 1
-            table.add_row(status.name, status.distribution or "", ", ".join(status.backends) or "-", "-",
-                          f"error: {status.error}")
+            _add_literal_row(table, status.name, distribution, ", ".join(status.backends) or "-", "-",
+                             f"error: {status.error}")
+            continue
+        if not status.backends:
+            _add_literal_row(table, status.name, distribution, "-", "-", "ok, no backend")
             continue
         for backend in status.backends:
+            owner = owners.get(backend, status.name)
+            if owner != status.name:
+                by = by_name[owner].distribution if owner in by_name else None
+                _add_literal_row(table, status.name, distribution, backend, "-",
+                                 f"overridden by {owner}" + (f" ({by})" if by else ""))
+                continue
             version, error = _probe(backend)
             failures += error is not None
-            table.add_row(status.name, status.distribution or "", backend, version or "-",
-                          "ok" if error is None else f"error: {error}")
+            note = "ok" if error is None else f"error: {error}"
+            if error is None and backend in status.overrides:
+                note = f"ok, overrides the built-in {backend}"
+            _add_literal_row(table, status.name, distribution, backend, version or "-", note)
+    table.caption = literal(f"{len(statuses)} plugins, {failures} errors")
+    table.caption_justify = "left"
     Console(width=160).print(table)
-    return 0
+    return 1 if failures else 0
 
 
 # ---- tour ------------------------------------------------------------------------

@@ -239,14 +239,20 @@ class ParameterCollection(abc.ABC):
     # ---- display ---------------------------------------------------------------
 
     def table(self) -> Any:
-        """The parameters as a :class:`rich.table.Table` (path, shape, dtype, device, state, tied with)."""
+        """The parameters as a :class:`rich.table.Table` (path, shape, dtype, device, state, tied with).
+
+        Every cell is literal text: brackets in a name are not markup, control characters are escaped.
+        """
+        from rich.markup import escape
         from rich.table import Table
+
+        from polyparam._display import literal, visible
 
         tied_with: dict[str, list[str]] = {}
         for group in self.ties():
             for path in group.paths:
                 tied_with[path] = [q for q in group.paths if q != path]
-        table = Table(title=f"{self.backend} parameters", title_justify="left")
+        table = Table(title=escape(visible(f"{self.backend} parameters")), title_justify="left")
         occurrences = self._occurrences()
         placements = [p._placement() for _, p in occurrences]  # sharded parameters only
         columns = ["path", "shape", "dtype", "device", "state", "tied with"]
@@ -261,7 +267,7 @@ class ParameterCollection(abc.ABC):
             cells = [path, format_shape(p.shape), p.dtype.name, p.device, p.state, ", ".join(tied_with.get(path, []))]
             if any(placements):
                 cells.insert(4, placement or "")
-            table.add_row(*cells)
+            table.add_row(*[literal(cell) for cell in cells])
             if p._identity() in seen:
                 continue
             seen.add(p._identity())
