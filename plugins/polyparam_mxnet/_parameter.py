@@ -117,16 +117,23 @@ class GluonParameter(Parameter):
         if trainer is not None and getattr(trainer, "_kv_initialized", False) and \
                 getattr(trainer, "_update_on_kvstore", False) and param not in trainer._params_to_init:
             trainer._reset_kvstore()
-        # as Parameter.set_data (``arr[:] = NDArray``): an NDArray copy into each replica, in
-        # place, so optimizers keep their NDArray objects. A raw NumPy copy
-        # (``_sync_copyfrom``) is refused once a CPU forward pass has put a convolution
-        # weight in the MKLDNN layout; the copy operator reorders. Paused, so it is not
-        # recorded inside autograd.record(); waited for, so a failure surfaces here.
-        source = from_numpy(native, param.dtype)
-        with autograd.pause():
-            for replica in param._data:
-                source.copyto(replica)
+        # A raw synchronous copy into each replica: one memcpy, not recorded by autograd, and
+        # optimizers keep their NDArray objects. MXNet refuses it up front (before copying
+        # anything) once a CPU forward pass has put a convolution weight in the MKLDNN
+        # layout; that replica then gets what Parameter.set_data does (``arr[:] = NDArray``):
+        # the copy operator, which reorders, paused so it is not recorded inside
+        # autograd.record(), and waited for so a failure surfaces here.
+        source = None
         for replica in param._data:
+            try:
+                replica._sync_copyfrom(native)
+                continue
+            except mx.base.MXNetError:
+                pass
+            if source is None:
+                source = from_numpy(native, param.dtype)
+            with autograd.pause():
+                source.copyto(replica)
             replica.wait_to_read()
 
     def _grad(self) -> np.ndarray | None:
