@@ -82,10 +82,12 @@ class Journal:
 
     Args:
         operation: What is being done, for messages (``"load 'model.safetensors'"``).
+        writer: Who writes the values, for messages (``"the initializer or the framework"``).
     """
 
-    def __init__(self, operation: str) -> None:
+    def __init__(self, operation: str, *, writer: str = "the framework") -> None:
         self.operation = operation
+        self.writer = writer
         self._values: list[tuple[Parameter, np.ndarray, bool]] = []
         self._ties: list[tuple[Parameter, np.ndarray | None]] = []
         self.current: str | None = None
@@ -152,10 +154,10 @@ class Journal:
             _add_note(exc, note)
             return exc
         path = self.current
-        msg = (f"Cannot {self.operation}: expected the framework to accept the write to parameter {path!r}, "
+        msg = (f"Cannot {self.operation}: expected {self.writer} to write parameter {path!r}, "
                f"got {type(exc).__name__}: {exc}. Nothing was changed (every value written before was "
-               "restored); fix what the framework reports and retry.")
-        error = errors.WriteFailedError(msg, path=path, expected="a write the framework accepts", got=repr(exc))
+               "restored); fix what the error reports and retry.")
+        error = errors.WriteFailedError(msg, path=path, expected=f"a write by {self.writer}", got=repr(exc))
         _add_note(error, note)
         return error
 

@@ -124,7 +124,8 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
     report.seed = call_seed
     for p in todo:
         initializer._note(_info(p))
-    journal = Journal("initialize")  # all or nothing, whatever a fill raises (the initializer, the framework, ^C)
+    # all or nothing, whatever a fill raises (the initializer, the framework, ^C)
+    journal = Journal("initialize", writer="the initializer and the framework")
     journal.check_limit([p for p in todo if p.state == "initialized" and not p._defers_init()])
     try:
         for p in track(todo, description="initialize", progress=progress, weight=_work):
