@@ -10,6 +10,7 @@ is passed on and the plugin is not blamed.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import math
@@ -295,9 +296,28 @@ def _quarantine(plugin_name: str, hook: str, exc: BaseException) -> None:
 
 
 def _call_each(hook: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
-    """Call every implementation of ``hook`` in pluggy's order, isolating failures."""
+    """Call every implementation of ``hook`` in pluggy's order, isolating failures.
+
+    ``polyparam_backend_for`` runs on every ``pp.tree`` call: a third-party plugin's
+    implementation of it runs within ``POLYPARAM_PLUGIN_TIMEOUT`` in a worker thread, so
+    one that blocks is set aside and reported instead of hanging every lookup
+    (polyparam's own plugins are called directly).
+    """
     caller = getattr(plugin_manager().hook, hook)
+    timeout = plugin_timeout() if hook == "polyparam_backend_for" else None
     for impl in reversed(caller.get_hookimpls()):
+        status = _statuses.get(impl.plugin_name)
+        if timeout is not None and (status is None or status.distribution != "polyparam"):
+            args = [kwargs[arg] for arg in impl.argnames]
+            finished, result, error = _run_plugin_code(impl.plugin_name, functools.partial(impl.function, *args),
+                                                       timeout)
+            if not finished:
+                error = TimeoutError(f"{hook} did not return within {timeout:g} s ({PLUGIN_TIMEOUT_ENV})")
+            if error is not None:
+                _quarantine(impl.plugin_name, hook, error)
+                continue
+            yield impl.plugin_name, result
+            continue
         try:
             result = impl.function(*[kwargs[arg] for arg in impl.argnames])
         except KeyboardInterrupt:

@@ -296,6 +296,19 @@ def test_a_slow_plugin_import_is_reported_not_waited_on(tmp_path: Path) -> None:
     assert "timed out after 1 s" in error and "POLYPARAM_PLUGIN_TIMEOUT" in error
 
 
+def test_a_blocking_backend_for_hook_is_set_aside_not_waited_on(tmp_path: Path) -> None:
+    """A third-party polyparam_backend_for that blocks is reported after POLYPARAM_PLUGIN_TIMEOUT; pp.tree works."""
+    plugin = ("import time\nfrom polyparam.backend import hookimpl\n"
+              "@hookimpl\ndef polyparam_backend_names():\n    return ['hang']\n"
+              "@hookimpl\ndef polyparam_backend_for(obj):\n    time.sleep(600)\n")
+    install_fake_distributions(tmp_path, {"blocks_in_backend_for": plugin})
+    out = _last_json(run_child(tmp_path, HOSTILE_CHILD, POLYPARAM_PLUGIN_TIMEOUT="1"))
+    assert out["dict"] == "numpy" and out["numpy_works"] == 6.0
+    assert out["seconds"] < 30
+    error = out["statuses"]["blocks_in_backend_for"]
+    assert "did not return within 1 s" in error and "POLYPARAM_PLUGIN_TIMEOUT" in error
+
+
 @pytest.mark.parametrize("value", ["0", "30"])
 def test_plugins_import_in_a_worker_thread_unless_the_limit_is_0(tmp_path: Path, value: str) -> None:
     """POLYPARAM_PLUGIN_TIMEOUT=0 imports in the calling thread (no limit); isolation holds either way."""
@@ -349,8 +362,11 @@ def test_the_users_interrupt_during_plugin_loading_still_stops_the_program(tmp_p
     assert "KeyboardInterrupt" in stderr
 
 
-def test_a_keyboard_interrupt_from_a_hook_is_passed_on(tmp_path: Path) -> None:
-    """In the caller's thread a KeyboardInterrupt may be the user's: it propagates, the plugin stays."""
+@pytest.mark.parametrize("limit", ["0", "10"])
+def test_a_keyboard_interrupt_from_a_hook(tmp_path: Path, limit: str) -> None:
+    """In the caller's thread (POLYPARAM_PLUGIN_TIMEOUT=0) a KeyboardInterrupt may be the user's: it propagates
+    and the plugin stays. A third-party backend_for hook otherwise runs in a worker thread, which no signal
+    reaches: its KeyboardInterrupt is its own, so the plugin is set aside and pp.tree goes on."""
     install_fake_distributions(tmp_path, {"interrupts_in_dispatch": textwrap.dedent("""
         from polyparam import hookimpl
 
@@ -362,12 +378,18 @@ def test_a_keyboard_interrupt_from_a_hook_is_passed_on(tmp_path: Path) -> None:
         import numpy as np, polyparam as pp
         from polyparam._manager import plugin_statuses
         try:
-            pp.tree({"w": np.ones(2)})
+            print("tree", pp.tree({"w": np.ones(2)}).backend)
         except KeyboardInterrupt:
             print("interrupted", [s.error for s in plugin_statuses() if s.name == "interrupts_in_dispatch"])
+        else:
+            print("reported", [s.error for s in plugin_statuses() if s.name == "interrupts_in_dispatch"])
     """)
-    done = run_child(tmp_path, code)
-    assert done.stdout.strip() == "interrupted [None]", done.stderr
+    done = run_child(tmp_path, code, POLYPARAM_PLUGIN_TIMEOUT=limit)
+    lines = done.stdout.strip().splitlines()
+    if limit == "0":
+        assert lines == ["interrupted [None]"], done.stderr
+    else:
+        assert lines[0] == "tree numpy" and "KeyboardInterrupt" in lines[1], done.stdout + done.stderr
 
 
 BUILTIN_CLAIMS = {
