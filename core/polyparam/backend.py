@@ -38,6 +38,7 @@ from polyparam.hookspecs import hookimpl
 __all__ = [
     "AXIS_ROLES",
     "BACKEND_NAMES",
+    "LAYER_INPUTS",
     "LAYER_SPECS",
     "ROLES",
     "Backend",
@@ -157,10 +158,33 @@ class ModelFactory(abc.ABC):
         msg = f"{type(self).__name__} does not build layer kind {kind!r}; implement ModelFactory.layer."
         raise NotImplementedError(msg)
 
+    def forward_kinds(self) -> frozenset[str]:
+        """The layer kinds whose forward :meth:`forward_layer` runs; the default is none.
+
+        The kit's layout-meaning tests (values written through polyparam, the framework's
+        forward, a NumPy reference) run for these kinds and report the others as not run.
+        """
+        return frozenset()
+
+    def forward_layer(self, model: Any, kind: str, x: np.ndarray, /) -> np.ndarray:
+        """Run a model :meth:`layer` built on ``x`` and return its output, both in PyTorch's layout.
+
+        ``x`` has the shape of :data:`LAYER_INPUTS` for ``kind``: ``(N, C, *spatial)`` for
+        convolutions (the adapter moves channels where its framework wants them, and moves
+        them back in the output), ``(N, in)`` for dense layers, integer indices for
+        embeddings, ``(N, 8)`` for batch norm, which runs in inference mode (running
+        statistics). Convolutions: stride 1, no padding.
+        """
+        msg = f"{type(self).__name__} runs no layer forward; implement ModelFactory.forward_layer."
+        raise NotImplementedError(msg)
+
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One single-layer model every backend builds for the initializer tests.
+    """One single-layer model every backend builds for the initializer and layout tests.
+
+    Shapes are chosen so that no wrong axis can hide: input and output channels differ,
+    kernels are not square, groups are not trivial.
 
     Attributes:
         description: What to build, in words.
@@ -178,21 +202,36 @@ class LayerSpec:
 
 
 #: The layers :meth:`ModelFactory.layer` builds, by kind. ``"batchnorm"`` (8 features,
-#: parameters ``weight``/``bias``/``running_mean``/``running_var``) is built too.
+#: parameters ``weight``/``bias``/``running_mean``/``running_var``) is built too. Every
+#: layer but the embedding has a bias at ``"bias"``.
 LAYER_SPECS: dict[str, LayerSpec] = {
     "dense": LayerSpec("dense layer, 300 inputs -> 400 units", (400, 300), ("out", "in"), (300, 400)),
     "conv1d": LayerSpec("1-D convolution, 4 -> 8 channels, kernel 3", (8, 4, 3), ("out", "in", "space"), (12, 24)),
-    "conv2d": LayerSpec("2-D convolution, 3 -> 16 channels, kernel 5x5", (16, 3, 5, 5),
-                        ("out", "in", "space", "space"), (75, 400)),
-    "conv3d": LayerSpec("3-D convolution, 2 -> 4 channels, kernel 3x3x3", (4, 2, 3, 3, 3),
-                        ("out", "in", "space", "space", "space"), (54, 108)),
-    "conv_transpose2d": LayerSpec("2-D transposed convolution, 6 -> 4 channels, kernel 3x3", (6, 4, 3, 3),
-                                  ("in", "out", "space", "space"), (54, 36)),
-    "grouped_conv2d": LayerSpec("2-D convolution, 8 -> 16 channels, 4 groups, kernel 3x3", (16, 2, 3, 3),
-                                ("out", "in", "space", "space"), (18, 36), groups=4),
-    "depthwise_conv2d": LayerSpec("depthwise 2-D convolution, 8 channels (8 groups, multiplier 1), kernel 3x3",
-                                  (8, 1, 3, 3), ("out", "in", "space", "space"), (9, 9), groups=8),
+    "conv2d": LayerSpec("2-D convolution, 3 -> 16 channels, kernel 5x3 (height x width)", (16, 3, 5, 3),
+                        ("out", "in", "space", "space"), (45, 240)),
+    "conv3d": LayerSpec("3-D convolution, 2 -> 4 channels, kernel 3x2x4", (4, 2, 3, 2, 4),
+                        ("out", "in", "space", "space", "space"), (48, 96)),
+    "conv_transpose2d": LayerSpec("2-D transposed convolution, 6 -> 4 channels, kernel 3x2", (6, 4, 3, 2),
+                                  ("in", "out", "space", "space"), (36, 24)),
+    "grouped_conv2d": LayerSpec("2-D convolution, 8 -> 16 channels, 4 groups, kernel 3x2", (16, 2, 3, 2),
+                                ("out", "in", "space", "space"), (12, 24), groups=4),
+    "depthwise_conv2d": LayerSpec("depthwise 2-D convolution, 8 -> 16 channels (8 groups, multiplier 2), kernel 3x2",
+                                  (16, 1, 3, 2), ("out", "in", "space", "space"), (6, 12), groups=8),
     "embedding": LayerSpec("embedding, 50 tokens x 16 dimensions", (50, 16), ("in", "out"), (50, 16)),
+}
+
+#: The input of :meth:`ModelFactory.forward_layer` for each kind, in PyTorch's layout
+#: (spatial sizes all differ, so a swapped axis changes the output's shape or values).
+LAYER_INPUTS: dict[str, tuple[int, ...]] = {
+    "dense": (3, 300),
+    "conv1d": (2, 4, 9),
+    "conv2d": (2, 3, 9, 7),
+    "conv3d": (2, 2, 5, 6, 7),
+    "conv_transpose2d": (2, 6, 5, 4),
+    "grouped_conv2d": (2, 8, 6, 5),
+    "depthwise_conv2d": (2, 8, 6, 5),
+    "embedding": (3, 5),
+    "batchnorm": (4, 8),
 }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from polyparam.backend import Case, ModelFactory
+from polyparam.backend import LAYER_INPUTS, LAYER_SPECS, Case, ModelFactory
 from polyparam_keras._gradients import backward
 
 __all__ = ["KerasModels"]
@@ -50,21 +50,47 @@ class KerasModels(ModelFactory):
         backward(model, np.asarray(x, np.float32))
 
     def layer(self, kind: str, /) -> Any:
+        """A built single-layer model of ``kind``, shaped by :data:`LAYER_SPECS` (channels last, bias on)."""
         layers = keras.layers
-        builders = {
-            "dense": (lambda: layers.Dense(400), (None, 300)),
-            "conv1d": (lambda: layers.Conv1D(8, 3), (None, 10, 4)),
-            "conv2d": (lambda: layers.Conv2D(16, 5), (None, 10, 10, 3)),
-            "conv3d": (lambda: layers.Conv3D(4, 3), (None, 5, 5, 5, 2)),
-            "conv_transpose2d": (lambda: layers.Conv2DTranspose(4, 3), (None, 5, 5, 6)),
-            "grouped_conv2d": (lambda: layers.Conv2D(16, 3, groups=4), (None, 6, 6, 8)),
-            "depthwise_conv2d": (lambda: layers.DepthwiseConv2D(3, depth_multiplier=1), (None, 6, 6, 8)),
-            "embedding": (lambda: layers.Embedding(50, 16), (None, 3)),
-            "batchnorm": (lambda: layers.BatchNormalization(), (None, 8)),
-        }
-        if kind not in builders:
+        if kind == "batchnorm":  # torch's epsilon, so that the layout tests compare with the reference's formula
+            norm = layers.BatchNormalization(epsilon=1e-5)
+            norm.build((None, 8))
+            return norm
+        if kind not in LAYER_SPECS:
             return super().layer(kind)
-        make, input_shape = builders[kind]
-        layer = make()
+        spec = LAYER_SPECS[kind]
+        shape, groups = spec.shape, spec.groups
+        spatial = LAYER_INPUTS[kind][2:]
+        layer: Any
+        input_shape: tuple[int | None, ...]
+        if kind == "dense":
+            layer, input_shape = layers.Dense(shape[0], use_bias=True), (None, shape[1])
+        elif kind == "embedding":
+            layer, input_shape = layers.Embedding(shape[0], shape[1]), (None, LAYER_INPUTS[kind][1])
+        elif kind == "conv_transpose2d":  # canonical (in, out, *k)
+            layer = layers.Conv2DTranspose(shape[1], shape[2:], use_bias=True, data_format="channels_last")
+            input_shape = (None, *spatial, shape[0])
+        elif kind == "depthwise_conv2d":  # canonical (in * multiplier, 1, *k) with groups = in
+            layer = layers.DepthwiseConv2D(shape[2:], depth_multiplier=shape[0] // groups, use_bias=True,
+                                           data_format="channels_last")
+            input_shape = (None, *spatial, groups)
+        else:  # conv1d, conv2d, conv3d, grouped_conv2d: canonical (out, in / groups, *k)
+            conv = {1: layers.Conv1D, 2: layers.Conv2D, 3: layers.Conv3D}[len(shape) - 2]
+            layer = conv(shape[0], shape[2:], groups=groups, use_bias=True, data_format="channels_last")
+            input_shape = (None, *spatial, shape[1] * groups)
         layer.build(input_shape)
         return layer
+
+    def forward_kinds(self) -> frozenset[str]:
+        """Every kind of :data:`LAYER_SPECS` and ``"batchnorm"``."""
+        return frozenset([*LAYER_SPECS, "batchnorm"])
+
+    def forward_layer(self, model: Any, kind: str, x: np.ndarray, /) -> np.ndarray:
+        """Keras' own forward in inference mode; channels move last for convolutions and back first after."""
+        if kind == "embedding":
+            return keras.ops.convert_to_numpy(model(np.asarray(x, np.int32)))
+        x = np.asarray(x, np.float32)
+        if kind not in ("dense", "batchnorm"):  # (N, C, *spatial) -> (N, *spatial, C)
+            y = model(np.ascontiguousarray(np.moveaxis(x, 1, -1)), training=False)
+            return np.moveaxis(keras.ops.convert_to_numpy(y), -1, 1)
+        return keras.ops.convert_to_numpy(model(x, training=False))

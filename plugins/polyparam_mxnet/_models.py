@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from polyparam.backend import Case, ModelFactory
+from polyparam.backend import LAYER_SPECS, Case, ModelFactory
 from polyparam_mxnet._convert import autograd, gluon, input_array, to_numpy
 
 __all__ = ["GluonModels"]
@@ -68,20 +68,49 @@ class GluonModels(ModelFactory):
         y.backward()  # head gradient of ones: d sum(y)
 
     def layer(self, kind: str, /) -> gluon.Block:
-        nn = gluon.nn
-        builders: dict[str, Callable[[], gluon.Block]] = {
-            "dense": lambda: nn.Dense(400, in_units=300),
-            "conv1d": lambda: nn.Conv1D(8, 3, in_channels=4),
-            "conv2d": lambda: nn.Conv2D(16, 5, in_channels=3),
-            "conv3d": lambda: nn.Conv3D(4, 3, in_channels=2),
-            "conv_transpose2d": lambda: nn.Conv2DTranspose(4, 3, in_channels=6),
-            "grouped_conv2d": lambda: nn.Conv2D(16, 3, in_channels=8, groups=4),
-            "depthwise_conv2d": lambda: nn.Conv2D(8, 3, in_channels=8, groups=8),
-            "embedding": lambda: nn.Embedding(50, 16),
-            "batchnorm": lambda: nn.BatchNorm(in_channels=8),
-        }
-        if kind not in builders:
+        """A layer of :data:`LAYER_SPECS` (shape from its spec, a bias on all but the embedding), or batch norm on 8."""
+        if kind == "batchnorm":
+            block: gluon.Block = gluon.nn.BatchNorm(in_channels=8)
+        elif kind in LAYER_SPECS:
+            block = _build(kind)
+        else:
             return super().layer(kind)
-        block = builders[kind]()
         block.initialize()
         return block
+
+    def forward_kinds(self) -> frozenset[str]:
+        """Every kind :meth:`layer` builds: Gluon runs them all."""
+        return frozenset(LAYER_SPECS) | {"batchnorm"}
+
+    def forward_layer(self, model: gluon.Block, kind: str, x: np.ndarray, /) -> np.ndarray:
+        """Gluon's forward in inference mode: Gluon is NCHW (PyTorch's layout), so nothing moves.
+
+        ``autograd.predict_mode`` makes batch norm use its running statistics even inside
+        ``autograd.record()``; embeddings take their indices as a float32 array, as Gluon does.
+        """
+        if kind not in self.forward_kinds():
+            return super().forward_layer(model, kind, x)
+        with autograd.predict_mode():
+            return to_numpy(model(input_array(x)))
+
+
+def _build(kind: str) -> gluon.Block:
+    """The Gluon layer of ``LAYER_SPECS[kind]``: its weight has the spec's canonical shape."""
+    nn = gluon.nn
+    spec = LAYER_SPECS[kind]
+    if kind == "dense":
+        units, in_units = spec.shape
+        return nn.Dense(units, in_units=in_units, use_bias=True)
+    if kind == "embedding":
+        input_dim, output_dim = spec.shape
+        return nn.Embedding(input_dim, output_dim)
+    kernel = spec.shape[2:]
+    if spec.axes[0] == "in":  # transposed: weight (in, out / groups, *kernel), as Gluon's Conv*DTranspose
+        transposed: dict[int, Callable[..., gluon.Block]] = {
+            1: nn.Conv1DTranspose, 2: nn.Conv2DTranspose, 3: nn.Conv3DTranspose}
+        return transposed[len(kernel)](spec.shape[1] * spec.groups, kernel, in_channels=spec.shape[0],
+                                       groups=spec.groups, use_bias=True)
+    convs: dict[int, Callable[..., gluon.Block]] = {1: nn.Conv1D, 2: nn.Conv2D, 3: nn.Conv3D}
+    # weight (out, in / groups, *kernel), as Gluon's Conv*D in the default NC* layout
+    return convs[len(kernel)](spec.shape[0], kernel, in_channels=spec.shape[1] * spec.groups,
+                              groups=spec.groups, use_bias=True)

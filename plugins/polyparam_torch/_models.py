@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]  # missing from torch's stubs
 
-from polyparam.backend import Case, ModelFactory
+from polyparam.backend import LAYER_SPECS, Case, ModelFactory
 
 __all__ = ["TorchModels"]
 
@@ -64,17 +62,40 @@ class TorchModels(ModelFactory):
         model(_input(model, x)).sum().backward()
 
     def layer(self, kind: str, /) -> nn.Module:
-        builders: dict[str, Callable[[], nn.Module]] = {
-            "dense": lambda: nn.Linear(300, 400),
-            "conv1d": lambda: nn.Conv1d(4, 8, 3),
-            "conv2d": lambda: nn.Conv2d(3, 16, 5),
-            "conv3d": lambda: nn.Conv3d(2, 4, 3),
-            "conv_transpose2d": lambda: nn.ConvTranspose2d(6, 4, 3),
-            "grouped_conv2d": lambda: nn.Conv2d(8, 16, 3, groups=4),
-            "depthwise_conv2d": lambda: nn.Conv2d(8, 8, 3, groups=8),
-            "embedding": lambda: nn.Embedding(50, 16),
-            "batchnorm": lambda: nn.BatchNorm1d(8),
-        }
-        if kind not in builders:
+        if kind == "batchnorm":
+            return nn.BatchNorm1d(8)
+        if kind not in LAYER_SPECS:
             return super().layer(kind)
-        return builders[kind]()
+        spec = LAYER_SPECS[kind]
+        if kind == "dense":
+            out_features, in_features = spec.shape
+            return nn.Linear(in_features, out_features)
+        if kind == "embedding":
+            num, dim = spec.shape
+            return nn.Embedding(num, dim)
+        kernel = spec.shape[2:]
+        if kind == "conv_transpose2d":   # weight (in, out / groups, *kernel)
+            return nn.ConvTranspose2d(spec.shape[0], spec.shape[1] * spec.groups, kernel, groups=spec.groups)
+        convs: dict[int, type[nn.Conv1d | nn.Conv2d | nn.Conv3d]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+        # weight (out, in / groups, *kernel)
+        return convs[len(kernel)](spec.shape[1] * spec.groups, spec.shape[0], kernel, groups=spec.groups)
+
+    def forward_kinds(self) -> frozenset[str]:
+        return frozenset(LAYER_SPECS) | {"batchnorm"}
+
+    def forward_layer(self, model: nn.Module, kind: str, x: np.ndarray, /) -> np.ndarray:
+        """Run ``model`` in inference mode on ``x`` (already PyTorch's layout); embeddings take int64 indices."""
+        if kind not in self.forward_kinds():
+            return super().forward_layer(model, kind, x)
+        was_training = model.training
+        model.eval()   # batch norm: running statistics
+        try:
+            with torch.no_grad():
+                if kind == "embedding":
+                    device = next(model.parameters()).device
+                    out = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64)).to(device))
+                else:
+                    out = model(_input(model, x))
+        finally:
+            model.train(was_training)
+        return out.detach().cpu().numpy()

@@ -138,3 +138,28 @@ def test_dict_with_a_non_array_leaf_is_refused() -> None:
     with pytest.raises(errors.UnsupportedModelError) as info:
         pp.tree({"layer": {"weight": [[1.0, 2.0]]}})
     assert info.value.path == "layer.weight"
+
+
+def test_zoo_dense_is_a_real_layer_and_other_kinds_hold_a_bias() -> None:
+    """layer("dense") is a Dense whose forward runs; the other kinds hold the LAYER_SPECS weight and a bias."""
+    from polyparam.backend import LAYER_INPUTS, LAYER_SPECS
+
+    models = pp.get_backend("numpy").models()
+    assert models.forward_kinds() == {"dense"}
+    dense = models.layer("dense")
+    assert isinstance(dense, pnp.Dense)
+    tree = pp.tree(dense)
+    assert sorted(tree.paths()) == ["bias", "weight"]
+    assert tree["weight"].shape == LAYER_SPECS["dense"].shape
+    x = np.random.default_rng(0).normal(size=LAYER_INPUTS["dense"]).astype(np.float32)
+    expected = x @ tree["weight"].numpy().T + tree["bias"].numpy()
+    np.testing.assert_allclose(models.forward_layer(dense, "dense", x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(errors.InvalidArgumentError):
+        models.forward_layer(models.layer("conv2d"), "conv2d", np.zeros(LAYER_INPUTS["conv2d"], np.float32))
+    bias_sizes = {"conv1d": 8, "conv2d": 16, "conv3d": 4, "conv_transpose2d": 4, "grouped_conv2d": 16,
+                  "depthwise_conv2d": 16}
+    for kind, size in bias_sizes.items():
+        layer = pp.tree(models.layer(kind))
+        assert layer["weight"].shape == LAYER_SPECS[kind].shape, kind
+        assert layer["bias"].shape == (size,), kind
+    assert [path for path, _ in pp.tree(models.layer("embedding")).items()] == ["weight"]

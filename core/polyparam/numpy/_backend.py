@@ -285,7 +285,13 @@ class NumpyModels(ModelFactory):
         return model(x)
 
     def layer(self, kind: str, /) -> Block:
-        """The module system has dense layers only: other kinds are parameter holders with their layout."""
+        """A real :class:`~polyparam.numpy.Dense` for ``"dense"``; the module system has no other layers, so the
+        other kinds are parameter holders with their layout (and a bias, but for the embedding)."""
+        if kind == "dense":
+            units, in_units = LAYER_SPECS[kind].shape
+            dense = Dense(units, in_units=in_units, prefix="dense0_")
+            dense.initialize()
+            return dense
         block = Block(prefix=f"{kind}0_")
         if kind == "batchnorm":
             for name, role in (("weight", "scale"), ("bias", "shift"), ("running_mean", "running_mean"),
@@ -295,8 +301,24 @@ class NumpyModels(ModelFactory):
         else:
             spec = LAYER_SPECS[kind]
             block.params["weight"] = Param(f"{block.prefix}weight", spec.shape, axes=spec.axes, groups=spec.groups)
+            if kind != "embedding":
+                transposed = spec.axes[:2] == ("in", "out")  # (in, out / groups, *kernel)
+                out = spec.shape[1] * spec.groups if transposed else spec.shape[0]
+                block.params["bias"] = Param(f"{block.prefix}bias", (out,), role="bias", axes=("out",))
         block.initialize()
         return block
+
+    def forward_kinds(self) -> frozenset[str]:
+        return frozenset({"dense"})
+
+    def forward_layer(self, model: Block, kind: str, x: np.ndarray, /) -> np.ndarray:
+        """Run the dense layer built by :meth:`layer`; the other kinds have no forward here."""
+        kinds = sorted(self.forward_kinds())
+        if kind not in kinds:
+            msg = (f"Cannot run a {kind!r} layer with the numpy backend: expected one of {kinds}, got {kind!r}. "
+                   "Use a framework backend: this module system has dense layers only.")
+            raise errors.InvalidArgumentError(msg, argument="kind", expected=kinds, got=kind)
+        return model(x)
 
     def backward(self, model: Block, x: np.ndarray, /) -> None:
         model(x)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from polyparam.backend import Case, ModelFactory
+from polyparam.backend import LAYER_INPUTS, LAYER_SPECS, Case, ModelFactory
 from polyparam_jax import model as jm
 from polyparam_jax._convert import to_numpy
 
@@ -41,19 +41,32 @@ class JaxModels(ModelFactory):
         model.backward(x)
 
     def layer(self, kind: str, /) -> jm.Model:
-        builders = {
-            "dense": lambda: (jm.Dense(400), (-1, 300)),
-            "conv1d": lambda: (jm.Conv(8, (3,)), (-1, 4, 10)),
-            "conv2d": lambda: (jm.Conv(16, (5, 5)), (-1, 3, 8, 8)),
-            "conv3d": lambda: (jm.Conv(4, (3, 3, 3)), (-1, 2, 5, 5, 5)),
-            "conv_transpose2d": lambda: (jm.ConvTranspose(4, (3, 3)), (-1, 6, 5, 5)),
-            "grouped_conv2d": lambda: (jm.Conv(16, (3, 3), groups=4), (-1, 8, 6, 6)),
-            "depthwise_conv2d": lambda: (jm.Conv(8, (3, 3), groups=8), (-1, 8, 6, 6)),
-            "embedding": lambda: (jm.Embedding(50, 16), (-1,)),
-            "batchnorm": lambda: (jm.BatchNorm(8), (-1, 8)),
-        }
-        if kind not in builders:
-            msg = f"Invalid value for argument `kind`: expected one of {sorted(builders)}. Received: kind={kind!r}."
+        """A single-layer model of ``kind`` with the shapes of ``LAYER_SPECS`` (a bias on all but the embedding)."""
+        if kind == "batchnorm":
+            return jm.Model(jm.BatchNorm(8), (-1, 8))
+        if kind not in LAYER_SPECS:
+            kinds = sorted([*LAYER_SPECS, "batchnorm"])
+            msg = f"Invalid value for argument `kind`: expected one of {kinds}. Received: kind={kind!r}."
             raise ValueError(msg)
-        layer, shape = builders[kind]()
-        return jm.Model(layer, shape)
+        spec = LAYER_SPECS[kind]
+        shape, inputs = spec.shape, (-1, *LAYER_INPUTS[kind][1:])
+        if kind == "dense":
+            return jm.Model(jm.Dense(shape[0]), (-1, shape[1]))
+        if kind == "embedding":
+            return jm.Model(jm.Embedding(*shape), (-1,))
+        if kind == "conv_transpose2d":  # (in, out / groups, *kernel)
+            layer = jm.ConvTranspose(shape[1] * spec.groups, shape[2:], groups=spec.groups)
+            return jm.Model(layer, inputs)
+        layer = jm.Conv(shape[0], shape[2:], groups=spec.groups)  # (out, in / groups, *kernel)
+        return jm.Model(layer, inputs)
+
+    def forward_kinds(self) -> frozenset[str]:
+        return frozenset([*LAYER_SPECS, "batchnorm"])
+
+    def forward_layer(self, model: jm.Model, kind: str, x: np.ndarray, /) -> np.ndarray:
+        """Run ``model`` on ``x``: the stax layers are channels-first already, so no axis moves."""
+        if kind not in self.forward_kinds():
+            kinds = sorted(self.forward_kinds())
+            msg = f"Invalid value for argument `kind`: expected one of {kinds}. Received: kind={kind!r}."
+            raise ValueError(msg)
+        return to_numpy(model(x))

@@ -99,26 +99,36 @@ def Conv(out_channels: int, kernel: Sequence[int], *, groups: int = 1) -> Layer:
     return Layer(init_fun, apply_fun, f"conv{n}d", leaves)
 
 
-def ConvTranspose(out_channels: int, kernel: Sequence[int]) -> Layer:  # noqa: N802 - stax's layer names
-    """2-D transposed convolution, kernel stored ``(in, out, kh, kw)`` as PyTorch does (canonical)."""
+def ConvTranspose(out_channels: int, kernel: Sequence[int], *, groups: int = 1) -> Layer:  # noqa: N802 - stax's names
+    """1-, 2- or 3-d transposed convolution, channels first, kernel stored ``(in, out/groups, *kernel)`` as PyTorch
+    does (canonical): the adjoint of :func:`Conv` with the same kernel."""
     n = len(kernel)
+    if not 1 <= n <= 3:
+        msg = f"Invalid value for argument `kernel`: expected 1 to 3 sizes. Received: kernel={tuple(kernel)!r}."
+        raise ValueError(msg)
+    spatial = "DHW"[-n:]
+    dims = ("NC" + spatial, "OI" + spatial, "NC" + spatial)
 
     def init_fun(rng: Any, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[Any]]:
         in_channels = input_shape[1]
         init = jax.nn.initializers.he_uniform(in_axis=0, out_axis=1)
-        w = init(rng, (in_channels, out_channels, *kernel), jnp.float32)
+        w = init(rng, (in_channels, out_channels // groups, *kernel), jnp.float32)
         out_space = tuple(-1 if d == -1 else d + k - 1 for d, k in zip(input_shape[2:], kernel))
         return (input_shape[0], out_channels, *out_space), [w, jnp.zeros((out_channels,), jnp.float32)]
 
     def apply_fun(params: Sequence[Any], x: Any, **_: Any) -> Any:
         w, b = params
-        # (in, out, k...) flipped in space is the forward kernel of the gradient convolution
-        kernel_oi = jnp.flip(jnp.swapaxes(w, 0, 1), axis=tuple(range(2, 2 + n)))
+        # The adjoint of a cross-correlation is a full cross-correlation with the kernel flipped in space and
+        # in/out swapped within each group: (in, out/g, k...) -> (g, out/g, in/g, k...) -> (out, in/g, k...).
+        in_channels, per_group_out = w.shape[:2]
+        grouped = w.reshape((groups, in_channels // groups, per_group_out, *kernel))
+        kernel_oi = jnp.swapaxes(grouped, 1, 2).reshape((per_group_out * groups, in_channels // groups, *kernel))
+        kernel_oi = jnp.flip(kernel_oi, axis=tuple(range(2, 2 + n)))
         pad = [(k - 1, k - 1) for k in kernel]
-        y = lax.conv_general_dilated(x, kernel_oi, (1,) * n, pad, dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        y = lax.conv_general_dilated(x, kernel_oi, (1,) * n, pad, dimension_numbers=dims, feature_group_count=groups)
         return y + b.reshape((1, -1) + (1,) * n)
 
-    leaves = (Leaf("weight", axes=("in", "out") + ("space",) * n), Leaf("bias", "bias"))
+    leaves = (Leaf("weight", axes=("in", "out") + ("space",) * n, groups=groups), Leaf("bias", "bias"))
     return Layer(init_fun, apply_fun, "conv_transpose", leaves)
 
 

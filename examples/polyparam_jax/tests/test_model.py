@@ -56,3 +56,22 @@ def test_transposed_conv_is_the_adjoint_of_conv() -> None:
     lhs = float(np.sum(np.asarray(up(y)) * x))
     rhs = float(np.sum(y * np.asarray(down(x))))
     assert lhs == pytest.approx(rhs, rel=1e-4)
+
+
+@pytest.mark.parametrize(("kernel", "groups"), [((3,), 2), ((3, 2), 3), ((2, 3, 2), 2)])
+def test_grouped_transposed_conv_matches_the_reference(kernel: tuple[int, ...], groups: int) -> None:
+    """A grouped 1-, 2- or 3-d ConvTranspose computes PyTorch's conv_transpose from its canonical (in, out/g, *k)."""
+    from polyparam.testing.reference import conv_transpose
+
+    rng = np.random.default_rng(1)
+    in_channels, out_channels = 6, 3 * groups
+    spatial = (5, 4, 3)[:len(kernel)]
+    model = jm.Model(jm.ConvTranspose(out_channels, kernel, groups=groups), (-1, in_channels, *spatial))
+    tree = pp.tree(model)
+    assert tree["weight"].shape == (in_channels, out_channels // groups, *kernel)
+    w = rng.normal(size=tree["weight"].shape).astype(np.float32)
+    b = rng.normal(size=(out_channels,)).astype(np.float32)
+    tree["weight"].set(w)
+    tree["bias"].set(b)
+    x = rng.normal(size=(2, in_channels, *spatial)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(model(x)), conv_transpose(x, w, b, groups=groups), rtol=1e-4, atol=1e-4)

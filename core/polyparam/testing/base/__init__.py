@@ -18,6 +18,7 @@ or renaming tests is not done lightly.
 - `ties`: `BaseTieTests` (shared parameters).
 - `checkpoint`: `BaseCheckpointTests` (save, load and transfer).
 - `faults`: `BaseFaultTests` (a write failing at any position changes nothing).
+- `layouts`: `BaseLayoutMeaningTests` (the framework's forward on canonical values equals the reference's).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from polyparam.testing.base.faults import BaseFaultTests
 from polyparam.testing.base.initializer_library import BaseInitializerLibraryTests
 from polyparam.testing.base.initializers import BaseInitializerTests
 from polyparam.testing.base.kit import assert_unchanged, reference_values, snapshot
+from polyparam.testing.base.layouts import BaseLayoutMeaningTests
 from polyparam.testing.base.ties import BaseTieTests
 from polyparam.testing.base.values import BaseValueTests
 
@@ -40,6 +42,7 @@ __all__ = [
     "BaseFaultTests",
     "BaseInitializerLibraryTests",
     "BaseInitializerTests",
+    "BaseLayoutMeaningTests",
     "BaseTieTests",
     "BaseValueTests",
     "ConformanceTests",
@@ -51,7 +54,7 @@ __all__ = [
 
 class ConformanceTests(BaseBackendModuleTests, BaseAccessTests, BaseValueTests, BaseInitializerTests,
                        BaseInitializerLibraryTests, BaseDeferredTests, BaseTieTests, BaseCheckpointTests,
-                       BaseFaultTests):
+                       BaseFaultTests, BaseLayoutMeaningTests):
     """Every test a polyparam backend must pass. Subclass it and override ``backend``.
 
     Optional capabilities (skipped when not in ``backend.CAPABILITIES``):

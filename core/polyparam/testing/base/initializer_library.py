@@ -51,11 +51,17 @@ class BaseInitializerLibraryTests(_Kit):
         """Canonical shape, axis roles, groups, and the textbook fans for every layer kind."""
         spec = LAYER_SPECS[kind]
         p = pp.tree(models.layer(kind))["weight"]
-        assert p.shape == spec.shape, kind
-        assert p.axes == spec.axes, kind
-        assert p.groups == spec.groups, kind
+        where = f"{kind} ({spec.description}): parameter 'weight'"
+        assert p.shape == spec.shape, (f"{where}: expected canonical shape {spec.shape} (PyTorch layout), got "
+                                       f"{p.shape}. Convert the framework's layout in the adapter's "
+                                       "_shape/_read/_write.")
+        assert p.axes == spec.axes, (f"{where}: expected axis roles {spec.axes}, got {p.axes}. Pass axes= to the "
+                                     "Parameter constructor (initializers compute fans from them).")
+        assert p.groups == spec.groups, (f"{where}: expected groups={spec.groups}, got {p.groups}. Pass groups= to "
+                                         "the Parameter constructor for grouped convolution kernels.")
         info = info_of(p)
-        assert (info.fan_in, info.fan_out) == spec.fans, kind
+        assert (info.fan_in, info.fan_out) == spec.fans, (f"{where}: expected (fan_in, fan_out) {spec.fans}, got "
+                                                          f"{(info.fan_in, info.fan_out)}. Check axes and groups.")
 
     @pytest.mark.parametrize("kind", sorted(LAYER_SPECS))
     def test_seeded_he_is_the_reference_draw_for_every_kind(self, models: ModelFactory, kind: str) -> None:
@@ -83,6 +89,9 @@ class BaseInitializerLibraryTests(_Kit):
         """Scale 1, shift 0, running mean 0, running variance 1, whatever the initializer."""
         tree = pp.tree(models.layer("batchnorm"))
         assert {p.role for p in tree.parameters()} == {"scale", "shift", "running_mean", "running_var"}
+        shapes = {path: p.shape for path, p in tree.items()}
+        assert set(shapes.values()) == {(8,)}, (f"batchnorm over 8 features: expected every parameter of shape (8,), "
+                                                f"got {shapes}. Give vectors their canonical 1-D shape.")
         for p in tree.parameters():
             p.set(np.full(cast("tuple[int, ...]", p.shape), 7, p.dtype))
         tree.initialize(pp.init.Xavier(), force_reinit=True)
