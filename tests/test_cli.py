@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,25 @@ def test_tour_with_an_unknown_backend_fails_clearly() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "No backend named 'nope'" in done.stderr
+
+
+def test_plugins_names_the_install_command_of_a_missing_framework(tmp_path: Path) -> None:
+    """A built-in backend whose framework is missing names polyparam's extra, quoted for any shell; others do not."""
+    missing = ["torch", "keras", "tensorflow", "mxnet", "jax"]
+    for name in missing:  # each framework raises as an uninstalled one does
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f'raise ModuleNotFoundError("No module named {name!r}", '
+                                                      f'name={name!r})\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, "-m", "polyparam", "plugins"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    rows = " ".join(done.stdout.replace("│", " ").split())  # one line, across wrapped cells
+    for backend in ("torch", "keras", "mxnet"):
+        assert f'Install it with `pip install "polyparam[{backend}]"`.' in rows, (backend, done.stdout)
+    assert "pip install polyparam" not in rows  # neither unquoted (zsh expands the brackets) nor without the extra
+    if "polyparam-jax" in rows:  # a third-party plugin: polyparam has no extra for its framework
+        assert "Install the package that provides 'jax'" in rows and "polyparam[jax]" not in rows
 
 
 # ---- names are shown as they are: no markup, no terminal escapes ------------------------------

@@ -363,7 +363,7 @@ def get_backend(name: str, /) -> Any:
                 raise  # the plugin already says why and what to do (e.g. an unsafe import order)
             except ImportError as exc:
                 msg = (f"Cannot load backend {name!r}: expected its framework to import, got "
-                       f"{type(exc).__name__}: {exc}. Install it, e.g. `pip install polyparam[{name}]`.")
+                       f"{type(exc).__name__}: {exc}. {_install_hint(name, plugin_name, exc)}")
                 status = _statuses.setdefault(plugin_name, PluginStatus(plugin_name))
                 status.error = _describe(exc, "import of the framework")
                 raise errors.FrameworkImportError(msg, backend=name, plugin=plugin_name) from exc
@@ -393,6 +393,15 @@ def get_backend(name: str, /) -> Any:
     msg = (f"No backend named {name!r}. Available: {available}. "
            f"Install a plugin that provides it (entry-point group {ENTRY_POINT_GROUP!r}).")
     raise errors.BackendNotFoundError(msg, backend=name, expected=available, got=name)
+
+
+def _install_hint(backend: str, plugin: str, exc: ImportError) -> str:
+    """How to install what backend ``backend`` could not import: polyparam's extra for a built-in one."""
+    if backend in BUILTIN_BACKENDS and _statuses.get(plugin, PluginStatus(plugin)).distribution == BUILTIN_DISTRIBUTION:
+        return f'Install it with `pip install "{BUILTIN_DISTRIBUTION}[{backend}]"`.'
+    missing = exc.name or backend
+    return (f"Install the package that provides {missing!r}, as the documentation of plugin {plugin!r} says "
+            "(polyparam has no extra for it).")
 
 
 def _impls(hook: str, backend: str | None = None) -> list[tuple[str, Any]]:

@@ -19,7 +19,7 @@ history.plot().savefig("training.png")
 Every function returns a `matplotlib.figure.Figure` made without ``pyplot``, so
 nothing opens a window and no global state changes; notebooks display it. matplotlib
 is imported when a function is called, never at ``import polyparam`` (install it with
-``pip install polyparam[plot]``).
+``pip install "polyparam[plot]"``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _figure(rows: int, cols: int, *, width: float, height: float) -> tuple[Figur
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - exercised only without matplotlib
         msg = ("Cannot plot: expected matplotlib to be installed, got ImportError. "
-               "Install it with `pip install polyparam[plot]`.")
+               'Install it with `pip install "polyparam[plot]"`.')
         raise ImportError(msg) from exc
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)

@@ -95,6 +95,21 @@ def test_an_unknown_axis_word_is_rejected_by_the_constructor() -> None:
     assert info.value.got == ("out", "inn") and info.value.argument == "axes"
 
 
+def test_a_concrete_subclass_without_a_backend_name_is_refused_at_definition() -> None:
+    """Forgetting ``backend = NAME`` fails where the class is written, saying what to add."""
+    hooks = {name: (lambda self, *args: None) for name in Parameter.__abstractmethods__}
+    with pytest.raises(errors.PluginContractError, match=r"`backend`.*Add `backend = NAME`") as info:
+        type("Nameless", (Parameter,), dict(hooks))
+    assert isinstance(info.value, TypeError) and info.value.got == ""
+    with pytest.raises(errors.PluginContractError, match="Nameless"):
+        type("Nameless", (Parameter,), {**hooks, "backend": ""})
+    named = type("Named", (Parameter,), {**hooks, "backend": "mybackend"})
+    assert named.backend == "mybackend"
+    assert type("Inherits", (named,), {}).backend == "mybackend"  # a subclass of a named class is named
+    partial = type("Partial", (Parameter,), {"_shape": hooks["_shape"]})  # abstract: a base for others
+    assert partial.__abstractmethods__
+
+
 def test_repr(tree: ParameterTree) -> None:
     p = tree["1.bias"]
     assert repr(p) == f"{type(p).__name__}('1.bias', shape=(2,), dtype=float32, device='cpu')"

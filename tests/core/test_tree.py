@@ -343,3 +343,14 @@ def test_repr_names_the_native_type_the_path_and_the_count(tree: ParameterTree, 
     assert repr(tied) == f"<{type(tied).__name__} of Sequential: 6 parameters>"
     arrays = pp.tree({"a": {"weight": np.zeros((2, 2)), "bias": np.zeros(2)}})
     assert repr(arrays) == f"<{type(arrays).__name__} of dict: 2 parameters>"
+
+
+def test_a_concrete_subclass_without_a_backend_name_is_refused_at_definition() -> None:
+    """Forgetting ``backend = NAME`` fails where the class is written, not later as "No backend named ''"."""
+    hooks = {"_children": lambda self: [], "_leaves": lambda self: []}
+    with pytest.raises(errors.PluginContractError, match=r"ParameterTree subclass .*Nameless.*backend = NAME") as info:
+        type("Nameless", (ParameterTree,), dict(hooks))
+    assert isinstance(info.value, TypeError) and info.value.got == ""
+    named = type("Named", (ParameterTree,), {**hooks, "backend": "mybackend"})
+    assert named({}).backend == "mybackend"
+    assert type("Partial", (ParameterTree,), {"_leaves": hooks["_leaves"]}).__abstractmethods__ == {"_children"}

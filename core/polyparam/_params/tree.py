@@ -359,6 +359,19 @@ class ParameterTree(ParameterCollection):
     #: The backend name, e.g. ``"torch"``; set by each subclass.
     backend: str = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a concrete subclass that does not name its backend (``backend = "mybackend"``)."""
+        super().__init_subclass__(**kwargs)
+        abstract = [name for name, value in vars(cls).items() if getattr(value, "__isabstractmethod__", False)]
+        abstract += [name for base in cls.__bases__ for name in getattr(base, "__abstractmethods__", ())
+                     if getattr(getattr(cls, name, None), "__isabstractmethod__", False)]
+        name = getattr(cls, "backend", "")
+        if not abstract and not (isinstance(name, str) and name):
+            msg = (f"Cannot define ParameterTree subclass {cls.__module__}.{cls.__qualname__}: expected a class "
+                   f"attribute `backend` naming its backend, got {name!r}. Add `backend = NAME` (the backend's "
+                   "name, e.g. \"mybackend\") to the class body.")
+            raise errors.PluginContractError(msg, expected="backend = a non-empty str", got=name)
+
     def __init__(self, native: Any, /, *, path: str = "") -> None:
         self._native_obj = native
         self._path = path
