@@ -150,7 +150,9 @@ class ModelFactory(abc.ABC):
         """Run forward on ``x`` and backpropagate ``sum(output)``, so gradients are populated."""
 
     def layer(self, kind: str, /) -> Any:
-        """A built single-layer model of ``kind`` (a key of :data:`LAYER_SPECS`, or ``"batchnorm"``).
+        """A built single-layer model of ``kind`` (a key of :data:`LAYER_SPECS`, ``"batchnorm"`` or ``"layernorm"``).
+
+        Batch norm and layer norm are over 8 features (layer norm: the last axis).
 
         Its tree has the weight at path ``"weight"`` (BatchNorm: ``weight``, ``bias``,
         ``running_mean``, ``running_var``).
@@ -232,6 +234,7 @@ LAYER_INPUTS: dict[str, tuple[int, ...]] = {
     "depthwise_conv2d": (2, 8, 6, 5),
     "embedding": (3, 5),
     "batchnorm": (4, 8),
+    "layernorm": (4, 8),
 }
 
 

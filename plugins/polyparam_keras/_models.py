@@ -56,6 +56,10 @@ class KerasModels(ModelFactory):
             norm = layers.BatchNormalization(epsilon=1e-5)
             norm.build((None, 8))
             return norm
+        if kind == "layernorm":  # over the last axis, torch's epsilon
+            layer_norm = layers.LayerNormalization(epsilon=1e-5)
+            layer_norm.build((None, 8))
+            return layer_norm
         if kind not in LAYER_SPECS:
             return super().layer(kind)
         spec = LAYER_SPECS[kind]
@@ -82,15 +86,15 @@ class KerasModels(ModelFactory):
         return layer
 
     def forward_kinds(self) -> frozenset[str]:
-        """Every kind of :data:`LAYER_SPECS` and ``"batchnorm"``."""
-        return frozenset([*LAYER_SPECS, "batchnorm"])
+        """Every kind of :data:`LAYER_SPECS`, ``"batchnorm"`` and ``"layernorm"``."""
+        return frozenset([*LAYER_SPECS, "batchnorm", "layernorm"])
 
     def forward_layer(self, model: Any, kind: str, x: np.ndarray, /) -> np.ndarray:
         """Keras' own forward in inference mode; channels move last for convolutions and back first after."""
         if kind == "embedding":
             return keras.ops.convert_to_numpy(model(np.asarray(x, np.int32)))
         x = np.asarray(x, np.float32)
-        if kind not in ("dense", "batchnorm"):  # (N, C, *spatial) -> (N, *spatial, C)
+        if kind not in ("dense", "batchnorm", "layernorm"):  # (N, C, *spatial) -> (N, *spatial, C)
             y = model(np.ascontiguousarray(np.moveaxis(x, 1, -1)), training=False)
             return np.moveaxis(keras.ops.convert_to_numpy(y), -1, 1)
         return keras.ops.convert_to_numpy(model(x, training=False))

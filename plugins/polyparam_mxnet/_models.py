@@ -71,6 +71,8 @@ class GluonModels(ModelFactory):
         """A layer of :data:`LAYER_SPECS` (shape from its spec, a bias on all but the embedding), or batch norm on 8."""
         if kind == "batchnorm":
             block: gluon.Block = gluon.nn.BatchNorm(in_channels=8)
+        elif kind == "layernorm":
+            block = gluon.nn.LayerNorm(in_channels=8)
         elif kind in LAYER_SPECS:
             block = _build(kind)
         else:
@@ -80,7 +82,7 @@ class GluonModels(ModelFactory):
 
     def forward_kinds(self) -> frozenset[str]:
         """Every kind :meth:`layer` builds: Gluon runs them all."""
-        return frozenset(LAYER_SPECS) | {"batchnorm"}
+        return frozenset(LAYER_SPECS) | {"batchnorm", "layernorm"}
 
     def forward_layer(self, model: gluon.Block, kind: str, x: np.ndarray, /) -> np.ndarray:
         """Gluon's forward in inference mode: Gluon is NCHW (PyTorch's layout), so nothing moves.

@@ -64,6 +64,8 @@ class TorchModels(ModelFactory):
     def layer(self, kind: str, /) -> nn.Module:
         if kind == "batchnorm":
             return nn.BatchNorm1d(8)
+        if kind == "layernorm":
+            return nn.LayerNorm(8)
         if kind not in LAYER_SPECS:
             return super().layer(kind)
         spec = LAYER_SPECS[kind]
@@ -81,7 +83,7 @@ class TorchModels(ModelFactory):
         return convs[len(kernel)](spec.shape[1] * spec.groups, spec.shape[0], kernel, groups=spec.groups)
 
     def forward_kinds(self) -> frozenset[str]:
-        return frozenset(LAYER_SPECS) | {"batchnorm"}
+        return frozenset(LAYER_SPECS) | {"batchnorm", "layernorm"}
 
     def forward_layer(self, model: nn.Module, kind: str, x: np.ndarray, /) -> np.ndarray:
         """Run ``model`` in inference mode on ``x`` (already PyTorch's layout); embeddings take int64 indices."""

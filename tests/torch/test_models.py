@@ -35,5 +35,5 @@ def test_batchnorm_forward_uses_running_statistics_and_keeps_the_training_mode()
     assert int(layer.num_batches_tracked) == 0
 
 
-def test_forward_kinds_are_every_spec_kind_and_batchnorm() -> None:
-    assert TorchModels().forward_kinds() == {*LAYER_SPECS, "batchnorm"}
+def test_forward_kinds_are_every_spec_kind_and_the_norms() -> None:
+    assert TorchModels().forward_kinds() == {*LAYER_SPECS, "batchnorm", "layernorm"}

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["FORWARDS", "batchnorm", "conv", "conv_transpose", "dense", "embedding", "reference_forward"]
+__all__ = ["FORWARDS", "batchnorm", "conv", "conv_transpose", "dense", "embedding", "layernorm", "reference_forward"]
 
 
 def dense(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
@@ -89,6 +89,14 @@ def batchnorm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, running_mean:
     return (x.astype(np.float64) - running_mean.reshape(shape)) * scale.reshape(shape) + bias.reshape(shape)
 
 
+def layernorm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, *, eps: float = 1e-5) -> np.ndarray:
+    """Layer norm over the last axis: ``(x - mean) / sqrt(var + eps) * weight + bias`` (biased variance)."""
+    x = x.astype(np.float64)
+    mean = x.mean(axis=-1, keepdims=True)
+    var = x.var(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
 def embedding(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Rows of ``weight`` (``(num_embeddings, dim)``) picked by the integer indices ``x``."""
     return weight.astype(np.float64)[x]
@@ -110,6 +118,7 @@ FORWARDS: dict[str, Callable[[dict[str, np.ndarray], np.ndarray, int], np.ndarra
     "conv_transpose2d": lambda p, x, g: conv_transpose(x, p["weight"], p.get("bias"), groups=g),
     "embedding": lambda p, x, g: embedding(x, p["weight"]),
     "batchnorm": lambda p, x, g: batchnorm(x, p["weight"], p["bias"], p["running_mean"], p["running_var"]),
+    "layernorm": lambda p, x, g: layernorm(x, p["weight"], p["bias"]),
 }
 
 

@@ -24,8 +24,12 @@ from polyparam.testing.reference import reference_forward
 
 __all__ = ["KINDS", "BaseLayoutMeaningTests", "LayoutNotCheckedWarning", "explain"]
 
-#: Every layer kind the layout tests know: `LAYER_SPECS` and batch norm.
-KINDS = [*sorted(LAYER_SPECS), "batchnorm"]
+#: Every layer kind the layout tests know: `LAYER_SPECS`, batch norm and layer norm.
+KINDS = [*sorted(LAYER_SPECS), "batchnorm", "layernorm"]
+
+#: The canonical shapes of the normalization layers' parameters (8 features).
+_NORM_SHAPES = {"batchnorm": {name: (8,) for name in ("weight", "bias", "running_mean", "running_var")},
+                "layernorm": {"weight": (8,), "bias": (8,)}}
 
 
 class LayoutNotCheckedWarning(UserWarning):
@@ -107,8 +111,7 @@ class BaseLayoutMeaningTests(_Kit):
             return
         model = models.layer(kind)
         tree = pp.tree(model)
-        expected_shapes = {"weight": LAYER_SPECS[kind].shape} if kind in LAYER_SPECS else {
-            name: (8,) for name in ("weight", "bias", "running_mean", "running_var")}
+        expected_shapes = {"weight": LAYER_SPECS[kind].shape} if kind in LAYER_SPECS else _NORM_SHAPES[kind]
         for path, shape in expected_shapes.items():
             got_shape = tree[path].shape
             if got_shape != shape:
