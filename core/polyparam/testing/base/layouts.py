@@ -61,12 +61,15 @@ def _mistakes(kind: str, params: dict[str, np.ndarray]) -> list[tuple[str, dict[
     """Canonical values as one simple layout mistake would have delivered them to the framework."""
     out: list[tuple[str, dict[str, np.ndarray]]] = []
     weight = params.get("weight")
-    if weight is not None and weight.ndim >= 4:
-        out.append(("the spatial kernel axes are flipped (a transposed convolution's kernel is the convolution's, "
-                    "not flipped: check the conversion for that kind)", {**params, "weight": weight[:, :, ::-1, ::-1]}))
-        if weight.shape[2] == weight.shape[3]:
-            out.append(("kernel axes 2 and 3 (height and width) look swapped",
-                        {**params, "weight": weight.swapaxes(2, 3)}))
+    if weight is not None and weight.ndim >= 3:
+        spatial = tuple(range(2, weight.ndim))
+        why = ("PyTorch's transposed convolution uses the convolution's kernel as it is: flip it only if the "
+               "framework's transposed convolution does not" if kind.startswith("conv_transpose") else
+               "the canonical kernel is PyTorch's cross-correlation kernel: flip it only for a framework that "
+               "convolves")
+        out.append((f"the spatial kernel axes are flipped ({why})", {**params, "weight": np.flip(weight, spatial)}))
+    if weight is not None and weight.ndim >= 4 and weight.shape[2] == weight.shape[3]:
+        out.append(("kernel axes 2 and 3 (height and width) look swapped", {**params, "weight": weight.swapaxes(2, 3)}))
     if weight is not None and weight.ndim >= 2 and weight.shape[0] == weight.shape[1]:
         out.append(("axes 0 and 1 (out and in) look swapped", {**params, "weight": weight.swapaxes(0, 1)}))
     if "running_mean" in params and "running_var" in params:
