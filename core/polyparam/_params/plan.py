@@ -25,7 +25,7 @@ from polyparam._params.ties import tie_problem
 if TYPE_CHECKING:
     from polyparam._params.tree import ParameterCollection
 
-__all__ = ["WritePlan", "check_keys", "storage_groups"]
+__all__ = ["WritePlan", "check_keys", "resolve_keys", "storage_groups"]
 
 Groups = dict[Any, list[tuple[str, Parameter]]]
 
@@ -36,6 +36,30 @@ def storage_groups(collection: ParameterCollection) -> Groups:
     for path, p in collection._occurrences():
         groups.setdefault(p._identity(), []).append((path, p))
     return groups
+
+
+def resolve_keys(groups: Groups, keys: Any, *, subject: str) -> dict[str, str]:
+    """``{key: key or canonical path}``: keys that are a parameter's native name (a torch
+    ``state_dict`` key, a Gluon or Keras variable name) where they differ from its canonical
+    path are mapped to that path, so a model's own checkpoint loads. Canonical paths win over
+    native names, and two keys that mean one parameter are refused.
+
+    Raises:
+        StateError: Two keys name the same parameter (its path and its native name).
+    """
+    paths = {path for members in groups.values() for path, _ in members}
+    native = {p.native_name: path for members in groups.values() for path, p in members}
+    out: dict[str, str] = {}
+    by_path: dict[str, str] = {}
+    for key in keys:
+        path = key if key in paths else native.get(key, key)
+        if path in by_path:
+            msg = (f"Cannot load {subject}: expected one key per parameter, got {by_path[path]!r} and {key!r} for "
+                   f"{path!r} (its canonical path and its native name). Keep one of them.")
+            raise errors.StateError(msg, path=path, expected="one key per parameter", got=[by_path[path], key])
+        by_path[path] = key
+        out[key] = path
+    return out
 
 
 def check_keys(groups: Groups, keys: Any, *, strict: bool, subject: str) -> tuple[list[str], list[str]]:

@@ -15,7 +15,7 @@ import numpy as np
 from polyparam import errors
 from polyparam._layout import format_shape, join_path
 from polyparam._params.parameter import Parameter
-from polyparam._params.plan import WritePlan, check_keys, storage_groups
+from polyparam._params.plan import WritePlan, check_keys, resolve_keys, storage_groups
 from polyparam._params.ties import TieGroup
 
 if TYPE_CHECKING:
@@ -141,7 +141,9 @@ class ParameterCollection(abc.ABC):
 
         Every key, shape and dtype is checked before the first write, so a refused
         state changes no parameter. A tied group may be given under any of its paths;
-        values given under several must be equal.
+        values given under several must be equal. Keys may also be the parameters' native
+        names (``model.state_dict()`` keys where they differ from the canonical paths);
+        values are in canonical layout either way.
 
         Args:
             state: ``{path: array}`` in canonical layout, as :meth:`state` returns.
@@ -152,7 +154,13 @@ class ParameterCollection(abc.ABC):
             ShapeMismatchError, DTypeMismatchError: A value does not fit its parameter.
             DeferredInitializationError: A value for a deferred parameter the backend cannot take yet.
         """
+        if not isinstance(state, Mapping):
+            msg = (f"Cannot load state: expected a mapping {{path: array}}, got {type(state).__name__}. "
+                   "Pass a dict, as tree.state() returns.")
+            raise errors.StateError(msg, expected="a mapping", got=type(state).__name__)
         groups = storage_groups(self)
+        resolved = resolve_keys(groups, state, subject="state")
+        state = {resolved[key]: value for key, value in state.items()}
         check_keys(groups, state, strict=strict, subject="state")
         plan = WritePlan("state")
         for members in groups.values():

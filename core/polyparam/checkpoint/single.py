@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from polyparam import errors
-from polyparam._params.plan import WritePlan, check_keys, storage_groups
+from polyparam._params.plan import WritePlan, check_keys, resolve_keys, storage_groups
 from polyparam._params.tree import ParameterTree
 from polyparam.checkpoint.formats import Archive, PolyparamMetadata, open_archive
 from polyparam.checkpoint.io import LoadReport, atomic_write, contiguous, write_tensors
@@ -35,7 +35,8 @@ def _tree_of(obj: Any) -> ParameterTree:
 
 def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = None,
          aliases: Literal["reference", "materialize"] = "reference", checksum: bool = True,
-         sharded: bool = False, progress: bool | None = None) -> None:
+         sharded: bool = False, progress: bool | None = None,
+         keys: Literal["canonical", "native"] = "canonical") -> None:
     """Save every parameter of ``tree`` to ``path``, atomically, one tensor per tie group.
 
     The file is written to a temporary file in the same directory, fsynced and renamed
@@ -52,6 +53,11 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
             records the other paths; ``"materialize"`` also stores every member's key
             (for readers that know nothing of ties).
         checksum: Record a checksum of each tensor, checked by :func:`load`.
+        keys: ``"canonical"`` names tensors by canonical path; ``"native"`` by the
+            framework's own names (a torch ``state_dict``'s keys), so that the framework's
+            loader reads the file (torch: ``load_state_dict(safetensors.torch.load_file(f))``;
+            pass ``aliases="materialize"`` too if the model has ties). Values are in
+            canonical layout either way, which is torch's; :func:`load` reads both.
         progress: Show a progress bar (``None``: on a terminal, for big trees; see
             :mod:`polyparam._progress`).
         sharded: ``path`` is a directory; every process of a distributed job writes the
@@ -74,6 +80,9 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
         >>> pp.save(tree, path); pp.load(tree, path).loaded
         ['w']
     """
+    if keys not in ("canonical", "native"):
+        msg = f"Invalid value for argument `keys`: expected one of ('canonical', 'native'). Received: keys={keys!r}."
+        raise errors.InvalidArgumentError(msg, argument="keys", expected=("canonical", "native"), got=keys)
     if aliases not in ("reference", "materialize"):
         msg = ("Invalid value for argument `aliases`: expected one of ('reference', 'materialize'). Received: "
                f"aliases={aliases!r}.")
@@ -100,6 +109,11 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
             for member in group[1:]:
                 tensors[member] = tensors[group[0]]
                 roles[member] = roles[group[0]]
+    if keys == "native":
+        name = {q: p.native_name for q, p in tree._occurrences()}
+        tensors = {name[q]: value for q, value in tensors.items()}
+        roles = {name[q]: role for q, role in roles.items()}
+        ties = [[name[q] for q in group] for group in ties]
     meta = PolyparamMetadata(ties=ties, backend=tree.backend, aliases=aliases, roles=roles)
     write_tensors(path, tensors, meta, format=format, checksum=checksum)
 
@@ -164,15 +178,17 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, for
 def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ties: str, verify: bool = True,
           progress: bool | None = None) -> LoadReport:
     file = archive.file
-    source = archive.paths()  # file path -> stored key
     groups = storage_groups(tree)
+    stored = archive.paths()  # file path -> stored key
+    resolved = resolve_keys(groups, stored, subject=repr(file))  # a model's native names -> canonical paths
+    source = {resolved[key]: value for key, value in stored.items()}
     model_paths = {path: key for key, members in groups.items() for path, _ in members}
     missing, unexpected = check_keys(groups, source, strict=strict, subject=repr(file))
     plan = WritePlan(repr(file))
 
     # Ties: the file's groups, as sets of model identities that must end up as one.
     for fgroup in archive.metadata.ties:
-        present = [q for q in fgroup if q in model_paths]
+        present = [resolved.get(q, q) for q in fgroup if resolved.get(q, q) in model_paths]
         identities = list(dict.fromkeys(model_paths[q] for q in present))
         if len(identities) < 2:
             continue
