@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["AXIS_ROLES", "ROLES", "Shape", "State", "default_axes", "format_shape", "join_path"]
+__all__ = ["AXIS_ROLES", "KINDS", "ROLES", "Shape", "State", "default_axes", "format_shape", "join_path"]
 
 Shape = tuple["int | None", ...]
 State = Literal["initialized", "uninitialized", "deferred"]
@@ -13,6 +13,11 @@ State = Literal["initialized", "uninitialized", "deferred"]
 #: initializer, the other roles get their conventional values (see
 #: :mod:`polyparam.init`).
 ROLES = ("weight", "bias", "scale", "shift", "running_mean", "running_var", "other")
+
+#: What a tensor is to its framework: a trained ``parameter``, a ``buffer`` (state the
+#: framework saves but no optimizer updates, such as an attention mask or a power-iteration
+#: vector) or a ``constant``.
+KINDS = ("parameter", "buffer", "constant")
 
 #: What each axis of a parameter's canonical layout means. Fans are computed from
 #: these, never from axis positions.

@@ -29,7 +29,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from polyparam._layout import AXIS_ROLES, ROLES, Shape, State, default_axes, format_shape, join_path
+from polyparam._layout import AXIS_ROLES, KINDS, ROLES, Shape, State, default_axes, format_shape, join_path
 from polyparam._params.parameter import Parameter
 from polyparam._params.tree import ParameterCollection, ParameterSelection, ParameterTree
 from polyparam._threads import parallel_copy, parallel_map
@@ -38,6 +38,7 @@ from polyparam.hookspecs import hookimpl
 __all__ = [
     "AXIS_ROLES",
     "BACKEND_NAMES",
+    "KINDS",
     "LAYER_INPUTS",
     "LAYER_SPECS",
     "ROLES",

@@ -16,13 +16,15 @@ import numpy as np
 from polyparam.backend import Shape
 from polyparam_keras._variables import find_variable, leaf_name, own_variables
 
-__all__ = ["Slot", "axes", "canonical_shape", "groups", "perm", "slots", "slots_of", "to_canonical", "to_native",
-           "unbuilt_shape"]
+__all__ = ["Slot", "axes", "canonical_shape", "einsum_axes", "groups", "perm", "slots", "slots_of", "to_canonical",
+           "to_native", "typed_role", "unbuilt_shape"]
 
 # the public classes of keras' private base classes (BaseConv, BaseConvTranspose, BaseDepthwiseConv)
 _CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _CONV_T_LAYERS = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 _DEPTHWISE_LAYERS = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+# recurrent cells: kernel (in, gates * units), recurrent_kernel (units, gates * units), kept in Keras' layout
+_RNN_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Slot:
     role: str
     layout: str = "same"            # "same" | "dense" | "conv" | "conv_transpose" | "depthwise" | "embedding"
     flag: str | None = None         # layer attribute that must be true for it to exist
+    axis_roles: tuple[str, ...] | None = None   # declared axis roles (else from ``layout``)
 
 
 def perm(layout: str, ndim: int) -> tuple[int, ...] | None:
@@ -160,5 +163,53 @@ def slots_of(layer: Any) -> list[Slot]:
         if id(v) in seen:
             continue
         seen.add(id(v))
-        out.append(Slot(leaf_name(v.name), v.name, "other"))
+        role, axis_roles = typed_role(layer, v.name, len(v.shape))
+        out.append(Slot(leaf_name(v.name), v.name, role, axis_roles=axis_roles))
     return out
+
+
+# Normalization's adapted statistics: data the layer learned by adapt(), not weights. Role "other" and
+# kind "buffer" (KerasParameter._kind): a tree-wide initialize leaves them as adapted.
+NORMALIZATION_STATS = ("mean", "variance", "count")
+
+
+def typed_role(layer: Any, var: str, ndim: int) -> tuple[str, tuple[str, ...] | None]:
+    """Role and axis roles of variable ``var`` of a layer outside the slot table.
+
+    From the layer's type and the variable's attribute name first, the name as the
+    fallback (``bias``, ``*_bias``); anything else is ``"other"``. ``None`` axis roles
+    mean the core's default for the role.
+    """
+    layers = keras.layers
+    if isinstance(layer, layers.EinsumDense):
+        if var == "kernel":
+            return "weight", einsum_axes(layer.equation, ndim)
+        if var == "bias":
+            return "bias", None
+    elif isinstance(layer, _RNN_CELLS):
+        if var in ("kernel", "recurrent_kernel") and ndim == 2:
+            return "weight", ("in", "out")
+        if var == "bias":
+            return "bias", None
+    elif isinstance(layer, layers.Normalization) and var in NORMALIZATION_STATS:
+        return "other", None
+    if var == "bias" or var.endswith("_bias"):
+        return "bias", None
+    return "other", None
+
+
+def einsum_axes(equation: str, ndim: int) -> tuple[str, ...] | None:
+    """Axis roles of an EinsumDense kernel from its equation, or None where it cannot say.
+
+    A kernel axis that the input has and the output lacks is contracted ("in"); one the
+    output has and the input lacks is "out"; one both have is "other" (per-position
+    weights). ``"abc,cde->abde"`` gives ``("in", "out", "out")``.
+    """
+    operands, arrow, output = equation.replace(" ", "").partition("->")
+    inputs = operands.split(",")
+    if not arrow or len(inputs) != 2 or "." in inputs[1] or len(inputs[1]) != ndim:
+        return None
+    source, kernel = inputs
+    roles = tuple("in" if c in source and c not in output else "out" if c in output and c not in source else "other"
+                  for c in kernel)
+    return roles if "in" in roles and "out" in roles else None

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import keras
 import numpy as np
 
 from polyparam import errors
 from polyparam.backend import Parameter, Shape, State, parallel_copy
 from polyparam_keras import NAME
 from polyparam_keras._convert import assign_native, contiguous, device_type, engine, raw, to_numpy
-from polyparam_keras._layout import Slot, axes, canonical_shape, groups, perm, to_canonical, to_native, unbuilt_shape
+from polyparam_keras._layout import (
+    NORMALIZATION_STATS,
+    Slot,
+    axes,
+    canonical_shape,
+    groups,
+    perm,
+    to_canonical,
+    to_native,
+    unbuilt_shape,
+)
 from polyparam_keras._ties import clone_into_sequential, hook_build, refresh, swap_variable
 from polyparam_keras._variables import FOLLOWERS_ATTR, GRAD_ATTR, ORIGINAL_ATTR, PENDING_ATTR, TIES_ATTR, find_variable
 
@@ -24,12 +35,15 @@ class KerasParameter(Parameter):
 
     def __init__(self, path: str, slot: Slot, *, locate: Callable[[], Any], root: Any,
                  site: tuple[Callable[[], Any], int] | None) -> None:
+        # Parameter.__init__ is not called on purpose: it stores ``trainable``, which here is
+        # read live from Keras (a property); role, axes and groups are set as it sets them.
         layer = locate()
         v = find_variable(layer, slot.var) if layer.built else None
         ndim = len(unbuilt_shape(layer, slot)) if v is None else len(v.shape)
-        trainable = slot.role not in ("running_mean", "running_var")
-        super().__init__(path, role=slot.role, axes=axes(slot.layout, ndim), trainable=trainable,
-                         groups=groups(layer, slot))
+        self._path = path
+        self.role = slot.role
+        self._axes = slot.axis_roles if slot.axis_roles is not None else axes(slot.layout, ndim)
+        self.groups = groups(layer, slot)
         self._slot = slot
         self._locate = locate
         self._root = root
@@ -38,6 +52,21 @@ class KerasParameter(Parameter):
     @property
     def _layer(self) -> Any:
         return self._locate()
+
+    @property
+    def trainable(self) -> bool:  # type: ignore[override]
+        """Whether Keras trains it: it is in the root's ``trainable_weights``.
+
+        That is the variable's own ``trainable`` (which ``layer.trainable = ...`` sets on the
+        layer's variables and its sublayers') while the root layer or model is trainable.
+        Before the build: not for statistics, nor in a frozen layer.
+        """
+        v = self._variable()
+        if v is None:
+            own = self._slot.role not in ("running_mean", "running_var") and bool(self._layer.trainable)
+        else:
+            own = bool(v.trainable)
+        return own and bool(getattr(self._root, "trainable", True))
 
     def _variable(self) -> Any | None:
         layer = self._layer
@@ -74,6 +103,14 @@ class KerasParameter(Parameter):
     def _native_name(self) -> str:
         v = self._variable()
         return v.path if v is not None else f"{self._layer.name}/{self._slot.var}"
+
+    def _kind(self) -> str:
+        """Statistics (BatchNormalization's moving ones, Normalization's adapted ones) are buffers."""
+        layer = self._layer
+        if self._slot.role in ("running_mean", "running_var") or (
+                isinstance(layer, keras.layers.Normalization) and self._slot.var in NORMALIZATION_STATS):
+            return "buffer"
+        return "parameter"
 
     def _state(self) -> State:
         v = self._variable()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -15,37 +15,126 @@ from torch.nn.parameter import (  # type: ignore[attr-defined]  # the mixin is m
     UninitializedParameter,
     UninitializedTensorMixin,
 )
+from torch.nn.utils import parametrize
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 from polyparam import errors
-from polyparam.backend import Parameter, Shape, State
+from polyparam.backend import Parameter, Shape, State, default_axes
 from polyparam_torch import NAME, _dtensor
 from polyparam_torch._convert import np2torch, np_dtype, torch2np
 from polyparam_torch._deferred import Pending, forget, lazy_shape, record, settle
 from polyparam_torch._dtensor import is_dtensor
 
-__all__ = ["NORMS", "SKIPPED_BUFFERS", "TorchParameter", "axes_of", "role_of", "shallow_clone"]
+__all__ = ["ATTENTION_ROLES", "KNOWN_LAYERS", "NORMS", "SKIPPED_BUFFERS", "Layer", "TorchParameter", "axes_of",
+           "layer_of", "role_of", "shallow_clone"]
 
 #: Modules whose ``weight``/``bias`` are a scale and a shift.
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 #: Persistent buffers that are not parameters (a step counter other frameworks lack).
 SKIPPED_BUFFERS = frozenset({"num_batches_tracked"})
+#: ``nn.MultiheadAttention``'s attributes by role (``bias_k``/``bias_v`` are the learned extra key/value).
+ATTENTION_ROLES = {"in_proj_weight": "weight", "q_proj_weight": "weight", "k_proj_weight": "weight",
+                   "v_proj_weight": "weight", "in_proj_bias": "bias", "bias_k": "bias", "bias_v": "bias"}
+#: Modules of torch whose parameters the name fallback must not guess (PReLU's 1-D slope is no scale).
+KNOWN_LAYERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag,
+                nn.modules.rnn.RNNBase, nn.modules.rnn.RNNCellBase, nn.MultiheadAttention, nn.PReLU)
 
 
-def role_of(module: nn.Module, attr: str, tensor: torch.Tensor) -> str:
-    """The role of ``module.<attr>``: running statistics, norm scale/shift, bias, weight or other."""
+class Layer(NamedTuple):
+    """What a tensor stands for in its layer: the layer module, the layer's tensor name, and which part.
+
+    ``part`` is ``""`` for a plain tensor, ``"original"`` for a reparametrized tensor
+    (``spectral_norm``), ``"g"``/``"v"`` for weight norm's magnitude and direction;
+    ``dim`` is weight norm's kept axis (``None`` elsewhere).
+    """
+
+    module: nn.Module
+    attr: str
+    part: str = ""
+    dim: int | None = None
+
+
+def layer_of(module: nn.Module, attr: str, host: Callable[[], tuple[nn.Module, str]]) -> Layer:
+    """The layer that ``module.<attr>`` belongs to, seeing through parametrizations and weight/spectral norm hooks.
+
+    ``host`` gives ``(layer module, tensor name)`` of a ``ParametrizationList`` owner
+    (``layer.parametrizations.<name>``); it is called only for one.
+    """
+    if isinstance(module, parametrize.ParametrizationList):
+        layer, name = host()
+        first = module[0] if len(module) else None
+        if type(first).__name__ == "_WeightNorm" and attr in ("original0", "original1"):  # (g, v)
+            return Layer(layer, name, "g" if attr == "original0" else "v", getattr(first, "dim", None))
+        if attr == "original":   # one original (spectral_norm, orthogonal, custom): the layer's tensor
+            return Layer(layer, name, "original")
+        return Layer(module, attr)   # several originals of an unknown parametrization: by name
+    for hook in module._forward_pre_hooks.values():
+        hooked = getattr(hook, "name", None)
+        if isinstance(hook, WeightNorm) and attr in (f"{hooked}_g", f"{hooked}_v"):
+            return Layer(module, str(hooked), attr[-1], hook.dim)
+        if isinstance(hook, SpectralNorm) and attr == f"{hooked}_orig":
+            return Layer(module, str(hooked), "original")
+    return Layer(module, attr)
+
+
+def _scale_shaped(attr: str, tensor: torch.Tensor) -> bool:
+    """A layer or custom-norm scale: 1-D ``gamma``, ``weight``, ``scale``, ``layer_scale``, or a (C, 1, ..) one."""
+    if tensor.ndim == 1:
+        return attr in ("gamma", "weight", "scale", "layer_scale")
+    return tensor.ndim > 1 and attr in ("gamma", "layer_scale") and all(d == 1 for d in tensor.shape[1:])
+
+
+def role_of(module: nn.Module, attr: str, tensor: torch.Tensor, *, is_buffer: bool = False, part: str = "") -> str:
+    """The role of ``module.<attr>``, from the module's type and attribute, with the name as the fallback.
+
+    Running statistics; any other buffer is ``other`` (a mask, position ids, spectral norm's
+    vectors); weight norm's magnitude is a scale; norm scale/shift; attention weights and
+    biases; ``bias*``/``*_bias`` are biases; a 1-D ``gamma``/``weight`` of a module torch does
+    not define (layer scale, a custom RMSNorm) is a scale; other tensors of 2-D or more are weights.
+    """
     if attr in ("running_mean", "running_var"):
         return attr
+    if is_buffer:
+        return "other"
+    if part == "g":
+        return "scale"
     if isinstance(module, NORMS):
         return {"weight": "scale", "bias": "shift"}.get(attr, "other")
-    if attr.startswith("bias"):
+    if isinstance(module, nn.MultiheadAttention) and attr in ATTENTION_ROLES:
+        return ATTENTION_ROLES[attr]
+    if attr.startswith("bias") or attr.endswith("_bias"):
         return "bias"
-    if isinstance(tensor, UninitializedTensorMixin) or tensor.ndim >= 2:
+    if isinstance(tensor, UninitializedTensorMixin):
+        return "weight"
+    if not isinstance(module, KNOWN_LAYERS) and _scale_shaped(attr, tensor):
+        return "scale"
+    if tensor.ndim >= 2:
         return "weight"
     return "other"
 
 
-def axes_of(module: nn.Module, attr: str, role: str) -> tuple[str, ...] | None:
-    """The axis roles of ``module.<attr>`` where they differ from the default ``(out, in, *space)``, else ``None``."""
+def axes_of(module: nn.Module, attr: str, role: str, *, layer: Layer | None = None,
+            shape: Shape | None = None) -> tuple[str, ...] | None:
+    """The axis roles of ``module.<attr>`` where they differ from the default ``(out, in, *space)``, else ``None``.
+
+    ``layer`` (from :func:`layer_of`) gives a reparametrized tensor its layer's axes;
+    ``shape`` is needed for weight norm's magnitude, ``bias_k``/``bias_v`` and ``(C, 1, ..)`` scales.
+    """
+    ndim = None if shape is None else len(shape)
+    if layer is not None and layer.part:
+        if layer.part == "g":   # one magnitude per slice of the kept axis: that axis's role, the rest size 1
+            if ndim is None or layer.dim is None or not -ndim <= layer.dim < ndim:
+                return None
+            weight = axes_of(layer.module, layer.attr, "weight") or default_axes("weight", ndim)
+            kept = layer.dim % ndim
+            return tuple(a if i == kept else "other" for i, a in enumerate(weight))
+        module, attr = layer.module, layer.attr
+    if shape is not None and len(shape) > 1:
+        if role == "bias" and isinstance(module, nn.MultiheadAttention) and attr in ("bias_k", "bias_v"):
+            return ("other",) * (len(shape) - 1) + ("out",)   # (1, 1, embed_dim)
+        if role == "scale" and all(d == 1 for d in shape[1:]):
+            return ("out",) + ("other",) * (len(shape) - 1)   # (C, 1, 1) layer scale
     if role != "weight" or attr != "weight":
         return None
     if isinstance(module, nn.modules.conv._ConvNd) and module.transposed:
@@ -92,11 +181,15 @@ class TorchParameter(Parameter):
 
     @cached_property
     def role(self) -> str:  # type: ignore[override]
-        return role_of(self._module, self._attr, self._tensor())
+        layer = self._layer()
+        module, attr = (layer.module, layer.attr) if layer.part in ("original", "v") else (self._module, self._attr)
+        return role_of(module, attr, self._tensor(), is_buffer=self._is_buffer, part=layer.part)
 
     @property
     def _axes(self) -> tuple[str, ...] | None:  # type: ignore[override]
-        return axes_of(self._module, self._attr, self.role)
+        t = self._tensor()
+        shape = None if isinstance(t, UninitializedTensorMixin) else tuple(t.shape)
+        return axes_of(self._module, self._attr, self.role, layer=self._layer(), shape=shape)
 
     @property
     def trainable(self) -> bool:  # type: ignore[override]
@@ -106,9 +199,10 @@ class TorchParameter(Parameter):
     @property
     def groups(self) -> int:  # type: ignore[override]
         """The groups of a convolution kernel (its module's ``groups``), else 1."""
-        module = self._module
-        if self._attr == "weight" and isinstance(module, nn.modules.conv._ConvNd):
-            return int(module.groups)
+        layer = self._layer()
+        if layer.attr == "weight" and layer.part in ("", "original", "v") and isinstance(
+                layer.module, nn.modules.conv._ConvNd):
+            return int(layer.module.groups)
         return 1
 
     @property
@@ -154,6 +248,9 @@ class TorchParameter(Parameter):
 
     def _native_name(self) -> str:
         return ".".join(self._keys + (self._attr,))
+
+    def _kind(self) -> str:
+        return "buffer" if self._is_buffer else "parameter"
 
     def _state(self) -> State:
         t = self._tensor()
@@ -303,6 +400,17 @@ class TorchParameter(Parameter):
 
     def _owner(self) -> nn.Module:
         return self._module
+
+    def _layer(self) -> Layer:
+        """The layer this tensor belongs to (see :func:`layer_of`)."""
+        return layer_of(self._module, self._attr, self._host)
+
+    def _host(self) -> tuple[nn.Module, str]:
+        """``(module, name)`` of the layer whose ``parametrizations.<name>`` owns this tensor."""
+        module = self._root
+        for key in self._keys[:-2]:   # ..., "parametrizations", name
+            module = module._modules[key]
+        return module, self._keys[-1]
 
     def _store(self, owner: nn.Module) -> dict:
         return owner._buffers if self._is_buffer else owner._parameters

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, cast
 import numpy as np
 
 from polyparam import errors
-from polyparam._layout import AXIS_ROLES, ROLES, Shape, State, default_axes, format_shape
+from polyparam._layout import AXIS_ROLES, KINDS, ROLES, Shape, State, default_axes, format_shape
 
 if TYPE_CHECKING:
     from polyparam.init import Initializer
@@ -51,6 +51,7 @@ class Parameter(abc.ABC):
       and `_require_data` (extend the core's check, e.g. to settle values recorded on
       meta tensors before a read);
     * tying: `_share`, `_unshare`, `_tie_refusal`;
+    * buffers and constants: `_kind` (default ``"parameter"``);
     * refusals foreseen before the first write: `_write_refusal` (a read-only array,
       storage the framework will not take a value into now), so a multi-parameter
       write refuses up front instead of undoing;
@@ -140,6 +141,19 @@ class Parameter(abc.ABC):
     def native_name(self) -> str:
         """The framework's own name (``"dense1_bias"``, ``"sequential/dense_1/kernel"``)."""
         return self._native_name()
+
+    @property
+    def kind(self) -> str:
+        """``"parameter"``, ``"buffer"`` or ``"constant"`` (see :data:`KINDS`): what the framework calls it.
+
+        A tree-wide ``initialize`` leaves buffers and constants of role ``"other"`` as they are
+        (it cannot know what they hold) and lists them in the report; select them to fill them.
+        """
+        kind = self._kind()
+        if kind not in KINDS:
+            msg = f"Cannot read the kind of parameter {self.path!r}: expected one of {KINDS}, got {kind!r}."
+            raise errors.PluginContractError(msg, path=self.path, expected=KINDS, got=kind)
+        return kind
 
     @property
     def state(self) -> State:
@@ -436,6 +450,10 @@ class Parameter(abc.ABC):
         """
         msg = f"Cannot defer initialization of parameter {self.path!r}: the {self.backend} backend does not support it."
         raise errors.DeferredInitializationError(msg, path=self.path)
+
+    def _kind(self) -> str:
+        """What the framework calls this tensor, one of :data:`KINDS`; ``"parameter"`` by default."""
+        return "parameter"
 
     def _write_refusal(self) -> str | None:
         """Why the backend would refuse to write this parameter now, or ``None`` (the default).

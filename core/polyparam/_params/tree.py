@@ -192,6 +192,10 @@ class ParameterCollection(abc.ABC):
         has data is skipped with an :class:`~polyparam.errors.AlreadyInitializedWarning`
         unless ``force_reinit``. A parameter whose shape is unknown is *deferred*: the
         initializer runs when the framework materializes it (the first forward pass).
+        A whole tree's ``initialize`` leaves buffers and constants of role ``"other"``
+        (an attention mask, a power-iteration vector: see :attr:`Parameter.kind`) as they
+        are, lists them in ``report.skipped`` and warns once; a selection that contains
+        them (``tree.select("*.mask").initialize(...)``) fills them.
 
         Args:
             init: An :class:`~polyparam.init.Initializer`, a callable ``(shape, dtype) -> array``
@@ -210,6 +214,7 @@ class ParameterCollection(abc.ABC):
         from polyparam.init.run import initialize_parameters
 
         return initialize_parameters((p for _, p in self._occurrences()), init,
+                                     skip_buffers=isinstance(self, ParameterTree),
                                      force_reinit=force_reinit, seed=seed, by_role=True, progress=progress)
 
     # ---- distributed processes (optional hooks) -----------------------------------

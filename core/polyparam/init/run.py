@@ -78,7 +78,7 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
 
 def initialize_parameters(params: Iterable[Parameter], init: Initializer | Callable[..., Any] | str | None, *,
                           force_reinit: bool = False, seed: int | None = None, by_role: bool = True,
-                          progress: bool | None = None) -> InitReport:
+                          progress: bool | None = None, skip_buffers: bool = False) -> InitReport:
     """Initialize ``params`` (tied parameters once), as ``ParameterTree.initialize`` documents.
 
     ``seed`` is ``None`` or an ``int`` from ``-2**63`` to ``2**64 - 1`` (anything else raises
@@ -90,21 +90,27 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
     initializer = as_initializer(init)
     with exclusive_writes():
         report = _initialize(list(params), initializer, call_seed, seed_given=seed is not None,
-                             force_reinit=force_reinit, by_role=by_role, progress=progress)
+                             force_reinit=force_reinit, by_role=by_role, progress=progress,
+                             skip_buffers=skip_buffers)
     initializer._finish()
     return report
 
 
 def _initialize(params: list[Parameter], initializer: Initializer, call_seed: int, *, seed_given: bool,
-                force_reinit: bool, by_role: bool, progress: bool | None) -> InitReport:
+                force_reinit: bool, by_role: bool, progress: bool | None, skip_buffers: bool) -> InitReport:
     report = InitReport()
     todo: list[Parameter] = []
     seen: set[Any] = set()
+    left: list[str] = []
     for p in params:
         key = p._identity()
         if key in seen:
             continue
         seen.add(key)
+        if skip_buffers and p.role == "other" and p.kind != "parameter":
+            report.skipped[p.path] = f"a {p.kind} of unknown role: select it to initialize it"
+            left.append(p.path)
+            continue
         state = p.state
         if state == "initialized" and not force_reinit:
             warnings.warn(f"Parameter {p.path!r} is already initialized, ignoring. "
@@ -119,6 +125,10 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
             (report.deferred if p._defers_init() else report.initialized).append(p.path)
             todo.append(p)
 
+    if left:
+        warnings.warn(f"initialize left {len(left)} buffer(s) of unknown role as they are: {left[:5]}"
+                      f"{' ...' if len(left) > 5 else ''}. Select them (tree.select(...)) to initialize them.",
+                      errors.PolyparamWarning, stacklevel=4)
     if not seed_given:  # one random seed for every process of a distributed model
         call_seed = next((p._agree_seed(call_seed) for p in todo if p._placement() is not None), call_seed)
     report.seed = call_seed

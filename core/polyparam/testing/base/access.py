@@ -181,3 +181,12 @@ class BaseAccessTests(_Kit):
             np.testing.assert_array_equal(after[path], value)
         assert [group.paths for group in tree.ties()] == ties
         assert {p.device for p in tree.parameters()} == {device}
+
+    def test_kinds(self, models: Any, mlp: tuple[Case, pp.ParameterTree]) -> None:
+        """Every tensor says what its framework calls it; dense weights and biases are parameters."""
+        from polyparam.backend import KINDS
+
+        _, tree = mlp
+        assert {path: p.kind for path, p in tree.items()} == {path: "parameter" for path in tree.paths()}
+        for path, p in pp.tree(models.layer("batchnorm")).items():
+            assert p.kind in KINDS, f"batchnorm {path!r}: expected a kind in {KINDS}, got {p.kind!r}"

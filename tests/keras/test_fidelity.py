@@ -1,0 +1,181 @@
+"""The tree says what Keras says: ``trainable`` as Keras counts it (frozen layers and models,
+non-trainable variables), and roles and axis roles from the layer's type for layers beyond
+Dense and Conv (MultiHeadAttention/EinsumDense, LSTM/GRU, Normalization)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+import polyparam as pp  # noqa: E402 - after the importorskip
+from polyparam import errors  # noqa: E402
+
+L = keras.layers
+
+
+def _keras_trainable(model: Any) -> int:
+    return sum(v.numpy().size for v in model.trainable_weights)
+
+
+def _tree_trainable(tree: pp.ParameterTree) -> int:
+    return sum(p.size or 0 for p in tree.parameters() if p.trainable)
+
+
+def _assert_trainable_like_keras(model: Any) -> None:
+    tree = pp.tree(model)
+    assert _tree_trainable(tree) == _keras_trainable(model)
+    keras_ids = {id(v) for v in model.trainable_weights}
+    for path, p in tree.items():
+        assert p.trainable == (id(p.native) in keras_ids), path
+
+
+# ---- B3: trainable ---------------------------------------------------------------------
+
+
+def test_frozen_first_dense_is_not_trainable_and_reads_live() -> None:
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3), L.Dense(2)])
+    model.layers[0].trainable = False
+    tree = pp.tree(model)
+    assert {path: p.trainable for path, p in tree.items()} == {
+        "0.weight": False, "0.bias": False, "1.weight": True, "1.bias": True}
+    _assert_trainable_like_keras(model)
+    weight = tree["0.weight"]
+    model.layers[0].trainable = True
+    assert weight.trainable
+    _assert_trainable_like_keras(model)
+
+
+def test_trainable_has_no_setter() -> None:
+    tree = pp.tree(keras.Sequential([keras.Input((4,)), L.Dense(3)]))
+    with pytest.raises(AttributeError):
+        tree["0.weight"].trainable = False
+
+
+def test_normalization_statistics_are_not_trainable() -> None:
+    model = keras.Sequential([keras.Input((3,)), L.Normalization(), L.Dense(2)])
+    model.layers[0].adapt(np.random.default_rng(0).normal(5, 2, (64, 3)).astype(np.float32))
+    tree = pp.tree(model)
+    assert [p.trainable for p in tree["0"].parameters()] == [False, False, False]
+    _assert_trainable_like_keras(model)
+
+
+def test_batch_normalization_trainable_like_keras() -> None:
+    model = keras.Sequential([keras.Input((5,)), L.Dense(4), L.BatchNormalization(), L.Dense(2)])
+    _assert_trainable_like_keras(model)
+    model.layers[1].trainable = False     # the usual fine-tuning freeze
+    tree = pp.tree(model)
+    assert not tree["1.weight"].trainable and not tree["1.bias"].trainable
+    _assert_trainable_like_keras(model)
+
+
+def test_nested_frozen_submodel() -> None:
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3), L.Dense(3)])
+    inp = keras.Input((4,))
+    model = keras.Model(inp, L.Dense(2)(inner(inp)))
+    inner.trainable = False
+    _assert_trainable_like_keras(model)
+    tree = pp.tree(model)
+    assert [p.trainable for p in tree.parameters()] == [False] * 4 + [True] * 2
+    # Keras: the layer's variables are trainable again, and only the root's own flag is checked
+    inner.layers[0].trainable = True
+    assert [p.trainable for p in tree.parameters()] == [True, True, False, False, True, True]
+    _assert_trainable_like_keras(model)
+    model.trainable = False              # the root itself
+    assert _tree_trainable(tree) == 0 == _keras_trainable(model)
+
+
+def test_frozen_root_and_unbuilt_layers() -> None:
+    model = keras.Sequential([L.Dense(3), L.BatchNormalization(), L.Dense(2)])   # not built yet
+    model.layers[0].trainable = False
+    tree = pp.tree(model)
+    assert {path: p.trainable for path, p in tree.items()} == {
+        "0.weight": False, "0.bias": False, "1.weight": True, "1.bias": True, "1.running_mean": False,
+        "1.running_var": False, "2.weight": True, "2.bias": True}
+    model.build((None, 4))
+    _assert_trainable_like_keras(model)
+    model.trainable = False
+    assert not any(p.trainable for p in tree.parameters())
+
+
+def test_shared_layer_counts_once() -> None:
+    shared = L.Dense(4)
+    inp = keras.Input((4,))
+    model = keras.Model(inp, L.Dense(2)(shared(shared(inp))))
+    _assert_trainable_like_keras(model)
+
+
+# ---- B4: roles from the layer's type -------------------------------------------------
+
+
+def _zoo() -> Any:
+    inp = keras.Input((6,), dtype="int32")
+    h = L.Embedding(50, 16)(inp)
+    h = L.MultiHeadAttention(num_heads=2, key_dim=8)(h, h)
+    h = L.EinsumDense("abc,cd->abd", output_shape=(None, 5), bias_axes="d")(h)
+    h = L.GRU(4, return_sequences=True)(h)
+    h = L.LSTM(8)(h)
+    norm = L.Normalization()
+    h = norm(h)
+    model = keras.Model(inp, L.Dense(3)(h))
+    norm.adapt(np.random.default_rng(1).normal(5, 2, (32, 8)).astype(np.float32))
+    return model
+
+
+def test_roles_and_axes_from_layer_types() -> None:
+    tree = pp.tree(_zoo())
+    facts = {path: (p.role, p.axes) for path, p in tree.items()}
+    assert facts["2._query_dense.kernel"] == ("weight", ("in", "out", "out"))     # abc,cde->abde
+    assert facts["2._query_dense.bias"] == ("bias", ("other", "other"))
+    assert facts["2._output_dense.kernel"] == ("weight", ("in", "in", "out"))     # abcd,cde->abe
+    assert facts["2._output_dense.bias"] == ("bias", ("out",))
+    assert facts["3.kernel"] == ("weight", ("in", "out"))
+    assert facts["3.bias"] == ("bias", ("out",))
+    for rnn in ("4", "5"):    # GRU, LSTM: Keras' layout (in, gates * units), kept as it is
+        assert facts[f"{rnn}.cell.kernel"] == ("weight", ("in", "out"))
+        assert facts[f"{rnn}.cell.recurrent_kernel"] == ("weight", ("in", "out"))
+        assert facts[f"{rnn}.cell.bias"][0] == "bias"
+    assert tree["5.cell.kernel"].shape == (4, 32) and tree["5.cell.recurrent_kernel"].shape == (8, 32)
+    assert facts["6.mean"][0] == facts["6.variance"][0] == facts["6.count"][0] == "other"  # adapted data
+
+
+def test_tree_wide_xavier_on_other_layers() -> None:
+    model = _zoo()
+    tree = pp.tree(model)
+    before = tree.state(copy=True)
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    for path, p in tree.items():
+        if p.role == "bias":
+            assert not p.numpy().any(), path
+        if p.role == "weight":
+            assert not np.array_equal(p.numpy(), before[path]), path
+    query = tree["2._query_dense.kernel"].numpy()        # fan_in 16, fan_out 2 * 8: bound sqrt(6 / 32)
+    assert np.abs(query).max() <= np.sqrt(6 / 32) and np.abs(query).max() > 0.8 * np.sqrt(6 / 32)
+
+
+def test_tree_wide_init_leaves_normalization_statistics_as_adapted() -> None:
+    """Normalization's adapted mean/variance/count are data, not weights (kind "buffer", role "other"):
+    a tree-wide initialize leaves them as adapted and says so; selecting them fills them."""
+    model = _zoo()
+    tree = pp.tree(model)
+    adapted = {name: tree[f"6.{name}"].numpy().copy() for name in ("mean", "variance", "count")}
+    assert np.abs(adapted["mean"]).max() > 0 and (adapted["variance"] != 1).all()
+    assert {tree[f"6.{name}"].kind for name in adapted} == {"buffer"}
+    with pytest.warns(errors.PolyparamWarning, match="buffer"):
+        report = tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    assert {f"6.{name}" for name in adapted} <= set(report.skipped)
+    for name, value in adapted.items():
+        np.testing.assert_array_equal(tree[f"6.{name}"].numpy(), value)
+    tree.select("6.variance").initialize(pp.init.One(), force_reinit=True)
+    assert (tree["6.variance"].numpy() == 1).all()
+
+
+def test_efficientnet_tree_wide_xavier_and_trainable_count() -> None:
+    model = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3))
+    _assert_trainable_like_keras(model)
+    tree = pp.tree(model)
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    assert np.isfinite(keras.ops.convert_to_numpy(model(x))).all()

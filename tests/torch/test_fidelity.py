@@ -1,0 +1,235 @@
+"""Roles and axes read from the layer's type and attribute (the name only as a fallback), and what a
+tree-wide initialize does with them: attention, layer scale, weight and spectral norm, buffers."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn.utils import parametrizations  # noqa: E402
+
+import polyparam as pp  # noqa: E402
+from polyparam import errors  # noqa: E402
+
+
+def roles(tree: pp.ParameterTree) -> dict[str, str]:
+    return {path: p.role for path, p in tree.items()}
+
+
+def snapshot(tree: pp.ParameterTree) -> dict[str, np.ndarray]:
+    return {path: np.array(p.numpy(), copy=True) for path, p in tree.items()}
+
+
+def assert_biases_zero(tree: pp.ParameterTree) -> None:
+    biases = [path for path, p in tree.items() if p.role in ("bias", "shift")]
+    assert biases
+    for path in biases:
+        assert not tree[path].numpy().any(), path
+
+
+def assert_xavier_fans(tree: pp.ParameterTree, path: str, fan_in: int, fan_out: int) -> None:
+    bound = math.sqrt(6 / (fan_in + fan_out))
+    value = np.abs(tree[path].numpy())
+    assert value.max() <= bound
+    assert value.max() > 0.9 * bound  # the full range: neither a smaller matrix's fans nor a larger one's
+
+
+# ---- attention --------------------------------------------------------------------------
+
+
+def test_transformer_encoder_layer_xavier_zeroes_every_bias() -> None:
+    """in_proj_bias is a bias, in_proj_weight a (3*d, d) weight: a tree-wide Xavier runs and zeroes biases."""
+    net = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32)
+    tree = pp.tree(net)
+    assert tree["self_attn.in_proj_bias"].role == "bias"
+    assert tree["self_attn.in_proj_weight"].role == "weight"
+    assert tree["self_attn.in_proj_weight"].axes == ("out", "in")
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    assert_biases_zero(tree)
+    assert not net.self_attn.in_proj_bias.detach().numpy().any()   # as torch's own reset_parameters
+    assert_xavier_fans(tree, "self_attn.in_proj_weight", 16, 48)
+
+
+def test_transformer_xavier_runs_and_uniform_keeps_in_proj_bias_zero() -> None:
+    """nn.Transformer (encoder and decoder attention): Xavier runs; Uniform leaves every bias at 0."""
+    net = nn.Transformer(d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=32)
+    tree = pp.tree(net)
+    in_proj = [path for path in roles(tree) if path.endswith("in_proj_bias")]
+    assert len(in_proj) == 3 and all(tree[path].role == "bias" for path in in_proj)
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    assert_biases_zero(tree)
+    for path in roles(tree):
+        if path.endswith("in_proj_weight"):
+            assert_xavier_fans(tree, path, 16, 48)
+    tree.initialize(pp.init.Uniform(), seed=0, force_reinit=True)
+    assert_biases_zero(tree)
+    assert tree["encoder.layers.0.self_attn.in_proj_weight"].numpy().any()
+
+
+def test_attention_with_separate_projections_and_bias_kv() -> None:
+    """kdim/vdim projections are (out, in) weights; bias_k and bias_v are biases (0), as in_proj_bias."""
+    net = nn.MultiheadAttention(16, 2, kdim=8, vdim=4, add_bias_kv=True)
+    tree = pp.tree(net)
+    assert {path: role for path, role in roles(tree).items() if not path.startswith("out_proj")} == {
+        "q_proj_weight": "weight", "k_proj_weight": "weight", "v_proj_weight": "weight",
+        "in_proj_bias": "bias", "bias_k": "bias", "bias_v": "bias"}
+    assert tree["k_proj_weight"].axes == ("out", "in")
+    assert tree["bias_k"].axes == ("other", "other", "out")
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    assert_biases_zero(tree)
+    assert_xavier_fans(tree, "k_proj_weight", 8, 16)
+    assert_xavier_fans(tree, "v_proj_weight", 4, 16)
+
+
+def test_custom_module_bias_suffix_is_a_bias() -> None:
+    """A parameter named ``*_bias`` (a relative-position or attention bias) is a bias by its name."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+            self.attn_bias = nn.Parameter(torch.ones(4))
+
+    tree = pp.tree(Block())
+    assert tree["attn_bias"].role == "bias"
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    assert not tree["attn_bias"].numpy().any()
+
+
+# ---- scales -----------------------------------------------------------------------------
+
+
+class LayerScale(nn.Module):
+    """timm's LayerScale and a custom RMSNorm: 1-D ``gamma``/``weight`` of a module torch does not know."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+        self.gamma = nn.Parameter(1e-6 * torch.ones(dim))
+        self.norm_weight = nn.Module()
+        self.norm_weight.weight = nn.Parameter(torch.full((dim,), 3.0))
+        self.layer_scale = nn.Parameter(1e-6 * torch.ones(dim, 1, 1))   # torchvision's CNBlock
+
+
+def test_layer_scale_gamma_is_a_scale_and_xavier_runs() -> None:
+    """A 1-D gamma or weight (and torchvision's (C, 1, 1) layer_scale) is a scale: reset to 1, never refused."""
+    tree = pp.tree(LayerScale(8))
+    assert tree["gamma"].role == "scale"
+    assert tree["norm_weight.weight"].role == "scale"
+    assert tree["layer_scale"].role == "scale"
+    assert tree["layer_scale"].axes == ("out", "other", "other")
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    for path in ("gamma", "norm_weight.weight", "layer_scale"):
+        np.testing.assert_array_equal(tree[path].numpy(), 1)
+
+
+def test_prelu_and_linear_with_one_input_keep_their_roles() -> None:
+    """The scale fallback is for modules torch does not know: PReLU's slope and Linear(1, n) are not scales."""
+    tree = pp.tree(nn.Sequential(nn.PReLU(3), nn.Linear(1, 3)))
+    assert tree["0.weight"].role == "other"
+    assert tree["1.weight"].role == "weight"
+
+
+# ---- weight norm and spectral norm --------------------------------------------------------
+
+
+def test_weight_norm_magnitude_is_a_per_output_scale() -> None:
+    """weight_norm's g (parametrizations original0) is a scale on the output axis; v stays a weight."""
+    tree = pp.tree(parametrizations.weight_norm(nn.Linear(4, 3)))
+    g, v = tree["parametrizations.weight.original0"], tree["parametrizations.weight.original1"]
+    assert (g.role, g.axes) == ("scale", ("out", "other"))
+    assert (v.role, v.axes) == ("weight", ("out", "in"))
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    np.testing.assert_array_equal(g.numpy(), 1)
+    assert_xavier_fans(tree, "parametrizations.weight.original1", 4, 3)
+
+
+def test_legacy_weight_norm_magnitude_is_a_scale() -> None:
+    """The hook-based nn.utils.weight_norm: weight_g is a scale, weight_v a weight."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # deprecated in favour of parametrizations
+        net = nn.utils.weight_norm(nn.Conv2d(2, 5, 3))
+    tree = pp.tree(net)
+    assert (tree["weight_g"].role, tree["weight_g"].axes) == ("scale", ("out", "other", "other", "other"))
+    assert (tree["weight_v"].role, tree["weight_v"].axes) == ("weight", ("out", "in", "space", "space"))
+
+
+def test_weight_norm_of_a_transposed_conv_reads_the_layer_axes() -> None:
+    """A reparametrized weight has its layer's axes: (in, out, k, k) for ConvTranspose, g on dim 0 (in)."""
+    tree = pp.tree(parametrizations.weight_norm(nn.ConvTranspose2d(6, 2, 3)))
+    assert tree["parametrizations.weight.original1"].axes == ("in", "out", "space", "space")
+    assert tree["parametrizations.weight.original0"].axes == ("in", "other", "other", "other")
+
+
+@pytest.mark.parametrize("kind", ["parametrizations", "legacy"])
+def test_spectral_norm_vectors_are_non_trainable_others(kind: str) -> None:
+    """spectral_norm's u and v are buffers: role other, not trainable; its original weight keeps the layer's axes."""
+    net = (parametrizations.spectral_norm(nn.ConvTranspose2d(4, 3, 3)) if kind == "parametrizations"
+           else nn.utils.spectral_norm(nn.ConvTranspose2d(4, 3, 3)))
+    tree = pp.tree(net)
+    vectors = [p for _, p in tree.items() if p.role == "other"]
+    assert len(vectors) == 2 and not any(p.trainable for p in vectors)
+    original = "parametrizations.weight.original" if kind == "parametrizations" else "weight_orig"
+    assert tree[original].axes == ("in", "out", "space", "space")
+
+
+@pytest.mark.parametrize("kind", ["parametrizations", "legacy"])
+def test_spectral_norm_tree_wide_xavier_runs(kind: str) -> None:
+    """Xavier fills the weight and leaves the power-iteration vectors as they are (they stay unit vectors)."""
+    net = (parametrizations.spectral_norm(nn.Linear(4, 3)) if kind == "parametrizations"
+           else nn.utils.spectral_norm(nn.Linear(4, 3)))
+    tree = pp.tree(net)
+    before = snapshot(tree)
+    with pytest.warns(errors.PolyparamWarning, match="buffer"):
+        report = tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    after = snapshot(tree)
+    assert {path for path, p in tree.items() if p.kind == "buffer"} <= set(report.skipped)
+    for path, p in tree.items():
+        if p.role == "other":
+            np.testing.assert_array_equal(after[path], before[path])
+    net(torch.ones(1, 4))
+
+
+# ---- buffers ----------------------------------------------------------------------------
+
+
+class Masked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.register_buffer("mask", torch.tril(torch.ones(4, 4)))
+        self.register_buffer("position_ids", torch.arange(4))
+        self.register_buffer("bias", torch.ones(4))   # an old GPT-2 style mask buffer named like a bias
+
+
+def test_persistent_buffers_are_non_trainable_others() -> None:
+    """A persistent buffer that is not a running statistic is role other and not trainable, whatever its name."""
+    tree = pp.tree(Masked())
+    assert {path: (p.role, p.trainable) for path, p in tree.items() if not path.startswith("fc")} == {
+        "mask": ("other", False), "position_ids": ("other", False), "bias": ("other", False)}
+
+
+@pytest.mark.parametrize("init", [pp.init.Xavier(), pp.init.Uniform()])
+def test_force_reinit_leaves_persistent_buffers(init: pp.init.Initializer) -> None:
+    """initialize(force_reinit=True) fills fc and leaves mask, position_ids and bias as they are."""
+    net = Masked()
+    tree = pp.tree(net)
+    with pytest.warns(errors.PolyparamWarning, match="3 buffer"):
+        report = tree.initialize(init, seed=0, force_reinit=True)
+    assert {"mask", "position_ids", "bias"} <= set(report.skipped)
+    np.testing.assert_array_equal(net.mask.numpy(), np.tril(np.ones((4, 4))))
+    np.testing.assert_array_equal(net.position_ids.numpy(), np.arange(4))
+    np.testing.assert_array_equal(net.bias.numpy(), 1)
+    assert [p.kind for _, p in tree.items()].count("buffer") == 3
+
+
+def test_a_selection_of_buffers_is_initialized() -> None:
+    """Selecting buffers explicitly fills them."""
+    net = Masked()
+    pp.tree(net).select("mask").initialize(pp.init.Constant(3.0), force_reinit=True)
+    np.testing.assert_array_equal(net.mask.numpy(), 3)
