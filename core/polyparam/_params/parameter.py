@@ -17,6 +17,19 @@ if TYPE_CHECKING:
 __all__ = ["AXIS_ROLES", "ROLES", "Parameter", "Shape", "format_shape"]
 
 
+def require_backend_name(cls: type, base: str) -> None:
+    """Refuse a concrete (non-abstract) subclass of ``base`` whose ``backend`` class attribute is not set."""
+    abstract = [name for name, value in vars(cls).items() if getattr(value, "__isabstractmethod__", False)]
+    abstract += [name for parent in cls.__bases__ for name in getattr(parent, "__abstractmethods__", ())
+                 if getattr(getattr(cls, name, None), "__isabstractmethod__", False)]
+    name = getattr(cls, "backend", "")
+    if not abstract and not (isinstance(name, str) and name):
+        msg = (f"Cannot define {base} subclass {cls.__module__}.{cls.__qualname__}: expected a class "
+               f"attribute `backend` naming its backend, got {name!r}. Add `backend = NAME` (the backend's "
+               "name, e.g. \"mybackend\") to the class body.")
+        raise errors.PluginContractError(msg, expected="backend = a non-empty str", got=name)
+
+
 class Parameter(abc.ABC):
     """A named, shaped, typed tensor owned by some backend.
 
@@ -76,15 +89,7 @@ class Parameter(abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Refuse a concrete subclass that does not name its backend (``backend = "mybackend"``)."""
         super().__init_subclass__(**kwargs)
-        abstract = [name for name, value in vars(cls).items() if getattr(value, "__isabstractmethod__", False)]
-        abstract += [name for base in cls.__bases__ for name in getattr(base, "__abstractmethods__", ())
-                     if getattr(getattr(cls, name, None), "__isabstractmethod__", False)]
-        name = getattr(cls, "backend", "")
-        if not abstract and not (isinstance(name, str) and name):
-            msg = (f"Cannot define Parameter subclass {cls.__module__}.{cls.__qualname__}: expected a class "
-                   f"attribute `backend` naming its backend, got {name!r}. Add `backend = NAME` (the backend's "
-                   "name, e.g. \"mybackend\") to the class body.")
-            raise errors.PluginContractError(msg, expected="backend = a non-empty str", got=name)
+        require_backend_name(cls, "Parameter")
 
     def __init__(self, path: str, /, *, role: str = "weight", axes: tuple[str, ...] | None = None,
                  trainable: bool = True, groups: int = 1) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._layout import format_shape, join_path
-from polyparam._params.parameter import Parameter
+from polyparam._params.parameter import Parameter, require_backend_name
 from polyparam._params.plan import WritePlan, check_keys, resolve_keys, storage_groups
 from polyparam._params.ties import TieGroup
 
@@ -375,15 +375,7 @@ class ParameterTree(ParameterCollection):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Refuse a concrete subclass that does not name its backend (``backend = "mybackend"``)."""
         super().__init_subclass__(**kwargs)
-        abstract = [name for name, value in vars(cls).items() if getattr(value, "__isabstractmethod__", False)]
-        abstract += [name for base in cls.__bases__ for name in getattr(base, "__abstractmethods__", ())
-                     if getattr(getattr(cls, name, None), "__isabstractmethod__", False)]
-        name = getattr(cls, "backend", "")
-        if not abstract and not (isinstance(name, str) and name):
-            msg = (f"Cannot define ParameterTree subclass {cls.__module__}.{cls.__qualname__}: expected a class "
-                   f"attribute `backend` naming its backend, got {name!r}. Add `backend = NAME` (the backend's "
-                   "name, e.g. \"mybackend\") to the class body.")
-            raise errors.PluginContractError(msg, expected="backend = a non-empty str", got=name)
+        require_backend_name(cls, "ParameterTree")
 
     def __init__(self, native: Any, /, *, path: str = "") -> None:
         self._native_obj = native
