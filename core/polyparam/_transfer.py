@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -121,6 +122,17 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True,
                f"{len(report.dtypes)} dtype differences:\n{report}\nPass strict=False to move what matches.")
         first = (report.missing or report.unexpected or [x[0] for x in report.shapes] or [x[0] for x in report.dtypes])
         raise errors.TransferError(msg, path=first[0], expected=d.backend, got=s.backend, report=report)
+    if not strict and not report.ok:
+        differences = (f"{len(report.missing)} missing, {len(report.unexpected)} unexpected, {len(report.shapes)} "
+                       f"shape and {len(report.dtypes)} dtype differences")
+        if not plan.writes:
+            msg = (f"Cannot transfer {s.backend} parameters to {d.backend}: expected at least one path to match, "
+                   f"got none ({differences}). The two models name their parameters differently; compare "
+                   "tree.paths() on both sides.")
+            first = (report.missing or report.unexpected or [x[0] for x in report.shapes] or [""])
+            raise errors.TransferError(msg, path=first[0], expected="a matching path", got=differences, report=report)
+        warnings.warn(f"Transferring {len(plan.writes)} values from {s.backend} to {d.backend}; left out: "
+                      f"{differences} (str(report) lists them).", errors.PolyparamWarning, stacklevel=2)
 
     if ties == "restore":
         for group in s.ties():

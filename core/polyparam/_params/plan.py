@@ -11,6 +11,7 @@ write, every value through :meth:`Parameter._commit`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -25,7 +26,7 @@ from polyparam._params.ties import tie_problem
 if TYPE_CHECKING:
     from polyparam._params.tree import ParameterCollection
 
-__all__ = ["WritePlan", "check_keys", "resolve_keys", "storage_groups"]
+__all__ = ["WritePlan", "check_keys", "check_partial", "resolve_keys", "storage_groups"]
 
 Groups = dict[Any, list[tuple[str, Parameter]]]
 
@@ -76,6 +77,31 @@ def check_keys(groups: Groups, keys: Any, *, strict: bool, subject: str) -> tupl
                "Pass strict=False to load the keys that match.")
         raise errors.StateError(msg, path=(missing or unexpected)[0], expected=missing, got=unexpected)
     return missing, unexpected
+
+
+def check_partial(subject: str, *, matched: int, missing: list[str], unexpected: list[str],
+                  skipped: int = 0) -> None:
+    """After a non-strict match: refuse one that matched nothing, warn about one that left anything out.
+
+    A ``strict=False`` load that quietly moves nothing (keys of another naming scheme, a
+    prefix) is the worst outcome of all, so it is an error; a partial one warns with the counts.
+
+    Raises:
+        StateError: Nothing matched although there was something to match.
+    """
+    if not (missing or unexpected or skipped):
+        return
+    if matched == 0:
+        msg = (f"Cannot load {subject}: expected at least one key to match a parameter, got none "
+               f"({len(unexpected)} keys the model lacks, e.g. {unexpected[:3]}; {len(missing)} parameters the "
+               f"source lacks, e.g. {missing[:3]}). Check that the keys are the model's paths or native names.")
+        raise errors.StateError(msg, path=[*missing, *unexpected, ""][0], expected="a matching key",
+                                got=unexpected[:10])
+    parts = [f"{len(missing)} parameters kept their values (not in the source)" if missing else "",
+             f"{len(unexpected)} keys ignored (not in the model)" if unexpected else "",
+             f"{skipped} values skipped (shape or dtype differs)" if skipped else ""]
+    warnings.warn(f"Loaded {matched} values from {subject}; " + "; ".join(p for p in parts if p) + ".",
+                  errors.PolyparamWarning, stacklevel=3)
 
 
 def fit_problem(p: Parameter, shape: Shape, dtype: np.dtype, *, cast: bool = True) -> str | None:

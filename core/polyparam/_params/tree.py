@@ -15,7 +15,7 @@ import numpy as np
 from polyparam import errors
 from polyparam._layout import format_shape, join_path
 from polyparam._params.parameter import Parameter, require_backend_name
-from polyparam._params.plan import WritePlan, check_keys, resolve_keys, storage_groups
+from polyparam._params.plan import WritePlan, check_keys, check_partial, resolve_keys, storage_groups
 from polyparam._params.ties import TieGroup
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class ParameterCollection(abc.ABC):
         groups = storage_groups(self)
         resolved = resolve_keys(groups, state, subject="state")
         state = {resolved[key]: value for key, value in state.items()}
-        check_keys(groups, state, strict=strict, subject="state")
+        missing, unexpected = check_keys(groups, state, strict=strict, subject="state")
         plan = WritePlan("state")
         for members in groups.values():
             given = [(path, state[path]) for path, _ in members if path in state]
@@ -178,6 +178,8 @@ class ParameterCollection(abc.ABC):
                     raise errors.StateError(msg, path=path, expected="equal values", got="different values")
             plan.check_writable(first_path, p)
             plan.add(first_path, p, functools.partial(np.asarray, array))
+        if not strict:
+            check_partial("state", matched=len(plan.writes), missing=missing, unexpected=unexpected)
         plan.commit(description="load state", progress=False)
 
     # ---- initialization --------------------------------------------------------

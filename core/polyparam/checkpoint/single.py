@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from polyparam import errors
-from polyparam._params.plan import WritePlan, check_keys, resolve_keys, storage_groups
+from polyparam._params.plan import WritePlan, check_keys, check_partial, resolve_keys, storage_groups
 from polyparam._params.tree import ParameterTree
 from polyparam.checkpoint.formats import Archive, PolyparamMetadata, open_archive
 from polyparam.checkpoint.io import LoadReport, atomic_write, contiguous, write_tensors
@@ -232,6 +232,8 @@ def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ti
             archive.verify(key, archive.read(key))
 
     report = LoadReport(unexpected=unexpected if not strict else [], missing=missing if not strict else [])
+    if not strict:
+        check_partial(repr(file), matched=len(plan.writes), missing=missing, unexpected=unexpected)
     plan.commit(description=f"load {os.path.basename(archive.file)}", progress=progress,
                 on_written=report.loaded.append, on_tied=report.tied.append)
     return report
