@@ -49,6 +49,8 @@ def resolve_keys(groups: Groups, keys: Any, *, subject: str) -> dict[str, str]:
         StateError: Two keys name the same parameter (its path and its native name).
     """
     paths = {path for members in groups.values() for path, _ in members}
+    if all(key in paths for key in keys):  # the usual case: no native name to look up
+        return {key: key for key in keys}
     native = {p.native_name: path for members in groups.values() for path, p in members}
     out: dict[str, str] = {}
     by_path: dict[str, str] = {}
@@ -184,6 +186,43 @@ class WritePlan:
                        f"{problem[1]}. {fix}")
                 raise error(msg, path=q, expected=first_path, got=problem[1])
         self.ties.append(anchors)
+
+    def add_recorded_ties(self, groups: Groups, recorded: Iterable[Iterable[str]], /, *, ties: str,
+                          backend: str) -> None:
+        """Plan the ties a checkpoint records (``ties="restore"``), or refuse them (``"strict"``), before any write.
+
+        ``recorded`` holds groups of canonical paths; members the model lacks are ignored.
+        """
+        model_paths = {path: key for key, members in groups.items() for path, _ in members}
+        for group in recorded:
+            present = [q for q in group if q in model_paths]
+            identities = list(dict.fromkeys(model_paths[q] for q in present))
+            if len(identities) < 2:
+                continue
+            if ties == "strict":
+                msg = (f"Cannot load {self.subject}: expected the model to tie {present} as the checkpoint does, got "
+                       "them untied. Pass ties='restore' to tie them, or tie them with pp.tie first.")
+                raise errors.TieMismatchError(msg, path=present[0], expected="tied", got="untied")
+            if ties == "restore":
+                self.add_tie([groups[i][0] for i in identities],
+                             fix="Load into the architecture the checkpoint was saved from, or pass ties='ignore'.")
+        if self.ties:
+            from polyparam._manager import get_backend
+
+            self.require_tying(backend, get_backend(backend).CAPABILITIES, fix="Pass ties='ignore'.")
+
+    def check_one_value(self, members: list[tuple[str, Parameter]], keys: list[str],
+                        read: Callable[[str], np.ndarray], /) -> None:
+        """Refuse different stored values for one tie group of the model (``keys`` name them in the source)."""
+        if len(keys) < 2:
+            return
+        first = read(keys[0])
+        for key in keys[1:]:
+            if not np.array_equal(read(key), first):
+                msg = (f"Cannot load {self.subject}: expected one value for the model's tie group "
+                       f"{[q for q, _ in members]}, got different tensors {keys[0]!r} and {key!r}. Untie the "
+                       "model's parameters first, or pass ties='ignore' to take the first.")
+                raise errors.TieMismatchError(msg, path=members[0][0], expected=keys[0], got=key)
 
     def require_tying(self, backend: str, capabilities: Iterable[str], /, *, fix: str) -> None:
         """Refuse planned ties on a backend that cannot tie."""

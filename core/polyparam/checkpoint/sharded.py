@@ -416,27 +416,10 @@ def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast:
     """The single-file load's checks (see ``single._load``), each process reading only its boxes."""
     source = index.paths()  # path -> stored path
     groups = storage_groups(tree)
-    model_paths = {path: key for key, members in groups.items() for path, _ in members}
     missing, unexpected = check_keys(groups, source, strict=strict, subject=repr(index.directory))
     plan = WritePlan(repr(index.directory))
 
-    # Ties: the directory's groups, as sets of model identities that must end up as one.
-    for fgroup in index.ties:
-        present = [q for q in fgroup if q in model_paths]
-        identities = list(dict.fromkeys(model_paths[q] for q in present))
-        if len(identities) < 2:
-            continue
-        if ties == "strict":
-            msg = (f"Cannot load {index.directory!r}: expected the model to tie {present} as the checkpoint does, "
-                   "got them untied. Pass ties='restore' to tie them, or tie them with pp.tie first.")
-            raise errors.TieMismatchError(msg, path=present[0], expected="tied", got="untied")
-        if ties == "restore":
-            plan.add_tie([groups[i][0] for i in identities],
-                         fix="Load into the architecture the checkpoint was saved from, or pass ties='ignore'.")
-    if plan.ties:
-        from polyparam._manager import get_backend
-
-        plan.require_tying(tree.backend, get_backend(tree.backend).CAPABILITIES, fix="Pass ties='ignore'.")
+    plan.add_recorded_ties(groups, index.ties, ties=ties, backend=tree.backend)
 
     # Values: one stored path per model group; members given different values must agree (whole
     # arrays, so every process decides alike).
@@ -449,15 +432,8 @@ def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast:
         for key in keys:
             plan.check_fit(path, p, index.shapes[key], index.dtypes[key], key=key, cast=cast)
         p._require_data(f"load {keys[0]!r} into")
-        if len(keys) > 1 and ties != "ignore":
-            first = index.read(keys[0])
-            for key in keys[1:]:
-                if not np.array_equal(index.read(key), first):
-                    msg = (f"Cannot load {index.directory!r}: expected one value for the model's tie group "
-                           f"{[q for q, _ in members]}, got different tensors {keys[0]!r} and {key!r}. Untie the "
-                           "model's parameters first, or pass ties='ignore' to take the first.")
-                    raise errors.TieMismatchError(msg, path=path, expected=keys[0], got=key)
-            del first
+        if ties != "ignore":
+            plan.check_one_value(members, keys, index.read)  # whole arrays: every process decides alike
 
         def read(p: Parameter = p, stored: str = keys[0]) -> np.ndarray:
             return index.read(stored, p._local_box())

@@ -182,27 +182,12 @@ def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ti
     stored = archive.paths()  # file path -> stored key
     resolved = resolve_keys(groups, stored, subject=repr(file))  # a model's native names -> canonical paths
     source = {resolved[key]: value for key, value in stored.items()}
-    model_paths = {path: key for key, members in groups.items() for path, _ in members}
     missing, unexpected = check_keys(groups, source, strict=strict, subject=repr(file))
     plan = WritePlan(repr(file))
 
     # Ties: the file's groups, as sets of model identities that must end up as one.
-    for fgroup in archive.metadata.ties:
-        present = [resolved.get(q, q) for q in fgroup if resolved.get(q, q) in model_paths]
-        identities = list(dict.fromkeys(model_paths[q] for q in present))
-        if len(identities) < 2:
-            continue
-        if ties == "strict":
-            msg = (f"Cannot load {file!r}: expected the model to tie {present} as the file does, got "
-                   f"them untied. Pass ties='restore' to tie them, or tie them with pp.tie first.")
-            raise errors.TieMismatchError(msg, path=present[0], expected="tied", got="untied")
-        if ties == "restore":
-            plan.add_tie([groups[i][0] for i in identities],
-                         fix="Load into the architecture the file was saved from, or pass ties='ignore'.")
-    if plan.ties:
-        from polyparam._manager import get_backend
-
-        plan.require_tying(tree.backend, get_backend(tree.backend).CAPABILITIES, fix="Pass ties='ignore'.")
+    plan.add_recorded_ties(groups, ([resolved.get(q, q) for q in group] for group in archive.metadata.ties),
+                           ties=ties, backend=tree.backend)
 
     # Values: one stored key per model group; members given different tensors must agree.
     chosen: dict[str, str] = {}  # model path -> stored key
@@ -214,17 +199,8 @@ def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ti
         for key in keys:
             entry = archive.entries[key]
             plan.check_fit(path, p, entry.shape, entry.dtype, key=key, cast=cast)
-        if len(keys) > 1:
-            values = [archive.read(k) for k in keys]
-            for k, v in zip(keys[1:], values[1:]):
-                if not np.array_equal(v, values[0]):
-                    if ties == "ignore":
-                        break
-                    msg = (f"Cannot load {file!r}: expected one value for the model's tie group "
-                           f"{[q for q, _ in members]}, got different tensors {keys[0]!r} and {k!r}. Untie the "
-                           "model's parameters first, or pass ties='ignore' to take the first.")
-                    raise errors.TieMismatchError(msg, path=path, expected=keys[0], got=k)
-            del values
+        if ties != "ignore":
+            plan.check_one_value(members, keys, archive.read)
         plan.add(path, p, functools.partial(archive.read, keys[0]))
         chosen[path] = keys[0]
     if verify:  # one tensor at a time (archives read through one file handle); each is summed on all threads
