@@ -188,7 +188,7 @@ class WritePlan:
         self.ties.append(anchors)
 
     def add_recorded_ties(self, groups: Groups, recorded: Iterable[Iterable[str]], /, *, ties: str,
-                          backend: str) -> None:
+                          backend: str, capabilities: Iterable[str]) -> None:
         """Plan the ties a checkpoint records (``ties="restore"``), or refuse them (``"strict"``), before any write.
 
         ``recorded`` holds groups of canonical paths; members the model lacks are ignored.
@@ -206,10 +206,7 @@ class WritePlan:
             if ties == "restore":
                 self.add_tie([groups[i][0] for i in identities],
                              fix="Load into the architecture the checkpoint was saved from, or pass ties='ignore'.")
-        if self.ties:
-            from polyparam._manager import get_backend
-
-            self.require_tying(backend, get_backend(backend).CAPABILITIES, fix="Pass ties='ignore'.")
+        self.require_tying(backend, capabilities, fix="Pass ties='ignore'.")
 
     def check_one_value(self, members: list[tuple[str, Parameter]], keys: list[str],
                         read: Callable[[str], np.ndarray], /) -> None:

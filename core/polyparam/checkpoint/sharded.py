@@ -30,6 +30,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._layout import format_shape
+from polyparam._manager import get_backend
 from polyparam._params.plan import WritePlan, check_keys, storage_groups
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format, fingerprint
 from polyparam.checkpoint.io import (
@@ -419,7 +420,8 @@ def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast:
     missing, unexpected = check_keys(groups, source, strict=strict, subject=repr(index.directory))
     plan = WritePlan(repr(index.directory))
 
-    plan.add_recorded_ties(groups, index.ties, ties=ties, backend=tree.backend)
+    plan.add_recorded_ties(groups, index.ties, ties=ties, backend=tree.backend,
+                           capabilities=get_backend(tree.backend).CAPABILITIES)
 
     # Values: one stored path per model group; members given different values must agree (whole
     # arrays, so every process decides alike).

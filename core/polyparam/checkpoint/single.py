@@ -14,6 +14,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from polyparam import errors
+from polyparam._manager import get_backend
 from polyparam._params.plan import WritePlan, check_keys, check_partial, resolve_keys, storage_groups
 from polyparam._params.tree import ParameterTree
 from polyparam.checkpoint.formats import Archive, PolyparamMetadata, open_archive
@@ -187,7 +188,7 @@ def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ti
 
     # Ties: the file's groups, as sets of model identities that must end up as one.
     plan.add_recorded_ties(groups, ([resolved.get(q, q) for q in group] for group in archive.metadata.ties),
-                           ties=ties, backend=tree.backend)
+                           ties=ties, backend=tree.backend, capabilities=get_backend(tree.backend).CAPABILITIES)
 
     # Values: one stored key per model group; members given different tensors must agree.
     chosen: dict[str, str] = {}  # model path -> stored key
