@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from polyparam import _preload, errors, init
+from polyparam import _preload, errors, init, roles
 from polyparam._manager import backend_for, get_backend, list_backends, tree
 from polyparam._params.parameter import Parameter
 from polyparam._params.ties import TieGroup
@@ -51,6 +51,7 @@ __all__ = [
     "init",
     "list_backends",
     "load",
+    "roles",
     "save",
     "tie",
     "transfer",

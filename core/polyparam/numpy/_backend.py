@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from polyparam import errors
+from polyparam import errors, roles
 from polyparam.backend import (
     LAYER_SPECS,
     Case,
@@ -63,7 +63,9 @@ class NumpyParameter(Parameter):
 
     def __init__(self, path: str, owner: Block, attr: str) -> None:
         param = owner.params[attr]
-        super().__init__(path, role=param.role, axes=param.axes, trainable=param.trainable, groups=param.groups)
+        role, axes = roles.lookup(owner, attr, ndim=len(param.shape))   # a declaration wins over the block's
+        super().__init__(path, role=role or param.role, axes=axes or param.axes, trainable=param.trainable,
+                         groups=param.groups)
         self._owner, self._attr = owner, attr
 
     @property

@@ -1,0 +1,139 @@
+"""Roles and axis roles declared for a layer type the adapters do not know.
+
+Adapters read a parameter's role (and the meaning of its axes) from the layer's type,
+with the attribute name as the fallback. A custom layer whose tensors mean something
+else, such as Hugging Face GPT-2's ``Conv1D`` (a dense weight stored ``(in, out)``),
+is declared once::
+
+    pp.roles.register("transformers.pytorch_utils.Conv1D", axes={"weight": ("in", "out")})
+    pp.roles.register(MyLayerScale, {"gamma": "scale"}, axes={"gamma": ("out",)})
+
+Every backend consults this registry before its own rules, so a declaration wins over
+anything guessed. The layer type is a class or its qualified name as a string (which
+needs no import of the framework); subclasses inherit a declaration, and the most
+specific class declared wins. Attribute names are the parameter's last path
+component (``weight`` for ``h.0.attn.c_attn.weight``); axis roles name the axes of the
+parameter as polyparam shows it (``p.shape``, the canonical layout).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from polyparam import errors
+from polyparam._layout import AXIS_ROLES, ROLES
+
+__all__ = ["Declaration", "declared", "lookup", "register", "unregister"]
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What :func:`register` recorded for one layer type."""
+
+    layer_type: str
+    roles: Mapping[str, str] = field(default_factory=dict)
+    axes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+_lock = threading.Lock()
+_registry: dict[str, Declaration] = {}
+
+
+def _type_name(layer_type: type | str) -> str:
+    if isinstance(layer_type, str):
+        if not layer_type or "." not in layer_type.strip(".") or layer_type != layer_type.strip():
+            raise errors.InvalidArgumentError(
+                f"Cannot register roles for layer type {layer_type!r}: expected a class or its qualified name "
+                "such as 'transformers.pytorch_utils.Conv1D', got a string without a module. "
+                "Pass the class, or 'package.module.ClassName'.",
+                path=layer_type, expected="a class or 'module.ClassName'", got=repr(layer_type))
+        return layer_type
+    if isinstance(layer_type, type):
+        return f"{layer_type.__module__}.{layer_type.__qualname__}"
+    raise errors.InvalidArgumentError(
+        f"Cannot register roles for {layer_type!r}: expected a class or its qualified name, got "
+        f"{type(layer_type).__name__}. Pass the layer class (not an instance).",
+        path=repr(layer_type), expected="a class or 'module.ClassName'", got=type(layer_type).__name__)
+
+
+def register(layer_type: type | str, roles: Mapping[str, str] | None = None, *,
+             axes: Mapping[str, Sequence[str]] | None = None) -> None:
+    """Declare the roles and axis roles of a layer type's parameters, for every backend.
+
+    Args:
+        layer_type: The layer class, or its qualified name (``"package.module.Class"``).
+        roles: Attribute name -> role (one of :data:`polyparam.backend.ROLES`).
+        axes: Attribute name -> one axis role per axis (``"out"``, ``"in"``, ``"space"``,
+            ``"other"``), in the order of ``p.shape``. Fans come from these.
+
+    Registering a type again replaces its declaration. Attributes not named keep the
+    backend's own reading.
+
+    Raises:
+        InvalidArgumentError: An unknown role or axis role, or a layer type that is not a class.
+    """
+    name = _type_name(layer_type)
+    roles = dict(roles or {})
+    axes_given: dict[str, tuple[str, ...]] = {}
+    for attr, words in (axes or {}).items():
+        if isinstance(words, str) or any(w not in AXIS_ROLES for w in words):
+            raise errors.InvalidArgumentError(
+                f"Cannot register axes {words!r} for {name}.{attr}: expected a sequence of axis roles from "
+                f"{', '.join(AXIS_ROLES)}, got {words!r}. Write one word per axis, e.g. ('in', 'out').",
+                path=f"{name}.{attr}", expected="a tuple of axis roles", got=repr(words))
+        axes_given[attr] = tuple(words)
+    for attr, role in roles.items():
+        if role not in ROLES:
+            raise errors.InvalidArgumentError(
+                f"Cannot register role {role!r} for {name}.{attr}: expected one of {', '.join(ROLES)}, got {role!r}.",
+                path=f"{name}.{attr}", expected=" | ".join(ROLES), got=repr(role))
+    with _lock:
+        _registry[name] = Declaration(name, roles, axes_given)
+
+
+def unregister(layer_type: type | str) -> bool:
+    """Forget a declaration; returns whether there was one."""
+    with _lock:
+        found = _registry.pop(_type_name(layer_type), None) is not None
+    return found
+
+
+def declared() -> dict[str, Declaration]:
+    """Every declaration, by qualified type name."""
+    with _lock:
+        return dict(_registry)
+
+
+def lookup(layer: Any, attr: str, *, ndim: int | None = None) -> tuple[str | None, tuple[str, ...] | None]:
+    """The declared ``(role, axes)`` of ``layer.<attr>``; ``None`` where nothing is declared.
+
+    For adapters: call it with the layer object (an instance) and the attribute's name
+    before inferring anything. The most specific class in the layer's MRO that declares
+    the attribute wins. With ``ndim``, declared axes of another length are refused.
+
+    Raises:
+        InvalidArgumentError: The declared axes do not fit a parameter of ``ndim`` axes.
+    """
+    if not _registry:
+        return None, None
+    role: str | None = None
+    axes: tuple[str, ...] | None = None
+    for cls in type(layer).__mro__:
+        entry = _registry.get(f"{cls.__module__}.{cls.__qualname__}")
+        if entry is None:
+            continue
+        if role is None:
+            role = entry.roles.get(attr)
+        if axes is None:
+            axes = entry.axes.get(attr)
+        if role is not None and axes is not None:
+            break
+    if axes is not None and ndim is not None and len(axes) != ndim:
+        name = f"{type(layer).__module__}.{type(layer).__qualname__}.{attr}"
+        raise errors.InvalidArgumentError(
+            f"The axes declared for {name} do not fit: expected {ndim} axis roles (one per axis), got "
+            f"{len(axes)} {axes}. Register the layer type again with one word per axis.",
+            path=name, expected=f"{ndim} axis roles", got=repr(axes))
+    return role, axes

@@ -1,0 +1,111 @@
+"""pp.roles: declared roles and axes for layer types the adapters do not know (NumPy backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+import polyparam as pp
+from polyparam.numpy import Block, Dense, Param
+
+
+class Scaled(Block):
+    """A layer whose ``gain`` (a scale) and ``proj`` (a weight stored (in, out)) polyparam cannot guess."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.params["gain"] = Param("gain", (4,), role="other")
+        self.params["proj"] = Param("proj", (3, 4))   # (in, out)
+
+    def forward(self, x: np.ndarray, tape: list) -> np.ndarray:
+        return (x @ self.params["proj"].ready()) * self.params["gain"].ready()
+
+
+class Subclass(Scaled):
+    pass
+
+
+@pytest.fixture
+def declared() -> Iterator[None]:
+    pp.roles.register(Scaled, {"gain": "scale"}, axes={"proj": ("in", "out")})
+    try:
+        yield
+    finally:
+        pp.roles.unregister(Scaled)
+
+
+def test_without_a_declaration_the_block_decides() -> None:
+    tree = pp.tree(Scaled())
+    assert tree["gain"].role == "other"
+    assert tree["proj"].axes == ("out", "in")
+
+
+def test_a_declaration_sets_role_and_axes(declared: None) -> None:
+    tree = pp.tree(Scaled())
+    assert tree["gain"].role == "scale"
+    assert tree["proj"].axes == ("in", "out")
+
+
+def test_fans_follow_declared_axes(declared: None) -> None:
+    tree = pp.tree(Scaled())
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    assert np.all(tree["gain"].numpy() == 1)   # a scale gets ones
+    big = Scaled()
+    big.params["proj"] = Param("proj", (400, 100))
+    t = pp.tree(big)
+    t["proj"].initialize(pp.init.Kaiming(mode="fan_in", distribution="normal"), seed=0)
+    assert t["proj"].numpy().std() == pytest.approx(np.sqrt(2 / 400), rel=0.05)   # fan_in = 400, the first axis
+
+
+def test_subclasses_inherit_and_the_most_specific_wins(declared: None) -> None:
+    assert pp.tree(Subclass())["gain"].role == "scale"
+    pp.roles.register(Subclass, {"gain": "other"})
+    try:
+        assert pp.tree(Subclass())["gain"].role == "other"
+        assert pp.tree(Subclass())["proj"].axes == ("in", "out")   # from the base's declaration
+        assert pp.tree(Scaled())["gain"].role == "scale"
+    finally:
+        pp.roles.unregister(Subclass)
+
+
+def test_a_qualified_name_needs_no_import(declared: None) -> None:
+    pp.roles.unregister(Scaled)
+    pp.roles.register(f"{Scaled.__module__}.{Scaled.__qualname__}", {"gain": "scale"})
+    assert pp.tree(Scaled())["gain"].role == "scale"
+    assert f"{Scaled.__module__}.Scaled" in pp.roles.declared()
+
+
+def test_unregister_says_whether_there_was_one() -> None:
+    assert pp.roles.unregister(Scaled) is False
+    pp.roles.register(Scaled, {"gain": "scale"})
+    assert pp.roles.unregister(Scaled) is True
+    assert pp.tree(Scaled())["gain"].role == "other"
+
+
+@pytest.mark.parametrize(("args", "kwargs", "words"), [
+    ((Scaled, {"gain": "gamma"}), {}, "'gamma'"),
+    ((Scaled,), {"axes": {"proj": ("in", "outt")}}, "'outt'"),
+    ((Scaled,), {"axes": {"proj": "in,out"}}, "one word per axis"),
+    (("Scaled",), {}, "qualified name"),
+    ((Scaled(),), {}, "not an instance"),
+])
+def test_bad_declarations_are_refused(args: tuple, kwargs: dict, words: str) -> None:
+    with pytest.raises(pp.errors.InvalidArgumentError, match=words):
+        pp.roles.register(*args, **kwargs)
+    assert not pp.roles.declared()
+
+
+def test_axes_of_the_wrong_length_name_the_layer_and_attribute() -> None:
+    pp.roles.register(Scaled, axes={"proj": ("in", "out", "space")})
+    try:
+        with pytest.raises(pp.errors.InvalidArgumentError, match=r"Scaled\.proj.*expected 2 axis roles"):
+            pp.tree(Scaled())["proj"]
+    finally:
+        pp.roles.unregister(Scaled)
+
+
+def test_other_layers_are_untouched(declared: None) -> None:
+    d = pp.tree(Dense(3, in_units=4))
+    assert (d["weight"].role, d["weight"].axes) == ("weight", ("out", "in"))
