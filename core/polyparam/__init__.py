@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from polyparam import _preload, errors, init, roles
+from polyparam._diff import Diff, diff
 from polyparam._manager import backend_for, get_backend, list_backends, tree
 from polyparam._params.parameter import Parameter
 from polyparam._params.ties import TieGroup
@@ -36,6 +37,7 @@ _preload.preload_libstdcxx()  # before any framework: see polyparam._preload
 __all__ = [
     "Backend",
     "Case",
+    "Diff",
     "InitReport",
     "Initializer",
     "ModelFactory",
@@ -45,6 +47,7 @@ __all__ = [
     "TieGroup",
     "backend_for",
     "consolidate",
+    "diff",
     "errors",
     "get_backend",
     "hookimpl",

@@ -27,6 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     convert = sub.add_parser("convert", help="copy a checkpoint into .safetensors or .npz, keeping ties")
     convert.add_argument("src", help="any file `polyparam inspect` reads")
     convert.add_argument("dst", help="a .safetensors or .npz path (written atomically)")
+    convert.add_argument("--strip-prefix", help="remove this prefix from the keys that have it (e.g. 'module.')")
+    convert.add_argument("--add-prefix", help="put this prefix before every key")
+    convert.add_argument("--rename", action="append", default=[], metavar="REGEX=REPLACEMENT",
+                         help="re.sub rule applied to every key, in the order given (repeatable)")
+    compare = sub.add_parser("diff", help="compare two checkpoint files tensor by tensor "
+                                          "(exit status 0 when equal, 1 when not)")
+    compare.add_argument("a", help="any file `polyparam inspect` reads")
+    compare.add_argument("b", help="any file `polyparam inspect` reads")
     args = parser.parse_args(argv)
     from polyparam.errors import PolyparamError
 
@@ -36,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "inspect":
             return _inspect_command(args.file)
         if args.command == "convert":
-            return _convert_command(args.src, args.dst)
+            return _convert_command(args.src, args.dst, rename=args.rename, strip_prefix=args.strip_prefix,
+                                    add_prefix=args.add_prefix)
+        if args.command == "diff":
+            return _diff_command(args.a, args.b)
         return _plugins_command()
     except (PolyparamError, OSError) as exc:
         from polyparam._display import visible
@@ -94,13 +105,32 @@ def _add_literal_row(table: Table, *cells: object) -> None:
     table.add_row(*[literal(cell) for cell in cells])
 
 
-def _convert_command(src: str, dst: str) -> int:
+def _convert_command(src: str, dst: str, *, rename: Sequence[str] = (), strip_prefix: str | None = None,
+                     add_prefix: str | None = None) -> int:
     from polyparam._display import visible
     from polyparam.checkpoint.single import convert
+    from polyparam.errors import InvalidArgumentError
 
-    meta = convert(src, dst)
+    rules = []
+    for rule in rename:
+        pattern, sep, replacement = rule.partition("=")
+        if not sep:
+            msg = f"Invalid --rename {rule!r}: expected REGEX=REPLACEMENT, e.g. --rename '^module\\.='."
+            raise InvalidArgumentError(msg, argument="rename", expected="REGEX=REPLACEMENT", got=rule)
+        rules.append((pattern, replacement))
+    meta = convert(src, dst, rename=rules or None, strip_prefix=strip_prefix, add_prefix=add_prefix)
     print(visible(f"wrote {dst} ({len(meta.checksums)} tensors, {len(meta.ties)} tie groups, layout {meta.layout})"))
     return 0
+
+
+def _diff_command(a: str, b: str) -> int:
+    from polyparam._diff import diff
+    from polyparam._display import visible
+
+    result = diff(a, b)
+    for line in str(result).splitlines():
+        print(visible(line))
+    return 0 if result.equal else 1
 
 
 # ---- plugins ---------------------------------------------------------------------

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from polyparam import errors
 from polyparam._layout import format_shape
+from polyparam._params.mapping import KeyMap, Rename
 from polyparam._params.parameter import Parameter
-from polyparam._params.plan import WritePlan, fit_problem, storage_groups
+from polyparam._params.plan import WritePlan, bookkeeping, fit_problem, mismatch_message, storage_groups
+from polyparam._params.tree import ParameterTree, subtree
 
 __all__ = ["TransferReport", "transfer"]
 
@@ -27,6 +30,10 @@ class TransferReport:
         shapes: ``(path, source shape, destination shape)`` that differ.
         dtypes: ``(path, source dtype, destination dtype)`` that cannot be cast within their kind.
         tied: Tie groups of the source made in the destination.
+        checked: With ``check=``, the largest absolute output difference after the move.
+        renamed: ``{source path: destination path}`` where a mapping or ``match="order"`` paired other names.
+        ignored_buffers: A framework's bookkeeping buffers (kind ``buffer``, role ``other``, such as
+            torch's ``num_batches_tracked``) only one side has: left as they are, not a difference.
     """
 
     source: str = ""
@@ -37,6 +44,9 @@ class TransferReport:
     shapes: list[tuple[str, tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=list)
     dtypes: list[tuple[str, str, str]] = field(default_factory=list)
     tied: list[list[str]] = field(default_factory=list)
+    checked: float | None = None
+    renamed: dict[str, str] = field(default_factory=dict)
+    ignored_buffers: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -54,13 +64,20 @@ class TransferReport:
             lines.append(f"  shape differs:       {path}: {format_shape(s)} -> {format_shape(d)}")
         for path, s_dtype, d_dtype in self.dtypes:
             lines.append(f"  dtype differs:       {path}: {s_dtype} -> {d_dtype}")
+        if self.ignored_buffers:
+            lines.append(f"  left as they are:    {len(self.ignored_buffers)} buffers only one side has "
+                         f"({', '.join(self.ignored_buffers[:3])}{', ...' if len(self.ignored_buffers) > 3 else ''})")
         if self.moved:
             lines.append(f"  moved {len(self.moved)} tensors" + (f", tied {self.tied}" if self.tied else ""))
+        if self.checked is not None:
+            lines.append(f"  outputs agree (max difference {self.checked:.3g})")
         return "\n".join(lines)
 
 
-def transfer(src: Any, dst: Any, /, *, strict: bool = True,
-             ties: Literal["restore", "ignore"] = "restore", progress: bool | None = None) -> TransferReport:
+def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path", "order"] = "path",
+             rename: Rename | None = None, strip_prefix: str | None = None, add_prefix: str | None = None,
+             root: str | None = None, ties: Literal["restore", "ignore"] = "restore", check: Any = None,
+             tolerance: float = 1e-5, progress: bool | None = None) -> TransferReport:
     """Copy every parameter value of ``src`` into ``dst``, matched by canonical path.
 
     The models may come from different frameworks: values leave ``src`` in canonical
@@ -73,28 +90,62 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True,
         dst: The model (or tree) to write.
         strict: Refuse when the structures differ (any path only on one side, or a
             shape or dtype kind that differs); otherwise move what matches.
+        match: ``"path"`` pairs parameters by canonical path (after the mapping below);
+            ``"order"`` pairs the i-th tensor of ``src`` with the i-th of ``dst`` in model
+            order (a framework's own bookkeeping buffers aside), each pair of one role and
+            shape, for models whose paths differ (activation modules counted in one model
+            only). The first pair that does not fit is refused, naming both, before any write.
+        rename, strip_prefix, add_prefix: Map the source's paths first, as :func:`polyparam.load` maps keys.
+        root: Move into the block of ``dst`` at this path (``src`` paths are relative to it).
         ties: ``"restore"`` ties in ``dst`` what is tied in ``src``; ``"ignore"`` leaves ``dst``'s ties.
+        check: Inputs to run both models on after the move (in inference mode): one input
+            for both, or a pair ``(src_input, dst_input)`` where the frameworks expect
+            different data layouts (NCHW and NHWC images). If any output differs by more
+            than ``tolerance``, every value and tie written is restored and
+            :class:`~polyparam.errors.TransferError` is raised.
+        tolerance: The largest ``|a - b| / (1 + |a|)`` accepted per output element with ``check``.
         progress: Show a progress bar (``None``: on a terminal, for big trees).
 
     Returns:
         A :class:`TransferReport`; ``str(report)`` lists every difference.
 
     Raises:
-        TransferError: The structures differ (with ``strict``); ``.report`` says how.
+        TransferError: The structures differ (with ``strict``); ``.report`` says how. Or, between
+            two backends, a parameter's canonical layout cannot be established (a dense
+            kernel after a flatten of unknown channel order); or, with ``check``, the
+            outputs differ (nothing is changed).
         TieMismatchError: ``dst`` ties parameters whose values differ in ``src``, or
             ``src`` ties parameters ``dst`` cannot tie.
     """
     from polyparam._manager import tree
 
-    s, d = tree(src), tree(dst)
+    if match not in ("path", "order"):
+        msg = f"Invalid value for argument `match`: expected 'path' or 'order'. Received: match={match!r}."
+        raise errors.InvalidArgumentError(msg, argument="match", expected=("path", "order"), got=match)
+    keymap = KeyMap.of(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, root=root)
+    s, full = tree(src), tree(dst)
+    d = cast("ParameterTree", subtree(full, root))
     report = TransferReport(source=s.backend, destination=d.backend)
     s_groups, d_groups = storage_groups(s), storage_groups(d)
-    s_paths = {path: p for members in s_groups.values() for path, p in members}
+    subject = f"{s.backend} parameters into {d.backend}"
+    if match == "order":
+        if keymap.active and root is None:
+            msg = "Invalid arguments: match='order' pairs tensors by position; pass no rename or prefix with it."
+            raise errors.InvalidArgumentError(msg, argument="match", expected="no rename", got=match)
+        mapped = _pair_in_order(s_groups, d_groups, subject)
+    else:
+        mapped, _, _ = keymap.apply([q for members in s_groups.values() for q, _ in members], subject=subject)
+    report.renamed = {q: new for q, new in mapped.items() if q != new}
+    s_paths = {mapped[path]: p for members in s_groups.values() for path, p in members if path in mapped}
     d_paths = {path: key for key, members in d_groups.items() for path, _ in members}
-    report.unexpected = [path for path in s_paths if path not in d_paths]
-    report.missing = [path for path in (m[0][0] for m in d_groups.values())
-                      if not any(q in s_paths for q, _ in d_groups[d_paths[path]])]
-    plan = WritePlan(f"{s.backend} parameters into {d.backend}")
+    for path, p in s_paths.items():
+        if path not in d_paths:
+            (report.ignored_buffers if bookkeeping(p) else report.unexpected).append(path)
+    for members in d_groups.values():
+        if not any(q in s_paths for q, _ in members):
+            kept = all(bookkeeping(p) for _, p in members)
+            (report.ignored_buffers if kept else report.missing).append(members[0][0])
+    plan = WritePlan(subject)
     sources_of: dict[str, list[Parameter]] = {}
     for members in d_groups.values():
         given = [(q, s_paths[q]) for q, _ in members if q in s_paths]
@@ -117,9 +168,14 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True,
         plan.add(path, target, sources[0].numpy)
         sources_of[path] = sources
     if strict and not report.ok:
-        msg = (f"Cannot transfer {s.backend} parameters to {d.backend}: expected the same architecture, got "
-               f"{len(report.missing)} missing, {len(report.unexpected)} unexpected, {len(report.shapes)} shape and "
-               f"{len(report.dtypes)} dtype differences:\n{report}\nPass strict=False to move what matches.")
+        shown = [f"{path}: {format_shape(a)} -> {format_shape(b)}" for path, a, b in report.shapes[:5]]
+        shown += [f"{path}: {a} -> {b}" for path, a, b in report.dtypes[:max(0, 5 - len(shown))]]
+        msg = mismatch_message(f"Cannot transfer {s.backend} parameters to {d.backend}", report.missing,
+                               report.unexpected, source="source's paths", target="destination's paths")
+        if shown:
+            msg += (f" Also {len(report.shapes)} shape and {len(report.dtypes)} dtype differences: "
+                    f"{'; '.join(shown)}{' ...' if len(report.shapes) + len(report.dtypes) > 5 else ''}.")
+        msg += " str(error.report) lists every difference."
         first = (report.missing or report.unexpected or [x[0] for x in report.shapes] or [x[0] for x in report.dtypes])
         raise errors.TransferError(msg, path=first[0], expected=d.backend, got=s.backend, report=report)
     if not strict and not report.ok:
@@ -136,7 +192,7 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True,
 
     if ties == "restore":
         for group in s.ties():
-            present = [q for q in group.paths if q in d_paths]
+            present = [mapped[q] for q in group.paths if mapped.get(q) in d_paths]
             identities = list(dict.fromkeys(d_paths[q] for q in present))
             if len(identities) > 1:
                 plan.add_tie([d_groups[i][0] for i in identities],
@@ -153,6 +209,119 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True,
                        f"got {len(sources)} different ones. Untie the destination first, or tie the source.")
                 raise errors.TieMismatchError(msg, path=path, expected="equal values", got="different values")
 
+    _refuse_doubtful_layouts(s, d, [(w.path, w.param) for w in plan.writes], sources_of)
+    verify = None
+    if check is not None:
+        x_src, x_dst = check if isinstance(check, tuple) and len(check) == 2 else (check, check)
+        expected = _outputs(s, x_src, "source")
+
+        def verify() -> None:
+            report.checked = _compare(s, d, expected, _outputs(d, x_dst, "destination"), tolerance, report)
+
     plan.commit(description=f"transfer {s.backend} -> {d.backend}", progress=progress,
-                on_written=report.moved.append, on_tied=report.tied.append)
+                on_written=report.moved.append, on_tied=report.tied.append, verify=verify)
     return report
+
+
+def _pair_in_order(s_groups: dict[Any, list[tuple[str, Parameter]]], d_groups: dict[Any, list[tuple[str, Parameter]]],
+                   subject: str) -> dict[str, str]:
+    """``{source path: destination path}`` pairing tensors in model order; refuses the first pair that does not fit."""
+    def order(groups: dict[Any, list[tuple[str, Parameter]]]) -> list[tuple[str, Parameter]]:
+        return [members[0] for members in groups.values() if not all(bookkeeping(p) for _, p in members)]
+
+    s_order, d_order = order(s_groups), order(d_groups)
+    for i, ((s_path, p), (d_path, q)) in enumerate(zip(s_order, d_order)):
+        if p.role != q.role or len(p.shape) != len(q.shape) or any(
+                a is not None and b is not None and a != b for a, b in zip(p.shape, q.shape)):
+            msg = (f"Cannot transfer {subject} in model order: expected tensor {i} of both to have one role and "
+                   f"shape, got {s_path!r} ({p.role}, {format_shape(p.shape)}) and {d_path!r} ({q.role}, "
+                   f"{format_shape(q.shape)}). Nothing was changed. The models differ there: map the paths with "
+                   "rename= instead.")
+            raise errors.TransferError(msg, path=d_path, expected=f"{p.role} {format_shape(p.shape)}",
+                                       got=f"{q.role} {format_shape(q.shape)}")
+    if len(s_order) != len(d_order):
+        longer, n = ("source", len(s_order)) if len(s_order) > len(d_order) else ("destination", len(d_order))
+        first = (s_order if longer == "source" else d_order)[min(len(s_order), len(d_order))][0]
+        msg = (f"Cannot transfer {subject} in model order: expected as many tensors on both sides, got "
+               f"{len(s_order)} and {len(d_order)}; the {longer} has {n - min(len(s_order), len(d_order))} more, "
+               f"from {first!r}. Nothing was changed.")
+        raise errors.TransferError(msg, path=first, expected=len(d_order), got=len(s_order))
+    mapped = {s_path: d_path for (s_path, _), (d_path, _) in zip(s_order, d_order)}
+    for members in s_groups.values():   # tied members and bookkeeping buffers keep their own paths
+        for member, _ in members:
+            mapped.setdefault(member, member)
+    return mapped
+
+
+def _refuse_doubtful_layouts(s: ParameterTree, d: ParameterTree, writes: list[tuple[str, Parameter]],
+                             sources_of: dict[str, list[Parameter]]) -> None:
+    """Refuse, before any write, a move between frameworks of a value whose canonical layout is in doubt.
+
+    Within one backend the native order round-trips whatever the doubt, so nothing is refused.
+    """
+    for path, target in writes:
+        for side, p in [("destination", target)] + [("source", q) for q in sources_of[path]]:
+            doubt = p._layout_doubt()
+            if doubt and s.backend != d.backend:
+                msg = (f"Cannot transfer {s.backend} parameters to {d.backend}: expected a known canonical layout for "
+                       f"{side} parameter {p.path!r}, got a doubt: {doubt} Nothing was changed. Build the model so "
+                       "its structure shows the layout (e.g. a Flatten layer right before the Dense layer in a "
+                       "Sequential or functional model), or transfer within one framework.")
+                raise errors.TransferError(msg, path=p.path, expected="a known canonical layout", got=doubt)
+
+
+def _flat_outputs(value: Any) -> list[np.ndarray]:
+    """The numeric arrays of a nest of outputs (mappings in order, sequences, array-likes); ``None`` is skipped."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [a for v in value.values() for a in _flat_outputs(v)]
+    if isinstance(value, (list, tuple)):
+        return [a for v in value for a in _flat_outputs(v)]
+    array = np.asarray(value)
+    return [array] if array.dtype.kind in "fbiu" else []
+
+
+def _outputs(t: ParameterTree, inputs: Any, side: str) -> list[np.ndarray]:
+    try:
+        out = t._forward(inputs)
+    except errors.PolyparamError:
+        raise
+    except Exception as exc:
+        msg = (f"Cannot check the transfer: expected the {side} {t.backend} model to run on the check input, got "
+               f"{type(exc).__name__}: {exc}. Nothing was changed. Pass an input the model accepts (a pair "
+               "(src_input, dst_input) when the frameworks expect different layouts).")
+        raise errors.TransferError(msg, path=None, expected="a model that runs on the input",
+                                   got=f"{type(exc).__name__}: {exc}") from exc
+    return [np.array(a, dtype=np.float64) for a in _flat_outputs(out)]
+
+
+def _compare(s: ParameterTree, d: ParameterTree, expected: list[np.ndarray], got: list[np.ndarray],
+             tolerance: float, report: TransferReport) -> float:
+    shapes_e, shapes_g = [a.shape for a in expected], [a.shape for a in got]
+    if shapes_e != shapes_g:
+        msg = (f"Cannot check the transfer {s.backend} -> {d.backend}: expected outputs of the same shapes, got "
+               f"{shapes_e} from the source and {shapes_g} from the destination. Nothing was changed. Check models "
+               "whose outputs have the same layout (e.g. the classifier head, not an NHWC feature map).")
+        raise errors.TransferError(msg, path=None, expected=str(shapes_e), got=str(shapes_g), report=report)
+    worst, where = 0.0, None
+    for i, (a, b) in enumerate(zip(expected, got)):
+        if a.size == 0:
+            continue
+        with np.errstate(invalid="ignore"):
+            rel = np.abs(a - b) / (1.0 + np.abs(a))
+        rel = np.where(np.isnan(a) & np.isnan(b), 0.0, np.nan_to_num(rel, nan=np.inf))
+        k = int(np.argmax(rel))
+        if rel.flat[k] > worst or where is None:
+            worst, where = float(rel.flat[k]), (i, np.unravel_index(k, a.shape), float(a.flat[k]), float(b.flat[k]))
+    largest = max((float(np.max(np.abs(a - b))) for a, b in zip(expected, got) if a.size), default=0.0)
+    if worst > tolerance and where is not None:
+        i, index, a_value, b_value = where
+        msg = (f"Cannot transfer {s.backend} parameters to {d.backend}: expected equal outputs on the check input "
+               f"(within {tolerance:g}), got output {i} at index {tuple(int(j) for j in index)} = {b_value:.6g} "
+               f"where the source gives {a_value:.6g} (max difference {largest:.3g}). Nothing was changed (every "
+               "value written was restored). The models compute different functions: a layer whose layout differs "
+               "between the frameworks, or a different architecture; compare layer by layer.")
+        raise errors.TransferError(msg, path=None, expected=f"outputs within {tolerance:g}",
+                                   got=f"max difference {largest:.3g}", report=report)
+    return largest

@@ -24,6 +24,9 @@ def _torch(kind: str) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
     elif kind == "cnn":
         net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    elif kind == "flatten":   # the dense layer reads a flattened (4, 3, 3) map: the channel order matters
+        net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                            nn.Dropout(0.5), nn.Linear(36, 8), nn.ReLU(), nn.Linear(8, 5))
     else:
         net = nn.Sequential(nn.Embedding(V, D), nn.Linear(D, V, bias=False))
         net[1].weight = net[0].weight  # the tied output head
@@ -45,13 +48,17 @@ def _keras(kind: str) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
     elif kind == "cnn":
         model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3), L.BatchNormalization(epsilon=1e-5),
                                   L.ReLU(), L.MaxPooling2D(2), L.GlobalAveragePooling2D(), L.Flatten(), L.Dense(5)])
+    elif kind == "flatten":
+        model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3), L.BatchNormalization(epsilon=1e-5),
+                                  L.ReLU(), L.MaxPooling2D(2), L.Flatten(), L.Dropout(0.5), L.Dense(8), L.ReLU(),
+                                  L.Dense(5)])
     else:
         # Keras cannot share one variable between Embedding (V, D) and a Dense kernel stored (D, V):
         # pp.tie refuses, so the Keras model keeps two variables (equal values after a transfer).
         model = keras.Sequential([keras.Input((T,), dtype="int32"), L.Embedding(V, D), L.Dense(V, use_bias=False)])
 
     def forward(x: np.ndarray) -> np.ndarray:
-        if kind == "cnn":
+        if kind in ("cnn", "flatten"):
             x = x.transpose(0, 2, 3, 1)
         return keras.ops.convert_to_numpy(model(x, training=False))
 
@@ -68,6 +75,10 @@ def _mxnet(kind: str) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
     elif kind == "cnn":
         net.add(nn.Conv2D(4, 3, in_channels=3), nn.BatchNorm(in_channels=4, epsilon=1e-5), nn.Activation("relu"),
                 nn.MaxPool2D(2), nn.GlobalAvgPool2D(), nn.Flatten(), nn.Dense(5, in_units=4))
+    elif kind == "flatten":
+        net.add(nn.Conv2D(4, 3, in_channels=3), nn.BatchNorm(in_channels=4, epsilon=1e-5), nn.Activation("relu"),
+                nn.MaxPool2D(2), nn.Flatten(), nn.Dropout(0.5), nn.Dense(8, in_units=36), nn.Activation("relu"),
+                nn.Dense(5, in_units=8))
     else:
         net.add(nn.Embedding(V, D), nn.Dense(V, in_units=D, use_bias=False, flatten=False))
     net.initialize(mx.init.Xavier())
@@ -92,14 +103,14 @@ def _numpy(kind: str) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
 
 BUILDERS = {"torch": _torch, "keras": _keras, "mxnet": _mxnet, "numpy": _numpy}
 KINDS = {"mlp": ("torch", "keras", "mxnet", "numpy"), "cnn": ("torch", "keras", "mxnet"),
-         "embed": ("torch", "keras", "mxnet")}
+         "flatten": ("torch", "keras", "mxnet"), "embed": ("torch", "keras", "mxnet")}
 
 
 def inputs(kind: str) -> np.ndarray:
     rng = np.random.default_rng(7)
     if kind == "mlp":
         return rng.uniform(-1, 1, (3, 4)).astype(np.float32)
-    if kind == "cnn":
+    if kind in ("cnn", "flatten"):
         return rng.uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
     return rng.integers(0, V, (2, T)).astype(np.int32)
 

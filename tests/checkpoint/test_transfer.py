@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import polyparam as pp
 from polyparam import errors
@@ -49,7 +50,6 @@ def test_transfer_gives_equal_outputs(kind: str, src: str, dst: str) -> None:
 
 
 def test_transfer_reports_structure_differences_and_changes_nothing() -> None:
-    torch = pytest.importorskip("torch")
     source, _ = _zoo.BUILDERS["numpy"]("mlp")
     target = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2), torch.nn.Linear(2, 2))
     before = {k: v.clone() for k, v in target.state_dict().items()}
@@ -63,3 +63,71 @@ def test_transfer_reports_structure_differences_and_changes_nothing() -> None:
         assert torch.equal(value, before[key])
     partial = pp.transfer(source, target, strict=False)
     assert partial.moved == ["0.weight", "0.bias"]
+
+
+# ---- checked transfers and layouts that cannot be known --------------------------------
+
+
+def _snapshot(model: object) -> dict[str, np.ndarray]:
+    return pp.tree(model).state(copy=True)
+
+
+def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(("src", "dst"), [("torch", "keras"), ("keras", "mxnet"), ("mxnet", "torch")])
+def test_a_checked_transfer_across_frameworks_passes(src: str, dst: str) -> None:
+    source, _ = _zoo.BUILDERS[src]("flatten")
+    target, _ = _zoo.BUILDERS[dst]("flatten")
+    _zoo.randomize(source)
+    x = _zoo.inputs("flatten")
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    report = pp.transfer(source, target, check=(nhwc if src == "keras" else x, nhwc if dst == "keras" else x))
+    assert report.checked is not None and report.checked < 1e-5
+    assert "outputs agree" in str(report)
+
+
+def test_a_checked_transfer_into_another_function_changes_nothing() -> None:
+    import keras
+
+    source, _ = _zoo.BUILDERS["torch"]("mlp")
+    target = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+                               keras.layers.Identity(), keras.layers.Dense(3)])   # tanh where torch has ReLU
+    _zoo.randomize(source)
+    before = _snapshot(target)
+    with pytest.raises(errors.TransferError, match=r"expected equal outputs.*Nothing was changed"):
+        pp.transfer(source, target, check=_zoo.inputs("mlp"))
+    assert _same(before, _snapshot(target))
+    pp.transfer(source, target)   # unchecked, the same move is accepted: the check is what refused it
+
+
+def test_a_flatten_the_structure_does_not_show_is_refused_across_frameworks() -> None:
+    import keras
+
+    class Head(keras.Model):   # subclassed: Keras records no graph, so the flatten's order is unknown
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3)
+            self.flat = keras.layers.Flatten()
+            self.dense = keras.layers.Dense(5)
+
+        def call(self, x: object) -> object:
+            return self.dense(self.flat(self.conv(x)))
+
+    head = _built(Head)
+    source = torch.nn.Module()
+    source.conv, source.flat, source.dense = torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(36, 5)
+    assert pp.tree(head)["dense.weight"]._layout_doubt()
+    before = _snapshot(head)
+    with pytest.raises(errors.TransferError, match=r"dense\.weight.*flatten") as info:
+        pp.transfer(source, head)
+    assert "Nothing was changed" in str(info.value)
+    assert _same(before, _snapshot(head))
+    assert pp.transfer(head, _built(Head)).ok   # within Keras the native order round-trips: no refusal
+
+
+def _built(cls: type) -> object:
+    model = cls()
+    model(np.zeros((1, 5, 5, 3), np.float32))
+    return model

@@ -88,3 +88,35 @@ def test_report_says_what_happened() -> None:
     tree = pp.tree({"a": {"weight": np.zeros((2, 2), np.float32), "bias": np.zeros(2, np.float32)}})
     report = tree.initialize(force_reinit=True)
     assert report.initialized == ["a.weight", "a.bias"] and str(report) == "initialized 2, skipped 0, deferred 0"
+
+
+# ---- integer parameters (quantized kernels, counters) are never cast silently --------
+
+
+def _int_tree() -> dict[str, np.ndarray]:
+    return {"weight": np.arange(12, dtype=np.int8).reshape(3, 4), "flag": np.ones(3, bool)}
+
+
+@pytest.mark.parametrize("init", [pp.init.Xavier(), pp.init.Uniform(), pp.init.Normal(), pp.init.Constant(0.5),
+                                  pp.init.Constant(300)])
+def test_float_values_into_an_integer_parameter_are_refused(init: pp.init.Initializer) -> None:
+    state = _int_tree()
+    before = state["weight"].copy()
+    with pytest.raises(pp.errors.InitializerError, match=r"'weight' \(int8\).*expected whole numbers from -128 to 127"):
+        pp.tree(state).select("weight").initialize(init, seed=0, force_reinit=True)
+    np.testing.assert_array_equal(state["weight"], before)
+
+
+@pytest.mark.parametrize(("init", "value"), [(pp.init.Zero(), 0), (pp.init.One(), 1), (pp.init.Constant(-3), -3)])
+def test_whole_numbers_fill_integer_parameters(init: pp.init.Initializer, value: int) -> None:
+    state = _int_tree()
+    pp.tree(state).select("weight").initialize(init, seed=0, force_reinit=True)
+    assert state["weight"].dtype == np.int8 and np.all(state["weight"] == value)
+
+
+def test_booleans_take_zero_and_one_only() -> None:
+    state = _int_tree()
+    with pytest.raises(pp.errors.InitializerError, match="from 0 to 1"):
+        pp.tree(state).select("flag").initialize(pp.init.Constant(2), seed=0, force_reinit=True)
+    pp.tree(state).select("flag").initialize(pp.init.Zero(), seed=0, force_reinit=True)
+    assert not state["flag"].any()

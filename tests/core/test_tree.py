@@ -277,7 +277,9 @@ def test_strict_keys_report_missing_and_unexpected(tree: ParameterTree) -> None:
     assert info.value.path == "1.1.bias"
     assert info.value.expected == ["1.1.bias"] and info.value.got == ["2.weight"]
     message = str(info.value)
-    assert "1 missing ['1.1.bias']" in message and "1 unexpected ['2.weight']" in message
+    assert "got 1 missing and 1 unexpected" in message
+    assert "Missing (in the model, not in the source): '1.1.bias'." in message
+    assert "Unexpected (in the source, not in the model): '2.weight'." in message
     assert "strict=False" in message
     assert_same_values(before, tree)
 

@@ -68,6 +68,12 @@ class Parameter(abc.ABC):
     * refusals foreseen before the first write: `_write_refusal` (a read-only array,
       storage the framework will not take a value into now), so a multi-parameter
       write refuses up front instead of undoing;
+    * the framework's own checkpoint files: `_native_aliases` (other keys this tensor has
+      in them, such as a Keras ``.weights.h5`` path) and `_from_native_layout` (a value
+      in the framework's storage layout, converted to canonical), so ``pp.load`` reads them;
+    * layouts the adapter cannot establish: `_layout_doubt` (e.g. a dense kernel whose
+      input is a flattened feature map of unknown channel order), so a transfer to
+      another framework refuses instead of moving values in the wrong order;
     * distributed tensors: `_local_box`, `_local_view`, `_write_local`, `_read_local`,
       `_shard_writer`, `_placement`, `_agree_seed`.
 
@@ -459,6 +465,32 @@ class Parameter(abc.ABC):
     def _kind(self) -> str:
         """What the framework calls this tensor, one of :data:`KINDS`; ``"parameter"`` by default."""
         return "parameter"
+
+    def _native_aliases(self) -> tuple[str, ...]:
+        """Other keys this tensor has in the framework's own files (besides `_native_name`); none by default."""
+        return ()
+
+    def _from_native_layout(self, array: np.ndarray, /) -> np.ndarray:
+        """``array``, stored in the framework's own layout (as its checkpoint files hold it), in canonical layout.
+
+        ``pp.load`` calls it for files whose layout is this backend's name (a Keras
+        ``.weights.h5``). The default refuses: such files then load only into models whose
+        backend implements it.
+        """
+        msg = (f"Cannot load parameter {self.path!r} from a file in the {self.backend} backend's own layout: "
+               f"expected a backend that converts it, got {self.backend}, which does not. Load a file written by "
+               "pp.save instead.")
+        raise errors.MetadataError(msg, path=self.path, expected="a native-layout converter", got=self.backend)
+
+    def _layout_doubt(self) -> str | None:
+        """Why this parameter's canonical layout cannot be established, or ``None`` (the default).
+
+        A sentence such as "the input of this Dense kernel is a flattened feature map whose
+        channel order the model's structure does not show". :func:`polyparam.transfer`
+        between two different backends refuses such a parameter before writing anything;
+        within one backend the native order round-trips and nothing is refused.
+        """
+        return None
 
     def _write_refusal(self) -> str | None:
         """Why the backend would refuse to write this parameter now, or ``None`` (the default).

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from polyparam._params.ties import tie_problem
 if TYPE_CHECKING:
     from polyparam._params.tree import ParameterCollection
 
-__all__ = ["WritePlan", "check_keys", "check_partial", "resolve_keys", "storage_groups"]
+__all__ = ["LoadReport", "WritePlan", "bookkeeping", "check_keys", "check_partial", "resolve_keys", "storage_groups"]
 
 Groups = dict[Any, list[tuple[str, Parameter]]]
 
@@ -37,6 +37,33 @@ def storage_groups(collection: ParameterCollection) -> Groups:
     for path, p in collection._occurrences():
         groups.setdefault(p._identity(), []).append((path, p))
     return groups
+
+
+@dataclass
+class LoadReport:
+    """What a load (:func:`polyparam.load`, ``tree.load_state``) did.
+
+    Attributes:
+        loaded: Paths written (one per tie group of the model).
+        missing: Model paths the file had no value for (only with ``strict=False``).
+        unexpected: File paths the model has no parameter for (only with ``strict=False``).
+        tied: Tie groups restored from the file (paths).
+        ignored_buffers: A framework's bookkeeping buffers (kind ``buffer``, role ``other``, such as
+            torch's ``num_batches_tracked``) only the model or only the file has: left as they are,
+            never a difference, even with ``strict``.
+        renamed: ``{file key: model path}`` for every key a mapping changed.
+        dropped: File keys a ``rename`` callable dropped (returned ``None`` for).
+        skipped: ``(path, file shape, model shape)`` of values left out by ``skip_mismatch``.
+    """
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    tied: list[list[str]] = field(default_factory=list)
+    ignored_buffers: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=list)
 
 
 def resolve_keys(groups: Groups, keys: Any, *, subject: str) -> dict[str, str]:
@@ -52,6 +79,8 @@ def resolve_keys(groups: Groups, keys: Any, *, subject: str) -> dict[str, str]:
     if all(key in paths for key in keys):  # the usual case: no native name to look up
         return {key: key for key in keys}
     native = {p.native_name: path for members in groups.values() for path, p in members}
+    native.update({alias: path for members in groups.values() for path, p in members for alias in p._native_aliases()
+                   if alias not in native})
     out: dict[str, str] = {}
     by_path: dict[str, str] = {}
     for key in keys:
@@ -65,24 +94,64 @@ def resolve_keys(groups: Groups, keys: Any, *, subject: str) -> dict[str, str]:
     return out
 
 
-def check_keys(groups: Groups, keys: Any, *, strict: bool, subject: str) -> tuple[list[str], list[str]]:
-    """``(missing, unexpected)``: model groups no key covers, keys no model path has.
+def bookkeeping(p: Parameter) -> bool:
+    """A framework's own bookkeeping buffer (kind ``buffer``, role ``other``), such as torch's
+    ``num_batches_tracked``: another framework's model or file may lack it, and that is no difference."""
+    return p.kind == "buffer" and p.role == "other"
 
-    With ``strict``, either one raises :class:`~polyparam.errors.StateError` ("Cannot load <subject>").
+
+def check_keys(groups: Groups, keys: Any, *, strict: bool, subject: str, optional: Collection[str] = (),
+               allow_missing: bool | None = None, ignore_extra: bool | None = None,
+               ) -> tuple[list[str], list[str], list[str]]:
+    """``(missing, unexpected, ignored)``: model groups no key covers, keys no model path has, and the
+    bookkeeping buffers (:func:`bookkeeping`; ``optional`` keys on the source's side) only one side has.
+
+    Missing keys raise :class:`~polyparam.errors.StateError` ("Cannot load <subject>") unless
+    ``allow_missing``, unexpected ones unless ``ignore_extra``; both default to ``not strict``.
+    Ignored buffers never do: they are left as they are.
     """
+    allow_missing = not strict if allow_missing is None else allow_missing
+    ignore_extra = not strict if ignore_extra is None else ignore_extra
     known = {path for members in groups.values() for path, _ in members}
-    unexpected = sorted(k for k in keys if k not in known)
-    missing = [members[0][0] for members in groups.values() if not any(path in keys for path, _ in members)]
-    if strict and (unexpected or missing):
-        msg = (f"Cannot load {subject}: expected exactly the tree's keys, got {len(missing)} missing "
-               f"{missing[:10]} and {len(unexpected)} unexpected {unexpected[:10]}. "
-               "Pass strict=False to load the keys that match.")
-        raise errors.StateError(msg, path=(missing or unexpected)[0], expected=missing, got=unexpected)
-    return missing, unexpected
+    extra = sorted(k for k in keys if k not in known)
+    unexpected = [k for k in extra if k not in optional]
+    ignored = [k for k in extra if k in optional]
+    missing: list[str] = []
+    for members in groups.values():
+        if not any(path in keys for path, _ in members):
+            (ignored if all(bookkeeping(p) for _, p in members) else missing).append(members[0][0])
+    refused_missing = missing if not allow_missing else []
+    refused_extra = unexpected if not ignore_extra else []
+    if refused_missing or refused_extra:
+        raise errors.StateError(mismatch_message(f"Cannot load {subject}", refused_missing, refused_extra),
+                                path=(refused_missing or refused_extra)[0], expected=missing, got=unexpected)
+    return missing, unexpected, ignored
+
+
+def mismatch_message(head: str, missing: list[str], unexpected: list[str], *, show: int = 5,
+                     source: str = "source's keys", target: str = "model's paths") -> str:
+    """A structure mismatch that fits a screen: the counts, the first few of each, the likely cause, one fix."""
+    from polyparam._params.mapping import likely_cause
+
+    def few(keys: list[str]) -> str:
+        more = f", ... ({len(keys) - show} more)" if len(keys) > show else ""
+        return ", ".join(repr(k) for k in keys[:show]) + more
+
+    parts = [f"{head}: expected the {source} to match the {target}, got {len(missing)} missing and "
+             f"{len(unexpected)} unexpected."]
+    where = target.split("'")[0]
+    if missing:
+        parts.append(f"Missing (in the {where}, not in the source): {few(missing)}.")
+    if unexpected:
+        parts.append(f"Unexpected (in the source, not in the {where}): {few(unexpected)}.")
+    cause = likely_cause(missing, unexpected)
+    parts.append(cause or "Map the keys (rename=, strip_prefix=, add_prefix=, root=), or pass "
+                 "allow_missing=True / ignore_extra=True (strict=False for both) to take what matches.")
+    return " ".join(parts)
 
 
 def check_partial(subject: str, *, matched: int, missing: list[str], unexpected: list[str],
-                  skipped: int = 0) -> None:
+                  skipped: int = 0, stacklevel: int = 3) -> None:
     """After a non-strict match: refuse one that matched nothing, warn about one that left anything out.
 
     A ``strict=False`` load that quietly moves nothing (keys of another naming scheme, a
@@ -103,7 +172,7 @@ def check_partial(subject: str, *, matched: int, missing: list[str], unexpected:
              f"{len(unexpected)} keys ignored (not in the model)" if unexpected else "",
              f"{skipped} values skipped (shape or dtype differs)" if skipped else ""]
     warnings.warn(f"Loaded {matched} values from {subject}; " + "; ".join(p for p in parts if p) + ".",
-                  errors.PolyparamWarning, stacklevel=3)
+                  errors.PolyparamWarning, stacklevel=stacklevel)
 
 
 def fit_problem(p: Parameter, shape: Shape, dtype: np.dtype, *, cast: bool = True) -> str | None:
@@ -233,8 +302,12 @@ class WritePlan:
 
     def commit(self, *, description: str, progress: bool | None = None,
                on_written: Callable[[str], None] | None = None,
-               on_tied: Callable[[list[str]], None] | None = None) -> None:
+               on_tied: Callable[[list[str]], None] | None = None,
+               verify: Callable[[], None] | None = None) -> None:
         """Make the planned ties, then write every value through :meth:`Parameter._commit`, all or nothing.
+
+        ``verify`` runs after the last write, still under the journal: whatever it raises
+        undoes every write and tie, as a failing write does.
 
         Whatever a write raises (the framework refusing it, ``KeyboardInterrupt``), the
         values written before are restored and the ties made are unmade (see
@@ -264,6 +337,8 @@ class WritePlan:
                     write.param._commit(value, local=write.local)
                     del value
                     written.append(write.path)
+                if verify is not None:
+                    verify()
             except BaseException as exc:
                 error = journal.fail(exc)
                 if error is exc:

@@ -14,8 +14,17 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._layout import format_shape, join_path
+from polyparam._params.mapping import KeyMap, Rename
 from polyparam._params.parameter import Parameter, require_backend_name
-from polyparam._params.plan import WritePlan, check_keys, check_partial, resolve_keys, storage_groups
+from polyparam._params.plan import (
+    LoadReport,
+    WritePlan,
+    check_keys,
+    check_partial,
+    fit_problem,
+    resolve_keys,
+    storage_groups,
+)
 from polyparam._params.ties import TieGroup
 
 if TYPE_CHECKING:
@@ -136,7 +145,10 @@ class ParameterCollection(abc.ABC):
             out[path] = p._read_copy()
         return out
 
-    def load_state(self, state: Mapping[str, Any], /, *, strict: bool = True) -> None:
+    def load_state(self, state: Mapping[str, Any], /, *, strict: bool = True, allow_missing: bool | None = None,
+                   ignore_extra: bool | None = None, skip_mismatch: bool = False, rename: Rename | None = None,
+                   strip_prefix: str | None = None, add_prefix: str | None = None,
+                   root: str | None = None) -> LoadReport:
         """Write every value of ``state``, all or nothing.
 
         Every key, shape and dtype is checked before the first write, so a refused
@@ -147,10 +159,18 @@ class ParameterCollection(abc.ABC):
 
         Args:
             state: ``{path: array}`` in canonical layout, as :meth:`state` returns.
-            strict: Refuse missing and unexpected keys.
+            strict: Refuse missing and unexpected keys (the default of the next two).
+            allow_missing: Leave parameters ``state`` lacks as they are (default: ``not strict``).
+            ignore_extra: Ignore keys the tree lacks (default: ``not strict``).
+            skip_mismatch: Skip values of another shape (a new head); ``report.skipped`` lists them.
+            rename, strip_prefix, add_prefix, root: Map the keys first, as :func:`polyparam.load` does.
+
+        Returns:
+            A :class:`~polyparam.checkpoint.LoadReport`.
 
         Raises:
-            StateError: Missing or unexpected keys (with ``strict``), or different values for one tie group.
+            StateError: Missing or unexpected keys (unless allowed), two keys for one parameter,
+                or different values for one tie group.
             ShapeMismatchError, DTypeMismatchError: A value does not fit its parameter.
             DeferredInitializationError: A value for a deferred parameter the backend cannot take yet.
         """
@@ -158,10 +178,17 @@ class ParameterCollection(abc.ABC):
             msg = (f"Cannot load state: expected a mapping {{path: array}}, got {type(state).__name__}. "
                    "Pass a dict, as tree.state() returns.")
             raise errors.StateError(msg, expected="a mapping", got=type(state).__name__)
-        groups = storage_groups(self)
+        keymap = KeyMap.of(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, root=root)
+        target = subtree(self, root)
+        mapped, renamed, dropped = keymap.apply(state, subject="state")
+        state = {mapped[key]: value for key, value in state.items() if key in mapped}
+        groups = storage_groups(target)
         resolved = resolve_keys(groups, state, subject="state")
         state = {resolved[key]: value for key, value in state.items()}
-        missing, unexpected = check_keys(groups, state, strict=strict, subject="state")
+        missing, unexpected, ignored = check_keys(groups, state, strict=strict, subject="state",
+                                                  allow_missing=allow_missing, ignore_extra=ignore_extra)
+        report = LoadReport(missing=missing, unexpected=unexpected, ignored_buffers=ignored, renamed=renamed,
+                            dropped=dropped)
         plan = WritePlan("state")
         for members in groups.values():
             given = [(path, state[path]) for path, _ in members if path in state]
@@ -169,6 +196,10 @@ class ParameterCollection(abc.ABC):
                 continue
             p = members[0][1]
             first_path, first_value = given[0]
+            if skip_mismatch and any(fit_problem(p, np.shape(v), np.dtype(getattr(v, "dtype", p.dtype))) == "shape"
+                                     for _, v in given):
+                report.skipped.append((first_path, tuple(np.shape(first_value)), tuple(p.shape)))
+                continue
             array = p.coerce(first_value, action=f"load {first_path!r} into")
             for path, value in given[1:]:
                 other = p.coerce(value, action=f"load {path!r} into")
@@ -178,9 +209,10 @@ class ParameterCollection(abc.ABC):
                     raise errors.StateError(msg, path=path, expected="equal values", got="different values")
             plan.check_writable(first_path, p)
             plan.add(first_path, p, functools.partial(np.asarray, array))
-        if not strict:
-            check_partial("state", matched=len(plan.writes), missing=missing, unexpected=unexpected)
-        plan.commit(description="load state", progress=False)
+        check_partial("state", matched=len(plan.writes), missing=missing, unexpected=unexpected,
+                      skipped=len(report.skipped))
+        plan.commit(description="load state", progress=False, on_written=report.loaded.append)
+        return report
 
     # ---- initialization --------------------------------------------------------
 
@@ -365,7 +397,8 @@ class ParameterTree(ParameterCollection):
 
     **Backend hooks.** Must implement: `_children` (child blocks, in the framework's
     order) and `_leaves` (this node's own parameters). May implement: `_to` (move every
-    parameter to a device, keeping ties; the "devices" capability), and the distributed
+    parameter to a device, keeping ties; the "devices" capability), `_forward` (run the
+    model in inference mode, for ``pp.transfer(..., check=x)``), and the distributed
     hooks of :class:`ParameterCollection`. Override for speed: `_occurrences` (every
     parameter in model order, tied ones under each path, without walking node by node).
     Core steps, not hooks: `_not_found`.
@@ -411,6 +444,18 @@ class ParameterTree(ParameterCollection):
         msg = (f"Cannot move {self.backend} parameters to {device!r}: expected the device they are on "
                f"{current}, got {device!r}. The {self.backend} backend cannot move parameters between devices.")
         raise errors.DeviceMismatchError(msg, path=self.path or None, expected=current, got=device)
+
+    def _forward(self, inputs: Any, /) -> Any:
+        """The model's output on ``inputs`` in inference mode (no dropout, running statistics), unchanged.
+
+        Inputs arrive as given by the user (usually NumPy arrays); the output may be any
+        nest of tensors, which the core converts with ``numpy.asarray``. Leave the model as
+        it was (e.g. restore a training flag). Default: the backend cannot run models.
+        """
+        msg = (f"Cannot run the {self.backend} model for a check: the {self.backend} backend does not implement "
+               "running a model. Compare outputs yourself, or pass check=None.")
+        raise errors.UnsupportedModelError(msg, path=self.path or None, expected="a backend that runs models",
+                                           got=self.backend)
 
     # ---- navigation ------------------------------------------------------------
 
@@ -487,3 +532,21 @@ class ParameterTree(ParameterCollection):
         kind = type(self._native_obj).__name__
         where = f" at {self.path!r}" if self.path else ""
         return f"<{type(self).__name__} of {kind}{where}: {len(self.items())} parameters>"
+
+
+def subtree(tree: ParameterCollection, root: str | None) -> ParameterCollection:
+    """``tree[root]`` when ``root`` names a block (``root=`` of the load functions); ``tree`` for ``None``.
+
+    Raises:
+        InvalidArgumentError: ``root`` names a parameter, or ``tree`` is a selection, not a tree.
+        ParameterNotFoundError: No such path.
+    """
+    if root is None:
+        return tree
+    node = tree[root] if isinstance(tree, ParameterTree) else None
+    if not isinstance(node, ParameterTree):
+        got = "a parameter" if node is not None else type(tree).__name__
+        msg = (f"Cannot load into root {root!r}: expected a block of a tree, got {got}. Pass the path of the "
+               "block that holds the parameters, on pp.tree(model).")
+        raise errors.InvalidArgumentError(msg, path=root, expected="a block", got=got)
+    return node

@@ -14,12 +14,12 @@ import socket
 import struct
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
 from typing import IO, Callable, Iterator
 
 import numpy as np
 
 from polyparam import errors
+from polyparam._params.plan import LoadReport
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format, fingerprint
 
 __all__ = ["LoadReport", "atomic_write", "check_writable", "contiguous", "write_error", "write_safetensors",
@@ -186,23 +186,6 @@ def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
         _fsync_dir(directory)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load` did.
-
-    Attributes:
-        loaded: Paths written (one per tie group of the model).
-        missing: Model paths the file had no value for (only with ``strict=False``).
-        unexpected: File paths the model has no parameter for (only with ``strict=False``).
-        tied: Tie groups restored from the file (paths).
-    """
-
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    tied: list[list[str]] = field(default_factory=list)
 
 
 # ---- writing tensors ----------------------------------------------------------------------

@@ -417,7 +417,7 @@ def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast:
     """The single-file load's checks (see ``single._load``), each process reading only its boxes."""
     source = index.paths()  # path -> stored path
     groups = storage_groups(tree)
-    missing, unexpected = check_keys(groups, source, strict=strict, subject=repr(index.directory))
+    missing, unexpected, ignored = check_keys(groups, source, strict=strict, subject=repr(index.directory))
     plan = WritePlan(repr(index.directory))
 
     plan.add_recorded_ties(groups, index.ties, ties=ties, backend=tree.backend,
@@ -445,7 +445,8 @@ def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast:
     if verify:
         for write in plan.writes:
             index.verify(stored_of[write.path], write.param._local_box())
-    report = LoadReport(missing=missing if not strict else [], unexpected=unexpected if not strict else [])
+    report = LoadReport(missing=missing if not strict else [], unexpected=unexpected if not strict else [],
+                        ignored_buffers=ignored)
     plan.commit(description=f"load {os.path.basename(index.directory)}", progress=False,
                 on_written=report.loaded.append, on_tied=report.tied.append)
     return report

@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import functools
 import os
+import typing
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import numpy as np
 
 from polyparam import errors
 from polyparam._manager import get_backend
-from polyparam._params.plan import WritePlan, check_keys, check_partial, resolve_keys, storage_groups
-from polyparam._params.tree import ParameterTree
+from polyparam._params.mapping import KeyMap, Rename
+from polyparam._params.plan import (
+    WritePlan,
+    bookkeeping,
+    check_keys,
+    check_partial,
+    fit_problem,
+    resolve_keys,
+    storage_groups,
+)
+from polyparam._params.tree import ParameterTree, subtree
 from polyparam.checkpoint.formats import Archive, PolyparamMetadata, open_archive
 from polyparam.checkpoint.io import LoadReport, atomic_write, contiguous, write_tensors
 
@@ -96,12 +107,15 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
         return
     tensors: dict[str, np.ndarray] = {}
     roles: dict[str, str] = {}
+    buffers: list[str] = []
     from polyparam._progress import track
 
     for path_, p in track(tree.items(), description=f"save {os.path.basename(os.fspath(path))}",
                           progress=progress, weight=lambda item: item[1].nbytes):
         tensors[path_] = contiguous(p.numpy())
         roles[path_] = p.role
+        if bookkeeping(p):
+            buffers.append(path_)
     ties = [list(group.paths) for group in tree.ties()]
     if aliases == "materialize":
         for group in ties:
@@ -114,16 +128,19 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
         name = {q: p.native_name for q, p in tree._occurrences()}
         tensors = {name[q]: value for q, value in tensors.items()}
         roles = {name[q]: role for q, role in roles.items()}
+        buffers = [name[q] for q in buffers]
         ties = [[name[q] for q in group] for group in ties]
-    meta = PolyparamMetadata(ties=ties, backend=tree.backend, aliases=aliases, roles=roles)
+    meta = PolyparamMetadata(ties=ties, backend=tree.backend, aliases=aliases, roles=roles, buffers=buffers)
     write_tensors(path, tensors, meta, format=format, checksum=checksum)
 
 
 # ---- load -----------------------------------------------------------------------------
 
 
-def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, format: str | None = None,
-         cast: bool = False, ties: Literal["restore", "strict", "ignore"] = "restore",
+def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, allow_missing: bool | None = None,
+         ignore_extra: bool | None = None, skip_mismatch: bool = False, rename: Rename | None = None,
+         strip_prefix: str | None = None, add_prefix: str | None = None, root: str | None = None,
+         format: str | None = None, cast: bool = False, ties: Literal["restore", "strict", "ignore"] = "restore",
          mmap: bool = True, verify: bool = True, progress: bool | None = None) -> LoadReport:
     """Load ``path`` into ``tree``, all or nothing, and restore the file's ties.
 
@@ -132,9 +149,21 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, for
 
     Args:
         tree: A :class:`ParameterTree` or any model :func:`polyparam.tree` accepts.
-        path: A file written by :func:`save`, or any safetensors/npz file whose keys are
-            canonical paths in canonical layout.
-        strict: Refuse missing and unexpected keys.
+        path: A file written by :func:`save`; any safetensors/npz file whose keys are
+            canonical paths or the model's native names, in canonical layout; a torch
+            ``state_dict`` file (``.pt``), a Gluon ``.params`` file, or a Keras
+            ``.weights.h5`` file (into a Keras model, converted from Keras's layout).
+        strict: Refuse missing and unexpected keys (the default of the next two).
+        allow_missing: Leave model parameters the file lacks as they are (default: ``not strict``).
+        ignore_extra: Ignore file keys the model lacks (default: ``not strict``).
+        skip_mismatch: Skip values whose shape differs from the parameter's (a new
+            classifier head) instead of refusing; ``report.skipped`` lists them.
+        rename: ``[(regex, replacement), ...]`` applied in order to every file key
+            (:func:`re.sub`), or a callable ``key -> new key`` (``None`` drops the key).
+        strip_prefix: Remove this prefix from the file keys that have it (``"module."``).
+        add_prefix: Put this prefix before every file key (after ``strip_prefix`` and ``rename``).
+        root: Load into the subtree at this path: the file's keys are relative to it and
+            only its parameters are expected.
         format: ``"safetensors"`` or ``"npz"``; from the extension when ``None``.
         cast: Accept values of another dtype of the same kind (float64 into float32).
         ties: ``"restore"`` ties the model's parameters the file records as tied;
@@ -150,11 +179,11 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, for
         progress: Show a progress bar (``None``: on a terminal, for big trees).
 
     Returns:
-        A :class:`LoadReport`.
+        A :class:`LoadReport`: what was loaded, renamed, skipped and left out.
 
     Raises:
         CheckpointFormatError: The file is malformed (one subclass per kind) or corrupt.
-        StateError: Missing or unexpected keys with ``strict``.
+        StateError: Missing or unexpected keys (unless allowed), or two keys mapped to one path.
         ShapeMismatchError, DTypeMismatchError: A value does not fit its parameter.
         TieMismatchError: The file's ties and the model's cannot be reconciled.
     """
@@ -163,54 +192,97 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, for
                f"ties={ties!r}.")
         raise errors.InvalidArgumentError(msg, argument="ties", expected=("restore", "strict", "ignore"), got=ties)
     tree = _tree_of(tree)
+    keymap = KeyMap.of(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, root=root)
+    target = typing.cast("ParameterTree", subtree(tree, root))
     file = os.fspath(path)
     if os.path.isdir(file):  # a sharded checkpoint: pp.save(tree, directory, sharded=True)
         from polyparam.checkpoint.sharded import load_sharded
 
+        if keymap.active or skip_mismatch or allow_missing is not None or ignore_extra is not None:
+            msg = (f"Cannot load sharded checkpoint {file!r} with key mapping or partial-load options: expected a "
+                   "single file, got a directory. Consolidate it first (pp.consolidate) and load that file.")
+            raise errors.InvalidArgumentError(msg, file=file, expected="a single file", got="a directory")
         return load_sharded(tree, file, strict=strict, cast=cast, ties=ties, verify=verify)
     with open_archive(file, format=format, mmap=mmap) as archive:
-        if archive.metadata.layout != "canonical":
-            msg = (f"Cannot load {file!r} into a tree: expected tensors in canonical layout, got "
-                   f"{archive.metadata.layout!r} layout. Convert it with a polyparam tree of that framework.")
-            raise errors.MetadataError(msg, file=file, expected="canonical", got=archive.metadata.layout)
-        return _load(tree, archive, strict=strict, cast=cast, ties=ties, verify=verify, progress=progress)
+        layout = archive.metadata.layout
+        if layout not in ("canonical", tree.backend):
+            msg = (f"Cannot load {file!r} into a {tree.backend} model: expected tensors in canonical layout or the "
+                   f"{tree.backend} layout, got {layout!r} layout. Load it into a {layout} model, then pp.save or "
+                   "pp.transfer from there.")
+            raise errors.MetadataError(msg, file=file, expected="canonical", got=layout)
+        options = _Options(strict=strict, allow_missing=allow_missing, ignore_extra=ignore_extra,
+                           skip_mismatch=skip_mismatch, keymap=keymap, native=layout != "canonical")
+        return _load(target, archive, options, cast=cast, ties=ties, verify=verify, progress=progress)
 
 
-def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ties: str, verify: bool = True,
-          progress: bool | None = None) -> LoadReport:
+@dataclass(frozen=True)
+class _Options:
+    """How a load matches keys: the map, what may be missing or extra, whether mismatches are skipped."""
+
+    strict: bool = True
+    allow_missing: bool | None = None
+    ignore_extra: bool | None = None
+    skip_mismatch: bool = False
+    keymap: KeyMap = field(default_factory=KeyMap)
+    native: bool = False   # values in the backend's own layout (a Keras .weights.h5)
+
+
+def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: bool, ties: str,
+          verify: bool = True, progress: bool | None = None) -> LoadReport:
     file = archive.file
+    subject = repr(file)
     groups = storage_groups(tree)
-    stored = archive.paths()  # file path -> stored key
-    resolved = resolve_keys(groups, stored, subject=repr(file))  # a model's native names -> canonical paths
+    mapped, renamed, dropped = options.keymap.apply(archive.paths(), subject=subject)
+    stored = {mapped[key]: value for key, value in archive.paths().items() if key in mapped}  # mapped -> stored key
+    resolved = resolve_keys(groups, stored, subject=subject)  # a model's native names -> canonical paths
+
+    def path_of(key: str) -> str | None:
+        return resolved.get(mapped[key], mapped[key]) if key in mapped else None
+
     source = {resolved[key]: value for key, value in stored.items()}
-    missing, unexpected = check_keys(groups, source, strict=strict, subject=repr(file))
-    plan = WritePlan(repr(file))
+    optional = {q for q in map(path_of, archive.metadata.buffers) if q is not None}
+    missing, unexpected, ignored = check_keys(groups, source, strict=options.strict, subject=subject,
+                                              optional=optional, allow_missing=options.allow_missing,
+                                              ignore_extra=options.ignore_extra)
+    plan = WritePlan(subject)
 
     # Ties: the file's groups, as sets of model identities that must end up as one.
-    plan.add_recorded_ties(groups, ([resolved.get(q, q) for q in group] for group in archive.metadata.ties),
-                           ties=ties, backend=tree.backend, capabilities=get_backend(tree.backend).CAPABILITIES)
+    recorded = ([q for q in map(path_of, group) if q is not None] for group in archive.metadata.ties)
+    plan.add_recorded_ties(groups, recorded, ties=ties, backend=tree.backend,
+                           capabilities=get_backend(tree.backend).CAPABILITIES)
 
     # Values: one stored key per model group; members given different tensors must agree.
+    report = LoadReport(ignored_buffers=ignored, renamed=renamed, dropped=dropped)
     chosen: dict[str, str] = {}  # model path -> stored key
     for members in groups.values():
         keys = list(dict.fromkeys(source[q] for q, _ in members if q in source))
         if not keys:
             continue
         path, p = members[0]
+        read: Callable[[str], np.ndarray] = archive.read
+        if options.native:   # a framework's own file: each value converted to canonical layout up front
+            converted = {key: p._from_native_layout(archive.read(key)) for key in keys}
+            read = converted.__getitem__
+            shapes = {key: (value.shape, value.dtype) for key, value in converted.items()}
+        else:
+            shapes = {key: (archive.entries[key].shape, archive.entries[key].dtype) for key in keys}
+        if options.skip_mismatch and any(fit_problem(p, shape, dtype) == "shape" for shape, dtype in shapes.values()):
+            report.skipped.append((path, tuple(shapes[keys[0]][0]), tuple(p.shape)))
+            continue
         for key in keys:
-            entry = archive.entries[key]
-            plan.check_fit(path, p, entry.shape, entry.dtype, key=key, cast=cast)
+            plan.check_fit(path, p, shapes[key][0], shapes[key][1], key=key, cast=cast)
         if ties != "ignore":
-            plan.check_one_value(members, keys, archive.read)
-        plan.add(path, p, functools.partial(archive.read, keys[0]))
-        chosen[path] = keys[0]
+            plan.check_one_value(members, keys, read)
+        plan.add(path, p, functools.partial(read, keys[0]))
+        if not options.native:
+            chosen[path] = keys[0]
     if verify:  # one tensor at a time (archives read through one file handle); each is summed on all threads
         for key in chosen.values():
             archive.verify(key, archive.read(key))
 
-    report = LoadReport(unexpected=unexpected if not strict else [], missing=missing if not strict else [])
-    if not strict:
-        check_partial(repr(file), matched=len(plan.writes), missing=missing, unexpected=unexpected)
+    report.missing, report.unexpected = missing, unexpected
+    check_partial(subject, matched=len(plan.writes), missing=missing, unexpected=unexpected,
+                  skipped=len(report.skipped), stacklevel=4)
     plan.commit(description=f"load {os.path.basename(archive.file)}", progress=progress,
                 on_written=report.loaded.append, on_tied=report.tied.append)
     return report
@@ -220,20 +292,31 @@ def _load(tree: ParameterTree, archive: Archive, *, strict: bool, cast: bool, ti
 
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], /, *, format: str | None = None,
-            checksum: bool = True, progress: Callable[[str], None] | None = None) -> PolyparamMetadata:
+            checksum: bool = True, progress: Callable[[str], None] | None = None, rename: Rename | None = None,
+            strip_prefix: str | None = None, add_prefix: str | None = None) -> PolyparamMetadata:
     """Copy every tensor of ``src`` (any readable format) into ``dst`` (safetensors or npz), keeping ties.
 
-    Returns the metadata written.
+    ``rename``, ``strip_prefix`` and ``add_prefix`` map the keys on the way, as in
+    :func:`load` (a dropped key is not written; two keys mapped to one are refused
+    before anything is written). Returns the metadata written.
     """
+    keymap = KeyMap.of(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix)
     with open_archive(src) as archive:
+        paths = archive.paths()   # every path, tie members too -> stored key
+        mapped, _, _ = keymap.apply(paths, subject=repr(os.fspath(src)))
+        stored_as = {key: mapped[path] for path, key in paths.items() if path == key and path in mapped}
         tensors = {}
-        for key in archive.entries:
+        for key, name in stored_as.items():
             value = archive.read(key)
             archive.verify(key, value)
-            tensors[key] = contiguous(value)
+            tensors[name] = contiguous(value)
             if progress is not None:
                 progress(key)
-        meta = PolyparamMetadata(ties=[list(g) for g in archive.metadata.ties], backend=archive.metadata.backend,
-                                 layout=archive.metadata.layout, roles=dict(archive.metadata.roles))
-        write_tensors(dst, tensors, meta, format=format, checksum=checksum)
-        return meta
+        meta = archive.metadata
+        ties = [[mapped[q] for q in group if q in mapped] for group in meta.ties]
+        ties = [group for group in ties if len(group) > 1 and any(q in tensors for q in group)]
+        out = PolyparamMetadata(ties=ties, backend=meta.backend, layout=meta.layout,
+                                roles={mapped[k]: v for k, v in meta.roles.items() if k in mapped},
+                                buffers=[mapped[k] for k in meta.buffers if k in mapped])
+        write_tensors(dst, tensors, out, format=format, checksum=checksum)
+        return out

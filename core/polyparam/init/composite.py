@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from polyparam import errors
+from polyparam._params.mapping import KeyMap, Rename
 from polyparam.init.base import Initializer, ParamInfo, _checked_result, register
 from polyparam.init.builtins import _BuiltIn
 from polyparam.init.coerce import _as_initializer
@@ -124,20 +125,28 @@ class Mixed(_BuiltIn):
 
 @register("load")
 class Load(_BuiltIn):
-    """Values from a state dict ``{path: array}`` or a ``.npz`` / ``.safetensors`` file, by canonical path.
+    """Values from a state dict ``{path: array}`` or a checkpoint file, by canonical path.
 
-    Parameters missing from the source get ``default`` (role dispatch), or are
-    refused if there is none. Loaded values are used whatever the role.
+    The file may be any that :func:`polyparam.load` reads in canonical layout (a
+    polyparam ``.safetensors``/``.npz``, a plain safetensors file, a torch ``.pt``, a
+    Gluon ``.params``). Keys are mapped first (``rename``, ``strip_prefix``,
+    ``add_prefix``: as in :func:`polyparam.load`). Parameters missing from the source get
+    ``default`` (role dispatch), or are refused if there is none; with ``skip_mismatch``,
+    so do those whose value has another shape. Loaded values are used whatever the role.
     """
 
     def __init__(self, source: Mapping[str, Any] | str | os.PathLike[str],
-                 default: Initializer | Callable[..., Any] | str | None = None) -> None:
+                 default: Initializer | Callable[..., Any] | str | None = None, *,
+                 rename: Rename | None = None, strip_prefix: str | None = None, add_prefix: str | None = None,
+                 skip_mismatch: bool = False) -> None:
         if not isinstance(source, (Mapping, str, os.PathLike)):
             msg = (f"Invalid value for argument `source` of Load: expected a state dict {{path: array}} or a "
-                   f"file path. Received: source={source!r}. Pass tree.state() or a .npz / .safetensors path.")
+                   f"file path. Received: source={source!r}. Pass tree.state() or a checkpoint path.")
             raise errors.InitializerError(msg, expected="a mapping or a file path", got=source)
         self.source = source
         self.default = None if default is None else _as_initializer(default, "default")
+        self.keymap = KeyMap.of(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix)
+        self.skip_mismatch = bool(skip_mismatch)
         self._state: Mapping[str, Any] | None = None
 
     @property
@@ -148,35 +157,61 @@ class Load(_BuiltIn):
         if not isinstance(self.source, (str, os.PathLike)):
             msg = "Cannot serialize Load from an in-memory state: expected a file path. Save the state first."
             raise errors.InitializerError(msg, expected="a file path", got=type(self.source).__name__)
-        return {"source": os.fspath(self.source), "default": self.default}
+        if callable(self.keymap.rename):
+            msg = "Cannot serialize Load with a rename callable: expected (regex, replacement) rules."
+            raise errors.InitializerError(msg, expected="rename rules", got="a callable")
+        extra = {"rename": [list(rule) for rule in self.keymap.rename] if self.keymap.rename else None,
+                 "strip_prefix": self.keymap.strip_prefix, "add_prefix": self.keymap.add_prefix,
+                 "skip_mismatch": self.skip_mismatch or None}
+        return {"source": os.fspath(self.source), "default": self.default,
+                **{k: v for k, v in extra.items() if v is not None}}
 
     def _values(self) -> Mapping[str, Any]:
         if self._state is None:
             if isinstance(self.source, Mapping):
-                self._state = self.source
+                state: Mapping[str, Any] = self.source
             else:
-                path = os.fspath(self.source)
-                if not path.endswith((".npz", ".safetensors")):
-                    msg = (f"Cannot load initial values from {path!r}: expected a .npz or .safetensors file, "
-                           "got another extension.")
-                    raise errors.InitializerError(msg, expected=(".npz", ".safetensors"), got=path)
-                from polyparam.checkpoint.formats import open_archive  # the checked readers pp.load uses
-
-                with open_archive(path, mmap=False) as archive:
-                    state = {}
-                    for name, key in archive.paths().items():
-                        value = archive.read(key)
-                        archive.verify(key, value)
-                        state[name] = np.array(value)
-                    self._state = state
+                state = self._read_file(os.fspath(self.source))
+            mapped, _, _ = self.keymap.apply(state, subject="Load")
+            self._state = {mapped[k]: v for k, v in state.items() if k in mapped} if self.keymap.active else state
         return self._state
+
+    @staticmethod
+    def _read_file(path: str) -> dict[str, np.ndarray]:
+        from polyparam.checkpoint.formats import open_archive  # the checked readers pp.load uses
+
+        try:
+            archive = open_archive(path, mmap=False)
+        except errors.UnsupportedFormatError as exc:
+            msg = f"Cannot load initial values from {path!r}: expected a checkpoint file pp.load reads, got {exc}"
+            raise errors.InitializerError(msg, expected="a checkpoint file", got=path) from exc
+        with archive:
+            if archive.metadata.layout != "canonical":
+                msg = (f"Cannot load initial values from {path!r}: expected tensors in canonical layout, got the "
+                       f"{archive.metadata.layout!r} layout. Load it with pp.load into a model of that framework.")
+                raise errors.InitializerError(msg, expected="canonical", got=archive.metadata.layout)
+            state = {}
+            for name, key in archive.paths().items():
+                value = archive.read(key)
+                archive.verify(key, value)
+                state[name] = np.array(value)
+            return state
+
+    def _has(self, info: ParamInfo) -> bool:
+        """Whether the source gives ``info`` its value (present, and of its shape under ``skip_mismatch``)."""
+        values = self._values()
+        if info.path not in values:
+            return False
+        return not (self.skip_mismatch and tuple(np.shape(values[info.path])) != tuple(info.shape))
 
     def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
         values = self._values()
-        if info.path not in values:
+        if not self._has(info):
             if self.default is None:
+                got = (f"shape {np.shape(values[info.path])} (skipped)" if info.path in values
+                       else f"{len(values)} other keys")
                 msg = (f"Cannot initialize parameter {info.path!r} with Load: expected it in the source, got "
-                       f"{len(values)} other keys. Pass default= for parameters the source lacks.")
+                       f"{got}. Pass default= for parameters the source lacks.")
                 raise errors.InitializerError(msg, path=info.path, expected=info.path, got=sorted(values)[:10])
             self.default.check(info, by_role=by_role)
             return
@@ -185,7 +220,7 @@ class Load(_BuiltIn):
     def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
         seed = _seed(seed)
         values = self._values()
-        if info.path in values:
+        if self._has(info):
             arr[...] = _checked_result(values[info.path], info, "Load")
         else:
             assert self.default is not None
@@ -195,7 +230,7 @@ class Load(_BuiltIn):
                    by_role: bool = True) -> None:
         seed = _seed(seed)
         values = self._values()
-        if info.path in values:
+        if self._has(info):
             box = tuple(slice(a, b) for a, b in _region(index, info.shape))
             arr[...] = _checked_result(values[info.path], info, "Load")[box]
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 import numpy as np
@@ -133,6 +133,9 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
         call_seed = next((p._agree_seed(call_seed) for p in todo if p._placement() is not None), call_seed)
     report.seed = call_seed
     for p in todo:
+        if p.dtype.kind in "biu" and p.state != "deferred":
+            _require_integral(p, initializer, call_seed, by_role)   # before the first write, never a silent cast
+    for p in todo:
         initializer._note(_info(p))
     # all or nothing, whatever a fill raises (the initializer, the framework, ^C)
     journal = Journal("initialize", writer="the initializer and the framework")
@@ -150,6 +153,28 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
             raise
         raise error from exc
     return report
+
+
+def _require_integral(p: Parameter, initializer: Initializer, seed: int, by_role: bool) -> None:
+    """Refuse to fill an integer or boolean parameter (an int8 quantized kernel) with values it cannot hold.
+
+    The initializer draws into a float64 scratch array first: random draws are not whole
+    numbers, and writing them would truncate silently (Xavier would give an int8 kernel of zeros).
+    """
+    info = replace(_info(p), dtype=np.dtype(np.float64))
+    scratch = np.zeros(info.shape, np.float64)
+    initializer.fill(scratch, info, seed=seed, by_role=by_role)
+    limits = (0, 1) if p.dtype.kind == "b" else (np.iinfo(p.dtype).min, np.iinfo(p.dtype).max)
+    bad = ~np.isfinite(scratch) | (scratch != np.round(scratch)) | (scratch < limits[0]) | (scratch > limits[1])
+    if bad.any():
+        k = int(np.argmax(bad))
+        name = type(initializer).__name__
+        msg = (f"Cannot initialize parameter {p.path!r} ({p.dtype.name}) with {name}: expected whole numbers from "
+               f"{limits[0]} to {limits[1]}, got {scratch.flat[k]!r} (a cast would change it silently). Leave "
+               "integer tensors (quantized kernels, counters) out of the selection, or fill them with "
+               "Zero, One or an integer Constant.")
+        raise errors.InitializerError(msg, path=p.path, expected=f"whole numbers in {p.dtype.name}",
+                                      got=float(scratch.flat[k]))
 
 
 def _work(p: Parameter) -> int:

@@ -27,7 +27,7 @@ from polyparam.numpy import Block, Dense, Param, Sequential
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
 
 NAME = "numpy"
-CAPABILITIES = frozenset({"tying", "deferred", "gradients"})
+CAPABILITIES = frozenset({"tying", "deferred", "gradients", "forward"})
 
 
 def framework_version() -> str:
@@ -151,6 +151,10 @@ class BlockTree(ParameterTree):
 
     def _leaves(self) -> list[tuple[str, Parameter]]:
         return [(attr, NumpyParameter(join_path(self.path, attr), self.native, attr)) for attr in self.native.params]
+
+    def _forward(self, inputs: Any, /) -> Any:
+        # forward with a throwaway tape, not __call__: the block's recorded tape for backward stays as it was
+        return self.native.forward(np.asarray(inputs, dtype=np.float32), [])
 
 
 # ---- nested dicts of arrays ----------------------------------------------------------

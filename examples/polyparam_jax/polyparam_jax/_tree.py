@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from polyparam.backend import Parameter, ParameterTree, join_path
 from polyparam_jax import NAME
 from polyparam_jax import model as jm
+from polyparam_jax._convert import to_numpy
 from polyparam_jax._parameter import JaxParameter
 
 __all__ = ["JaxTree"]
@@ -26,3 +29,7 @@ class JaxTree(ParameterTree):
     def _leaves(self) -> list[tuple[str, Parameter]]:
         return [(leaf.name, JaxParameter(join_path(self.path, leaf.name), self._model, (*self._address, j), leaf))
                 for j, leaf in enumerate(self._layer.leaves)]
+
+    def _forward(self, inputs: Any, /) -> Any:
+        """The whole model's output (stax layers have no training mode: BatchNorm uses its statistics)."""
+        return to_numpy(self._model(inputs))

@@ -129,6 +129,8 @@ class PolyparamMetadata:
         layout: ``"canonical"`` (PyTorch's layout) or a native layout name.
         aliases: ``"reference"`` (one tensor per tie group) or ``"materialize"`` (every member stored).
         roles: ``{key: role}``.
+        buffers: Keys of a framework's bookkeeping buffers (kind ``buffer``, role ``other``):
+            a model of another framework may lack them, and loads then pass them over.
     """
 
     ties: list[list[str]] = field(default_factory=list)
@@ -137,6 +139,7 @@ class PolyparamMetadata:
     layout: str = "canonical"
     aliases: str = "reference"
     roles: dict[str, str] = field(default_factory=dict)
+    buffers: list[str] = field(default_factory=list)
     version: int | None = None
 
     def to_strings(self) -> dict[str, str]:
@@ -149,6 +152,7 @@ class PolyparamMetadata:
             "polyparam.ties": json.dumps(self.ties),
             "polyparam.checksums": json.dumps(self.checksums, sort_keys=True),
             "polyparam.roles": json.dumps(self.roles, sort_keys=True),
+            "polyparam.buffers": json.dumps(sorted(self.buffers)),
         }
 
     @classmethod
@@ -201,12 +205,15 @@ class PolyparamMetadata:
         roles = load("polyparam.roles", {})
         if not isinstance(roles, dict):
             raise bad("a map of roles", roles)
+        buffers = load("polyparam.buffers", [])
+        if not isinstance(buffers, list) or not all(isinstance(k, str) and k in keys for k in buffers):
+            raise bad("a list of stored keys that are buffers", buffers)
         aliases = raw.get("polyparam.aliases", "reference")
         if aliases not in ("reference", "materialize"):
             raise bad("aliases 'reference' or 'materialize'", aliases)
         return cls(ties=ties, checksums=checksums, backend=raw.get("polyparam.backend") or None,
                    layout=raw.get("polyparam.layout", "canonical"), aliases=aliases,
-                   roles={str(k): str(v) for k, v in roles.items()}, version=version)
+                   roles={str(k): str(v) for k, v in roles.items()}, buffers=list(buffers), version=version)
 
 
 class Archive(abc.ABC):

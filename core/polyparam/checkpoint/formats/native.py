@@ -109,8 +109,6 @@ class TorchArchive(_InMemory):
             if not isinstance(value, torch.Tensor):
                 msg = f"Cannot read {file!r}: expected tensors only, got {type(value).__name__} under {key!r}."
                 raise errors.HeaderSchemaError(msg, file=file, path=key, expected="Tensor", got=type(value).__name__)
-            if key.endswith("num_batches_tracked"):
-                continue  # a step counter, not a parameter (the torch backend leaves it out too)
             t = value.detach()
             if t.layout != torch.strided or t.device.type != "cpu":
                 got = f"layout {t.layout} on device {t.device.type}".replace("torch.", "")
@@ -134,7 +132,8 @@ class TorchArchive(_InMemory):
         for group in ties:
             for member in group[1:]:
                 del self._values[member], self.entries[member]
-        self.metadata = PolyparamMetadata(ties=ties, backend="torch")
+        counters = [k for k in self.entries if k.rsplit(".", 1)[-1] == "num_batches_tracked"]
+        self.metadata = PolyparamMetadata(ties=ties, backend="torch", buffers=counters)  # BatchNorm's step counters
 
 
 def _torch_dtype(file: str, key: str, dtype: Any, fix: str) -> errors.UnknownDTypeError:

@@ -231,6 +231,21 @@ class BaseCheckpointTests(_Kit):
         np.testing.assert_array_equal(models.forward(one.model, x), models.forward(two.model, x))
         assert {frozenset(g.paths) for g in dst.ties()} == {frozenset(g.paths) for g in src.ties()}
 
+    def test_checkpoint_transfer_check_runs_both_models(self, models: Any, require: Callable[[str], None]) -> None:
+        """transfer(check=x) runs both models (ParameterTree._forward); differing outputs undo every write."""
+        require("forward")
+        one, two, three = models.mlp(), models.mlp(), models.mlp()
+        src = pp.tree(one.model)
+        src.initialize(pp.init.Xavier(), seed=4, force_reinit=True)
+        x = np.random.default_rng(3).uniform(-1, 1, (3, one.in_features)).astype(np.float32)
+        report = pp.transfer(src, two.model, check=x)
+        assert report.checked is not None and report.checked <= 1e-6, report
+        np.testing.assert_array_equal(models.forward(two.model, x), models.forward(one.model, x))
+        before = _snapshot(pp.tree(three.model))
+        with pytest.raises(errors.TransferError, match="expected equal outputs"):
+            pp.transfer(src, three.model, check=(x, x + 1))
+        assert _snapshot(pp.tree(three.model)) == before
+
     def test_checkpoint_transfer_reports_structure_differences(self, models: Any) -> None:
         """Different architectures: TransferError with a report naming the paths; nothing changes."""
         small, big = models.mlp(), models.rgnet()

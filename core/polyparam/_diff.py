@@ -1,0 +1,148 @@
+"""``pp.diff``: compare two models, trees or checkpoint files, tensor by tensor; never writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from polyparam._layout import format_shape
+from polyparam._params.plan import resolve_keys, storage_groups
+from polyparam._params.tree import ParameterCollection
+
+__all__ = ["Diff", "diff"]
+
+#: Rows ``str(diff)`` shows at most; the object keeps everything.
+SHOWN = 20
+
+
+@dataclass
+class Diff:
+    """What differs between ``a`` and ``b``.
+
+    Attributes:
+        only_a: Paths only ``a`` has.
+        only_b: Paths only ``b`` has.
+        shapes: ``(path, shape in a, shape in b)`` that differ.
+        dtypes: ``(path, dtype in a, dtype in b)`` that differ (values are still compared).
+        values: ``{path: (max |a - b|, max |a - b| / max |a|)}`` for every tensor both have
+            with one shape; ``(0.0, 0.0)`` where they are equal (NaN equals NaN).
+    """
+
+    a: str = "a"
+    b: str = "b"
+    only_a: list[str] = field(default_factory=list)
+    only_b: list[str] = field(default_factory=list)
+    shapes: list[tuple[str, tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=list)
+    dtypes: list[tuple[str, str, str]] = field(default_factory=list)
+    values: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> list[str]:
+        """Paths whose values differ."""
+        return [path for path, (largest, _) in self.values.items() if largest != 0]
+
+    @property
+    def equal(self) -> bool:
+        """The same paths, shapes, dtypes and values."""
+        return not (self.only_a or self.only_b or self.shapes or self.dtypes or self.changed)
+
+    def __bool__(self) -> bool:
+        """True when anything differs, as ``if pp.diff(a, b):`` reads."""
+        return not self.equal
+
+    def __str__(self) -> str:
+        if self.equal:
+            return f"diff {self.a} -> {self.b}: equal ({len(self.values)} tensors)"
+        lines = [f"diff {self.a} -> {self.b}: {len(self.changed)} of {len(self.values)} shared tensors differ, "
+                 f"{len(self.only_a)} only in a, {len(self.only_b)} only in b, {len(self.shapes)} shape and "
+                 f"{len(self.dtypes)} dtype differences"]
+        rows = [(path, "only in a") for path in self.only_a] + [(path, "only in b") for path in self.only_b]
+        rows += [(path, f"shape {format_shape(sa)} -> {format_shape(sb)}") for path, sa, sb in self.shapes]
+        rows += [(path, f"dtype {da} -> {db}") for path, da, db in self.dtypes]
+        rows += [(path, f"max abs {self.values[path][0]:.3g}, max rel {self.values[path][1]:.3g}")
+                 for path in self.changed]
+        width = max(len(path) for path, _ in rows[:SHOWN])
+        lines += [f"  {path:<{width}}  {what}" for path, what in rows[:SHOWN]]
+        if len(rows) > SHOWN:
+            lines.append(f"  ... {len(rows) - SHOWN} more (the Diff object lists them all)")
+        return "\n".join(lines)
+
+
+class _Side:
+    """One side of a diff: its keys, and each tensor's shape, dtype and value on demand."""
+
+    def __init__(self, name: str, shapes: dict[str, tuple[Any, ...]], dtypes: dict[str, np.dtype],
+                 read: Callable[[str], np.ndarray]) -> None:
+        self.name, self.shapes, self.dtypes, self.read = name, shapes, dtypes, read
+
+
+@contextlib.contextmanager
+def _open(obj: Any, other: Any) -> Iterator[_Side]:
+    if isinstance(obj, (str, os.PathLike)):
+        from polyparam.checkpoint.formats import open_archive
+
+        with open_archive(os.fspath(obj)) as archive:
+            stored = archive.paths()   # file path (tie members too) -> stored key
+            keys = dict(stored)
+            if not isinstance(other, (str, os.PathLike)):   # a model on the other side: its native names count
+                from polyparam._manager import tree as tree_of
+
+                other_tree = other if isinstance(other, ParameterCollection) else tree_of(other)
+                resolved = resolve_keys(storage_groups(other_tree), stored, subject=repr(os.fspath(obj)))
+                keys = {resolved[path]: key for path, key in stored.items()}
+            shapes = {path: tuple(archive.entries[key].shape) for path, key in keys.items()}
+            dtypes = {path: archive.entries[key].dtype for path, key in keys.items()}
+            yield _Side(repr(os.fspath(obj)), shapes, dtypes, lambda path: archive.read(keys[path]))
+        return
+    from polyparam._manager import tree as tree_of
+
+    t = obj if isinstance(obj, ParameterCollection) else tree_of(obj)
+    params = dict(t._occurrences())
+    yield _Side(f"{t.backend} model", {path: tuple(p.shape) for path, p in params.items()},
+                {path: p.dtype for path, p in params.items()}, lambda path: params[path].numpy())
+
+
+def diff(a: Any, b: Any, /) -> Diff:
+    """Compare ``a`` and ``b``: any two of a model, a tree and a checkpoint file. Nothing is written.
+
+    Paths are canonical on a model's side; a file's keys are matched to a model's paths on
+    the other side (native names included), and tie groups are expanded, so a model and
+    its own ``pp.save`` compare equal. Tensors are read one at a time.
+
+    Returns:
+        A :class:`Diff`: ``print`` it for a short table; ``diff.equal`` says whether anything differs.
+    """
+    result = Diff()
+    with _open(a, b) as side_a, _open(b, a) as side_b:
+        result.a, result.b = side_a.name, side_b.name
+        result.only_a = [path for path in side_a.shapes if path not in side_b.shapes]
+        result.only_b = [path for path in side_b.shapes if path not in side_a.shapes]
+        for path, shape in side_a.shapes.items():
+            if path not in side_b.shapes:
+                continue
+            if shape != side_b.shapes[path]:
+                result.shapes.append((path, shape, side_b.shapes[path]))
+                continue
+            if side_a.dtypes[path] != side_b.dtypes[path]:
+                result.dtypes.append((path, side_a.dtypes[path].name, side_b.dtypes[path].name))
+            result.values[path] = _difference(side_a.read(path), side_b.read(path))
+    return result
+
+
+def _difference(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    if x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
+        return 0.0, 0.0
+    if x.dtype.kind not in "biufc" or y.dtype.kind not in "biufc":
+        return float("inf"), float("inf")
+    fx, fy = x.astype(np.float64), y.astype(np.float64)
+    both_nan = np.isnan(fx) & np.isnan(fy)
+    delta = np.where(both_nan, 0.0, np.abs(fx - fy))
+    delta = np.nan_to_num(delta, nan=np.inf)
+    largest = float(delta.max()) if delta.size else 0.0
+    scale = float(np.nanmax(np.abs(fx))) if fx.size and not np.all(np.isnan(fx)) else 0.0
+    relative = largest / scale if scale > 0 else (0.0 if largest == 0 else float("inf"))
+    return largest, relative
