@@ -5,9 +5,13 @@
   their attribute names. A ``Sequential`` filled with ``add_module('block 0', ...)``
   therefore gives ``"0.1.0.bias"`` where torch's ``state_dict`` key (the
   :attr:`~polyparam.Parameter.native_name`) is ``"0.block 1.0.bias"``.
-* **Buffers.** Persistent buffers (BatchNorm running statistics) are non-trainable
-  parameters. ``num_batches_tracked`` is left out: it is a step counter, not a
-  parameter, and other frameworks have no counterpart.
+* **Buffers.** Persistent buffers (BatchNorm running statistics, masks) are non-trainable
+  parameters of kind ``"buffer"``; the tree's native names are the ``state_dict`` keys.
+  BatchNorm's step counter ``num_batches_tracked`` is a buffer of role ``"other"``: saved,
+  loaded and transferred, left alone by a tree-wide ``initialize``, and passed over where
+  a model or file of another framework lacks it.
+* **Declared layers.** ``pp.roles`` declarations win over what a module's type shows;
+  Hugging Face GPT-2's ``Conv1D`` is declared when the backend loads (weight ``(in, out)``).
 * **Deferred shapes.** ``nn.Lazy*`` modules hold ``UninitializedParameter``: unknown
   dimensions are ``None``, initializers are recorded and run right after torch
   materializes the module (a forward pre-hook that runs after torch's own).
@@ -38,7 +42,7 @@ from polyparam_torch._tree import TorchTree
 
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
 
-CAPABILITIES = frozenset({"deferred", "devices", "gradients", "tying"})
+CAPABILITIES = frozenset({"deferred", "devices", "forward", "gradients", "tying"})
 
 
 def framework_version() -> str:

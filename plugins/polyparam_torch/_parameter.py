@@ -19,26 +19,55 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
-from polyparam import errors
+from polyparam import errors, roles
 from polyparam.backend import Parameter, Shape, State, default_axes
 from polyparam_torch import NAME, _dtensor
 from polyparam_torch._convert import np2torch, np_dtype, torch2np
 from polyparam_torch._deferred import Pending, forget, lazy_shape, record, settle
 from polyparam_torch._dtensor import is_dtensor
 
-__all__ = ["ATTENTION_ROLES", "KNOWN_LAYERS", "NORMS", "SKIPPED_BUFFERS", "Layer", "TorchParameter", "axes_of",
-           "layer_of", "role_of", "shallow_clone"]
+__all__ = ["ATTENTION_ROLES", "DECLARED_LAYERS", "KNOWN_LAYERS", "NORMS", "Layer", "TorchParameter", "axes_of",
+           "declare_layers", "declared_axes", "layer_of", "role_of", "shallow_clone"]
 
 #: Modules whose ``weight``/``bias`` are a scale and a shift.
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
-#: Persistent buffers that are not parameters (a step counter other frameworks lack).
-SKIPPED_BUFFERS = frozenset({"num_batches_tracked"})
 #: ``nn.MultiheadAttention``'s attributes by role (``bias_k``/``bias_v`` are the learned extra key/value).
 ATTENTION_ROLES = {"in_proj_weight": "weight", "q_proj_weight": "weight", "k_proj_weight": "weight",
                    "v_proj_weight": "weight", "in_proj_bias": "bias", "bias_k": "bias", "bias_v": "bias"}
 #: Modules of torch whose parameters the name fallback must not guess (PReLU's 1-D slope is no scale).
 KNOWN_LAYERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag,
                 nn.modules.rnn.RNNBase, nn.modules.rnn.RNNCellBase, nn.MultiheadAttention, nn.PReLU)
+#: Layers of other libraries whose layout their type does not show, declared (by qualified name, nothing
+#: imported) when the backend loads: Hugging Face GPT-2's ``Conv1D`` stores a dense weight ``(in, out)``
+#: (defined in ``transformers.modeling_utils`` by older transformers).
+DECLARED_LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
+    "transformers.pytorch_utils.Conv1D": {"weight": ("in", "out")},
+    "transformers.modeling_utils.Conv1D": {"weight": ("in", "out")},
+}
+
+
+def declare_layers() -> None:
+    """Declare :data:`DECLARED_LAYERS` with ``pp.roles``, leaving any declaration the user made first."""
+    known = roles.declared()
+    for name, axes in DECLARED_LAYERS.items():
+        if name not in known:
+            roles.register(name, axes=axes)
+
+
+declare_layers()
+
+
+def declared_axes(module: nn.Module, attr: str, ndim: int, path: str) -> tuple[str, ...] | None:
+    """The axes declared with ``pp.roles`` for ``module.<attr>``, checked against ``ndim``; ``None`` if none are.
+
+    Raises:
+        InvalidArgumentError: The declared axes do not have ``ndim`` words; names ``path``.
+    """
+    try:
+        return roles.lookup(module, attr, ndim=ndim)[1]
+    except errors.InvalidArgumentError as exc:
+        msg = f"Cannot read the axes of parameter {path!r}: {exc}"
+        raise errors.InvalidArgumentError(msg, path=path, expected=exc.expected, got=exc.got) from None
 
 
 class Layer(NamedTuple):
@@ -115,21 +144,24 @@ def role_of(module: nn.Module, attr: str, tensor: torch.Tensor, *, is_buffer: bo
 
 
 def axes_of(module: nn.Module, attr: str, role: str, *, layer: Layer | None = None,
-            shape: Shape | None = None) -> tuple[str, ...] | None:
+            shape: Shape | None = None, declared: tuple[str, ...] | None = None) -> tuple[str, ...] | None:
     """The axis roles of ``module.<attr>`` where they differ from the default ``(out, in, *space)``, else ``None``.
 
     ``layer`` (from :func:`layer_of`) gives a reparametrized tensor its layer's axes;
     ``shape`` is needed for weight norm's magnitude, ``bias_k``/``bias_v`` and ``(C, 1, ..)`` scales.
+    ``declared`` (from :func:`declared_axes`, for the layer's tensor) wins over what the type shows.
     """
     ndim = None if shape is None else len(shape)
     if layer is not None and layer.part:
         if layer.part == "g":   # one magnitude per slice of the kept axis: that axis's role, the rest size 1
             if ndim is None or layer.dim is None or not -ndim <= layer.dim < ndim:
                 return None
-            weight = axes_of(layer.module, layer.attr, "weight") or default_axes("weight", ndim)
+            weight = declared or axes_of(layer.module, layer.attr, "weight") or default_axes("weight", ndim)
             kept = layer.dim % ndim
             return tuple(a if i == kept else "other" for i, a in enumerate(weight))
         module, attr = layer.module, layer.attr
+    if declared is not None:
+        return declared
     if shape is not None and len(shape) > 1:
         if role == "bias" and isinstance(module, nn.MultiheadAttention) and attr in ("bias_k", "bias_v"):
             return ("other",) * (len(shape) - 1) + ("out",)   # (1, 1, embed_dim)
@@ -181,15 +213,24 @@ class TorchParameter(Parameter):
 
     @cached_property
     def role(self) -> str:  # type: ignore[override]
+        """The role declared with ``pp.roles`` for the layer's tensor, else read from the layer (:func:`role_of`)."""
         layer = self._layer()
         module, attr = (layer.module, layer.attr) if layer.part in ("original", "v") else (self._module, self._attr)
+        if layer.part != "g":   # weight norm's magnitude is a scale, whatever the weight is declared as
+            declared = roles.lookup(module, attr)[0]
+            if declared is not None:
+                return declared
         return role_of(module, attr, self._tensor(), is_buffer=self._is_buffer, part=layer.part)
 
     @property
     def _axes(self) -> tuple[str, ...] | None:  # type: ignore[override]
+        """The axes declared with ``pp.roles`` for the layer's tensor, else read from the layer (:func:`axes_of`)."""
         t = self._tensor()
         shape = None if isinstance(t, UninitializedTensorMixin) else tuple(t.shape)
-        return axes_of(self._module, self._attr, self.role, layer=self._layer(), shape=shape)
+        layer = self._layer()
+        module, attr = (layer.module, layer.attr) if layer.part else (self._module, self._attr)
+        declared = declared_axes(module, attr, len(self._shape()), self.path)
+        return axes_of(self._module, self._attr, self.role, layer=layer, shape=shape, declared=declared)
 
     @property
     def trainable(self) -> bool:  # type: ignore[override]

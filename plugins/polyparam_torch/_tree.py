@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from polyparam.backend import Parameter, ParameterTree, join_path
 from polyparam_torch import NAME, _dtensor
 from polyparam_torch._convert import PLAIN, REAL_DTYPES
 from polyparam_torch._deferred import pending, settle
-from polyparam_torch._parameter import SKIPPED_BUFFERS, TorchParameter
+from polyparam_torch._parameter import TorchParameter
 
 __all__ = ["TorchTree", "retie", "walk"]
 
@@ -37,7 +37,7 @@ def walk(module: nn.Module, prefix: str, root: nn.Module, keys: tuple[str, ...],
     if module._buffers:
         skip = module._non_persistent_buffers_set
         for attr, b in module._buffers.items():
-            if b is not None and attr not in skip and attr not in SKIPPED_BUFFERS:
+            if b is not None and attr not in skip:
                 if seen is not None:
                     if id(b) in seen:
                         continue
@@ -97,9 +97,53 @@ class TorchTree(ParameterTree):
                 out.append((attr, TorchParameter(prefix + attr, self._root, self._keys, attr, False, module)))
         skip = module._non_persistent_buffers_set
         for attr, t in module._buffers.items():
-            if t is not None and attr not in skip and attr not in SKIPPED_BUFFERS:
+            if t is not None and attr not in skip:
                 out.append((attr, TorchParameter(prefix + attr, self._root, self._keys, attr, True, module)))
         return out
+
+    def _forward(self, inputs: Any, /) -> Any:
+        """The module in eval mode under ``no_grad`` on its parameters' device; every module's mode is restored.
+
+        A mapping is passed as keyword arguments (Hugging Face models), a list or tuple as
+        positional ones; floating inputs take the dtype of the module's first floating parameter.
+        """
+        module = self.native
+        first = next((t for t in module.parameters() if t.is_floating_point()), None)
+        device = first.device if first is not None else torch.device("cpu")
+
+        def as_input(x: Any) -> Any:
+            if isinstance(x, np.ndarray) or np.isscalar(x):
+                x = torch.from_numpy(np.array(x))
+            if isinstance(x, torch.Tensor):
+                if x.is_floating_point() and first is not None:
+                    x = x.to(first.dtype)
+                return x.to(device)
+            return x
+
+        def as_output(y: Any) -> Any:
+            if isinstance(y, torch.Tensor):
+                y = y.detach().cpu()
+                return (y.float() if y.dtype in (torch.bfloat16, torch.float16) else y).numpy()
+            if isinstance(y, dict):
+                return {k: out for k, v in y.items() if (out := as_output(v)) is not None}
+            if isinstance(y, (list, tuple)):
+                return [as_output(v) for v in y if v is not None]
+            return None   # not a tensor (a key/value cache object): nothing to compare
+
+        modes = [(m, m.training) for m in module.modules()]
+        module.eval()
+        try:
+            with torch.no_grad():
+                if isinstance(inputs, dict):
+                    out = module(**{k: as_input(v) for k, v in inputs.items()})
+                elif isinstance(inputs, (list, tuple)):
+                    out = module(*(as_input(v) for v in inputs))
+                else:
+                    out = module(as_input(inputs))
+        finally:
+            for m, training in modes:
+                m.training = training
+        return as_output(out)
 
     def _to(self, device: str) -> None:
         ties = [g for g in self._groups() if len(g) > 1]
@@ -187,7 +231,7 @@ class TorchTree(ParameterTree):
             if p._attr in (pending(owner) or ()):
                 continue
             own = [a for a, t in list(owner._parameters.items()) + list(owner._buffers.items())
-                   if t is not None and a not in SKIPPED_BUFFERS]
+                   if t is not None]
             if hasattr(owner, "reset_parameters") and all((id(owner), a) in fresh for a in own):
                 reset[id(owner)] = owner
             else:

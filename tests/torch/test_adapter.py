@@ -80,7 +80,7 @@ def test_module_list_dict_and_custom_modules() -> None:
 
 
 def test_batchnorm_buffers_are_non_trainable_parameters() -> None:
-    """Running statistics appear with their roles; num_batches_tracked and non-persistent buffers do not."""
+    """Running statistics appear with their roles, num_batches_tracked as a buffer; non-persistent buffers do not."""
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ConvTranspose2d(4, 2, 3))
     net[1].register_buffer("scratch", torch.zeros(2), persistent=False)
     tree = pp.tree(net)
@@ -89,6 +89,7 @@ def test_batchnorm_buffers_are_non_trainable_parameters() -> None:
         "0.weight": ("weight", True), "0.bias": ("bias", True),
         "1.weight": ("scale", True), "1.bias": ("shift", True),
         "1.running_mean": ("running_mean", False), "1.running_var": ("running_var", False),
+        "1.num_batches_tracked": ("other", False),
         "2.weight": ("weight", True), "2.bias": ("bias", True),
     }
     assert tree["0.weight"].axes == ("out", "in", "space", "space")
@@ -350,7 +351,8 @@ def test_lazy_shapes_show_unknown_dimensions() -> None:
     assert shapes["1.weight"] == (None,) and shapes["1.running_var"] == (None,)
     assert shapes["2.weight"] == (None, 2, 3, 3)
     assert shapes["3.weight"] == (5, None) and shapes["3.bias"] == (5,)
-    assert {p.state for p in tree.parameters()} == {"deferred"}
+    assert {p.state for path, p in tree.items() if path != "1.num_batches_tracked"} == {"deferred"}
+    assert tree["1.num_batches_tracked"].state == "initialized"   # a lazy BatchNorm's step counter is a plain 0
     with pytest.raises(errors.DeferredInitializationError):
         tree["3.bias"].set(np.zeros(5, np.float32))
 

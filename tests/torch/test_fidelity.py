@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +235,130 @@ def test_a_selection_of_buffers_is_initialized() -> None:
     net = Masked()
     pp.tree(net).select("mask").initialize(pp.init.Constant(3.0), force_reinit=True)
     np.testing.assert_array_equal(net.mask.numpy(), 3)
+
+
+def test_batchnorm_step_counter_is_a_buffer_in_the_tree() -> None:
+    """num_batches_tracked is an int64 buffer of role other: the tree's native names are the state_dict keys."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    tree = pp.tree(net)
+    counter = tree["1.num_batches_tracked"]
+    assert (counter.role, counter.kind, counter.trainable, counter.dtype, counter.shape) == (
+        "other", "buffer", False, np.dtype(np.int64), ())
+    assert {p.native_name for _, p in tree.items()} == set(net.state_dict())
+
+
+def test_batchnorm_step_counter_survives_state_load_and_transfer(tmp_path: Path) -> None:
+    """A BN trained for 3 steps: load_state, pp.save/pp.load and transfer give the copy the count 3;
+    a tree-wide initialize leaves the count as it is."""
+    src = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, momentum=None))
+    for _ in range(3):
+        src(torch.randn(8, 4))
+    assert int(src[1].num_batches_tracked) == 3
+
+    def fresh() -> nn.Module:
+        return nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, momentum=None))
+
+    a = fresh()
+    pp.tree(a).load_state(pp.tree(src).state())
+    file = tmp_path / "bn.safetensors"
+    pp.save(src, file)
+    b = fresh()
+    pp.load(b, file)
+    c = fresh()
+    pp.transfer(src, c)
+    for copy in (a, b, c):
+        assert int(copy[1].num_batches_tracked) == 3
+    with pytest.warns(errors.PolyparamWarning):
+        pp.tree(c).initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    assert int(c[1].num_batches_tracked) == 3
+
+
+# ---- declared roles and axes (pp.roles) -------------------------------------------------------
+
+
+class Transposed(nn.Module):
+    """A dense layer storing its weight (in, out), with a learned per-output gain named like nothing torch knows."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_in, n_out))
+        self.gain = nn.Parameter(torch.full((n_out,), 5.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.weight) * self.gain
+
+
+@pytest.fixture
+def declared_transposed() -> Iterator[None]:
+    pp.roles.register(Transposed, {"gain": "scale"}, axes={"weight": ("in", "out")})
+    try:
+        yield
+    finally:
+        pp.roles.unregister(Transposed)
+
+
+def test_declared_role_and_axes_win_and_set_the_fans(declared_transposed: None) -> None:
+    """A declared (in, out) weight has fan_in = shape[0]; a declared scale is reset to 1."""
+    tree = pp.tree(nn.Sequential(Transposed(64, 16)))
+    w, gain = tree["0.weight"], tree["0.gain"]
+    assert (w.role, w.axes) == ("weight", ("in", "out"))
+    assert gain.role == "scale"
+    tree.initialize(pp.init.He(mode="fan_in", distribution="normal"), seed=0, force_reinit=True)
+    assert abs(w.numpy().std() / math.sqrt(2 / 64) - 1) < 0.1   # fan_in 64, not 16
+    np.testing.assert_array_equal(gain.numpy(), 1)
+
+
+def test_undeclared_layer_keeps_the_adapters_reading() -> None:
+    tree = pp.tree(nn.Sequential(Transposed(64, 16)))
+    assert (tree["0.weight"].role, tree["0.weight"].axes) == ("weight", ("out", "in"))
+    assert tree["0.gain"].role == "other"
+
+
+def test_declaration_of_a_subclass_wins_and_unregister_restores() -> None:
+    class Sub(Transposed):
+        pass
+
+    pp.roles.register(Transposed, axes={"weight": ("in", "out")})
+    pp.roles.register(Sub, axes={"weight": ("out", "in")})
+    try:
+        assert pp.tree(Sub(3, 2))["weight"].axes == ("out", "in")
+        assert pp.tree(Transposed(3, 2))["weight"].axes == ("in", "out")
+    finally:
+        pp.roles.unregister(Sub)
+        pp.roles.unregister(Transposed)
+    assert pp.tree(Transposed(3, 2))["weight"].axes == ("out", "in")
+
+
+def test_declared_axes_of_the_wrong_length_name_the_path() -> None:
+    pp.roles.register(Transposed, axes={"weight": ("in", "out", "space")})
+    try:
+        tree = pp.tree(nn.Sequential(Transposed(4, 2)))
+        with pytest.raises(errors.InvalidArgumentError, match=r"'0\.weight'"):
+            _ = tree["0.weight"].axes
+        with pytest.raises(errors.InvalidArgumentError, match=r"'0\.weight'") as info:
+            tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+        assert info.value.path == "0.weight"
+    finally:
+        pp.roles.unregister(Transposed)
+
+
+def test_declared_axes_reach_a_weight_normed_layer(declared_transposed: None) -> None:
+    """weight_norm(dim=1) of a declared (in, out) weight: v has the declared axes, g keeps the out axis."""
+    tree = pp.tree(parametrizations.weight_norm(Transposed(6, 3), dim=1))
+    assert tree["parametrizations.weight.original1"].axes == ("in", "out")
+    assert tree["parametrizations.weight.original0"].axes == ("other", "out")
+
+
+def test_gpt2_conv1d_fans_come_from_its_in_out_layout() -> None:
+    """Hugging Face GPT-2's Conv1D stores (in, out): the torch backend declares it, so He(fan_in) std is sqrt(2/in)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    config = transformers.GPT2Config(n_layer=1, n_embd=128, n_head=4, vocab_size=500, n_positions=32)
+    tree = pp.tree(transformers.GPT2LMHeadModel(config))
+    attn, fc = tree["transformer.h.0.attn.c_attn.weight"], tree["transformer.h.0.mlp.c_fc.weight"]
+    assert attn.shape == (128, 384) and attn.axes == ("in", "out")
+    assert fc.axes == ("in", "out")
+    tree.initialize(pp.init.He(mode="fan_in", distribution="normal"), seed=0, force_reinit=True)
+    assert abs(attn.numpy().std() / 0.125 - 1) < 0.05   # sqrt(2 / 128); the (out, in) reading gave 0.072
+    assert abs(fc.numpy().std() / 0.125 - 1) < 0.05     # the (out, in) reading gave 0.0625
