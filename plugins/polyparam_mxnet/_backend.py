@@ -5,6 +5,15 @@ deviations are documented here.
   ``0.1.0.bias``); native names are Gluon's global prefixed names (``dense0_weight``).
   BatchNorm-style ``gamma``/``beta`` appear as ``weight`` (role ``scale``) and ``bias``
   (role ``shift``); ``running_mean``/``running_var`` keep their names.
+* Roles and axis roles: a :mod:`polyparam.roles` declaration for the owning block's type
+  and the parameter's structural name (``weight``, ``gamma``) wins; then the block's type
+  and the name.
+* Kinds: a Gluon ``Constant`` (``params.get_constant``) is a ``constant`` and a parameter
+  created with ``differentiable=False`` (running statistics) a ``buffer``; both are never
+  trainable. A tree-wide ``initialize`` leaves constants, and buffers it has no rule for,
+  as they are (Gluon's own ``force_reinit`` keeps a Constant's value too). ``trainable``
+  is ``grad_req != "null"``, read live, so ``collect_params().setattr("grad_req", "null")``
+  freezes; such frozen parameters stay ``parameter``s.
 * Gluon layouts are already canonical for dense and channel-first convolution weights;
   channel-last convolution weights ``(out, *kernel, in)`` are transposed on the way.
 * Deferred initialization goes through Gluon's own machinery: polyparam hands the
@@ -32,7 +41,7 @@ from polyparam_mxnet._tree import GluonTree
 
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
 
-CAPABILITIES = frozenset({"tying", "deferred", "gradients", "devices"})
+CAPABILITIES = frozenset({"tying", "deferred", "gradients", "devices", "forward"})
 
 
 def framework_version() -> str:

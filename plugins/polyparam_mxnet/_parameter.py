@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import warnings
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
 
 from polyparam import errors
+from polyparam import roles as declarations
 from polyparam.backend import Parameter, Shape, State, join_path
 from polyparam_mxnet import NAME
 from polyparam_mxnet._convert import autograd, format_context, from_numpy, gluon, mx, to_canonical, to_native, to_numpy
@@ -15,8 +17,20 @@ from polyparam_mxnet._deferred import TARGET, DeferredFill
 
 __all__ = ["GluonParameter", "blocks", "clear_cached_graphs"]
 
-_ROLES = {"bias": "bias", "gamma": "scale", "beta": "shift", "running_mean": "running_mean",
-          "running_var": "running_var", "moving_mean": "running_mean", "moving_var": "running_var"}
+_STATS = {"running_mean": "running_mean", "running_var": "running_var", "moving_mean": "running_mean",
+          "moving_var": "running_var"}
+_ROLES = {"bias": "bias", "gamma": "scale", "beta": "shift", **_STATS}
+
+
+def _role(param: gluon.Parameter, attr: str, ndim: int) -> str:
+    """The role Gluon's own facts give: constants and statistics Gluon does not name are "other"."""
+    if isinstance(param, gluon.Constant):
+        return "other"
+    if attr in _STATS:
+        return _STATS[attr]
+    if not getattr(param, "_differentiable", True):
+        return "other"  # a statistic (differentiable=False) of a custom block, whatever its name
+    return _ROLES.get(attr, "weight" if ndim >= 2 else "other")
 
 
 def _layout(block: gluon.Block, attr: str, ndim: int) -> tuple[tuple[str, ...] | None, tuple[int, ...] | None]:
@@ -55,21 +69,55 @@ def clear_cached_graphs(root: gluon.Block) -> None:
 
 
 class GluonParameter(Parameter):
-    """A Gluon ``Parameter``, found live through its owning block (``block._reg_params``)."""
+    """A Gluon ``Parameter``, found live through its owning block (``block._reg_params``).
+
+    ``role`` and ``axes`` come first from :mod:`polyparam.roles` (a declaration for the
+    owning block's type and the parameter's structural name, e.g. ``weight``), then from
+    the block's type and the name. ``trainable`` is read live from ``grad_req``.
+    """
 
     backend = NAME
 
     def __init__(self, path: str, owner: gluon.Block, attr: str, root: gluon.Block) -> None:
+        # Parameter.__init__ is not called on purpose: it stores ``trainable``, which here is
+        # read live from Gluon (a property); role and axes are read on first use.
         param = owner._reg_params[attr]
         ndim = len(param._shape) if param._shape is not None else 0
-        role = _ROLES.get(attr, "weight" if ndim >= 2 else "other")
-        axes, perm = _layout(owner, attr, ndim)
-        trainable = param.grad_req != "null"
+        layout, perm = _layout(owner, attr, ndim)
         groups = 1
         if attr == "weight" and isinstance(owner, gluon.nn.conv_layers._Conv):
             groups = int(getattr(owner, "_kwargs", {}).get("num_group", 1))
-        super().__init__(path, role=role, axes=axes, trainable=trainable, groups=groups)
-        self._owner, self._attr, self._root, self._perm = owner, attr, root, perm
+        self._path, self.groups = path, groups
+        self._owner, self._attr, self._root, self._perm, self._layout_axes = owner, attr, root, perm, layout
+
+    # ---- facts read from Gluon -----------------------------------------------------
+
+    @cached_property
+    def role(self) -> str:  # type: ignore[override]
+        """The declared role (:func:`polyparam.roles.register`), else the one the block's type and name give."""
+        declared, _ = declarations.lookup(self._owner, self._attr)
+        if declared is not None:
+            return declared
+        return _role(self._param, self._attr, len(self._native_shape()))
+
+    @property
+    def _axes(self) -> tuple[str, ...] | None:  # type: ignore[override]
+        """Declared axis roles, else the block's (``None``: the role's defaults)."""
+        shape = self._param._shape
+        _, declared = declarations.lookup(self._owner, self._attr, ndim=None if shape is None else len(shape))
+        return declared if declared is not None else self._layout_axes
+
+    @property
+    def trainable(self) -> bool:  # type: ignore[override]
+        """Whether a Trainer updates it: ``grad_req`` is not ``"null"`` (constants and statistics never)."""
+        return str(self._param.grad_req) != "null"
+
+    def _kind(self) -> str:
+        """``constant`` for a Gluon ``Constant``, ``buffer`` for a statistic (``differentiable=False``)."""
+        param = self._param
+        if isinstance(param, gluon.Constant):
+            return "constant"
+        return "parameter" if getattr(param, "_differentiable", True) else "buffer"
 
     # ---- hooks: facts ------------------------------------------------------------
 
@@ -192,10 +240,13 @@ class GluonParameter(Parameter):
         while name in taken:
             n += 1
             name = f"{self._owner.prefix}{self._attr}_untied{n}"
-        new = gluon.Parameter(name, grad_req=old.grad_req, shape=old._shape, dtype=old.dtype,
-                              lr_mult=old.lr_mult, wd_mult=old.wd_mult, init=old.init,
-                              allow_deferred_init=old._allow_deferred_init, differentiable=old._differentiable,
-                              stype=old._stype, grad_stype=old._grad_stype)
+        if isinstance(old, gluon.Constant):
+            new: gluon.Parameter = gluon.Constant(name, old.value)
+        else:
+            new = gluon.Parameter(name, grad_req=old.grad_req, shape=old._shape, dtype=old.dtype,
+                                  lr_mult=old.lr_mult, wd_mult=old.wd_mult, init=old.init,
+                                  allow_deferred_init=old._allow_deferred_init, differentiable=old._differentiable,
+                                  stype=old._stype, grad_stype=old._grad_stype)
         if old._data is not None:
             with autograd.pause():
                 new._init_impl(old._data[0].copy(), list(old._ctx_list))

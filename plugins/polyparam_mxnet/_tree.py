@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from polyparam.backend import Parameter, ParameterTree, join_path
 from polyparam_mxnet import NAME
-from polyparam_mxnet._convert import gluon, parse_devices
+from polyparam_mxnet._convert import from_numpy, gluon, parse_devices, to_numpy
 from polyparam_mxnet._parameter import GluonParameter, clear_cached_graphs
 
 __all__ = ["GluonTree"]
@@ -42,3 +46,23 @@ class GluonTree(ParameterTree):
             if param._data is not None or param._deferred_init:
                 param.reset_ctx(contexts)
         clear_cached_graphs(self._root)
+
+    def _forward(self, inputs: Any, /) -> Any:
+        """The block on ``inputs`` in predict mode (running statistics, no dropout), on its parameters' context."""
+        from mxnet import autograd
+
+        contexts = [c for p in self.native.collect_params().values() if p._data is not None for c in p.list_ctx()]
+
+        def as_input(x: Any) -> Any:
+            if isinstance(x, (list, tuple)):
+                return type(x)(as_input(v) for v in x)
+            if isinstance(x, np.ndarray) or np.isscalar(x):
+                x = np.asarray(x)
+                x = from_numpy(x, x.dtype if x.dtype.kind == "f" else "float32")  # Gluon takes indices as floats
+            return x.as_in_context(contexts[0]) if contexts and hasattr(x, "as_in_context") else x
+
+        def as_output(y: Any) -> Any:
+            return type(y)(as_output(v) for v in y) if isinstance(y, (list, tuple)) else to_numpy(y)
+
+        with autograd.predict_mode():
+            return as_output(self.native(as_input(inputs)))
