@@ -18,9 +18,15 @@ Only deviations from the protocol are documented here; see ``docs/backends/keras
 * Ties: a reused layer shares its variables; :func:`polyparam.tie` after
   construction swaps the member layer's variable for the anchor's (the member's
   own variable is kept aside so ``untie`` can restore it).
+* Keras's own ``model.save_weights("x.weights.h5")`` loads through ``pp.load``: each
+  variable's key in that file (``layers.dense.vars.0``, from Keras's own save walk) is one
+  of its native aliases, and values convert from Keras's layout as reads do. A LoRA
+  layer's kernel is saved merged with its factors and the factors not at all, so such a
+  file loads in full only into the model without LoRA (see ``_native_keys``).
 
 The adapter's rooms: ``_convert`` (tensors <-> NumPy), ``_variables`` (a layer's
-variables), ``_layout`` (slots and layouts), ``_ties``, ``_parameter``, ``_tree``,
+variables), ``_layout`` (slots and layouts), ``_flatten`` (a flattened map's feature
+order), ``_native_keys`` (``.weights.h5`` keys), ``_ties``, ``_parameter``, ``_tree``,
 ``_gradients`` and ``_models``.
 """
 
@@ -36,7 +42,7 @@ from polyparam_keras._tree import KerasTree
 
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
 
-CAPABILITIES = frozenset({"tying", "deferred", "gradients"})
+CAPABILITIES = frozenset({"tying", "deferred", "gradients", "forward"})
 
 
 def framework_version() -> str:

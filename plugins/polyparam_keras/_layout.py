@@ -16,8 +16,8 @@ import numpy as np
 from polyparam.backend import Shape
 from polyparam_keras._variables import find_variable, leaf_name, own_variables
 
-__all__ = ["Slot", "axes", "canonical_shape", "einsum_axes", "groups", "perm", "slots", "slots_of", "to_canonical",
-           "to_native", "typed_role", "unbuilt_shape"]
+__all__ = ["Slot", "axes", "canonical_shape", "einsum_axes", "extra_slot", "groups", "perm", "slots", "slots_of",
+           "to_canonical", "to_native", "typed_role", "unbuilt_shape"]
 
 # the public classes of keras' private base classes (BaseConv, BaseConvTranspose, BaseDepthwiseConv)
 _CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -149,23 +149,53 @@ def groups(layer: Any, slot: Slot) -> int:
 
 
 def slots_of(layer: Any) -> list[Slot]:
-    """The slots present on ``layer`` now (built or not)."""
+    """The slots present on ``layer`` now (built or not).
+
+    A built layer of a known kind also lists every other variable it has (LoRA factors,
+    a quantized kernel's scale, ...), so nothing Keras saves is left out.
+    """
     known = slots(layer)
-    if known is not None:
-        if layer.built:
-            return [s for s in known if find_variable(layer, s.var) is not None]
+    if known is not None and not layer.built:
         return [s for s in known if s.flag is None or getattr(layer, s.flag, True)]
     if not layer.built:
         return []
+    out = [s for s in known or () if find_variable(layer, s.var) is not None]
+    taken = {s.var for s in out}
     seen: set[int] = set()
-    out = []
     for v in own_variables(layer):
-        if id(v) in seen:
+        if id(v) in seen or v.name in taken:
             continue
         seen.add(id(v))
-        role, axis_roles = typed_role(layer, v.name, len(v.shape))
-        out.append(Slot(leaf_name(v.name), v.name, role, axis_roles=axis_roles))
+        out.append(extra_slot(layer, v.name, len(v.shape)))
     return out
+
+
+_LORA_DENSE = {"lora_kernel_a": Slot("lora_kernel_a", "lora_kernel_a", "weight", "dense"),
+               "lora_kernel_b": Slot("lora_kernel_b", "lora_kernel_b", "bias", "dense")}
+
+
+def extra_slot(layer: Any, var: str, ndim: int) -> Slot:
+    """The slot of variable ``var`` of ``layer`` outside the slot table.
+
+    LoRA factors (``lora_<name>_a``/``_b``, from ``enable_lora``): A is a weight and B,
+    which Keras starts at zeros, has role ``"bias"``, so a tree-wide initialize is a LoRA
+    start (A drawn, B zero: the adapter adds nothing). A Dense layer's factors read in
+    torch's Linear layout, as peft stores them: A ``(rank, in)``, B ``(out, rank)``.
+    """
+    if isinstance(layer, keras.layers.Dense) and var in _LORA_DENSE:
+        return _LORA_DENSE[var]
+    if var.startswith("lora_") and var.endswith(("_a", "_b")) and ndim >= 2:
+        if var.endswith("_b"):
+            return Slot(leaf_name(var), var, "bias", axis_roles=("in",) + ("out",) * (ndim - 1))
+        kernel = find_variable(layer, "kernel")
+        kernel_axes = None
+        if isinstance(layer, keras.layers.EinsumDense) and kernel is not None:
+            kernel_axes = einsum_axes(layer.equation, len(kernel.shape))
+        if kernel_axes is not None and len(kernel_axes) == ndim and "in" in kernel_axes[:-1]:
+            return Slot(leaf_name(var), var, "weight", axis_roles=(*kernel_axes[:-1], "out"))
+        return Slot(leaf_name(var), var, "weight", axis_roles=("in",) * (ndim - 1) + ("out",))
+    role, axis_roles = typed_role(layer, var, ndim)
+    return Slot(leaf_name(var), var, role, axis_roles=axis_roles)
 
 
 # Normalization's adapted statistics: data the layer learned by adapt(), not weights. Role "other" and

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import math
+from functools import cached_property
+from typing import Any, Callable, cast
 
 import keras
 import numpy as np
 
-from polyparam import errors
+from polyparam import errors, roles
 from polyparam.backend import Parameter, Shape, State, parallel_copy
 from polyparam_keras import NAME
 from polyparam_keras._convert import assign_native, contiguous, device_type, engine, raw, to_numpy
+from polyparam_keras._flatten import FlatOrder, flatten_order, from_canonical_order, to_canonical_order
 from polyparam_keras._layout import (
     NORMALIZATION_STATS,
     Slot,
@@ -22,10 +25,14 @@ from polyparam_keras._layout import (
     to_native,
     unbuilt_shape,
 )
+from polyparam_keras._native_keys import h5_keys
 from polyparam_keras._ties import clone_into_sequential, hook_build, refresh, swap_variable
 from polyparam_keras._variables import FOLLOWERS_ATTR, GRAD_ATTR, ORIGINAL_ATTR, PENDING_ATTR, TIES_ATTR, find_variable
 
 __all__ = ["KerasParameter"]
+
+# variables whose first native axis is the Dense layer's input (a flattened map's features, maybe)
+_FLAT_INPUT = ("kernel", "lora_kernel_a")
 
 
 class KerasParameter(Parameter):
@@ -38,11 +45,7 @@ class KerasParameter(Parameter):
         # Parameter.__init__ is not called on purpose: it stores ``trainable``, which here is
         # read live from Keras (a property); role, axes and groups are set as it sets them.
         layer = locate()
-        v = find_variable(layer, slot.var) if layer.built else None
-        ndim = len(unbuilt_shape(layer, slot)) if v is None else len(v.shape)
         self._path = path
-        self.role = slot.role
-        self._axes = slot.axis_roles if slot.axis_roles is not None else axes(slot.layout, ndim)
         self.groups = groups(layer, slot)
         self._slot = slot
         self._locate = locate
@@ -52,6 +55,126 @@ class KerasParameter(Parameter):
     @property
     def _layer(self) -> Any:
         return self._locate()
+
+    # ---- layouts ----------------------------------------------------------------
+
+    def _flat_order(self) -> FlatOrder | str | None:
+        """For a Dense kernel (or LoRA A) whose input is a flattened feature map: the map's order,
+        or why it cannot be known; ``None`` for every other parameter."""
+        cached = self.__dict__.get("_flat_cache", False)
+        if cached is not False:
+            return cast("FlatOrder | str | None", cached)
+        layer = self._layer
+        slot = self._slot
+        if slot.layout != "dense" or slot.var not in _FLAT_INPUT or not isinstance(layer, keras.layers.Dense):
+            self.__dict__["_flat_cache"] = None
+            return None
+        v = self._variable()
+        if v is None:
+            return None          # not built: the graph may not be there yet, and nothing is read
+        before = None
+        if self._site is not None:
+            parent_locate, position = self._site
+            before = list(parent_locate().layers[:position])
+        order = flatten_order(layer, self._root, before)
+        if isinstance(order, FlatOrder) and math.prod(order.spatial) * order.channels != int(v.shape[0]):
+            order = (f"the flattened map {(*order.spatial, order.channels)} before it does not match its input "
+                     f"size {int(v.shape[0])}.")
+        if layer._inbound_nodes:     # the graph is complete; without it the answer may change (build in progress)
+            self.__dict__["_flat_cache"] = order
+        return order
+
+    def _canonical(self, native: np.ndarray) -> np.ndarray:
+        """A native-layout array of this variable in canonical layout."""
+        out = to_canonical(self._slot.layout, native)
+        order = self._flat_order()
+        return to_canonical_order(order, out) if isinstance(order, FlatOrder) else out
+
+    def _native_layout(self, array: np.ndarray, native_shape: tuple[int, ...]) -> np.ndarray:
+        """The inverse of :meth:`_canonical`."""
+        order = self._flat_order()
+        if isinstance(order, FlatOrder):
+            array = from_canonical_order(order, array)
+        return to_native(self._slot.layout, array, native_shape)
+
+    def _native_aliases(self) -> tuple[str, ...]:
+        """Its keys in a ``.weights.h5`` that ``save_weights`` of the root model writes (``layers.dense.vars.0``).
+
+        None for a value Keras does not store as it is: a LoRA layer's kernel (saved merged with
+        its factors) and the factors (not saved); see :mod:`polyparam_keras._native_keys`.
+        """
+        v = self._variable()
+        return () if v is None else h5_keys(self._root, self._layer, v)
+
+    def _from_native_layout(self, array: np.ndarray, /) -> np.ndarray:
+        """A value as Keras stores it (its variable's layout, as ``.weights.h5`` holds it) in canonical layout.
+
+        The same conversion as a read, so ``p._from_native_layout(<the variable's value>)``
+        equals ``p.numpy()``. A value of another shape comes back permuted only (never
+        reshaped), so the core reports the mismatch against the canonical shape.
+        """
+        v = self._variable()
+        if v is None:
+            msg = (f"Cannot load parameter {self.path!r} from a file in Keras's layout: expected a built layer, got "
+                   f"layer {self._layer.name!r} not built yet, so its storage layout is unknown. Call the model on "
+                   "one batch (or build it), then load.")
+            raise errors.DeferredInitializationError(msg, path=self.path, expected="built", got="deferred")
+        value = np.asarray(array)
+        native_shape = tuple(int(d) for d in v.shape)
+        if value.shape == native_shape:
+            return self._canonical(value)
+        order = perm(self._slot.layout, value.ndim)
+        if order is not None and (value.ndim != len(native_shape) or self._slot.layout == "depthwise"):
+            order = None         # only a plain transpose maps another shape to a surely different shape
+        out = value if order is None else value.transpose(order)
+        if out.shape == tuple(self.shape):
+            msg = (f"Cannot load parameter {self.path!r} from a file in Keras's layout: expected Keras shape "
+                   f"{native_shape}, got {value.shape}, which only reshapes into the canonical shape {out.shape}. "
+                   "Load a file of this model's architecture.")
+            raise errors.ShapeMismatchError(msg, path=self.path, expected=native_shape, got=value.shape)
+        return out
+
+    def _layout_doubt(self) -> str | None:
+        order = self._flat_order()
+        if isinstance(order, str):
+            return f"The input of Dense kernel {self.native_name!r} may be a flattened feature map: {order}"
+        return None
+
+    def _declared(self, ndim: int | None = None) -> tuple[str | None, tuple[str, ...] | None]:
+        """What ``pp.roles`` declares for this variable (by its Keras name, else by the path's leaf)."""
+        layer = self._layer
+        try:
+            found = roles.lookup(layer, self._slot.var, ndim=ndim)
+            if found == (None, None) and self._slot.leaf != self._slot.var:
+                found = roles.lookup(layer, self._slot.leaf, ndim=ndim)
+        except errors.InvalidArgumentError as exc:
+            msg = f"Cannot read the axes of parameter {self.path!r}: {exc}"
+            raise errors.InvalidArgumentError(msg, path=self.path, expected=exc.expected, got=exc.got) from None
+        return found
+
+    @cached_property
+    def role(self) -> str:  # type: ignore[override]
+        """Declared with ``pp.roles``, else the slot's; an integer (quantized) variable is ``"other"``.
+
+        A float initializer must never be cast into an int8 kernel: with role ``"other"`` and
+        kind ``"buffer"`` a tree-wide initialize leaves it as it is.
+        """
+        declared = self._declared()[0]
+        if declared is not None:
+            return declared
+        v = self._variable()
+        if v is not None and np.dtype(v.dtype).kind in "biu":
+            return "other"
+        return self._slot.role
+
+    @property
+    def _axes(self) -> tuple[str, ...] | None:  # type: ignore[override]
+        """Declared with ``pp.roles``, else the slot's, else those of its layout."""
+        ndim = len(self._shape())
+        declared = self._declared(ndim)[1]
+        if declared is not None:
+            return declared
+        return self._slot.axis_roles if self._slot.axis_roles is not None else axes(self._slot.layout, ndim)
 
     @property
     def trainable(self) -> bool:  # type: ignore[override]
@@ -105,11 +228,15 @@ class KerasParameter(Parameter):
         return v.path if v is not None else f"{self._layer.name}/{self._slot.var}"
 
     def _kind(self) -> str:
-        """Statistics (BatchNormalization's moving ones, Normalization's adapted ones) are buffers."""
+        """Statistics (BatchNormalization's moving ones, Normalization's adapted ones) and variables
+        created non-trainable are buffers; freezing a layer later does not change a kind."""
         layer = self._layer
         if self._slot.role in ("running_mean", "running_var") or (
                 isinstance(layer, keras.layers.Normalization) and self._slot.var in NORMALIZATION_STATS):
             return "buffer"
+        v = self._variable()
+        if v is not None and any(v is u for u in layer._non_trainable_variables):
+            return "buffer"     # created non-trainable (a quantized kernel, its scale): no optimizer updates it
         return "parameter"
 
     def _state(self) -> State:
@@ -119,13 +246,13 @@ class KerasParameter(Parameter):
         return "uninitialized" if v._value is None else "initialized"
 
     def _read(self) -> np.ndarray:
-        return to_canonical(self._slot.layout, to_numpy(raw(self._variable())))
+        return self._canonical(to_numpy(raw(self._variable())))
 
     def _write(self, array: np.ndarray, /) -> None:
         v = self._variable()
         assert v is not None, "the core writes initialized or uninitialized parameters, never deferred ones"
         if v._value is None:
-            native = to_native(self._slot.layout, array, tuple(int(d) for d in v.shape))
+            native = self._native_layout(array, tuple(int(d) for d in v.shape))
             v._initialize(contiguous(native))
             return
         staging = self._staging()
@@ -137,14 +264,14 @@ class KerasParameter(Parameter):
             del view
             adopt()
             return
-        assign_native(v, to_native(self._slot.layout, array, tuple(int(d) for d in v.shape)))
+        assign_native(v, self._native_layout(array, tuple(int(d) for d in v.shape)))
 
     def _grad(self) -> np.ndarray | None:
         v = self._variable()
         grad = None if v is None else getattr(v, GRAD_ATTR, None)
         if grad is None:
             return None
-        return to_canonical(self._slot.layout, grad)
+        return self._canonical(grad)
 
     def _identity(self) -> Any:
         layer = self._layer
@@ -169,7 +296,7 @@ class KerasParameter(Parameter):
         v = self._variable()
         if v is None or v._value is None or raw(v).device.type != "cpu":
             return None
-        view = to_canonical(self._slot.layout, raw(v).detach().numpy())
+        view = self._canonical(raw(v).detach().numpy())
         return view if np.shares_memory(view, raw(v).detach().numpy()) else None
 
     def _staging(self) -> tuple[np.ndarray, Callable[[], None]] | None:
@@ -191,7 +318,7 @@ class KerasParameter(Parameter):
         if as_numpy is None:
             return None
         native = as_numpy()
-        view = to_canonical(self._slot.layout, native)
+        view = self._canonical(native)
         if not (native.flags.writeable and np.shares_memory(view, native)):
             return None
 

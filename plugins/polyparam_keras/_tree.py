@@ -60,6 +60,15 @@ class KerasTree(ParameterTree):
             out.append((name, KerasTree(value, locate=locate, root=self._root, path=join_path(self.path, name))))
         return out
 
+    def _forward(self, inputs: Any, /) -> Any:
+        """The layer or model called with ``training=False`` (a list or tuple is one input structure, as in Keras)."""
+        obj = self._locate()
+        if not callable(obj):
+            msg = f"Cannot run {type(obj).__name__} at {self.path or 'the root'!r}: it is not a Keras layer or model."
+            raise TypeError(msg)
+        out = obj(inputs, training=False)
+        return keras.tree.map_structure(keras.ops.convert_to_numpy, out)
+
     def _leaves(self) -> list[tuple[str, Parameter]]:
         obj = self._locate()
         if not isinstance(obj, keras.Layer) or _is_container(obj):

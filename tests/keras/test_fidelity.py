@@ -1,10 +1,12 @@
 """The tree says what Keras says: ``trainable`` as Keras counts it (frozen layers and models,
-non-trainable variables), and roles and axis roles from the layer's type for layers beyond
-Dense and Conv (MultiHeadAttention/EinsumDense, LSTM/GRU, Normalization)."""
+non-trainable variables), roles and axis roles from the layer's type for layers beyond
+Dense and Conv (MultiHeadAttention/EinsumDense, LSTM/GRU, Normalization) or declared with
+``pp.roles``, and every variable of LoRA and int8-quantized layers."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -179,3 +181,141 @@ def test_efficientnet_tree_wide_xavier_and_trainable_count() -> None:
     tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     assert np.isfinite(keras.ops.convert_to_numpy(model(x))).all()
+
+
+# ---- roles declared with pp.roles ------------------------------------------------------
+
+
+class _LayerScale(keras.Layer):
+    """A custom layer whose 1-D ``gamma`` is a scale, not a weight: only a declaration can say so."""
+
+    def build(self, input_shape: Any) -> None:
+        self.gamma = self.add_weight(name="gamma", shape=(input_shape[-1],), initializer="ones")
+        self.proj = self.add_weight(name="proj", shape=(input_shape[-1], 3), initializer="glorot_uniform")
+
+    def call(self, x: Any) -> Any:
+        return keras.ops.matmul(x * self.gamma, self.proj)
+
+
+def test_declared_roles_and_axes_win() -> None:
+    model = keras.Sequential([keras.Input((4,)), _LayerScale()])
+    assert pp.tree(model)["0.gamma"].role == "other"
+    pp.roles.register(_LayerScale, {"gamma": "scale", "proj": "weight"}, axes={"proj": ("in", "out")})
+    try:
+        tree = pp.tree(model)
+        assert (tree["0.gamma"].role, tree["0.proj"].role) == ("scale", "weight")
+        assert tree["0.proj"].axes == ("in", "out")
+        proj = tree["0.proj"].numpy().copy()
+        tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+        assert (tree["0.gamma"].numpy() == 1).all()            # a scale: ones, not Xavier
+        assert not np.array_equal(tree["0.proj"].numpy(), proj)
+        pp.roles.register(keras.layers.Dense, {"kernel": "other"}, axes={"kernel": ("out", "in")})
+        dense = pp.tree(keras.Sequential([keras.Input((4,)), L.Dense(3)]))["0.weight"]
+        assert dense.role == "other" and dense.axes == ("out", "in")
+    finally:
+        pp.roles.unregister(_LayerScale)
+        pp.roles.unregister(keras.layers.Dense)
+    assert pp.tree(model)["0.gamma"].role == "other"
+
+
+def test_declared_axes_of_the_wrong_length_are_refused() -> None:
+    model = keras.Sequential([keras.Input((4,)), _LayerScale()])
+    pp.roles.register(_LayerScale, axes={"proj": ("in",)})
+    try:
+        with pytest.raises(errors.InvalidArgumentError, match="axis roles"):
+            pp.tree(model)["0.proj"].axes  # noqa: B018 - the read raises
+    finally:
+        pp.roles.unregister(_LayerScale)
+
+
+# ---- LoRA and int8 quantization ----------------------------------------------------------
+
+
+def _lora_model(seed: int = 0) -> Any:
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(5), L.Dense(4), L.EinsumDense("ab,bc->ac", output_shape=3)])
+    model.layers[0].enable_lora(2)
+    model.layers[2].enable_lora(2)
+    for layer in (model.layers[0], model.layers[2]):     # trained adapters: B no longer zero
+        layer.lora_kernel_b.assign(np.random.default_rng(seed).normal(size=layer.lora_kernel_b.shape))
+    return model
+
+
+def _quantized_model(seed: int = 0) -> Any:
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(5), L.Dense(4), L.EinsumDense("ab,bc->ac", output_shape=3)])
+    model.quantize("int8")
+    return model
+
+
+def _out(model: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+
+
+X6 = np.random.default_rng(3).normal(size=(4, 6)).astype(np.float32)
+
+
+@pytest.mark.parametrize("build", [_lora_model, _quantized_model])
+def test_every_variable_is_in_the_tree(build: Callable[..., Any]) -> None:
+    model = build()
+    tree = pp.tree(model)
+    assert {p.native_name for p in tree.parameters()} == {v.path for v in model.weights}
+    assert sum(p.size or 0 for p in tree.parameters()) == sum(int(np.prod(v.shape)) for v in model.weights)
+    _assert_trainable_like_keras(model)
+
+
+def test_lora_roles_layouts_and_trainable() -> None:
+    model = _lora_model()
+    tree = pp.tree(model)
+    dense = model.layers[0]
+    assert not tree["0.weight"].trainable and tree["0.weight"].role == "weight"   # the frozen base kernel
+    a, b = tree["0.lora_kernel_a"], tree["0.lora_kernel_b"]
+    assert (a.role, b.role) == ("weight", "bias") and a.trainable and b.trainable
+    assert a.kind == b.kind == "parameter"
+    assert a.shape == (2, 6) and b.shape == (5, 2)                 # torch's Linear layouts (out, in), as peft's
+    np.testing.assert_array_equal(a.numpy(), keras.ops.convert_to_numpy(dense.lora_kernel_a).T)
+    np.testing.assert_array_equal(b.numpy(), keras.ops.convert_to_numpy(dense.lora_kernel_b).T)
+    assert tree["2.lora_kernel_a"].shape == (4, 2) and tree["2.lora_kernel_b"].shape == (2, 3)   # EinsumDense: native
+
+
+def test_tree_wide_init_keeps_the_lora_identity() -> None:
+    """A tree-wide init is a LoRA start: A drawn, B zero, so the adapter adds nothing."""
+    model = _lora_model()
+    tree = pp.tree(model)
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    for layer in ("0", "2"):
+        assert not tree[f"{layer}.lora_kernel_b"].numpy().any()
+        assert tree[f"{layer}.lora_kernel_a"].numpy().any()
+    dense = model.layers[0]
+    base = X6 @ keras.ops.convert_to_numpy(dense._kernel) + dense.bias.numpy()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(dense(X6)), base, rtol=1e-6, atol=1e-6)
+
+
+def test_int8_kernel_round_trips_bitwise_and_is_left_alone() -> None:
+    model = _quantized_model()
+    tree = pp.tree(model)
+    kernel, scale = tree["0.weight"], tree["0.kernel_scale"]
+    assert kernel.dtype == np.int8 and kernel.shape == (5, 6)
+    assert (kernel.role, kernel.kind, kernel.trainable) == ("other", "buffer", False)
+    assert (scale.role, scale.kind, scale.trainable) == ("other", "buffer", False)
+    before = tree.state(copy=True)
+    with pytest.warns(errors.PolyparamWarning, match="buffer"):
+        report = tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    assert {"0.weight", "0.kernel_scale", "2.kernel", "2.kernel_scale"} <= set(report.skipped)
+    for path in ("0.weight", "0.kernel_scale", "1.weight", "2.kernel"):
+        np.testing.assert_array_equal(tree[path].numpy(), before[path])
+    value = np.arange(-15, 15, dtype=np.int8).reshape(5, 6)
+    kernel.set(value)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.layers[0]._kernel), value.T)
+
+
+@pytest.mark.parametrize("build", [_lora_model, _quantized_model])
+def test_save_load_and_transfer_keep_outputs(build: Callable[..., Any], tmp_path: Path) -> None:
+    src, dst, other = build(0), build(1), build(2)
+    expected = _out(src, X6)
+    assert not np.array_equal(_out(dst, X6), expected)
+    pp.save(src, tmp_path / "m.safetensors")
+    pp.load(dst, tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(_out(dst, X6), expected)
+    pp.transfer(src, other)
+    np.testing.assert_array_equal(_out(other, X6), expected)

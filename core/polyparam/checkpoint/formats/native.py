@@ -335,7 +335,9 @@ class KerasH5Archive(_InMemory):
             raise errors.CorruptArchiveError(msg, file=file, expected="HDF5", got=str(exc)[:200]) from None
         finally:
             h5.close()
-        self.metadata = PolyparamMetadata(backend="keras", layout="keras")
+        # a compiled model's file also holds its optimizer's state: not the model's, passed over by loads
+        optimizer = [key for key in self.entries if key.startswith("optimizer.")]
+        self.metadata = PolyparamMetadata(backend="keras", layout="keras", buffers=optimizer)
 
     def _walk(self, h5py: Any, group: Any, prefix: str, size: int, count: list[int]) -> None:
         file = self.file

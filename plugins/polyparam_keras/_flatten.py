@@ -1,0 +1,199 @@
+"""The order of a Dense layer's input features when they are a flattened feature map.
+
+Keras flattens a map channels-last: ``Flatten`` of ``(H, W, C)`` orders the features
+``(H, W, C)`` (a ``channels_first`` Flatten transposes to channels-last first, so its
+order is the same). The canonical layout is PyTorch's, whose ``Flatten`` of
+``(C, H, W)`` orders them ``(C, H, W)``. So the input axis of such a Dense kernel reads
+permuted to channels-first order and writes back, wherever the model's graph
+(Sequential and Functional models) shows the Flatten. Where it cannot be known (a
+subclassed model holding a Flatten, a Reshape that flattens a map) the parameter
+says so (``_layout_doubt``), and a transfer to another framework refuses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+__all__ = ["FlatOrder", "flatten_order", "from_canonical_order", "to_canonical_order"]
+
+_L = keras.layers
+# layers that keep each feature where it is and hold nothing per feature
+_PASS_THROUGH = (_L.Dropout, _L.Activation, _L.ReLU, _L.LeakyReLU, _L.ELU, _L.Softmax, _L.GaussianNoise,
+                 _L.GaussianDropout, _L.AlphaDropout, _L.ActivityRegularization, _L.Identity)
+# layers that keep each feature where it is but hold per-feature values (in the flattened order too)
+_PER_FEATURE = (_L.BatchNormalization, _L.LayerNormalization, _L.PReLU, _L.UnitNormalization)
+
+
+@dataclass(frozen=True)
+class FlatOrder:
+    """Features flattened from a map of ``spatial`` dims and ``channels`` channels, channels last."""
+
+    spatial: tuple[int, ...]
+    channels: int
+
+
+Found = FlatOrder | str | None   # str: why the order cannot be established
+
+
+def to_canonical_order(order: FlatOrder, value: np.ndarray) -> np.ndarray:
+    """A canonical ``(out, in)`` array with its in axis from ``(*spatial, C)`` to ``(C, *spatial)`` order."""
+    n = len(order.spatial)
+    out = value.reshape((value.shape[0], *order.spatial, order.channels))
+    return out.transpose((0, n + 1, *range(1, n + 1))).reshape(value.shape)
+
+
+def from_canonical_order(order: FlatOrder, value: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_canonical_order`."""
+    n = len(order.spatial)
+    out = value.reshape((value.shape[0], order.channels, *order.spatial))
+    return out.transpose((0, *range(2, n + 2), 1)).reshape(value.shape)
+
+
+def flatten_order(layer: Any, root: Any, before: list[Any] | None = None) -> Found:
+    """How ``layer``'s input features are ordered: a :class:`FlatOrder` to permute, ``None``
+    when they need nothing, or a sentence saying why it cannot be known.
+
+    From the layer's graph nodes; without them (a Sequential building its graph right now,
+    which builds the layer before it records the layer's node), from ``before``, the layers
+    before it in its Sequential; else from what ``root`` holds.
+    """
+    nodes = [n for n in getattr(layer, "_inbound_nodes", []) if n.input_tensors]
+    if nodes:
+        found = {_from_tensor(n.input_tensors[0], per_feature=None) for n in nodes}
+        if len(found) > 1:
+            return (f"layer {layer.name!r} is called on inputs of different feature orders (a flattened feature map "
+                    "in one use, not in another), so its kernel has no one canonical input order.")
+        return found.pop()
+    if before is not None:
+        return _in_sequence(before)
+    return _without_graph(layer, root)
+
+
+def _in_sequence(before: list[Any]) -> Found:
+    """From the layers before one in a Sequential (each already called, so each has its node)."""
+    per_feature: str | None = None
+    for i in range(len(before) - 1, -1, -1):
+        op = before[i]
+        if isinstance(op, _PASS_THROUGH + _PER_FEATURE):
+            if isinstance(op, _PER_FEATURE):
+                per_feature = per_feature or op.name
+            continue
+        nodes = [n for n in getattr(op, "_inbound_nodes", []) if n.input_tensors]
+        if isinstance(op, (_L.Flatten, _L.Reshape)) and nodes:
+            return _from_tensor(nodes[-1].output_tensors[0], per_feature=per_feature)
+        if isinstance(op, (_L.Flatten, _L.Reshape)):
+            return f"the shape of the map that {type(op).__name__} layer {op.name!r} flattens is not known yet."
+        return None
+    return None
+
+
+def _history(tensor: Any) -> tuple[Any, Any] | None:
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    op, node_index = history[0], history[1]
+    nodes = getattr(op, "_inbound_nodes", [])
+    return (op, nodes[node_index]) if node_index < len(nodes) else None
+
+
+def _from_tensor(tensor: Any, *, per_feature: str | None) -> Found:
+    for _ in range(10_000):          # a graph is finite; this bounds a malformed one
+        found = _history(tensor)
+        if found is None:
+            return None
+        op, node = found
+        if isinstance(op, _PASS_THROUGH + _PER_FEATURE) and node.input_tensors:
+            if isinstance(op, _PER_FEATURE):
+                per_feature = per_feature or op.name
+            tensor = node.input_tensors[0]
+            continue
+        if isinstance(op, _L.Flatten):
+            return _flatten(op, node.input_tensors[0], per_feature)
+        if isinstance(op, _L.Reshape) and len(op.target_shape) == 1:
+            shape = tuple(node.input_tensors[0].shape)
+            if _is_map(shape, channels_first=False):
+                return (f"its input is a feature map {shape[1:]} flattened by Reshape layer {op.name!r}, whose "
+                        "channel order (channels-last or channels-first data) the model does not show.")
+            return None
+        if isinstance(op, _L.Concatenate):
+            parts = {_from_tensor(t, per_feature=per_feature) for t in node.input_tensors}
+            if parts != {None}:
+                return (f"its input is a Concatenate ({op.name!r}) of parts of which some are flattened feature "
+                        "maps; polyparam does not permute parts of an input axis.")
+            return None
+        return None
+    return None
+
+
+def _is_map(shape: tuple[Any, ...], *, channels_first: bool) -> bool:
+    """Whether a batch shape holds more than one channel at more than one position."""
+    if len(shape) < 3:
+        return False
+    dims = shape[1:]
+    channels, spatial = (dims[0], dims[1:]) if channels_first else (dims[-1], dims[:-1])
+    if channels is None or None in spatial:
+        return True
+    return channels > 1 and math.prod(spatial) > 1
+
+
+def _flatten(op: Any, source: Any, per_feature: str | None) -> Found:
+    shape = tuple(source.shape)
+    channels_first = getattr(op, "data_format", "channels_last") == "channels_first"
+    if not _is_map(shape, channels_first=channels_first):
+        return None
+    if len(shape) == 3:   # (N, L, C): a Conv1D map (torch: (N, C, L)) or a sequence (torch: (N, L, D) too)
+        producer = _producer(source)
+        if getattr(producer, "data_format", None) is None:
+            return None
+    dims = shape[1:]
+    if None in dims:
+        return (f"its input is a feature map of unknown shape {dims} flattened by {op.name!r}, so the channel "
+                "order cannot be worked out.")
+    if per_feature is not None:
+        return (f"layer {per_feature!r} between Flatten {op.name!r} and it holds per-feature values in Keras' "
+                "channels-last order, which polyparam does not permute.")
+    channels, spatial = (dims[0], dims[1:]) if channels_first else (dims[-1], dims[:-1])
+    return FlatOrder(tuple(int(d) for d in spatial), int(channels))
+
+
+def _producer(tensor: Any) -> Any:
+    """The first layer before ``tensor`` that is not a pass-through one."""
+    for _ in range(10_000):
+        found = _history(tensor)
+        if found is None:
+            return None
+        op, node = found
+        if not (isinstance(op, _PASS_THROUGH + _PER_FEATURE) and node.input_tensors):
+            return op
+        tensor = node.input_tensors[0]
+    return None
+
+
+def _without_graph(layer: Any, root: Any) -> Found:
+    """No graph shows the layer's input (a subclassed model): a doubt if the model flattens a feature map."""
+    in_dim = None
+    kernel = next((v for v in layer._trainable_variables + layer._non_trainable_variables if v.name == "kernel"),
+                  None)
+    if kernel is not None and len(kernel.shape) == 2:
+        in_dim = int(kernel.shape[0])
+    flatteners = [sub for sub in root._flatten_layers(include_self=True, recursive=True)
+                  if isinstance(sub, _L.Flatten) or (isinstance(sub, _L.Reshape) and len(sub.target_shape) == 1)]
+    for sub in flatteners:
+        recorded = (getattr(sub, "_build_shapes_dict", None) or {}).get("input_shape")
+        shape = tuple(recorded) if isinstance(recorded, (tuple, list)) else None
+        if shape is not None:
+            channels_first = getattr(sub, "data_format", "channels_last") == "channels_first"
+            if not _is_map(shape, channels_first=channels_first):
+                continue
+            if in_dim is not None and None not in shape[1:] and math.prod(shape[1:]) != in_dim:
+                continue
+        what = "a feature map" if shape is None else f"a feature map {shape[1:]}"
+        return (f"the model flattens {what} with {type(sub).__name__} layer {sub.name!r} and its structure (a "
+                "subclassed model's call) does not show whether that is this layer's input, nor in which channel "
+                "order.")
+    return None

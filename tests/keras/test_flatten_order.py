@@ -1,0 +1,180 @@
+"""A Dense kernel after a Flatten of a feature map reads in canonical (PyTorch's, channels-first) input order.
+
+Keras flattens ``(H, W, C)`` channels-last, PyTorch flattens ``(C, H, W)``; the tree shows the
+kernel's input axis in PyTorch's order where the model's graph shows the Flatten, writes convert
+back, and Keras -> Keras round trips stay bitwise. Where the structure does not show the order
+(a subclassed model, a Reshape), the parameter says so with ``_layout_doubt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+import polyparam as pp  # noqa: E402 - after the importorskip
+
+L = keras.layers
+H, W, C = 4, 3, 2
+X = np.random.default_rng(0).normal(size=(3, H, W, 3)).astype(np.float32)
+
+
+def _sequential(seed: int = 0) -> Any:
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"), L.Flatten(), L.Dense(5),
+                             L.Dense(2)])
+
+
+def _functional(seed: int = 0) -> Any:
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((H, W, 3))
+    h = L.Flatten()(L.Conv2D(C, 3, padding="same")(inp))
+    h = L.Dense(5)(L.Activation("relu")(L.Dropout(0.5)(h)))
+    return keras.Model(inp, h)
+
+
+def _native(layer: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(layer.kernel))
+
+
+def _torch_order(kernel: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
+    """Keras kernel (in, out), in = (h, w, c) row-major, as torch's Linear weight (out, in), in = (c, h, w)."""
+    out = np.empty((kernel.shape[1], kernel.shape[0]), kernel.dtype)
+    for ci in range(c):
+        for hi in range(h):
+            for wi in range(w):
+                out[:, ci * h * w + hi * w + wi] = kernel[(hi * w + wi) * c + ci, :]
+    return out
+
+
+def _out(model: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+
+
+@pytest.mark.parametrize(("build", "dense"), [(_sequential, "2"), (_functional, "5")])
+def test_canonical_value_is_torch_order(build: Any, dense: str) -> None:
+    model = build()
+    tree = pp.tree(model)
+    layer = tree[dense].native
+    expected = _torch_order(_native(layer), H, W, C)
+    np.testing.assert_array_equal(tree[f"{dense}.weight"].numpy(), expected)
+    assert tree[f"{dense}.weight"]._layout_doubt() is None
+    if dense == "2":                 # the next Dense is not after a Flatten: a plain transpose
+        np.testing.assert_array_equal(tree["3.weight"].numpy(), _native(model.layers[3]).T)
+
+
+def test_canonical_weight_computes_the_output_on_channels_first_features() -> None:
+    """Independent of the permutation code: torch's flatten of the NCHW map times the canonical weight."""
+    model = _sequential()
+    tree = pp.tree(model)
+    feature_map = _out(keras.Sequential(model.layers[:1]), X)                 # (N, H, W, C)
+    torch_flat = feature_map.transpose(0, 3, 1, 2).reshape(len(X), -1)      # (N, C * H * W)
+    hidden = torch_flat @ tree["2.weight"].numpy().T + tree["2.bias"].numpy()
+    np.testing.assert_allclose(_out(keras.Sequential(model.layers[:3]), X), hidden, rtol=1e-5, atol=1e-5)
+
+
+def test_writes_convert_back_and_keras_round_trips_are_bitwise(tmp_path: Path) -> None:
+    src, dst, other = _sequential(0), _sequential(1), _sequential(2)
+    tree = pp.tree(src)
+    canonical = np.random.default_rng(1).normal(size=(5, H * W * C)).astype(np.float32)
+    tree["2.weight"].set(canonical)
+    np.testing.assert_array_equal(tree["2.weight"].numpy(), canonical)
+    np.testing.assert_array_equal(_torch_order(_native(src.layers[2]), H, W, C), canonical)
+    pp.save(src, tmp_path / "m.safetensors")
+    pp.load(dst, tmp_path / "m.safetensors")
+    pp.transfer(src, other)
+    for model in (dst, other):
+        np.testing.assert_array_equal(_native(model.layers[2]), _native(src.layers[2]))
+        np.testing.assert_array_equal(_out(model, X), _out(src, X))
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)       # in-place fills take the same path
+    again = pp.tree(dst)
+    again.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    np.testing.assert_array_equal(_native(dst.layers[2]), _native(src.layers[2]))
+
+
+def test_lora_a_of_a_flattened_dense_is_permuted_too() -> None:
+    model = _sequential()
+    model.layers[2].enable_lora(2)
+    tree = pp.tree(model)
+    a = np.asarray(keras.ops.convert_to_numpy(model.layers[2].lora_kernel_a))
+    np.testing.assert_array_equal(tree["2.lora_kernel_a"].numpy(), _torch_order(a, H, W, C))
+    assert tree["2.lora_kernel_b"].shape == (5, 2)
+
+
+def test_channels_first_flatten_is_permuted_as_well() -> None:
+    """Keras' channels_first Flatten transposes to channels-last before flattening."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((C, H, W)), L.Flatten(data_format="channels_first"), L.Dense(4)])
+    x = np.random.default_rng(2).normal(size=(3, C, H, W)).astype(np.float32)
+    tree = pp.tree(model)
+    torch_like = x.reshape(3, -1) @ tree["1.weight"].numpy().T + tree["1.bias"].numpy()
+    np.testing.assert_allclose(_out(model, x), torch_like, rtol=1e-5, atol=1e-5)
+
+
+def test_conv1d_map_is_permuted_and_a_sequence_is_not() -> None:
+    conv = keras.Sequential([keras.Input((5, 3)), L.Conv1D(2, 3, padding="same"), L.Flatten(), L.Dense(4)])
+    np.testing.assert_array_equal(pp.tree(conv)["2.weight"].numpy(), _torch_order(_native(conv.layers[2]), 5, 1, 2))
+    seq = keras.Sequential([keras.Input((5,), dtype="int32"), L.Embedding(10, 3), L.Flatten(), L.Dense(4)])
+    np.testing.assert_array_equal(pp.tree(seq)["2.weight"].numpy(), _native(seq.layers[2]).T)  # (N, L, D): same order
+
+
+@pytest.mark.parametrize("shape", [(H, W, 1), (1, 1, 6), (6,)])
+def test_nothing_to_permute(shape: tuple[int, ...]) -> None:
+    model = keras.Sequential([keras.Input(shape), L.Flatten(), L.Dense(3)])
+    p = pp.tree(model)["1.weight"]
+    np.testing.assert_array_equal(p.numpy(), _native(model.layers[1]).T)
+    assert p._layout_doubt() is None
+
+
+class _Subclassed(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = L.Conv2D(C, 3, padding="same")
+        self.flat = L.Flatten()
+        self.head = L.Dense(5)
+
+    def call(self, x: Any) -> Any:
+        return self.head(self.flat(self.conv(x)))
+
+
+class _Mlp(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = L.Dense(5)
+        self.head = L.Dense(2)
+
+    def call(self, x: Any) -> Any:
+        return self.head(self.hidden(x))
+
+
+def test_subclassed_model_with_a_flatten_says_it_is_in_doubt() -> None:
+    model = _Subclassed()
+    model(X)
+    tree = pp.tree(model)
+    doubt = tree["head.weight"]._layout_doubt()
+    assert doubt is not None and "flat" in doubt and "subclassed" in doubt
+    np.testing.assert_array_equal(tree["head.weight"].numpy(), _native(model.head).T)    # native order, as is
+    assert tree["head.bias"]._layout_doubt() is None and tree["conv.weight"]._layout_doubt() is None
+    mlp = _Mlp()
+    mlp(np.zeros((1, 4), np.float32))
+    assert all(p._layout_doubt() is None for p in pp.tree(mlp).parameters())
+
+
+def test_subclassed_round_trip_stays_bitwise(tmp_path: Path) -> None:
+    src, dst = _Subclassed(), _Subclassed()
+    src(X)
+    dst(X)
+    pp.transfer(src, dst)            # one framework: the native order moves as it is
+    np.testing.assert_array_equal(_out(dst, X), _out(src, X))
+
+
+def test_reshape_of_a_map_and_per_feature_layers_are_doubts() -> None:
+    reshaped = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"), L.Reshape((H * W * C,)),
+                                 L.Dense(3)])
+    assert "Reshape" in (pp.tree(reshaped)["2.weight"]._layout_doubt() or "")
+    normed = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"), L.Flatten(),
+                               L.BatchNormalization(), L.Dense(3)])
+    assert "per-feature" in (pp.tree(normed)["3.weight"]._layout_doubt() or "")
