@@ -310,3 +310,62 @@ def test_the_report_names_the_seed_so_an_unseeded_run_can_be_repeated() -> None:
     again = tree.initialize(pp.init.Xavier(), force_reinit=True, seed=report.seed)
     assert again.seed == report.seed
     np.testing.assert_array_equal(model["layer"]["weight"], first)
+
+
+# ---- issue 20: asymmetric uniform, sparse, Dirac's dimensions, empty parameters, Declared ----------
+
+
+def _weight(shape: tuple[int, ...]) -> pp.ParameterTree:
+    return pp.tree({"weight": np.zeros(shape, np.float32)})
+
+
+def test_uniform_takes_asymmetric_bounds_and_round_trips_through_json() -> None:
+    tree = _weight((200, 50))
+    tree.initialize(pp.init.Uniform(low=2, high=3), seed=0, force_reinit=True)
+    w = tree["weight"].numpy()
+    assert 2 <= w.min() < 2.01 and 2.99 < w.max() < 3 and abs(w.mean() - 2.5) < 0.01
+    again = pp.init.loads(pp.init.dumps(pp.init.Uniform(low=2, high=3)))
+    other = _weight((200, 50))
+    other.initialize(again, seed=0, force_reinit=True)
+    np.testing.assert_array_equal(other["weight"].numpy(), w)
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [({"low": 1}, "both low and high"), ({"low": 2, "high": 1}, "low <= high"),
+                                               ({"low": "a", "high": 1}, "finite number")])
+def test_uniform_bounds_are_checked(kwargs: dict, words: str) -> None:
+    with pytest.raises(pp.errors.InitializerError, match=words):
+        pp.init.Uniform(**kwargs)
+
+
+def test_sparse_zeroes_a_fraction_of_every_column_as_torch_does() -> None:
+    tree = _weight((40, 30))
+    tree.initialize(pp.init.Sparse(0.3, std=0.5), seed=1, force_reinit=True)
+    w = tree["weight"].numpy()
+    assert np.all((w == 0).sum(axis=0) == 12)   # ceil(0.3 * 40)
+    assert abs(w[w != 0].std() - 0.5) < 0.05
+    again = _weight((40, 30))
+    again.initialize(pp.init.Sparse(0.3, std=0.5), seed=1, force_reinit=True)
+    np.testing.assert_array_equal(again["weight"].numpy(), w)
+    with pytest.raises(pp.errors.InitializerError, match="2-D"):
+        _weight((4, 3, 3)).initialize(pp.init.Sparse(0.1), force_reinit=True)
+
+
+@pytest.mark.parametrize("ndim", [2, 6])
+def test_dirac_wants_3_to_5_dimensions(ndim: int) -> None:
+    p = _weight((2,) * ndim)["weight"]
+    with pytest.raises(pp.errors.InitializerError, match="3-D to 5-D"):
+        p.initialize(pp.init.Dirac(), force_reinit=True)
+
+
+def test_initializing_an_empty_parameter_warns() -> None:
+    with pytest.warns(pp.errors.PolyparamWarning, match="has no elements"):
+        _weight((0, 3)).initialize(pp.init.Xavier(), force_reinit=True)
+
+
+def test_declared_needs_a_default_where_nothing_is_declared() -> None:
+    tree = pp.tree({"weight": np.zeros((3, 4), np.float32), "bias": np.ones(3, np.float32)})
+    with pytest.raises(pp.errors.InitializerError, match="expected its framework to declare"):
+        tree.initialize(pp.init.Declared(), force_reinit=True)
+    tree.initialize(pp.init.Declared(default=pp.init.Xavier()), seed=0, force_reinit=True)
+    assert tree["weight"].numpy().std() > 0 and not tree["bias"].numpy().any()   # role dispatch of the default
+    assert pp.init.loads(pp.init.dumps(pp.init.Declared(default="xavier"))) == pp.init.Declared(default="xavier")

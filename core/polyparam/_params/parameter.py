@@ -68,6 +68,9 @@ class Parameter(abc.ABC):
     * refusals foreseen before the first write: `_write_refusal` (a read-only array,
       storage the framework will not take a value into now), so a multi-parameter
       write refuses up front instead of undoing;
+    * the framework's declared initializers: `_declared_initializer` (what the layer
+      declares for this tensor, for ``pp.init.Declared``) and `_own_initializer` (one
+      that wins over a tree-wide initializer, as Gluon's ``Parameter.init`` does);
     * the framework's own checkpoint files: `_native_aliases` (other keys this tensor has
       in them, such as a Keras ``.weights.h5`` path) and `_from_native_layout` (a value
       in the framework's storage layout, converted to canonical), so ``pp.load`` reads them;
@@ -465,6 +468,24 @@ class Parameter(abc.ABC):
     def _kind(self) -> str:
         """What the framework calls this tensor, one of :data:`KINDS`; ``"parameter"`` by default."""
         return "parameter"
+
+    def _declared_initializer(self) -> Any:
+        """The initializer the framework declares for this tensor, as a polyparam initializer, or ``None``.
+
+        A Keras layer's ``kernel_initializer``/``bias_initializer``, the formula of torch's
+        ``reset_parameters``, Gluon's ``Parameter.init`` or its block's default.
+        :class:`polyparam.init.Declared` fills each parameter with it. Default: ``None``.
+        """
+        return None
+
+    def _own_initializer(self) -> Any:
+        """An initializer attached to this tensor that wins over a tree-wide one, or ``None`` (the default).
+
+        Gluon's rule: ``net.initialize(init)`` keeps each parameter's own ``init``
+        (``Dense(weight_initializer=...)``, PReLU's alpha); only an initializer given to the
+        parameter itself replaces it. Backends without such a rule return ``None``.
+        """
+        return None
 
     def _native_aliases(self) -> tuple[str, ...]:
         """Other keys this tensor has in the framework's own files (besides `_native_name`); none by default."""

@@ -248,7 +248,7 @@ class ParameterCollection(abc.ABC):
         from polyparam.init.run import initialize_parameters
 
         return initialize_parameters((p for _, p in self._occurrences()), init,
-                                     skip_buffers=isinstance(self, ParameterTree),
+                                     skip_buffers=isinstance(self, ParameterTree), own_first=True,
                                      force_reinit=force_reinit, seed=seed, by_role=True, progress=progress)
 
     # ---- distributed processes (optional hooks) -----------------------------------

@@ -56,6 +56,7 @@ from polyparam.init.builtins import (
                                     Normal,
                                     One,
                                     Orthogonal,
+                                    Sparse,
                                     TruncatedNormal,
                                     Uniform,
                                     VarianceScaling,
@@ -64,7 +65,7 @@ from polyparam.init.builtins import (
                                     calculate_gain,
 )
 from polyparam.init.coerce import as_initializer
-from polyparam.init.composite import Load, Mixed
+from polyparam.init.composite import Declared, Load, Mixed
 from polyparam.init.streams import BLOCK, generator_for, stream_key
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "He",
     "Identity",
     "Initializer",
+    "Declared",
     "Kaiming",
     "LeCun",
     "Load",
@@ -85,6 +87,7 @@ __all__ = [
     "One",
     "Orthogonal",
     "ParamInfo",
+    "Sparse",
     "TruncatedNormal",
     "Uniform",
     "VarianceScaling",

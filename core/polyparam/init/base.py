@@ -8,7 +8,7 @@ import json
 import math
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,6 +40,9 @@ class ParamInfo:
     shape: tuple[int, ...]
     dtype: np.dtype
     groups: int = 1
+    #: The framework's declared initializer for this parameter (see :class:`polyparam.init.Declared`),
+    #: asked lazily: ``None`` when there is no parameter behind the info (a direct call).
+    declared: Callable[[], Initializer | None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def receptive_field(self) -> int:

@@ -123,24 +123,44 @@ class Constant(_BuiltIn):
 
 @register("uniform")
 class Uniform(_BuiltIn):
-    """Weights from U(-scale, scale); Gluon's default with ``scale=0.07``."""
+    """Weights from U(-scale, scale) (Gluon's default, ``scale=0.07``), or from U(low, high).
+
+    ``Uniform(low=0, high=1)`` is the asymmetric form of torch's ``uniform_(a, b)`` and
+    Keras' ``RandomUniform(minval, maxval)``; give both bounds, or neither.
+    """
 
     _region_safe = True
 
-    def __init__(self, scale: float = 0.07) -> None:
+    def __init__(self, scale: float = 0.07, *, low: float | None = None, high: float | None = None) -> None:
         self.scale = _non_negative("scale", scale, "Uniform")
+        if (low is None) != (high is None):
+            msg = ("Invalid arguments of Uniform: expected both low and high, or neither. "
+                   f"Received: low={low!r}, high={high!r}.")
+            raise errors.InitializerError(msg, expected="low and high", got=(low, high))
+        self.low = None if low is None else _number("low", low, "Uniform")
+        self.high = None if high is None else _number("high", high, "Uniform")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            msg = f"Invalid arguments of Uniform: expected low <= high. Received: low={low!r}, high={high!r}."
+            raise errors.InitializerError(msg, expected="low <= high", got=(low, high))
+
+    @property
+    def _bounds(self) -> tuple[float, float]:
+        if self.low is not None and self.high is not None:
+            return self.low, self.high
+        return -self.scale, self.scale
 
     def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
+        low, high = self._bounds
         if (not by_role or info.role not in _CONVENTIONAL) and info.dtype.kind == "f" and (
-                2 * self.scale > float(np.finfo(info.dtype).max)):
-            msg = (f"Cannot initialize parameter {info.path!r} with Uniform(scale={self.scale!r}): expected a range "
-                   f"that {info.dtype.name} can hold, got a width of {2 * self.scale!r}, which would fill it with "
-                   "infinities and NaN. Pass a smaller scale.")
-            raise errors.InitializerError(msg, path=info.path, expected=f"scale <= {np.finfo(info.dtype).max / 2}",
-                                          got=self.scale)
+                high - low > float(np.finfo(info.dtype).max) or max(abs(low), abs(high)) > np.finfo(info.dtype).max):
+            msg = (f"Cannot initialize parameter {info.path!r} with {self!r}: expected a range that "
+                   f"{info.dtype.name} can hold, got a width of {high - low!r}, which would fill it with "
+                   "infinities and NaN. Pass a smaller range.")
+            raise errors.InitializerError(msg, path=info.path, expected=f"a width <= {np.finfo(info.dtype).max}",
+                                          got=high - low)
 
     def init_weight(self, name: str, arr: np.ndarray, /) -> None:
-        self._stream_fill(arr, _uniform_kernel(-self.scale, self.scale))
+        self._stream_fill(arr, _uniform_kernel(*self._bounds))
 
 
 @register("normal", "gaussian")
@@ -391,9 +411,10 @@ class Dirac(_BuiltIn):
 
     def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
         if (not by_role or info.role in ("weight", "other")) and (
-                len(info.shape) < 3 or info.axes[:2] != ("out", "in") or info.shape[0] % self.groups):
-            msg = (f"Cannot initialize parameter {info.path!r} with Dirac: expected a conv kernel (out, in, *k) "
-                   f"with out divisible by groups={self.groups}, got shape {info.shape} axes {info.axes}.")
+                not 3 <= len(info.shape) <= 5 or info.axes[:2] != ("out", "in") or info.shape[0] % self.groups):
+            msg = (f"Cannot initialize parameter {info.path!r} with Dirac: expected a 3-D to 5-D conv kernel "
+                   f"(out, in, *k) with out divisible by groups={self.groups}, got shape {info.shape} axes "
+                   f"{info.axes}.")
             raise errors.InitializerError(msg, path=info.path, expected="(out, in, *k)", got=info.shape)
 
     def init_weight(self, name: str, arr: np.ndarray, /) -> None:
@@ -404,6 +425,35 @@ class Dirac(_BuiltIn):
             for d in range(min(out_per_group, arr.shape[1])):
                 index = (g * out_per_group + d, d, *centre)
                 arr[index] = 1
+
+
+@register("sparse")
+class Sparse(_BuiltIn):
+    """A sparse 2-D weight (``torch.nn.init.sparse_``): N(0, std) values, with ``ceil(sparsity * rows)``
+    rows of every column set to zero (Martens, 2010).
+    """
+
+    def __init__(self, sparsity: float, std: float = 0.01) -> None:
+        self.sparsity = _number("sparsity", sparsity, "Sparse")
+        if not 0 <= self.sparsity <= 1:
+            msg = ("Invalid value for argument `sparsity` of Sparse: expected 0 <= sparsity <= 1. "
+                   f"Received: sparsity={sparsity!r}.")
+            raise errors.InitializerError(msg, expected="a fraction", got=sparsity)
+        self.std = _non_negative("std", std, "Sparse")
+
+    def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
+        if (not by_role or info.role in ("weight", "other")) and len(info.shape) != 2:
+            msg = (f"Cannot initialize parameter {info.path!r} with Sparse: expected a 2-D weight, got shape "
+                   f"{info.shape}. Use it on dense weights only.")
+            raise errors.InitializerError(msg, path=info.path, expected="2-D", got=info.shape)
+
+    def init_weight(self, name: str, arr: np.ndarray, /) -> None:
+        self._stream_fill(arr, _normal_kernel(0.0, self.std))
+        rows, cols = arr.shape
+        zeros = math.ceil(self.sparsity * rows)
+        rng = self.rng   # the parameter's own seeded generator: the same seed zeroes the same rows
+        for col in range(cols):
+            arr[rng.permutation(rows)[:zeros], col] = 0
 
 
 @register("identity", "eye")

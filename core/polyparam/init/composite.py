@@ -17,7 +17,7 @@ from polyparam.init.builtins import _BuiltIn
 from polyparam.init.coerce import _as_initializer
 from polyparam.init.streams import _region, _seed
 
-__all__ = ["Load", "Mixed"]
+__all__ = ["Declared", "Load", "Mixed", "OwnFirst"]
 
 
 # ---- composites --------------------------------------------------------------------------
@@ -121,6 +121,93 @@ class Mixed(_BuiltIn):
         i, init = self._pick(info)
         assert init is not None, "check() refuses unmatched parameters"
         init.fill_slice(arr, info, index, seed=seed, by_role=by_role and i < 0)
+
+
+class _PerParameter(_BuiltIn):
+    """Picks, per parameter, an initializer that fills it whatever its role, or falls back to ``fallback``."""
+
+    fallback: Initializer | None
+
+    def _own(self, info: ParamInfo) -> Initializer | None:
+        raise NotImplementedError
+
+    def _pick(self, info: ParamInfo, by_role: bool) -> tuple[Initializer | None, bool]:
+        own = self._own(info)
+        return (own, False) if own is not None else (self.fallback, by_role)
+
+    @property
+    def _writes_in_place(self) -> bool:  # type: ignore[override]
+        return False   # which initializer fills a parameter is known only per parameter: fill a scratch array
+
+    def _note(self, info: ParamInfo, /) -> None:
+        init, _ = self._pick(info, True)
+        if init is not None and init is self.fallback:
+            init._note(info)
+
+    def _finish(self) -> None:
+        if self.fallback is not None:
+            self.fallback._finish()
+
+    def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
+        init, role_wise = self._pick(info, by_role)
+        assert init is not None, "check() refuses parameters without an initializer"
+        init.fill(arr, info, seed=_seed(seed), by_role=role_wise)
+
+    def fill_slice(self, arr: np.ndarray, info: ParamInfo, index: Sequence[slice], /, *, seed: int,
+                   by_role: bool = True) -> None:
+        init, role_wise = self._pick(info, by_role)
+        assert init is not None, "check() refuses parameters without an initializer"
+        init.fill_slice(arr, info, index, seed=_seed(seed), by_role=role_wise)
+
+
+@register("declared")
+class Declared(_PerParameter):
+    """Each parameter filled as its framework declares it, drawn from polyparam's seeded streams.
+
+    A Keras layer's ``kernel_initializer``/``bias_initializer``, the formulas of torch's
+    ``reset_parameters`` (``nn.Linear``: weights and biases from ``U(+-1/sqrt(fan_in))``),
+    Gluon's ``Parameter.init`` or its default: whatever the backend reads for the
+    parameter. Parameters with nothing declared get ``default`` (role dispatch), or are
+    refused if there is none.
+    """
+
+    def __init__(self, default: Initializer | Callable[..., Any] | str | None = None) -> None:
+        self.default = None if default is None else _as_initializer(default, "default")
+        self.fallback = self.default
+
+    def _own(self, info: ParamInfo) -> Initializer | None:
+        return info.declared() if info.declared is not None else None
+
+    def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
+        init, role_wise = self._pick(info, by_role)
+        if init is None:
+            msg = (f"Cannot initialize parameter {info.path!r} with Declared: expected its framework to declare an "
+                   "initializer for it, got none. Pass default= for such parameters.")
+            raise errors.InitializerError(msg, path=info.path, expected="a declared initializer", got=None)
+        init.check(info, by_role=role_wise)
+
+
+class OwnFirst(_PerParameter):
+    """Gluon's rule for a tree-wide ``initialize``: a parameter's own initializer wins over ``fallback``.
+
+    Built by ``initialize`` from :meth:`Parameter._own_initializer`; not registered (no JSON form).
+    """
+
+    def __init__(self, own: dict[str, Initializer], fallback: Initializer) -> None:
+        self.own = own
+        self.fallback = fallback
+
+    def _own(self, info: ParamInfo) -> Initializer | None:
+        return self.own.get(info.path)
+
+    def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
+        init, role_wise = self._pick(info, by_role)
+        assert init is not None
+        init.check(info, by_role=role_wise)
+
+    def config(self) -> dict[str, Any]:
+        assert self.fallback is not None
+        return self.fallback.config()
 
 
 @register("load")

@@ -46,7 +46,13 @@ class InitReport:
 
 def _info(p: Parameter) -> ParamInfo:
     return ParamInfo(path=p.path, native_name=p.native_name, role=p.role, axes=p.axes,
-                     shape=cast("tuple[int, ...]", tuple(p.shape)), dtype=p.dtype, groups=p.groups)
+                     shape=cast("tuple[int, ...]", tuple(p.shape)), dtype=p.dtype, groups=p.groups,
+                     declared=lambda: _declared(p))
+
+
+def _declared(p: Parameter) -> Initializer | None:
+    declared = p._declared_initializer()
+    return None if declared is None else as_initializer(declared)
 
 
 def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool) -> None:
@@ -78,18 +84,29 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
 
 def initialize_parameters(params: Iterable[Parameter], init: Initializer | Callable[..., Any] | str | None, *,
                           force_reinit: bool = False, seed: int | None = None, by_role: bool = True,
-                          progress: bool | None = None, skip_buffers: bool = False) -> InitReport:
+                          progress: bool | None = None, skip_buffers: bool = False,
+                          own_first: bool = False) -> InitReport:
     """Initialize ``params`` (tied parameters once), as ``ParameterTree.initialize`` documents.
 
     ``seed`` is ``None`` or an ``int`` from ``-2**63`` to ``2**64 - 1`` (anything else raises
     :class:`~polyparam.errors.InvalidArgumentError` before any work). The state checks and
     the writes run under :func:`~polyparam._params.journal.exclusive_writes`: another
     thread's ``initialize`` or load waits, then sees what this one wrote.
+
+    With ``own_first`` (a tree or selection, not one parameter), a parameter's own
+    initializer (:meth:`Parameter._own_initializer`, Gluon's ``Parameter.init``) wins over ``init``.
     """
     call_seed = secrets.randbits(63) if seed is None else _seed(seed)
     initializer = as_initializer(init)
+    params = list(params)
+    if own_first:
+        owned = {p.path: own for p in params if (own := p._own_initializer()) is not None}
+        if owned:
+            from polyparam.init.composite import OwnFirst
+
+            initializer = OwnFirst({path: as_initializer(own) for path, own in owned.items()}, initializer)
     with exclusive_writes():
-        report = _initialize(list(params), initializer, call_seed, seed_given=seed is not None,
+        report = _initialize(params, initializer, call_seed, seed_given=seed is not None,
                              force_reinit=force_reinit, by_role=by_role, progress=progress,
                              skip_buffers=skip_buffers)
     initializer._finish()
@@ -112,6 +129,9 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
             left.append(p.path)
             continue
         state = p.state
+        if state != "deferred" and p.size == 0:
+            warnings.warn(f"Parameter {p.path!r} has no elements (shape {tuple(p.shape)}): initializing it "
+                          "changes nothing.", errors.PolyparamWarning, stacklevel=4)
         if state == "initialized" and not force_reinit:
             warnings.warn(f"Parameter {p.path!r} is already initialized, ignoring. "
                           "Set force_reinit=True to re-initialize.", errors.AlreadyInitializedWarning, stacklevel=4)
