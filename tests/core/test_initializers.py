@@ -339,12 +339,12 @@ def test_uniform_bounds_are_checked(kwargs: dict, words: str) -> None:
 
 def test_sparse_zeroes_a_fraction_of_every_column_as_torch_does() -> None:
     tree = _weight((40, 30))
-    tree.initialize(pp.init.Sparse(0.3, std=0.5), seed=1, force_reinit=True)
+    tree.initialize(pp.init.Sparse(0.3, sigma=0.5), seed=1, force_reinit=True)
     w = tree["weight"].numpy()
     assert np.all((w == 0).sum(axis=0) == 12)   # ceil(0.3 * 40)
     assert abs(w[w != 0].std() - 0.5) < 0.05
     again = _weight((40, 30))
-    again.initialize(pp.init.Sparse(0.3, std=0.5), seed=1, force_reinit=True)
+    again.initialize(pp.init.Sparse(0.3, sigma=0.5), seed=1, force_reinit=True)
     np.testing.assert_array_equal(again["weight"].numpy(), w)
     with pytest.raises(pp.errors.InitializerError, match="2-D"):
         _weight((4, 3, 3)).initialize(pp.init.Sparse(0.1), force_reinit=True)

@@ -429,17 +429,17 @@ class Dirac(_BuiltIn):
 
 @register("sparse")
 class Sparse(_BuiltIn):
-    """A sparse 2-D weight (``torch.nn.init.sparse_``): N(0, std) values, with ``ceil(sparsity * rows)``
+    """A sparse 2-D weight (``torch.nn.init.sparse_``): N(0, sigma^2) values, with ``ceil(sparsity * rows)``
     rows of every column set to zero (Martens, 2010).
     """
 
-    def __init__(self, sparsity: float, std: float = 0.01) -> None:
+    def __init__(self, sparsity: float, sigma: float = 0.01) -> None:
         self.sparsity = _number("sparsity", sparsity, "Sparse")
         if not 0 <= self.sparsity <= 1:
             msg = ("Invalid value for argument `sparsity` of Sparse: expected 0 <= sparsity <= 1. "
                    f"Received: sparsity={sparsity!r}.")
             raise errors.InitializerError(msg, expected="a fraction", got=sparsity)
-        self.std = _non_negative("std", std, "Sparse")
+        self.sigma = _non_negative("sigma", sigma, "Sparse")
 
     def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
         if (not by_role or info.role in ("weight", "other")) and len(info.shape) != 2:
@@ -448,7 +448,7 @@ class Sparse(_BuiltIn):
             raise errors.InitializerError(msg, path=info.path, expected="2-D", got=info.shape)
 
     def init_weight(self, name: str, arr: np.ndarray, /) -> None:
-        self._stream_fill(arr, _normal_kernel(0.0, self.std))
+        self._stream_fill(arr, _normal_kernel(0.0, self.sigma))
         rows, cols = arr.shape
         zeros = math.ceil(self.sparsity * rows)
         rng = self.rng   # the parameter's own seeded generator: the same seed zeroes the same rows
