@@ -14,6 +14,13 @@ deviations are documented here.
   as they are (Gluon's own ``force_reinit`` keeps a Constant's value too). ``trainable``
   is ``grad_req != "null"``, read live, so ``collect_params().setattr("grad_req", "null")``
   freezes; such frozen parameters stay ``parameter``s.
+* Gluon's rule for a parameter's own ``init`` (``Dense(weight_initializer=...)``, PReLU's
+  alpha, ``params.get(init=...)``): a tree- or selection-wide ``initialize`` keeps it; an
+  initializer given to that one parameter replaces it. An ``init`` equal to what role
+  dispatch gives anyway (a bias's ``"zeros"``) is not kept, so rules can reach it.
+  ``pp.init.Declared()`` fills each parameter as ``net.initialize()`` would.
+* row_sparse parameters keep their storage type: writes go through Gluon's sparse copy.
+* ``tree.to(...)`` before ``initialize`` chooses the contexts the data will be put on.
 * Gluon layouts are already canonical for dense and channel-first convolution weights;
   channel-last convolution weights ``(out, *kernel, in)`` are transposed on the way.
 * Deferred initialization goes through Gluon's own machinery: polyparam hands the

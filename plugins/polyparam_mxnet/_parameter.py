@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from polyparam import errors
+from polyparam import init as ppinit
 from polyparam import roles as declarations
 from polyparam.backend import Parameter, Shape, State, join_path
 from polyparam_mxnet import NAME
@@ -20,6 +21,8 @@ __all__ = ["GluonParameter", "blocks", "clear_cached_graphs"]
 _STATS = {"running_mean": "running_mean", "running_var": "running_var", "moving_mean": "running_mean",
           "moving_var": "running_var"}
 _ROLES = {"bias": "bias", "gamma": "scale", "beta": "shift", **_STATS}
+#: The value polyparam's role dispatch gives each conventional role: a Gluon ``init`` equal to it is not "own".
+_CONVENTIONAL = {"bias": 0.0, "shift": 0.0, "running_mean": 0.0, "scale": 1.0, "running_var": 1.0}
 
 
 def _role(param: gluon.Parameter, attr: str, ndim: int) -> str:
@@ -51,6 +54,52 @@ def _layout(block: gluon.Block, attr: str, ndim: int) -> tuple[tuple[str, ...] |
             return first + space, None
         return first + space, (0, ndim - 1) + tuple(range(1, ndim - 1))  # (out, *k, in) -> (out, in, *k)
     return None, None
+
+
+def _copy_into(replica: Any, native: np.ndarray, source: Any) -> Any:
+    """Copy ``native`` into one replica through MXNet's copy operator (paused, waited for); returns the source.
+
+    A row_sparse replica takes a row_sparse source (Gluon's sparse API), so it keeps its storage type.
+    """
+    if source is None:
+        source = from_numpy(native, replica.dtype)
+    stype = getattr(replica, "stype", "default")
+    with autograd.pause():
+        (source if stype == "default" else source.tostype(stype)).copyto(replica)
+    replica.wait_to_read()
+    return source
+
+
+class _GluonDraw(ppinit.Initializer):
+    """A Gluon initializer polyparam has no built-in for, drawn by Gluon itself (MXNet's generator).
+
+    Used for a parameter's own ``init`` only, as Gluon would: ``init._init_weight(desc, arr)``.
+    """
+
+    def __init__(self, native: Any, perm: tuple[int, ...] | None = None) -> None:
+        self.native = native
+        self.perm = perm
+
+    def init_weight(self, name: str, arr: np.ndarray, /) -> None:
+        shape = to_native(arr, self.perm).shape
+        out = mx.nd.zeros(shape, ctx=mx.cpu(), dtype=arr.dtype)
+        with autograd.pause():
+            self.native._init_weight(mx.init.InitDesc(name, {"__init__": self.native}), out)
+        arr[...] = to_canonical(to_numpy(out), self.perm)
+
+    def config(self) -> dict[str, Any]:
+        return {"native": self.native.dumps()}
+
+
+def _constant_value(init: ppinit.Initializer) -> float | None:
+    """The scalar a Zero, One or scalar Constant fills with; ``None`` for anything else."""
+    if isinstance(init, ppinit.Zero):
+        return 0.0
+    if isinstance(init, ppinit.One):
+        return 1.0
+    if isinstance(init, ppinit.Constant) and np.ndim(init.value) == 0:
+        return float(init.value)
+    return None
 
 
 def blocks(root: gluon.Block, prefix: str = "") -> list[tuple[str, gluon.Block]]:
@@ -107,10 +156,13 @@ class GluonParameter(Parameter):
         _, declared = declarations.lookup(self._owner, self._attr, ndim=None if shape is None else len(shape))
         return declared if declared is not None else self._layout_axes
 
-    @property
-    def trainable(self) -> bool:  # type: ignore[override]
+    def _trainable(self) -> bool:
         """Whether a Trainer updates it: ``grad_req`` is not ``"null"`` (constants and statistics never)."""
         return str(self._param.grad_req) != "null"
+
+    def _set_trainable(self, value: bool, /) -> None:
+        """Gluon's own switch: ``grad_req`` ``"write"`` or ``"null"`` (a shared parameter is one object)."""
+        self._param.grad_req = "write" if value else "null"
 
     def _kind(self) -> str:
         """``constant`` for a Gluon ``Constant``, ``buffer`` for a statistic (``differentiable=False``)."""
@@ -145,6 +197,39 @@ class GluonParameter(Parameter):
             return "deferred"
         return "uninitialized"
 
+    # ---- hooks: declared initializers ---------------------------------------------
+
+    def _own_initializer(self) -> ppinit.Initializer | None:
+        """Gluon's rule: the Parameter's own ``init`` wins over a tree-wide initializer.
+
+        ``Dense(weight_initializer=..., bias_initializer="ones")``, PReLU's ``Constant(0.25)``,
+        ``Parameter(init=...)``. ``None`` (the tree-wide initializer fills it) when there is no
+        ``init``, for a ``Constant`` (never re-initialized), and when ``init`` is the value
+        polyparam's role dispatch gives anyway (a bias's ``"zeros"``, BatchNorm's
+        ``"ones"``), so rules that name such parameters (``Mixed``) still reach them.
+        """
+        param = self._param
+        if isinstance(param, gluon.Constant) or param.init is None:
+            return None
+        own = self._translated(param.init)
+        conventional = _CONVENTIONAL.get(self.role)
+        if conventional is not None and _constant_value(own) == conventional:
+            return None
+        return own
+
+    def _declared_initializer(self) -> ppinit.Initializer:
+        """What ``net.initialize()`` gives this parameter: its ``init``, else Gluon's default ``Uniform(0.07)``.
+
+        Gluon fills a parameter without ``init`` with its default's ``_init_weight``, whatever
+        its name; a ``Constant`` declares its value.
+        """
+        param = self._param
+        if isinstance(param, gluon.Constant):
+            return ppinit.Constant(to_canonical(to_numpy(param.value), self._perm))
+        if param.init is None:
+            return ppinit.Uniform(0.07)
+        return self._translated(param.init)
+
     # ---- hooks: values -----------------------------------------------------------
 
     def _read(self) -> np.ndarray:
@@ -155,7 +240,10 @@ class GluonParameter(Parameter):
         target = TARGET.get(None)
         param = self._param
         if param._data is None and target is not None:
-            target._sync_copyfrom(native)  # Gluon is materializing: fill its fresh array
+            if getattr(target, "stype", "default") == "default":
+                target._sync_copyfrom(native)  # Gluon is materializing: fill its fresh array
+            else:
+                _copy_into(target, native, None)
             return
         if param._data is None:
             self._materialize(native)
@@ -170,19 +258,17 @@ class GluonParameter(Parameter):
         # anything) once a CPU forward pass has put a convolution weight in the MKLDNN
         # layout; that replica then gets what Parameter.set_data does (``arr[:] = NDArray``):
         # the copy operator, which reorders, paused so it is not recorded inside
-        # autograd.record(), and waited for so a failure surfaces here.
+        # autograd.record(), and waited for so a failure surfaces here. A row_sparse
+        # replica (``stype="row_sparse"``) takes a row_sparse copy, so it stays row_sparse.
         source = None
         for replica in param._data:
-            try:
-                replica._sync_copyfrom(native)
-                continue
-            except mx.base.MXNetError:
-                pass
-            if source is None:
-                source = from_numpy(native, param.dtype)
-            with autograd.pause():
-                source.copyto(replica)
-            replica.wait_to_read()
+            if getattr(replica, "stype", "default") == "default":
+                try:
+                    replica._sync_copyfrom(native)
+                    continue
+                except mx.base.MXNetError:
+                    pass
+            source = _copy_into(replica, native, source)
 
     def _grad(self) -> np.ndarray | None:
         param = self._param
@@ -261,6 +347,18 @@ class GluonParameter(Parameter):
         """The Gluon Parameter the owning block holds now (ties replace it)."""
         return self._owner._reg_params[self._attr]
 
+    def _translated(self, init: Any) -> ppinit.Initializer:
+        """A Gluon ``init`` (name or ``mx.init`` object) as a polyparam initializer.
+
+        One polyparam has no built-in for (``LSTMBias``, a user's ``@mx.init.register`` class)
+        is drawn by Gluon itself, as ``net.initialize`` would.
+        """
+        native = mx.init.create(init) if isinstance(init, str) else init
+        try:
+            return ppinit.as_initializer(native)
+        except errors.InitializerError:
+            return _GluonDraw(native, self._perm)
+
     def _native_shape(self) -> tuple[int, ...]:
         shape = self._param._shape
         return tuple(shape) if shape is not None else ()
@@ -271,6 +369,8 @@ class GluonParameter(Parameter):
             return list(param._ctx_list)
         if param._deferred_init:
             return list(param._deferred_init[1])
+        if getattr(param, "_ctx_list", None):
+            return list(param._ctx_list)  # set by tree.to() before any initialization
         return [mx.context.current_context()]
 
     def _materialize(self, native: np.ndarray) -> None:
@@ -279,8 +379,11 @@ class GluonParameter(Parameter):
         contexts = self._contexts()
         param._shape = tuple(native.shape)
         param._deferred_init = ()
+        data = from_numpy(native, param.dtype)
+        if param._stype != "default":
+            data = data.tostype(param._stype)  # Gluon keeps row_sparse weights in row_sparse storage
         with autograd.pause():
-            param._init_impl(from_numpy(native, param.dtype), contexts)
+            param._init_impl(data, contexts)
 
     def _replace(self, new: gluon.Parameter) -> None:
         """Put ``new`` where this parameter's Gluon Parameter is, everywhere Gluon looks."""

@@ -45,6 +45,8 @@ class GluonTree(ParameterTree):
         for param in self.native.collect_params().values():
             if param._data is not None or param._deferred_init:
                 param.reset_ctx(contexts)
+            else:
+                param._ctx_list = list(contexts)  # not initialized yet: where initialize will put it
         clear_cached_graphs(self._root)
 
     def _forward(self, inputs: Any, /) -> Any:

@@ -94,7 +94,10 @@ def test_declared_roles_and_axes_win(declared: None) -> None:
 
 
 def test_declared_axes_give_the_fans(declared: None) -> None:
-    """He (fan_in) on proj (in=48, out=3): the bound is sqrt(6/48), not sqrt(6/3); alpha 1, offset 0."""
+    """He (fan_in) on proj (in=48, out=3): the bound is sqrt(6/48), not sqrt(6/3).
+
+    alpha and offset keep their own init (Constant 0.5 and 0.25): Gluon's rule for a tree-wide initialize.
+    """
     net = _affine()
     tree = pp.tree(net)
     tree.initialize(pp.init.He(), seed=0, force_reinit=True)
@@ -102,8 +105,8 @@ def test_declared_axes_give_the_fans(declared: None) -> None:
     value = np.abs(tree["proj"].numpy())
     assert value.max() <= bound
     assert value.max() > 0.9 * bound
-    np.testing.assert_array_equal(net.alpha.data().asnumpy(), 1)
-    np.testing.assert_array_equal(net.offset.data().asnumpy(), 0)
+    np.testing.assert_array_equal(net.alpha.data().asnumpy(), 0.5)
+    np.testing.assert_array_equal(net.offset.data().asnumpy(), 0.25)
 
 
 def test_a_subclass_inherits_the_declaration(declared: None) -> None:
