@@ -30,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     convert.add_argument("--strip-prefix", help="remove this prefix from the keys that have it (e.g. 'module.')")
     convert.add_argument("--add-prefix", help="put this prefix before every key")
     convert.add_argument("--rename", action="append", default=[], metavar="REGEX=REPLACEMENT",
-                         help="re.sub rule applied to every key, in the order given (repeatable)")
+                         help="re.sub rule applied to every key, in the order given (repeatable); "
+                              "split at the last '='")
     compare = sub.add_parser("diff", help="compare two checkpoint files tensor by tensor "
                                           "(exit status 0 when equal, 1 when not)")
     compare.add_argument("a", help="any file `polyparam inspect` reads")
@@ -113,7 +114,7 @@ def _convert_command(src: str, dst: str, *, rename: Sequence[str] = (), strip_pr
 
     rules = []
     for rule in rename:
-        pattern, sep, replacement = rule.partition("=")
+        pattern, sep, replacement = rule.rpartition("=")   # the regex may hold '=' ((?=...)), the replacement not
         if not sep:
             msg = f"Invalid --rename {rule!r}: expected REGEX=REPLACEMENT, e.g. --rename '^module\\.='."
             raise InvalidArgumentError(msg, argument="rename", expected="REGEX=REPLACEMENT", got=rule)

@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from polyparam import errors
 from polyparam._layout import format_shape
 from polyparam._params.plan import resolve_keys, storage_groups
 from polyparam._params.tree import ParameterCollection
@@ -85,18 +86,33 @@ def _open(obj: Any, other: Any) -> Iterator[_Side]:
     if isinstance(obj, (str, os.PathLike)):
         from polyparam.checkpoint.formats import open_archive
 
-        with open_archive(os.fspath(obj)) as archive:
+        file = os.fspath(obj)
+        with open_archive(file) as archive:
             stored = archive.paths()   # file path (tie members too) -> stored key
             keys = dict(stored)
+            other_tree = None
             if not isinstance(other, (str, os.PathLike)):   # a model on the other side: its native names count
                 from polyparam._manager import tree as tree_of
 
                 other_tree = other if isinstance(other, ParameterCollection) else tree_of(other)
-                resolved = resolve_keys(storage_groups(other_tree), stored, subject=repr(os.fspath(obj)))
+                resolved = resolve_keys(storage_groups(other_tree), stored, subject=repr(file))
                 keys = {resolved[path]: key for path, key in stored.items()}
+            layout = archive.metadata.layout
+            if layout != "canonical":   # a framework's own layout (Keras .weights.h5): converted by its model
+                if other_tree is None or other_tree.backend != layout:
+                    msg = (f"Cannot compare {file!r}: expected tensors in canonical layout, got the {layout!r} "
+                           f"layout. Compare it with a {layout} model of the same architecture, whose backend "
+                           "converts it.")
+                    raise errors.MetadataError(msg, file=file, expected="canonical", got=layout)
+                params = dict(other_tree._occurrences())
+                values = {path: (params[path]._from_native_layout(archive.read(key)) if path in params
+                                 else archive.read(key)) for path, key in keys.items()}
+                yield _Side(repr(file), {path: tuple(v.shape) for path, v in values.items()},
+                            {path: v.dtype for path, v in values.items()}, values.__getitem__)
+                return
             shapes = {path: tuple(archive.entries[key].shape) for path, key in keys.items()}
             dtypes = {path: archive.entries[key].dtype for path, key in keys.items()}
-            yield _Side(repr(os.fspath(obj)), shapes, dtypes, lambda path: archive.read(keys[path]))
+            yield _Side(repr(file), shapes, dtypes, lambda path: archive.read(keys[path]))
         return
     from polyparam._manager import tree as tree_of
 
@@ -138,11 +154,20 @@ def _difference(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return 0.0, 0.0
     if x.dtype.kind not in "biufc" or y.dtype.kind not in "biufc":
         return float("inf"), float("inf")
-    fx, fy = x.astype(np.float64), y.astype(np.float64)
-    both_nan = np.isnan(fx) & np.isnan(fy)
-    delta = np.where(both_nan, 0.0, np.abs(fx - fy))
+    if x.dtype.kind in "biu" and y.dtype.kind in "biu":   # exact: int64 and uint64 values beyond 2**53
+        delta = np.abs(x.astype(object) - y.astype(object))
+        largest_int = int(delta.max()) if delta.size else 0
+        scale_int = int(np.abs(x.astype(object)).max()) if x.size else 0
+        return float(largest_int), (float(largest_int) / scale_int if scale_int else
+                                    (0.0 if largest_int == 0 else float("inf")))
+    fx, fy = x.astype(np.complex128 if "c" in x.dtype.kind + y.dtype.kind else np.float64), y.astype(
+        np.complex128 if "c" in x.dtype.kind + y.dtype.kind else np.float64)
+    same = (fx == fy) | (np.isnan(fx) & np.isnan(fy))   # equal infinities and NaN in the same place agree
+    with np.errstate(invalid="ignore", over="ignore"):
+        delta = np.where(same, 0.0, np.abs(fx - fy))
     delta = np.nan_to_num(delta, nan=np.inf)
     largest = float(delta.max()) if delta.size else 0.0
-    scale = float(np.nanmax(np.abs(fx))) if fx.size and not np.all(np.isnan(fx)) else 0.0
+    finite = np.abs(fx[np.isfinite(fx)])
+    scale = float(finite.max()) if finite.size else 0.0
     relative = largest / scale if scale > 0 else (0.0 if largest == 0 else float("inf"))
     return largest, relative

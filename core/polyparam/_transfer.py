@@ -210,6 +210,9 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
                 raise errors.TieMismatchError(msg, path=path, expected="equal values", got="different values")
 
     _refuse_doubtful_layouts(s, d, [(w.path, w.param) for w in plan.writes], sources_of)
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
+        msg = f"Invalid value for argument `tolerance`: expected a number >= 0, got {tolerance!r}."
+        raise errors.InvalidArgumentError(msg, argument="tolerance", expected=">= 0", got=tolerance)
     verify = None
     if check is not None:
         x_src, x_dst = check if isinstance(check, tuple) and len(check) == 2 else (check, check)
@@ -247,9 +250,13 @@ def _pair_in_order(s_groups: dict[Any, list[tuple[str, Parameter]]], d_groups: d
                f"from {first!r}. Nothing was changed.")
         raise errors.TransferError(msg, path=first, expected=len(d_order), got=len(s_order))
     mapped = {s_path: d_path for (s_path, _), (d_path, _) in zip(s_order, d_order)}
-    for members in s_groups.values():   # tied members and bookkeeping buffers keep their own paths
-        for member, _ in members:
-            mapped.setdefault(member, member)
+    # a framework's bookkeeping buffers pair among themselves, when both sides have as many of one shape each
+    s_books = [m[0] for m in s_groups.values() if all(bookkeeping(p) for _, p in m)]
+    d_books = [m[0] for m in d_groups.values() if all(bookkeeping(p) for _, p in m)]
+    fits = all(tuple(p.shape) == tuple(q.shape) for (_, p), (_, q) in zip(s_books, d_books))
+    if len(s_books) == len(d_books) and fits:
+        mapped.update({s_path: d_path for (s_path, _), (d_path, _) in zip(s_books, d_books)})
+    # other members of a source tie group are not paired: the destination keeps its own ties
     return mapped
 
 
@@ -270,19 +277,29 @@ def _refuse_doubtful_layouts(s: ParameterTree, d: ParameterTree, writes: list[tu
                 raise errors.TransferError(msg, path=p.path, expected="a known canonical layout", got=doubt)
 
 
-def _flat_outputs(value: Any) -> list[np.ndarray]:
-    """The numeric arrays of a nest of outputs (mappings in order, sequences, array-likes); ``None`` is skipped."""
+def _flat_outputs(value: Any, where: str = "output") -> list[tuple[str, np.ndarray]]:
+    """``(where, array)`` for every tensor of a nest of outputs: mappings by sorted key, sequences in order.
+
+    ``None`` is skipped; anything that is not numeric is refused, so a check never passes
+    by comparing nothing.
+    """
     if value is None:
         return []
     if isinstance(value, Mapping):
-        return [a for v in value.values() for a in _flat_outputs(v)]
+        return [a for k in sorted(value, key=str) for a in _flat_outputs(value[k], f"{where}[{k!r}]")]
     if isinstance(value, (list, tuple)):
-        return [a for v in value for a in _flat_outputs(v)]
+        return [a for i, v in enumerate(value) for a in _flat_outputs(v, f"{where}[{i}]")]
     array = np.asarray(value)
-    return [array] if array.dtype.kind in "fbiu" else []
+    if array.dtype.kind not in "fbiuc":
+        msg = (f"Cannot check the transfer: expected outputs made of tensors, got {type(value).__name__} at {where}. "
+               "Nothing was changed. Check a model (or wrapper) whose forward returns arrays, dicts or tuples of them.")
+        raise errors.TransferError(msg, path=None, expected="tensors", got=type(value).__name__)
+    return [(where, array)]
 
 
-def _outputs(t: ParameterTree, inputs: Any, side: str) -> list[np.ndarray]:
+def _outputs(t: ParameterTree, inputs: Any, side: str) -> list[tuple[str, np.ndarray]]:
+    """The outputs of ``t`` on ``inputs``; buffers the forward changes (a counter) are put back afterwards."""
+    buffers = [(p, p.numpy().copy()) for _, p in t.items() if p.kind != "parameter" and p.state == "initialized"]
     try:
         out = t._forward(inputs)
     except errors.PolyparamError:
@@ -290,35 +307,50 @@ def _outputs(t: ParameterTree, inputs: Any, side: str) -> list[np.ndarray]:
     except Exception as exc:
         msg = (f"Cannot check the transfer: expected the {side} {t.backend} model to run on the check input, got "
                f"{type(exc).__name__}: {exc}. Nothing was changed. Pass an input the model accepts (a pair "
-               "(src_input, dst_input) when the frameworks expect different layouts).")
+               "(src_input, dst_input) when the frameworks expect different layouts; ((a, b), (a, b)) for a "
+               "model of two inputs).")
         raise errors.TransferError(msg, path=None, expected="a model that runs on the input",
                                    got=f"{type(exc).__name__}: {exc}") from exc
-    return [np.array(a, dtype=np.float64) for a in _flat_outputs(out)]
+    finally:
+        for p, value in buffers:
+            if not np.array_equal(p.numpy(), value, equal_nan=value.dtype.kind in "fc"):
+                p._write(value)
+    arrays = _flat_outputs(out)
+    if not arrays:
+        msg = (f"Cannot check the transfer: expected the {side} {t.backend} model to return a tensor, got none. "
+               "Nothing was changed.")
+        raise errors.TransferError(msg, path=None, expected="at least one output tensor", got="none")
+    return [(where, a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)) for where, a in arrays]
 
 
-def _compare(s: ParameterTree, d: ParameterTree, expected: list[np.ndarray], got: list[np.ndarray],
-             tolerance: float, report: TransferReport) -> float:
-    shapes_e, shapes_g = [a.shape for a in expected], [a.shape for a in got]
+def _compare(s: ParameterTree, d: ParameterTree, expected: list[tuple[str, np.ndarray]],
+             got: list[tuple[str, np.ndarray]], tolerance: float, report: TransferReport) -> float:
+    shapes_e = [(w, a.shape) for w, a in expected]
+    shapes_g = [(w, a.shape) for w, a in got]
     if shapes_e != shapes_g:
-        msg = (f"Cannot check the transfer {s.backend} -> {d.backend}: expected outputs of the same shapes, got "
-               f"{shapes_e} from the source and {shapes_g} from the destination. Nothing was changed. Check models "
-               "whose outputs have the same layout (e.g. the classifier head, not an NHWC feature map).")
-        raise errors.TransferError(msg, path=None, expected=str(shapes_e), got=str(shapes_g), report=report)
-    worst, where = 0.0, None
-    for i, (a, b) in enumerate(zip(expected, got)):
+        msg = (f"Cannot check the transfer {s.backend} -> {d.backend}: expected outputs of the same structure and "
+               f"shapes, got {shapes_e[:4]} from the source and {shapes_g[:4]} from the destination. Nothing was "
+               "changed. Check models whose outputs have the same layout (e.g. the classifier head, not an NHWC "
+               "feature map).")
+        raise errors.TransferError(msg, path=None, expected=str(shapes_e[:4]), got=str(shapes_g[:4]), report=report)
+    worst, largest, where = 0.0, 0.0, None
+    for (name, a), (_, b) in zip(expected, got):
         if a.size == 0:
             continue
-        with np.errstate(invalid="ignore"):
-            rel = np.abs(a - b) / (1.0 + np.abs(a))
-        rel = np.where(np.isnan(a) & np.isnan(b), 0.0, np.nan_to_num(rel, nan=np.inf))
+        same = (a == b) | (np.isnan(a) & np.isnan(b))   # equal infinities and NaN in the same place agree
+        with np.errstate(invalid="ignore", over="ignore"):
+            delta = np.where(same, 0.0, np.abs(a - b))
+            rel = np.where(same, 0.0, delta / (1.0 + np.abs(a)))
+        rel = np.nan_to_num(rel, nan=np.inf, posinf=np.inf)
+        delta = np.nan_to_num(delta, nan=np.inf, posinf=np.inf)
         k = int(np.argmax(rel))
+        largest = max(largest, float(np.max(delta)))
         if rel.flat[k] > worst or where is None:
-            worst, where = float(rel.flat[k]), (i, np.unravel_index(k, a.shape), float(a.flat[k]), float(b.flat[k]))
-    largest = max((float(np.max(np.abs(a - b))) for a, b in zip(expected, got) if a.size), default=0.0)
+            worst, where = float(rel.flat[k]), (name, np.unravel_index(k, a.shape), a.flat[k], b.flat[k])
     if worst > tolerance and where is not None:
-        i, index, a_value, b_value = where
+        name, index, a_value, b_value = where
         msg = (f"Cannot transfer {s.backend} parameters to {d.backend}: expected equal outputs on the check input "
-               f"(within {tolerance:g}), got output {i} at index {tuple(int(j) for j in index)} = {b_value:.6g} "
+               f"(within {tolerance:g}), got {name} at index {tuple(int(j) for j in index)} = {b_value:.6g} "
                f"where the source gives {a_value:.6g} (max difference {largest:.3g}). Nothing was changed (every "
                "value written was restored). The models compute different functions: a layer whose layout differs "
                "between the frameworks, or a different architecture; compare layer by layer.")

@@ -65,7 +65,7 @@ def test_an_input_the_model_refuses_is_a_typed_error_and_nothing_changes() -> No
 
 def test_outputs_of_different_shapes_cannot_be_compared() -> None:
     src, dst = mlp(seed=1), mlp(seed=2)
-    with pytest.raises(pp.errors.TransferError, match="expected outputs of the same shapes"):
+    with pytest.raises(pp.errors.TransferError, match="expected outputs of the same structure and shapes"):
         pp.transfer(src, dst, check=(X, X[:2]))
 
 

@@ -80,7 +80,13 @@ class KeyMap:
             stripped = key[len(self.strip_prefix):]
         out: str | None = stripped
         if callable(self.rename):
-            out = self.rename(stripped)
+            try:
+                out = self.rename(stripped)
+            except Exception as exc:
+                msg = (f"Cannot map key {key!r}: expected the `rename` callable to return a key or None, got "
+                       f"{type(exc).__name__}: {exc}. Nothing was changed; fix the callable for this key.")
+                raise errors.InvalidArgumentError(msg, argument="rename", path=key, expected="a key or None",
+                                                  got=f"{type(exc).__name__}: {exc}") from exc
             if out is not None and not isinstance(out, str):
                 msg = (f"Invalid result of the `rename` callable for key {key!r}: expected a str (or None to drop "
                        f"the key), got {type(out).__name__}.")

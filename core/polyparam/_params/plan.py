@@ -133,9 +133,12 @@ def mismatch_message(head: str, missing: list[str], unexpected: list[str], *, sh
     """A structure mismatch that fits a screen: the counts, the first few of each, the likely cause, one fix."""
     from polyparam._params.mapping import likely_cause
 
+    def short(key: str) -> str:
+        return repr(key) if len(key) <= 80 else repr(key[:38] + "..." + key[-38:])
+
     def few(keys: list[str]) -> str:
         more = f", ... ({len(keys) - show} more)" if len(keys) > show else ""
-        return ", ".join(repr(k) for k in keys[:show]) + more
+        return ", ".join(short(k) for k in keys[:show]) + more
 
     parts = [f"{head}: expected the {source} to match the {target}, got {len(missing)} missing and "
              f"{len(unexpected)} unexpected."]
@@ -162,6 +165,10 @@ def check_partial(subject: str, *, matched: int, missing: list[str], unexpected:
     """
     if not (missing or unexpected or skipped):
         return
+    if matched == 0 and skipped and not (missing or unexpected):
+        msg = (f"Cannot load {subject}: expected at least one value to fit, got {skipped} skipped by skip_mismatch "
+               "(every shape differs). The source is another architecture; compare pp.diff(model, source).")
+        raise errors.StateError(msg, expected="a value that fits", got=f"{skipped} skipped")
     if matched == 0:
         msg = (f"Cannot load {subject}: expected at least one key to match a parameter, got none "
                f"({len(unexpected)} keys the model lacks, e.g. {unexpected[:3]}; {len(missing)} parameters the "

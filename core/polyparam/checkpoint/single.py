@@ -227,6 +227,21 @@ class _Options:
     native: bool = False   # values in the backend's own layout (a Keras .weights.h5)
 
 
+def _bookkeeping_keys(archive: Archive) -> list[str]:
+    """The file's bookkeeping buffers a load may pass over.
+
+    A polyparam file lists them in its metadata; only counters are believed (integer or
+    0-d tensors such as ``num_batches_tracked``), so a file cannot declare real weights
+    "bookkeeping" and have a strict load skip them. Native readers derive the list from
+    the file's structure (a Keras file's optimizer state), which no header can forge.
+    """
+    if archive.format in ("keras", "torch"):
+        return list(archive.metadata.buffers)
+    return [key for key in archive.metadata.buffers
+            if archive.entries[archive.paths().get(key, key)].dtype.kind in "biu"
+            or not archive.entries[archive.paths().get(key, key)].shape]
+
+
 def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: bool, ties: str,
           verify: bool = True, progress: bool | None = None) -> LoadReport:
     file = archive.file
@@ -240,7 +255,7 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
         return resolved.get(mapped[key], mapped[key]) if key in mapped else None
 
     source = {resolved[key]: value for key, value in stored.items()}
-    optional = {q for q in map(path_of, archive.metadata.buffers) if q is not None}
+    optional = {q for q in map(path_of, _bookkeeping_keys(archive)) if q is not None}
     missing, unexpected, ignored = check_keys(groups, source, strict=options.strict, subject=subject,
                                               optional=optional, allow_missing=options.allow_missing,
                                               ignore_extra=options.ignore_extra)
@@ -266,8 +281,10 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
             shapes = {key: (value.shape, value.dtype) for key, value in converted.items()}
         else:
             shapes = {key: (archive.entries[key].shape, archive.entries[key].dtype) for key in keys}
-        if options.skip_mismatch and any(fit_problem(p, shape, dtype) == "shape" for shape, dtype in shapes.values()):
-            report.skipped.append((path, tuple(shapes[keys[0]][0]), tuple(p.shape)))
+        misfit = next((key for key in keys if fit_problem(p, shapes[key][0], shapes[key][1]) == "shape"), None)
+        if options.skip_mismatch and misfit is not None:   # a tie group is skipped whole: it holds one value
+            report.skipped.append((next(q for q, _ in members if source.get(q) == misfit),
+                                   tuple(shapes[misfit][0]), tuple(p.shape)))
             continue
         for key in keys:
             plan.check_fit(path, p, shapes[key][0], shapes[key][1], key=key, cast=cast)
