@@ -16,8 +16,8 @@ import numpy as np
 from polyparam.backend import Shape
 from polyparam_keras._variables import find_variable, leaf_name, own_variables
 
-__all__ = ["Slot", "axes", "canonical_shape", "einsum_axes", "extra_slot", "groups", "perm", "slots", "slots_of",
-           "to_canonical", "to_native", "typed_role", "unbuilt_shape"]
+__all__ = ["Slot", "axes", "canonical_shape", "declared_initializer", "einsum_axes", "extra_slot", "groups",
+           "keras_fans", "perm", "slots", "slots_of", "to_canonical", "to_native", "typed_role", "unbuilt_shape"]
 
 # the public classes of keras' private base classes (BaseConv, BaseConvTranspose, BaseDepthwiseConv)
 _CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -243,3 +243,39 @@ def einsum_axes(equation: str, ndim: int) -> tuple[str, ...] | None:
     roles = tuple("in" if c in source and c not in output else "out" if c in output and c not in source else "other"
                   for c in kernel)
     return roles if "in" in roles and "out" in roles else None
+
+
+# The layer attribute that holds the initializer Keras declares for a variable, by the variable's
+# name, where it is not ``<name>_initializer`` (BatchNormalization's ``gamma_initializer``, ...).
+_INITIALIZER_ATTRS = {"kernel": ("kernel_initializer",), "recurrent_kernel": ("recurrent_initializer",),
+                      "depthwise_kernel": ("depthwise_initializer",), "pointwise_kernel": ("pointwise_initializer",)}
+
+
+def declared_initializer(layer: Any, var: str) -> Any | None:
+    """The Keras initializer object ``layer`` declares for its variable ``var``, or None.
+
+    A depthwise convolution's ``kernel`` is its ``depthwise_initializer``; every other
+    variable is ``<name>_initializer`` or the table above (``recurrent_kernel`` ->
+    ``recurrent_initializer``).
+    """
+    names = _INITIALIZER_ATTRS.get(var, ())
+    if isinstance(layer, _DEPTHWISE_LAYERS) and var == "kernel":
+        names = ("depthwise_initializer",)
+    for name in (*names, f"{var}_initializer"):
+        init = getattr(layer, name, None)
+        if init is not None:
+            return init
+    return None
+
+
+def keras_fans(shape: tuple[int, ...], input_axes: Any = None, output_axes: Any = None) -> tuple[int, int]:
+    """Keras' ``compute_fans`` on a native shape: by the axes when both are given, else by position."""
+    if input_axes is not None and output_axes is not None:
+        return (int(np.prod([shape[a] for a in input_axes], dtype=np.int64)),
+                int(np.prod([shape[a] for a in output_axes], dtype=np.int64)))
+    if len(shape) < 1:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = int(np.prod(shape[:-2], dtype=np.int64))
+    return shape[-2] * receptive, shape[-1] * receptive

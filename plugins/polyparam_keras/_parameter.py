@@ -9,6 +9,7 @@ from typing import Any, Callable, cast
 import keras
 import numpy as np
 
+import polyparam as pp
 from polyparam import errors, roles
 from polyparam.backend import Parameter, Shape, State, parallel_copy
 from polyparam_keras import NAME
@@ -19,7 +20,10 @@ from polyparam_keras._layout import (
     Slot,
     axes,
     canonical_shape,
+    declared_initializer,
+    einsum_axes,
     groups,
+    keras_fans,
     perm,
     to_canonical,
     to_native,
@@ -176,8 +180,7 @@ class KerasParameter(Parameter):
             return declared
         return self._slot.axis_roles if self._slot.axis_roles is not None else axes(self._slot.layout, ndim)
 
-    @property
-    def trainable(self) -> bool:  # type: ignore[override]
+    def _trainable(self) -> bool:
         """Whether Keras trains it: it is in the root's ``trainable_weights``.
 
         That is the variable's own ``trainable`` (which ``layer.trainable = ...`` sets on the
@@ -189,7 +192,27 @@ class KerasParameter(Parameter):
             own = self._slot.role not in ("running_mean", "running_var") and bool(self._layer.trainable)
         else:
             own = bool(v.trainable)
-        return own and bool(getattr(self._root, "trainable", True))
+        return own and bool(self._layer.trainable) and bool(getattr(self._root, "trainable", True))
+
+    def _set_trainable(self, value: bool, /) -> None:
+        """``Variable.trainable``; a compiled model's step functions are dropped so they see it.
+
+        Unfreezing a variable whose layer (or an enclosing model) is frozen is refused:
+        Keras would still leave it out of ``trainable_weights``.
+        """
+        v = self._variable()
+        if v is None:
+            msg = (f"Cannot set trainable of parameter {self.path!r}: expected a built layer, got an unbuilt one. "
+                   "Build the model first, or set layer.trainable.")
+            raise errors.DeferredInitializationError(msg, path=self.path, expected="a built layer", got="unbuilt")
+        old = bool(v.trainable)
+        v.trainable = value
+        if value and not self._trainable():
+            v.trainable = old
+            msg = (f"Cannot make parameter {self.path!r} trainable: expected its layer and the enclosing models to "
+                   "be trainable, got a frozen one. Unfreeze the layer (layer.trainable = True) or select it whole.")
+            raise errors.UsageError(msg, path=self.path, expected="a trainable layer", got="a frozen layer")
+        refresh(self._root)
 
     def _variable(self) -> Any | None:
         layer = self._layer
@@ -330,6 +353,56 @@ class KerasParameter(Parameter):
 
         return view, adopt
 
+    # ---- what Keras declares -------------------------------------------------------
+
+    def _declared_initializer(self) -> Any:
+        """The layer's initializer for this variable (``kernel_initializer``, ``gamma_initializer``, ...), or None.
+
+        As Keras draws it on its own layout: a ``VarianceScaling`` (Glorot, He, LeCun) with
+        Keras' fans of the native shape (its ``input_axes``/``output_axes`` included), a
+        ``Constant`` array in canonical layout, an LSTM bias with ``unit_forget_bias``'s
+        ones; an initializer polyparam has no built-in for (``STFT``, a custom one) runs in
+        Keras on the native shape. Everything else is the Keras object, which the core
+        translates.
+        """
+        layer = self._layer
+        init = declared_initializer(layer, self._slot.var)
+        v = self._variable()
+        if init is None or v is None:
+            return init
+        native_shape = tuple(int(d) for d in v.shape)
+        if (self._slot.var == "bias" and getattr(layer, "unit_forget_bias", False)
+                and isinstance(layer, keras.layers.LSTMCell)):
+            return self._forget_bias(init, int(layer.units))
+        if isinstance(init, keras.initializers.VarianceScaling):
+            return _variance_scaling(init, native_shape, layer)
+        if isinstance(init, keras.initializers.Constant) and np.ndim(init.value):
+            value = np.broadcast_to(keras.ops.convert_to_numpy(init.value), native_shape)
+            return pp.init.Constant(np.array(self._canonical(value)))
+        try:
+            pp.init.as_initializer(init)
+        except errors.InitializerError:
+            return self._drawn_by_keras(init, native_shape)
+        return init
+
+    def _forget_bias(self, init: Any, units: int) -> Callable[..., np.ndarray]:
+        """LSTM's ``unit_forget_bias``: the declared bias for the input gate, ones for the forget gate, then it."""
+        bias = pp.init.as_initializer(init)
+
+        def fill(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+            return np.concatenate([bias((units,), dtype), np.ones((units,), dtype), bias((units * 2,), dtype)])
+
+        return fill
+
+    def _drawn_by_keras(self, init: Any, native_shape: tuple[int, ...]) -> Callable[..., np.ndarray]:
+        """A callable that runs ``init`` itself on the native shape (Keras' random stream) and gives it canonical."""
+
+        def fill(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+            value = keras.ops.convert_to_numpy(init(native_shape, dtype=np.dtype(dtype).name))
+            return np.array(self._canonical(np.asarray(value)), dtype=dtype)
+
+        return fill
+
     # ---- deferred initialization ------------------------------------------------
 
     def _defer(self, fill: Callable[[], None], /) -> None:
@@ -395,3 +468,25 @@ class KerasParameter(Parameter):
                f"layer reused inside a {type(self._root).__name__} graph, where both uses are one layer object. "
                "Build two layers and tie them with pp.tie instead.")
         raise errors.TieError(msg, path=self.path, expected="untieable", got=type(self._root).__name__)
+
+
+def _variance_scaling(init: Any, native_shape: tuple[int, ...], layer: Any) -> Any:
+    """Keras' VarianceScaling with its own fans of the native shape, as the built-in with that spread.
+
+    An ``EinsumDense`` kernel without axes gets those its build gives it: the kernel axes
+    the output has are ``output_axes``, the others ``input_axes``.
+    """
+    input_axes, output_axes = init.input_axes, init.output_axes
+    if (input_axes is None or output_axes is None) and isinstance(layer, keras.layers.EinsumDense):
+        roles = einsum_axes(layer.equation, len(native_shape))
+        if roles is not None:
+            input_axes = [i for i, r in enumerate(roles) if r == "in"]
+            output_axes = [i for i, r in enumerate(roles) if r != "in"]
+    fan_in, fan_out = keras_fans(native_shape, input_axes, output_axes)
+    n = {"fan_in": fan_in, "fan_out": fan_out}.get(init.mode, (fan_in + fan_out) / 2.0)
+    variance = init.scale / max(1.0, n)
+    if init.distribution == "uniform":
+        return pp.init.Uniform(math.sqrt(3.0 * variance))
+    if init.distribution == "untruncated_normal":
+        return pp.init.Normal(sigma=math.sqrt(variance))
+    return pp.init.TruncatedNormal(sigma=math.sqrt(variance) / 0.87962566103423978)

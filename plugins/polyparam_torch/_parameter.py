@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from functools import cached_property
@@ -21,13 +22,14 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from polyparam import errors, roles
 from polyparam.backend import Parameter, Shape, State, default_axes
+from polyparam.init import Constant, Initializer, Normal, One, Uniform, Zero
 from polyparam_torch import NAME, _dtensor
 from polyparam_torch._convert import np2torch, np_dtype, torch2np
 from polyparam_torch._deferred import Pending, forget, lazy_shape, record, settle
 from polyparam_torch._dtensor import is_dtensor
 
 __all__ = ["ATTENTION_ROLES", "DECLARED_LAYERS", "KNOWN_LAYERS", "NORMS", "Layer", "TorchParameter", "axes_of",
-           "declare_layers", "declared_axes", "layer_of", "role_of", "shallow_clone"]
+           "declare_layers", "declared_axes", "declared_initializer", "layer_of", "role_of", "shallow_clone"]
 
 #: Modules whose ``weight``/``bias`` are a scale and a shift.
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
@@ -190,6 +192,82 @@ def shallow_clone(module: nn.Module) -> nn.Module:
     return clone
 
 
+# ---- what torch's reset_parameters declares ---------------------------------------------------
+
+
+class _PaddedNormal(Normal):
+    """N(0, 1) with the ``padding_idx`` row zero, as ``nn.Embedding.reset_parameters`` draws."""
+
+    def __init__(self, padding_idx: int) -> None:
+        super().__init__(sigma=1.0)
+        self.padding_idx = padding_idx
+
+    def init_weight(self, name: str, arr: np.ndarray, /) -> None:
+        super().init_weight(name, arr)
+        arr[self.padding_idx] = 0
+
+
+def _torch_fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` as torch's ``init`` computes them: ``shape[1]`` and ``shape[0]`` times the rest.
+
+    For a transposed convolution's ``(in, out/g, *k)`` weight this is not polyparam's fan by
+    axis roles; torch's ``reset_parameters`` uses it, so the declared formulas do too.
+    """
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _bound(fan_in: int) -> Initializer:
+    """``U(+-1/sqrt(fan_in))`` (0 for an empty fan): ``kaiming_uniform_(a=sqrt(5))`` and the bias rule."""
+    return Uniform(1 / math.sqrt(fan_in) if fan_in > 0 else 0.0)
+
+
+def declared_initializer(module: nn.Module, attr: str, shape: tuple[int, ...] | None,
+                         parent: tuple[nn.Module, str] | None = None) -> Initializer | None:
+    """The formula of torch's own ``reset_parameters`` for ``module.<attr>`` of ``shape``, as an initializer.
+
+    ``nn.Linear``, ``nn.Conv*d``/``nn.ConvTranspose*d``: ``kaiming_uniform_(a=sqrt(5))`` weights and
+    ``U(+-1/sqrt(fan_in))`` biases (both ``U(+-1/sqrt(fan_in))``, torch's fan); ``nn.Bilinear``:
+    ``U(+-1/sqrt(in1_features))``; ``nn.Embedding``/``EmbeddingBag``: N(0, 1), the padding row 0;
+    norms: scale 1, shift 0, running mean 0, variance 1, batch counter 0; ``nn.MultiheadAttention``:
+    ``xavier_uniform_`` projections, ``xavier_normal_`` ``bias_k``/``bias_v``, zero biases (its
+    ``out_proj.bias`` too: ``parent`` is ``(module's parent, module's name)``); RNN, LSTM, GRU and
+    their cells: ``U(+-1/sqrt(hidden_size))``; ``nn.PReLU``: its ``init``. ``None`` for any other
+    module, and while ``shape`` is unknown (``nn.Lazy*`` before the first forward).
+    """
+    if shape is None:
+        return None
+    if isinstance(parent, tuple) and isinstance(parent[0], nn.MultiheadAttention) and parent[1] == "out_proj" \
+            and attr == "bias":
+        return Zero()
+    if isinstance(module, NORMS):
+        return {"weight": One(), "bias": Zero(), "running_mean": Zero(), "running_var": One(),
+                "num_batches_tracked": Zero()}.get(attr)
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and attr in ("weight", "bias"):
+        weight = module.weight
+        if isinstance(weight, UninitializedTensorMixin):
+            return None
+        return _bound(_torch_fans(tuple(weight.shape))[0])
+    if isinstance(module, nn.Bilinear) and attr in ("weight", "bias"):
+        return _bound(int(module.weight.shape[1]))
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and attr == "weight":
+        return Normal(sigma=1.0) if module.padding_idx is None else _PaddedNormal(int(module.padding_idx))
+    if isinstance(module, nn.MultiheadAttention):
+        if attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            fan_in, fan_out = _torch_fans(shape)
+            return Uniform(math.sqrt(6.0 / (fan_in + fan_out)))
+        if attr in ("bias_k", "bias_v"):
+            fan_in, fan_out = _torch_fans(shape)
+            return Normal(sigma=math.sqrt(2.0 / (fan_in + fan_out)))
+        return Zero() if attr == "in_proj_bias" else None
+    if isinstance(module, (nn.modules.rnn.RNNBase, nn.modules.rnn.RNNCellBase)):
+        hidden = int(module.hidden_size)
+        return Uniform(1 / math.sqrt(hidden) if hidden > 0 else 0.0)
+    if isinstance(module, nn.PReLU) and attr == "weight":
+        return Constant(float(module.init))
+    return None
+
+
 class TorchParameter(Parameter):
     """One ``nn.Parameter`` or persistent buffer of a module, read live from the module.
 
@@ -232,10 +310,13 @@ class TorchParameter(Parameter):
         declared = declared_axes(module, attr, len(self._shape()), self.path)
         return axes_of(self._module, self._attr, self.role, layer=layer, shape=shape, declared=declared)
 
-    @property
-    def trainable(self) -> bool:  # type: ignore[override]
+    def _trainable(self) -> bool:
         """Whether an optimizer updates it: a parameter with ``requires_grad`` (buffers never)."""
         return not self._is_buffer and self._tensor().requires_grad
+
+    def _set_trainable(self, value: bool, /) -> None:
+        """``requires_grad_(value)`` on the tensor the module holds (a tied one is the same tensor)."""
+        self._tensor().requires_grad_(value)
 
     @property
     def groups(self) -> int:  # type: ignore[override]
@@ -432,6 +513,29 @@ class TorchParameter(Parameter):
             data = t.detach().clone()
             own = nn.Parameter(data, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else data
         store[self._attr] = own
+
+    # ---- hooks: initializers ----------------------------------------------------------------
+
+    def _declared_initializer(self) -> Initializer | None:
+        """What torch's ``reset_parameters`` draws for this tensor (:func:`declared_initializer`), or ``None``.
+
+        Weight norm's magnitude and direction (computed from the weight) have no formula of their own.
+        """
+        layer = self._layer()
+        if layer.part not in ("", "original"):
+            return None
+        t = self._tensor()
+        shape = None if isinstance(t, UninitializedTensorMixin) else tuple(t.shape)
+        return declared_initializer(layer.module, layer.attr, shape, parent=None if layer.part else self._parent())
+
+    def _parent(self) -> tuple[nn.Module, str] | None:
+        """``(parent module, name)`` of the module holding this tensor; ``None`` for the root's own tensors."""
+        if not self._keys:
+            return None
+        module = self._root
+        for key in self._keys[:-1]:
+            module = module._modules[key]
+        return module, self._keys[-1]
 
     # ---- where the tensor lives -----------------------------------------------------------
 

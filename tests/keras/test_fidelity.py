@@ -50,10 +50,15 @@ def test_frozen_first_dense_is_not_trainable_and_reads_live() -> None:
     _assert_trainable_like_keras(model)
 
 
-def test_trainable_has_no_setter() -> None:
-    tree = pp.tree(keras.Sequential([keras.Input((4,)), L.Dense(3)]))
-    with pytest.raises(AttributeError):
-        tree["0.weight"].trainable = False
+def test_trainable_is_set_as_keras_sets_it() -> None:
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    tree = pp.tree(model)
+    tree["0.weight"].trainable = False
+    assert not model.layers[0].kernel.trainable and len(model.trainable_weights) == 1
+    model.layers[0].trainable = False
+    with pytest.raises(pp.errors.UsageError, match="frozen"):
+        tree["0.weight"].trainable = True
+    assert not model.layers[0].kernel.trainable
 
 
 def test_normalization_statistics_are_not_trainable() -> None:

@@ -214,6 +214,10 @@ class Initializer:
     #: without declaring it again fall back to a full draw.
     _region_safe = False
 
+    #: A framework's own seed for this initializer (a torch generator's state, a Keras ``seed=``): a
+    #: callable giving a seed, asked by ``initialize`` when it gets no ``seed=``. ``None`` for polyparam's own.
+    _framework_seed: Callable[[], int] | None = None
+
     def _fills_regions(self) -> bool:
         for name in _REGION_METHODS:
             owner = next((c for c in type(self).__mro__ if name in c.__dict__), None)
@@ -284,7 +288,8 @@ class Initializer:
         return dict(getattr(self, "_config", {}))
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.config() == self.config()
+        # compared as JSON values: arrays by value, 0 equal to 0.0
+        return type(other) is type(self) and json.loads(dumps(other)) == json.loads(dumps(self))
 
     __hash__ = object.__hash__
 

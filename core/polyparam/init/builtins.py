@@ -91,6 +91,8 @@ class Constant(_BuiltIn):
     _region_safe = True
 
     def __init__(self, value: Any) -> None:
+        if hasattr(value, "asnumpy"):   # an MXNet NDArray, as mx.init.Constant takes
+            value = value.asnumpy()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")      # NumPy < 1.24 warns on ragged lists
@@ -104,7 +106,14 @@ class Constant(_BuiltIn):
             raise errors.InitializerError(msg, expected="a number or numeric array", got=value)
         self.value = value
 
+    def config(self) -> dict[str, Any]:
+        """Gluon's JSON form: an array value as a (nested) list, ``["constant", {"value": [1.0, 1.0]}]``."""
+        value = self.value
+        return {"value": value.tolist() if isinstance(value, np.ndarray) else value}
+
     def check(self, info: ParamInfo, /, *, by_role: bool = True) -> None:
+        if by_role and info.role in _CONVENTIONAL:
+            return   # filled by role (a bias gets zeros), not with the value
         try:
             np.broadcast_shapes(np.shape(self.value), info.shape)
         except ValueError:

@@ -96,8 +96,12 @@ def initialize_parameters(params: Iterable[Parameter], init: Initializer | Calla
     With ``own_first`` (a tree or selection, not one parameter), a parameter's own
     initializer (:meth:`Parameter._own_initializer`, Gluon's ``Parameter.init``) wins over ``init``.
     """
-    call_seed = secrets.randbits(63) if seed is None else _seed(seed)
+    given = None if seed is None else _seed(seed)
     initializer = as_initializer(init)
+    if given is None and initializer._framework_seed is not None:   # torch.manual_seed, a Keras seed=
+        call_seed = _seed(initializer._framework_seed())
+    else:
+        call_seed = secrets.randbits(63) if given is None else given
     params = list(params)
     if own_first:
         owned = {p.path: own for p in params if (own := p._own_initializer()) is not None}
@@ -118,16 +122,24 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
     report = InitReport()
     todo: list[Parameter] = []
     seen: set[Any] = set()
-    left: list[str] = []
+    left: list[tuple[str, str]] = []
+    by_declaration: list[Parameter] = []
     for p in params:
         key = p._identity()
         if key in seen:
             continue
         seen.add(key)
-        if skip_buffers and p.role == "other" and p.kind != "parameter":
-            report.skipped[p.path] = f"a {p.kind} of unknown role: select it to initialize it"
-            left.append(p.path)
-            continue
+        if skip_buffers and p.role == "other":
+            # a role no initializer knows: keep a value it has; give one without a value what its framework
+            # declares (a Gluon constant, PReLU's slope), or, for a parameter, the initializer's draw
+            declared = p._declared_initializer() if p.state == "uninitialized" else None
+            if declared is not None:
+                by_declaration.append(p)
+                continue
+            if p.kind != "parameter" or (p.state == "initialized" and not _fits(initializer, p, by_role)):
+                report.skipped[p.path] = f"a {p.kind} of unknown role: select it to initialize it"
+                left.append((p.kind, p.path))
+                continue
         state = p.state
         if state != "deferred" and p.size == 0:
             warnings.warn(f"Parameter {p.path!r} has no elements (shape {tuple(p.shape)}): initializing it "
@@ -145,9 +157,19 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
             (report.deferred if p._defers_init() else report.initialized).append(p.path)
             todo.append(p)
 
+    if by_declaration:
+        from polyparam.init.composite import Declared
+
+        declared = Declared()
+        for p in by_declaration:   # not the tree-wide initializer: what the framework declares for it
+            fill_parameter(p, declared, call_seed, by_role=False)
+            report.initialized.append(p.path)
     if left:
-        warnings.warn(f"initialize left {len(left)} buffer(s) of unknown role as they are: {left[:5]}"
-                      f"{' ...' if len(left) > 5 else ''}. Select them (tree.select(...)) to initialize them.",
+        kinds = [kind for kind in ("buffer", "constant", "parameter") if any(k == kind for k, _ in left)]
+        counts = " and ".join(f"{sum(k == kind for k, _ in left)} {kind}(s)" for kind in kinds)
+        paths = [path for _, path in left]
+        warnings.warn(f"initialize left {counts} of unknown role as they are: {paths[:5]}"
+                      f"{' ...' if len(paths) > 5 else ''}. Select them (tree.select(...)) to initialize them.",
                       errors.PolyparamWarning, stacklevel=4)
     if not seed_given:  # one random seed for every process of a distributed model
         call_seed = next((p._agree_seed(call_seed) for p in todo if p._placement() is not None), call_seed)
@@ -195,6 +217,15 @@ def _require_integral(p: Parameter, initializer: Initializer, seed: int, by_role
                "Zero, One or an integer Constant.")
         raise errors.InitializerError(msg, path=p.path, expected=f"whole numbers in {p.dtype.name}",
                                       got=float(scratch.flat[k]))
+
+
+def _fits(initializer: Initializer, p: Parameter, by_role: bool) -> bool:
+    """Whether ``initializer`` can fill ``p`` (a fan-based one cannot fill a tensor without in/out axes)."""
+    try:
+        initializer.check(_info(p), by_role=by_role)
+    except errors.InitializerError:
+        return False
+    return True
 
 
 def _work(p: Parameter) -> int:

@@ -251,6 +251,8 @@ def _normal_kernel(mean: float, std: float, low: float | None = None,
         block *= block.dtype.type(std)
         if mean:
             block += block.dtype.type(mean)
+        if low is not None and high is not None and std > 0:   # rounding may step one ulp past a bound
+            np.clip(block, block.dtype.type(mean + low * std), block.dtype.type(mean + high * std), out=block)
 
     return kernel
 

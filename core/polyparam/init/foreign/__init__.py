@@ -38,3 +38,6 @@ def translate(obj: Any) -> Initializer | None:
 
         return translate_gluon(obj)
     return None
+
+
+from polyparam.init.foreign import _keras as _keras  # noqa: E402  registers Keras' string identifiers (no import of keras)
