@@ -20,6 +20,7 @@ from typing import Any
 
 from polyparam import _preload, errors, init, roles
 from polyparam._diff import Diff, diff
+from polyparam._groups import average, param_groups
 from polyparam._manager import backend_for, get_backend, list_backends, tree
 from polyparam._params.parameter import Parameter
 from polyparam._params.ties import TieGroup
@@ -45,6 +46,7 @@ __all__ = [
     "ParameterSelection",
     "ParameterTree",
     "TieGroup",
+    "average",
     "backend_for",
     "consolidate",
     "diff",
@@ -54,6 +56,7 @@ __all__ = [
     "init",
     "list_backends",
     "load",
+    "param_groups",
     "roles",
     "save",
     "tie",

@@ -150,6 +150,16 @@ class ModelFactory(abc.ABC):
     def backward(self, model: Any, x: np.ndarray, /) -> None:
         """Run forward on ``x`` and backpropagate ``sum(output)``, so gradients are populated."""
 
+    def sgd_step(self, model: Any, x: np.ndarray, /, *, lr: float = 0.1) -> None:
+        """One step of the framework's own plain SGD (no momentum, no weight decay) on ``sum(model(x))``.
+
+        It updates what the framework trains and nothing else, so the kit can check that a
+        parameter frozen through polyparam stays as it was. Needed for the ``training``
+        capability.
+        """
+        msg = f"{type(self).__name__} takes no optimizer step; implement ModelFactory.sgd_step."
+        raise NotImplementedError(msg)
+
     def layer(self, kind: str, /) -> Any:
         """A built single-layer model of ``kind`` (a key of :data:`LAYER_SPECS`, ``"batchnorm"`` or ``"layernorm"``).
 

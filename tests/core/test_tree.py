@@ -283,7 +283,9 @@ def test_strict_keys_report_missing_and_unexpected(tree: ParameterTree) -> None:
     assert "strict=False" in message
     assert_same_values(before, tree)
 
-    assert tree.load_state(state, strict=False) is None
+    with pytest.warns(errors.PolyparamWarning, match="1 parameters kept their values"):
+        report = tree.load_state(state, strict=False)
+    assert report.missing == ["1.1.bias"] and report.unexpected == ["2.weight"] and len(report.loaded) == 5
     np.testing.assert_array_equal(tree["0.weight"].numpy(), before["0.weight"] + 1)
     np.testing.assert_array_equal(tree["1.1.bias"].numpy(), before["1.1.bias"])  # not given: kept
 
@@ -315,7 +317,7 @@ def test_the_table_caption_counts_tied_parameters_once(tied: ParameterTree) -> N
     table = tied.table()
     assert table.title == "numpy parameters"
     assert table.row_count == 8  # every path has a row
-    assert table.caption == "6 tensors, 25 scalars, 100 B"  # 6 + 3, 9 + 3, 3 + 1
+    assert table.caption == "6 tensors, 25 scalars, 100 B"  # 6 + 3, 9 + 3, 3 + 1 (all trainable: no split)
     lines = str(tied).splitlines()
     assert lines[-1].strip() == table.caption
     row = next(line for line in lines if "2.weight" in line)

@@ -43,7 +43,7 @@ class Parameter(abc.ABC):
     Attributes:
         role: What the parameter is for, one of :data:`ROLES`.
         axes: The role of each axis of the canonical layout, from :data:`AXIS_ROLES`.
-        trainable: Whether an optimizer updates it (buffers such as running means are not).
+        trainable: Whether an optimizer updates it (buffers such as running means are not); assignable.
         groups: For grouped convolution kernels, the number of groups (fans use it).
 
     **Backend hooks.** A backend subclasses ``Parameter`` and implements these
@@ -68,6 +68,8 @@ class Parameter(abc.ABC):
     * refusals foreseen before the first write: `_write_refusal` (a read-only array,
       storage the framework will not take a value into now), so a multi-parameter
       write refuses up front instead of undoing;
+    * training loops: `_trainable`/`_set_trainable` (the framework's flag, read live and
+      assignable), `_write_grad` (clip and zero gradients), `_cast` (dtype in place);
     * the framework's declared initializers: `_declared_initializer` (what the layer
       declares for this tensor, for ``pp.init.Declared``) and `_own_initializer` (one
       that wins over a tree-wide initializer, as Gluon's ``Parameter.init`` does);
@@ -112,7 +114,7 @@ class Parameter(abc.ABC):
         self._path = path
         self.role = role
         self._axes = axes
-        self.trainable = trainable
+        self._trainable_flag = trainable   # for backends that keep the flag here (the default hooks)
         self.groups = groups
 
     # ---- facts -----------------------------------------------------------------
@@ -173,6 +175,29 @@ class Parameter(abc.ABC):
     def state(self) -> State:
         """``"initialized"``, ``"uninitialized"`` (shape known, no data yet) or ``"deferred"`` (shape unknown)."""
         return self._state()
+
+    @property
+    def trainable(self) -> bool:
+        """Whether an optimizer updates it, read live from the framework's own flag.
+
+        Assignable: ``p.trainable = False`` freezes it as the framework does
+        (``requires_grad_(False)``, ``Variable.trainable``, ``grad_req = "null"``); tied
+        parameters freeze together. Buffers and constants are never trainable.
+        """
+        return bool(self._trainable())
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            msg = (f"Cannot set trainable of parameter {self.path!r}: expected True or False, got "
+                   f"{type(value).__name__} {value!r}.")
+            raise errors.InvalidArgumentError(msg, path=self.path, argument="trainable", expected="a bool", got=value)
+        if value and self.kind != "parameter":
+            msg = (f"Cannot make {self.kind} {self.path!r} trainable: expected a parameter, got a {self.kind}, which "
+                   "the framework never hands to an optimizer. Leave it frozen.")
+            raise errors.UsageError(msg, path=self.path, expected="a parameter", got=self.kind)
+        if bool(value) != self.trainable:
+            self._set_trainable(bool(value))
 
     @property
     def size(self) -> int | None:
@@ -502,6 +527,40 @@ class Parameter(abc.ABC):
                f"expected a backend that converts it, got {self.backend}, which does not. Load a file written by "
                "pp.save instead.")
         raise errors.MetadataError(msg, path=self.path, expected="a native-layout converter", got=self.backend)
+
+    def _trainable(self) -> bool:
+        """The framework's flag: whether an optimizer updates this tensor. Default: the flag given to ``__init__``."""
+        return self._trainable_flag
+
+    def _set_trainable(self, value: bool, /) -> None:
+        """Set the framework's own flag (``p.trainable = value``, ``freeze``). Default: refuse.
+
+        A backend that keeps the flag itself (the NumPy reference) stores it; a framework
+        adapter must change what the framework's optimizers and autograd read.
+        """
+        msg = (f"Cannot change trainable of parameter {self.path!r}: expected a backend that can freeze "
+               f"parameters, got {self.backend}, which cannot. Freeze it with the framework's own API.")
+        raise errors.UnsupportedModelError(msg, path=self.path, expected="freezing", got=self.backend)
+
+    def _write_grad(self, array: np.ndarray | None, /) -> None:
+        """Store ``array`` (canonical layout, the parameter's shape) as the gradient; ``None`` clears it.
+
+        ``tree.clip_grads`` and ``tree.zero_grads`` write through it, so the framework's
+        optimizer step sees the change. Default: refuse.
+        """
+        msg = (f"Cannot write the gradient of parameter {self.path!r}: the {self.backend} backend does not "
+               "implement gradient writes. Clip or zero the gradients with the framework's own API.")
+        raise errors.UnsupportedModelError(msg, path=self.path, expected="gradient writes", got=self.backend)
+
+    def _cast(self, dtype: np.dtype, /) -> None:
+        """Change the storage to ``dtype`` in place, keeping the native object an optimizer holds and ties.
+
+        ``tree.cast`` calls it after checking ``dtype``; values convert as NumPy's ``astype``
+        does. Default: refuse (say so, with what to do instead).
+        """
+        msg = (f"Cannot cast parameter {self.path!r} to {dtype.name}: the {self.backend} backend cannot change a "
+               "parameter's dtype in place. Build the model in that dtype and pp.transfer the values.")
+        raise errors.UnsupportedModelError(msg, path=self.path, expected="in-place casts", got=self.backend)
 
     def _layout_doubt(self) -> str | None:
         """Why this parameter's canonical layout cannot be established, or ``None`` (the default).

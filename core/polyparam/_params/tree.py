@@ -26,6 +26,7 @@ from polyparam._params.plan import (
     storage_groups,
 )
 from polyparam._params.ties import TieGroup
+from polyparam._params.training import TrainingOps
 
 if TYPE_CHECKING:
     from polyparam.init import Initializer
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["ParameterCollection", "ParameterSelection", "ParameterTree"]
 
 
-class ParameterCollection(abc.ABC):
+class ParameterCollection(TrainingOps, abc.ABC):
     """What a whole tree and a selection of it share: iterate, read, load, initialize.
 
     Tied parameters appear once in :meth:`items`, :meth:`state` and ``initialize``
@@ -43,6 +44,8 @@ class ParameterCollection(abc.ABC):
     **Backend hooks** (of every collection; see :class:`ParameterTree` for the tree's own):
 
     * must implement: `_occurrences` (a tree gets it from `_children` and `_leaves`);
+    * may implement: `_param_groups` (``pp.param_groups`` in the form the framework's
+      optimizers take; the default is torch's list of ``{"params": [...], **options}``);
     * may implement, for distributed jobs: `_process_rank`, `_barrier`, `_broadcast`,
       `_all_succeeded` (the defaults describe one process).
     """
@@ -53,6 +56,16 @@ class ParameterCollection(abc.ABC):
     @abc.abstractmethod
     def _occurrences(self) -> list[tuple[str, Parameter]]:
         """Every (path, parameter) pair in model order, tied parameters under each of their paths."""
+
+    def _param_groups(self, groups: list[tuple[dict[str, Any], list[tuple[str, Parameter]]]], optimizer: Any,
+                      /) -> Any:
+        """``groups`` (options, members) in the form the framework's optimizer takes.
+
+        Default: ``[{"params": [p.native, ...], **options}, ...]`` (``torch.optim``'s form);
+        ``optimizer`` is what the user passed (``None`` usually), for frameworks that
+        configure it (Keras' ``exclude_from_weight_decay``).
+        """
+        return [{"params": [p.native for _, p in members], **options} for options, members in groups]
 
     # ---- access ----------------------------------------------------------------
 
@@ -196,9 +209,9 @@ class ParameterCollection(abc.ABC):
                 continue
             p = members[0][1]
             first_path, first_value = given[0]
-            if skip_mismatch and any(fit_problem(p, np.shape(v), np.dtype(getattr(v, "dtype", p.dtype))) == "shape"
-                                     for _, v in given):
-                report.skipped.append((first_path, tuple(np.shape(first_value)), tuple(p.shape)))
+            misfit = next(((q, v) for q, v in given if fit_problem(p, tuple(np.shape(v)), p.dtype) == "shape"), None)
+            if skip_mismatch and misfit is not None:   # a tie group is skipped whole: it holds one value
+                report.skipped.append((misfit[0], tuple(np.shape(misfit[1])), tuple(p.shape)))
                 continue
             array = p.coerce(first_value, action=f"load {first_path!r} into")
             for path, value in given[1:]:
@@ -302,16 +315,18 @@ class ParameterCollection(abc.ABC):
         table = Table(title=escape(visible(f"{self.backend} parameters")), title_justify="left")
         occurrences = self._occurrences()
         placements = [p._placement() for _, p in occurrences]  # sharded parameters only
-        columns = ["path", "shape", "dtype", "device", "state", "tied with"]
+        columns = ["path", "shape", "dtype", "device", "state", "train", "tied with"]
         if any(placements):
             columns.insert(4, "placement")
         for column in columns:
             table.add_column(column, justify="right" if column == "shape" else "left", no_wrap=column == "path")
-        tensors = scalars = nbytes = 0
+        tensors = scalars = nbytes = trainable = 0
         unknown = False
         seen: set[Any] = set()
         for (path, p), placement in zip(occurrences, placements):
-            cells = [path, format_shape(p.shape), p.dtype.name, p.device, p.state, ", ".join(tied_with.get(path, []))]
+            train = p.trainable
+            cells = [path, format_shape(p.shape), p.dtype.name, p.device, p.state, "yes" if train else "no",
+                     ", ".join(tied_with.get(path, []))]
             if any(placements):
                 cells.insert(4, placement or "")
             table.add_row(*[literal(cell) for cell in cells])
@@ -325,8 +340,11 @@ class ParameterCollection(abc.ABC):
             else:
                 scalars += size
                 nbytes += size_bytes
+                trainable += size if train else 0
         more = " + deferred" if unknown else ""
-        table.caption = f"{tensors} tensors, {scalars:,} scalars{more}, {_human_bytes(nbytes)}"
+        split = (f" ({trainable:,} trainable, {scalars - trainable:,} non-trainable)"
+                 if trainable != scalars else "")
+        table.caption = f"{tensors} tensors, {scalars:,} scalars{more}{split}, {_human_bytes(nbytes)}"
         table.caption_justify = "left"
         return table
 

@@ -174,9 +174,8 @@ class Block:
             raise RuntimeError(msg)
         g = np.ones_like(self._last_output) if grad is None else np.asarray(grad, dtype=np.float32)
         for block, _ in self._tape:
-            for param in block.params.values():
-                if param.trainable and param.data is not None:
-                    param.grad = np.zeros_like(param.data)
+            for param in block.params.values():   # frozen parameters get no gradient (Gluon's grad_req "null")
+                param.grad = np.zeros_like(param.data) if param.trainable and param.data is not None else None
         for block, cache in reversed(self._tape):
             g = block.backward_step(cache, g)
         return g
@@ -281,9 +280,10 @@ class Dense(Block):
         if self._fns is not None:
             grad = self._fns[1](z, grad)
         weight = self.params["weight"]
-        weight.grad += grad.reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+        if weight.grad is not None:
+            weight.grad += grad.reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1])
         bias = self.params.get("bias")
-        if bias is not None:
+        if bias is not None and bias.grad is not None:
             bias.grad += grad.reshape(-1, grad.shape[-1]).sum(axis=0)
         return grad @ weight.data
 

@@ -27,7 +27,7 @@ from polyparam.numpy import Block, Dense, Param, Sequential
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
 
 NAME = "numpy"
-CAPABILITIES = frozenset({"tying", "deferred", "gradients", "forward"})
+CAPABILITIES = frozenset({"tying", "deferred", "gradients", "forward", "training", "casting"})
 
 
 def framework_version() -> str:
@@ -106,6 +106,23 @@ class NumpyParameter(Parameter):
 
     def _grad(self) -> np.ndarray | None:
         return self._param.grad
+
+    def _write_grad(self, array: np.ndarray | None, /) -> None:
+        self._param.grad = None if array is None else np.array(array, dtype=self._param.dtype, copy=True)
+
+    def _trainable(self) -> bool:
+        return self._param.trainable
+
+    def _set_trainable(self, value: bool, /) -> None:
+        self._param.trainable = value
+
+    def _cast(self, dtype: np.dtype, /) -> None:
+        param = self._param
+        param.dtype = np.dtype(dtype)
+        if param.data is not None:
+            param.data = param.data.astype(dtype)
+        if param.grad is not None:
+            param.grad = param.grad.astype(dtype)
 
     def _identity(self) -> Any:
         return id(self._param)
@@ -329,6 +346,13 @@ class NumpyModels(ModelFactory):
     def backward(self, model: Block, x: np.ndarray, /) -> None:
         model(x)
         model.backward()
+
+    def sgd_step(self, model: Block, x: np.ndarray, /, *, lr: float = 0.1) -> None:
+        """The reference has no optimizer: ``data -= lr * grad`` for every trainable parameter, as SGD does."""
+        self.backward(model, x)
+        for param in {id(p): p for p in model.collect_params().values()}.values():
+            if param.trainable and param.grad is not None and param.data is not None:
+                param.data -= lr * param.grad
 
 
 # ---- hooks (this module is registered as the numpy plugin by the plugin manager itself) -----

@@ -19,6 +19,7 @@ or renaming tests is not done lightly.
 - `checkpoint`: `BaseCheckpointTests` (save, load and transfer).
 - `faults`: `BaseFaultTests` (a write failing at any position changes nothing).
 - `layouts`: `BaseLayoutMeaningTests` (the framework's forward on canonical values equals the reference's).
+- `training`: `BaseTrainingTests` (freeze, counts, gradient norms and clipping, casts, vectors, averages).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from polyparam.testing.base.initializers import BaseInitializerTests
 from polyparam.testing.base.kit import assert_unchanged, reference_values, snapshot
 from polyparam.testing.base.layouts import BaseLayoutMeaningTests
 from polyparam.testing.base.ties import BaseTieTests
+from polyparam.testing.base.training import BaseTrainingTests
 from polyparam.testing.base.values import BaseValueTests
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "BaseInitializerTests",
     "BaseLayoutMeaningTests",
     "BaseTieTests",
+    "BaseTrainingTests",
     "BaseValueTests",
     "ConformanceTests",
     "assert_unchanged",
@@ -54,9 +57,10 @@ __all__ = [
 
 class ConformanceTests(BaseBackendModuleTests, BaseAccessTests, BaseValueTests, BaseInitializerTests,
                        BaseInitializerLibraryTests, BaseDeferredTests, BaseTieTests, BaseCheckpointTests,
-                       BaseFaultTests, BaseLayoutMeaningTests):
+                       BaseFaultTests, BaseLayoutMeaningTests, BaseTrainingTests):
     """Every test a polyparam backend must pass. Subclass it and override ``backend``.
 
     Optional capabilities (skipped when not in ``backend.CAPABILITIES``):
-    ``"tying"``, ``"deferred"``, ``"gradients"``.
+    ``"tying"``, ``"deferred"``, ``"gradients"``, ``"forward"``, ``"training"`` (trainable is
+    assignable, gradients writable, ``ModelFactory.sgd_step``), ``"casting"`` (``Parameter._cast``).
     """

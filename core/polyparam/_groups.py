@@ -1,0 +1,145 @@
+"""``pp.param_groups`` and ``pp.average``: optimizer groups by rule, and averages of models (EMA, soups)."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from polyparam import errors
+from polyparam._params.parameter import Parameter
+from polyparam._params.plan import WritePlan, bookkeeping, storage_groups
+from polyparam._params.tree import ParameterCollection
+
+__all__ = ["average", "param_groups"]
+
+Rule = Any  # a glob on the path, "role:<role>", "kind:<kind>", a compiled regex, or a predicate on the Parameter
+
+
+def _matches(rule: Rule, path: str, p: Parameter) -> bool:
+    if isinstance(rule, re.Pattern):
+        return rule.search(path) is not None
+    if isinstance(rule, str):
+        if rule.startswith("role:"):
+            return p.role == rule[5:]
+        if rule.startswith("kind:"):
+            return p.kind == rule[5:]
+        return fnmatch.fnmatchcase(path, rule)
+    return bool(rule(p))
+
+
+def _tree(obj: Any) -> ParameterCollection:
+    if isinstance(obj, ParameterCollection):
+        return obj
+    from polyparam._manager import tree
+
+    return tree(obj)
+
+
+def param_groups(model: Any, rules: Sequence[tuple[Rule, Mapping[str, Any]]], /, *,
+                 default: Mapping[str, Any] | None = None, optimizer: Any = None) -> Any:
+    """Optimizer parameter groups by rule, in the form the model's framework takes.
+
+    Rules use the language of :class:`polyparam.init.Mixed`: a glob on the canonical path
+    (``"*.bias"``), ``"role:bias"``, ``"kind:buffer"``, a compiled regex, or a predicate on
+    the :class:`Parameter`; the first rule that matches a parameter chooses its group, the
+    rest go to ``default`` (``{}`` when ``None``). Frozen parameters and buffers are left
+    out, tied parameters appear once. A rule that matches nothing warns.
+
+    Returns, per backend: torch a list of ``{"params": [...], **options}`` for
+    ``torch.optim``; Keras the same with variables (and, given ``optimizer``, groups whose
+    ``weight_decay`` is 0 passed to ``optimizer.exclude_from_weight_decay``); Gluon the
+    ``{name: Parameter}`` a ``Trainer`` takes, with ``wd_mult``/``lr_mult`` set from the
+    options ``weight_decay``/``lr_mult``/``wd_mult``.
+
+    Raises:
+        InvalidArgumentError: A rule that is not a (rule, options) pair, or options that are not a mapping.
+    """
+    pairs = []
+    for item in rules:
+        if not (isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and len(item) == 2
+                and isinstance(item[1], Mapping)
+                and (isinstance(item[0], (str, re.Pattern)) or callable(item[0]))):
+            msg = (f"Invalid rule for param_groups: expected a (rule, options) pair such as "
+                   f"('role:bias', {{'weight_decay': 0.0}}), got {item!r}.")
+            raise errors.InvalidArgumentError(msg, argument="rules", expected="(rule, options)", got=item)
+        pairs.append((item[0], dict(item[1])))
+    if default is not None and not isinstance(default, Mapping):
+        msg = f"Invalid value for argument `default`: expected a mapping of options, got {default!r}."
+        raise errors.InvalidArgumentError(msg, argument="default", expected="a mapping", got=default)
+    t = _tree(model)
+    members: list[list[tuple[str, Parameter]]] = [[] for _ in range(len(pairs) + 1)]
+    for path, p in t.items():
+        if p.kind != "parameter" or not p.trainable:
+            continue
+        index = next((i for i, (rule, _) in enumerate(pairs) if _matches(rule, path, p)), len(pairs))
+        members[index].append((path, p))
+    for (rule, _), chosen in zip(pairs, members):
+        if not chosen:
+            warnings.warn(f"param_groups rule {rule!r} matched no trainable parameter. Check it against "
+                          "tree.paths().", errors.PolyparamWarning, stacklevel=2)
+    options = [options for _, options in pairs] + [dict(default or {})]
+    groups = [(opts, chosen) for opts, chosen in zip(options, members) if chosen]
+    return t._param_groups(groups, optimizer)
+
+
+def average(dst: Any, *sources: Any, decay: float | None = None) -> None:
+    """Average models into ``dst``: an EMA step (``decay=``, one source) or the plain mean of the sources.
+
+    ``pp.average(ema_model, model, decay=0.999)`` sets ``ema = decay * ema + (1 - decay) * model``;
+    ``pp.average(soup, a, b, c)`` sets ``soup`` to the mean of ``a``, ``b`` and ``c``. Sources
+    may be models of other frameworks with the same architecture (matched by canonical path,
+    values in canonical layout). Computed in float64, written in ``dst``'s dtypes; integer
+    tensors (counters) take the last source's value; ties in ``dst`` are kept. All or nothing.
+
+    Raises:
+        InvalidArgumentError: No source, ``decay`` outside [0, 1], or ``decay`` with several sources.
+        TransferError: A source lacks a path of ``dst`` or has another shape.
+    """
+    if not sources:
+        msg = "Cannot average: expected at least one source model, got none. Pass pp.average(dst, src, ...)."
+        raise errors.InvalidArgumentError(msg, argument="sources", expected="one or more models", got=0)
+    if decay is not None:
+        if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0 <= decay <= 1:
+            msg = f"Invalid value for argument `decay`: expected a number in [0, 1], got {decay!r}."
+            raise errors.InvalidArgumentError(msg, argument="decay", expected="0 <= decay <= 1", got=decay)
+        if len(sources) != 1:
+            msg = (f"Cannot average with decay: expected one source (an EMA step), got {len(sources)}. Drop "
+                   "decay= for the plain mean of several models.")
+            raise errors.InvalidArgumentError(msg, argument="decay", expected="one source", got=len(sources))
+    d = _tree(dst)
+    trees = [_tree(s) for s in sources]
+    values = [{path: p for members in storage_groups(t).values() for path, p in members} for t in trees]
+    plan = WritePlan("average")
+    for members in storage_groups(d).values():
+        path, target = members[0]
+        if all(bookkeeping(q) for _, q in members) and not all(any(m in v for m, _ in members) for v in values):
+            continue   # a framework's own counter the sources lack
+        found: list[Parameter] = []
+        for i, v in enumerate(values):
+            src = next((v[m] for m, _ in members if m in v), None)
+            if src is None or tuple(src.shape) != tuple(target.shape):
+                got = "nothing" if src is None else f"shape {tuple(src.shape)}"
+                msg = (f"Cannot average into {path!r}: expected source {i} to hold it with shape "
+                       f"{tuple(target.shape)}, got {got}. Average models of one architecture.")
+                raise errors.TransferError(msg, path=path, expected=tuple(target.shape), got=got)
+            found.append(src)
+        plan.check_writable(path, target)
+        plan.add(path, target, _combine(target, found, decay))
+    plan.commit(description="average", progress=False)
+
+
+def _combine(target: Parameter, sources: list[Parameter], decay: float | None) -> Callable[[], np.ndarray]:
+    def read() -> np.ndarray:
+        if target.dtype.kind not in "fc" and "bfloat16" not in target.dtype.name:
+            return np.asarray(sources[-1].numpy()).astype(target.dtype)
+        if decay is not None:
+            mixed = decay * target.numpy().astype(np.float64) + (1 - decay) * sources[0].numpy().astype(np.float64)
+        else:
+            mixed = np.mean([np.asarray(s.numpy(), dtype=np.float64) for s in sources], axis=0)
+        return np.asarray(mixed).astype(target.dtype)
+
+    return read
