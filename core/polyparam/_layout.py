@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["AXIS_ROLES", "KINDS", "ROLES", "Shape", "State", "default_axes", "format_shape", "join_path"]
+__all__ = ["AXIS_ROLES", "KINDS", "ROLES", "Shape", "State", "default_axes", "format_shape", "is_floating", "join_path"]
 
 Shape = tuple["int | None", ...]
 State = Literal["initialized", "uninitialized", "deferred"]
@@ -42,3 +42,9 @@ def default_axes(role: str, ndim: int) -> tuple[str, ...]:
 def join_path(prefix: str, name: str) -> str:
     """``prefix.name``, or ``name`` at the root: how canonical paths are built."""
     return f"{prefix}.{name}" if prefix else name
+
+
+def is_floating(dtype: object) -> bool:
+    """Whether ``dtype`` is a floating type, NumPy's own or an ``ml_dtypes`` one (``bfloat16``, ``float8_*``)."""
+    kind, name = getattr(dtype, "kind", ""), getattr(dtype, "name", "")
+    return kind == "f" or (kind == "V" and (name == "bfloat16" or name.startswith("float8")))

@@ -95,7 +95,9 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
             order (a framework's own bookkeeping buffers aside), each pair of one role and
             shape, for models whose paths differ (activation modules counted in one model
             only). The first pair that does not fit is refused, naming both, before any write.
-        rename, strip_prefix, add_prefix: Map the source's paths first, as :func:`polyparam.load` maps keys.
+        rename: Regex rules or a callable applied to the source's paths first, as :func:`polyparam.load` maps keys.
+        strip_prefix: Remove this prefix from the source's paths that have it.
+        add_prefix: Put this prefix before every source path.
         root: Move into the block of ``dst`` at this path (``src`` paths are relative to it).
         ties: ``"restore"`` ties in ``dst`` what is tied in ``src``; ``"ignore"`` leaves ``dst``'s ties.
         check: Inputs to run both models on after the move (in inference mode): one input

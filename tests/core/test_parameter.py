@@ -287,3 +287,14 @@ def test_initialize_one_parameter_fills_it_as_a_weight(tree: ParameterTree) -> N
     np.testing.assert_array_equal(tree["1.bias"].numpy(), 3)  # not the bias convention (0)
     np.testing.assert_array_equal(tree["1.weight"].numpy(), before)
     assert report.initialized == ["1.bias"]
+
+
+def test_array_protocol_takes_numpy_2s_copy_keyword() -> None:
+    """NumPy 2 passes ``copy=`` to ``__array__`` (and warns when it is not accepted)."""
+    state = {"weight": np.ones((2, 2), np.float32)}
+    p = pp.tree(state)["weight"]
+    private = p.__array__(copy=True)
+    private[0, 0] = 5
+    assert state["weight"][0, 0] == 1
+    assert p.__array__(np.float64, copy=False).dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(p), state["weight"])

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, cast
 import numpy as np
 
 from polyparam import errors
-from polyparam._layout import AXIS_ROLES, KINDS, ROLES, Shape, State, default_axes, format_shape
+from polyparam._layout import AXIS_ROLES, KINDS, ROLES, Shape, State, default_axes, format_shape, is_floating
 
 if TYPE_CHECKING:
     from polyparam.init import Initializer
@@ -225,9 +225,11 @@ class Parameter(abc.ABC):
         self._require_data("read")
         return self._read()
 
-    def __array__(self, dtype: Any = None) -> np.ndarray:
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(p)``; NumPy 2's ``copy=True`` gives a private copy (``copy=False`` may share memory)."""
         value = self.numpy()
-        return value if dtype is None else value.astype(dtype, copy=False)
+        value = value if dtype is None else value.astype(dtype, copy=False)
+        return np.array(value, copy=True) if copy else value
 
     def __getitem__(self, key: Any) -> Any:
         return self.numpy()[key]
@@ -300,7 +302,7 @@ class Parameter(abc.ABC):
         expected = self.dtype
         if got == expected:
             return
-        if got.kind in "OSUV" or not np.can_cast(got, expected, casting="same_kind"):
+        if (got.kind in "OSUV" and not is_floating(got)) or not np.can_cast(got, expected, casting="same_kind"):
             msg = (f"Cannot {action} parameter {self.path!r}: expected dtype {expected.name!r} "
                    f"(or one that casts to it without changing kind), got {got.name!r}. "
                    f"Convert the value first, e.g. value.astype({expected.name!r}).")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable
 import numpy as np
 
 from polyparam import errors
-from polyparam._layout import Shape, format_shape
+from polyparam._layout import Shape, format_shape, is_floating
 from polyparam._params.journal import Journal, exclusive_writes
 from polyparam._params.parameter import Parameter
 from polyparam._params.ties import tie_problem
@@ -182,6 +182,11 @@ def check_partial(subject: str, *, matched: int, missing: list[str], unexpected:
                   errors.PolyparamWarning, stacklevel=stacklevel)
 
 
+def castable(dtype: np.dtype, target: np.dtype) -> bool:
+    """Whether values of ``dtype`` cast to ``target`` within their kind (bfloat16 counts as a float)."""
+    return (dtype.kind in "biufc" or is_floating(dtype)) and bool(np.can_cast(dtype, target, casting="same_kind"))
+
+
 def fit_problem(p: Parameter, shape: Shape, dtype: np.dtype, *, cast: bool = True) -> str | None:
     """``"shape"`` or ``"dtype"`` if a value of ``shape`` and ``dtype`` cannot be written to ``p``; else ``None``.
 
@@ -191,10 +196,9 @@ def fit_problem(p: Parameter, shape: Shape, dtype: np.dtype, *, cast: bool = Tru
     expected = p.shape
     if len(expected) != len(shape) or any(d is not None and d != g for d, g in zip(expected, shape)):
         return "shape"
-    if dtype.newbyteorder("=") != p.dtype.newbyteorder("="):  # byte order is not a dtype difference
-        castable = dtype.kind in "biufc" and np.can_cast(dtype, p.dtype, casting="same_kind")
-        if not (cast and castable):
-            return "dtype"
+    same = dtype.newbyteorder("=") == p.dtype.newbyteorder("=")   # byte order is not a dtype difference
+    if not same and not (cast and castable(dtype, p.dtype)):
+        return "dtype"
     return None
 
 
@@ -235,8 +239,8 @@ class WritePlan:
                    "Load values of the same architecture (canonical layout: dense weights are (out, in)).")
             raise errors.ShapeMismatchError(msg, path=path, expected=p.shape, got=tuple(shape))
         if problem == "dtype":
-            castable = dtype.kind in "biufc" and np.can_cast(dtype, p.dtype, casting="same_kind")
-            fix = "Pass cast=True to convert it." if castable else f"Convert the values to {p.dtype.name!r} first."
+            fix = ("Pass cast=True to convert it." if castable(dtype, p.dtype)
+                   else f"Convert the values to {p.dtype.name!r} first.")
             msg = f"Cannot load {what}: expected dtype {p.dtype.name!r}, got {dtype.name!r}. {fix}"
             raise errors.DTypeMismatchError(msg, path=path, expected=p.dtype, got=dtype)
         self.check_writable(path, p, key=key)

@@ -176,7 +176,10 @@ class ParameterCollection(TrainingOps, abc.ABC):
             allow_missing: Leave parameters ``state`` lacks as they are (default: ``not strict``).
             ignore_extra: Ignore keys the tree lacks (default: ``not strict``).
             skip_mismatch: Skip values of another shape (a new head); ``report.skipped`` lists them.
-            rename, strip_prefix, add_prefix, root: Map the keys first, as :func:`polyparam.load` does.
+            rename: Regex rules or a callable applied to every key first, as :func:`polyparam.load` does.
+            strip_prefix: Remove this prefix from the keys that have it.
+            add_prefix: Put this prefix before every key.
+            root: Load into the block at this path (keys relative to it).
 
         Returns:
             A :class:`~polyparam.checkpoint.LoadReport`.

@@ -7,17 +7,20 @@ version, the layout, the tie groups and a checksum per tensor.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
 from polyparam import errors
+from polyparam._layout import is_floating
 from polyparam._manager import get_backend
 from polyparam._params.mapping import KeyMap, Rename
+from polyparam._params.parameter import Parameter
 from polyparam._params.plan import (
     WritePlan,
     bookkeeping,
@@ -140,8 +143,9 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
 def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, allow_missing: bool | None = None,
          ignore_extra: bool | None = None, skip_mismatch: bool = False, rename: Rename | None = None,
          strip_prefix: str | None = None, add_prefix: str | None = None, root: str | None = None,
-         format: str | None = None, cast: bool = False, ties: Literal["restore", "strict", "ignore"] = "restore",
-         mmap: bool = True, verify: bool = True, progress: bool | None = None) -> LoadReport:
+         format: str | None = None, cast: bool = False, dtype: Literal["model", "saved"] = "model",
+         ties: Literal["restore", "strict", "ignore"] = "restore", mmap: bool = True, verify: bool = True,
+         progress: bool | None = None) -> LoadReport:
     """Load ``path`` into ``tree``, all or nothing, and restore the file's ties.
 
     Every key, shape, dtype, tie group and checksum is checked before the first write,
@@ -165,7 +169,10 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
         root: Load into the subtree at this path: the file's keys are relative to it and
             only its parameters are expected.
         format: ``"safetensors"`` or ``"npz"``; from the extension when ``None``.
-        cast: Accept values of another dtype of the same kind (float64 into float32).
+        cast: Accept values of another dtype of the same kind (float64 or bfloat16 into float32).
+        dtype: ``"model"`` keeps every parameter's dtype (values are cast with ``cast=True``);
+            ``"saved"`` makes floating parameters take the file's dtype (``tree.cast`` per
+            parameter, where the backend can cast in place), as Gluon's ``dtype_source="saved"``.
         ties: ``"restore"`` ties the model's parameters the file records as tied;
             ``"strict"`` refuses any difference between the file's and the model's ties;
             ``"ignore"`` writes the values and leaves the model's ties as they are.
@@ -198,7 +205,7 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
     if os.path.isdir(file):  # a sharded checkpoint: pp.save(tree, directory, sharded=True)
         from polyparam.checkpoint.sharded import load_sharded
 
-        if keymap.active or skip_mismatch or allow_missing is not None or ignore_extra is not None:
+        if keymap.active or skip_mismatch or allow_missing is not None or ignore_extra is not None or dtype != "model":
             msg = (f"Cannot load sharded checkpoint {file!r} with key mapping or partial-load options: expected a "
                    "single file, got a directory. Consolidate it first (pp.consolidate) and load that file.")
             raise errors.InvalidArgumentError(msg, file=file, expected="a single file", got="a directory")
@@ -210,8 +217,12 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
                    f"{tree.backend} layout, got {layout!r} layout. Load it into a {layout} model, then pp.save or "
                    "pp.transfer from there.")
             raise errors.MetadataError(msg, file=file, expected="canonical", got=layout)
+        if dtype not in ("model", "saved"):
+            msg = f"Invalid value for argument `dtype`: expected 'model' or 'saved'. Received: dtype={dtype!r}."
+            raise errors.InvalidArgumentError(msg, argument="dtype", expected=("model", "saved"), got=dtype)
         options = _Options(strict=strict, allow_missing=allow_missing, ignore_extra=ignore_extra,
-                           skip_mismatch=skip_mismatch, keymap=keymap, native=layout != "canonical")
+                           skip_mismatch=skip_mismatch, keymap=keymap, native=layout != "canonical",
+                           saved_dtypes=dtype == "saved")
         return _load(target, archive, options, cast=cast, ties=ties, verify=verify, progress=progress)
 
 
@@ -225,6 +236,7 @@ class _Options:
     skip_mismatch: bool = False
     keymap: KeyMap = field(default_factory=KeyMap)
     native: bool = False   # values in the backend's own layout (a Keras .weights.h5)
+    saved_dtypes: bool = False   # dtype="saved": floating parameters take the file's dtype (cast in place first)
 
 
 def _bookkeeping_keys(archive: Archive) -> list[str]:
@@ -269,6 +281,7 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
     # Values: one stored key per model group; members given different tensors must agree.
     report = LoadReport(ignored_buffers=ignored, renamed=renamed, dropped=dropped)
     chosen: dict[str, str] = {}  # model path -> stored key
+    recast: list[tuple[Parameter, np.dtype]] = []
     for members in groups.values():
         keys = list(dict.fromkeys(source[q] for q, _ in members if q in source))
         if not keys:
@@ -286,8 +299,11 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
             report.skipped.append((next(q for q, _ in members if source.get(q) == misfit),
                                    tuple(shapes[misfit][0]), tuple(p.shape)))
             continue
+        file_dtype = np.dtype(shapes[keys[0]][1])
+        if options.saved_dtypes and file_dtype != p.dtype and is_floating(file_dtype) and is_floating(p.dtype):
+            recast.append((p, file_dtype))
         for key in keys:
-            plan.check_fit(path, p, shapes[key][0], shapes[key][1], key=key, cast=cast)
+            plan.check_fit(path, p, shapes[key][0], shapes[key][1], key=key, cast=cast or options.saved_dtypes)
         if ties != "ignore":
             plan.check_one_value(members, keys, read)
         plan.add(path, p, functools.partial(read, keys[0]))
@@ -300,9 +316,33 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
     report.missing, report.unexpected = missing, unexpected
     check_partial(subject, matched=len(plan.writes), missing=missing, unexpected=unexpected,
                   skipped=len(report.skipped), stacklevel=4)
-    plan.commit(description=f"load {os.path.basename(archive.file)}", progress=progress,
-                on_written=report.loaded.append, on_tied=report.tied.append)
+    with _dtypes_changed(recast):
+        plan.commit(description=f"load {os.path.basename(archive.file)}", progress=progress,
+                    on_written=report.loaded.append, on_tied=report.tied.append)
     return report
+
+
+@contextlib.contextmanager
+def _dtypes_changed(recast: list[tuple[Parameter, np.dtype]]) -> Iterator[None]:
+    """Cast parameters to the file's dtypes (``dtype="saved"``) for the load; if anything fails, cast them
+    back and put their old values back (a cast to a narrower dtype is not reversible by itself)."""
+    done: list[tuple[Parameter, np.dtype, np.ndarray | None]] = []
+    try:
+        for p, dtype in recast:
+            old = p.numpy().copy() if p.state == "initialized" else None
+            old_dtype = p.dtype
+            p._cast(dtype)
+            done.append((p, old_dtype, old))
+        yield
+    except BaseException:
+        for p, old_dtype, old in reversed(done):
+            try:
+                p._cast(old_dtype)
+                if old is not None:
+                    p._write(old)
+            except Exception:  # noqa: BLE001 - restoring the others matters more than this one
+                continue
+        raise
 
 
 # ---- inspect and convert ----------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""pp.load(cast=True) reads bfloat16 files into float32 models; pp.load(dtype="saved") adopts the file's dtypes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import polyparam as pp
+from polyparam import errors
+from polyparam.numpy import Dense, Sequential
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def mlp(seed: int = 0) -> Sequential:
+    net = Sequential(Dense(8, "relu", in_units=4), Dense(3, in_units=8))
+    net.initialize(seed=seed)
+    return net
+
+
+def test_a_bfloat16_file_loads_into_float32_with_cast(tmp_path: Path) -> None:
+    src = pp.tree(mlp(0)).state(copy=True)
+    save_file({k: v.astype(BF16) for k, v in src.items()}, str(tmp_path / "bf16.safetensors"))
+    dst = mlp(1)
+    with pytest.raises(errors.DTypeMismatchError, match="Pass cast=True"):
+        pp.load(dst, tmp_path / "bf16.safetensors")
+    pp.load(dst, tmp_path / "bf16.safetensors", cast=True)
+    for path, value in pp.tree(dst).state().items():
+        assert value.dtype == np.float32
+        np.testing.assert_array_equal(value, src[path].astype(BF16).astype(np.float32))
+
+
+@pytest.mark.parametrize("saved", [np.float64, BF16], ids=["float64", "bfloat16"])
+def test_dtype_saved_adopts_the_files_dtypes(saved: np.dtype, tmp_path: Path) -> None:
+    src = pp.tree(mlp(0)).state(copy=True)
+    file = tmp_path / "m.safetensors"
+    save_file({k: v.astype(saved) for k, v in src.items()}, str(file))
+    dst = mlp(1)
+    pp.load(dst, file, dtype="saved")
+    for path, value in pp.tree(dst).state().items():
+        assert value.dtype == np.dtype(saved)
+        np.testing.assert_array_equal(value, src[path].astype(saved))
+    assert dst(np.ones((2, 4), np.float32)).shape == (2, 3)
+
+
+def test_dtype_saved_that_fails_changes_nothing(tmp_path: Path) -> None:
+    """A nested dict cannot cast in place: the typed refusal leaves dtypes and values as they were."""
+    state = {"a": {"weight": np.ones((2, 2), np.float32), "bias": np.zeros(2, np.float32)}}
+    file = tmp_path / "f64.safetensors"
+    save_file({"a.weight": np.full((2, 2), 3.0), "a.bias": np.full(2, 4.0)}, str(file))
+    with pytest.raises(errors.UnsupportedModelError, match="float64"):
+        pp.load(state, file, dtype="saved")
+    assert state["a"]["weight"].dtype == np.float32 and np.all(state["a"]["weight"] == 1)
+    with pytest.raises(errors.InvalidArgumentError, match="'model' or 'saved'"):
+        pp.load(state, file, dtype="float64")  # type: ignore[arg-type]
