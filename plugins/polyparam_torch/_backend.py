@@ -42,7 +42,7 @@ from polyparam_torch._tree import TorchTree
 
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
 
-CAPABILITIES = frozenset({"deferred", "devices", "forward", "gradients", "tying"})
+CAPABILITIES = frozenset({"casting", "deferred", "devices", "forward", "gradients", "training", "tying"})
 
 
 def framework_version() -> str:

@@ -8,7 +8,7 @@ from torch import nn
 
 from polyparam import errors
 
-__all__ = ["PLAIN", "REAL_DTYPES", "TORCH2NP", "np2torch", "np_dtype", "torch2np"]
+__all__ = ["PLAIN", "REAL_DTYPES", "TORCH2NP", "np2torch", "np_dtype", "torch2np", "torch_dtype"]
 
 #: torch dtypes with a NumPy counterpart; ``np_dtype`` adds bfloat16 when ml_dtypes is installed.
 TORCH2NP: dict[torch.dtype, np.dtype] = {
@@ -40,6 +40,22 @@ def np_dtype(dtype: torch.dtype) -> np.dtype:
     msg = (f"Cannot represent torch dtype {dtype} in NumPy: expected one of "
            f"{sorted(str(d) for d in TORCH2NP)}, got {dtype}. Cast the module first, e.g. module.float().")
     raise errors.DTypeMismatchError(msg, expected=sorted(str(d) for d in TORCH2NP), got=str(dtype))
+
+
+def torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype of a NumPy dtype (ml_dtypes' ``bfloat16`` is ``torch.bfloat16``).
+
+    Raises:
+        DTypeMismatchError: torch has no such dtype.
+    """
+    if dtype.name == "bfloat16":
+        return torch.bfloat16
+    for t, n in TORCH2NP.items():
+        if n == dtype:
+            return t
+    names = sorted({n.name for n in TORCH2NP.values()} | {"bfloat16"})
+    msg = f"Cannot use NumPy dtype {dtype.name} in torch: expected one of {names}, got {dtype.name}. Pick one of those."
+    raise errors.DTypeMismatchError(msg, expected=names, got=dtype.name)
 
 
 def torch2np(t: torch.Tensor) -> np.ndarray:

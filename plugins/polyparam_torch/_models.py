@@ -13,13 +13,12 @@ __all__ = ["TorchModels"]
 
 
 def _input(model: nn.Module, x: np.ndarray) -> torch.Tensor:
-    """``x`` as a float32 tensor on the device of the model's first materialized parameter (CPU if none)."""
-    device = torch.device("cpu")
-    for t in model.parameters():
-        if not isinstance(t, UninitializedTensorMixin):
-            device = t.device
-        break
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+    """``x`` in the dtype (float32 if none) and on the device (CPU if none) of the model's first floating tensor."""
+    first = next((t for t in model.parameters()
+                  if not isinstance(t, UninitializedTensorMixin) and t.is_floating_point()), None)
+    device = torch.device("cpu") if first is None else first.device
+    dtype = torch.float32 if first is None else first.dtype
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=dtype)
 
 
 class TorchModels(ModelFactory):
@@ -60,6 +59,16 @@ class TorchModels(ModelFactory):
     def backward(self, model: nn.Module, x: np.ndarray, /) -> None:
         model.zero_grad(set_to_none=True)
         model(_input(model, x)).sum().backward()
+
+    def sgd_step(self, model: nn.Module, x: np.ndarray, /, *, lr: float = 0.1) -> None:
+        """One step of ``torch.optim.SGD`` over ``model.parameters()`` on ``sum(model(x))``.
+
+        Frozen tensors are passed too: torch skips those without a gradient.
+        """
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        optimizer.zero_grad(set_to_none=True)
+        model(_input(model, x)).sum().backward()
+        optimizer.step()
 
     def layer(self, kind: str, /) -> nn.Module:
         if kind == "batchnorm":

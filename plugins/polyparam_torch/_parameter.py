@@ -24,7 +24,7 @@ from polyparam import errors, roles
 from polyparam.backend import Parameter, Shape, State, default_axes
 from polyparam.init import Constant, Initializer, Normal, One, Uniform, Zero
 from polyparam_torch import NAME, _dtensor
-from polyparam_torch._convert import np2torch, np_dtype, torch2np
+from polyparam_torch._convert import np2torch, np_dtype, torch2np, torch_dtype
 from polyparam_torch._deferred import Pending, forget, lazy_shape, record, settle
 from polyparam_torch._dtensor import is_dtensor
 
@@ -427,6 +427,69 @@ class TorchParameter(Parameter):
         if g.is_sparse:
             g = g.to_dense()
         return np.array(torch2np(g.cpu()), copy=True)
+
+    def _write_grad(self, array: np.ndarray | None, /) -> None:
+        """Store ``array`` as ``.grad`` of the tensor the module holds (a tie is one tensor); ``None`` clears it.
+
+        An existing dense gradient is written in place, so references to it (DDP's bucket
+        views, a user's) see the change; a sharded (DTensor) one in this rank's box. Without
+        one, a new gradient takes the parameter's dtype and device (sparse stays sparse).
+
+        Raises:
+            UninitializedParameterError: The tensor has no data (meta, Lazy).
+            ShapeMismatchError: ``array`` is not the parameter's shape.
+            UnsupportedModelError: A sharded parameter without a sharded gradient to write into.
+        """
+        t = self._tensor()
+        if array is None:
+            t.grad = None
+            return
+        self._require_data("write the gradient of")
+        shape = tuple(t.shape)
+        if tuple(array.shape) != shape:
+            msg = (f"Cannot write the gradient of parameter {self.path!r}: expected shape {shape}, got "
+                   f"{tuple(array.shape)}. Pass a gradient of the parameter's shape (canonical layout).")
+            raise errors.ShapeMismatchError(msg, path=self.path, expected=shape, got=tuple(array.shape))
+        g = t.grad
+        if is_dtensor(t):
+            if g is None or not is_dtensor(g):
+                got = "no gradient" if g is None else type(g).__name__
+                msg = (f"Cannot write the gradient of sharded parameter {self.path!r}: expected a sharded "
+                       f"(DTensor) gradient to write into, got {got}. Run the backward pass first.")
+                raise errors.UnsupportedModelError(msg, path=self.path, expected="a DTensor gradient", got=got)
+            local = g.to_local()
+            with torch.no_grad():
+                local.copy_(np2torch(np.ascontiguousarray(array[_dtensor.local_box(g, self.path)])))
+            return
+        with torch.no_grad():
+            if g is not None and g.layout == torch.strided and tuple(g.shape) == shape:
+                g.copy_(np2torch(array))   # converts dtype and device
+                return
+            new = np2torch(array).to(device=t.device, dtype=t.dtype, copy=True)
+            t.grad = new.to_sparse() if g is not None and g.is_sparse else new
+
+    def _cast(self, dtype: np.dtype, /) -> None:
+        """``t.data = t.data.to(dtype)``, as ``module.to(dtype)`` does, and the gradient with it.
+
+        The ``nn.Parameter`` (or buffer) object stays, so an optimizer built before holds it
+        still and a tie (one object) stays; Lazy and meta tensors take the dtype for later.
+
+        Raises:
+            DTypeMismatchError: torch has no such dtype.
+            UnsupportedModelError: A sharded (DTensor) parameter: FSDP holds its own copies.
+        """
+        target = torch_dtype(dtype)
+        t = self._tensor()
+        if is_dtensor(t):
+            msg = (f"Cannot cast sharded parameter {self.path!r} to {dtype.name}: expected a plain tensor, got a "
+                   f"DTensor ({_dtensor.placement_text(t)}), whose copies FSDP manages. Cast before sharding, or "
+                   f"use fully_shard(mp_policy=MixedPrecisionPolicy(param_dtype=torch.{target}).")
+            raise errors.UnsupportedModelError(msg, path=self.path, expected="a plain tensor", got="DTensor")
+        with torch.no_grad():
+            g = t.grad
+            t.data = t.data.to(target)
+            if g is not None:
+                t.grad = g.to(target)
 
     def _identity(self) -> Any:
         return id(self._tensor())

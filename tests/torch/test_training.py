@@ -1,0 +1,397 @@
+"""Training-loop operations on real torch models: torch's own optimizers, clipping, casts, vectors, averages.
+
+``tree.count()`` counts what ``state_dict`` holds: every parameter and persistent buffer (BatchNorm's
+running statistics and step counter), tied tensors once; ``count(trainable=True)`` is torch's
+``sum(p.numel() for p in m.parameters() if p.requires_grad)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import socket
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import polyparam as pp  # noqa: E402
+from polyparam import errors  # noqa: E402
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+
+
+def net() -> nn.Sequential:
+    """Weights, biases, a norm's scale and shift, and BatchNorm buffers."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 6), nn.BatchNorm1d(6),
+                         nn.Linear(6, 3))
+
+
+def shared() -> nn.Sequential:
+    """One Linear used twice: a tie."""
+    torch.manual_seed(1)
+    block = nn.Linear(8, 8)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), block, nn.ReLU(), block, nn.Linear(8, 2))
+
+
+def x(n: int = 5, features: int = 4) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(3).uniform(-1, 1, (n, features)).astype(np.float32))
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def floats(tree: pp.ParameterTree) -> pp.ParameterSelection:
+    """Every tensor but BatchNorm's integer step counter."""
+    return tree.select(where=lambda p: p.dtype.kind == "f")
+
+
+def gpt2() -> nn.Module:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16,
+                                     bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(2)
+    return transformers.GPT2LMHeadModel(config)
+
+
+def tokens() -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(4).integers(0, 50, (2, 10)))
+
+
+# ---- freezing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda params: torch.optim.SGD(params, lr=0.1),
+    lambda params: torch.optim.AdamW(params, lr=0.01, weight_decay=0.1),
+], ids=["SGD", "AdamW"])
+def test_freeze_by_selection_holds_through_torchs_own_optimizer_step(make_optimizer) -> None:
+    """Freeze "0.*" through polyparam; one step of torch's SGD / AdamW on sum(out): the rest moves."""
+    m = net()
+    tree = pp.tree(m)
+    tree.select("0.*").freeze()
+    assert not m[0].weight.requires_grad and not m[0].bias.requires_grad
+    opt = make_optimizer(m.parameters())   # frozen tensors included: torch skips those without a gradient
+    before = snapshot(m)
+    m.eval()   # BatchNorm on running statistics: in training mode sum(out) has no gradient before it
+    opt.zero_grad(set_to_none=True)
+    m(x()).sum().backward()
+    opt.step()
+    after = snapshot(m)
+    for key in before:
+        if key.startswith("0."):
+            assert torch.equal(before[key], after[key]), key
+        elif after[key].is_floating_point() and not key.endswith(("running_mean", "running_var")):
+            assert not torch.equal(before[key], after[key]), f"{key} did not move"
+
+
+def test_trainable_reads_a_native_freeze_and_counts_agree_with_torch() -> None:
+    m = net()
+    tree = pp.tree(m)
+    m[3].weight.requires_grad_(False)
+    m[1].requires_grad_(False)
+    assert not tree["3.weight"].trainable and tree["3.bias"].trainable
+    assert not tree["1.weight"].trainable and not tree["1.bias"].trainable
+    assert not tree["4.running_mean"].trainable
+    params = sum(p.numel() for p in m.parameters())
+    buffers = sum(b.numel() for b in m.buffers())
+    trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
+    assert tree.count(trainable=True) == trainable
+    assert tree.count(trainable=False) == params - trainable + buffers
+    assert tree.count() == params + buffers == sum(v.numel() for v in m.state_dict().values())
+    m[3].weight.requires_grad_(True)
+    assert tree["3.weight"].trainable
+
+
+def test_counts_count_a_tie_once_as_torch_does() -> None:
+    m = shared()
+    tree = pp.tree(m)
+    assert tree.count() == sum(p.numel() for p in m.parameters())
+    tree["2.weight"].trainable = False
+    assert not m[4].weight.requires_grad
+    assert tree.count(trainable=True) == sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+# ---- optimizer groups --------------------------------------------------------------------
+
+
+def test_param_groups_hold_the_modules_parameter_objects_once() -> None:
+    m = shared()
+    m[0].weight.requires_grad_(False)
+    groups = pp.param_groups(m, [("role:bias", {"weight_decay": 0})], default={"weight_decay": 0.1})
+    listed = [p for g in groups for p in g["params"]]
+    assert all(type(p) is nn.Parameter for p in listed)
+    assert len({id(p) for p in listed}) == len(listed)
+    assert {id(p) for p in listed} == {id(p) for p in m.parameters() if p.requires_grad}
+    assert [g["weight_decay"] for g in groups] == [0, 0.1]
+    assert all(p.ndim == 1 for p in groups[0]["params"])
+
+
+def test_adamw_groups_without_decay_leave_biases_and_scales_and_shrink_weights() -> None:
+    """Zero gradients: AdamW changes a parameter only by decay, which is param * (1 - lr * wd)."""
+    m = net()
+    tree = pp.tree(m)
+    floats(tree).initialize(pp.init.Normal(1.0), seed=0, force_reinit=True)   # nonzero biases and shifts
+    lr, wd = 0.01, 0.1
+    groups = pp.param_groups(tree, [("role:bias", {"weight_decay": 0}), ("role:scale", {"weight_decay": 0})],
+                             default={"weight_decay": wd})
+    opt = torch.optim.AdamW(groups, lr=lr)
+    m.train()
+    m(x()).sum().backward()
+    tree.zero_grads()
+    before = {path: p.numpy().copy() for path, p in tree.items()}
+    opt.step()
+    shrink = 1 - lr * wd
+    for path, p in tree.items():
+        if p.kind != "parameter":
+            continue
+        after = p.numpy()
+        if p.role in ("bias", "scale"):
+            np.testing.assert_array_equal(after, before[path], err_msg=path)
+        else:   # weights and the norm's shift (role "shift") are in the default group
+            expected = torch.from_numpy(before[path]).mul(shrink).numpy()   # torch's own float32 product
+            np.testing.assert_array_equal(after, expected, err_msg=path)
+            np.testing.assert_allclose(after, before[path].astype(np.float64) * shrink, rtol=1e-7)
+
+
+# ---- gradients ---------------------------------------------------------------------------
+
+
+def test_clip_grads_agrees_with_clip_grad_norm() -> None:
+    m = net()
+    twin = copy.deepcopy(m)
+    for model in (m, twin):
+        model.eval()
+        (100 * model(x()).sum()).backward()
+    tree = pp.tree(m)
+    expected = float(torch.nn.utils.clip_grad_norm_(twin.parameters(), 1.0))
+    assert expected > 1
+    assert tree.grad_norm() == pytest.approx(expected, rel=1e-5)
+    assert tree.clip_grads(1.0) == pytest.approx(expected, rel=1e-5)
+    assert tree.grad_norm() <= 1.0 + 1e-6
+    for (name, a), b in zip(m.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-8, msg=name)
+    grads = {id(p.grad) for p in m.parameters()}
+    tree.zero_grads()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and not torch.any(p.grad), name
+    assert {id(p.grad) for p in m.parameters()} == grads   # written in place: torch's gradient tensors stay
+    assert tree.grad_norm() == 0.0
+
+
+def test_gradient_writes_on_a_tie_write_one_tensor_and_none_clears() -> None:
+    m = shared()
+    m(x()).sum().backward()
+    tree = pp.tree(m)
+    g = m[2].weight.grad.clone()
+    p = tree["4.weight"]
+    p._write_grad(np.full((8, 8), 2.0, np.float32))
+    assert m[2].weight.grad is m[4].weight.grad and torch.all(m[2].weight.grad == 2.0)
+    assert not torch.equal(g, m[2].weight.grad)
+    p._write_grad(None)
+    assert m[2].weight.grad is None
+    p._write_grad(np.ones((8, 8), np.float32))   # no gradient yet: a new one, torch's dtype and device
+    assert m[2].weight.grad.dtype == torch.float32 and torch.all(m[2].weight.grad == 1.0)
+    with pytest.raises(errors.ShapeMismatchError, match="4.weight"):
+        p._write_grad(np.ones((8, 4), np.float32))
+
+
+def test_a_sparse_gradient_stays_sparse() -> None:
+    m = nn.Embedding(10, 3, sparse=True)
+    m(torch.tensor([1, 2, 2])).sum().backward()
+    assert m.weight.grad.is_sparse
+    tree = pp.tree(m)
+    norm = tree.clip_grads(0.5)
+    assert norm == pytest.approx(math.sqrt(3 * (1 + 4)), rel=1e-6)
+    assert m.weight.grad.is_sparse and tree.grad_norm() == pytest.approx(0.5, rel=1e-5)
+    tree.zero_grads()
+    assert m.weight.grad.is_sparse and not torch.any(m.weight.grad.to_dense())
+
+
+def test_gradient_writes_refuse_a_meta_parameter() -> None:
+    with torch.device("meta"):
+        m = nn.Linear(2, 2)
+    with pytest.raises(errors.UninitializedParameterError, match="weight"):
+        pp.tree(m)["weight"]._write_grad(np.zeros((2, 2), np.float32))
+
+
+def test_grad_norm_is_zero_without_gradients() -> None:
+    assert pp.tree(net()).grad_norm() == 0.0
+
+
+# ---- precision ---------------------------------------------------------------------------
+
+
+def test_bf16_round_trip_keeps_ties_parameter_objects_and_the_optimizers_references() -> None:
+    m = gpt2()
+    m.eval()
+    tree = pp.tree(m)
+    ids = [id(p) for p in m.parameters()]
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)   # made before the cast
+    with torch.no_grad():
+        reference = m(tokens()).logits.float().numpy()
+    tree.cast("bfloat16")
+    assert {t.dtype for t in m.parameters()} == {torch.bfloat16}
+    assert {p.dtype.name for p in tree.parameters()} == {"bfloat16"}
+    assert m.lm_head.weight is m.transformer.wte.weight
+    assert [id(p) for p in m.parameters()] == ids
+    with torch.no_grad():
+        low = m(tokens()).logits.float().numpy()
+    np.testing.assert_allclose(low, reference, rtol=0, atol=0.05 * float(np.abs(reference).max()))
+    tree.cast(np.float32)
+    assert {t.dtype for t in m.parameters()} == {torch.float32}
+    assert m.lm_head.weight is m.transformer.wte.weight
+    assert [id(p) for p in m.parameters()] == ids
+    assert [g.paths for g in tree.ties()] == [["transformer.wte.weight", "lm_head.weight"]]
+    with torch.no_grad():
+        back = m(tokens()).logits.numpy()
+    np.testing.assert_allclose(back, reference, rtol=0, atol=0.05 * float(np.abs(reference).max()))
+    before = snapshot(m)
+    m(tokens()).logits.sum().backward()
+    opt.step()   # the optimizer made before both casts steps the same Parameter objects
+    assert all(p is q for p, q in zip(opt.param_groups[0]["params"], m.parameters()))
+    assert not torch.equal(before["transformer.wte.weight"], m.transformer.wte.weight)
+
+
+def test_an_optimizer_made_before_a_bf16_cast_steps_in_bf16() -> None:
+    m = net()
+    opt = torch.optim.AdamW(m.parameters(), lr=0.01)
+    tree = pp.tree(m)
+    m(x()).sum().backward()   # a float32 gradient, cast with its parameter
+    tree.cast("bfloat16")
+    assert all(p.grad.dtype == torch.bfloat16 for p in m.parameters())
+    assert m[4].running_mean.dtype == torch.bfloat16 and m[4].num_batches_tracked.dtype == torch.int64
+    before = snapshot(m)
+    opt.step()
+    assert all(p.dtype == torch.bfloat16 for p in m.parameters())
+    assert not torch.equal(before["0.weight"], m[0].weight)
+
+
+def test_cast_where_selects_and_leaves_the_rest() -> None:
+    m = net()
+    pp.tree(m).cast("float16", where=lambda p: p.path.startswith("0."))
+    assert m[0].weight.dtype == torch.float16 and m[3].weight.dtype == torch.float32
+
+
+def test_a_bf16_safetensors_file_loads_into_an_fp32_model_with_cast(tmp_path) -> None:
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    source = net()
+    pp.tree(source).cast("bfloat16")
+    ours, theirs = str(tmp_path / "ours.safetensors"), str(tmp_path / "theirs.safetensors")
+    pp.save(source, ours)
+    safetensors_torch.save_file({k: v.contiguous() for k, v in source.state_dict().items()}, theirs)
+    for file in (ours, theirs):
+        target = net()
+        floats(pp.tree(target)).initialize(pp.init.Zero(), force_reinit=True)
+        with pytest.raises(errors.DTypeMismatchError):
+            pp.load(target, file)
+        pp.load(target, file, cast=True)
+        for key, value in source.state_dict().items():
+            got = target.state_dict()[key]
+            assert got.dtype == (torch.int64 if key.endswith("num_batches_tracked") else torch.float32), key
+            assert torch.equal(got, value.to(got.dtype)), key
+
+
+@pytest.fixture
+def mesh():
+    """A one-process gloo group on loopback and its device mesh; destroyed afterwards."""
+    dist = torch.distributed
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    from torch.distributed.device_mesh import init_device_mesh
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        yield init_device_mesh("cpu", (1,))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_parameters_take_gradient_writes_and_refuse_a_cast(mesh) -> None:
+    """DTensor (FSDP2) gradients are clipped and zeroed in their shards; a cast refuses and changes nothing."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    twin = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    m = copy.deepcopy(twin)
+    m[2].weight = nn.Parameter(distribute_tensor(m[2].weight.detach(), mesh, [Shard(0)]))
+    (100 * twin(x()).sum()).backward()
+    for a, b in zip(m.parameters(), twin.parameters()):
+        a.grad = distribute_tensor(b.grad.clone(), mesh, [Shard(0)]) if a is m[2].weight else b.grad.clone()
+    tree = pp.tree(m)
+    first = [m[0].weight.detach().clone(), m[0].bias.detach().clone()]
+    expected = float(torch.nn.utils.clip_grad_norm_(twin.parameters(), 1.0))
+    assert tree.clip_grads(1.0) == pytest.approx(expected, rel=1e-5)
+    grad = m[2].weight.grad
+    torch.testing.assert_close(grad.full_tensor(), twin[2].weight.grad, rtol=1e-5, atol=1e-8)
+    tree.zero_grads()
+    assert m[2].weight.grad is grad and not torch.any(grad.full_tensor())
+    with pytest.raises(errors.UnsupportedModelError, match="2.weight.*MixedPrecisionPolicy"):
+        tree.cast("bfloat16")
+    assert {t.dtype for t in m.parameters()} == {torch.float32}
+    assert torch.equal(first[0], m[0].weight) and torch.equal(first[1], m[0].bias)   # cast back: all or nothing
+
+
+# ---- whole-tree values -------------------------------------------------------------------
+
+
+def test_vector_length_round_trip_and_parameters_to_vector() -> None:
+    m = net()
+    tree = pp.tree(m)
+    v = tree.vector()
+    assert v.shape == (tree.count(),) and len(v) == tree.count()
+    tree.load_vector(np.zeros_like(v))
+    assert not any(torch.any(t) for t in m.parameters())
+    tree.load_vector(v)
+    assert np.array_equal(tree.vector().view(np.uint8), v.view(np.uint8))   # bitwise
+    no_buffers = shared()
+    expected = nn.utils.parameters_to_vector(no_buffers.parameters()).detach().numpy()
+    np.testing.assert_array_equal(pp.tree(no_buffers).vector(), expected)
+
+
+def test_average_ema_and_mean_of_three_models() -> None:
+    models = [net() for _ in range(4)]
+    for i, m in enumerate(models):
+        floats(pp.tree(m)).initialize(pp.init.Normal(1.0), seed=i, force_reinit=True)
+        m.train()
+        m(x())   # BatchNorm statistics and counters differ
+    dst, a, b, c = models
+    start = snapshot(dst)
+    pp.average(dst, a, decay=1.0)
+    assert all(torch.equal(start[k], v) for k, v in dst.state_dict().items())
+    pp.average(dst, a, decay=0.0)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in dst.state_dict().items())
+    pp.average(dst, a, b, c)
+    for key, value in dst.state_dict().items():
+        stack = np.stack([m.state_dict()[key].numpy() for m in (a, b, c)])
+        if value.is_floating_point():
+            np.testing.assert_allclose(value.numpy(), stack.astype(np.float64).mean(axis=0), rtol=1e-6, atol=1e-7,
+                                       err_msg=key)
+        else:
+            assert np.array_equal(value.numpy(), stack[-1]), key
+    tied, other = shared(), shared()
+    pp.tree(other).initialize(pp.init.Normal(1.0), seed=9, force_reinit=True)
+    pp.average(tied, other, decay=0.5)
+    assert tied[2] is tied[4]
+
+
+def test_average_a_torch_model_with_a_keras_model_of_the_same_architecture() -> None:
+    keras = pytest.importorskip("keras")
+    k = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.ReLU(), keras.layers.Dense(1)])
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    tm, tk = pp.tree(m), pp.tree(k)
+    tk.initialize(pp.init.Normal(1.0), seed=5, force_reinit=True)
+    start = tm.vector().astype(np.float64)
+    pp.average(m, k, decay=0.25)
+    np.testing.assert_allclose(tm.vector(), 0.25 * start + 0.75 * tk.vector(), rtol=1e-6, atol=1e-7)
+    pp.average(m, k, decay=0.0)
+    np.testing.assert_array_equal(tm.vector(), tk.vector())
+    np.testing.assert_array_equal(m[0].weight.detach().numpy(), k.layers[0].kernel.numpy().T)
+    y = x().numpy()
+    np.testing.assert_allclose(m(x()).detach().numpy(), np.asarray(k(y)), rtol=1e-5, atol=1e-6)
