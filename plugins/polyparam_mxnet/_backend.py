@@ -35,6 +35,14 @@ deviations are documented here.
   object, not by storage) and clear the cached graphs of hybridized blocks under the
   tree's root. A ``gluon.Trainer`` created before a tie or untie keeps the old objects:
   create it after.
+* Recurrent layers (``rnn.LSTM``/``GRU``/``RNN`` and their cells): ``*_bias`` have role
+  ``bias``, weights ``(gates * hidden, in)`` axes ``("out", "in")``. Gluon's
+  ``save_parameters`` writes a fused layer's parameters under unfused keys
+  (``2._unfused.0.i2h_weight``); those are native aliases, so ``pp.load`` reads the file.
+* Training loops: freezing sets ``grad_req``; ``pp.param_groups`` sets ``lr_mult``/``wd_mult``
+  and returns the ``{name: Parameter}`` a ``Trainer`` takes; gradients are written into
+  Gluon's buffers in place; ``cast`` is ``Parameter.cast`` (float16/32/64; BatchNorm stays
+  float32 under float16, as ``BatchNorm.cast`` keeps it).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from polyparam_mxnet._tree import GluonTree
 
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
 
-CAPABILITIES = frozenset({"tying", "deferred", "gradients", "devices", "forward"})
+CAPABILITIES = frozenset({"tying", "deferred", "gradients", "devices", "forward", "training", "casting"})
 
 
 def framework_version() -> str:

@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from polyparam.backend import LAYER_SPECS, Case, ModelFactory
-from polyparam_mxnet._convert import autograd, gluon, input_array, to_numpy
+from polyparam_mxnet._convert import autograd, from_numpy, gluon, input_array, to_numpy
 
 __all__ = ["GluonModels"]
 
@@ -60,12 +60,25 @@ class GluonModels(ModelFactory):
         return Case(net, in_features=20, layers=["0", "1"])
 
     def forward(self, model: gluon.Block, x: np.ndarray, /) -> np.ndarray:
-        return to_numpy(model(input_array(x)))
+        """The model on ``x`` in its parameters' dtype, as Gluon takes inputs (float32 before any data)."""
+        dtypes = [p.dtype for p in model.collect_params().values() if p._data is not None]
+        return to_numpy(model(from_numpy(np.asarray(x), dtypes[0] if dtypes else np.float32)))
 
     def backward(self, model: gluon.Block, x: np.ndarray, /) -> None:
         with autograd.record():
             y = model(input_array(x))
         y.backward()  # head gradient of ones: d sum(y)
+
+    def sgd_step(self, model: gluon.Block, x: np.ndarray, /, *, lr: float = 0.1) -> None:
+        """One step of ``gluon.Trainer(model.collect_params(), "sgd")`` on ``sum(model(x))``.
+
+        The Trainer skips parameters with ``grad_req="null"`` (frozen), as in any Gluon loop.
+        """
+        trainer = gluon.Trainer(model.collect_params(), "sgd", {"learning_rate": lr})
+        with autograd.record():
+            y = model(input_array(x))
+        y.backward()   # head gradient of ones: d sum(y)
+        trainer.step(1)
 
     def layer(self, kind: str, /) -> gluon.Block:
         """A layer of :data:`LAYER_SPECS` (shape from its spec, a bias on all but the embedding), or batch norm on 8."""

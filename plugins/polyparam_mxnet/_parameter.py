@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from functools import cached_property
 from typing import Any, Callable
@@ -21,23 +22,42 @@ __all__ = ["GluonParameter", "blocks", "clear_cached_graphs"]
 _STATS = {"running_mean": "running_mean", "running_var": "running_var", "moving_mean": "running_mean",
           "moving_var": "running_var"}
 _ROLES = {"bias": "bias", "gamma": "scale", "beta": "shift", **_STATS}
+#: A recurrent parameter's structural name: fused layers ``l0_i2h_weight``/``r1_h2h_bias``, cells ``i2h_bias``.
+_RECURRENT = re.compile(r"(?:([lr])(\d+)_)?(i2h|h2h|h2r)_(weight|bias)")
 #: The value polyparam's role dispatch gives each conventional role: a Gluon ``init`` equal to it is not "own".
 _CONVENTIONAL = {"bias": 0.0, "shift": 0.0, "running_mean": 0.0, "scale": 1.0, "running_var": 1.0}
 
 
-def _role(param: gluon.Parameter, attr: str, ndim: int) -> str:
-    """The role Gluon's own facts give: constants and statistics Gluon does not name are "other"."""
+def _recurrent(block: gluon.Block, attr: str) -> re.Match[str] | None:
+    """The parts of a recurrent parameter's name (a fused ``rnn.LSTM``/``GRU``/``RNN`` or a cell), else ``None``."""
+    if not isinstance(block, (gluon.rnn.rnn_layer._RNNLayer, gluon.rnn.rnn_cell.HybridRecurrentCell)):
+        return None
+    return _RECURRENT.fullmatch(attr)
+
+
+def _role(block: gluon.Block, param: gluon.Parameter, attr: str, ndim: int) -> str:
+    """The role Gluon's own facts give: constants and statistics Gluon does not name are "other".
+
+    Recurrent ``i2h_bias``/``h2h_bias`` (``l0_i2h_bias``) are biases, as torch's ``bias_ih_l0``
+    and Keras' LSTM ``bias`` are.
+    """
     if isinstance(param, gluon.Constant):
         return "other"
     if attr in _STATS:
         return _STATS[attr]
     if not getattr(param, "_differentiable", True):
         return "other"  # a statistic (differentiable=False) of a custom block, whatever its name
+    recurrent = _recurrent(block, attr)
+    if recurrent is not None and ndim == 1 and recurrent.group(4) == "bias":
+        return "bias"
     return _ROLES.get(attr, "weight" if ndim >= 2 else "other")
 
 
 def _layout(block: gluon.Block, attr: str, ndim: int) -> tuple[tuple[str, ...] | None, tuple[int, ...] | None]:
     """Axis roles of the canonical layout and the native-to-canonical permutation (None = identity)."""
+    recurrent = _recurrent(block, attr)
+    if recurrent is not None:  # (gates * hidden, in): torch's weight_ih_l0 layout
+        return (("out", "in") if ndim == 2 else ("out",) if ndim == 1 else None), None
     if attr != "weight" or ndim < 2:
         return None, None
     if isinstance(block, gluon.nn.Dense):
@@ -68,6 +88,24 @@ def _copy_into(replica: Any, native: np.ndarray, source: Any) -> Any:
         (source if stype == "default" else source.tostype(stype)).copyto(replica)
     replica.wait_to_read()
     return source
+
+
+def _optimizer_states(trainer: Any, param: gluon.Parameter) -> list[tuple[dict[int, Any], int]]:
+    """``(states dict, index)`` of every per-device updater of ``trainer`` that holds states for ``param``."""
+    index = getattr(trainer, "_param2idx", {}).get(param.name)
+    if index is None:
+        return []
+    return [(u.states, index) for u in getattr(trainer, "_updaters", None) or [] if index in u.states]
+
+
+def _cast_state(state: Any, old: str, new: str) -> Any:
+    """An optimizer state (an NDArray, ``None`` or a tuple of them) with its ``old``-dtype arrays in ``new``."""
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cast_state(s, old, new) for s in state)
+    if state is not None and hasattr(state, "astype") and np.dtype(state.dtype).name == old:
+        with autograd.pause():
+            return state.astype(new)
+    return state
 
 
 class _GluonDraw(ppinit.Initializer):
@@ -147,7 +185,7 @@ class GluonParameter(Parameter):
         declared, _ = declarations.lookup(self._owner, self._attr)
         if declared is not None:
             return declared
-        return _role(self._param, self._attr, len(self._native_shape()))
+        return _role(self._owner, self._param, self._attr, len(self._native_shape()))
 
     @property
     def _axes(self) -> tuple[str, ...] | None:  # type: ignore[override]
@@ -281,8 +319,95 @@ class GluonParameter(Parameter):
             return None  # Gluon zero-fills gradient buffers: no backward pass has written them
         return to_canonical(total, self._perm)
 
+    def _write_grad(self, array: np.ndarray | None, /) -> None:
+        """Write into Gluon's gradient buffers (``param.list_grad()``), in place, as ``zero_grad`` does.
+
+        ``None`` zero-fills them, as Gluon's ``Parameter.zero_grad`` does (Gluon keeps the
+        buffers). With replicas on several contexts the first takes ``array`` and the others
+        zeros, so their sum (what a ``Trainer``'s all-reduce applies) is ``array``.
+        """
+        param = self._param
+        if param._grad is None:
+            if array is None:
+                return
+            msg = (f"Cannot write the gradient of parameter {self.path!r}: expected a Gluon parameter with gradient "
+                   f"buffers, got grad_req={param.grad_req!r}"
+                   f"{'' if param._data is not None else ' and no data'}. Unfreeze and initialize it first.")
+            raise errors.StateError(msg, path=self.path, expected="gradient buffers", got=param.grad_req)
+        zeros = None
+        for i, replica in enumerate(param._grad):
+            if array is None or i > 0:
+                if zeros is None:
+                    zeros = np.zeros(tuple(replica.shape), np.dtype(replica.dtype))
+                native = zeros
+            else:
+                native = to_native(np.asarray(array, np.dtype(replica.dtype)), self._perm)
+            if getattr(replica, "stype", "default") == "default":
+                try:
+                    replica._sync_copyfrom(native)
+                    continue
+                except mx.base.MXNetError:
+                    pass
+            _copy_into(replica, native, None)
+
+    def _cast(self, dtype: np.dtype, /) -> None:
+        """Gluon's own ``Parameter.cast``: the Parameter object (what a ``Trainer`` and ties hold) stays.
+
+        Gluon replaces its data and gradient arrays; a kvstore that holds the weights is
+        re-synced, a Trainer's optimizer states (momentum) follow the weight's dtype, and the
+        cached graphs are cleared, as ``HybridBlock.cast`` does. float16, float32 and float64
+        only (MXNet 1.9 has no NumPy bfloat16). A BatchNorm's parameters stay float32 when
+        cast to float16, as ``BatchNorm.cast`` keeps them.
+        """
+        name = np.dtype(dtype).name
+        if name not in ("float16", "float32", "float64"):
+            msg = (f"Cannot cast parameter {self.path!r} to {name}: expected float16, float32 or float64 (the "
+                   f"floating dtypes MXNet {mx.__version__} holds as NumPy arrays), got {name}. Cast to float16.")
+            raise errors.UnsupportedModelError(msg, path=self.path, expected="float16, float32 or float64", got=name)
+        owner, param = self._owner, self._param
+        if name == "float16" and isinstance(owner, gluon.nn.basic_layers._BatchNorm):
+            name = "float32"
+        old = np.dtype(param.dtype).name
+        trainer = param._trainer
+        states = _optimizer_states(trainer, param)
+        optimizer = getattr(trainer, "_optimizer", None)
+        if states and getattr(optimizer, "multi_precision", False) and "float16" in (old, name):
+            msg = (f"Cannot cast parameter {self.path!r} to {name}: expected a gluon.Trainer without optimizer "
+                   f"states for it, got multi_precision states made for {old} (a float32 master copy exists only "
+                   "for float16 weights). Cast first, then create the Trainer.")
+            raise errors.UnsupportedModelError(msg, path=self.path, expected="no optimizer states", got=old)
+        param.cast(name)
+        for states_of, index in states:  # momentum and the like follow the weight, as the update needs
+            states_of[index] = _cast_state(states_of[index], old, name)
+        if trainer is not None and getattr(trainer, "_kv_initialized", False) and \
+                getattr(trainer, "_update_on_kvstore", False):
+            trainer._reset_kvstore()
+        if isinstance(owner, gluon.rnn.rnn_layer._RNNLayer) and all(
+                np.dtype(p.dtype) == np.dtype(name) for p in owner._reg_params.values()):
+            owner._dtype = name  # the dtype of the states begin_state makes, as _RNNLayer.cast sets it
+        clear_cached_graphs(self._root)
+
     def _identity(self) -> Any:
         return id(self._param)
+
+    def _native_aliases(self) -> tuple[str, ...]:
+        """The keys Gluon's ``save_parameters`` writes for this parameter where they are not its path.
+
+        A fused ``rnn.LSTM``/``GRU``/``RNN`` saves its parameters under the keys of the cells it
+        unfuses into (its ``_collect_params_with_prefix``): ``2._unfused.0.i2h_weight`` for path
+        ``2.l0_i2h_weight``, ``lstm._unfused.0.l_cell.i2h_weight`` when bidirectional. Asked of
+        the owning block itself, so any block that overrides that method is covered.
+        """
+        owner, param = self._owner, self._param
+        if type(owner)._collect_params_with_prefix is gluon.Block._collect_params_with_prefix:
+            return ()
+        prefix = self._path.rpartition(".")[0]
+        try:
+            keys = owner._collect_params_with_prefix(prefix)
+        except Exception:  # noqa: BLE001 - Gluon's own method fails (an RNN of 10+ layers): it writes no such file
+            return ()
+        children = tuple(join_path(prefix, name) + "." for name in owner._children)
+        return tuple(k for k, v in keys.items() if v is param and k != self._path and not k.startswith(children))
 
     def _read_copy(self) -> np.ndarray:
         return self._read()         # asnumpy() always copies

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
+from polyparam import errors
 from polyparam.backend import Parameter, ParameterTree, join_path
 from polyparam_mxnet import NAME
 from polyparam_mxnet._convert import from_numpy, gluon, parse_devices, to_numpy
@@ -15,6 +16,54 @@ __all__ = ["GluonTree"]
 
 #: BatchNorm-style names shown under the names every backend uses (roles scale, shift).
 _RENAMES = {"gamma": "weight", "beta": "bias"}
+#: Group options ``pp.param_groups`` turns into a Gluon Parameter's multipliers.
+_GROUP_OPTIONS = ("lr_mult", "wd_mult", "lr", "weight_decay")
+
+
+def _optimizer_rates(optimizer: Any) -> tuple[float | None, float | None]:
+    """``(lr, wd)`` of what ``pp.param_groups(optimizer=...)`` got: a ``gluon.Trainer``, an
+    ``mx.optimizer.Optimizer``, or the ``optimizer_params`` mapping a Trainer will be given."""
+    if optimizer is None:
+        return None, None
+    if isinstance(optimizer, gluon.Trainer):
+        optimizer = optimizer._optimizer
+    if isinstance(optimizer, Mapping):
+        lr, wd = optimizer.get("learning_rate", optimizer.get("lr")), optimizer.get("wd")
+        return (None if lr is None else float(lr)), (0.0 if wd is None else float(wd))  # Trainer's wd default: 0
+    lr, wd = getattr(optimizer, "lr", None), getattr(optimizer, "wd", None)
+    if lr is None and wd is None:
+        msg = (f"Invalid value for argument `optimizer`: expected a gluon.Trainer, an mx.optimizer.Optimizer or "
+               f"its optimizer_params mapping, got {type(optimizer).__name__}. Pass the Trainer or its options.")
+        raise errors.InvalidArgumentError(msg, argument="optimizer", expected="a Trainer", got=type(optimizer).__name__)
+    return (None if lr is None else float(lr)), (None if wd is None else float(wd))
+
+
+def _multipliers(options: Mapping[str, Any], lr: float | None, wd: float | None) -> tuple[float, float]:
+    """``(lr_mult, wd_mult)`` of one group's options; 1.0 (the optimizer's own rate) where not given."""
+    unknown = sorted(set(options) - set(_GROUP_OPTIONS))
+    if unknown:
+        msg = (f"Invalid option {unknown[0]!r} for a Gluon parameter group: expected {', '.join(_GROUP_OPTIONS)} "
+               f"(a gluon.Parameter carries only lr_mult and wd_mult), got {unknown}. Set the others on the "
+               "Trainer's optimizer.")
+        raise errors.InvalidArgumentError(msg, argument="rules", expected=_GROUP_OPTIONS, got=unknown)
+    mults = []
+    for mult, rate, base in (("lr_mult", "lr", lr), ("wd_mult", "weight_decay", wd)):
+        if mult in options:
+            mults.append(float(options[mult]))
+        elif rate in options and float(options[rate]) == 0.0:
+            mults.append(0.0)
+        elif rate in options:
+            if not base:
+                name = "wd" if rate == "weight_decay" else "learning_rate"
+                msg = (f"Cannot express {rate}={options[rate]!r} for a Gluon parameter group: expected the "
+                       f"optimizer's {name} (a Gluon Parameter holds a multiplier of it), got "
+                       f"{'no optimizer=' if base is None else f'{name}=0'}. Pass optimizer= (the Trainer or its "
+                       f"optimizer_params) with {name} > 0, or give {mult} directly.")
+                raise errors.InvalidArgumentError(msg, argument="optimizer", expected=f"{name} > 0", got=base)
+            mults.append(float(options[rate]) / base)
+        else:
+            mults.append(1.0)
+    return mults[0], mults[1]
 
 
 class GluonTree(ParameterTree):
@@ -38,6 +87,27 @@ class GluonTree(ParameterTree):
             if leaf != attr and leaf in attrs:
                 leaf = attr  # a custom block with both names: keep Gluon's
             out.append((leaf, GluonParameter(join_path(self.path, leaf), self.native, attr, self._root)))
+        return out
+
+    def _param_groups(self, groups: list[tuple[dict[str, Any], list[tuple[str, Parameter]]]], optimizer: Any,
+                      /) -> dict[str, gluon.Parameter]:
+        """Set ``lr_mult``/``wd_mult`` on each group's Parameters; the ``{name: Parameter}`` a ``Trainer`` takes.
+
+        Options: ``lr_mult`` and ``wd_mult`` as Gluon names them, or ``lr``/``weight_decay``
+        as rates, divided by the optimizer's (``optimizer=`` a Trainer, an ``mx.optimizer``
+        or the Trainer's ``optimizer_params``); ``weight_decay: 0`` is ``wd_mult`` 0 without
+        one. A multiplier a group does not give is set to 1.0 (the optimizer's own rate).
+        Every group is checked before any Parameter changes. Gluon's optimizers read the
+        multipliers at every update, so a Trainer made before the call sees them too.
+        """
+        lr, wd = _optimizer_rates(optimizer)
+        planned = [(_multipliers(options, lr, wd), members) for options, members in groups]
+        out: dict[str, gluon.Parameter] = {}
+        for (lr_mult, wd_mult), members in planned:
+            for _, p in members:
+                param = p.native
+                param.lr_mult, param.wd_mult = lr_mult, wd_mult
+                out[param.name] = param
         return out
 
     def _to(self, device: str) -> None:
