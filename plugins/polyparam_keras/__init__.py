@@ -8,6 +8,7 @@ from ``polyparam_keras._gradients`` on first use)::
     import polyparam_keras
     polyparam_keras.backward(model, x)                 # grads of sum(model(x)), stored per variable
     polyparam_keras.record_gradients(zip(grads, vars))   # or store the ones your own step computed
+    optimizer.apply_gradients(polyparam_keras.recorded_gradients(model))   # after tree.clip_grads(...)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from polyparam.backend import discovery_hooks
 
 __all__ = ["NAME", "backward", "polyparam_backend_for", "polyparam_backend_names", "polyparam_get_backend",
-           "record_gradients"]
+           "record_gradients", "recorded_gradients"]
 
 NAME = "keras"
 
@@ -28,7 +29,7 @@ polyparam_backend_names, polyparam_get_backend, polyparam_backend_for = discover
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("backward", "record_gradients"):
+    if name in ("backward", "record_gradients", "recorded_gradients"):
         from polyparam_keras import _gradients
 
         return getattr(_gradients, name)

@@ -15,6 +15,13 @@ Only deviations from the protocol are documented here; see ``docs/backends/keras
 * Gradients: Keras stores none. :func:`polyparam_keras.backward` (and
   :func:`polyparam_keras.record_gradients` for your own ``GradientTape`` / autograd
   step) stores them per variable, so a tied variable's gradient is the sum over its uses.
+* Training: ``p.trainable`` is ``Variable.trainable`` (and the layers' ``trainable``); a change
+  drops a compiled model's step functions so ``fit`` sees it. ``clip_grads``/``zero_grads`` rewrite
+  the gradients :func:`polyparam_keras.backward` holds, which
+  :func:`polyparam_keras.recorded_gradients` hands to ``optimizer.apply_gradients``.
+  ``pp.param_groups`` gives variable lists and, given ``optimizer=``, excludes the groups with
+  ``weight_decay`` 0 through ``optimizer.exclude_from_weight_decay``. ``tree.cast`` is refused: a
+  Keras variable keeps its dtype (build the model in the dtype and ``pp.transfer``).
 * Ties: a reused layer shares its variables; :func:`polyparam.tie` after
   construction swaps the member layer's variable for the anchor's (the member's
   own variable is kept aside so ``untie`` can restore it).
@@ -42,7 +49,7 @@ from polyparam_keras._tree import KerasTree
 
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
 
-CAPABILITIES = frozenset({"tying", "deferred", "gradients", "forward"})
+CAPABILITIES = frozenset({"tying", "deferred", "gradients", "forward", "training"})
 
 
 def framework_version() -> str:

@@ -1,13 +1,16 @@
 """The order of a Dense layer's input features when they are a flattened feature map.
 
-Keras flattens a map channels-last: ``Flatten`` of ``(H, W, C)`` orders the features
-``(H, W, C)`` (a ``channels_first`` Flatten transposes to channels-last first, so its
-order is the same). The canonical layout is PyTorch's, whose ``Flatten`` of
-``(C, H, W)`` orders them ``(C, H, W)``. So the input axis of such a Dense kernel reads
-permuted to channels-first order and writes back, wherever the model's graph
-(Sequential and Functional models) shows the Flatten. Where it cannot be known (a
-subclassed model holding a Flatten, a Reshape that flattens a map) the parameter
-says so (``_layout_doubt``), and a transfer to another framework refuses.
+The canonical order is PyTorch's: its ``Flatten`` of a ``(C, H, W)`` map orders the features
+``(C, H, W)``. Keras' ``Flatten`` reshapes its input as it is, except that one with
+``data_format="channels_first"`` first moves axis 1 last: a channels-last map ``(H, W, C)``
+flattens ``(H, W, C)`` with the default Flatten and ``(W, C, H)`` with a channels-first one,
+a channels-first map ``(C, H, W)`` flattens ``(H, W, C)`` and ``(C, H, W)``. Which axis of the
+map holds the channels is the ``data_format`` of the layer that made it (a convolution, a
+pooling), else the Flatten's own. So the input axis of such a Dense kernel reads permuted into
+PyTorch's order and writes back, wherever the model's graph (Sequential and Functional models)
+shows the Flatten. Where it cannot be known (a subclassed model holding a Flatten, a Reshape that
+flattens a map) the parameter says so (``_layout_doubt``), and a transfer to another framework
+refuses.
 """
 
 from __future__ import annotations
@@ -31,27 +34,27 @@ _PER_FEATURE = (_L.BatchNormalization, _L.LayerNormalization, _L.PReLU, _L.UnitN
 
 @dataclass(frozen=True)
 class FlatOrder:
-    """Features flattened from a map of ``spatial`` dims and ``channels`` channels, channels last."""
+    """Features flattened from a map: ``dims`` in Keras' flattened order, and ``axes``, the order of
+    those dims that is PyTorch's (channels, then the spatial dims): canonical dims are ``dims[a] for a in axes``."""
 
-    spatial: tuple[int, ...]
-    channels: int
+    dims: tuple[int, ...]
+    axes: tuple[int, ...]
 
 
 Found = FlatOrder | str | None   # str: why the order cannot be established
 
 
 def to_canonical_order(order: FlatOrder, value: np.ndarray) -> np.ndarray:
-    """A canonical ``(out, in)`` array with its in axis from ``(*spatial, C)`` to ``(C, *spatial)`` order."""
-    n = len(order.spatial)
-    out = value.reshape((value.shape[0], *order.spatial, order.channels))
-    return out.transpose((0, n + 1, *range(1, n + 1))).reshape(value.shape)
+    """A canonical ``(out, in)`` array with its in axis from Keras' flattened order to PyTorch's."""
+    out = value.reshape((value.shape[0], *order.dims))
+    return out.transpose((0, *(a + 1 for a in order.axes))).reshape(value.shape)
 
 
 def from_canonical_order(order: FlatOrder, value: np.ndarray) -> np.ndarray:
     """The inverse of :func:`to_canonical_order`."""
-    n = len(order.spatial)
-    out = value.reshape((value.shape[0], order.channels, *order.spatial))
-    return out.transpose((0, *range(2, n + 2), 1)).reshape(value.shape)
+    out = value.reshape((value.shape[0], *(order.dims[a] for a in order.axes)))
+    back = np.argsort(order.axes)
+    return out.transpose((0, *(int(a) + 1 for a in back))).reshape(value.shape)
 
 
 def flatten_order(layer: Any, root: Any, before: list[Any] | None = None) -> Found:
@@ -143,22 +146,36 @@ def _is_map(shape: tuple[Any, ...], *, channels_first: bool) -> bool:
 
 def _flatten(op: Any, source: Any, per_feature: str | None) -> Found:
     shape = tuple(source.shape)
-    channels_first = getattr(op, "data_format", "channels_last") == "channels_first"
-    if not _is_map(shape, channels_first=channels_first):
-        return None
-    if len(shape) == 3:   # (N, L, C): a Conv1D map (torch: (N, C, L)) or a sequence (torch: (N, L, D) too)
-        producer = _producer(source)
-        if getattr(producer, "data_format", None) is None:
+    flatten_first = getattr(op, "data_format", "channels_last") == "channels_first"
+    producer = _producer(source)
+    made_by = getattr(producer, "data_format", None)
+    if len(shape) == 3 and made_by is None:
+        # (N, L, D): a sequence, which PyTorch holds (N, L, D) too; a channels-first Flatten gives (D, L)
+        if not flatten_first or shape[1] == 1 or shape[2] == 1:
             return None
+        map_first = False
+        channels_axis = None
+    else:
+        map_first = (made_by or ("channels_first" if flatten_first else "channels_last")) == "channels_first"
+        channels_axis = 0 if map_first else len(shape) - 2
+    if channels_axis is not None and not _is_map(shape, channels_first=map_first):
+        return None
     dims = shape[1:]
     if None in dims:
         return (f"its input is a feature map of unknown shape {dims} flattened by {op.name!r}, so the channel "
                 "order cannot be worked out.")
+    rank = len(dims)
+    flat = (*range(1, rank), 0) if flatten_first else tuple(range(rank))    # Keras' order, in the map's axes
+    if channels_axis is None:
+        torch = tuple(range(rank))                                           # a sequence: as it is
+    else:
+        torch = (channels_axis, *(a for a in range(rank) if a != channels_axis))
+    if flat == torch:
+        return None
     if per_feature is not None:
         return (f"layer {per_feature!r} between Flatten {op.name!r} and it holds per-feature values in Keras' "
-                "channels-last order, which polyparam does not permute.")
-    channels, spatial = (dims[0], dims[1:]) if channels_first else (dims[-1], dims[:-1])
-    return FlatOrder(tuple(int(d) for d in spatial), int(channels))
+                "flattened order, which polyparam does not permute.")
+    return FlatOrder(tuple(int(dims[a]) for a in flat), tuple(flat.index(a) for a in torch))
 
 
 def _producer(tensor: Any) -> Any:

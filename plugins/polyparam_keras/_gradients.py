@@ -1,7 +1,9 @@
 """Gradients for Keras, which stores none: computed by the active backend's autodiff, kept per variable.
 
 A tied variable is one variable, so its gradient is the sum over its uses.
-``KerasParameter.grad()`` reads what these functions store, in canonical layout.
+``KerasParameter.grad()`` reads what these functions store, in canonical layout;
+``tree.clip_grads()`` and ``tree.zero_grads()`` rewrite it, and :func:`recorded_gradients`
+hands it to a Keras optimizer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from polyparam import errors
 from polyparam_keras._convert import engine, raw, to_numpy
 from polyparam_keras._variables import GRAD_ATTR
 
-__all__ = ["backward", "record_gradients"]
+__all__ = ["backward", "record_gradients", "recorded_gradients"]
 
 # the package imports this module on first use of polyparam_keras.backward, so this
 # module does not import the package back for its NAME
@@ -41,14 +43,32 @@ def record_gradients(pairs: Iterable[tuple[Any, Any]], /) -> None:
         object.__setattr__(variable, GRAD_ATTR, value)
 
 
-def backward(model: Any, inputs: Any, /, loss: Callable[[Any], Any] | None = None) -> Any:
-    """Run ``model`` on ``inputs`` and store the gradients of ``loss(output)`` (default ``sum(output)``).
+def recorded_gradients(model: Any, /) -> list[tuple[Any, Any]]:
+    """``(gradient, variable)`` pairs of ``model``'s trainable variables that have a recorded gradient.
 
-    Uses the active Keras backend's autodiff (``tf.GradientTape`` or torch autograd).
-    Gradients are computed fresh (not accumulated) for every trainable variable, once
-    per variable: a tied variable gets the sum over its uses. Returns the loss as NumPy.
+    The gradients as :func:`backward` or :func:`record_gradients` stored them, after any
+    ``tree.clip_grads()`` / ``tree.zero_grads()``, as tensors of the active Keras backend,
+    in the form ``optimizer.apply_gradients`` takes::
+
+        polyparam_keras.backward(model, x, loss=loss_fn)
+        pp.tree(model).clip_grads(1.0)
+        optimizer.apply_gradients(polyparam_keras.recorded_gradients(model))
     """
-    variables = model.trainable_variables
+    import keras
+
+    out = []
+    for variable in model.trainable_variables:
+        grad = getattr(variable, GRAD_ATTR, None)
+        if grad is not None:
+            out.append((keras.ops.convert_to_tensor(grad, dtype=variable.dtype), variable))
+    return out
+
+
+def compute_gradients(model: Any, inputs: Any, /,
+                      loss: Callable[[Any], Any] | None = None) -> tuple[Any, list[Any], list[Any]]:
+    """The loss (NumPy), the gradients (the backend's tensors, ``None`` for an unused variable)
+    and ``model.trainable_variables``, by the active Keras backend's autodiff; nothing is stored."""
+    variables = list(model.trainable_variables)
     active = engine()
     if active == "tensorflow":
         import tensorflow as tf
@@ -56,9 +76,7 @@ def backward(model: Any, inputs: Any, /, loss: Callable[[Any], Any] | None = Non
         with tf.GradientTape() as tape:
             out = model(inputs, training=True)
             value = loss(out) if loss is not None else tf.reduce_sum(out)
-        grads = tape.gradient(value, variables)
-        record_gradients(zip(grads, variables))
-        return value.numpy()
+        return value.numpy(), list(tape.gradient(value, variables)), variables
     if active == "torch":
         import torch
 
@@ -66,8 +84,23 @@ def backward(model: Any, inputs: Any, /, loss: Callable[[Any], Any] | None = Non
             out = model(inputs, training=True)
             value = loss(out) if loss is not None else out.sum()
             grads = torch.autograd.grad(value, [raw(v) for v in variables], allow_unused=True)
-        record_gradients(zip(grads, variables))
-        return value.detach().cpu().numpy()
+        return value.detach().cpu().numpy(), list(grads), variables
     msg = (f"Cannot compute gradients with Keras backend {active!r}: expected 'tensorflow' or 'torch', got "
            f"{active!r}. Compute them yourself and pass them to record_gradients().")
     raise errors.BackendError(msg, backend=_NAME, expected=("tensorflow", "torch"), got=active)
+
+
+def backward(model: Any, inputs: Any, /, loss: Callable[[Any], Any] | None = None) -> Any:
+    """Run ``model`` on ``inputs`` and store the gradients of ``loss(output)`` (default ``sum(output)``).
+
+    Uses the active Keras backend's autodiff (``tf.GradientTape`` or torch autograd).
+    Gradients are computed fresh (not accumulated) for every trainable variable, once
+    per variable: a tied variable gets the sum over its uses; a frozen variable's old one
+    is cleared. Returns the loss as NumPy.
+    """
+    value, grads, variables = compute_gradients(model, inputs, loss)
+    for variable in model.non_trainable_variables:
+        if getattr(variable, GRAD_ATTR, None) is not None:
+            object.__setattr__(variable, GRAD_ATTR, None)
+    record_gradients(zip(grads, variables))
+    return value

@@ -3,10 +3,17 @@
 Keras stores Dense ``kernel (in, out)``, Conv ``(*k, in, out)``, ConvTranspose
 ``(*k, out, in)`` and DepthwiseConv ``(*k, in, mult)``; the canonical layouts are
 torch's ``(out, in)``, ``(out, in, *k)``, ``(in, out, *k)`` and ``(in * mult, 1, *k)``.
+A SeparableConv's ``depthwise_kernel`` and ``pointwise_kernel`` read as torch's depthwise
+``(in * mult, 1, *k)`` (groups = in) and pointwise ``(out, in * mult, 1, ...)`` convolutions.
+
+A variable made by ``add_weight`` without a name has a per-process auto-numbered Keras name
+(``variable_7``); its leaf is the attribute the layer keeps it under (``gamma``), else its
+position among the layer's own variables (``var0``), so every build has the same paths.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +30,7 @@ __all__ = ["Slot", "axes", "canonical_shape", "declared_initializer", "einsum_ax
 _CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _CONV_T_LAYERS = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 _DEPTHWISE_LAYERS = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_SEPARABLE_LAYERS = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 # recurrent cells: kernel (in, gates * units), recurrent_kernel (units, gates * units), kept in Keras' layout
 _RNN_CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
 
@@ -97,6 +105,9 @@ _BN = (Slot("weight", "gamma", "scale", flag="scale"), Slot("bias", "beta", "shi
 _NORM = (Slot("weight", "gamma", "scale", flag="scale"), Slot("bias", "beta", "shift", flag="center"))
 _DEPTHWISE = (Slot("weight", "kernel", "weight", "depthwise"), Slot("bias", "bias", "bias", flag="use_bias"))
 _EMBEDDING = (Slot("weight", "embeddings", "weight", "embedding"),)
+_SEPARABLE = (Slot("depthwise_kernel", "depthwise_kernel", "weight", "depthwise"),
+              Slot("pointwise_kernel", "pointwise_kernel", "weight", "conv"),
+              Slot("bias", "bias", "bias", flag="use_bias"))
 
 
 def slots(layer: Any) -> tuple[Slot, ...] | None:
@@ -110,6 +121,8 @@ def slots(layer: Any) -> tuple[Slot, ...] | None:
         return _CONV
     if isinstance(layer, _DEPTHWISE_LAYERS):
         return _DEPTHWISE
+    if isinstance(layer, _SEPARABLE_LAYERS):
+        return _SEPARABLE
     if isinstance(layer, layers.BatchNormalization):
         return _BN
     if isinstance(layer, (layers.LayerNormalization, layers.GroupNormalization)):
@@ -130,21 +143,24 @@ def unbuilt_shape(layer: Any, slot: Slot) -> Shape:
         return (layer.filters, None, *layer.kernel_size) if slot.leaf == "weight" else (layer.filters,)
     if isinstance(layer, _DEPTHWISE_LAYERS):
         return (None, 1, *layer.kernel_size) if slot.leaf == "weight" else (None,)
+    if isinstance(layer, _SEPARABLE_LAYERS):
+        if slot.leaf == "depthwise_kernel":
+            return (None, 1, *layer.kernel_size)
+        if slot.leaf == "pointwise_kernel":
+            return (layer.filters, None, *(1,) * len(layer.kernel_size))
+        return (layer.filters,)
     if isinstance(layer, layers.Embedding):
         return (layer.input_dim, layer.output_dim)
     return (None,)
 
 
 def groups(layer: Any, slot: Slot) -> int:
-    """The groups of a grouped (or depthwise) convolution kernel; 1 for everything else."""
-    if slot.leaf != "weight":
-        return 1
-    if isinstance(layer, _CONV_LAYERS):
+    """The groups of a grouped (or depthwise, or separable's depthwise) convolution kernel; 1 for everything else."""
+    if slot.layout == "depthwise":
+        kernel = find_variable(layer, slot.var) if layer.built else None
+        return 1 if kernel is None else int(kernel.shape[-2])
+    if slot.leaf == "weight" and isinstance(layer, _CONV_LAYERS):
         return int(getattr(layer, "groups", 1) or 1)
-    if isinstance(layer, _DEPTHWISE_LAYERS) and layer.built:
-        kernel = find_variable(layer, slot.var)
-        assert kernel is not None, "a built depthwise layer has its kernel"
-        return int(kernel.shape[-2])
     return 1
 
 
@@ -161,41 +177,63 @@ def slots_of(layer: Any) -> list[Slot]:
         return []
     out = [s for s in known or () if find_variable(layer, s.var) is not None]
     taken = {s.var for s in out}
+    leaves = {s.leaf for s in out}
     seen: set[int] = set()
-    for v in own_variables(layer):
+    for index, v in enumerate(own_variables(layer)):
         if id(v) in seen or v.name in taken:
             continue
         seen.add(id(v))
-        out.append(extra_slot(layer, v.name, len(v.shape)))
+        slot = extra_slot(layer, v.name, len(v.shape), leaf=_stable_leaf(layer, v, index, leaves))
+        leaves.add(slot.leaf)
+        out.append(slot)
     return out
+
+
+# the name Keras gives a variable made without one: the class's name, numbered per process
+_AUTO_NAME = re.compile(r"variable(_[0-9]+)?")
+
+
+def _stable_leaf(layer: Any, variable: Any, index: int, taken: set[str]) -> str:
+    """The leaf of ``variable``: from its Keras name, or, for an auto-numbered one, the attribute
+    ``layer`` keeps it under, else ``var<index>`` (its position among the layer's own variables)."""
+    if not _AUTO_NAME.fullmatch(variable.name):
+        return leaf_name(variable.name)
+    names = [name for name, value in vars(layer).items() if value is variable]
+    names.sort(key=lambda name: name.startswith("_"))
+    for name in names:
+        if leaf_name(name) not in taken:
+            return leaf_name(name)
+    return f"var{index}"
 
 
 _LORA_DENSE = {"lora_kernel_a": Slot("lora_kernel_a", "lora_kernel_a", "weight", "dense"),
                "lora_kernel_b": Slot("lora_kernel_b", "lora_kernel_b", "bias", "dense")}
 
 
-def extra_slot(layer: Any, var: str, ndim: int) -> Slot:
+def extra_slot(layer: Any, var: str, ndim: int, *, leaf: str | None = None) -> Slot:
     """The slot of variable ``var`` of ``layer`` outside the slot table.
 
     LoRA factors (``lora_<name>_a``/``_b``, from ``enable_lora``): A is a weight and B,
     which Keras starts at zeros, has role ``"bias"``, so a tree-wide initialize is a LoRA
     start (A drawn, B zero: the adapter adds nothing). A Dense layer's factors read in
     torch's Linear layout, as peft stores them: A ``(rank, in)``, B ``(out, rank)``.
+    ``leaf`` is its path segment (default: from ``var``).
     """
+    leaf = leaf_name(var) if leaf is None else leaf
     if isinstance(layer, keras.layers.Dense) and var in _LORA_DENSE:
         return _LORA_DENSE[var]
     if var.startswith("lora_") and var.endswith(("_a", "_b")) and ndim >= 2:
         if var.endswith("_b"):
-            return Slot(leaf_name(var), var, "bias", axis_roles=("in",) + ("out",) * (ndim - 1))
+            return Slot(leaf, var, "bias", axis_roles=("in",) + ("out",) * (ndim - 1))
         kernel = find_variable(layer, "kernel")
         kernel_axes = None
         if isinstance(layer, keras.layers.EinsumDense) and kernel is not None:
             kernel_axes = einsum_axes(layer.equation, len(kernel.shape))
         if kernel_axes is not None and len(kernel_axes) == ndim and "in" in kernel_axes[:-1]:
-            return Slot(leaf_name(var), var, "weight", axis_roles=(*kernel_axes[:-1], "out"))
-        return Slot(leaf_name(var), var, "weight", axis_roles=("in",) * (ndim - 1) + ("out",))
-    role, axis_roles = typed_role(layer, var, ndim)
-    return Slot(leaf_name(var), var, role, axis_roles=axis_roles)
+            return Slot(leaf, var, "weight", axis_roles=(*kernel_axes[:-1], "out"))
+        return Slot(leaf, var, "weight", axis_roles=("in",) * (ndim - 1) + ("out",))
+    role, axis_roles = typed_role(layer, var, ndim, leaf=leaf)
+    return Slot(leaf, var, role, axis_roles=axis_roles)
 
 
 # Normalization's adapted statistics: data the layer learned by adapt(), not weights. Role "other" and
@@ -203,12 +241,13 @@ def extra_slot(layer: Any, var: str, ndim: int) -> Slot:
 NORMALIZATION_STATS = ("mean", "variance", "count")
 
 
-def typed_role(layer: Any, var: str, ndim: int) -> tuple[str, tuple[str, ...] | None]:
-    """Role and axis roles of variable ``var`` of a layer outside the slot table.
+def typed_role(layer: Any, var: str, ndim: int, *, leaf: str | None = None) -> tuple[str, tuple[str, ...] | None]:
+    """Role and axis roles of variable ``var`` (path segment ``leaf``) of a layer outside the slot table.
 
     From the layer's type and the variable's attribute name first, the name as the
-    fallback (``bias``, ``*_bias``); anything else is ``"other"``. ``None`` axis roles
-    mean the core's default for the role.
+    fallback (``bias``, ``*_bias``); Keras' own ``LayerScale`` (ConvNeXt's) has a ``"scale"``
+    ``gamma``; anything else is ``"other"`` (a custom layer's ``gamma`` too: declare it with
+    ``pp.roles``). ``None`` axis roles mean the core's default for the role.
     """
     layers = keras.layers
     if isinstance(layer, layers.EinsumDense):
@@ -225,7 +264,15 @@ def typed_role(layer: Any, var: str, ndim: int) -> tuple[str, tuple[str, ...] | 
         return "other", None
     if var == "bias" or var.endswith("_bias"):
         return "bias", None
+    if ndim == 1 and "gamma" in (var, leaf) and _is_keras_layer_scale(layer):
+        return "scale", None
     return "other", None
+
+
+def _is_keras_layer_scale(layer: Any) -> bool:
+    """Keras' ``LayerScale`` (``keras.applications`` ConvNeXt; it has no public name)."""
+    kind = type(layer)
+    return kind.__name__ == "LayerScale" and kind.__module__.split(".")[0] == "keras"
 
 
 def einsum_axes(equation: str, ndim: int) -> tuple[str, ...] | None:

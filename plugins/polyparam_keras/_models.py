@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from polyparam.backend import LAYER_INPUTS, LAYER_SPECS, Case, ModelFactory
-from polyparam_keras._gradients import backward
+from polyparam_keras._gradients import backward, recorded_gradients
 
 __all__ = ["KerasModels"]
 
@@ -48,6 +48,13 @@ class KerasModels(ModelFactory):
 
     def backward(self, model: Any, x: np.ndarray, /) -> None:
         backward(model, np.asarray(x, np.float32))
+
+    def sgd_step(self, model: Any, x: np.ndarray, /, *, lr: float = 0.1) -> None:
+        """One step of ``keras.optimizers.SGD`` on ``model.trainable_weights``, gradients of ``sum(model(x))``
+        by :func:`polyparam_keras.backward`."""
+        backward(model, np.asarray(x, np.float32))
+        pairs = recorded_gradients(model)
+        keras.optimizers.SGD(learning_rate=lr).apply_gradients(pairs)
 
     def layer(self, kind: str, /) -> Any:
         """A built single-layer model of ``kind``, shaped by :data:`LAYER_SPECS` (channels last, bias on)."""

@@ -81,8 +81,8 @@ class KerasParameter(Parameter):
             parent_locate, position = self._site
             before = list(parent_locate().layers[:position])
         order = flatten_order(layer, self._root, before)
-        if isinstance(order, FlatOrder) and math.prod(order.spatial) * order.channels != int(v.shape[0]):
-            order = (f"the flattened map {(*order.spatial, order.channels)} before it does not match its input "
+        if isinstance(order, FlatOrder) and math.prod(order.dims) != int(v.shape[0]):
+            order = (f"the flattened map {order.dims} before it does not match its input "
                      f"size {int(v.shape[0])}.")
         if layer._inbound_nodes:     # the graph is complete; without it the answer may change (build in progress)
             self.__dict__["_flat_cache"] = order
@@ -295,6 +295,28 @@ class KerasParameter(Parameter):
         if grad is None:
             return None
         return self._canonical(grad)
+
+    def _write_grad(self, array: np.ndarray | None, /) -> None:
+        """Store a canonical-layout gradient where :func:`polyparam_keras.backward` keeps it (native layout)."""
+        v = self._variable()
+        if v is None:
+            msg = (f"Cannot write the gradient of parameter {self.path!r}: expected a built layer, got layer "
+                   f"{self._layer.name!r} not built yet. Run polyparam_keras.backward(model, x) first.")
+            raise errors.DeferredInitializationError(msg, path=self.path, expected="built", got="deferred")
+        if array is None:
+            object.__setattr__(v, GRAD_ATTR, None)
+            return
+        native_shape = tuple(int(d) for d in v.shape)
+        native = self._native_layout(np.asarray(array), native_shape)
+        object.__setattr__(v, GRAD_ATTR, np.array(native, dtype=np.dtype(v.dtype), order="C", copy=True))
+
+    def _cast(self, dtype: np.dtype, /) -> None:
+        """Refused: a Keras variable keeps the dtype it was built with (its dtype policy)."""
+        msg = (f"Cannot cast parameter {self.path!r} to {dtype.name}: expected a backend that changes a variable's "
+               f"dtype in place, got keras, whose variables keep the dtype they were built with. Build the model "
+               f"in {dtype.name} (dtype={dtype.name!r} on its layers, or keras.config.set_dtype_policy"
+               f"({dtype.name!r}) before building it) and pp.transfer(model, new_model) the values.")
+        raise errors.UnsupportedModelError(msg, path=self.path, expected="in-place casts", got=f"keras {dtype.name}")
 
     def _identity(self) -> Any:
         layer = self._layer

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import keras
 from keras.src.models.functional import Functional  # no public name: keras.Model(inputs, outputs) returns one
 
+from polyparam import errors
 from polyparam.backend import Parameter, ParameterTree, join_path
 from polyparam_keras import NAME
 from polyparam_keras._layout import slots_of
@@ -68,6 +69,37 @@ class KerasTree(ParameterTree):
             raise TypeError(msg)
         out = obj(inputs, training=False)
         return keras.tree.map_structure(keras.ops.convert_to_numpy, out)
+
+    def _param_groups(self, groups: list[tuple[dict[str, Any], list[tuple[str, Parameter]]]], optimizer: Any,
+                      /) -> Any:
+        """``[{"params": [variables], **options}]``; given ``optimizer``, the variables of groups whose
+        ``weight_decay`` is 0 are excluded from its weight decay (``exclude_from_weight_decay``).
+
+        Keras optimizers take one variable list: pass ``[v for g in groups for v in g["params"]]``.
+        Exclusions the optimizer already had (variables, ``var_names``) are kept.
+        """
+        out = [{"params": [p.native for _, p in members], **options} for options, members in groups]
+        if optimizer is None:
+            return out
+        exclude = getattr(optimizer, "exclude_from_weight_decay", None)
+        if not callable(exclude):
+            msg = (f"Invalid value for argument `optimizer`: expected a Keras optimizer (with "
+                   f"exclude_from_weight_decay), got {type(optimizer).__name__}. Pass a keras.optimizers object.")
+            raise errors.InvalidArgumentError(msg, argument="optimizer", expected="a Keras optimizer",
+                                              got=type(optimizer).__name__)
+        if getattr(optimizer, "built", False):
+            msg = (f"Cannot exclude parameters from the weight decay of {type(optimizer).__name__}: expected an "
+                   "optimizer not built yet, got one that has taken a step (Keras fixes its exclusions when it "
+                   "builds). Call pp.param_groups(model, rules, optimizer=optimizer) before the first step.")
+            raise errors.UsageError(msg, expected="an unbuilt optimizer", got="a built optimizer")
+        no_decay = [v for group in out if group.get("weight_decay", None) == 0 for v in group["params"]]
+        if not no_decay:
+            return out
+        kept = set(getattr(optimizer, "_exclude_from_weight_decay", None) or ())
+        pattern = getattr(optimizer, "_exclude_from_weight_decay_pattern", None)
+        exclude(var_list=no_decay, var_names=[pattern.pattern] if pattern is not None else None)
+        optimizer._exclude_from_weight_decay |= kept
+        return out
 
     def _leaves(self) -> list[tuple[str, Parameter]]:
         obj = self._locate()

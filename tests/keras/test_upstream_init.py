@@ -13,7 +13,6 @@ what differs on purpose (docs/backends/keras.md, "Differences from Keras").
 
 from __future__ import annotations
 
-import inspect
 import subprocess
 import sys
 from typing import Any, Callable
