@@ -206,6 +206,10 @@ def _tour_command(backend: str) -> int:
 
         code = 0
         for name in list_backends():
+            version, error = _probe(name)
+            if version is None:   # its framework is not installed here (or fails to import): say so, go on
+                print(f"\n(backend {name}: not available here: {error})", flush=True)
+                continue
             print(f"\n{'#' * 30} backend: {name} {'#' * 30}", flush=True)
             # One process per backend: frameworks are isolated from each other.
             code |= subprocess.call([sys.executable, "-m", "polyparam", "tour", "--backend", name])

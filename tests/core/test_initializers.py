@@ -330,7 +330,8 @@ def test_uniform_takes_asymmetric_bounds_and_round_trips_through_json() -> None:
     np.testing.assert_array_equal(other["weight"].numpy(), w)
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [({"low": 1}, "both low and high"), ({"low": 2, "high": 1}, "low <= high"),
+@pytest.mark.parametrize(("kwargs", "words"), [({"low": 1}, "both low and high"),
+                                               ({"low": 2, "high": 1}, "low <= high"),
                                                ({"low": "a", "high": 1}, "finite number")])
 def test_uniform_bounds_are_checked(kwargs: dict, words: str) -> None:
     with pytest.raises(pp.errors.InitializerError, match=words):

@@ -28,6 +28,17 @@ class BaseInitializerTests(_Kit):
         for p in tree.select("*.bias"):
             np.testing.assert_array_equal(p.numpy(), 0)
 
+    def test_declared_fills_every_parameter_and_repeats_with_the_seed(self, mlp: tuple[Case, pp.ParameterTree]
+                                                                         ) -> None:
+        """pp.init.Declared: what the framework declares (Parameter._declared_initializer), else the default."""
+        _, tree = mlp
+        init = pp.init.Declared(default=pp.init.Uniform(0.5))
+        tree.initialize(init, seed=3, force_reinit=True)
+        first = snapshot(tree)
+        tree.initialize(init, seed=3, force_reinit=True)
+        assert_unchanged(first, tree)
+        assert all(np.all(np.isfinite(v)) for v in first.values())
+
     def test_constant(self, mlp: tuple[Case, pp.ParameterTree]) -> None:
         """Constant(1): weights 1, biases 0."""
         _, tree = mlp

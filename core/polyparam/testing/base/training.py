@@ -87,6 +87,18 @@ class BaseTrainingTests(_Kit):
         assert tree.grad_norm() == 0.0
         assert all(not np.any(g) for g in (p.grad() for p in tree.parameters()) if g is not None)
 
+    def test_training_param_groups_hold_every_trainable_parameter_once(self, mlp: tuple[Case, pp.ParameterTree]
+                                                                       ) -> None:
+        """pp.param_groups gives the framework's optimizer form (through ParameterTree._param_groups), warns on a
+        rule that matches nothing, and refuses a malformed rule."""
+        case, tree = mlp
+        groups = pp.param_groups(tree, [("role:bias", {"weight_decay": 0.0})], default={"weight_decay": 0.01})
+        assert groups is not None and len(groups) > 0
+        with pytest.warns(errors.PolyparamWarning, match="matched no trainable parameter"):
+            pp.param_groups(tree, [("no.such.*", {"weight_decay": 0.0})])
+        with pytest.raises(errors.InvalidArgumentError, match="rule, options"):
+            pp.param_groups(tree, [("role:bias",)])  # type: ignore[list-item]
+
     def test_training_vector_round_trip(self, mlp: tuple[Case, pp.ParameterTree]) -> None:
         _, tree = mlp
         v = tree.vector()
