@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint docs bench install-core install-all clean
+.PHONY: demo test lint docs bench install-core install-all install-current clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,23 @@ $(VENV)/.all: $(BIN)/python pyproject.toml constraints.txt examples/polyparam_ja
 	$(PIP) -e examples/polyparam_jax
 	touch $@ $(VENV)/.core
 
+# The current set (numpy 2, TensorFlow 2.21, JAX 0.10, Flax NNX; no MXNet) in its own venv,
+# pinned by constraints-current.txt. `make test` runs the suite in both sets.
+CURRENT := .venv-current
+CBIN := $(CURRENT)/bin
+CPIP := $(CBIN)/python -m pip install --quiet --disable-pip-version-check -c constraints-current.txt
+
+$(CBIN)/python:
+	$(PYTHON) -m venv $(CURRENT)
+
+$(CURRENT)/.all: $(CBIN)/python pyproject.toml constraints-current.txt examples/polyparam_jax/pyproject.toml
+	$(CPIP) -e ".[torch,keras,flax,plot,test]"
+	$(CPIP) -e examples/polyparam_jax
+	touch $@
+
 install-core: $(VENV)/.core
 install-all: $(VENV)/.all
+install-current: $(CURRENT)/.all
 
 demo: $(VENV)/.core
 	$(BIN)/polyparam tour --backend numpy
@@ -38,11 +53,13 @@ lint: $(VENV)/.all
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: docs lint
+# Both tested sets; in the current one, a DeprecationWarning from polyparam's own modules is an error.
+test: docs lint $(CURRENT)/.all
 	$(BIN)/python -m pytest
+	$(CBIN)/python -m pytest -W "error::DeprecationWarning:polyparam"
 
 bench: $(VENV)/.all
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(CURRENT)

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-FRAMEWORKS = ("torch", "tensorflow", "keras", "mxnet", "jax")
+FRAMEWORKS = ("torch", "tensorflow", "keras", "mxnet", "jax", "flax")
 
 CHILD = f"FRAMEWORKS = {FRAMEWORKS!r}\n" + textwrap.dedent("""
     import sys

@@ -84,7 +84,7 @@ def test_an_unmarked_extra_key_is_still_a_difference(tmp_path: Path) -> None:
     """Only keys the file marks as buffers are passed over; a plain file's extra key is unexpected."""
     state = pp.tree(trained_torch_cnn()).state(copy=True)
     save_file(state, str(tmp_path / "plain.safetensors"))
-    dst, _ = _zoo.BUILDERS["mxnet"]("cnn")
+    dst, _ = _zoo.BUILDERS["keras"]("cnn")
     with pytest.raises(errors.StateError, match="1 unexpected"):
         pp.load(dst, tmp_path / "plain.safetensors")
 

@@ -1,0 +1,36 @@
+"""polyparam plugin for Flax NNX (``flax.nnx.Module``). Importing this module never imports flax or jax.
+
+The adapter itself is :mod:`polyparam_flax._backend`; it is imported (and imports flax)
+the first time an NNX module is handed to polyparam or the backend is asked for by
+name. Besides the hooks, this module offers the gradient helpers (imported from
+``polyparam_flax._gradients`` on first use)::
+
+    import polyparam_flax
+    polyparam_flax.backward(model, loss_fn, x, y)     # nnx.grad of loss_fn(model, x, y), stored per Variable
+    polyparam_flax.record_gradients(model, grads)    # or store the nnx.State your own step computed
+    polyparam_flax.gradients(model)                  # the stored (maybe clipped) gradients as an nnx.State
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polyparam.backend import discovery_hooks
+
+__all__ = ["NAME", "backward", "gradients", "polyparam_backend_for", "polyparam_backend_names",
+           "polyparam_get_backend", "record_gradients"]
+
+NAME = "flax"
+
+# flax.nnx not imported means no NNX module can exist: the object is not ours, and flax stays unimported.
+polyparam_backend_names, polyparam_get_backend, polyparam_backend_for = discovery_hooks(
+    NAME, "polyparam_flax._backend", owns=[("flax.nnx", "Module")])
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("backward", "gradients", "record_gradients"):
+        from polyparam_flax import _gradients
+
+        return getattr(_gradients, name)
+    msg = f"module 'polyparam_flax' has no attribute {name!r}"
+    raise AttributeError(msg)

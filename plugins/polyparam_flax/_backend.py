@@ -1,0 +1,60 @@
+"""Flax NNX backend: the six names of :class:`polyparam.backend.Backend`.
+
+Only deviations from the protocol are documented here; see ``docs/backends/flax.md``.
+
+* Paths are structural: attribute names, then positions or keys of ``nnx.List`` /
+  ``nnx.Dict`` (``layers.0.kernel`` is ``layers.0.weight``); an ``nnx.Sequential`` is a
+  sequential container, its positions are its children (``"0.weight"``, as torch's). The
+  native name is NNX's own path (``layers.0.kernel``).
+* Layouts are converted: Linear ``kernel (in, out)`` reads as ``weight (out, in)``, Conv
+  ``kernel (*k, in/groups, out)`` as ``(out, in/groups, *k)``, ConvTranspose as torch's
+  ``(in, out, *k)`` (flipped in space unless ``transpose_kernel=True``).
+* JAX arrays are immutable: a write sets a new array as the Variable's value (same
+  dtype and sharding); ``p.native`` is the Variable, which stays.
+* ``nnx.Param`` is trainable; ``BatchStat`` (and other array Variables) are buffers.
+  NNX has no per-Variable switch, so ``trainable`` cannot be assigned.
+* Gradients: NNX keeps none on Variables; :func:`polyparam_flax.backward` stores them.
+* Ties: one Variable object in two places (a module used twice, or ``pp.tie``).
+* No deferred shapes: NNX modules get their shapes at construction. A model built under
+  ``nnx.eval_shape`` is ``"uninitialized"``; its first write creates the arrays.
+
+The adapter's rooms: ``_convert`` (arrays, devices, layouts), ``_layout`` (structure and
+leaves), ``_parameter``, ``_tree``, ``_gradients`` and ``_models``.
+"""
+
+from __future__ import annotations
+
+import flax
+from flax import nnx
+
+from polyparam import errors
+from polyparam.backend import ModelFactory, ParameterTree
+from polyparam_flax import NAME
+from polyparam_flax._models import FlaxModels
+from polyparam_flax._tree import FlaxTree
+
+__all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
+
+CAPABILITIES = frozenset({"tying", "gradients", "forward"})
+
+
+def framework_version() -> str:
+    import jax
+
+    return f"{flax.__version__} (jax {jax.__version__})"
+
+
+def is_native(obj: object, /) -> bool:
+    return isinstance(obj, nnx.Module)
+
+
+def tree(obj: object, /) -> ParameterTree:
+    if not is_native(obj):
+        msg = (f"Cannot wrap {type(obj).__name__} with the flax backend: expected a flax.nnx.Module, got "
+               f"{type(obj).__name__!r}. Pass the NNX model itself (for Linen, nnx.bridge.ToNNX wraps a module).")
+        raise errors.UnsupportedModelError(msg, backend=NAME, expected="flax.nnx.Module", got=type(obj).__name__)
+    return FlaxTree(obj)
+
+
+def models() -> ModelFactory:
+    return FlaxModels()

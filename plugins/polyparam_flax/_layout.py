@@ -1,0 +1,176 @@
+"""The structure of an NNX module as polyparam sees it: child blocks, variables, and each variable's canonical leaf.
+
+A node is reached from the root by *steps*: ``("attr", name)`` (a module attribute) or
+``("item", key)`` (a position of an ``nnx.List``/list/tuple, a key of an ``nnx.Dict``/dict).
+Parameters and trees keep the root and their steps and walk them on every access, so a
+tie or a write that replaces a Variable or a module is seen at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flax import nnx
+
+from polyparam import errors, roles
+from polyparam_flax._convert import Layout
+
+__all__ = ["CANONICAL_ORDER", "Leaf", "Step", "children_of", "is_block", "leaf_of", "native_path", "put",
+           "resolve", "variables_of"]
+
+Step = tuple[str, Any]          # ("attr", name) | ("item", key)
+Entry = tuple[str, tuple[Step, ...], Any]
+
+#: Known leaves come in this order (torch's), the others after them in attribute order.
+CANONICAL_ORDER = ("weight", "bias", "running_mean", "running_var")
+_NORMS = (nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm)
+_SKIP = (nnx.RngState, nnx.Intermediate)   # RNG keys and counters, sown intermediates: no parameters
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """How one NNX Variable maps to a canonical parameter."""
+
+    name: str
+    role: str
+    axes: tuple[str, ...] | None
+    layout: Layout = Layout()
+    groups: int = 1
+
+
+# ---- walking ----------------------------------------------------------------------------
+
+
+def resolve(root: Any, steps: Sequence[Step]) -> Any:
+    """The object ``steps`` lead to from ``root``."""
+    node = root
+    for kind, key in steps:
+        node = getattr(node, key) if kind == "attr" else node[key]
+    return node
+
+
+def put(root: Any, steps: Sequence[Step], value: Any) -> None:
+    """Make the last of ``steps`` hold ``value`` (an attribute or an item of its container)."""
+    owner = resolve(root, steps[:-1])
+    kind, key = steps[-1]
+    if kind == "attr":
+        setattr(owner, key, value)
+    elif isinstance(owner, tuple):
+        msg = (f"Cannot replace item {key!r} of a tuple at {native_path(steps[:-1]) or 'the root'!r}: expected a "
+               "mutable container, got a tuple. Hold the modules in an nnx.List.")
+        raise errors.TieError(msg, path=native_path(steps), expected="nnx.List", got="tuple")
+    else:
+        owner[key] = value
+
+
+def native_path(steps: Sequence[Step]) -> str:
+    """NNX's own dotted path of ``steps`` (``layers.0.kernel``), as ``nnx.state`` names it."""
+    return ".".join(str(key) for _, key in steps)
+
+
+def is_block(value: Any) -> bool:
+    """Whether ``value`` is a module or a container polyparam walks into (RNG streams are not)."""
+    return isinstance(value, nnx.Module) or (isinstance(value, (list, tuple, dict)) and not isinstance(value, str))
+
+
+def is_variable(value: Any) -> bool:
+    """Whether ``value`` is a Variable holding an array that polyparam lists (not an RNG key or a sown value)."""
+    if not isinstance(value, nnx.Variable) or isinstance(value, _SKIP):
+        return False
+    raw = value.get_raw_value()
+    return hasattr(raw, "shape") and hasattr(raw, "dtype")
+
+
+def _items(container: Any) -> list[tuple[Any, Any]]:
+    if isinstance(container, Mapping):
+        return list(container.items())
+    return list(enumerate(container))
+
+
+def _attributes(module: Any) -> list[tuple[str, Any]]:
+    return [(name, value) for name, value in vars(module).items()
+            if not name.startswith(("_pytree__", "_object__"))]
+
+
+def children_of(node: Any) -> list[Entry]:
+    """The child blocks of ``node`` as ``(name, steps from node, child)``, in order.
+
+    An ``nnx.Sequential`` is a sequential container: its children are the positions of
+    ``layers``, functions (``nnx.relu``) included, as a torch ``Sequential`` counts its ``ReLU``.
+    """
+    if isinstance(node, nnx.Sequential):
+        return [(str(i), (("attr", "layers"), ("item", i)), child) for i, child in enumerate(node.layers)]
+    if isinstance(node, (Sequence, Mapping)) and not isinstance(node, str):
+        return [(str(key), (("item", key),), value) for key, value in _items(node) if is_block(value)]
+    if isinstance(node, nnx.Module):
+        return [(name, (("attr", name),), value) for name, value in _attributes(node) if is_block(value)]
+    return []
+
+
+def variables_of(node: Any) -> list[tuple[str, Step, Any]]:
+    """``node``'s own Variables as ``(native name, step, variable)``, in order."""
+    if isinstance(node, nnx.Sequential):
+        return []
+    if isinstance(node, (Sequence, Mapping)) and not isinstance(node, str):
+        return [(str(key), ("item", key), value) for key, value in _items(node) if is_variable(value)]
+    if isinstance(node, nnx.Module):
+        return [(name, ("attr", name), value) for name, value in _attributes(node) if is_variable(value)]
+    return []
+
+
+# ---- canonical leaves ---------------------------------------------------------------------
+
+
+def _conv_kernel(module: Any, ndim: int) -> Leaf:
+    """``nnx.Conv`` kernel ``(*k, in/groups, out)`` -> ``(out, in/groups, *k)``."""
+    d = ndim - 2
+    return Leaf("weight", "weight", ("out", "in", *["space"] * d), Layout((d + 1, d, *range(d))),
+                groups=int(getattr(module, "feature_group_count", 1) or 1))
+
+
+def _conv_transpose_kernel(module: Any, ndim: int) -> Leaf:
+    """``nnx.ConvTranspose`` kernel -> torch's ``(in, out, *k)``.
+
+    Stored ``(*k, in, out)`` it is convolved with the dilated input as it is, so the
+    spatial axes flip; with ``transpose_kernel=True`` it is stored ``(*k, out, in)`` and
+    JAX computes the adjoint of the convolution itself, so only the axes move.
+    """
+    d = ndim - 2
+    space = tuple(range(2, 2 + d))
+    if getattr(module, "transpose_kernel", False):
+        return Leaf("weight", "weight", ("in", "out", *["space"] * d), Layout((d + 1, d, *range(d))))
+    return Leaf("weight", "weight", ("in", "out", *["space"] * d), Layout((d, d + 1, *range(d)), flip=space))
+
+
+def _known(module: Any, attr: str, ndim: int) -> Leaf | None:
+    if attr == "bias" and isinstance(module, (nnx.Linear, nnx.Conv, nnx.ConvTranspose)):
+        return Leaf("bias", "bias", ("out",))
+    if isinstance(module, nnx.Linear) and attr == "kernel":
+        return Leaf("weight", "weight", ("out", "in"), Layout((1, 0)))
+    if isinstance(module, nnx.Conv) and attr == "kernel":
+        return _conv_kernel(module, ndim)
+    if isinstance(module, nnx.ConvTranspose) and attr == "kernel":
+        return _conv_transpose_kernel(module, ndim)
+    if isinstance(module, nnx.Embed) and attr == "embedding":
+        return Leaf("weight", "weight", ("in", "out"))
+    if isinstance(module, (nnx.BatchNorm, *_NORMS)):
+        vectors = {"scale": Leaf("weight", "scale", None), "bias": Leaf("bias", "shift", None)}
+        if isinstance(module, nnx.BatchNorm):
+            vectors.update(mean=Leaf("running_mean", "running_mean", None),
+                           var=Leaf("running_var", "running_var", None))
+        return vectors.get(attr)
+    return None
+
+
+def leaf_of(module: Any, attr: Any, variable: Any) -> Leaf:
+    """The canonical leaf of ``module``'s Variable ``attr``: known, else kept as it is (leaf named ``attr``,
+    role ``"other"``, native layout); what ``pp.roles`` declares wins."""
+    name = str(attr)
+    ndim = len(variable.shape)
+    base = _known(module, name, ndim) or Leaf(name.replace(".", "_"), "other", None)
+    role, axes = roles.lookup(module, name, ndim=ndim)
+    if role is None and axes is None:
+        return base
+    return Leaf(base.name, role or base.role, tuple(axes) if axes is not None else base.axes, base.layout, base.groups)

@@ -1,0 +1,175 @@
+"""FlaxParameter: one NNX Variable, read and written in canonical layout."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from polyparam import errors
+from polyparam.backend import Parameter, Shape, State
+from polyparam_flax import NAME
+from polyparam_flax._convert import device_name, is_abstract, place, to_numpy
+from polyparam_flax._gradients import lookup, store
+from polyparam_flax._layout import Leaf, Step, children_of, is_block, native_path, put, resolve
+
+__all__ = ["FlaxParameter"]
+
+
+class FlaxParameter(Parameter):
+    """One Variable of an NNX module, found live: the root module and the steps that lead to it."""
+
+    backend = NAME
+
+    def __init__(self, path: str, leaf: Leaf, *, root: Any, steps: tuple[Step, ...]) -> None:
+        variable = resolve(root, steps)
+        super().__init__(path, role=leaf.role, axes=leaf.axes, trainable=isinstance(variable, nnx.Param),
+                         groups=leaf.groups)
+        self._leaf, self._root, self._steps = leaf, root, steps
+
+    @property
+    def _var(self) -> Any:
+        return resolve(self._root, self._steps)   # looked up on every call: a tie made later is seen
+
+    def _value(self) -> Any:
+        return self._var.get_raw_value()
+
+    # ---- facts ------------------------------------------------------------------
+
+    def _shape(self) -> Shape:
+        return self._leaf.layout.shape(tuple(int(d) for d in self._value().shape))
+
+    def _dtype(self) -> Any:
+        return np.dtype(self._value().dtype)
+
+    def _device(self) -> str:
+        value = self._value()
+        return "cpu" if is_abstract(value) else device_name(value)
+
+    def _native(self) -> Any:
+        return self._var
+
+    def _native_name(self) -> str:
+        return native_path(self._steps)
+
+    def _state(self) -> State:
+        return "uninitialized" if is_abstract(self._value()) else "initialized"
+
+    def _trainable(self) -> bool:
+        return isinstance(self._var, nnx.Param)
+
+    def _kind(self) -> str:
+        return "parameter" if isinstance(self._var, nnx.Param) else "buffer"
+
+    # ---- values -----------------------------------------------------------------
+
+    def _read(self) -> np.ndarray:
+        return self._leaf.layout.to_canonical(to_numpy(self._value()))
+
+    def _write(self, array: np.ndarray, /) -> None:
+        var = self._var   # JAX arrays are immutable: the Variable gets a new one
+        var.set_value(place(self._leaf.layout.to_native(array), var.get_raw_value()))
+
+    def _grad(self) -> np.ndarray | None:
+        grad = lookup(self._var)
+        return None if grad is None else self._leaf.layout.to_canonical(grad)
+
+    def _write_grad(self, array: np.ndarray | None, /) -> None:
+        native = None if array is None else np.array(self._leaf.layout.to_native(array), copy=True)
+        store(self._root, self._var, native)
+
+    def _identity(self) -> Any:
+        return id(self._var)   # one Variable object, one storage
+
+    def _set_trainable(self, value: bool, /) -> None:
+        msg = (f"Cannot change trainable of parameter {self.path!r}: expected a per-Variable flag, got Flax NNX, where "
+               "what trains is a Variable's type (nnx.Param) and the filter given to nnx.grad and "
+               "nnx.Optimizer(wrt=...). Pass a filter that leaves it out, e.g. "
+               "wrt=nnx.All(nnx.Param, nnx.Not(nnx.PathContains('name'))).")
+        raise errors.UnsupportedModelError(msg, path=self.path, expected="a per-Variable trainable flag",
+                                           got="nnx.Param type")
+
+    def _cast(self, dtype: np.dtype, /) -> None:
+        var = self._var
+        value = var.get_raw_value()
+        cast = np.dtype(jax.dtypes.canonicalize_dtype(dtype))   # float64 is float32 without jax_enable_x64
+        if cast != dtype:
+            msg = (f"Cannot cast parameter {self.path!r} to {dtype.name}: expected a dtype JAX holds, got "
+                   f"{dtype.name}, which JAX stores as {cast.name} (64-bit types need jax_enable_x64). Enable it with "
+                   "jax.config.update('jax_enable_x64', True) before building the model, or cast to a 32/16-bit type.")
+            raise errors.UnsupportedModelError(msg, path=self.path, expected="a dtype JAX holds", got=dtype.name)
+        if is_abstract(value):
+            var.set_raw_value(value.update(dtype=dtype))
+        else:
+            var.set_value(value.astype(dtype))
+
+    # ---- ties -------------------------------------------------------------------
+
+    def _share(self, anchor: Parameter, /) -> None:
+        if not isinstance(anchor, FlaxParameter) or self._leaf.layout != anchor._leaf.layout:
+            msg = (f"Cannot tie {self.path!r} to {anchor.path!r}: expected Variables stored in the same layout, got "
+                   "layouts that differ (a Linear kernel (in, out) and an Embed table (n, d)). Tie parameters of "
+                   "the same layer type.")
+            raise errors.TieError(msg, path=self.path, expected="the same layout", got="another layout")
+        self._detach()
+        put(self._root, self._steps, anchor.native)   # this place now holds the anchor's Variable
+
+    def _tie_refusal(self, anchor: Parameter, /) -> str | None:
+        if isinstance(anchor, FlaxParameter) and self._leaf.layout != anchor._leaf.layout:
+            return (f"{self.path!r} and {anchor.path!r} are stored in different layouts, so one Variable cannot "
+                    "serve both")
+        return None
+
+    def _unshare(self) -> None:
+        self._detach()
+        old = self._var
+        value = old.get_raw_value()
+        own = old.replace(value if is_abstract(value) else jnp.array(value, copy=True))
+        put(self._root, self._steps, own)
+
+    def _detach(self) -> None:
+        """Make every module and container on the way to this Variable appear once in the model, copying the
+        shared ones (shallow: their Variables stay the same objects), so a change here reaches only this place."""
+        steps = self._steps
+        counts = _occurrences(self._root)
+        for i in range(len(steps) - 1):
+            node = resolve(self._root, steps[:i + 1])
+            if counts.get(id(node), 0) > 1:
+                put(self._root, steps[:i + 1], _shallow_copy(node))
+                counts = _occurrences(self._root)
+
+
+def _occurrences(root: Any) -> dict[int, int]:
+    """How many places of the model hold each module and container (by ``id``)."""
+    counts: dict[int, int] = {}
+
+    def walk(node: Any) -> None:
+        counts[id(node)] = counts.get(id(node), 0) + 1
+        if counts[id(node)] > 1:
+            return   # its insides are counted once: they are reached through it
+        for _, _, child in children_of(node):
+            walk(child)
+
+    walk(root)
+    return counts
+
+
+def _shallow_copy(node: Any) -> Any:
+    """A new module or container holding the same children and Variables as ``node``."""
+    if isinstance(node, (list, tuple, dict)):
+        return type(node)(node.items() if isinstance(node, dict) else node)
+    if not is_block(node):
+        return node
+    clone = copy.copy(node)
+    for name in ("_pytree__state", "_object__state"):
+        if name in vars(node):
+            object.__setattr__(clone, name, copy.copy(vars(node)[name]))
+    if isinstance(node, nnx.List):
+        clone = type(node)(list(node))
+    elif isinstance(node, nnx.Dict):
+        clone = type(node)(dict(node.items()))
+    return clone

@@ -1,0 +1,60 @@
+"""FlaxTree: an NNX module (or a container of modules inside one) as a polyparam parameter tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from flax import nnx
+
+from polyparam.backend import Parameter, ParameterTree, join_path
+from polyparam_flax import NAME
+from polyparam_flax._convert import to_numpy
+from polyparam_flax._layout import CANONICAL_ORDER, Step, children_of, leaf_of, resolve, variables_of
+from polyparam_flax._parameter import FlaxParameter
+
+__all__ = ["FlaxTree"]
+
+_MODES = ("deterministic", "use_running_average")   # what Module.eval() sets
+
+
+class FlaxTree(ParameterTree):
+    """``native`` is the module (or ``nnx.List``/``nnx.Dict``, or a function of an ``nnx.Sequential``) at this node."""
+
+    backend = NAME
+
+    def __init__(self, native: Any, /, *, path: str = "", root: Any = None, steps: tuple[Step, ...] = ()) -> None:
+        super().__init__(native, path=path)
+        self._root = native if root is None else root
+        self._steps = steps
+
+    def _children(self) -> list[tuple[str, ParameterTree]]:
+        node = resolve(self._root, self._steps)
+        return [(name, FlaxTree(child, path=join_path(self.path, name), root=self._root, steps=self._steps + steps))
+                for name, steps, child in children_of(node)]
+
+    def _leaves(self) -> list[tuple[str, Parameter]]:
+        node = resolve(self._root, self._steps)
+        leaves = []
+        for attr, step, variable in variables_of(node):
+            leaf = leaf_of(node, attr, variable)
+            leaves.append((leaf.name, FlaxParameter(join_path(self.path, leaf.name), leaf, root=self._root,
+                                                    steps=(*self._steps, step))))
+        rank = {name: i for i, name in enumerate(CANONICAL_ORDER)}
+        return sorted(leaves, key=lambda item: rank.get(item[0], len(rank)))   # stable: the others keep their order
+
+    def _forward(self, inputs: Any, /) -> Any:
+        """The module called in inference mode (``eval()``: running statistics, no dropout); its modes restored."""
+        module = resolve(self._root, self._steps)
+        if not isinstance(module, nnx.Module):   # a function of an nnx.Sequential
+            return jax.tree_util.tree_map(to_numpy, module(inputs))
+        modules = [m for _, m in nnx.iter_graph(module) if isinstance(m, nnx.Module)]
+        saved = [(m, {k: vars(m)[k] for k in _MODES if k in vars(m)}) for m in modules]
+        module.eval()
+        try:
+            out = module(inputs)
+        finally:
+            for m, modes in saved:
+                for key, value in modes.items():
+                    setattr(m, key, value)
+        return jax.tree_util.tree_map(to_numpy, out)
