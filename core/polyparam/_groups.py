@@ -12,6 +12,7 @@ import numpy as np
 from polyparam import errors
 from polyparam._params.parameter import Parameter
 from polyparam._params.plan import WritePlan, bookkeeping, storage_groups
+from polyparam._params.training import real_number
 from polyparam._params.tree import ParameterCollection
 
 __all__ = ["average", "param_groups"]
@@ -103,7 +104,8 @@ def average(dst: Any, *sources: Any, decay: float | None = None) -> None:
         msg = "Cannot average: expected at least one source model, got none. Pass pp.average(dst, src, ...)."
         raise errors.InvalidArgumentError(msg, argument="sources", expected="one or more models", got=0)
     if decay is not None:
-        if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0 <= decay <= 1:
+        decay = real_number(decay, "decay")
+        if not 0 <= decay <= 1:
             msg = f"Invalid value for argument `decay`: expected a number in [0, 1], got {decay!r}."
             raise errors.InvalidArgumentError(msg, argument="decay", expected="0 <= decay <= 1", got=decay)
         if len(sources) != 1:

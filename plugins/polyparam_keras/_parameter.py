@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from functools import cached_property
 from typing import Any, Callable, cast
 
@@ -213,6 +214,12 @@ class KerasParameter(Parameter):
                    "be trainable, got a frozen one. Unfreeze the layer (layer.trainable = True) or select it whole.")
             raise errors.UsageError(msg, path=self.path, expected="a trainable layer", got="a frozen layer")
         refresh(self._root)
+        optimizer = getattr(self._root, "optimizer", None)
+        known = getattr(optimizer, "_trainable_variables", None)
+        if value and getattr(optimizer, "built", False) and known is not None and all(x is not v for x in known):
+            warnings.warn(f"Parameter {self.path!r} is trainable again, but the model's optimizer was built for the "
+                          "variables trainable before and cannot update it: call model.compile(...) again (a new "
+                          "optimizer) before the next fit.", errors.PolyparamWarning, stacklevel=4)
 
     def _variable(self) -> Any | None:
         layer = self._layer

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from polyparam import errors
+from polyparam._layout import is_floating
 from polyparam._params.journal import exclusive_writes
 from polyparam._params.plan import WritePlan
 
@@ -23,8 +24,25 @@ if TYPE_CHECKING:
 __all__ = ["TrainingOps"]
 
 
+def real_number(value: Any, argument: str) -> float:
+    """``value`` as a float: Python, NumPy and 0-d framework scalars (``torch.tensor(0.5)``); never a bool."""
+    if isinstance(value, (bool, np.bool_, str)):
+        number = None
+    else:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+    if number is None:
+        msg = f"Invalid value for argument `{argument}`: expected a real number, got {type(value).__name__} {value!r}."
+        raise errors.InvalidArgumentError(msg, argument=argument, expected="a real number", got=value)
+    return number
+
+
 def _dtype_of(dtype: Any) -> np.dtype:
-    """``dtype`` as NumPy's, accepting ``"bfloat16"`` (ml_dtypes) where it is installed."""
+    """``dtype`` as NumPy's, accepting ``"bfloat16"`` (ml_dtypes) and framework dtypes (``torch.bfloat16``)."""
+    if not isinstance(dtype, (str, np.dtype, type)):
+        dtype = str(dtype).rsplit(".", 1)[-1]   # torch.bfloat16, tf.float16, jnp dtypes: by name
     try:
         return np.dtype(dtype)
     except TypeError:
@@ -130,7 +148,8 @@ class TrainingOps:
         torch's ``clip_grad_norm_`` formula (``max_norm / (norm + 1e-6)``, never above 1),
         written through the framework's own gradient storage. All or nothing.
         """
-        if not isinstance(max_norm, (int, float)) or isinstance(max_norm, bool) or not max_norm >= 0:
+        max_norm = real_number(max_norm, "max_norm")
+        if not max_norm >= 0:
             msg = f"Invalid value for argument `max_norm`: expected a number >= 0, got {max_norm!r}."
             raise errors.InvalidArgumentError(msg, argument="max_norm", expected=">= 0", got=max_norm)
         norm = self.grad_norm(norm_type)
@@ -216,7 +235,11 @@ class TrainingOps:
         Raises:
             ShapeMismatchError: The vector's length is not :meth:`count`.
         """
-        v = np.asarray(vector)
+        v = np.asarray(vector.asnumpy() if hasattr(vector, "asnumpy") else vector)   # an MXNet NDArray too
+        if v.dtype.kind not in "biuf" and not is_floating(v.dtype):
+            msg = (f"Cannot load a vector: expected real numbers, got dtype {v.dtype.name}. Pass what tree.vector() "
+                   "returned (or any real-valued array of that length).")
+            raise errors.DTypeMismatchError(msg, expected="a real dtype", got=v.dtype.name)
         items = self.items()
         sizes = [p.size or 0 for _, p in items]
         if v.ndim != 1 or v.size != sum(sizes):

@@ -217,6 +217,9 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
                    f"{tree.backend} layout, got {layout!r} layout. Load it into a {layout} model, then pp.save or "
                    "pp.transfer from there.")
             raise errors.MetadataError(msg, file=file, expected="canonical", got=layout)
+        if not isinstance(cast, (bool, np.bool_)):
+            msg = f"Invalid value for argument `cast`: expected True or False. Received: cast={cast!r}."
+            raise errors.InvalidArgumentError(msg, argument="cast", expected="a bool", got=cast)
         if dtype not in ("model", "saved"):
             msg = f"Invalid value for argument `dtype`: expected 'model' or 'saved'. Received: dtype={dtype!r}."
             raise errors.InvalidArgumentError(msg, argument="dtype", expected=("model", "saved"), got=dtype)

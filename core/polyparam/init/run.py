@@ -132,7 +132,8 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
         if skip_buffers and p.role == "other":
             # a role no initializer knows: keep a value it has; give one without a value what its framework
             # declares (a Gluon constant, PReLU's slope), or, for a parameter, the initializer's draw
-            declared = p._declared_initializer() if p.state == "uninitialized" else None
+            wants = p.state == "uninitialized" or type(initializer).__name__ == "Declared"
+            declared = p._declared_initializer() if wants else None
             if declared is not None:
                 by_declaration.append(p)
                 continue
