@@ -21,7 +21,7 @@ from polyparam_jax._tree import JaxTree
 
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
 
-CAPABILITIES = frozenset({"tying", "deferred", "gradients", "forward"})
+CAPABILITIES = frozenset({"tying", "deferred", "gradients", "forward", "training"})
 
 
 def framework_version() -> str:

@@ -40,6 +40,9 @@ class JaxModels(ModelFactory):
     def backward(self, model: jm.Model, x: np.ndarray, /) -> None:
         model.backward(x)
 
+    def sgd_step(self, model: jm.Model, x: np.ndarray, /, *, lr: float = 0.1) -> None:
+        model.sgd_step(x, lr)
+
     def layer(self, kind: str, /) -> jm.Model:
         """A single-layer model of ``kind`` with the shapes of ``LAYER_SPECS`` (a bias on all but the embedding)."""
         if kind == "batchnorm":

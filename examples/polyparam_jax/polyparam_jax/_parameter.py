@@ -63,9 +63,27 @@ class JaxParameter(Parameter):
 
     def _grad(self) -> np.ndarray | None:
         grads = self._model.grads
-        if grads is None:
+        if grads is None or self._where in self._model.frozen:
             return None
         return to_canonical(to_numpy(jm._get(grads, self._where)), self._leaf.to_canonical)
+
+    def _write_grad(self, array: np.ndarray | None, /) -> None:
+        grads = self._model.grads
+        if grads is None:
+            msg = f"Cannot write the gradient of {self.path!r}: expected a backward pass first, got none."
+            raise errors.StateError(msg, path=self.path, expected="gradients", got=None)
+        old = jm._get(grads, self._where)
+        value = jnp.zeros_like(old) if array is None else from_numpy(to_native(array, self._leaf.to_canonical),
+                                                                     old.dtype)
+        jm._set(grads, self._where, value)
+
+    # ---- hooks: training -----------------------------------------------------------
+
+    def _trainable(self) -> bool:
+        return self._leaf.trainable and self._where not in self._model.frozen
+
+    def _set_trainable(self, value: bool, /) -> None:
+        (self._model.frozen.discard if value else self._model.frozen.add)(self._where)
 
     def _identity(self) -> Any:
         return (id(self._model), self._where)

@@ -204,6 +204,7 @@ class Model:
         self.grads: Any = None
         self.pending: dict[Address, Callable[[], None]] = {}
         self.ties: dict[Address, Address] = {}
+        self.frozen: set[Address] = set()   # anchors an optimizer step leaves alone (no gradient either)
         self._abstract: Any = None
         self._native_ties(layer, ())
         if input_shape is not None:
@@ -278,6 +279,14 @@ class Model:
             self.build(tuple(x.shape))
         grads = jax.grad(lambda p: loss(self.layer.apply_fun(self.resolved(p), x)))(self.params)
         self.grads = _mutable(grads)
+
+    def sgd_step(self, x: Any, lr: float, loss: Callable[[Any], Any] = jnp.sum) -> None:
+        """One plain SGD step on ``loss(self(x))`` for every leaf that is not frozen."""
+        self.backward(x, loss)
+        for address in addresses(self.layer):
+            if address in self.ties or address in self.frozen:
+                continue
+            _set(self.params, address, _get(self.params, address) - lr * _get(self.grads, address))
 
     def __repr__(self) -> str:
         state = "deferred" if self.params is None else "built"
