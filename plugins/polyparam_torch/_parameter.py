@@ -562,6 +562,13 @@ class TorchParameter(Parameter):
             raise errors.TieError(msg, path=self.path, expected="nn.Parameter", got=type(source).__name__)
         self._store(owner)[self._attr] = source
 
+    def _reattach(self, native: Any, /) -> bool:
+        """Put the very tensor back (an optimizer built before holds it), as ``_share`` replaced it."""
+        if not isinstance(native, torch.Tensor):
+            return False
+        self._store(self._owner())[self._attr] = native
+        return True
+
     def _unshare(self) -> None:
         owner = self._privatize()
         store = self._store(owner)

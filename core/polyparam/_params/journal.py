@@ -30,7 +30,7 @@ import contextlib
 import os
 import re
 import threading
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -89,7 +89,7 @@ class Journal:
         self.operation = operation
         self.writer = writer
         self._values: list[tuple[Parameter, np.ndarray, bool]] = []
-        self._ties: list[tuple[Parameter, np.ndarray | None]] = []
+        self._ties: list[tuple[Parameter, np.ndarray | None, Any]] = []
         self.current: str | None = None
 
     # ---- before the first write -----------------------------------------------------
@@ -120,7 +120,7 @@ class Journal:
         """Keep what ``member`` holds before it takes another parameter's storage."""
         self.current = member.path
         value = member._read_copy() if member.state == "initialized" and not member._defers_init() else None
-        self._ties.append((member, value))
+        self._ties.append((member, value, member._native()))
 
     # ---- when it fails ----------------------------------------------------------------
 
@@ -135,8 +135,10 @@ class Journal:
                     p._write(value)
             except BaseException as exc:  # noqa: BLE001 - restore every other parameter, report this one
                 problems.append(exc)
-        for member, value in reversed(self._ties):
+        for member, value, original in reversed(self._ties):
             try:
+                if member._reattach(original):   # the very object it held (an optimizer may hold it)
+                    continue
                 member._unshare()
                 if value is not None:
                     member._write(value)

@@ -63,7 +63,7 @@ class Parameter(abc.ABC):
     * deferred shapes: `_defer`, `_accepts_deferred_value`, `_write_deferred`, `_defers_init`,
       and `_require_data` (extend the core's check, e.g. to settle values recorded on
       meta tensors before a read);
-    * tying: `_share`, `_unshare`, `_tie_refusal`;
+    * tying: `_share`, `_unshare`, `_tie_refusal`, `_reattach` (undo a `_share` with the object held before);
     * buffers and constants: `_kind` (default ``"parameter"``);
     * refusals foreseen before the first write: `_write_refusal` (a read-only array,
       storage the framework will not take a value into now), so a multi-parameter
@@ -513,6 +513,15 @@ class Parameter(abc.ABC):
         parameter itself replaces it. Backends without such a rule return ``None``.
         """
         return None
+
+    def _reattach(self, native: Any, /) -> bool:
+        """Hold ``native`` again, the object this parameter held before a `_share`; whether it could.
+
+        Called when a failed operation unmakes the ties it made, so an optimizer that holds
+        the original object keeps training it. Default ``False``: the core then calls
+        `_unshare` and writes the value it kept.
+        """
+        return False
 
     def _native_aliases(self) -> tuple[str, ...]:
         """Other keys this tensor has in the framework's own files (besides `_native_name`); none by default."""

@@ -246,6 +246,23 @@ class BaseCheckpointTests(_Kit):
             pp.transfer(src, three.model, check=(x, x + 1))
         assert _snapshot(pp.tree(three.model)) == before
 
+    def test_checkpoint_refused_transfer_unmakes_the_ties_it_made(self, models: Any,
+                                                                  require: Callable[[str], None]) -> None:
+        """A transfer that tied parameters and was then refused (its check failed) leaves them as they were:
+        untied, bitwise, each holding what it held (Parameter._reattach, or _unshare and the kept value)."""
+        require("tying")
+        require("forward")
+        one, two = models.shared(), models.shared()
+        src, dst = pp.tree(one.model), pp.tree(two.model)
+        for group in dst.ties():
+            group.untie()
+        before = _snapshot(dst)
+        x = np.random.default_rng(4).uniform(-1, 1, (2, one.in_features)).astype(np.float32)
+        with pytest.raises(errors.TransferError, match="expected equal outputs"):
+            pp.transfer(src, dst, check=(x, x + 1))
+        assert pp.tree(two.model).ties() == []
+        assert _snapshot(pp.tree(two.model)) == before
+
     def test_checkpoint_transfer_reports_structure_differences(self, models: Any) -> None:
         """Different architectures: TransferError with a report naming the paths; nothing changes."""
         small, big = models.mlp(), models.rgnet()
