@@ -80,7 +80,8 @@ def test_tour_on_every_backend_reads_like_a_repl() -> None:
         name = section.split()[0]
         assert _printed_by(section, "type(p.native)")[0].startswith("<class "), name
         assert _printed_by(section, "p.grad()") == ["None"], name
-        assert _printed_by(section, "report")[0].startswith("initialized "), name
+        if "deferred" in pp.get_backend(name).CAPABILITIES:   # the deferred-initialization step
+            assert _printed_by(section, "report")[0].startswith("initialized "), name
         assert _printed_by(section, "stree.ties()", nth=1) == ["[]"], name
 
 
