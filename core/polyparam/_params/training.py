@@ -139,6 +139,16 @@ class TrainingOps:
             return 0.0
         if math.isinf(norm_type):
             return float(max(float(np.max(np.abs(g))) if g.size else 0.0 for g in grads))
+        if norm_type == 2.0:   # one BLAS dot per tensor, in its own float dtype (as torch's vector_norm), no copy
+            total = 0.0
+            for g in grads:
+                flat = np.ravel(g)
+                if flat.dtype.kind == "f" and flat.dtype.itemsize >= 4:
+                    total += float(np.dot(flat, flat))
+                else:
+                    wide = flat.astype(np.float64)
+                    total += float(np.dot(wide, wide))
+            return math.sqrt(total)
         total = sum(float(np.sum(np.abs(g.astype(np.float64)) ** norm_type)) for g in grads)
         return float(total ** (1.0 / norm_type))
 
@@ -155,7 +165,7 @@ class TrainingOps:
         norm = self.grad_norm(norm_type)
         factor = max_norm / (norm + 1e-6)
         if factor < 1.0:
-            self._rewrite_grads(lambda g: (g * factor).astype(g.dtype))
+            self._rewrite_grads(lambda g: np.multiply(g, g.dtype.type(factor), dtype=g.dtype))
         return norm
 
     def zero_grads(self) -> None:
