@@ -7,9 +7,10 @@ nothing: whatever a backend raises part-way, what was changed is changed back.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -55,6 +56,29 @@ def _dtype_of(dtype: Any) -> np.dtype:
                 return np.dtype(ml_dtypes.bfloat16)
         msg = f"Invalid value for argument `dtype`: expected a NumPy dtype or its name, got {dtype!r}."
         raise errors.InvalidArgumentError(msg, argument="dtype", expected="a dtype", got=dtype) from None
+
+
+@contextlib.contextmanager
+def cast_together(casts: list[tuple[Parameter, np.dtype]]) -> Iterator[None]:
+    """Cast each parameter to its dtype (``Parameter._cast``) for the block; if anything fails, in the casts or
+    in the block, cast them back and put their old values back (a cast to a narrower dtype loses them)."""
+    done: list[tuple[Parameter, np.dtype, np.ndarray | None]] = []
+    try:
+        for p, dtype in casts:
+            old = p.numpy().copy() if p.state == "initialized" else None
+            old_dtype = p.dtype
+            p._cast(dtype)
+            done.append((p, old_dtype, old))
+        yield
+    except BaseException:
+        for p, old_dtype, old in reversed(done):
+            try:
+                p._cast(old_dtype)
+                if old is not None:
+                    p._write(old)
+            except Exception:  # noqa: BLE001 - restoring the others matters more than this one
+                continue
+        raise
 
 
 class TrainingOps:
@@ -209,23 +233,8 @@ class TrainingOps:
         todo = [(path, p) for path, p in self.items()
                 if (p.dtype.kind == "f" or "bfloat16" in p.dtype.name) and p.dtype != target
                 and (where is None or where(p))]
-        done: list[tuple[Parameter, np.dtype, np.ndarray | None]] = []
-        with exclusive_writes():
-            try:
-                for _, p in todo:
-                    old_dtype = p.dtype
-                    old = p.numpy().copy() if p.state == "initialized" else None
-                    p._cast(target)
-                    done.append((p, old_dtype, old))
-            except BaseException:
-                for p, old_dtype, old in reversed(done):
-                    try:
-                        p._cast(old_dtype)
-                        if old is not None:
-                            p._write(old)
-                    except Exception:  # noqa: BLE001 - restoring the others matters more than this one
-                        continue
-                raise
+        with exclusive_writes(), cast_together([(p, target) for _, p in todo]):
+            pass
 
     # ---- whole-tree values ------------------------------------------------------------
 

@@ -7,12 +7,11 @@ version, the layout, the tie groups and a checksum per tensor.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -30,6 +29,7 @@ from polyparam._params.plan import (
     resolve_keys,
     storage_groups,
 )
+from polyparam._params.training import cast_together
 from polyparam._params.tree import ParameterTree, subtree
 from polyparam.checkpoint.formats import Archive, PolyparamMetadata, open_archive
 from polyparam.checkpoint.io import LoadReport, atomic_write, contiguous, write_tensors
@@ -319,33 +319,10 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
     report.missing, report.unexpected = missing, unexpected
     check_partial(subject, matched=len(plan.writes), missing=missing, unexpected=unexpected,
                   skipped=len(report.skipped), stacklevel=4)
-    with _dtypes_changed(recast):
+    with cast_together(recast):
         plan.commit(description=f"load {os.path.basename(archive.file)}", progress=progress,
                     on_written=report.loaded.append, on_tied=report.tied.append)
     return report
-
-
-@contextlib.contextmanager
-def _dtypes_changed(recast: list[tuple[Parameter, np.dtype]]) -> Iterator[None]:
-    """Cast parameters to the file's dtypes (``dtype="saved"``) for the load; if anything fails, cast them
-    back and put their old values back (a cast to a narrower dtype is not reversible by itself)."""
-    done: list[tuple[Parameter, np.dtype, np.ndarray | None]] = []
-    try:
-        for p, dtype in recast:
-            old = p.numpy().copy() if p.state == "initialized" else None
-            old_dtype = p.dtype
-            p._cast(dtype)
-            done.append((p, old_dtype, old))
-        yield
-    except BaseException:
-        for p, old_dtype, old in reversed(done):
-            try:
-                p._cast(old_dtype)
-                if old is not None:
-                    p._write(old)
-            except Exception:  # noqa: BLE001 - restoring the others matters more than this one
-                continue
-        raise
 
 
 # ---- inspect and convert ----------------------------------------------------------------
