@@ -94,7 +94,7 @@ def test_tour_with_an_unknown_backend_fails_clearly() -> None:
 
 def test_plugins_names_the_install_command_of_a_missing_framework(tmp_path: Path) -> None:
     """A built-in backend whose framework is missing names polyparam's extra, quoted for any shell; others do not."""
-    missing = ["torch", "keras", "tensorflow", "mxnet", "jax"]
+    missing = ["torch", "keras", "tensorflow", "mxnet", "jax", "flax"]
     for name in missing:  # each framework raises as an uninstalled one does
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text(f'raise ModuleNotFoundError("No module named {name!r}", '
@@ -104,7 +104,7 @@ def test_plugins_names_the_install_command_of_a_missing_framework(tmp_path: Path
                           timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     rows = " ".join(done.stdout.replace("│", " ").split())  # one line, across wrapped cells
-    for backend in ("torch", "keras", "mxnet"):
+    for backend in ("torch", "keras", "mxnet", "flax"):
         assert f'Install it with `pip install "polyparam[{backend}]"`.' in rows, (backend, done.stdout)
     assert "pip install polyparam" not in rows  # neither unquoted (zsh expands the brackets) nor without the extra
     if "polyparam-jax" in rows:  # a third-party plugin: polyparam has no extra for its framework
@@ -148,3 +148,4 @@ def test_errors_on_the_command_line_escape_control_characters(tmp_path: Path) ->
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "\x1b" not in done.stderr and "x\\x1b[2J.safetensors" in done.stderr
+

@@ -46,7 +46,7 @@ ALLOW_OVERRIDE_ENV = "POLYPARAM_ALLOW_OVERRIDE"
 BUILTIN_DISTRIBUTION = "polyparam"
 #: Each built-in backend name, and the module (entry point) of :data:`BUILTIN_DISTRIBUTION` that provides it.
 BUILTIN_BACKENDS = {"numpy": NUMPY_PLUGIN, "torch": "polyparam_torch", "keras": "polyparam_keras",
-                    "mxnet": "polyparam_mxnet"}
+                    "mxnet": "polyparam_mxnet", "flax": "polyparam_flax"}
 
 
 @dataclass
