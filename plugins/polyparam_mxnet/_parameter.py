@@ -76,6 +76,18 @@ def _layout(block: gluon.Block, attr: str, ndim: int) -> tuple[tuple[str, ...] |
     return None, None
 
 
+def _store(replica: Any, native: np.ndarray, source: Any) -> Any:
+    """Write ``native`` into one replica: a raw synchronous copy where the array takes it, else
+    through the copy operator (:func:`_copy_into`); returns the source array to reuse."""
+    if getattr(replica, "stype", "default") == "default":
+        try:
+            replica._sync_copyfrom(native)
+            return source
+        except mx.base.MXNetError:
+            pass
+    return _copy_into(replica, native, source)
+
+
 def _copy_into(replica: Any, native: np.ndarray, source: Any) -> Any:
     """Copy ``native`` into one replica through MXNet's copy operator (paused, waited for); returns the source.
 
@@ -300,13 +312,7 @@ class GluonParameter(Parameter):
         # replica (``stype="row_sparse"``) takes a row_sparse copy, so it stays row_sparse.
         source = None
         for replica in param._data:
-            if getattr(replica, "stype", "default") == "default":
-                try:
-                    replica._sync_copyfrom(native)
-                    continue
-                except mx.base.MXNetError:
-                    pass
-            source = _copy_into(replica, native, source)
+            source = _store(replica, native, source)
 
     def _grad(self) -> np.ndarray | None:
         param = self._param
@@ -342,13 +348,7 @@ class GluonParameter(Parameter):
                 native = zeros
             else:
                 native = to_native(np.asarray(array, np.dtype(replica.dtype)), self._perm)
-            if getattr(replica, "stype", "default") == "default":
-                try:
-                    replica._sync_copyfrom(native)
-                    continue
-                except mx.base.MXNetError:
-                    pass
-            _copy_into(replica, native, None)
+            _store(replica, native, None)
 
     def _cast(self, dtype: np.dtype, /) -> None:
         """Gluon's own ``Parameter.cast``: the Parameter object (what a ``Trainer`` and ties hold) stays.
