@@ -79,9 +79,9 @@ def test_the_checksum_is_that_of_the_bytes_written_even_if_the_array_changes_fir
     live = np.zeros(1000, np.float32)
     real = st.write
 
-    def update_then_write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    def update_then_write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, str]:
         live[...] += 1          # another thread's optimizer step, in the worst place
-        real(path, tensors, metadata)
+        return real(path, tensors, metadata)
 
     monkeypatch.setattr(st, "write", update_then_write)
     path = tmp_path / "m.safetensors"
@@ -101,9 +101,9 @@ def test_materialized_members_hold_the_same_bytes(tmp_path: Path, monkeypatch: p
     live = tree["a"].numpy()
     real = st.write
 
-    def write_changing(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    def write_changing(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, str]:
         live[...] += 1
-        real(path, tensors, metadata)
+        return real(path, tensors, metadata)
 
     monkeypatch.setattr(st, "write", write_changing)
     path = tmp_path / "m.safetensors"
@@ -382,3 +382,37 @@ def test_a_0444_file_is_refused_for_a_user_who_may_not_write_it(monkeypatch: pyt
         assert digest(path) == before and leftovers(work) == []
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.parametrize("dtypes", [("float32", "float16", "int64", "bool", "uint8"), ("complex64", "float64", "int8")])
+def test_the_writer_lays_out_a_file_as_the_safetensors_library_does(tmp_path: Path, dtypes: tuple[str, ...]) -> None:
+    """polyparam copies tensors itself, but the header and data are those ``safetensors.numpy.save_file`` writes."""
+    import json
+    import struct
+
+    from safetensors.numpy import load_file, save_file
+
+    import polyparam.checkpoint.formats.safetensors as st
+    from polyparam.checkpoint.formats import fingerprint
+
+    rng = np.random.default_rng(0)
+    tensors = {f"t.{i}.é": (rng.standard_normal((3, 5 + i)) * 9).astype(dtype) for i, dtype in enumerate(dtypes)}
+    tensors["empty"] = np.zeros((0, 4), np.float32)
+    tensors["scalar"] = np.array(2.5, np.float64)
+    if "complex64" in dtypes and st.st_dtype_name(np.dtype("complex64")) is None:
+        tensors = {k: v for k, v in tensors.items() if v.dtype != np.complex64}
+    ours, theirs = tmp_path / "ours.safetensors", tmp_path / "theirs.safetensors"
+    sums = st.write(str(ours), tensors, {"format": "np", "note": "ü"})
+    save_file(tensors, str(theirs), metadata={"format": "np", "note": "ü"})
+
+    def parts(path: Path) -> tuple[dict, bytes]:
+        raw = path.read_bytes()
+        (n,) = struct.unpack("<Q", raw[:8])
+        return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+    assert parts(ours) == parts(theirs)
+    back = load_file(str(ours))
+    assert sums.keys() == tensors.keys()
+    for key, value in tensors.items():
+        np.testing.assert_array_equal(back[key], value)
+        assert sums[key] == fingerprint(value)

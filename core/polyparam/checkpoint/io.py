@@ -20,7 +20,8 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._params.plan import LoadReport
-from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format, fingerprint
+from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format
+from polyparam.checkpoint.formats.base import write_snapshot
 
 __all__ = ["LoadReport", "atomic_write", "check_writable", "contiguous", "write_error", "write_safetensors",
            "write_tensors"]
@@ -276,10 +277,6 @@ def _check_header_size(file: str, tensors: dict[str, np.ndarray], strings: dict[
         raise errors.HeaderTooLargeError(msg, file=file, expected=limit, got=size)
 
 
-#: Bytes copied at a time when a writer takes its snapshot of a tensor (a multiple of 8).
-_SNAPSHOT_BYTES = 1 << 22
-
-
 def _placeholder(nbytes: int) -> str:
     """A checksum-shaped, unique stand-in of the same length as the real checksum of ``nbytes`` bytes."""
     return f"{nbytes:x}:{secrets.token_hex(8)}:{'0' * 2 * (nbytes % 8)}"
@@ -287,22 +284,21 @@ def _placeholder(nbytes: int) -> str:
 
 def write_safetensors(tmp: str, tensors: dict[str, np.ndarray],
                       metadata: Callable[[dict[str, str]], dict[str, str]], *, checksum: bool) -> dict[str, str]:
-    """Write ``tensors`` with the safetensors library, their checksums taken from the bytes in the file.
+    """Write ``tensors`` as safetensors, their checksums those of the bytes in the file.
 
     ``metadata(checksums)`` builds the metadata strings; with ``checksum`` it first gets
     stand-ins of the right length, which are replaced in the header, in place, by the
-    checksums of what the file holds (so a tensor another thread changes while it is
-    written still matches its checksum). Returns the checksums (empty without ``checksum``).
+    checksums of the bytes written (each tensor is read once, so a tensor another thread
+    changes while it is written still matches its checksum). Returns the checksums
+    (empty without ``checksum``).
     """
-    from polyparam.checkpoint.formats.safetensors import SafetensorsArchive, write
+    from polyparam.checkpoint.formats.safetensors import write
 
     if not checksum:
         write(tmp, tensors, metadata({}))
         return {}
     stand_ins = {key: _placeholder(value.nbytes) for key, value in tensors.items()}
-    write(tmp, tensors, metadata(stand_ins))
-    with SafetensorsArchive(tmp) as archive:
-        sums = {key: fingerprint(archive.read(key)) for key in tensors}
+    sums = write(tmp, tensors, metadata(stand_ins))
     with open(tmp, "r+b") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
         header = fh.read(n)
@@ -316,19 +312,6 @@ def write_safetensors(tmp: str, tensors: dict[str, np.ndarray],
         fh.seek(8)
         fh.write(header)
     return sums
-
-
-def _write_snapshot(fh: IO[bytes], value: np.ndarray) -> str:
-    """Write ``value``'s bytes a copied piece at a time; return the checksum of exactly the bytes written."""
-    flat = contiguous(value).reshape(-1).view(np.uint8)
-    total, tail = 0, b""
-    for start in range(0, flat.size, _SNAPSHOT_BYTES):
-        piece = flat[start:start + _SNAPSHOT_BYTES].copy()   # read once: what is summed is what is written
-        whole = piece.size // 8 * 8
-        total += int(piece[:whole].view("<u8").sum(dtype=np.uint64))
-        tail = bytes(piece[whole:])
-        fh.write(piece.data)
-    return f"{flat.size:x}:{total % 2**64:016x}:{tail.hex()}"
 
 
 def _write_npz(fh: IO[bytes], tensors: dict[str, np.ndarray], metadata: Callable[[dict[str, str]], dict[str, str]],
@@ -348,7 +331,7 @@ def _write_npz(fh: IO[bytes], tensors: dict[str, np.ndarray], metadata: Callable
                     npformat.write_array_header_1_0(member, header)
                 except ValueError:   # a header over 64 KiB: format 2.0 (checked before anything is written)
                     npformat.write_array_header_2_0(member, header)
-                sums[key] = _write_snapshot(member, value)
+                sums[key] = write_snapshot(member, value)
         raw = np.frombuffer(json.dumps(metadata(sums if checksum else {})).encode("utf-8"), np.uint8)
         with zf.open(META_MEMBER, mode="w", force_zip64=True) as member:
             npformat.write_array(member, raw, allow_pickle=False)

@@ -29,7 +29,8 @@ from polyparam import errors
 from polyparam._threads import parallel_map
 
 __all__ = ["FORMAT_VERSION", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRITABLE", "ZIP_ERRORS", "Archive", "Entry",
-           "PolyparamMetadata", "check_zip_members", "detect_format", "fingerprint", "open_regular", "sniff"]
+           "PolyparamMetadata", "check_zip_members", "detect_format", "fingerprint", "open_regular", "sniff",
+           "write_snapshot"]
 
 #: The version of polyparam's metadata layout inside safetensors and npz files.
 FORMAT_VERSION = 1
@@ -104,6 +105,41 @@ def fingerprint(array: np.ndarray, /) -> str:
 
 #: Bytes summed per task when fingerprinting on the worker threads.
 _HASH_PIECE = 1 << 22
+
+#: Bytes copied, summed and written at a time by :func:`write_snapshot` (a multiple of 8).
+SNAPSHOT_BYTES = 1 << 22
+
+
+def write_snapshot(fh: Any, array: np.ndarray, /) -> str:
+    """Write ``array``'s bytes (C order) to ``fh``; return the :func:`fingerprint` of exactly the bytes written.
+
+    Each piece of :data:`SNAPSHOT_BYTES` is copied once and the copy is summed and
+    written, so the checksum holds even while another thread updates the array in
+    place. The copy is a ufunc loop over whole elements (a bytewise copy, as
+    ``memcpy`` or the kernel's ``write`` may do, can take an element's bytes from
+    both sides of a concurrent update and store a value no step ever held).
+    """
+    flat = np.ascontiguousarray(array).reshape(-1)
+    word = np.dtype(f"<u{_word_size(flat.dtype.itemsize)}")
+    units = flat.view(word) if flat.size else np.empty(0, word)
+    step = SNAPSHOT_BYTES // word.itemsize
+    buffer = np.empty(min(step, units.size), word)
+    zero = word.type(0)
+    total, tail = 0, b""
+    for start in range(0, units.size, step):
+        piece = buffer[:min(step, units.size - start)]
+        np.bitwise_or(units[start:start + step], zero, out=piece)   # every element loaded whole, once
+        raw = piece.view(np.uint8)
+        whole = raw.size // 8 * 8
+        total += int(raw[:whole].view("<u8").sum(dtype=np.uint64))
+        tail = bytes(raw[whole:])
+        fh.write(raw.data)
+    return f"{flat.nbytes:x}:{total % 2**64:016x}:{tail.hex()}"
+
+
+def _word_size(itemsize: int) -> int:
+    """The widest of 8, 4, 2, 1 bytes that divides ``itemsize`` (complex128: two 8-byte words)."""
+    return next(size for size in (8, 4, 2, 1) if itemsize % size == 0)
 
 
 @dataclass(frozen=True)

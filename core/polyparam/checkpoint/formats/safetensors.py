@@ -1,4 +1,4 @@
-"""Reading safetensors with the reference parser's rules, and writing through the ``safetensors`` library.
+"""Reading safetensors with the reference parser's rules, and writing the same layout the library writes.
 
 The reader follows ``safetensors/src/tensor.rs``: an 8-byte little-endian header
 length capped at 100,000,000; a UTF-8 JSON object header; every entry
@@ -8,6 +8,12 @@ the reference is loose: duplicate keys and unknown header fields are refused, an
 are more than ``MAX_EMPTY_TENSORS`` tensors with no bytes (a header flood; a count of
 ``{`` bounds the entries before the JSON is parsed). Each violation has its own error
 class; nothing is allocated or mapped before all pass.
+
+The writer lays a file out as ``safetensors.serialize`` does (tensors by dtype,
+then name; a compact JSON header padded with spaces to 8 bytes), but copies each
+tensor itself, a piece at a time, so that what it checksums is what it writes and a
+tensor another thread updates meanwhile holds whole elements (the library writes
+straight from the array's memory).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from polyparam.checkpoint.formats.base import (
     check_shape,
     open_regular,
     refuse_other_format,
+    write_snapshot,
 )
 
 __all__ = ["DTYPES", "MAX_HEADER", "SafetensorsArchive", "parse", "write"]
@@ -284,8 +291,33 @@ class SafetensorsArchive(Archive):
         self._fh.close()
 
 
-def write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    """Write ``tensors`` (C-contiguous) with the safetensors library."""
-    from safetensors.numpy import save_file
+#: The library's order of dtypes; it writes tensors from the last of these to the first, then by name.
+_WRITE_RANK = {name: rank for rank, name in enumerate(
+    ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64",
+     "U64"])}
 
-    save_file(tensors, path, metadata=metadata)
+
+def write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, str]:
+    """Write ``tensors`` (C-contiguous) and ``metadata`` as a safetensors file; return each tensor's checksum.
+
+    The checksums are :func:`~polyparam.checkpoint.formats.base.fingerprint` strings of
+    the bytes the file holds.
+    """
+    names = {key: st_dtype_name(value.dtype) for key, value in tensors.items()}
+    order = sorted(tensors, key=lambda key: (-_WRITE_RANK.get(names[key] or "", -1), key))
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for key in order:
+        value, name = tensors[key], names[key]
+        if name is None:   # write_tensors checks every dtype first; this is the writer's own guard
+            msg = (f"Cannot write tensor {key!r} to {path!r}: expected a dtype safetensors stores, got {value.dtype}. "
+                   "Cast it (for example to float32) before saving.")
+            raise errors.UnknownDTypeError(msg, file=path, path=key, expected=sorted(DTYPES), got=str(value.dtype))
+        header[key] = {"dtype": name, "shape": list(value.shape), "data_offsets": [offset, offset + value.nbytes]}
+        offset += value.nbytes
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        return {key: write_snapshot(fh, tensors[key]) for key in order}
