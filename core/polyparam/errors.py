@@ -53,7 +53,8 @@ PolyparamError
         ├── UnsupportedVersionError
         ├── ChecksumError                              # data does not match its checksum
         ├── CorruptArchiveError                        # broken zip / HDF5 structure
-        └── DecompressionBombError
+        ├── DecompressionBombError
+        └── ShardIndexError                            # a Hub index and its shards disagree
 
 PolyparamWarning (UserWarning)
 ├── AlreadyInitializedWarning
@@ -110,6 +111,7 @@ __all__ = [
     "PolyparamWarning",
     "ShapeMismatchError",
     "ShapeOverflowError",
+    "ShardIndexError",
     "StaleOptimizerWarning",
     "StateError",
     "TensorSizeError",
@@ -474,6 +476,15 @@ class DecompressionBombError(CheckpointFormatError):
 
 
 # ---- warnings ----------------------------------------------------------------
+
+
+class ShardIndexError(CheckpointFormatError):
+    """A sharded checkpoint's index (``model.safetensors.index.json``) and its shards disagree.
+
+    A shard it names is missing or outside the directory, a key is not in the shard the
+    index names, a shard holds a key the index does not list, or ``total_size`` differs
+    from the shards' bytes.
+    """
 
 
 class PolyparamWarning(UserWarning):

@@ -14,16 +14,19 @@ import socket
 import struct
 import tempfile
 import zipfile
-from typing import IO, Callable, Iterator
+from typing import IO, TYPE_CHECKING, Callable, Iterator, Literal
 
 import numpy as np
 
 from polyparam import errors
-from polyparam._params.plan import LoadReport
+from polyparam._params.plan import LoadReport, bookkeeping
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format
 from polyparam.checkpoint.formats.base import write_snapshot
 
-__all__ = ["LoadReport", "atomic_write", "check_writable", "contiguous", "write_error", "write_safetensors",
+if TYPE_CHECKING:
+    from polyparam._params.tree import ParameterTree
+
+__all__ = ["LoadReport", "atomic_write", "check_writable", "collect", "contiguous", "write_error", "write_safetensors",
            "write_tensors"]
 
 
@@ -335,6 +338,38 @@ def _write_npz(fh: IO[bytes], tensors: dict[str, np.ndarray], metadata: Callable
         raw = np.frombuffer(json.dumps(metadata(sums if checksum else {})).encode("utf-8"), np.uint8)
         with zf.open(META_MEMBER, mode="w", force_zip64=True) as member:
             npformat.write_array(member, raw, allow_pickle=False)
+
+
+def collect(tree: ParameterTree, *, aliases: Literal["reference", "materialize"] = "reference",
+            keys: Literal["canonical", "native"] = "canonical", progress: bool | None = None,
+            description: str = "save") -> tuple[dict[str, np.ndarray], PolyparamMetadata]:
+    """What :func:`save` writes: ``{key: array}`` (views of the live values where the backend allows) and metadata."""
+    tensors: dict[str, np.ndarray] = {}
+    roles: dict[str, str] = {}
+    buffers: list[str] = []
+    from polyparam._progress import track
+
+    for path_, p in track(tree.items(), description=description,
+                          progress=progress, weight=lambda item: item[1].nbytes):
+        tensors[path_] = contiguous(p.numpy())
+        roles[path_] = p.role
+        if bookkeeping(p):
+            buffers.append(path_)
+    ties = [list(group.paths) for group in tree.ties()]
+    if aliases == "materialize":
+        for group in ties:
+            # one copy for every member, so all of them hold the same bytes even if the array changes meanwhile
+            tensors[group[0]] = np.array(tensors[group[0]], copy=True)
+            for member in group[1:]:
+                tensors[member] = tensors[group[0]]
+                roles[member] = roles[group[0]]
+    if keys == "native":
+        name = {q: p.native_name for q, p in tree._occurrences()}
+        tensors = {name[q]: value for q, value in tensors.items()}
+        roles = {name[q]: role for q, role in roles.items()}
+        buffers = [name[q] for q in buffers]
+        ties = [[name[q] for q in group] for group in ties]
+    return tensors, PolyparamMetadata(ties=ties, backend=tree.backend, aliases=aliases, roles=roles, buffers=buffers)
 
 
 def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], meta: PolyparamMetadata, *,

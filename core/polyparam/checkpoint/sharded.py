@@ -241,6 +241,12 @@ class ShardIndex:
         found = rank_files(self.directory)
         files = [f for f, _, _ in found]
         worlds = {w for _, _, w in found}
+        if not found:
+            msg = (f"Cannot read checkpoint directory {self.directory!r}: expected a Hub checkpoint "
+                   "(model.safetensors.index.json and its shards, or model.safetensors) or polyparam's "
+                   "per-process shards (rank-RRRRR-of-WWWWW.safetensors), got neither. Pass a checkpoint file, "
+                   "or a directory pp.save(tree, directory, max_shard_size=...) or sharded=True wrote.")
+            raise errors.MetadataError(msg, file=self.directory, expected="a checkpoint directory", got=[])
         if len(worlds) != 1:
             msg = (f"Cannot read sharded checkpoint {self.directory!r}: expected the files of one save "
                    f"(rank-RRRRR-of-WWWWW.safetensors with one W), got {len(files)} files of world sizes "

@@ -22,7 +22,6 @@ from polyparam._params.mapping import KeyMap, Rename
 from polyparam._params.parameter import Parameter
 from polyparam._params.plan import (
     WritePlan,
-    bookkeeping,
     check_keys,
     check_partial,
     fit_problem,
@@ -32,9 +31,23 @@ from polyparam._params.plan import (
 from polyparam._params.training import cast_together
 from polyparam._params.tree import ParameterTree, subtree
 from polyparam.checkpoint.formats import Archive, PolyparamMetadata, open_archive
-from polyparam.checkpoint.io import LoadReport, atomic_write, contiguous, write_tensors
+from polyparam.checkpoint.formats.hub import INDEX_NAMES, SINGLE_NAMES
+from polyparam.checkpoint.io import LoadReport, atomic_write, collect, contiguous, write_tensors
 
-__all__ = ["LoadReport", "atomic_write", "convert", "load", "save"]
+HUB_NAMES = (*INDEX_NAMES, *SINGLE_NAMES)
+
+
+def is_rank_sharded(directory: str) -> bool:
+    """Whether ``directory`` holds polyparam's per-process shards (``rank-RRRRR-of-WWWWW.safetensors``)."""
+    from polyparam.checkpoint.sharded import rank_files
+
+    return bool(rank_files(directory)) or not any(
+        os.path.isfile(os.path.join(directory, name)) for name in HUB_NAMES)
+
+if typing.TYPE_CHECKING:
+    from polyparam.checkpoint.background import SaveHandle
+
+__all__ = ["LoadReport", "atomic_write", "collect", "convert", "load", "save"]
 
 
 # ---- save -----------------------------------------------------------------------------
@@ -51,7 +64,8 @@ def _tree_of(obj: Any) -> ParameterTree:
 def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = None,
          aliases: Literal["reference", "materialize"] = "reference", checksum: bool = True,
          sharded: bool = False, progress: bool | None = None,
-         keys: Literal["canonical", "native"] = "canonical") -> None:
+         keys: Literal["canonical", "native"] = "canonical", max_shard_size: int | str | None = None,
+         background: bool = False, staging: int | str | None = None) -> SaveHandle | None:
     """Save every parameter of ``tree`` to ``path``, atomically, one tensor per tie group.
 
     The file is written to a temporary file in the same directory, fsynced and renamed
@@ -79,6 +93,18 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
             shards it holds to its own file there, gathering nothing (call it on every
             process). :func:`load` reads such a directory into any world size or
             placement; :func:`polyparam.consolidate` makes one file of it.
+        max_shard_size: Write the Hugging Face Hub's sharded layout into the directory
+            ``path``: ``model-00001-of-0000N.safetensors`` shards of at most this size
+            (``"5GB"``, ``"100MB"``, or bytes) and ``model.safetensors.index.json``, which
+            ``transformers``' ``from_pretrained`` reads (with ``keys="native"``). Other
+            files in the directory are kept; the previous checkpoint there stays complete
+            until the new index replaces its own, and its shards are removed after.
+        background: Take a snapshot of every tensor now (a copy, at most ``staging``
+            bytes at a time), return a :class:`~polyparam.checkpoint.background.SaveHandle`
+            at once and write while the caller goes on training. ``handle.wait()``
+            returns when the file is in place and re-raises what went wrong.
+        staging: The most bytes of snapshot a background save holds (``"2GB"``; ``None``:
+            the whole model).
 
     Raises:
         UnsupportedFormatError: ``path`` is not a writable format.
@@ -107,34 +133,21 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
         from polyparam.checkpoint.sharded import save_sharded
 
         save_sharded(tree, path, checksum=checksum)
-        return
-    tensors: dict[str, np.ndarray] = {}
-    roles: dict[str, str] = {}
-    buffers: list[str] = []
-    from polyparam._progress import track
+        return None
+    if background:
+        from polyparam.checkpoint.background import save_in_background
 
-    for path_, p in track(tree.items(), description=f"save {os.path.basename(os.fspath(path))}",
-                          progress=progress, weight=lambda item: item[1].nbytes):
-        tensors[path_] = contiguous(p.numpy())
-        roles[path_] = p.role
-        if bookkeeping(p):
-            buffers.append(path_)
-    ties = [list(group.paths) for group in tree.ties()]
-    if aliases == "materialize":
-        for group in ties:
-            # one copy for every member, so all of them hold the same bytes even if the array changes meanwhile
-            tensors[group[0]] = np.array(tensors[group[0]], copy=True)
-            for member in group[1:]:
-                tensors[member] = tensors[group[0]]
-                roles[member] = roles[group[0]]
-    if keys == "native":
-        name = {q: p.native_name for q, p in tree._occurrences()}
-        tensors = {name[q]: value for q, value in tensors.items()}
-        roles = {name[q]: role for q, role in roles.items()}
-        buffers = [name[q] for q in buffers]
-        ties = [[name[q] for q in group] for group in ties]
-    meta = PolyparamMetadata(ties=ties, backend=tree.backend, aliases=aliases, roles=roles, buffers=buffers)
-    write_tensors(path, tensors, meta, format=format, checksum=checksum)
+        return save_in_background(tree, path, format=format, aliases=aliases, checksum=checksum, keys=keys,
+                                  max_shard_size=max_shard_size, staging=staging)
+    tensors, meta = collect(tree, aliases=aliases, keys=keys, progress=progress,
+                            description=f"save {os.path.basename(os.fspath(path))}")
+    if max_shard_size is not None:
+        from polyparam.checkpoint.hub import write_hub
+
+        write_hub(path, tensors, meta, max_shard_size=max_shard_size, format=format, checksum=checksum)
+    else:
+        write_tensors(path, tensors, meta, format=format, checksum=checksum)
+    return None
 
 
 # ---- load -----------------------------------------------------------------------------
@@ -202,7 +215,7 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
     keymap = KeyMap.of(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, root=root)
     target = typing.cast("ParameterTree", subtree(tree, root))
     file = os.fspath(path)
-    if os.path.isdir(file):  # a sharded checkpoint: pp.save(tree, directory, sharded=True)
+    if os.path.isdir(file) and is_rank_sharded(file):  # pp.save(tree, directory, sharded=True)
         from polyparam.checkpoint.sharded import load_sharded
 
         if keymap.active or skip_mismatch or allow_missing is not None or ignore_extra is not None or dtype != "model":

@@ -12,6 +12,7 @@ external storage are refused.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from polyparam import errors
@@ -40,13 +41,29 @@ __all__ = ["FORMAT_VERSION", "MAX_ELEMENTS", "MAX_TENSORS", "READABLE", "WRITABL
 def open_archive(path: str | os.PathLike[str], /, *, format: str | None = None, mmap: bool = True) -> Archive:
     """Open and validate a checkpoint file of any readable format.
 
+    ``path`` may also be a Hub checkpoint: its index (``model.safetensors.index.json``,
+    ``pytorch_model.bin.index.json``) or the directory holding it (or holding a single
+    ``model.safetensors``); see :mod:`~polyparam.checkpoint.formats.hub`.
+
     Raises:
         UnsupportedFormatError: Unknown extension or format, or not a regular file (a FIFO, a device).
         CheckpointFormatError: A subclass naming the malformation.
-        OSError: The file cannot be opened (``IsADirectoryError`` for a directory).
+        OSError: The file cannot be opened (``IsADirectoryError`` for a directory holding no Hub checkpoint).
     """
     file = os.fspath(path)
+    if format is None and os.path.isdir(file):   # a Hub checkpoint directory (save_pretrained's layout)
+        from polyparam.checkpoint.formats.hub import INDEX_NAMES, SINGLE_NAMES, find_checkpoint
+
+        found = find_checkpoint(file)
+        if found is None:   # still the OS's error for a directory, saying what would have been read
+            expected = ", ".join([*INDEX_NAMES, *SINGLE_NAMES])
+            raise IsADirectoryError(errno.EISDIR, f"Is a directory, holding none of {expected}", file)
+        file = found
     fmt = format or detect_format(file)
+    if fmt == "hub":
+        from polyparam.checkpoint.formats.hub import HubArchive
+
+        return HubArchive(file, mmap=mmap)
     if fmt == "safetensors":
         from polyparam.checkpoint.formats.safetensors import SafetensorsArchive
 
