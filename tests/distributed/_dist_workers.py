@@ -230,3 +230,56 @@ def save_with_one_rank_failing(rank: int, world: int, directory: str, seed: int)
             pp.save(tree, directory, sharded=True)
     with pytest.raises(pp.errors.MetadataError, match="files of one save"):
         pp.load(tree, directory)
+
+
+def wide() -> nn.Module:
+    """Five 1024 x 1024 layers (4 MiB each): big enough that holding one full tensor shows in the memory."""
+    return nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(5)])
+
+
+def _anon_rss() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon")
+
+
+def load_hub(rank: int, world: int, directory: str, verify: bool, out: str) -> None:
+    """Load a Hub sharded checkpoint into an FSDP2 model: each rank reads only its rows; measure its memory."""
+    import threading
+    import time
+
+    mesh = init_device_mesh("cpu", (world,))
+    model = wide()
+    fully_shard(model, mesh=mesh)
+    tree = pp.tree(model)
+    tree.initialize(pp.init.Normal(), seed=5, force_reinit=True)
+    base, peak, stop = _anon_rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _anon_rss())
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    report = pp.load(tree, directory, verify=verify)
+    stop.set()
+    sampler.join()
+    growth = max(peak[0], _anon_rss()) - base
+    assert len(report.loaded) == 10
+    from safetensors.numpy import load_file
+
+    expected: dict[str, np.ndarray] = {}
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".safetensors"):
+            expected.update(load_file(os.path.join(directory, name)))
+    for path, p in tree.items():
+        local = p.local()
+        local_np = local.detach().numpy() if hasattr(local, "detach") else np.asarray(local)
+        rows = expected[path].shape[0] // world if expected[path].ndim else 0
+        want = expected[path][rank * rows:(rank + 1) * rows] if expected[path].ndim else expected[path]
+        assert np.array_equal(local_np, want), (path, rank)
+    with open(f"{out}.{rank}", "w") as fh:
+        fh.write(str(growth))

@@ -91,3 +91,20 @@ def test_sharded_save_of_a_plain_model_and_errors(tmp_path) -> None:
               os.path.join(directory, "rank-00000-of-00002.safetensors"))
     with pytest.raises(pp.errors.MetadataError, match=r"ranks \[1\]"):
         pp.load(other, directory)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_a_hub_checkpoint_loads_straight_into_fsdp2_shards(tmp_path, world: int) -> None:
+    """Each rank reads only its rows from the mapped shards: its memory grows by far less than the model."""
+    directory = str(tmp_path / "hub")
+    model = workers.wide()
+    pp.tree(model).initialize(pp.init.Xavier(), seed=3, force_reinit=True)
+    pp.save(model, directory, max_shard_size="5MB")
+    total = sum(p.numel() * 4 for p in model.parameters())
+    out = str(tmp_path / "growth")
+    launch(workers.load_hub, world, directory, True, out, timeout=240)
+    growth = [int(open(f"{out}.{rank}").read()) for rank in range(world)]
+    largest = 1024 * 1024 * 4
+    print(f"per-rank peak memory growth of the load, {world} ranks: {growth} bytes; model {total} bytes")
+    # the rank's own rows (written in place) and its journal copy of them, plus one tensor's worth of slack
+    assert max(growth) < total / world + largest * 1.1, (growth, total)

@@ -322,7 +322,11 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
             plan.check_fit(path, p, shapes[key][0], shapes[key][1], key=key, cast=cast or options.saved_dtypes)
         if ties != "ignore":
             plan.check_one_value(members, keys, read)
-        plan.add(path, p, functools.partial(read, keys[0]))
+        box = p._local_box()
+        if box is None:
+            plan.add(path, p, functools.partial(read, keys[0]))
+        else:   # a sharded parameter: this process reads and keeps (for undo) only its own box
+            plan.add(path, p, functools.partial(_read_box, read, keys[0], box), local=True)
         if not options.native:
             chosen[path] = keys[0]
     if verify:  # one tensor at a time (archives read through one file handle); each is summed on all threads
@@ -336,6 +340,11 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
         plan.commit(description=f"load {os.path.basename(archive.file)}", progress=progress,
                     on_written=report.loaded.append, on_tied=report.tied.append)
     return report
+
+
+def _read_box(read: Callable[[str], np.ndarray], key: str, box: tuple[slice, ...]) -> np.ndarray:
+    """The part of ``key``'s value a sharded parameter holds here (from a mapped file: only its pages are read)."""
+    return read(key)[box]
 
 
 # ---- inspect and convert ----------------------------------------------------------------
