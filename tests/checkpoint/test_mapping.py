@@ -246,6 +246,58 @@ def test_order_matching_refuses_the_first_pair_that_does_not_fit() -> None:
         pp.transfer(source, nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 6)), match="order")
 
 
+@pytest.mark.parametrize(("src", "dst"), list(itertools.permutations(BUILD, 2)))
+@pytest.mark.parametrize("ext", ["safetensors", "npz"])
+def test_a_file_loads_in_model_order_into_another_framework(src: str, dst: str, ext: str, tmp_path: Path) -> None:
+    """pp.save records the model order, so pp.load(match='order') pairs across an index shift."""
+    source, forward_src = BUILD[src]()
+    target, forward_dst = BUILD[dst]()
+    pp.tree(source).initialize(pp.init.Normal(0.5), seed=4, force_reinit=True)
+    pp.save(source, tmp_path / f"m.{ext}")
+    report = pp.load(target, tmp_path / f"m.{ext}", match="order")
+    assert len(report.loaded) == 6
+    np.testing.assert_allclose(forward_dst(X), forward_src(X), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dst", ["keras", "mxnet"])
+def test_a_framework_file_loads_in_model_order(dst: str, tmp_path: Path) -> None:
+    """A torch state_dict and a Gluon .params keep their framework's order: match='order' reads them."""
+    source, forward_src = _torch5()
+    torch.save(source.state_dict(), tmp_path / "m.pt")
+    target, forward_dst = BUILD[dst]()
+    report = pp.load(target, tmp_path / "m.pt", match="order")
+    assert report.renamed and len(report.loaded) == 6
+    np.testing.assert_allclose(forward_dst(X), forward_src(X), atol=1e-5, rtol=1e-5)
+
+
+def test_a_gluon_params_file_loads_in_model_order_into_torch(tmp_path: Path) -> None:  # mxnet
+    source, forward_src = _gluon3()
+    source.save_parameters(str(tmp_path / "m.params"))
+    target, forward_dst = _torch5()
+    pp.load(target, tmp_path / "m.params", match="order")
+    np.testing.assert_allclose(forward_dst(X), forward_src(X), atol=1e-5, rtol=1e-5)
+
+
+def test_loading_in_order_refuses_what_does_not_fit_and_files_without_an_order(tmp_path: Path) -> None:
+    source, _ = _torch5()
+    pp.save(source, tmp_path / "m.safetensors")
+    target = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 5), nn.Linear(5, 3))
+    before = snapshot(target)
+    with pytest.raises(errors.StateError, match=r"tensor 2 .*'2\.weight' \(weight, \(6, 8\)\) and '1\.weight' "
+                                                r"\(weight, \(5, 8\)\)\. Nothing was changed"):
+        pp.load(target, tmp_path / "m.safetensors", match="order")
+    assert same(before, snapshot(target))
+    with pytest.raises(errors.StateError, match="got 6 and 4; the file has 2 more, from '4.weight'"):
+        pp.load(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 6)), tmp_path / "m.safetensors", match="order")
+    save_file({k: v.numpy() for k, v in source.state_dict().items()}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(errors.StateError, match="records its tensors' model order"):
+        pp.load(_keras3()[0], tmp_path / "plain.safetensors", match="order")
+    with pytest.raises(errors.InvalidArgumentError, match="match='order'"):
+        pp.load(source, tmp_path / "m.safetensors", match="order", strip_prefix="x.")
+    with pytest.raises(errors.InvalidArgumentError, match="match"):
+        pp.load(source, tmp_path / "m.safetensors", match="name")  # type: ignore[arg-type]
+
+
 def test_a_transfer_into_a_block_with_root() -> None:
     backbone, net = mlp(0), Net(seed=1)
     report = pp.transfer(backbone, net, root="backbone")

@@ -369,7 +369,8 @@ def collect(tree: ParameterTree, *, aliases: Literal["reference", "materialize"]
         roles = {name[q]: role for q, role in roles.items()}
         buffers = [name[q] for q in buffers]
         ties = [[name[q] for q in group] for group in ties]
-    return tensors, PolyparamMetadata(ties=ties, backend=tree.backend, aliases=aliases, roles=roles, buffers=buffers)
+    return tensors, PolyparamMetadata(ties=ties, backend=tree.backend, aliases=aliases, roles=roles, buffers=buffers,
+                                      order=list(tensors))
 
 
 def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], meta: PolyparamMetadata, *,

@@ -16,12 +16,13 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from polyparam import errors
-from polyparam._layout import is_floating
+from polyparam._layout import format_shape, is_floating
 from polyparam._manager import get_backend
 from polyparam._params.mapping import KeyMap, Rename
 from polyparam._params.parameter import Parameter
 from polyparam._params.plan import (
     WritePlan,
+    bookkeeping,
     check_keys,
     check_partial,
     fit_problem,
@@ -158,7 +159,7 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
          strip_prefix: str | None = None, add_prefix: str | None = None, root: str | None = None,
          format: str | None = None, cast: bool = False, dtype: Literal["model", "saved"] = "model",
          ties: Literal["restore", "strict", "ignore"] = "restore", mmap: bool = True, verify: bool = True,
-         progress: bool | None = None) -> LoadReport:
+         progress: bool | None = None, match: Literal["path", "order"] = "path") -> LoadReport:
     """Load ``path`` into ``tree``, all or nothing, and restore the file's ties.
 
     Every key, shape, dtype, tie group and checksum is checked before the first write,
@@ -197,6 +198,14 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
             ``torch.load`` do: they have no checksums): a corrupted tensor then loads
             silently. Keys, shapes, dtypes, ties and byte ranges are always checked first.
         progress: Show a progress bar (``None``: on a terminal, for big trees).
+        match: ``"path"`` matches file keys to paths (after any mapping); ``"order"``
+            pairs the i-th stored tensor with the i-th parameter in model order (a
+            framework's bookkeeping buffers aside), each pair of one shape (and role, where
+            the file records roles), refusing before any write at the first pair that does
+            not fit (as :func:`~polyparam.transfer` does). It needs a file that records its
+            model order: polyparam's files, a torch ``state_dict`` (``.pt``), a Gluon
+            ``.params``, an ``.npz``; safetensors files of other writers lay tensors out by
+            dtype and name and are refused.
 
     Returns:
         A :class:`LoadReport`: what was loaded, renamed, skipped and left out.
@@ -211,6 +220,12 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
         msg = ("Invalid value for argument `ties`: expected one of ('restore', 'strict', 'ignore'). Received: "
                f"ties={ties!r}.")
         raise errors.InvalidArgumentError(msg, argument="ties", expected=("restore", "strict", "ignore"), got=ties)
+    if match not in ("path", "order"):
+        msg = f"Invalid value for argument `match`: expected 'path' or 'order'. Received: match={match!r}."
+        raise errors.InvalidArgumentError(msg, argument="match", expected=("path", "order"), got=match)
+    if match == "order" and (rename is not None or strip_prefix is not None or add_prefix is not None):
+        msg = "Invalid arguments: match='order' pairs tensors by position; pass no rename or prefix with it."
+        raise errors.InvalidArgumentError(msg, argument="match", expected="no key mapping", got="rename/prefix")
     tree = _tree_of(tree)
     keymap = KeyMap.of(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, root=root)
     target = typing.cast("ParameterTree", subtree(tree, root))
@@ -236,6 +251,9 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
         if dtype not in ("model", "saved"):
             msg = f"Invalid value for argument `dtype`: expected 'model' or 'saved'. Received: dtype={dtype!r}."
             raise errors.InvalidArgumentError(msg, argument="dtype", expected=("model", "saved"), got=dtype)
+        if match == "order":
+            pairs = _pair_in_order(target, archive)
+            keymap = KeyMap.of(rename=pairs.get)
         options = _Options(strict=strict, allow_missing=allow_missing, ignore_extra=ignore_extra,
                            skip_mismatch=skip_mismatch, keymap=keymap, native=layout != "canonical",
                            saved_dtypes=dtype == "saved")
@@ -253,6 +271,56 @@ class _Options:
     keymap: KeyMap = field(default_factory=KeyMap)
     native: bool = False   # values in the backend's own layout (a Keras .weights.h5)
     saved_dtypes: bool = False   # dtype="saved": floating parameters take the file's dtype (cast in place first)
+
+
+#: Formats whose entries come in the order the model's framework wrote them.
+_ORDERED_FORMATS = ("torch", "mxnet", "npz")
+
+
+def _pair_in_order(tree: ParameterTree, archive: Archive) -> dict[str, str]:
+    """``{stored key: path}`` pairing the file's tensors with the model's in model order; refuses the first misfit."""
+    file = archive.file
+    if archive.metadata.order:
+        keys = list(archive.metadata.order)
+    elif archive.format in _ORDERED_FORMATS:
+        keys = list(archive.entries)
+    else:
+        msg = (f"Cannot load {file!r} in model order: expected a file that records its tensors' model order, got "
+               f"a {archive.format} file without it (safetensors lays tensors out by dtype and name). Match by "
+               "path with rename=..., or save the source model with pp.save, which records the order.")
+        raise errors.StateError(msg, expected="a recorded model order", got=archive.format)
+    books = set(_bookkeeping_keys(archive))
+    stored = [key for key in keys if key not in books]
+    groups = storage_groups(tree)
+    model = [members[0] for members in groups.values() if not all(bookkeeping(p) for _, p in members)]
+    roles = archive.metadata.roles
+    for i, (key, (path, p)) in enumerate(zip(stored, model)):
+        entry = archive.entries[key]
+        shape = tuple(entry.shape)
+        role = roles.get(key)
+        if fit_problem(p, shape, entry.dtype) == "shape" or (role is not None and role != p.role):
+            msg = (f"Cannot load {file!r} in model order: expected tensor {i} of the file and of the model to have "
+                   f"one shape{' and role' if role is not None else ''}, got {key!r} "
+                   f"({role or 'role unknown'}, {format_shape(shape)}) and {path!r} ({p.role}, "
+                   f"{format_shape(p.shape)}). Nothing was changed. The models differ there: map the keys with "
+                   "rename= instead.")
+            raise errors.StateError(msg, path=path, expected=f"{p.role} {format_shape(p.shape)}",
+                                    got=f"{role} {format_shape(shape)}")
+    if len(stored) != len(model):
+        longer = "file" if len(stored) > len(model) else "model"
+        first = (stored[len(model)] if longer == "file" else model[len(stored)][0])
+        msg = (f"Cannot load {file!r} in model order: expected as many tensors in the file as in the model, got "
+               f"{len(stored)} and {len(model)}; the {longer} has {abs(len(stored) - len(model))} more, from "
+               f"{first!r}. Nothing was changed.")
+        raise errors.StateError(msg, path=first, expected=len(model), got=len(stored))
+    pairs = {key: path for key, (path, _) in zip(stored, model)}
+    # a framework's bookkeeping buffers pair among themselves, where both sides have as many of one shape each
+    file_books = [key for key in keys if key in books]
+    model_books = [members[0] for members in groups.values() if all(bookkeeping(p) for _, p in members)]
+    if len(file_books) == len(model_books) and all(
+            tuple(archive.entries[key].shape) == tuple(p.shape) for key, (_, p) in zip(file_books, model_books)):
+        pairs.update({key: path for key, (path, _) in zip(file_books, model_books)})
+    return pairs
 
 
 def _bookkeeping_keys(archive: Archive) -> list[str]:

@@ -167,6 +167,8 @@ class PolyparamMetadata:
         roles: ``{key: role}``.
         buffers: Keys of a framework's bookkeeping buffers (kind ``buffer``, role ``other``):
             a model of another framework may lack them, and loads then pass them over.
+        order: The stored keys in the model's order (safetensors lays tensors out by dtype
+            and name), for ``pp.load(..., match="order")``; empty when unknown.
     """
 
     ties: list[list[str]] = field(default_factory=list)
@@ -176,6 +178,7 @@ class PolyparamMetadata:
     aliases: str = "reference"
     roles: dict[str, str] = field(default_factory=dict)
     buffers: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
     version: int | None = None
 
     def to_strings(self) -> dict[str, str]:
@@ -189,6 +192,7 @@ class PolyparamMetadata:
             "polyparam.checksums": json.dumps(self.checksums, sort_keys=True),
             "polyparam.roles": json.dumps(self.roles, sort_keys=True),
             "polyparam.buffers": json.dumps(sorted(self.buffers)),
+            **({"polyparam.order": json.dumps(self.order)} if self.order else {}),
         }
 
     @classmethod
@@ -244,12 +248,17 @@ class PolyparamMetadata:
         buffers = load("polyparam.buffers", [])
         if not isinstance(buffers, list) or not all(isinstance(k, str) and k in keys for k in buffers):
             raise bad("a list of stored keys that are buffers", buffers)
+        order = load("polyparam.order", [])
+        if not isinstance(order, list) or not all(isinstance(k, str) and k in keys for k in order) \
+                or len(set(order)) != len(order):
+            raise bad("a list of stored keys, each once, in model order", order)
         aliases = raw.get("polyparam.aliases", "reference")
         if aliases not in ("reference", "materialize"):
             raise bad("aliases 'reference' or 'materialize'", aliases)
         return cls(ties=ties, checksums=checksums, backend=raw.get("polyparam.backend") or None,
                    layout=raw.get("polyparam.layout", "canonical"), aliases=aliases,
-                   roles={str(k): str(v) for k, v in roles.items()}, buffers=list(buffers), version=version)
+                   roles={str(k): str(v) for k, v in roles.items()}, buffers=list(buffers), order=order,
+                   version=version)
 
 
 class Archive(abc.ABC):
