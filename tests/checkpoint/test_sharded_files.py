@@ -200,3 +200,38 @@ def test_any_edit_of_the_shard_metadata_is_loaded_or_refused_with_a_typed_error(
         pp.load(tree, directory)
     except errors.PolyparamError:
         assert (tree["w"].numpy() == 0).all() and (tree["b"].numpy() == 0).all()
+
+
+def test_mapping_and_partial_options_apply_to_a_sharded_directory(tmp_path) -> None:
+    """strip_prefix, rename, root, allow_missing and skip_mismatch work on pp.save(..., sharded=True) output."""
+    import polyparam as pp
+    from polyparam import errors
+
+    directory = str(tmp_path / "ck")
+    saved = pp.tree({"module": {"enc": {"weight": np.arange(6, dtype=np.float32).reshape(2, 3)},
+                                "head": {"weight": np.ones((4, 3), np.float32)}}})
+    pp.save(saved, directory, sharded=True)
+
+    plain = pp.tree({"enc": {"weight": np.zeros((2, 3), np.float32)},
+                     "head": {"weight": np.zeros((4, 3), np.float32)}})
+    report = pp.load(plain, directory, strip_prefix="module.")
+    assert sorted(report.loaded) == ["enc.weight", "head.weight"] and report.renamed
+    np.testing.assert_array_equal(plain["enc.weight"].numpy(), np.arange(6, dtype=np.float32).reshape(2, 3))
+
+    new_head = pp.tree({"enc": {"weight": np.zeros((2, 3), np.float32)},
+                        "head": {"weight": np.zeros((9, 3), np.float32)}})
+    report = pp.load(new_head, directory, rename=[(r"^module\.", "")], skip_mismatch=True)
+    assert report.loaded == ["enc.weight"] and report.skipped == [("head.weight", (4, 3), (9, 3))]
+    assert not new_head["head.weight"].numpy().any()
+
+    nested = pp.tree({"backbone": {"enc": {"weight": np.zeros((2, 3), np.float32)}},
+                      "other": np.zeros(2, np.float32)})
+    with pytest.warns(UserWarning):
+        report = pp.load(nested, directory, root="backbone", strip_prefix="module.", ignore_extra=True)
+    assert report.loaded == ["backbone.enc.weight"] and report.unexpected == ["backbone.head.weight"]
+    assert not nested["other"].numpy().any()
+
+    before = plain.state(copy=True)
+    with pytest.raises(errors.StateError):   # nothing matches: refused, nothing written
+        pp.load(plain, directory, strict=False)
+    assert all(np.array_equal(before[k], v) for k, v in plain.state().items())

@@ -31,7 +31,8 @@ import numpy as np
 from polyparam import errors
 from polyparam._layout import format_shape
 from polyparam._manager import get_backend
-from polyparam._params.plan import WritePlan, check_keys, storage_groups
+from polyparam._params.mapping import KeyMap
+from polyparam._params.plan import WritePlan, check_keys, check_partial, fit_problem, resolve_keys, storage_groups
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format, fingerprint
 from polyparam.checkpoint.io import (
     LoadReport,
@@ -401,42 +402,60 @@ class ShardIndex:
 
 def load_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, strict: bool = True,
                  cast: bool = False, ties: Literal["restore", "strict", "ignore"] = "restore",
-                 verify: bool = True) -> LoadReport:
+                 verify: bool = True, keymap: KeyMap | None = None, allow_missing: bool | None = None,
+                 ignore_extra: bool | None = None, skip_mismatch: bool = False) -> LoadReport:
     """Load a sharded checkpoint into ``tree``: every process reads only the boxes it holds.
 
     All or nothing on each process: the files, keys, shapes, dtypes, ties and (with
     ``verify``) the checksums of every piece this process reads are checked before the
     first write. ``ties`` as for :func:`polyparam.load`: ``"restore"`` ties what the files
     record as tied, ``"strict"`` refuses any difference, ``"ignore"`` only writes values;
-    parameters the model ties must get one value from the directory.
+    parameters the model ties must get one value from the directory. ``keymap``,
+    ``allow_missing``, ``ignore_extra`` and ``skip_mismatch`` map and filter the stored
+    paths as :func:`polyparam.load` does for one file.
     """
     if ties not in ("restore", "strict", "ignore"):
         msg = ("Invalid value for argument `ties`: expected one of ('restore', 'strict', 'ignore'). Received: "
                f"ties={ties!r}.")
         raise errors.InvalidArgumentError(msg, argument="ties", expected=("restore", "strict", "ignore"), got=ties)
     with ShardIndex(directory) as index:
-        return _load_sharded(tree, index, strict=strict, cast=cast, ties=ties, verify=verify)
+        return _load_sharded(tree, index, strict=strict, cast=cast, ties=ties, verify=verify,
+                             keymap=keymap or KeyMap(), allow_missing=allow_missing, ignore_extra=ignore_extra,
+                             skip_mismatch=skip_mismatch)
 
 
 def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast: bool, verify: bool,
-                  ties: str = "restore") -> LoadReport:
+                  ties: str = "restore", keymap: KeyMap | None = None, allow_missing: bool | None = None,
+                  ignore_extra: bool | None = None, skip_mismatch: bool = False) -> LoadReport:
     """The single-file load's checks (see ``single._load``), each process reading only its boxes."""
-    source = index.paths()  # path -> stored path
+    subject = repr(index.directory)
     groups = storage_groups(tree)
-    missing, unexpected, ignored = check_keys(groups, source, strict=strict, subject=repr(index.directory))
-    plan = WritePlan(repr(index.directory))
+    mapped, renamed, dropped = (keymap or KeyMap()).apply(index.paths(), subject=subject)
+    stored = {mapped[key]: value for key, value in index.paths().items() if key in mapped}  # mapped -> stored
+    resolved = resolve_keys(groups, stored, subject=subject)   # a model's native names -> canonical paths
+    source = {resolved[key]: value for key, value in stored.items()}  # path -> stored path
+    missing, unexpected, ignored = check_keys(groups, source, strict=strict, subject=subject,
+                                              allow_missing=allow_missing, ignore_extra=ignore_extra)
+    plan = WritePlan(subject)
+    recorded = [[resolved.get(mapped[q], mapped[q]) for q in group if q in mapped] for group in index.ties]
 
-    plan.add_recorded_ties(groups, index.ties, ties=ties, backend=tree.backend,
+    plan.add_recorded_ties(groups, recorded, ties=ties, backend=tree.backend,
                            capabilities=get_backend(tree.backend).CAPABILITIES)
 
     # Values: one stored path per model group; members given different values must agree (whole
     # arrays, so every process decides alike).
     stored_of: dict[str, str] = {}
+    skipped: list[tuple[str, tuple[int, ...], tuple[Any, ...]]] = []
     for members in groups.values():
         keys = list(dict.fromkeys(source[q] for q, _ in members if q in source))
         if not keys:
             continue
         path, p = members[0]
+        misfit = next((key for key in keys if fit_problem(p, index.shapes[key], index.dtypes[key]) == "shape"), None)
+        if skip_mismatch and misfit is not None:   # a tie group is skipped whole: it holds one value
+            skipped.append((next(q for q, _ in members if source.get(q) == misfit), tuple(index.shapes[misfit]),
+                            tuple(p.shape)))
+            continue
         for key in keys:
             plan.check_fit(path, p, index.shapes[key], index.dtypes[key], key=key, cast=cast)
         p._require_data(f"load {keys[0]!r} into")
@@ -451,8 +470,10 @@ def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast:
     if verify:
         for write in plan.writes:
             index.verify(stored_of[write.path], write.param._local_box())
-    report = LoadReport(missing=missing if not strict else [], unexpected=unexpected if not strict else [],
-                        ignored_buffers=ignored)
+    report = LoadReport(missing=missing, unexpected=unexpected, ignored_buffers=ignored, renamed=renamed,
+                        dropped=dropped, skipped=skipped)
+    check_partial(subject, matched=len(plan.writes), missing=missing, unexpected=unexpected,
+                  skipped=len(skipped), stacklevel=4)
     plan.commit(description=f"load {os.path.basename(index.directory)}", progress=False,
                 on_written=report.loaded.append, on_tied=report.tied.append)
     return report

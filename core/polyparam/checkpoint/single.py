@@ -233,11 +233,12 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
     if os.path.isdir(file) and is_rank_sharded(file):  # pp.save(tree, directory, sharded=True)
         from polyparam.checkpoint.sharded import load_sharded
 
-        if keymap.active or skip_mismatch or allow_missing is not None or ignore_extra is not None or dtype != "model":
-            msg = (f"Cannot load sharded checkpoint {file!r} with key mapping or partial-load options: expected a "
+        if dtype != "model" or match != "path":
+            msg = (f"Cannot load sharded checkpoint {file!r} with dtype='saved' or match='order': expected a "
                    "single file, got a directory. Consolidate it first (pp.consolidate) and load that file.")
             raise errors.InvalidArgumentError(msg, file=file, expected="a single file", got="a directory")
-        return load_sharded(tree, file, strict=strict, cast=cast, ties=ties, verify=verify)
+        return load_sharded(target, file, strict=strict, cast=cast, ties=ties, verify=verify, keymap=keymap,
+                            allow_missing=allow_missing, ignore_extra=ignore_extra, skip_mismatch=skip_mismatch)
     with open_archive(file, format=format, mmap=mmap) as archive:
         layout = archive.metadata.layout
         if layout not in ("canonical", tree.backend):
