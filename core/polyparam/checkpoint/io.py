@@ -295,25 +295,21 @@ def write_safetensors(tmp: str, tensors: dict[str, np.ndarray],
     changes while it is written still matches its checksum). Returns the checksums
     (empty without ``checksum``).
     """
-    from polyparam.checkpoint.formats.safetensors import write
+    from polyparam.checkpoint.formats.safetensors import header, write
 
     if not checksum:
         write(tmp, tensors, metadata({}))
         return {}
     stand_ins = {key: _placeholder(value.nbytes) for key, value in tensors.items()}
     sums = write(tmp, tensors, metadata(stand_ins))
+    raw, _ = header(tmp, tensors, metadata(sums))   # one pass, however many tensors
     with open(tmp, "r+b") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
-        header = fh.read(n)
-        for key, stand_in in stand_ins.items():
-            old, new = stand_in.encode("ascii"), sums[key].encode("ascii")
-            if len(old) != len(new) or header.count(old) != 1:  # cannot happen: a 64-bit random stand-in
-                msg = (f"Cannot save {tmp!r}: expected the checksum stand-in of {_shown(key)} once in the header, "
-                       f"got it {header.count(old)} times. Save again.")
-                raise errors.CheckpointError(msg, path=key, expected=1, got=header.count(old))
-            header = header.replace(old, new)
-        fh.seek(8)
-        fh.write(header)
+        if n != len(raw):   # cannot happen: a stand-in has its checksum's length
+            msg = (f"Cannot save {tmp!r}: expected a header of {n} bytes with the checksums filled in, got "
+                   f"{len(raw)}. Save again.")
+            raise errors.CheckpointError(msg, expected=n, got=len(raw))
+        fh.write(raw)
     return sums
 
 

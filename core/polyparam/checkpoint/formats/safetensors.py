@@ -41,7 +41,7 @@ from polyparam.checkpoint.formats.base import (
     write_snapshot,
 )
 
-__all__ = ["DTYPES", "MAX_HEADER", "SafetensorsArchive", "parse", "write"]
+__all__ = ["DTYPES", "MAX_HEADER", "SafetensorsArchive", "header", "parse", "write"]
 
 MAX_HEADER = 100_000_000
 
@@ -297,15 +297,11 @@ _WRITE_RANK = {name: rank for rank, name in enumerate(
      "U64"])}
 
 
-def write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, str]:
-    """Write ``tensors`` (C-contiguous) and ``metadata`` as a safetensors file; return each tensor's checksum.
-
-    The checksums are :func:`~polyparam.checkpoint.formats.base.fingerprint` strings of
-    the bytes the file holds.
-    """
+def header(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> tuple[bytes, list[str]]:
+    """The header bytes (padded to 8) of a file holding ``tensors`` and ``metadata``, and the tensors' order in it."""
     names = {key: st_dtype_name(value.dtype) for key, value in tensors.items()}
     order = sorted(tensors, key=lambda key: (-_WRITE_RANK.get(names[key] or "", -1), key))
-    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    entries: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for key in order:
         value, name = tensors[key], names[key]
@@ -313,10 +309,19 @@ def write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -
             msg = (f"Cannot write tensor {key!r} to {path!r}: expected a dtype safetensors stores, got {value.dtype}. "
                    "Cast it (for example to float32) before saving.")
             raise errors.UnknownDTypeError(msg, file=path, path=key, expected=sorted(DTYPES), got=str(value.dtype))
-        header[key] = {"dtype": name, "shape": list(value.shape), "data_offsets": [offset, offset + value.nbytes]}
+        entries[key] = {"dtype": name, "shape": list(value.shape), "data_offsets": [offset, offset + value.nbytes]}
         offset += value.nbytes
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
+    raw = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return raw + b" " * (-len(raw) % 8), order
+
+
+def write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, str]:
+    """Write ``tensors`` (C-contiguous) and ``metadata`` as a safetensors file; return each tensor's checksum.
+
+    The checksums are :func:`~polyparam.checkpoint.formats.base.fingerprint` strings of
+    the bytes the file holds.
+    """
+    raw, order = header(path, tensors, metadata)
     with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(raw)))
         fh.write(raw)
