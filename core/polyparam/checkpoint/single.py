@@ -40,8 +40,11 @@ HUB_NAMES = (*INDEX_NAMES, *SINGLE_NAMES)
 
 def is_rank_sharded(directory: str) -> bool:
     """Whether ``directory`` holds polyparam's per-process shards (``rank-RRRRR-of-WWWWW.safetensors``)."""
+    from polyparam.checkpoint.formats.orbax import is_orbax_checkpoint
     from polyparam.checkpoint.sharded import rank_files
 
+    if is_orbax_checkpoint(directory):
+        return False
     return bool(rank_files(directory)) or not any(
         os.path.isfile(os.path.join(directory, name)) for name in HUB_NAMES)
 
@@ -129,6 +132,12 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
         msg = ("Invalid value for argument `aliases`: expected one of ('reference', 'materialize'). Received: "
                f"aliases={aliases!r}.")
         raise errors.InvalidArgumentError(msg, argument="aliases", expected=("reference", "materialize"), got=aliases)
+    if sharded and (background or max_shard_size is not None):
+        msg = ("Invalid arguments: sharded=True writes one file per process and cannot be combined with "
+               f"background=True or max_shard_size. Received: background={background!r}, "
+               f"max_shard_size={max_shard_size!r}.")
+        raise errors.InvalidArgumentError(msg, argument="sharded", expected="sharded alone",
+                                          got="background/max_shard_size")
     tree = _tree_of(tree)
     if sharded:
         from polyparam.checkpoint.sharded import save_sharded
@@ -142,6 +151,9 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
                                   max_shard_size=max_shard_size, staging=staging)
     tensors, meta = collect(tree, aliases=aliases, keys=keys, progress=progress,
                             description=f"save {os.path.basename(os.fspath(path))}")
+    from polyparam.checkpoint.background import wait_for
+
+    wait_for(path)   # a background save still writing this path finishes first: the file ends with this one
     if max_shard_size is not None:
         from polyparam.checkpoint.hub import write_hub
 
