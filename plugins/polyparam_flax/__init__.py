@@ -9,6 +9,11 @@ name. Besides the hooks, this module offers the gradient helpers (imported from
     polyparam_flax.backward(model, loss_fn, x, y)     # nnx.grad of loss_fn(model, x, y), stored per Variable
     polyparam_flax.record_gradients(model, grads)    # or store the nnx.State your own step computed
     polyparam_flax.gradients(model)                  # the stored (maybe clipped) gradients as an nnx.State
+
+and the NNX filter of the Params polyparam has not frozen (``p.trainable = False``),
+from ``polyparam_flax._training``::
+
+    optimizer = nnx.Optimizer(model, tx, wrt=polyparam_flax.trainable)
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import Any
 
 from polyparam.backend import discovery_hooks
 
-__all__ = ["NAME", "backward", "gradients", "polyparam_backend_for", "polyparam_backend_names",
-           "polyparam_get_backend", "record_gradients"]
+__all__ = ["NAME", "OptaxGroups", "backward", "gradients", "polyparam_backend_for", "polyparam_backend_names",
+           "polyparam_get_backend", "record_gradients", "trainable"]
 
 NAME = "flax"
 
@@ -32,5 +37,9 @@ def __getattr__(name: str) -> Any:
         from polyparam_flax import _gradients
 
         return getattr(_gradients, name)
+    if name in ("trainable", "OptaxGroups"):
+        from polyparam_flax import _training
+
+        return getattr(_training, name)
     msg = f"module 'polyparam_flax' has no attribute {name!r}"
     raise AttributeError(msg)

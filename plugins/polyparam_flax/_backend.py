@@ -12,14 +12,17 @@ Only deviations from the protocol are documented here; see ``docs/backends/flax.
 * JAX arrays are immutable: a write sets a new array as the Variable's value (same
   dtype and sharding); ``p.native`` is the Variable, which stays.
 * ``nnx.Param`` is trainable; ``BatchStat`` (and other array Variables) are buffers.
-  NNX has no per-Variable switch, so ``trainable`` cannot be assigned.
+  NNX has no per-Variable switch: ``p.trainable = False`` sets the Variable's
+  ``"trainable"`` metadata, which the filter :data:`polyparam_flax.trainable` reads (pass
+  it to ``nnx.grad`` and ``nnx.Optimizer(wrt=...)``).
+* ``pp.param_groups`` gives optax labels (``OptaxGroups``) for ``optax.multi_transform``.
 * Gradients: NNX keeps none on Variables; :func:`polyparam_flax.backward` stores them.
 * Ties: one Variable object in two places (a module used twice, or ``pp.tie``).
 * No deferred shapes: NNX modules get their shapes at construction. A model built under
   ``nnx.eval_shape`` is ``"uninitialized"``; its first write creates the arrays.
 
 The adapter's rooms: ``_convert`` (arrays, devices, layouts), ``_layout`` (structure and
-leaves), ``_parameter``, ``_tree``, ``_gradients`` and ``_models``.
+leaves), ``_parameter``, ``_tree``, ``_gradients``, ``_training`` and ``_models``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from polyparam_flax._tree import FlaxTree
 
 __all__ = ["CAPABILITIES", "NAME", "framework_version", "is_native", "models", "tree"]
 
-CAPABILITIES = frozenset({"tying", "gradients", "forward"})
+CAPABILITIES = frozenset({"tying", "gradients", "forward", "training"})
 
 
 def framework_version() -> str:

@@ -50,9 +50,13 @@ def to_numpy(array: Any) -> np.ndarray:
 
 def place(array: np.ndarray, like: Any) -> Any:
     """A new JAX array holding ``array``, with the dtype and placement (sharding) of ``like``, a JAX array or a
-    ``ShapeDtypeStruct``. Always a copy: JAX may alias host memory, and polyparam's buffers are reused."""
-    value = jnp.array(np.asarray(array), dtype=like.dtype, copy=True)
+    ``ShapeDtypeStruct``. Always a copy: JAX may alias host memory, and polyparam's buffers are reused.
+    On several devices (a sharded array) each device gets its own block, the whole never lands on one device."""
     sharding = getattr(like, "sharding", None)
+    if sharding is not None and len(sharding.device_set) > 1:
+        host = np.asarray(array)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: np.array(host[index], like.dtype))
+    value = jnp.array(np.asarray(array), dtype=like.dtype, copy=True)
     if sharding is not None and value.sharding != sharding:
         value = jax.device_put(value, sharding)
     return value

@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from polyparam import errors
+from polyparam_flax._training import is_trainable, trainable
 
 __all__ = ["backward", "gradients", "lookup", "record_gradients", "store"]
 
@@ -54,13 +55,13 @@ def record_gradients(model: Any, grads: Any, /) -> None:
 
 
 def backward(model: Any, loss_fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> np.ndarray:
-    """Compute ``loss_fn(model, *args, **kwargs)`` and store the gradients of every ``nnx.Param``.
+    """Compute ``loss_fn(model, *args, **kwargs)`` and store the gradients of every trainable ``nnx.Param``.
 
     ``loss_fn`` takes the model first and returns a scalar, as ``nnx.grad`` expects.
-    Gradients are fresh (not accumulated); a tied Variable gets the sum over its uses.
-    Returns the loss as NumPy.
+    Gradients are fresh (not accumulated); a tied Variable gets the sum over its uses; a
+    frozen Param (``p.trainable = False``) gets none, as in torch. Returns the loss as NumPy.
     """
-    loss, grads = nnx.value_and_grad(loss_fn)(model, *args, **kwargs)
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable))(model, *args, **kwargs)
     record_gradients(model, grads)
     return np.asarray(loss)
 
@@ -89,10 +90,13 @@ def store(root: Any, variable: Any, grad: np.ndarray | None) -> None:
 
 
 def gradients(model: Any, /) -> Any:
-    """The stored gradients of ``model``'s Params as an ``nnx.State`` (what ``nnx.grad`` returns), zeros where
-    none is stored, after ``tree.clip_grads`` / ``tree.zero_grads``: ``optimizer.update(model, gradients(model))``."""
+    """The stored gradients of ``model``'s trainable Params as an ``nnx.State`` (what ``nnx.grad`` returns), zeros
+    where none is stored, after ``tree.clip_grads`` / ``tree.zero_grads``: ``optimizer.update(model,
+    gradients(model))`` with ``nnx.Optimizer(model, tx, wrt=polyparam_flax.trainable)``."""
     flat = []
     for path, var in _params(model):
+        if not is_trainable(var):
+            continue
         grad = lookup(var)
         value = var.get_value()
         flat.append((path, var.replace(jnp.zeros_like(value) if grad is None else jnp.asarray(grad, value.dtype))))

@@ -10,6 +10,7 @@ from flax import nnx
 
 from polyparam.backend import LAYER_INPUTS, LAYER_SPECS, Case, ModelFactory
 from polyparam_flax._gradients import backward
+from polyparam_flax._training import trainable
 
 __all__ = ["FlaxModels"]
 
@@ -53,6 +54,15 @@ class FlaxModels(ModelFactory):
 
     def backward(self, model: Any, x: np.ndarray, /) -> None:
         backward(model, _sum_of_outputs, jnp.asarray(x, jnp.float32))
+
+    def sgd_step(self, model: Any, x: np.ndarray, /, *, lr: float = 0.1) -> None:
+        """One step of ``optax.sgd`` through ``nnx.Optimizer`` on ``sum(model(x))``, over the Params
+        :data:`polyparam_flax.trainable` selects (the filter given to ``nnx.grad`` and ``wrt=``)."""
+        import optax
+
+        optimizer = nnx.Optimizer(model, optax.sgd(lr), wrt=trainable)
+        grads = nnx.grad(_sum_of_outputs, argnums=nnx.DiffState(0, trainable))(model, jnp.asarray(x, jnp.float32))
+        optimizer.update(model, grads)
 
     def layer(self, kind: str, /) -> Any:
         """A single-layer model of ``kind`` shaped by :data:`LAYER_SPECS` (channels last, stride 1, no padding)."""

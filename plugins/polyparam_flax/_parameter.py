@@ -16,6 +16,8 @@ from polyparam_flax import NAME
 from polyparam_flax._convert import device_name, is_abstract, place, to_numpy
 from polyparam_flax._gradients import lookup, store
 from polyparam_flax._layout import Leaf, Step, children_of, is_block, native_path, put, resolve
+from polyparam_flax._sharding import Box, assemble, blocks, is_distributed, placement_text
+from polyparam_flax._training import is_trainable, set_trainable
 
 __all__ = ["FlaxParameter"]
 
@@ -27,7 +29,7 @@ class FlaxParameter(Parameter):
 
     def __init__(self, path: str, leaf: Leaf, *, root: Any, steps: tuple[Step, ...]) -> None:
         variable = resolve(root, steps)
-        super().__init__(path, role=leaf.role, axes=leaf.axes, trainable=isinstance(variable, nnx.Param),
+        super().__init__(path, role=leaf.role, axes=leaf.axes, trainable=is_trainable(variable),
                          groups=leaf.groups)
         self._leaf, self._root, self._steps = leaf, root, steps
 
@@ -60,10 +62,13 @@ class FlaxParameter(Parameter):
         return "uninitialized" if is_abstract(self._value()) else "initialized"
 
     def _trainable(self) -> bool:
-        return isinstance(self._var, nnx.Param)
+        return is_trainable(self._var)
 
     def _kind(self) -> str:
         return "parameter" if isinstance(self._var, nnx.Param) else "buffer"
+
+    def _placement(self) -> str | None:
+        return placement_text(self._value(), self._leaf.layout)
 
     # ---- values -----------------------------------------------------------------
 
@@ -73,6 +78,29 @@ class FlaxParameter(Parameter):
     def _write(self, array: np.ndarray, /) -> None:
         var = self._var   # JAX arrays are immutable: the Variable gets a new one
         var.set_value(place(self._leaf.layout.to_native(array), var.get_raw_value()))
+
+    def _local_blocks(self) -> list[Box] | None:
+        """The canonical boxes of the distinct blocks the devices hold (a sharded Variable), else ``None``.
+
+        What a per-block ``initialize`` draws with ``Initializer.fill_slice``, one block at a
+        time, before :meth:`_write_blocks` puts each on its devices.
+        """
+        value = self._value()
+        return blocks(value, self._leaf.layout) if not is_abstract(value) and is_distributed(value) else None
+
+    def _write_blocks(self, values: list[tuple[Box, np.ndarray]], /) -> None:
+        """Set the Variable to the array whose block at each box of :meth:`_local_blocks` is the value paired with
+        it (a replicated block is written to each device that holds it)."""
+        var = self._var
+
+        def block(box: Box) -> np.ndarray:
+            return next(value for known, value in values if known == box)
+
+        var.set_value(assemble(var.get_raw_value(), self._leaf.layout, block))
+
+    def _from_native_layout(self, array: np.ndarray, /) -> np.ndarray:
+        """A value as Flax stores it (an orbax checkpoint of ``nnx.state``) in canonical layout."""
+        return self._leaf.layout.to_canonical(np.asarray(array))
 
     def _grad(self) -> np.ndarray | None:
         grad = lookup(self._var)
@@ -86,12 +114,7 @@ class FlaxParameter(Parameter):
         return id(self._var)   # one Variable object, one storage
 
     def _set_trainable(self, value: bool, /) -> None:
-        msg = (f"Cannot change trainable of parameter {self.path!r}: expected a per-Variable flag, got Flax NNX, where "
-               "what trains is a Variable's type (nnx.Param) and the filter given to nnx.grad and "
-               "nnx.Optimizer(wrt=...). Pass a filter that leaves it out, e.g. "
-               "wrt=nnx.All(nnx.Param, nnx.Not(nnx.PathContains('name'))).")
-        raise errors.UnsupportedModelError(msg, path=self.path, expected="a per-Variable trainable flag",
-                                           got="nnx.Param type")
+        set_trainable(self._var, value)   # metadata of the one Variable: ties follow; polyparam_flax.trainable reads it
 
     def _cast(self, dtype: np.dtype, /) -> None:
         var = self._var

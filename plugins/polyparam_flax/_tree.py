@@ -12,6 +12,7 @@ from polyparam_flax import NAME
 from polyparam_flax._convert import to_numpy
 from polyparam_flax._layout import CANONICAL_ORDER, Step, children_of, leaf_of, resolve, variables_of
 from polyparam_flax._parameter import FlaxParameter
+from polyparam_flax._training import optax_groups
 
 __all__ = ["FlaxTree"]
 
@@ -32,6 +33,13 @@ class FlaxTree(ParameterTree):
         node = resolve(self._root, self._steps)
         return [(name, FlaxTree(child, path=join_path(self.path, name), root=self._root, steps=self._steps + steps))
                 for name, steps, child in children_of(node)]
+
+    def _param_groups(self, groups: list[tuple[dict[str, Any], list[tuple[str, Parameter]]]], optimizer: Any,
+                      /) -> Any:
+        """An :class:`~polyparam_flax._training.OptaxGroups` (label tree for ``optax.multi_transform`` and each
+        label's options); given ``optimizer``, a factory ``**options -> optax.GradientTransformation``, the
+        ``optax.multi_transform`` itself."""
+        return optax_groups(self._root, groups, optimizer)
 
     def _leaves(self) -> list[tuple[str, Parameter]]:
         node = resolve(self._root, self._steps)

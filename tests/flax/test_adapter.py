@@ -91,11 +91,16 @@ def test_sequential_positions_count_functions_like_torch() -> None:
     assert tree[1].native is nnx.relu and tree[2].native is net.layers[2]
 
 
-def test_trainable_cannot_be_assigned() -> None:
-    tree = pp.tree(Net(_rngs()))
-    with pytest.raises(errors.UnsupportedModelError, match="nnx.Optimizer"):
-        tree["layers.0.weight"].trainable = False
-    assert tree["layers.0.weight"].trainable
+def test_freezing_sets_the_variables_metadata_and_the_trainable_filter_reads_it() -> None:
+    net = Net(_rngs())
+    tree = pp.tree(net)
+    tree["layers.0.weight"].trainable = False
+    assert net.layers[0].kernel.get_metadata("trainable") is False and not tree["layers.0.weight"].trainable
+    kept = {tuple(path) for path, _ in nnx.to_flat_state(nnx.state(net, polyparam_flax.trainable))}
+    assert ("layers", 0, "kernel") not in kept and ("layers", 0, "bias") in kept
+    assert ("norm", "mean") not in kept   # a BatchStat is never trainable
+    tree["layers.0.weight"].trainable = True
+    assert not net.layers[0].kernel.has_metadata("trainable") and tree["layers.0.weight"].trainable
 
 
 # ---- ties -------------------------------------------------------------------------------

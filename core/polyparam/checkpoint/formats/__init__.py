@@ -43,7 +43,8 @@ def open_archive(path: str | os.PathLike[str], /, *, format: str | None = None, 
 
     ``path`` may also be a Hub checkpoint: its index (``model.safetensors.index.json``,
     ``pytorch_model.bin.index.json``) or the directory holding it (or holding a single
-    ``model.safetensors``); see :mod:`~polyparam.checkpoint.formats.hub`.
+    ``model.safetensors``); see :mod:`~polyparam.checkpoint.formats.hub`. An orbax
+    checkpoint directory opens as :class:`~polyparam.checkpoint.formats.orbax.OrbaxArchive`.
 
     Raises:
         UnsupportedFormatError: Unknown extension or format, or not a regular file (a FIFO, a device).
@@ -51,6 +52,12 @@ def open_archive(path: str | os.PathLike[str], /, *, format: str | None = None, 
         OSError: The file cannot be opened (``IsADirectoryError`` for a directory holding no Hub checkpoint).
     """
     file = os.fspath(path)
+    from polyparam.checkpoint.formats.orbax import is_orbax_checkpoint
+
+    if format == "orbax" or (format is None and is_orbax_checkpoint(file)):   # an orbax (Flax/JAX) directory
+        from polyparam.checkpoint.formats.orbax import OrbaxArchive
+
+        return OrbaxArchive(file)
     if format is None and os.path.isdir(file):   # a Hub checkpoint directory (save_pretrained's layout)
         from polyparam.checkpoint.formats.hub import INDEX_NAMES, SINGLE_NAMES, find_checkpoint
 

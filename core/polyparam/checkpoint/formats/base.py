@@ -36,7 +36,8 @@ __all__ = ["FORMAT_VERSION", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRIT
 FORMAT_VERSION = 1
 #: Formats :func:`open_archive` reads, by name, with their extensions.
 READABLE = {"safetensors": (".safetensors",), "npz": (".npz",), "torch": (".pt", ".pth", ".bin"),
-            "mxnet": (".params",), "keras": (".weights.h5", ".h5"), "hub": (".index.json",)}
+            "mxnet": (".params",), "keras": (".weights.h5", ".h5"), "hub": (".index.json",),
+            "orbax": ()}   # a directory, recognized by its metadata files
 #: Formats :func:`polyparam.save` writes.
 WRITABLE = ("safetensors", "npz")
 #: Upper bound on the number of tensors in one file (a header DoS guard).
