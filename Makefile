@@ -45,7 +45,7 @@ demo: $(VENV)/.core
 	$(BIN)/polyparam tour --backend numpy
 
 # The docs run every example on every backend (docs/_hooks/execute.py); a warning fails the build.
-docs: $(VENV)/.all
+docs: $(VENV)/.all $(CURRENT)/.all
 	$(BIN)/mkdocs build --strict
 
 # The habits the code assumes: ruff (lint) and mypy (types), configured in pyproject.toml.

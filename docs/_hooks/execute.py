@@ -7,7 +7,9 @@ order, in a process of its own (TensorFlow and MXNet in one process are fragile)
 every example becomes a set of content tabs, one per backend, with the code that ran
 and what it printed. A failing example fails the build.
 
-A page may list its backends in its front matter: ``backends: [numpy, torch]``.
+A page may list its backends in its front matter: ``backends: [numpy, torch]``; the
+default is NumPy, PyTorch, Keras and MXNet. Flax runs where a page names it, in the
+current set's interpreter (numpy 2: ``.venv-current``), as MXNet needs the first.
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ from pathlib import Path
 
 from mkdocs.exceptions import PluginError
 
-BACKENDS = {"numpy": "NumPy", "torch": "PyTorch", "keras": "Keras", "mxnet": "MXNet"}
+BACKENDS = {"numpy": "NumPy", "torch": "PyTorch", "keras": "Keras", "mxnet": "MXNet", "flax": "Flax NNX"}
+#: The backends of a page that names none in its front matter (``backends: [...]``).
+DEFAULT = ["numpy", "torch", "keras", "mxnet"]
 FENCE = re.compile(r'^```python exec(?:="(?P<backend>\w+)")?[ \t]*\n(?P<code>.*?)^```[ \t]*$\n?', re.S | re.M)
 MARK = "@@polyparam-docs-cell-{}@@"
 ROOT = Path(__file__).resolve().parents[2]
+#: Backends whose examples run in the current set (numpy 2; ``make install-current``), not the first.
+CURRENT = {"flax": ROOT / ".venv-current" / "bin" / "python"}
 
 
 def _cells(markdown: str) -> list[tuple[int, int, dict[str | None, str]]]:
@@ -58,7 +64,11 @@ def _run(backend: str, codes: list[str | None], page: str) -> list[str]:
             program.append(code)
     env = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"), TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONWARNINGS="ignore", POLYPARAM_PROGRESS="0", COLUMNS="100")
-    done = subprocess.run([sys.executable, "-c", "\n".join(program)], capture_output=True, text=True, env=env,
+    python = CURRENT.get(backend, Path(sys.executable))
+    if not python.exists():
+        msg = f"{page}: the {backend} examples run in the current set, expected {python}: run `make install-current`."
+        raise PluginError(msg)
+    done = subprocess.run([str(python), "-c", "\n".join(program)], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=600)
     if done.returncode != 0:
         msg = f"{page}: the examples failed on the {backend} backend (exit {done.returncode}):\n{done.stderr[-3000:]}"
@@ -78,7 +88,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ANN001
     cells = _cells(markdown)
     if not cells:
         return markdown
-    backends = page.meta.get("backends", list(BACKENDS))
+    backends = page.meta.get("backends", DEFAULT)
     outputs = {b: _run(b, [_code_for(c, b) for _, _, c in cells], page.file.src_path) for b in backends}
     pieces, last = [], 0
     for i, (start, end, cell) in enumerate(cells):
