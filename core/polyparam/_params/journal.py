@@ -16,6 +16,13 @@ The copies cost memory: at most the bytes of the parameters written (the journal
 holds them until the operation completes). ``POLYPARAM_UNDO_LIMIT`` (bytes, or a size
 such as ``"2GB"``) sets a ceiling; an operation whose copies would exceed it is refused
 before its first write, so the guarantee is never dropped silently.
+``POLYPARAM_UNDO_MEMORY`` (a size; ``0`` for none) keeps at most that many bytes of
+copies in memory and writes the rest to an unlinked temporary file (in
+``POLYPARAM_UNDO_DIR``, else the system's temporary directory): loading a model larger
+than the memory left then costs the file's writes instead of the memory, and a failure
+reads the copies back. Each value goes straight from the parameter to the file where
+the backend reads without copying (torch and NumPy on the CPU), so memory grows by at
+most one tensor.
 
 **Threads.** The users of a journal run their write phase inside
 :func:`exclusive_writes`, one process-wide re-entrant lock: two multi-parameter writes
@@ -39,25 +46,56 @@ from polyparam import errors
 if TYPE_CHECKING:
     from polyparam._params.parameter import Parameter
 
-__all__ = ["UNDO_LIMIT_ENV", "Journal", "exclusive_writes", "undo_limit"]
+__all__ = ["UNDO_DIR_ENV", "UNDO_LIMIT_ENV", "UNDO_MEMORY_ENV", "Journal", "exclusive_writes", "undo_limit",
+           "undo_memory"]
 
 UNDO_LIMIT_ENV = "POLYPARAM_UNDO_LIMIT"
+UNDO_MEMORY_ENV = "POLYPARAM_UNDO_MEMORY"
+UNDO_DIR_ENV = "POLYPARAM_UNDO_DIR"
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
-def undo_limit() -> int | None:
-    """The ceiling on undo copies from ``POLYPARAM_UNDO_LIMIT`` in bytes, or ``None`` (no ceiling)."""
-    text = os.environ.get(UNDO_LIMIT_ENV, "").strip()
+def _size_from(variable: str) -> int | None:
+    text = os.environ.get(variable, "").strip()
     if not text:
         return None
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)", text)
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _UNITS:
-        msg = (f"Invalid value for environment variable {UNDO_LIMIT_ENV}: expected a size in bytes such as "
+        msg = (f"Invalid value for environment variable {variable}: expected a size in bytes such as "
                f"'500000000' or '2GB'. Received: {text!r}.")
-        raise errors.InvalidArgumentError(msg, argument=UNDO_LIMIT_ENV, expected="a size such as '2GB'", got=text)
+        raise errors.InvalidArgumentError(msg, argument=variable, expected="a size such as '2GB'", got=text)
     return int(float(match.group(1)) * _UNITS[unit])
+
+
+def undo_limit() -> int | None:
+    """The ceiling on undo copies from ``POLYPARAM_UNDO_LIMIT`` in bytes, or ``None`` (no ceiling)."""
+    return _size_from(UNDO_LIMIT_ENV)
+
+
+def undo_memory() -> int | None:
+    """The most bytes of undo copies kept in memory, from ``POLYPARAM_UNDO_MEMORY``; ``None``: all of them."""
+    return _size_from(UNDO_MEMORY_ENV)
+
+
+class _Spilled:
+    """An undo copy written to the journal's temporary file: where, and how to read it back."""
+
+    def __init__(self, fh: Any, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self.fh, self.offset, self.dtype, self.shape = fh, offset, dtype, shape
+
+    def load(self) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        self.fh.seek(self.offset)
+        view = out.reshape(-1).view(np.uint8).data
+        while view.nbytes:
+            n = self.fh.readinto(view)
+            if not n:
+                msg = f"Cannot restore an undo copy: expected {out.nbytes} bytes in the journal's file, got fewer."
+                raise errors.WriteFailedError(msg, expected=out.nbytes, got="fewer bytes")
+            view = view[n:]
+        return out
 
 
 #: Held by every multi-parameter write for its write phase (see :func:`exclusive_writes`).
@@ -88,9 +126,12 @@ class Journal:
     def __init__(self, operation: str, *, writer: str = "the framework") -> None:
         self.operation = operation
         self.writer = writer
-        self._values: list[tuple[Parameter, np.ndarray, bool]] = []
+        self._values: list[tuple[Parameter, np.ndarray | _Spilled, bool]] = []
         self._ties: list[tuple[Parameter, np.ndarray | None, Any]] = []
         self.current: str | None = None
+        self._memory = undo_memory()     # bytes of copies that may stay in memory (None: all)
+        self._in_memory = 0
+        self._file: Any = None           # the temporary file of the copies beyond that
 
     # ---- before the first write -----------------------------------------------------
 
@@ -113,8 +154,33 @@ class Journal:
         self.current = p.path
         if p.state != "initialized" or p._defers_init():
             return
-        value = p._read_local().copy() if local and p._local_box() is not None else p._read_copy()
-        self._values.append((p, value, local))
+        local = local and p._local_box() is not None
+        nbytes = (p._read_local().nbytes if local else p.nbytes) or 0
+        if self._memory is None or self._in_memory + nbytes <= self._memory:
+            self._in_memory += nbytes
+            self._values.append((p, p._read_local().copy() if local else p._read_copy(), local))
+        else:
+            self._values.append((p, self._spill(p._read_local() if local else p._read()), local))
+
+    def _spill(self, value: np.ndarray) -> _Spilled:
+        """Write ``value`` to the journal's temporary file (made on first use, gone when closed)."""
+        if self._file is None:
+            import tempfile
+
+            # closed by close() or, with the journal, when the operation's last reference goes
+            self._file = tempfile.TemporaryFile(dir=os.environ.get(UNDO_DIR_ENV) or None)  # noqa: SIM115
+        value = np.ascontiguousarray(value)
+        offset = self._file.seek(0, os.SEEK_END)
+        self._file.write(value.reshape(-1).view(np.uint8).data)
+        return _Spilled(self._file, offset, value.dtype, value.shape)
+
+    def close(self) -> None:
+        """Drop the copies (the operation is complete or undone) and the temporary file."""
+        self._values.clear()
+        self._ties.clear()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def keep_tie(self, member: Parameter, /) -> None:
         """Keep what ``member`` holds before it takes another parameter's storage."""
@@ -127,8 +193,9 @@ class Journal:
     def restore(self) -> list[BaseException]:
         """Put every kept value back (newest first), then unmake the ties; the errors met on the way."""
         problems: list[BaseException] = []
-        for p, value, local in reversed(self._values):
+        for p, kept, local in reversed(self._values):
             try:
+                value = kept.load() if isinstance(kept, _Spilled) else kept
                 if local:
                     p._write_local(value)
                 else:
@@ -144,8 +211,7 @@ class Journal:
                     member._write(value)
             except BaseException as exc:  # noqa: BLE001 - as above
                 problems.append(exc)
-        self._values.clear()
-        self._ties.clear()
+        self.close()
         return problems
 
     def fail(self, exc: BaseException, /) -> BaseException:
