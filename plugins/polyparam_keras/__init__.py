@@ -1,4 +1,4 @@
-"""polyparam plugin for Keras 3 (on TensorFlow or PyTorch). Importing this module never imports keras.
+"""polyparam plugin for Keras 3 (on TensorFlow, PyTorch or JAX). Importing this module never imports keras.
 
 The adapter itself is :mod:`polyparam_keras._backend`; it is imported (and imports
 keras) the first time a Keras object is handed to polyparam or the backend is asked

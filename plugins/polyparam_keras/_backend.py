@@ -1,4 +1,4 @@
-"""Keras 3 backend (TensorFlow or PyTorch under Keras): the six names of :class:`polyparam.backend.Backend`.
+"""Keras 3 backend (TensorFlow, PyTorch or JAX under Keras): the six names of :class:`polyparam.backend.Backend`.
 
 Only deviations from the protocol are documented here; see ``docs/backends/keras.md``.
 
@@ -13,8 +13,11 @@ Only deviations from the protocol are documented here; see ``docs/backends/keras
 * Unbuilt layers are deferred: their parameters have ``None`` for unknown dims and
   ``initialize`` is recorded on the layer and applied right after Keras builds it.
 * Gradients: Keras stores none. :func:`polyparam_keras.backward` (and
-  :func:`polyparam_keras.record_gradients` for your own ``GradientTape`` / autograd
-  step) stores them per variable, so a tied variable's gradient is the sum over its uses.
+  :func:`polyparam_keras.record_gradients` for your own ``GradientTape`` / autograd /
+  ``jax.grad`` step) stores them per variable, so a tied variable's gradient is the sum over
+  its uses. Under JAX, ``backward`` differentiates ``model.stateless_call`` and then writes the
+  updated non-trainable values (batch-norm statistics, seed states) back, as a training call
+  does on the other two.
 * Training: ``p.trainable`` is ``Variable.trainable`` (and the layers' ``trainable``); a change
   drops a compiled model's step functions so ``fit`` sees it. ``clip_grads``/``zero_grads`` rewrite
   the gradients :func:`polyparam_keras.backward` holds, which

@@ -1,4 +1,4 @@
-"""Keras tensors and variables to and from NumPy, under the active Keras backend (TensorFlow or PyTorch)."""
+"""Keras tensors and variables to and from NumPy, under the active Keras backend (TensorFlow, PyTorch or JAX)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ __all__ = ["backward", "record_gradients", "recorded_gradients"]
 # the package imports this module on first use of polyparam_keras.backward, so this
 # module does not import the package back for its NAME
 _NAME = "keras"
+_ENGINES = ("tensorflow", "torch", "jax")
 
 
 def record_gradients(pairs: Iterable[tuple[Any, Any]], /) -> None:
@@ -67,33 +68,67 @@ def recorded_gradients(model: Any, /) -> list[tuple[Any, Any]]:
 def compute_gradients(model: Any, inputs: Any, /,
                       loss: Callable[[Any], Any] | None = None) -> tuple[Any, list[Any], list[Any]]:
     """The loss (NumPy), the gradients (the backend's tensors, ``None`` for an unused variable)
-    and ``model.trainable_variables``, by the active Keras backend's autodiff; nothing is stored."""
-    variables = list(model.trainable_variables)
+    and ``model.trainable_variables``, by the active Keras backend's autodiff; nothing is stored.
+
+    An unbuilt model is built by this forward pass (TensorFlow, torch) or by a plain call before
+    it (JAX), so its variables are the ones listed."""
     active = engine()
+    if active not in _ENGINES:
+        msg = (f"Cannot compute gradients with Keras backend {active!r}: expected one of {_ENGINES}, got "
+               f"{active!r}. Compute them yourself and pass them to record_gradients().")
+        raise errors.BackendError(msg, backend=_NAME, expected=_ENGINES, got=active)
     if active == "tensorflow":
         import tensorflow as tf
 
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape:   # watches the variables a first call creates, too
             out = model(inputs, training=True)
             value = loss(out) if loss is not None else tf.reduce_sum(out)
-        return value.numpy(), list(tape.gradient(value, variables)), variables
+        variables = list(model.trainable_variables)
+        return np.asarray(value.numpy()), list(tape.gradient(value, variables)), variables
     if active == "torch":
         import torch
 
         with torch.enable_grad():
             out = model(inputs, training=True)
             value = loss(out) if loss is not None else out.sum()
-            grads = torch.autograd.grad(value, [raw(v) for v in variables], allow_unused=True)
+            variables = list(model.trainable_variables)
+            # autograd refuses an empty list, and a loss that needs no gradient (everything frozen)
+            grads = (torch.autograd.grad(value, [raw(v) for v in variables], allow_unused=True)
+                     if variables and value.requires_grad else [None] * len(variables))
         return value.detach().cpu().numpy(), list(grads), variables
-    msg = (f"Cannot compute gradients with Keras backend {active!r}: expected 'tensorflow' or 'torch', got "
-           f"{active!r}. Compute them yourself and pass them to record_gradients().")
-    raise errors.BackendError(msg, backend=_NAME, expected=("tensorflow", "torch"), got=active)
+    return _jax_gradients(model, inputs, loss)
+
+
+def _jax_gradients(model: Any, inputs: Any,
+                   loss: Callable[[Any], Any] | None) -> tuple[Any, list[Any], list[Any]]:
+    """JAX keeps no tape: ``jax.value_and_grad`` over the trainable variables' values through
+    ``model.stateless_call``, the non-trainable ones passed through. Their updated values (batch-norm
+    statistics, seed states) are written back afterwards, as a stateful ``model(x, training=True)`` does."""
+    import jax
+    import jax.numpy as jnp
+
+    if not model.built:   # stateless_call needs the variables; a plain call builds them (and runs deferred fills)
+        model(inputs, training=False)
+    variables = list(model.trainable_variables)
+    frozen = list(model.non_trainable_variables)
+
+    def objective(trainable: list[Any], non_trainable: list[Any]) -> tuple[Any, list[Any]]:
+        out, updated = model.stateless_call(trainable, non_trainable, inputs, training=True)
+        return (loss(out) if loss is not None else jnp.sum(out)), updated
+
+    (value, updated), grads = jax.value_and_grad(objective, has_aux=True)(
+        [v.value for v in variables], [v.value for v in frozen])
+    for variable, new in zip(frozen, updated):
+        if new is not raw(variable):
+            variable.assign(new)
+    return np.asarray(value), list(grads), variables
 
 
 def backward(model: Any, inputs: Any, /, loss: Callable[[Any], Any] | None = None) -> Any:
     """Run ``model`` on ``inputs`` and store the gradients of ``loss(output)`` (default ``sum(output)``).
 
-    Uses the active Keras backend's autodiff (``tf.GradientTape`` or torch autograd).
+    Uses the active Keras backend's autodiff (``tf.GradientTape``, torch autograd, or
+    ``jax.value_and_grad`` over ``model.stateless_call``).
     Gradients are computed fresh (not accumulated) for every trainable variable, once
     per variable: a tied variable gets the sum over its uses; a frozen variable's old one
     is cleared. Returns the loss as NumPy.
