@@ -54,7 +54,8 @@ PolyparamError
         ├── ChecksumError                              # data does not match its checksum
         ├── CorruptArchiveError                        # broken zip / HDF5 structure
         ├── DecompressionBombError
-        └── ShardIndexError                            # a Hub index and its shards disagree
+        ├── ShardIndexError                            # a Hub index and its shards disagree
+        └── NotACheckpointError     (also IsADirectoryError)  # a directory holding no checkpoint
 
 PolyparamWarning (UserWarning)
 ├── AlreadyInitializedWarning
@@ -101,6 +102,7 @@ __all__ = [
     "InvalidKeyError",
     "InvalidOffsetError",
     "MetadataError",
+    "NotACheckpointError",
     "OffsetGapError",
     "OffsetOutOfRangeError",
     "OverlappingOffsetsError",
@@ -485,6 +487,17 @@ class ShardIndexError(CheckpointFormatError):
     index names, a shard holds a key the index does not list, or ``total_size`` differs
     from the shards' bytes.
     """
+
+
+class NotACheckpointError(CheckpointFormatError, IsADirectoryError):
+    """A directory given as a checkpoint holds none polyparam reads (also an ``IsADirectoryError``).
+    """
+
+    def __init__(self, msg: str, /, *, file: str | None = None, **facts: Any) -> None:
+        super().__init__(msg, file=file, **facts)
+        self.errno = 21   # EISDIR, as the operating system's error for a directory would say
+        self.strerror = msg
+        self.filename = file
 
 
 class PolyparamWarning(UserWarning):

@@ -202,10 +202,81 @@ def test_a_shard_linked_from_outside_the_directory_is_refused(hf_dir: Path, tmp_
         pp.load(gpt2(), hf_dir)
 
 
-def test_a_directory_without_a_checkpoint_names_what_it_expected(tmp_path: Path) -> None:
+def test_a_directory_without_a_checkpoint_is_a_typed_error_everywhere(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(IsADirectoryError, match="model.safetensors.index.json"):
-        pp.diff(pp.tree({"w": np.zeros(1)}), tmp_path)
+    tree = pp.tree({"w": np.zeros(1)})
+    for call in (lambda: pp.diff(tree, tmp_path), lambda: pp.load(tree, tmp_path),
+                 lambda: tree.initialize(pp.init.Load(tmp_path), force_reinit=True)):
+        with pytest.raises(errors.NotACheckpointError, match="model.safetensors.index.json") as info:
+            call()
+        assert isinstance(info.value, IsADirectoryError) and info.value.file == str(tmp_path)
+    shown = subprocess.run([sys.executable, "-m", "polyparam", "inspect", str(tmp_path)], capture_output=True,
+                           text=True)
+    assert shown.returncode != 0 and "Traceback" not in shown.stderr and "model.safetensors" in shown.stderr
+
+
+def test_a_format_given_with_a_directory_reads_what_the_directory_holds(hf_dir: Path) -> None:
+    for fmt in ("safetensors", "hub", None):
+        model = gpt2(seed=2)
+        assert pp.load(model, hf_dir, format=fmt).loaded
+
+
+def test_a_hugging_face_cache_snapshot_of_links_loads(hf_dir: Path, tmp_path: Path) -> None:
+    """snapshots/<rev>/<file> -> ../../blobs/<hash>, as huggingface_hub lays its cache out."""
+    repo = tmp_path / "models--x--gpt2"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    for i, name in enumerate(sorted(os.listdir(hf_dir))):
+        blob = repo / "blobs" / f"blob{i}"
+        os.replace(hf_dir / name, blob)
+        os.symlink(os.path.join("..", "..", "blobs", blob.name), snapshot / name)
+    reference = transformers.GPT2LMHeadModel.from_pretrained(snapshot).eval()
+    model = gpt2(seed=2)
+    pp.load(model, snapshot)
+    torch.testing.assert_close(outputs(model), outputs(reference), rtol=0, atol=0)
+
+
+def test_tied_tensors_in_bin_shards_load_and_stay_tied(tmp_path: Path) -> None:
+    """Older transformers wrote .bin shards with tied tensors sharing storage, every key in the index."""
+    source = gpt2(seed=11)
+    state = source.state_dict()            # lm_head.weight shares transformer.wte.weight's storage
+    keys = list(state)
+    first, second = keys[: len(keys) // 2], keys[len(keys) // 2:]
+    second.append("transformer.wte.weight")   # with its tied head, as transformers kept storages together
+    first.remove("transformer.wte.weight")
+    weight_map = {}
+    for i, part in enumerate([first, second], 1):
+        name = f"pytorch_model-{i:05d}-of-00002.bin"
+        torch.save({k: state[k] for k in part}, tmp_path / name)
+        weight_map.update(dict.fromkeys(part, name))
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    model = gpt2(seed=12)
+    pp.load(model, tmp_path)
+    torch.testing.assert_close(outputs(model), outputs(source), rtol=0, atol=0)
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_thousands_of_shards_stay_within_the_open_file_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polyparam.checkpoint.formats.hub as hub
+
+    tree = pp.tree({f"w{i}": np.full(8, i, np.float32) for i in range(40)})
+    pp.save(tree, tmp_path, max_shard_size=1)             # one shard per tensor
+    monkeypatch.setattr(hub, "_OPEN_SHARDS", 3)
+    out = pp.tree({f"w{i}": np.zeros(8, np.float32) for i in range(40)})
+    with hub.HubArchive(str(tmp_path / "model.safetensors.index.json")) as archive:
+        assert len(archive._open) <= 3
+        pp.load(out, tmp_path)
+    np.testing.assert_array_equal(out["w39"].numpy(), np.full(8, 39, np.float32))
+
+
+def test_a_shard_that_is_not_a_regular_file_is_named_so(hf_dir: Path) -> None:
+    index = json.loads((hf_dir / "model.safetensors.index.json").read_text())
+    shard = _first_shard(index)
+    os.remove(hf_dir / shard)
+    os.mkfifo(hf_dir / shard)
+    with pytest.raises(errors.UnsupportedFormatError, match="regular file"):
+        pp.load(gpt2(), hf_dir)
 
 
 # ---- writing the layout ----------------------------------------------------------------------------
@@ -252,8 +323,9 @@ def test_a_checksum_catches_a_flipped_bit_in_a_shard(tmp_path: Path) -> None:
     raw = bytearray(shard.read_bytes())
     raw[-1] ^= 0x40
     shard.write_bytes(bytes(raw))
-    with pytest.raises(errors.ChecksumError):
+    with pytest.raises(errors.ChecksumError, match=index["weight_map"]["w2"]) as info:
         pp.load(pp.tree({f"w{i}": np.zeros(64, np.float32) for i in range(4)}), tmp_path)
+    assert info.value.file == str(shard)    # the file to restore
 
 
 def test_a_resave_keeps_other_files_and_removes_the_old_shards(tmp_path: Path) -> None:
@@ -271,6 +343,30 @@ def test_a_resave_keeps_other_files_and_removes_the_old_shards(tmp_path: Path) -
         out = pp.tree({f"w{i}": np.zeros(64, np.float32) for i in range(4)})
         pp.load(out, tmp_path)
         np.testing.assert_array_equal(out["w3"].numpy(), np.full(64, 3 + step + 1, np.float32))
+
+
+def test_a_resave_never_removes_what_the_old_index_names_but_shards(tmp_path: Path) -> None:
+    """An index naming a config, a script or itself as shards: a save removes none of them."""
+    for name in ("config.json", "train.py"):
+        (tmp_path / name).write_text("keep")
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "config.json", "b": "train.py", "c": "model.safetensors.index.json"}}))
+    tree = pp.tree({"w": np.ones(4, np.float32)})
+    pp.save(tree, tmp_path, max_shard_size="5GB")
+    assert (tmp_path / "config.json").read_text() == "keep" and (tmp_path / "train.py").read_text() == "keep"
+    pp.load(pp.tree({"w": np.zeros(4, np.float32)}), tmp_path)
+
+
+def test_the_index_path_names_its_directory_and_a_file_name_is_refused(tmp_path: Path) -> None:
+    tree = pp.tree({"w": np.ones(4, np.float32)})
+    pp.save(tree, tmp_path / "model.safetensors.index.json", max_shard_size="1GB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    for name in ("x.safetensors", "x.npz"):
+        with pytest.raises(errors.InvalidArgumentError, match="expected a directory"):
+            pp.save(tree, tmp_path / name, max_shard_size="1GB")
+        assert not (tmp_path / name).exists()
+    with pytest.raises(errors.InvalidArgumentError, match="staging"):
+        pp.save(tree, tmp_path / "y.safetensors", staging="1MB")
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,7 +427,7 @@ def test_a_save_killed_at_any_point_leaves_the_previous_checkpoint_loadable(tmp_
 def test_sizes_parse_as_transformers_does() -> None:
     assert parse_size("5GB") == 5 * 10**9 and parse_size("500MiB") == 500 * 2**20 and parse_size(123) == 123
     assert parse_size("1.5KB") == 1500 and parse_size("10 kb") == 10_000
-    for bad in ("", "-1GB", "5 parsecs", 0, True, None, "1e9"):
+    for bad in ("", "-1GB", "5 parsecs", 0, True, None, "1e9", "1.5"):
         with pytest.raises(errors.InvalidArgumentError, match="max_shard_size"):
             parse_size(bad)  # type: ignore[arg-type]
 

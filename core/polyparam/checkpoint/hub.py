@@ -46,7 +46,10 @@ def parse_size(size: int | str, /, *, argument: str = "max_shard_size") -> int:
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         value = int(size)
     elif isinstance(size, str) and (match := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", size, re.I)):
-        value = int(float(match.group(1)) * _UNITS[(match.group(2) or "").upper()])
+        unit = (match.group(2) or "").upper()
+        value = int(float(match.group(1)) * _UNITS[unit])
+        if _UNITS[unit] == 1 and "." in match.group(1):   # "1.5" bytes: no such size
+            value = -1
     else:
         value = -1
     if value <= 0:
@@ -105,6 +108,12 @@ def write_hub(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], meta
 
     limit = parse_size(max_shard_size)
     directory = os.path.abspath(os.fspath(path))
+    if os.path.basename(directory) == INDEX:    # the index's own path names its directory
+        directory = os.path.dirname(directory)
+    elif directory.endswith((".safetensors", ".npz", ".index.json")):
+        msg = (f"Cannot save {directory!r} with max_shard_size: expected a directory (shards and an index go "
+               f"into it), got a file name. Pass the directory, or {INDEX!r} inside it.")
+        raise errors.InvalidArgumentError(msg, argument="path", expected="a directory", got=directory)
     if format not in (None, "safetensors"):
         msg = (f"Cannot save {directory!r} with max_shard_size: expected format 'safetensors' (the Hub's sharded "
                f"layout), got {format!r}. Drop format= or save one file without max_shard_size.")
@@ -150,8 +159,11 @@ def _remove(file: str) -> None:
 
 def _remove_previous(directory: str, previous: set[str], current: set[str]) -> None:
     """After the commit: the previous checkpoint's shards, shards of killed saves, a stale single file."""
+    def shard_like(name: str) -> bool:   # never the index, a config or a user's script the old index named
+        return name.endswith((".safetensors", ".bin")) and name != "model.safetensors"
+
     with os.scandir(directory) as entries:
-        stale = [entry.name for entry in entries if entry.is_file(follow_symlinks=False)
+        stale = [entry.name for entry in entries if entry.is_file(follow_symlinks=False) and shard_like(entry.name)
                  and (entry.name in previous or _SHARD.fullmatch(entry.name)) and entry.name not in current]
     for name in stale:
         _remove(os.path.join(directory, name))

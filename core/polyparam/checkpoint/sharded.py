@@ -247,7 +247,7 @@ class ShardIndex:
                    "(model.safetensors.index.json and its shards, or model.safetensors) or polyparam's "
                    "per-process shards (rank-RRRRR-of-WWWWW.safetensors), got neither. Pass a checkpoint file, "
                    "or a directory pp.save(tree, directory, max_shard_size=...) or sharded=True wrote.")
-            raise errors.MetadataError(msg, file=self.directory, expected="a checkpoint directory", got=[])
+            raise errors.NotACheckpointError(msg, file=self.directory, expected="a checkpoint directory", got=[])
         if len(worlds) != 1:
             msg = (f"Cannot read sharded checkpoint {self.directory!r}: expected the files of one save "
                    f"(rank-RRRRR-of-WWWWW.safetensors with one W), got {len(files)} files of world sizes "

@@ -132,6 +132,10 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
         msg = ("Invalid value for argument `aliases`: expected one of ('reference', 'materialize'). Received: "
                f"aliases={aliases!r}.")
         raise errors.InvalidArgumentError(msg, argument="aliases", expected=("reference", "materialize"), got=aliases)
+    if staging is not None and not background:
+        msg = (f"Invalid arguments: staging bounds a background save's snapshot; expected background=True with it. "
+               f"Received: staging={staging!r}, background={background!r}.")
+        raise errors.InvalidArgumentError(msg, argument="staging", expected="background=True", got=staging)
     if sharded and (background or max_shard_size is not None):
         msg = ("Invalid arguments: sharded=True writes one file per process and cannot be combined with "
                f"background=True or max_shard_size. Received: background={background!r}, "

@@ -12,7 +12,6 @@ external storage are refused.
 
 from __future__ import annotations
 
-import errno
 import os
 
 from polyparam import errors
@@ -49,7 +48,8 @@ def open_archive(path: str | os.PathLike[str], /, *, format: str | None = None, 
     Raises:
         UnsupportedFormatError: Unknown extension or format, or not a regular file (a FIFO, a device).
         CheckpointFormatError: A subclass naming the malformation.
-        OSError: The file cannot be opened (``IsADirectoryError`` for a directory holding no Hub checkpoint).
+        NotACheckpointError: A directory holding no checkpoint (also an ``IsADirectoryError``).
+        OSError: The file cannot be opened.
     """
     file = os.fspath(path)
     from polyparam.checkpoint.formats.orbax import is_orbax_checkpoint
@@ -58,15 +58,20 @@ def open_archive(path: str | os.PathLike[str], /, *, format: str | None = None, 
         from polyparam.checkpoint.formats.orbax import OrbaxArchive
 
         return OrbaxArchive(file)
-    if format is None and os.path.isdir(file):   # a Hub checkpoint directory (save_pretrained's layout)
+    if os.path.isdir(file):   # a Hub checkpoint directory (save_pretrained's layout): its index or single file
         from polyparam.checkpoint.formats.hub import INDEX_NAMES, SINGLE_NAMES, find_checkpoint
 
         found = find_checkpoint(file)
-        if found is None:   # still the OS's error for a directory, saying what would have been read
-            expected = ", ".join([*INDEX_NAMES, *SINGLE_NAMES])
-            raise IsADirectoryError(errno.EISDIR, f"Is a directory, holding none of {expected}", file)
-        file = found
-    fmt = format or detect_format(file)
+        if found is None:
+            expected = [*INDEX_NAMES, *SINGLE_NAMES]
+            msg = (f"Cannot read checkpoint directory {file!r}: expected one of {expected} in it (or an orbax "
+                   "checkpoint), got none. Pass the checkpoint file itself, or the directory save_pretrained "
+                   "or pp.save(..., max_shard_size=...) wrote.")
+            raise errors.NotACheckpointError(msg, file=file, expected=expected, got=sorted(os.listdir(file))[:5])
+        file, given = found, None   # the format is the found file's own
+    else:
+        given = format
+    fmt = given or detect_format(file)
     if fmt == "hub":
         from polyparam.checkpoint.formats.hub import HubArchive
 

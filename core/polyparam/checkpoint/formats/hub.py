@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -84,7 +85,7 @@ def _read_index(file: str) -> tuple[dict[str, str], dict[str, Any]]:
         out: dict[str, Any] = {}
         for key, value in pairs:
             if key in out:
-                raise _bad(file, "each key once", key, cls=errors.DuplicateKeyError, key=key,
+                raise _bad(file, "each JSON key of the index once", key, cls=errors.DuplicateKeyError,
                            fix="The index is damaged or crafted to confuse readers.")
             out[key] = value
         return out
@@ -109,20 +110,34 @@ def _read_index(file: str) -> tuple[dict[str, str], dict[str, Any]]:
     return weight_map, metadata
 
 
+def _inside(path: str, folder: str) -> bool:
+    return os.path.dirname(path) == folder
+
+
 def _shard_path(file: str, directory: str, shard: str, key: str) -> str:
-    """``directory/shard``, refused unless it is a plain file name that stays inside ``directory``."""
+    """``directory/shard``, refused unless it is a plain file name that stays inside ``directory``.
+
+    A link is followed only to a file in the directory itself or, as the Hugging Face
+    cache lays snapshots out (``snapshots/<revision>/<file> -> ../../blobs/<hash>``), in
+    the ``blobs`` folder two levels up.
+    """
     plain = (shard and shard not in (".", "..") and "\x00" not in shard
              and os.path.basename(shard) == shard and "/" not in shard and "\\" not in shard)
     if not plain:
         raise _bad(file, "a shard file name inside the checkpoint's directory", shard, cls=errors.UnsafeContentError,
                    key=key, fix="polyparam never follows an index out of its directory; fix the index.")
     path = os.path.join(directory, shard)
-    if os.path.dirname(os.path.realpath(path)) != os.path.realpath(directory):
-        raise _bad(file, "a shard inside the checkpoint's directory", os.path.realpath(path),
+    real, home = os.path.realpath(path), os.path.realpath(directory)
+    blobs = os.path.join(os.path.dirname(os.path.dirname(home)), "blobs")
+    if not (_inside(real, home) or (os.path.islink(path) and _inside(real, blobs))):
+        raise _bad(file, "a shard inside the checkpoint's directory (or a Hugging Face cache's blobs)", real,
                    cls=errors.UnsafeContentError, key=key,
                    fix="The shard is a link leading out of the directory; copy the file in instead.")
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise _bad(file, f"the shard {shard!r} beside the index", "no such file", key=key)
+    if not os.path.isfile(path):
+        raise _bad(file, f"the shard {shard!r} to be a regular file", "a directory, FIFO or device", key=key,
+                   cls=errors.UnsupportedFormatError, fix="Replace it with the shard's file.")
     try:
         fmt = detect_format(shard)
     except errors.UnsupportedFormatError:
@@ -132,59 +147,101 @@ def _shard_path(file: str, directory: str, shard: str, key: str) -> str:
     return path
 
 
+#: Shards held open at once (each safetensors shard is a mapped file; views outlive their closing).
+_OPEN_SHARDS = 64
+
+
 class HubArchive(Archive):
-    """A sharded checkpoint read through its index: one :class:`Archive` view over every shard."""
+    """A sharded checkpoint read through its index: one :class:`Archive` view over every shard.
+
+    Every shard is opened and validated once when the archive opens, then closed; at most
+    ``_OPEN_SHARDS`` stay open for reads, so a directory of thousands of shards stays
+    within the process's file limit.
+    """
 
     format = "hub"
 
     def __init__(self, file: str, *, mmap: bool = True) -> None:
         super().__init__(file)
-        from polyparam.checkpoint.formats import open_archive
-
         directory = os.path.dirname(os.path.abspath(file))
         weight_map, metadata = _read_index(file)
-        paths: dict[str, str] = {}
+        self._mmap = mmap
+        self._paths: dict[str, str] = {}
         for key, shard in weight_map.items():
-            if shard not in paths:
-                paths[shard] = _shard_path(file, directory, shard, key)
-        self.shards: dict[str, Archive] = {}
-        self._where: dict[str, str] = dict(weight_map)
+            if shard not in self._paths:
+                self._paths[shard] = _shard_path(file, directory, shard, key)
+        self._open: OrderedDict[str, Archive] = OrderedDict()
+        self._where: dict[str, str] = {}      # stored key -> shard
         try:
-            for shard in sorted(set(weight_map.values())):
-                self.shards[shard] = open_archive(paths[shard], mmap=mmap)
-            self._check(weight_map)
-            total = sum(self.shards[weight_map[key]].entries[key].nbytes for key in weight_map)
+            ties: list[list[str]] = []
+            held: dict[str, list[str]] = {}   # key -> the shards that give it a value
+            for shard in sorted(self._paths):
+                archive = self._shard(shard)
+                stored = archive.paths()      # every key the shard gives a value (tie members too) -> stored key
+                for key, anchor in stored.items():
+                    if key not in weight_map:
+                        raise _bad(file, f"every tensor of shard {shard!r} listed in the index", key, key=key,
+                                   fix="The index and its shards come from different saves; save the model again.")
+                    held.setdefault(key, []).append(shard)
+                    if anchor == key:
+                        self.entries[key] = archive.entries[key]
+                        self._where[key] = shard
+                ties.extend(list(group) for group in archive.metadata.ties)
+            for key, named in weight_map.items():
+                found = held.get(key, [])
+                if len(found) > 1:
+                    raise _bad(file, f"{key!r} in one shard only ({named!r}, as the index says)", found,
+                               cls=errors.DuplicateKeyError, key=key,
+                               fix="Two shards give it a value; remove the stale shard or save again.")
+                if found != [named]:
+                    raise _bad(file, f"{key!r} in shard {named!r}, as the index says",
+                               f"it in {found[0]!r}" if found else "it in no shard", key=key)
+            unique = sum(entry.nbytes for entry in self.entries.values())
+            per_key = sum(self.entries[self._anchor(key, ties)].nbytes for key in weight_map)
             declared = metadata.get("total_size")
             if declared is not None and (isinstance(declared, bool) or not isinstance(declared, int)
-                                         or declared != total):
-                raise _bad(file, f"'total_size' equal to the shards' {total:,} bytes", declared)
-            self.entries = {key: self.shards[weight_map[key]].entries[key] for key in weight_map}
+                                         or declared not in (unique, per_key)):
+                raise _bad(file, f"'total_size' equal to the shards' {unique:,} bytes", declared,
+                           fix="transformers ignores this field; correct or remove 'total_size' in the index.")
             strings = {k: v for k, v in metadata.items() if isinstance(v, str)}
             self.metadata = PolyparamMetadata.from_strings(strings, set(self.entries), file=file)
+            if ties and not self.metadata.ties:   # storage shared inside a .bin shard (a tied embedding)
+                self.metadata.ties = ties
             self.extra = {k: str(v) for k, v in metadata.items() if not k.startswith("polyparam.")}
         except BaseException:
             self.close()
             raise
 
-    def _check(self, weight_map: dict[str, str]) -> None:
-        for key, shard in weight_map.items():
-            if key not in self.shards[shard].entries:
-                raise _bad(self.file, f"{key!r} in shard {shard!r}, as the index says",
-                           sorted(self.shards[shard].entries)[:3], key=key)
-        for shard, archive in self.shards.items():
-            for key in archive.entries:
-                named = weight_map.get(key)
-                if named is None:
-                    raise _bad(self.file, f"every tensor of shard {shard!r} listed in the index", key, key=key,
-                               fix="The index and its shards come from different saves; save the model again.")
-                if named != shard:
-                    raise _bad(self.file, f"{key!r} in one shard only ({named!r}, as the index says)", shard,
-                               cls=errors.DuplicateKeyError, key=key,
-                               fix="Two shards give it a value; remove the stale shard or save again.")
+    @staticmethod
+    def _anchor(key: str, ties: list[list[str]]) -> str:
+        return next((group[0] for group in ties if key in group), key)
+
+    def _shard(self, shard: str) -> Archive:
+        """The open archive of ``shard``, opening it (and closing the least recently used) as needed."""
+        from polyparam.checkpoint.formats import open_archive
+
+        archive = self._open.pop(shard, None)
+        if archive is None:
+            archive = open_archive(self._paths[shard], mmap=self._mmap)
+            while len(self._open) >= _OPEN_SHARDS:
+                self._open.popitem(last=False)[1].close()
+        self._open[shard] = archive
+        return archive
 
     def read(self, key: str, /) -> np.ndarray:
-        return self.shards[self._where[key]].read(key)
+        return self._shard(self._where[key]).read(key)
+
+    def verify(self, key: str, value: np.ndarray, /) -> None:
+        """As :meth:`Archive.verify`, naming the shard that holds ``key`` (the file to restore)."""
+        try:
+            super().verify(key, value)
+        except errors.ChecksumError as exc:
+            shard = self._paths[self._where[key]]
+            msg = str(exc).replace(repr(self.file), repr(shard), 1)
+            raise errors.ChecksumError(msg, file=shard, path=key, expected=exc.expected, got=exc.got) from None
 
     def close(self) -> None:
-        for archive in getattr(self, "shards", {}).values():
+        for archive in getattr(self, "_open", {}).values():
             archive.close()
+        if hasattr(self, "_open"):
+            self._open.clear()
