@@ -97,6 +97,10 @@ def _open(obj: Any, other: Any) -> Iterator[_Side]:
                 other_tree = other if isinstance(other, ParameterCollection) else tree_of(other)
                 resolved = resolve_keys(storage_groups(other_tree), stored, subject=repr(file))
                 keys = {resolved[path]: key for path, key in stored.items()}
+                for group in other_tree.ties():   # a file that stores one member of the model's tie (transformers'
+                    present = [q for q in group.paths if q in keys]   # tied head) gives the others that value
+                    for q in group.paths if present else ():
+                        keys.setdefault(q, keys[present[0]])
             layout = archive.metadata.layout
             if layout != "canonical":   # a framework's own layout (Keras .weights.h5): converted by its model
                 if other_tree is None or other_tree.backend != layout:
@@ -126,8 +130,9 @@ def diff(a: Any, b: Any, /) -> Diff:
     """Compare ``a`` and ``b``: any two of a model, a tree and a checkpoint file. Nothing is written.
 
     Paths are canonical on a model's side; a file's keys are matched to a model's paths on
-    the other side (native names included), and tie groups are expanded, so a model and
-    its own ``pp.save`` compare equal. Tensors are read one at a time.
+    the other side (native names included), and tie groups are expanded (the file's, and
+    the model's where the file stores one member), so a model and its own ``pp.save`` or
+    ``save_pretrained`` compare equal. Tensors are read one at a time.
 
     Returns:
         A :class:`Diff`: ``print`` it for a short table; ``diff.equal`` says whether anything differs.
