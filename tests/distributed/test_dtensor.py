@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,7 +104,7 @@ def test_a_hub_checkpoint_loads_straight_into_fsdp2_shards(tmp_path, world: int)
     total = sum(p.numel() * 4 for p in model.parameters())
     out = str(tmp_path / "growth")
     launch(workers.load_hub, world, directory, True, out, timeout=240)
-    growth = [int(open(f"{out}.{rank}").read()) for rank in range(world)]
+    growth = [int(Path(f"{out}.{rank}").read_text()) for rank in range(world)]
     largest = 1024 * 1024 * 4
     print(f"per-rank peak memory growth of the load, {world} ranks: {growth} bytes; model {total} bytes")
     # the rank's own rows (written in place) and its journal copy of them, plus one tensor's worth of slack
