@@ -223,7 +223,25 @@ class KerasParameter(Parameter):
 
     def _variable(self) -> Any | None:
         layer = self._layer
-        return find_variable(layer, self._slot.var) if layer.built else None
+        if not layer.built:
+            return None
+        # find_variable compares the name of each of the layer's variables (a property each): the
+        # one found is kept while the layer holds the same lists of variables with it in its place
+        trainable, other = layer._trainable_variables, layer._non_trainable_variables
+        cached = self.__dict__.get("_variable_cache")
+        if cached is not None:
+            c_layer, c_trainable, c_other, count, index, v = cached
+            if (c_layer is layer and c_trainable is trainable and c_other is other
+                    and len(trainable) + len(other) == count):
+                found = trainable[index] if index < len(trainable) else other[index - len(trainable)]
+                if found is v:
+                    return v
+        v = find_variable(layer, self._slot.var)
+        if v is not None:
+            both = list(trainable) + list(other)
+            index = next(i for i, u in enumerate(both) if u is v)
+            self.__dict__["_variable_cache"] = (layer, trainable, other, len(both), index, v)
+        return v
 
     # ---- hooks a backend implements ----------------------------------------------
 

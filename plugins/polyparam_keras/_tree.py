@@ -8,6 +8,7 @@ layers and models by attribute name. Keras' auto-numbered layer names never appe
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import Any, Callable
 
 import keras
@@ -120,6 +121,8 @@ def _attribute_children(layer: Any) -> list[tuple[str, Any, Callable[[Any], Any]
     Returns ``(name, value, getter)``; a list/tuple/dict attribute of layers is one
     entry whose value is the container.
     """
+    if not layer._layers:   # a plain layer (most of a model's): no sublayer to look for
+        return []
     tracked = {id(sub): i for i, sub in enumerate(layer._layers)}
     candidates: list[tuple[str, Any]] = list(vars(layer).items())
     modules = vars(layer).get("_modules")
@@ -161,7 +164,38 @@ def _item(locate: Callable[[], Any], key: Any) -> Any:
 
 
 def _position(locate: Callable[[], Any], i: int) -> Any:
-    return locate().layers[i]
+    container = locate()
+    if isinstance(container, keras.Sequential) and type(container).layers is keras.Sequential.layers:
+        layers = container._layers   # what Sequential.layers copies: its layers but the InputLayer first
+        return layers[i + 1 if layers and isinstance(layers[0], keras.layers.InputLayer) else i]
+    return layers_of(container)[i]
+
+
+# id(Functional model) -> (a weak reference to it, its operations list, its layers): ``model.layers``
+# builds a new list on every call (O(layers)), and every fact a parameter reads finds its layer through it
+_LAYERS: dict[int, tuple[weakref.ref[Any], Any, list[Any]]] = {}
+
+
+def layers_of(container: Any) -> list[Any]:
+    """``container.layers`` (a Sequential or Functional model), without rebuilding the list on every call.
+
+    A Functional model's layers are its operations that are layers, fixed when it is built;
+    the list is kept while the model holds the same operations list.
+    """
+    if isinstance(container, Functional) and not isinstance(container, keras.Sequential):
+        ops = container.__dict__.get("_operations")
+        cached = _LAYERS.get(id(container))
+        if cached is not None and cached[0]() is container and cached[1] is ops:
+            return cached[2]
+        layers = list(container.layers)
+        key = id(container)
+        try:
+            ref = weakref.ref(container, lambda _: _LAYERS.pop(key, None))
+        except TypeError:         # not weakly referable: no cache
+            return layers
+        _LAYERS[id(container)] = (ref, ops, layers)
+        return layers
+    return list(container.layers)
 
 
 def _via(locate: Callable[[], Any], getter: Callable[[Any], Any]) -> Any:

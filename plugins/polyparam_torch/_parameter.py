@@ -48,6 +48,21 @@ DECLARED_LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+#: Values from this size up are written with torch's parallel ``copy_``; smaller ones with one
+#: ``np.copyto`` (waking torch's worker threads for a small copy can cost milliseconds on a busy machine).
+PARALLEL_COPY_BYTES = 1 << 20
+
+
+def _from_numpy(array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` of a copy source: a read-only array (a mapped checkpoint) is only read,
+    so torch's "not writable" warning does not apply."""
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        return torch.from_numpy(array)
+
+
 def declare_layers() -> None:
     """Declare :data:`DECLARED_LAYERS` with ``pp.roles``, leaving any declaration the user made first."""
     known = roles.declared()
@@ -402,14 +417,14 @@ class TorchParameter(Parameter):
             self._write_local(array[_dtensor.local_box(t, self.path)])
             return
         if t.device.type == "cpu":
-            if array.dtype.kind in "fiub" and array.dtype.isbuiltin and min(array.strides, default=0) >= 0:
-                # torch's copy_ is parallel: about twice np.copyto here, from 0.1 MB to 64 MB
-                with torch.no_grad(), warnings.catch_warnings():
-                    # a read-only array (a mapped checkpoint) is only read here: torch's
-                    # "not writable" warning does not apply to a copy source
-                    warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
-                    t.detach().copy_(torch.from_numpy(array))   # bumps the version counter, as copy_ does
-            else:   # bfloat16 (ml_dtypes) or negatively strided arrays: through NumPy
+            if array.dtype.kind in "fiub" and array.dtype.isbuiltin and min(array.strides, default=0) >= 0 and (
+                    array.nbytes >= PARALLEL_COPY_BYTES or t.is_conj() or t.is_neg() or t.is_inference()):
+                # torch's copy_ is parallel: about twice np.copyto here, from 1 MB to 64 MB
+                with torch.no_grad():
+                    source = _from_numpy(array)
+                    t.detach().copy_(source)   # bumps the version counter, as copy_ does
+            else:   # small values (waking torch's threads costs more than the copy), bfloat16 (ml_dtypes)
+                # or negatively strided arrays: through NumPy
                 np.copyto(torch2np(t.detach()), array, casting="unsafe")
                 torch.autograd.graph.increment_version(t)
         else:

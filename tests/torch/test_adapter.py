@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -154,6 +155,28 @@ def test_set_bumps_the_autograd_version_like_an_in_place_copy() -> None:
     pp.tree(net)["2.weight"].set(np.zeros((1, 8), np.float32))
     with pytest.raises(RuntimeError, match="inplace"):
         out.backward()
+
+
+@pytest.mark.parametrize("width", [8, 1024])   # under 1 MiB: np.copyto; from 1 MiB: torch's parallel copy_
+def test_load_state_writes_small_and_large_values_in_place_and_bumps_the_version(width: int) -> None:
+    net = nn.Linear(width, width)
+    weight, version = net.weight, net.weight._version
+    state = {"weight": np.full((width, width), 0.5, np.float32), "bias": np.arange(width, dtype=np.float64)}
+    pp.tree(net).load_state(state)
+    assert net.weight is weight and net.weight._version > version
+    assert (net.weight.detach().numpy() == 0.5).all()
+    np.testing.assert_array_equal(net.bias.detach().numpy(), np.arange(width, dtype=np.float32))
+
+
+def test_load_state_from_read_only_arrays_warns_nothing() -> None:
+    net = nn.Linear(1024, 1024)
+    state = {"weight": np.ones((1024, 1024), np.float32), "bias": np.ones(1024, np.float32)}
+    for value in state.values():
+        value.flags.writeable = False    # as a mapped checkpoint's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pp.tree(net).load_state(state)
+    assert net.weight.detach().numpy().sum() == 1024 * 1024
 
 
 def test_grad_is_none_then_the_accumulated_gradient() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, cast
 
 import numpy as np
@@ -203,7 +204,7 @@ class Parameter(abc.ABC):
     def size(self) -> int | None:
         """The number of elements, or ``None`` while the shape is unknown."""
         shape = self.shape
-        return None if None in shape else int(np.prod(cast("tuple[int, ...]", shape), dtype=np.int64))
+        return None if None in shape else int(math.prod(cast("tuple[int, ...]", shape)))
 
     @property
     def nbytes(self) -> int | None:
@@ -295,11 +296,12 @@ class Parameter(abc.ABC):
                    f"got {format_shape(array.shape)}. Pass a value of the parameter's shape "
                    "(canonical layout: dense weights are (out, in)).")
             raise errors.ShapeMismatchError(msg, path=self.path, expected=shape, got=array.shape)
-        self._check_dtype(array.dtype, action=action)
-        return array.astype(self.dtype, copy=False)
-
-    def _check_dtype(self, got: np.dtype, *, action: str) -> None:
         expected = self.dtype
+        self._check_dtype(array.dtype, action=action, expected=expected)
+        return array if array.dtype == expected else array.astype(expected)
+
+    def _check_dtype(self, got: np.dtype, *, action: str, expected: np.dtype | None = None) -> None:
+        expected = self.dtype if expected is None else expected
         if got == expected:
             return
         if (got.kind in "OSUV" and not is_floating(got)) or not np.can_cast(got, expected, casting="same_kind"):
@@ -388,7 +390,10 @@ class Parameter(abc.ABC):
         ``pp.transfer``. With ``local``, ``array`` holds the box of :meth:`_local_box`
         (this process's shard of a distributed parameter).
         """
-        array = np.asarray(array).astype(self.dtype, copy=False)
+        array = np.asarray(array)
+        dtype = self.dtype
+        if array.dtype != dtype:
+            array = array.astype(dtype)
         if local and self._local_box() is not None:
             self._write_local(array)
         elif self.state == "deferred":

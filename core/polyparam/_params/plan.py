@@ -341,8 +341,9 @@ class WritePlan:
                             journal.keep_tie(member)
                             member._share(first)
                     tied.append([q for q, _ in anchors])
-                for write in track(self.writes, description=description, progress=progress,
-                                   weight=lambda item: item.param.nbytes or 0):
+                writes = self.writes if progress is False else track(
+                    self.writes, description=description, progress=progress, weight=lambda item: item.param.nbytes or 0)
+                for write in writes:
                     value = write.read()
                     journal.keep(write.param, local=write.local)
                     write.param._commit(value, local=write.local)

@@ -105,8 +105,9 @@ class TrainingOps:
         done: list[Parameter] = []
         with exclusive_writes():
             try:
-                for _, p in todo:
-                    p.trainable = value
+                for _, p in todo:   # the setter's checks, less those todo made (a bool, kind "parameter")
+                    if bool(p._trainable()) != value:   # a tied one may have followed the one before
+                        p._set_trainable(value)
                     done.append(p)
             except BaseException:
                 for p in reversed(done):

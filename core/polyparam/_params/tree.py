@@ -212,10 +212,12 @@ class ParameterCollection(TrainingOps, abc.ABC):
                 continue
             p = members[0][1]
             first_path, first_value = given[0]
-            misfit = next(((q, v) for q, v in given if fit_problem(p, tuple(np.shape(v)), p.dtype) == "shape"), None)
-            if skip_mismatch and misfit is not None:   # a tie group is skipped whole: it holds one value
-                report.skipped.append((misfit[0], tuple(np.shape(misfit[1])), tuple(p.shape)))
-                continue
+            if skip_mismatch:
+                misfit = next(((q, v) for q, v in given if fit_problem(p, tuple(np.shape(v)), p.dtype) == "shape"),
+                              None)
+                if misfit is not None:   # a tie group is skipped whole: it holds one value
+                    report.skipped.append((misfit[0], tuple(np.shape(misfit[1])), tuple(p.shape)))
+                    continue
             array = p.coerce(first_value, action=f"load {first_path!r} into")
             for path, value in given[1:]:
                 other = p.coerce(value, action=f"load {path!r} into")

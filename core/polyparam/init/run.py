@@ -55,9 +55,10 @@ def _declared(p: Parameter) -> Initializer | None:
     return None if declared is None else as_initializer(declared)
 
 
-def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool) -> None:
-    """Draw ``p``'s value with its own generator and write it."""
-    info = _info(p)
+def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool,
+                   info: ParamInfo | None = None) -> None:
+    """Draw ``p``'s value with its own generator and write it (``info``: ``p``'s facts, when read already)."""
+    info = _info(p) if info is None else info
     box = p._local_box() if p.state == "initialized" else None
     if box is not None:  # a shard of a distributed tensor: fill only this process's box
         local = p._local_view() if initializer._writes_in_place else None
@@ -121,6 +122,7 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
                 force_reinit: bool, by_role: bool, progress: bool | None, skip_buffers: bool) -> InitReport:
     report = InitReport()
     todo: list[Parameter] = []
+    infos: dict[int, ParamInfo] = {}   # each parameter's facts, read once (its axes take a walk of its layer)
     seen: set[Any] = set()
     left: list[tuple[str, str]] = []
     by_declaration: list[Parameter] = []
@@ -153,7 +155,8 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
             report.deferred.append(p.path)
             todo.append(p)
         else:
-            initializer.check(_info(p), by_role=by_role)   # refuse before the first write
+            infos[id(p)] = _info(p)
+            initializer.check(infos[id(p)], by_role=by_role)   # refuse before the first write
             # shape known but no storage yet (torch meta tensors): recorded, filled on materialization
             (report.deferred if p._defers_init() else report.initialized).append(p.path)
             todo.append(p)
@@ -179,7 +182,9 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
         if p.dtype.kind in "biu" and p.state != "deferred":
             _require_integral(p, initializer, call_seed, by_role)   # before the first write, never a silent cast
     for p in todo:
-        initializer._note(_info(p))
+        if id(p) not in infos:
+            infos[id(p)] = _info(p)
+        initializer._note(infos[id(p)])
     # all or nothing, whatever a fill raises (the initializer, the framework, ^C)
     journal = Journal("initialize", writer="the initializer and the framework")
     journal.check_limit([p for p in todo if p.state == "initialized" and not p._defers_init()])
@@ -189,7 +194,7 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
                 p._defer(_deferred_fill(p, initializer, call_seed, by_role))
                 continue
             journal.keep(p, local=p._local_box() is not None)
-            fill_parameter(p, initializer, call_seed, by_role=by_role)
+            fill_parameter(p, initializer, call_seed, by_role=by_role, info=infos[id(p)])
     except BaseException as exc:
         error = journal.fail(exc)
         if error is exc:
