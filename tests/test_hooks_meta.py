@@ -21,7 +21,8 @@ BASES = (Parameter, ParameterCollection, ParameterTree)
 #: Hooks the kit cannot reach in one process: they act only on tensors sharded across
 #: processes, and are exercised on real process groups by tests/distributed.
 DISTRIBUTED_ONLY = {"_write_local", "_read_local", "_local_view", "_shard_writer", "_agree_seed", "_process_rank",
-                    "_barrier", "_broadcast", "_all_succeeded"}
+                    "_barrier", "_broadcast", "_all_succeeded",
+                    "_write_blocks"}   # several JAX devices: tests/flax/test_sharding.py, in a subprocess
 #: Hooks for files in a framework's own layout, which the kit cannot write: exercised by the
 #: Keras .weights.h5 tests (tests/keras/test_weights_h5.py).
 NATIVE_FILES_ONLY = {"_from_native_layout"}

@@ -78,8 +78,25 @@ def test_sharded_parameters_show_global_shapes_and_placements_in_canonical_axes(
 def test_a_seeded_initialize_equals_the_unsharded_values_and_keeps_the_shardings() -> None:
     net, plain = _sharded(), Net(nnx.Rngs(1), sharded=False)
     specs = _specs(net)
-    for model in (net, plain):
-        pp.tree(model).initialize(pp.init.Xavier(), seed=7, force_reinit=True)
+    pp.tree(plain).initialize(pp.init.Xavier(), seed=7, force_reinit=True)
+    written: list[str] = []
+    tree = pp.tree(net)
+    cls = type(next(p for _, p in tree.items()))
+    real, real_write = cls._write_blocks, cls._write
+
+    def write_blocks(self: Any, values: Any) -> None:
+        written.append(self.path)
+        real(self, values)
+
+    def write(self: Any, array: Any) -> None:
+        pytest.fail(f"{self.path} was written whole")
+
+    cls._write_blocks, cls._write = write_blocks, write   # initialize hands each parameter its blocks only
+    try:
+        tree.initialize(pp.init.Xavier(), seed=7, force_reinit=True)
+    finally:
+        cls._write_blocks, cls._write = real, real_write
+    assert sorted(written) == sorted(path for path, _ in tree.items())
     got, expected = pp.tree(net).state(), pp.tree(plain).state()
     for path, value in expected.items():
         np.testing.assert_array_equal(got[path], value, err_msg=path)

@@ -81,7 +81,8 @@ class Parameter(abc.ABC):
       input is a flattened feature map of unknown channel order), so a transfer to
       another framework refuses instead of moving values in the wrong order;
     * distributed tensors: `_local_box`, `_local_view`, `_write_local`, `_read_local`,
-      `_shard_writer`, `_placement`, `_agree_seed`.
+      `_shard_writer`, `_placement`, `_agree_seed`; a value sharded over one process's
+      devices (JAX): `_local_blocks`, `_write_blocks`.
 
     Override for speed (the defaults are correct, only slower):
 
@@ -454,6 +455,21 @@ class Parameter(abc.ABC):
     def _read_local(self) -> np.ndarray:
         """The values of the box of :meth:`_local_box` (this process's shard), without communication."""
         return self._read()
+
+    def _local_blocks(self) -> list[tuple[slice, ...]] | None:
+        """The canonical boxes of the distinct blocks this process's devices hold, or ``None`` (the default).
+
+        Backends whose one value is sharded over several local devices (a JAX array with a
+        ``NamedSharding``) return the boxes; ``initialize`` then draws each block alone
+        (:meth:`polyparam.init.Initializer.fill_slice`) and hands them to
+        :meth:`_write_blocks`, never building the whole array on the host.
+        """
+        return None
+
+    def _write_blocks(self, values: list[tuple[tuple[slice, ...], np.ndarray]], /) -> None:
+        """Store the value whose block at each box of :meth:`_local_blocks` is the array paired with it."""
+        msg = f"Cannot write blocks of parameter {self.path!r}: the {self.backend} backend has no sharded values."
+        raise NotImplementedError(msg)
 
     def _shard_writer(self) -> bool:
         """Whether this process writes its box in a sharded save (one process per distinct box). Default: yes."""

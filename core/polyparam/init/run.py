@@ -59,6 +59,15 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
                    info: ParamInfo | None = None) -> None:
     """Draw ``p``'s value with its own generator and write it (``info``: ``p``'s facts, when read already)."""
     info = _info(p) if info is None else info
+    blocks = p._local_blocks() if p.state == "initialized" else None
+    if blocks is not None:  # one value sharded over this process's devices: draw each distinct block alone
+        values = []
+        for block_box in blocks:
+            block = np.empty(tuple(s.stop - s.start for s in block_box), info.dtype)
+            initializer.fill_slice(block, info, block_box, seed=seed, by_role=by_role)
+            values.append((block_box, block))
+        p._write_blocks(values)
+        return
     box = p._local_box() if p.state == "initialized" else None
     if box is not None:  # a shard of a distributed tensor: fill only this process's box
         local = p._local_view() if initializer._writes_in_place else None
