@@ -270,7 +270,7 @@ def test_a_framework_file_loads_in_model_order(dst: str, tmp_path: Path) -> None
     np.testing.assert_allclose(forward_dst(X), forward_src(X), atol=1e-5, rtol=1e-5)
 
 
-def test_a_gluon_params_file_loads_in_model_order_into_torch(tmp_path: Path) -> None:  # mxnet
+def test_an_mxnet_gluon_params_file_loads_in_model_order_into_torch(tmp_path: Path) -> None:
     source, forward_src = _gluon3()
     source.save_parameters(str(tmp_path / "m.params"))
     target, forward_dst = _torch5()
