@@ -37,11 +37,9 @@ from polyparam.checkpoint.formats.base import _word_size
 from polyparam.checkpoint.io import (
     _check_header_size,
     _placeholder,
-    _write_npz,
-    atomic_write,
     check_writable,
     collect,
-    write_safetensors,
+    write_checked,
 )
 
 if typing.TYPE_CHECKING:
@@ -396,12 +394,4 @@ def save_in_background(tree: ParameterTree, path: str | os.PathLike[str], /, *, 
 def _write_file(file: str, fmt: str, tensors: Mapping[str, _Pending], strings: Any, *, checksum: bool,
                 meta: PolyparamMetadata) -> None:
     """What :func:`~polyparam.checkpoint.io.write_tensors` does after its checks, each tensor taken when written."""
-    arrays = typing.cast("dict[str, np.ndarray]", tensors)
-    with atomic_write(file) as tmp:
-        if fmt == "safetensors":
-            sums = write_safetensors(tmp, arrays, strings, checksum=checksum)
-            if checksum:
-                meta.checksums = sums
-        else:
-            with open(tmp, "wb") as fh:
-                _write_npz(fh, arrays, strings, checksum=checksum)
+    write_checked(file, fmt, typing.cast("dict[str, np.ndarray]", tensors), strings, meta, checksum=checksum)

@@ -26,8 +26,8 @@ from polyparam.checkpoint.formats.base import write_snapshot
 if TYPE_CHECKING:
     from polyparam._params.tree import ParameterTree
 
-__all__ = ["LoadReport", "atomic_write", "check_writable", "collect", "contiguous", "write_error", "write_safetensors",
-           "write_tensors"]
+__all__ = ["LoadReport", "atomic_write", "check_writable", "collect", "contiguous", "write_checked", "write_error",
+           "write_safetensors", "write_tensors"]
 
 
 # ---- atomic writes --------------------------------------------------------------------
@@ -398,6 +398,13 @@ def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], 
 
     _check_header_size(file, tensors, strings({k: _placeholder(v.nbytes) for k, v in tensors.items()}),
                        MAX_HEADER if fmt == "safetensors" else 100_000_000)
+    write_checked(file, fmt, tensors, strings, meta, checksum=checksum)
+
+
+def write_checked(file: str, fmt: str, tensors: dict[str, np.ndarray],
+                  strings: Callable[[dict[str, str]], dict[str, str]], meta: PolyparamMetadata, *,
+                  checksum: bool) -> None:
+    """The atomic write of :func:`write_tensors` once its checks have passed (background saves share it)."""
     with atomic_write(file) as tmp:
         if fmt == "safetensors":
             sums = write_safetensors(tmp, tensors, strings, checksum=checksum)
