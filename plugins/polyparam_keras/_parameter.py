@@ -360,6 +360,32 @@ class KerasParameter(Parameter):
             return self._read()     # a TensorFlow read is already a copy (.numpy() copies)
         return super()._read_copy()
 
+    def _keep_storage(self) -> Callable[[], None] | None:
+        """TensorFlow on the CPU: keep the tensor a read returns as the undo record, with no copy.
+
+        A read shares the variable's buffer, and TensorFlow's assign never writes a buffer
+        someone else holds (it writes a new one, or takes the one given), so the read
+        tensor keeps the old value for as long as the journal holds it.
+        """
+        if engine() != "tensorflow":
+            return None
+        v = self._variable()
+        if v is None or v._value is None:
+            return None
+        variable = raw(v)
+        if device_type(variable.device) != "CPU":
+            return None      # the journal's copy goes to host memory; a kept tensor would stay on the device
+        import tensorflow as tf
+
+        with tf.init_scope():
+            old = variable.read_value()
+
+        def put_back() -> None:
+            with tf.init_scope():
+                variable.assign(old)
+
+        return put_back
+
     def _writable_view(self) -> np.ndarray | None:
         if engine() != "torch":
             return None         # tf.Variable storage cannot be written through NumPy

@@ -53,6 +53,35 @@ DECLARED_LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
 PARALLEL_COPY_BYTES = 1 << 20
 
 
+def _use_count(t: torch.Tensor) -> int | None:
+    """How many references torch holds to ``t``'s storage (tensors, views, Python storage objects), if it says."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    return None if count is None else int(count(t.untyped_storage()._cdata))
+
+
+_ALONE: list[int | None] = []   # the use count of a tensor no one else refers to, measured once
+
+
+def owns_storage(t: torch.Tensor) -> bool:
+    """Whether ``t`` alone holds its storage: no view, no other tensor or NumPy array on it, and all of it.
+
+    Then moving the storage aside (``t.data = new``) changes nothing anyone else sees.
+    Refused for what others could still reach: shared or pinned memory, views,
+    conjugate or negative bits, inference tensors, tensor subclasses (DTensor).
+    """
+    if type(t) not in (nn.Parameter, torch.Tensor) or t.device.type != "cpu" or t.layout != torch.strided:
+        return False
+    if t._base is not None or t.is_conj() or t.is_neg() or t.is_inference():
+        return False
+    storage = t.untyped_storage()
+    if t.storage_offset() != 0 or storage.nbytes() != t.numel() * t.element_size() or t.is_shared():
+        return False
+    if not _ALONE:
+        _ALONE.append(_use_count(torch.empty(1)))
+    used = _use_count(t)
+    return used is not None and used == _ALONE[0] and not t.is_pinned()
+
+
 def _from_numpy(array: np.ndarray) -> torch.Tensor:
     """``torch.from_numpy`` of a copy source: a read-only array (a mapped checkpoint) is only read,
     so torch's "not writable" warning does not apply."""
@@ -405,6 +434,27 @@ class TorchParameter(Parameter):
         if t.device.type != "cpu":
             t = t.cpu()
         return torch2np(t.resolve_conj().resolve_neg())
+
+    def _keep_storage(self) -> Callable[[], None] | None:
+        """Give a large CPU tensor fresh storage before a whole write; the old one is the undo record.
+
+        ``t.data = new`` keeps the ``nn.Parameter`` (what optimizers, hooks and ties hold)
+        and changes only its storage, as ``load_state_dict(assign=True)`` does; done only
+        where no one else holds that storage (:func:`owns_storage`). Small tensors are
+        copied instead: a copy costs less than the allocation.
+        """
+        settle(self._owner(), self._attr)
+        t = self._tensor()
+        if t.numel() * t.element_size() < PARALLEL_COPY_BYTES or not owns_storage(t):
+            return None
+        old = t.data
+        t.data = torch.empty_like(old)   # same dtype, device and strides
+
+        def put_back() -> None:
+            t.data = old
+            torch.autograd.graph.increment_version(t)
+
+        return put_back
 
     def _write(self, array: np.ndarray, /) -> None:
         t = self._tensor()

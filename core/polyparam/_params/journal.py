@@ -98,6 +98,13 @@ class _Spilled:
         return out
 
 
+class _Moved:
+    """A parameter's old storage, moved aside by the backend (:meth:`Parameter._keep_storage`)."""
+
+    def __init__(self, put_back: Any) -> None:
+        self.put_back = put_back
+
+
 #: Held by every multi-parameter write for its write phase (see :func:`exclusive_writes`).
 _WRITE_LOCK = threading.RLock()
 
@@ -126,7 +133,7 @@ class Journal:
     def __init__(self, operation: str, *, writer: str = "the framework") -> None:
         self.operation = operation
         self.writer = writer
-        self._values: list[tuple[Parameter, np.ndarray | _Spilled, bool]] = []
+        self._values: list[tuple[Parameter, np.ndarray | _Spilled | _Moved, bool]] = []
         self._ties: list[tuple[Parameter, np.ndarray | None, Any]] = []
         self.current: str | None = None
         self._memory = undo_memory()     # bytes of copies that may stay in memory (None: all)
@@ -149,8 +156,13 @@ class Journal:
 
     # ---- during the operation -------------------------------------------------------
 
-    def keep(self, p: Parameter, /, *, local: bool = False) -> None:
-        """Keep ``p``'s current value (this process's shard with ``local``); nothing to keep without data."""
+    def keep(self, p: Parameter, /, *, local: bool = False, whole: bool = False) -> None:
+        """Keep ``p``'s current value (this process's shard with ``local``); nothing to keep without data.
+
+        ``whole``: the next write replaces every element without reading one, so a
+        backend may move the storage aside instead of copying it
+        (:meth:`~polyparam._params.parameter.Parameter._keep_storage`).
+        """
         self.current = p.path
         if p.state != "initialized" or p._defers_init():
             return
@@ -158,6 +170,10 @@ class Journal:
         nbytes = (p._read_local().nbytes if local else p.nbytes) or 0
         if self._memory is None or self._in_memory + nbytes <= self._memory:
             self._in_memory += nbytes
+            put_back = p._keep_storage() if whole and not local else None
+            if put_back is not None:
+                self._values.append((p, _Moved(put_back), False))
+                return
             self._values.append((p, p._read_local().copy() if local else p._read_copy(), local))
         else:
             self._values.append((p, self._spill(p._read_local() if local else p._read()), local))
@@ -195,6 +211,9 @@ class Journal:
         problems: list[BaseException] = []
         for p, kept, local in reversed(self._values):
             try:
+                if isinstance(kept, _Moved):
+                    kept.put_back()
+                    continue
                 value = kept.load() if isinstance(kept, _Spilled) else kept
                 if local:
                     p._write_local(value)

@@ -88,7 +88,9 @@ class Parameter(abc.ABC):
 
     * `_writable_view`: a canonical NumPy view writes go through to (in-place fills and item writes);
     * `_staging`: a fresh native buffer the backend adopts after a fill (no transposing copy);
-    * `_read_copy`: a private copy, for backends whose `_read` already copies.
+    * `_read_copy`: a private copy, for backends whose `_read` already copies;
+    * `_keep_storage`: before a write of the whole value, give the parameter fresh storage
+      and keep the old one as the undo record (no undo copy).
 
     Core steps, not hooks (never override): `_commit` (the one write step of every
     operation), `_check_dtype` and `_require_writable`.
@@ -409,6 +411,19 @@ class Parameter(abc.ABC):
         copy) override this to return it as is instead of copying it a second time.
         """
         return np.array(self._read(), copy=True)
+
+    def _keep_storage(self) -> Callable[[], None] | None:
+        """Before a write of the whole value: move the current storage aside, or ``None`` (the default).
+
+        The undo journal calls it right before a write that replaces every element
+        without reading one (a load, a transfer). A backend that can give the
+        parameter fresh storage (torch's ``p.data = new``) while keeping the native
+        object optimizers hold does so and returns a function that puts the old
+        storage back: the old storage is then the undo record, and the journal makes no
+        copy. Return ``None`` where anything else could hold the storage (a view, a
+        tie by shared storage, shared or pinned memory): the journal then copies the value.
+        """
+        return None
 
     def _writable_view(self) -> np.ndarray | None:
         """A canonical NumPy view of the storage that writes go through to, or ``None``.

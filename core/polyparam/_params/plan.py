@@ -345,7 +345,7 @@ class WritePlan:
                     self.writes, description=description, progress=progress, weight=lambda item: item.param.nbytes or 0)
                 for write in writes:
                     value = write.read()
-                    journal.keep(write.param, local=write.local)
+                    journal.keep(write.param, local=write.local, whole=True)
                     write.param._commit(value, local=write.local)
                     del value
                     written.append(write.path)

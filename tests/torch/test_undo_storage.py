@@ -1,0 +1,108 @@
+"""All or nothing without an undo copy: a whole write of a large tensor moves its storage aside (``p.data = new``).
+
+The old storage is the undo record, so it must only be moved where nothing else can see
+the difference: the ``nn.Parameter`` object stays (optimizers, hooks, ties hold it), and
+a tensor whose storage someone else holds (a view, a NumPy array, shared memory) is
+written in place as before.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import polyparam as pp
+from polyparam import errors
+from polyparam_torch._parameter import owns_storage
+
+WIDTH = 1024   # a (1024, 1024) float32 weight is 4 MiB: past the size from which storage is moved
+
+
+def _net(seed: int, activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(WIDTH, WIDTH), activation(), nn.Linear(WIDTH, 8))
+
+
+def _pointers(model: nn.Module) -> dict[str, int]:
+    return {k: v.data_ptr() for k, v in model.state_dict().items()}
+
+
+def test_a_load_moves_large_storage_and_keeps_the_parameter_objects_an_optimizer_holds() -> None:
+    model, source = _net(0), _net(1)
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = _pointers(model)
+    pp.tree(model).load_state(pp.tree(source).state(copy=True))
+    for name, p in model.named_parameters():
+        assert p is params[name]
+        torch.testing.assert_close(p, dict(source.named_parameters())[name], rtol=0, atol=0)
+    assert _pointers(model)["0.weight"] != before["0.weight"]      # moved: no undo copy was made
+    assert _pointers(model)["0.bias"] == before["0.bias"]          # small: copied into place
+    model(torch.ones(2, WIDTH)).sum().backward()
+    old = model[0].weight.detach().clone()
+    optimizer.step()                                                # the optimizer updates what the model uses
+    assert not torch.equal(model[0].weight, old)
+
+
+def test_a_failed_transfer_puts_the_moved_storage_back() -> None:
+    source, target = _net(0), _net(1, nn.ReLU)    # another activation: the check's outputs differ
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    pointers = _pointers(target)
+    with pytest.raises(errors.TransferError):
+        pp.transfer(source, target, check=np.ones((2, WIDTH), np.float32))
+    assert _pointers(target) == pointers                            # the very storage it had
+    for key, value in target.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+def test_storage_someone_else_holds_is_written_in_place() -> None:
+    model, source = _net(0), _net(1)
+    view = model[0].weight.data                 # a user's tensor on the same storage
+    as_numpy = model[2].weight.detach().numpy()
+    shared = nn.Linear(WIDTH, WIDTH).share_memory()
+    assert not owns_storage(model[0].weight)
+    assert not owns_storage(shared.weight)
+    pp.tree(model).load_state(pp.tree(source).state(copy=True))
+    torch.testing.assert_close(view, source[0].weight.detach(), rtol=0, atol=0)        # it sees the load
+    np.testing.assert_array_equal(as_numpy, source[2].weight.detach().numpy())
+    pointer = shared.weight.data_ptr()
+    pp.tree(shared).load_state(pp.tree(nn.Linear(WIDTH, WIDTH)).state(copy=True))
+    assert shared.weight.is_shared() and shared.weight.data_ptr() == pointer
+
+
+def test_a_tied_weight_stays_one_parameter_when_its_storage_moves() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(WIDTH, 512), nn.Linear(512, WIDTH, bias=False))
+    model[1].weight = model[0].weight
+    other = nn.Sequential(nn.Embedding(WIDTH, 512), nn.Linear(512, WIDTH, bias=False))
+    other[1].weight = other[0].weight
+    pp.tree(model).load_state(pp.tree(other).state(copy=True))
+    assert model[1].weight is model[0].weight
+    torch.testing.assert_close(model[0].weight, other[0].weight, rtol=0, atol=0)
+
+
+def test_a_file_load_moves_storage_and_a_corrupt_one_changes_nothing(tmp_path: object) -> None:
+    from pathlib import Path
+
+    folder = Path(str(tmp_path))
+    model, source = _net(0), _net(1)
+    pp.save(source, folder / "m.safetensors")
+    pp.load(model, folder / "m.safetensors")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, source.state_dict()[key], rtol=0, atol=0)
+    data = bytearray((folder / "m.safetensors").read_bytes())
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    start = 8 + int.from_bytes(data[:8], "little") + header["2.bias"]["data_offsets"][0]
+    data[start + 1] ^= 0xFF     # the tensor written last: the checksum refuses it after the others are written
+    (folder / "bad.safetensors").write_bytes(bytes(data))
+    fresh = _net(2)
+    before, pointers = {k: v.clone() for k, v in fresh.state_dict().items()}, _pointers(fresh)
+    with pytest.raises(errors.PolyparamError):
+        pp.load(fresh, folder / "bad.safetensors")
+    assert _pointers(fresh) == pointers
+    for key, value in fresh.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
