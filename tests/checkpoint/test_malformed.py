@@ -226,18 +226,22 @@ def test_too_many_tensors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         _load_everything(path)
 
 
-def test_a_flipped_data_bit_is_a_checksum_error_and_changes_nothing(tmp_path: Path) -> None:
-    """Corrupt data in a saved file: refused before any parameter changes."""
-    tree = pp.tree({"a": np.ones((3, 4), np.float32), "b": np.zeros(5, np.float32)})
+@pytest.mark.parametrize("corrupt", ["a", "b", "c"])
+def test_a_flipped_data_bit_is_a_checksum_error_and_changes_nothing(tmp_path: Path, corrupt: str) -> None:
+    """Corrupt data in any tensor, the last one written included: the writes before it are undone."""
+    tree = pp.tree({"a": np.ones((3, 4), np.float32), "b": np.zeros(5, np.float32), "c": np.ones(2, np.float64)})
     path = tmp_path / "m.safetensors"
     pp.save(tree, path)
     data = bytearray(path.read_bytes())
-    data[-3] ^= 0x01
+    size = int.from_bytes(data[:8], "little")
+    start = 8 + size + json.loads(data[8:8 + size])[corrupt]["data_offsets"][0]
+    data[start + 1] ^= 0x01
     path.write_bytes(bytes(data))
-    target = pp.tree({"a": np.full((3, 4), 7, np.float32), "b": np.full(5, 7, np.float32)})
-    with pytest.raises(errors.ChecksumError):
+    target = pp.tree({"a": np.full((3, 4), 7, np.float32), "b": np.full(5, 7, np.float32), "c": np.full(2, 7.0)})
+    with pytest.raises(errors.ChecksumError, match=repr(corrupt)) as info:
         pp.load(target, path)
-    assert (target["a"].numpy() == 7).all() and (target["b"].numpy() == 7).all()
+    assert info.value.path == corrupt
+    assert all((target[k].numpy() == 7).all() for k in "abc")
 
 
 # ---- fuzzing --------------------------------------------------------------------------
