@@ -237,14 +237,14 @@ def bench_keras(quick: bool, repeat: int, folder: str) -> None:
         glorot = keras.initializers.GlorotUniform(seed=0)
         zeros = keras.initializers.Zeros()
         native_file = os.path.join(folder, "native.safetensors")
-        named = {v.path: np.asarray(w) for v, w in zip(model.weights, weights)}
+        paths = [v.path for v in model.weights]
 
         def native_init(model: Any = model, glorot: Any = glorot, zeros: Any = zeros) -> None:
             for v in model.weights:
                 v.assign((glorot if len(v.shape) >= 2 else zeros)(v.shape, v.dtype))
 
-        def native_save(named: dict = named, native_file: str = native_file) -> None:
-            save_file(named, native_file)
+        def native_save(model: Any = model, paths: list = paths, native_file: str = native_file) -> None:
+            save_file(dict(zip(paths, model.get_weights())), native_file)   # the values read, as torch's are at hand
             fsync_file(native_file)
 
         def native_load(model: Any = model, native_file: str = native_file) -> None:

@@ -36,6 +36,10 @@ from polyparam_keras._variables import FOLLOWERS_ATTR, GRAD_ATTR, ORIGINAL_ATTR,
 
 __all__ = ["KerasParameter"]
 
+#: Values from this size up are written through a staging buffer TensorFlow adopts (one transposing
+#: copy on every core); smaller ones are assigned directly: one TensorFlow call instead of two.
+STAGING_BYTES = 1 << 20
+
 # variables whose first native axis is the Dense layer's input (a flattened map's features, maybe)
 _FLAT_INPUT = ("kernel", "lora_kernel_a")
 
@@ -303,7 +307,7 @@ class KerasParameter(Parameter):
             native = self._native_layout(array, tuple(int(d) for d in v.shape))
             v._initialize(contiguous(native))
             return
-        staging = self._staging()
+        staging = self._staging() if array.nbytes >= STAGING_BYTES else None
         if staging is not None:
             # TensorFlow: one (transposing) copy, on every core, into a buffer the variable then
             # takes; converting the array to a tensor would copy it once more
