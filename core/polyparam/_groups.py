@@ -12,7 +12,7 @@ import numpy as np
 from polyparam import errors
 from polyparam._params.parameter import Parameter
 from polyparam._params.plan import WritePlan, bookkeeping, storage_groups
-from polyparam._params.training import real_number
+from polyparam._params.training import real_number, roles_of, trainable_flags
 from polyparam._params.tree import ParameterCollection
 
 __all__ = ["average", "param_groups"]
@@ -20,16 +20,26 @@ __all__ = ["average", "param_groups"]
 Rule = Any  # a glob on the path, "role:<role>", "kind:<kind>", a compiled regex, or a predicate on the Parameter
 
 
-def _matches(rule: Rule, path: str, p: Parameter) -> bool:
+Entry = tuple[str, Parameter, str]   # (path, parameter, role)
+
+
+def _split(rule: Rule, entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+    """``entries`` the rule chooses and the rest, each in model order (one comprehension per rule, no call per
+    entry for the string and regex rules)."""
     if isinstance(rule, re.Pattern):
-        return rule.search(path) is not None
-    if isinstance(rule, str):
-        if rule.startswith("role:"):
-            return p.role == rule[5:]
-        if rule.startswith("kind:"):
-            return p.kind == rule[5:]
-        return fnmatch.fnmatchcase(path, rule)
-    return bool(rule(p))
+        hits = [rule.search(e[0]) is not None for e in entries]
+    elif isinstance(rule, str) and rule.startswith("role:"):
+        wanted = rule[5:]
+        hits = [e[2] == wanted for e in entries]
+    elif isinstance(rule, str) and rule.startswith("kind:"):
+        wanted = rule[5:]
+        hits = [e[1].kind == wanted for e in entries]
+    elif isinstance(rule, str):
+        match = re.compile(fnmatch.translate(rule)).match   # what fnmatchcase does, compiled once
+        hits = [match(e[0]) is not None for e in entries]
+    else:
+        hits = [bool(rule(e[1])) for e in entries]
+    return [e for e, hit in zip(entries, hits) if hit], [e for e, hit in zip(entries, hits) if not hit]
 
 
 def _tree(obj: Any) -> ParameterCollection:
@@ -72,12 +82,18 @@ def param_groups(model: Any, rules: Sequence[tuple[Rule, Mapping[str, Any]]], /,
         msg = f"Invalid value for argument `default`: expected a mapping of options, got {default!r}."
         raise errors.InvalidArgumentError(msg, argument="default", expected="a mapping", got=default)
     t = _tree(model)
-    members: list[list[tuple[str, Parameter]]] = [[] for _ in range(len(pairs) + 1)]
-    for path, p in t.items():
-        if p.kind != "parameter" or not p.trainable:
-            continue
-        index = next((i for i, (rule, _) in enumerate(pairs) if _matches(rule, path, p)), len(pairs))
-        members[index].append((path, p))
+    items = t.items()
+    # read each flag, kind and role once, the flags and roles in one bulk-hook call per parameter class
+    flags = trainable_flags([p for _, p in items])
+    chosen_items = [(path, p) for (path, p), flag in zip(items, flags) if flag and p._kind() == "parameter"]
+    needs_roles = any(isinstance(rule, str) and rule.startswith("role:") for rule, _ in pairs)
+    roles = roles_of([p for _, p in chosen_items]) if needs_roles else [""] * len(chosen_items)
+    rest = [(path, p, role) for (path, p), role in zip(chosen_items, roles)]
+    members: list[list[tuple[str, Parameter]]] = []
+    for rule, _ in pairs:   # first match wins: each rule sees what the ones before left
+        hit, rest = _split(rule, rest)
+        members.append([(path, p) for path, p, _ in hit])
+    members.append([(path, p) for path, p, _ in rest])
     for (rule, _), chosen in zip(pairs, members):
         if not chosen:
             warnings.warn(f"param_groups rule {rule!r} matched no trainable parameter. Check it against "

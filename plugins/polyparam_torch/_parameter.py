@@ -6,7 +6,7 @@ import math
 import warnings
 from collections import Counter
 from functools import cached_property
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from polyparam import errors, roles
 from polyparam.backend import Parameter, Shape, State, default_axes
 from polyparam.init import Constant, Initializer, Normal, One, Uniform, Zero
 from polyparam_torch import NAME, _dtensor
-from polyparam_torch._convert import np2torch, np_dtype, torch2np, torch_dtype
+from polyparam_torch._convert import PLAIN, np2torch, np_dtype, torch2np, torch_dtype
 from polyparam_torch._deferred import Pending, forget, lazy_shape, record, settle
 from polyparam_torch._dtensor import is_dtensor
 
@@ -51,6 +51,8 @@ DECLARED_LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
 #: Values from this size up are written with torch's parallel ``copy_``; smaller ones with one
 #: ``np.copyto`` (waking torch's worker threads for a small copy can cost milliseconds on a busy machine).
 PARALLEL_COPY_BYTES = 1 << 20
+#: Device types whose tensors torch's ``_foreach_*`` kernels take (others: one op per tensor).
+FOREACH_DEVICES = ("cpu", "cuda")
 
 
 def _use_count(t: torch.Tensor) -> int | None:
@@ -359,8 +361,12 @@ class TorchParameter(Parameter):
         return not self._is_buffer and self._tensor().requires_grad
 
     def _set_trainable(self, value: bool, /) -> None:
-        """``requires_grad_(value)`` on the tensor the module holds (a tied one is the same tensor)."""
-        self._tensor().requires_grad_(value)
+        """``requires_grad = value`` on the tensor the module holds (a tied one is the same tensor; a Lazy one too).
+
+        Raises:
+            UsageError: Making trainable a tensor torch cannot differentiate (integer).
+        """
+        TorchParameter._set_trainable_many([self], value)
 
     @property
     def groups(self) -> int:  # type: ignore[override]
@@ -555,6 +561,202 @@ class TorchParameter(Parameter):
             t.data = t.data.to(target)
             if g is not None:
                 t.grad = g.to(target)
+
+    # ---- bulk hooks: many tensors per call (Parameter's defaults loop over the hooks above) -------
+
+    @staticmethod
+    def _trainable_many(params: list[Parameter], /) -> list[bool]:
+        """``requires_grad`` of each tensor the modules hold (buffers never), read in one pass."""
+        return [not p._is_buffer and p._module._parameters[p._attr].requires_grad
+                for p in cast("list[TorchParameter]", params)]
+
+    @staticmethod
+    def _set_trainable_many(params: list[Parameter], value: bool, /) -> None:
+        """``requires_grad = value`` on each tensor the modules hold (a Lazy module's too).
+
+        Raises:
+            UsageError: Unfreezing a tensor torch cannot differentiate (integer); before any flag changes.
+        """
+        tensors = []
+        for p in cast("list[TorchParameter]", params):
+            t = (p._module._buffers if p._is_buffer else p._module._parameters)[p._attr]
+            tensors.append(t)
+            if value and not (t.is_floating_point() or t.is_complex()):
+                msg = (f"Cannot make parameter {p.path!r} trainable: expected a floating-point tensor, got "
+                       f"dtype {t.dtype}, which torch cannot differentiate. Leave it frozen: unfreeze a "
+                       "selection without it (where=lambda p: p.dtype.kind == 'f').")
+                raise errors.UsageError(msg, path=p.path, expected="a floating-point tensor", got=str(t.dtype))
+        for t in tensors:
+            t.requires_grad = value   # as requires_grad_, which an uninitialized (Lazy) parameter refuses
+
+    @staticmethod
+    def _roles_many(params: list[Parameter], /) -> list[str]:
+        """Each tensor's role; tensors of plain modules (no parametrization, no weight or spectral norm hook) of
+        one module type, name and shape share one computation: :func:`role_of` and ``pp.roles`` read nothing
+        else."""
+        memo: dict[tuple[Any, ...], str] = {}
+        out: list[str] = []
+        for p in cast("list[TorchParameter]", params):
+            role = p.__dict__.get("role")   # read or assigned before
+            if role is None:
+                module = p._module
+                t = (module._buffers if p._is_buffer else module._parameters)[p._attr]
+                if module._forward_pre_hooks or isinstance(module, parametrize.ParametrizationList) or isinstance(
+                        t, UninitializedTensorMixin):
+                    role = p.role
+                else:
+                    key = (type(module), p._attr, p._is_buffer, t.shape)
+                    role = memo.get(key)
+                    if role is None:
+                        role = memo[key] = p.role
+            out.append(role)
+        return out
+
+    @staticmethod
+    def _read_many(params: list[Parameter], /) -> list[np.ndarray]:
+        """A zero-copy NumPy view of each plain CPU tensor (as ``TorchTree.state``); any other through ``numpy``."""
+        out: list[np.ndarray] = []
+        for p in cast("list[TorchParameter]", params):
+            module = p._module
+            settle(module, p._attr)   # a fill recorded on meta, after a plain module.to_empty
+            t = (module._buffers if p._is_buffer else module._parameters)[p._attr]
+            if type(t) in PLAIN and t.is_cpu and not (t.is_conj() or t.is_neg()):
+                out.append(torch2np(t.detach()))
+            else:
+                out.append(p.numpy())
+        return out
+
+    @staticmethod
+    def _foreach_grads(params: list[TorchParameter]) -> tuple[list[list[torch.Tensor]], list[Parameter]]:
+        """The dense gradients of ``params`` by device and dtype, for torch's foreach kernels, and the parameters
+        whose gradient takes the per-parameter path (sparse, sharded, a tensor subclass). Parameters without a
+        gradient, and empty gradients, are left out."""
+        grads: list[torch.Tensor] = []
+        other: list[Parameter] = []
+        tensor, strided = torch.Tensor, torch.strided
+        for p in params:
+            module = p._module
+            t = (module._buffers if p._is_buffer else module._parameters)[p._attr]
+            g = t.grad
+            if g is None:
+                continue
+            if type(g) is tensor and type(t) in PLAIN and g.layout is strided and not g.is_meta:
+                if g.numel():
+                    grads.append(g)
+            else:
+                other.append(p)
+        if not grads:
+            return [], other
+        dtype, device = grads[0].dtype, grads[0].device
+        if all(g.dtype is dtype and g.device == device for g in grads):
+            return [grads], other
+        groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        for g in grads:
+            groups.setdefault((g.device, g.dtype), []).append(g)
+        return list(groups.values()), other
+
+    @staticmethod
+    def _foreach_norm(groups: list[list[torch.Tensor]], norm_type: float) -> float:
+        """The ``norm_type`` norm of the tensors of ``groups`` together, as ``clip_grad_norm_`` computes it:
+        ``torch._foreach_norm`` per device and dtype (float16/bfloat16 in float32), combined in float64 on the
+        CPU (one small copy per device: the result is a Python float anyway)."""
+        norms: list[float] = []
+        with torch.no_grad():
+            for group in groups:
+                wide = torch.float32 if group[0].dtype in (torch.float16, torch.bfloat16) else None
+                each = None
+                if group[0].device.type in FOREACH_DEVICES:
+                    try:
+                        each = torch._foreach_norm(group, norm_type, dtype=wide)
+                    except TypeError:   # torch before 2.3 has no dtype argument here
+                        each = torch._foreach_norm(group, norm_type) if wide is None else None
+                if each is None:
+                    each = [torch.linalg.vector_norm(g, norm_type, dtype=wide) for g in group]
+                norms.append(float(torch.linalg.vector_norm(torch.stack(each).to("cpu", torch.float64), norm_type)))
+        if len(norms) <= 1:
+            return norms[0] if norms else 0.0
+        return float(torch.linalg.vector_norm(torch.tensor(norms, dtype=torch.float64), norm_type))
+
+    @staticmethod
+    def _grad_norm_many(params: list[Parameter], norm_type: float, /) -> float:
+        """``torch._foreach_norm`` of the gradient tensors themselves (no NumPy copy, torch's threads); sparse
+        and sharded gradients through the default."""
+        groups, other = TorchParameter._foreach_grads(cast("list[TorchParameter]", params))
+        norm = TorchParameter._foreach_norm(groups, norm_type)
+        if other:
+            rest = Parameter._grad_norm_many(other, norm_type)
+            norm = float(torch.linalg.vector_norm(torch.tensor([norm, rest], dtype=torch.float64), norm_type))
+        return norm
+
+    @staticmethod
+    def _clip_grads_many(params: list[Parameter], max_norm: float, norm_type: float, /) -> float:
+        """``clip_grad_norm_``'s way: the norm of :meth:`_grad_norm_many`, then one ``torch._foreach_mul_`` per
+        device and dtype, in place (DDP's bucket views and a user's references see it), the factor a float32
+        tensor (float64 for float64 gradients) as torch's; with a sparse or sharded gradient among them, the
+        default."""
+        groups, other = TorchParameter._foreach_grads(cast("list[TorchParameter]", params))
+        if other:
+            return Parameter._clip_grads_many(params, max_norm, norm_type)
+        norm = TorchParameter._foreach_norm(groups, norm_type)
+        factor = max_norm / (norm + 1e-6)
+        if factor < 1.0:
+            with torch.no_grad():
+                for group in groups:
+                    first = group[0]
+                    scale = torch.tensor(factor, device=first.device,
+                                         dtype=torch.float64 if first.dtype == torch.float64 else torch.float32)
+                    if first.device.type in FOREACH_DEVICES:
+                        torch._foreach_mul_(group, scale)
+                    else:
+                        for g in group:
+                            g.mul_(scale)
+        return norm
+
+    @staticmethod
+    def _zero_grads_many(params: list[Parameter], /) -> None:
+        """``torch._foreach_zero_`` on the gradient tensors, as ``optimizer.zero_grad(set_to_none=False)``;
+        with a sparse or sharded gradient among them, the default."""
+        groups, other = TorchParameter._foreach_grads(cast("list[TorchParameter]", params))
+        if other:
+            Parameter._zero_grads_many(params)
+            return
+        with torch.no_grad():
+            for group in groups:
+                if group[0].device.type in FOREACH_DEVICES:
+                    torch._foreach_zero_(group)
+                else:
+                    for g in group:
+                        g.zero_()
+
+    @staticmethod
+    def _cast_many(params: list[Parameter], dtype: np.dtype, /) -> None:
+        """``_cast`` of each, undone from the storage itself instead of a copy of the values.
+
+        A narrowing cast keeps the old storage object (and gradient) until every tensor is
+        cast; a widening one is undone by casting back, which is exact. With a sharded
+        (DTensor) tensor among them, the default, which refuses it and casts back the rest.
+        """
+        tensors = [p._tensor() for p in cast("list[TorchParameter]", params)]
+        if any(is_dtensor(t) for t in tensors):
+            Parameter._cast_many(params, dtype)
+            return
+        target = torch_dtype(dtype)
+        done: list[tuple[torch.Tensor, Any, Any]] = []   # (tensor, old data or its dtype, old grad or its dtype)
+        with torch.no_grad():
+            try:
+                for t in tensors:
+                    data, g = t.data, t.grad
+                    exact = torch.promote_types(data.dtype, target) == target   # widening: casting back restores
+                    t.data = data.to(target)
+                    done.append((t, data.dtype if exact else data, None if g is None else g.dtype if exact else g))
+                    if g is not None:
+                        t.grad = g.to(target)
+            except BaseException:
+                for t, data, g in reversed(done):
+                    t.data = t.data.to(data) if isinstance(data, torch.dtype) else data
+                    if g is not None and t.grad is not None:
+                        t.grad = t.grad.to(g) if isinstance(g, torch.dtype) else g
+                raise
 
     def _identity(self) -> Any:
         return id(self._tensor())

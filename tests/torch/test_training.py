@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import socket
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from torch import nn  # noqa: E402
 
 import polyparam as pp  # noqa: E402
 from polyparam import errors  # noqa: E402
+from polyparam.backend import Parameter  # noqa: E402
+from polyparam_torch._parameter import TorchParameter  # noqa: E402
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
@@ -395,3 +398,234 @@ def test_average_a_torch_model_with_a_keras_model_of_the_same_architecture() -> 
     np.testing.assert_array_equal(m[0].weight.detach().numpy(), k.layers[0].kernel.numpy().T)
     y = x().numpy()
     np.testing.assert_allclose(m(x()).detach().numpy(), np.asarray(k(y)), rtol=1e-5, atol=1e-6)
+
+
+# ---- bulk hooks: torch's one-call paths against the per-parameter defaults -----------------------
+
+
+def mixed_precision() -> nn.Sequential:
+    """float32, bfloat16 and float64 layers (three foreach groups), a tie, BatchNorm buffers; random gradients."""
+    torch.manual_seed(5)
+    block = nn.Linear(8, 8)
+    m = nn.Sequential(nn.Linear(4, 8), block, nn.Linear(8, 8).to(torch.bfloat16), block,
+                      nn.Linear(8, 3).to(torch.float64), nn.BatchNorm1d(3))
+    for p in m.parameters():
+        p.grad = torch.randn_like(p) * 10
+    return m
+
+
+def twin_of(m: nn.Module) -> nn.Module:
+    """A deep copy with copies of the gradients too (``copy.deepcopy`` leaves them out)."""
+    twin = copy.deepcopy(m)
+    for a, b in zip(m.parameters(), twin.parameters()):
+        b.grad = None if a.grad is None else a.grad.clone()
+    return twin
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf], ids=["l2", "l1", "l3", "inf"])
+def test_bulk_and_per_parameter_paths_give_the_same_norm_clip_and_zero(norm_type: float) -> None:
+    """TorchParameter's foreach hooks against Parameter's defaults (through _grad/_write_grad) on a twin."""
+    m = mixed_precision()
+    twin = twin_of(m)
+    tree, params = pp.tree(m), pp.tree(twin).parameters()
+    norm = Parameter._grad_norm_many(params, norm_type)
+    assert tree.grad_norm(norm_type) == pytest.approx(norm, rel=1e-5)
+    limit = norm / 3
+    assert tree.clip_grads(limit, norm_type) == pytest.approx(Parameter._clip_grads_many(params, limit, norm_type),
+                                                              rel=1e-5)
+    for (name, a), b in zip(m.named_parameters(), twin.parameters()):
+        assert a.grad.dtype == b.grad.dtype == a.dtype, name
+        tolerance = 1e-2 if a.dtype == torch.bfloat16 else 1e-5   # the default rounds the factor to bfloat16
+        torch.testing.assert_close(a.grad, b.grad, rtol=tolerance, atol=1e-6, msg=name)
+    assert tree.grad_norm(norm_type) == pytest.approx(limit, rel=1e-3)
+    tree.zero_grads()
+    Parameter._zero_grads_many(params)
+    for a, b in zip(m.parameters(), twin.parameters()):
+        assert not torch.any(a.grad) and not torch.any(b.grad) and a.grad.dtype == b.grad.dtype
+
+
+def test_gradients_of_a_tie_count_once_and_clip_in_place() -> None:
+    m = shared()
+    twin = copy.deepcopy(m)
+    for model in (m, twin):
+        (100 * model(x()).sum()).backward()
+    tree = pp.tree(m)
+    expected = float(torch.nn.utils.clip_grad_norm_(twin.parameters(), 1.0))   # parameters() lists a tie once
+    storage = [(id(p.grad), p.grad.data_ptr()) for p in m.parameters()]
+    assert tree.clip_grads(1.0) == pytest.approx(expected, rel=1e-6)
+    assert [(id(p.grad), p.grad.data_ptr()) for p in m.parameters()] == storage   # foreach_mul_: the same tensors
+    for (name, a), b in zip(m.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-9, msg=name)
+
+
+def test_a_sparse_gradient_among_dense_ones_takes_the_per_parameter_path() -> None:
+    """(torch's own clip_grad_norm_ refuses this mix: its foreach kernels take no sparse tensor.)"""
+    m = nn.Sequential(nn.Embedding(10, 3, sparse=True), nn.Linear(3, 2))
+    m(torch.tensor([1, 2, 2])).sum().backward()
+    grads = [p.grad.to_dense().double() for p in m.parameters()]
+    expected = math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
+    dense = m[1].weight.grad
+    tree = pp.tree(m)
+    assert tree.grad_norm() == pytest.approx(expected, rel=1e-6)
+    assert tree.clip_grads(0.5) == pytest.approx(expected, rel=1e-6)
+    assert m[0].weight.grad.is_sparse and m[1].weight.grad is dense
+    factor = 0.5 / (expected + 1e-6)
+    for p, g in zip(m.parameters(), grads):
+        torch.testing.assert_close(p.grad.to_dense().double(), g * factor, rtol=1e-6, atol=1e-9)
+    tree.zero_grads()
+    assert m[0].weight.grad.is_sparse and not any(torch.any(p.grad.to_dense()) for p in m.parameters())
+
+
+class _OtherClass(TorchParameter):
+    """A second parameter class in one collection: the core calls each class's bulk hooks apart."""
+
+
+class _RefusesPartWay(TorchParameter):
+    """Bulk and per-parameter hooks that change one tensor and then refuse, as a failing backend would."""
+
+    @staticmethod
+    def _set_trainable_many(params: list[Parameter], value: bool, /) -> None:
+        params[0]._set_trainable(value)
+        raise errors.UsageError("refused part-way", path=params[0].path)
+
+    def _write_grad(self, array: np.ndarray | None, /) -> None:
+        raise errors.UnsupportedModelError("refused", path=self.path)
+
+    def _cast(self, dtype: np.dtype, /) -> None:
+        raise errors.UnsupportedModelError("refused", path=self.path)
+
+
+def two_classes(m: nn.Module, last: type[TorchParameter]) -> pp.ParameterSelection:
+    """A selection of every tensor of ``m`` whose last layer's parameters are of class ``last``."""
+    chosen = pp.tree(m).select()
+    for p in chosen:
+        if p.path.startswith(f"{len(m) - 1}."):
+            p.__class__ = last
+    return chosen
+
+
+def test_several_parameter_classes_give_what_one_gives() -> None:
+    m = mixed_precision()
+    twin = twin_of(m)
+    one, several = pp.tree(twin), two_classes(m, _OtherClass)
+    assert several.grad_norm() == pytest.approx(one.grad_norm(), rel=1e-6)
+    assert several.clip_grads(1.0) == pytest.approx(one.clip_grads(1.0), rel=1e-6)
+    for a, b in zip(m.parameters(), twin.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-2 if a.dtype == torch.bfloat16 else 1e-5, atol=1e-6)
+    several.freeze()
+    assert not any(p.requires_grad for p in m.parameters())
+    several.unfreeze()
+    assert all(p.requires_grad for p in m.parameters())
+    several.zero_grads()
+    assert not any(torch.any(p.grad) for p in m.parameters())
+
+
+def test_a_bulk_hook_that_refuses_part_way_changes_no_flag() -> None:
+    m = net()
+    chosen = two_classes(m, _RefusesPartWay)
+    with pytest.raises(errors.UsageError, match="part-way"):
+        chosen.freeze()
+    assert all(p.requires_grad for p in m.parameters())
+    m.requires_grad_(False)
+    with pytest.raises(errors.UsageError, match="part-way"):
+        chosen.unfreeze()
+    assert not any(p.requires_grad for p in m.parameters())
+
+
+def test_gradient_writes_that_refuse_part_way_change_no_gradient() -> None:
+    m = mixed_precision()
+    before = {name: p.grad.clone() for name, p in m.named_parameters()}
+    chosen = two_classes(m, _RefusesPartWay)
+    for change in (lambda: chosen.clip_grads(1e-3), chosen.zero_grads):
+        with pytest.raises(errors.UnsupportedModelError, match="refused"):
+            change()
+        for name, p in m.named_parameters():
+            assert torch.equal(p.grad, before[name]), name
+
+
+def test_a_cast_that_fails_part_way_puts_back_every_dtype_value_and_object() -> None:
+    """torch's bulk cast undoes from the storage it kept (narrowing) or by casting back (widening)."""
+
+    class Refuses(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if func is torch.Tensor.to:
+                raise RuntimeError("this tensor type cannot change its dtype")
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    for start, target in ((torch.float32, "bfloat16"), (torch.bfloat16, "float32")):
+        m = net().to(start)
+        m(x().to(start)).sum().backward()
+        m[5].register_buffer("stat", torch.ones(3, dtype=start).as_subclass(Refuses))
+        before = snapshot(m)
+        objects = [(p, p.data.data_ptr(), p.grad) for p in m.parameters()]
+        with pytest.raises(RuntimeError, match="cannot change its dtype"):
+            pp.tree(m).cast(target)
+        after = snapshot(m)
+        for key, value in before.items():
+            assert after[key].dtype == value.dtype and torch.equal(after[key], value), key
+        for (p, ptr, g), q in zip(objects, m.parameters()):
+            assert p is q and p.dtype == start and p.grad.dtype == start
+            assert p.grad is g or torch.equal(p.grad, g)
+            if start == torch.float32:   # narrowing: the very storage comes back, no copy was made
+                assert p.data.data_ptr() == ptr
+
+
+def test_roles_read_in_bulk_equal_each_parameters_own() -> None:
+    """The memo of TorchParameter._roles_many across module types, norms, weight norm and parametrizations."""
+
+    class LayerScale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gamma = nn.Parameter(torch.ones(4, 1, 1))
+            self.other = nn.Parameter(torch.ones(4, 2, 1))
+
+    m = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), LayerScale(),
+                      nn.utils.parametrizations.weight_norm(nn.Linear(4, 4)), nn.Embedding(5, 4),
+                      nn.MultiheadAttention(4, 2, add_bias_kv=True), nn.Linear(4, 4), nn.LazyLinear(3))
+    nn.utils.parametrizations.orthogonal(m[8], "weight")
+    tree = pp.tree(m)
+    assert TorchParameter._roles_many(tree.parameters()) == [p.role for p in tree.parameters()]
+    chosen = tree.select()
+    chosen["0.bias"].role = "other"
+    assert TorchParameter._roles_many(chosen.parameters())[1] == "other"
+
+
+def test_unfreeze_refuses_an_integer_parameter_before_changing_a_flag() -> None:
+    m = net()
+    m[0].register_parameter("steps", nn.Parameter(torch.zeros(2, dtype=torch.int64), requires_grad=False))
+    m.requires_grad_(False)
+    with pytest.raises(errors.UsageError, match="0.steps") as caught:
+        pp.tree(m).unfreeze()
+    assert caught.value.path == "0.steps"
+    assert not any(p.requires_grad for p in m.parameters())
+    pp.tree(m).select(where=lambda p: p.dtype.kind == "f").unfreeze()
+    assert sum(p.requires_grad for p in m.parameters()) == len(list(m.parameters())) - 1
+
+
+def test_a_lazy_module_freezes_before_its_first_forward() -> None:
+    m = nn.Sequential(nn.LazyLinear(3), nn.Linear(3, 2))
+    tree = pp.tree(m)
+    tree.select("0.*").freeze()
+    assert not tree["0.weight"].trainable
+    m(torch.ones(2, 5))
+    assert not m[0].weight.requires_grad and not m[0].bias.requires_grad and m[1].weight.requires_grad
+
+
+def test_values_read_in_bulk_equal_each_parameters_own() -> None:
+    """TorchParameter._read_many: views of plain CPU tensors, fills recorded on meta run first, the rest as numpy()."""
+    with torch.device("meta"):
+        m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    m[2] = m[1]   # a tie
+    pp.tree(m).initialize(pp.init.Normal(1.0), seed=3)   # recorded: the tensors have no storage yet
+    m.to_empty(device="cpu")   # torch's own: the recorded fills run at the first read
+    m[0].to(torch.bfloat16)
+    m[1].register_buffer("flipped", torch._neg_view(torch.arange(3.0)))   # a negated view: not zero-copy
+    tree = pp.tree(m)
+    bulk = TorchParameter._read_many(tree.parameters())
+    each = [p.numpy() for p in pp.tree(m).parameters()]
+    assert [v.dtype for v in bulk] == [v.dtype for v in each]
+    assert all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) for a, b in zip(bulk, each))   # bitwise
+    assert np.any(bulk[0].astype(np.float32)) and np.array_equal(bulk[-1], -np.arange(3.0, dtype=np.float32))
+    assert np.shares_memory(bulk[2], m[1].weight.detach().numpy())
+    np.testing.assert_array_equal(tree.vector(), np.concatenate([v.astype(np.float32).ravel() for v in each]))

@@ -10,6 +10,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._layout import AXIS_ROLES, KINDS, ROLES, Shape, State, default_axes, format_shape, is_floating
+from polyparam._params import bulk
 
 if TYPE_CHECKING:
     from polyparam.init import Initializer
@@ -89,6 +90,11 @@ class Parameter(abc.ABC):
     * `_writable_view`: a canonical NumPy view writes go through to (in-place fills and item writes);
     * `_staging`: a fresh native buffer the backend adopts after a fill (no transposing copy);
     * `_read_copy`: a private copy, for backends whose `_read` already copies;
+    * bulk hooks, static methods that take every parameter of their class at once (the
+      defaults loop over the hooks above): `_trainable_many`, `_set_trainable_many`,
+      `_roles_many` (freeze, ``pp.param_groups``), `_read_many` (``tree.vector()``),
+      `_grad_norm_many`, `_clip_grads_many`, `_zero_grads_many` (gradient norm, in-place
+      clip and zero) and `_cast_many`;
     * `_keep_storage`: before a write of the whole value, give the parameter fresh storage
       and keep the old one as the undo record (no undo copy).
 
@@ -608,6 +614,85 @@ class Parameter(abc.ABC):
         msg = (f"Cannot cast parameter {self.path!r} to {dtype.name}: the {self.backend} backend cannot change a "
                "parameter's dtype in place. Build the model in that dtype and pp.transfer the values.")
         raise errors.UnsupportedModelError(msg, path=self.path, expected="in-place casts", got=self.backend)
+
+    # ---- bulk hooks: one call for many parameters of this class (override for speed) ------------
+    # Static methods: the core groups a collection's parameters by class and calls these on
+    # ``type(p)`` with that class's parameters (tied ones once, in model order). Each default
+    # loops over the per-parameter hooks above, so a backend overrides only those it can do
+    # faster; an override may hand some parameters on to the default (``Parameter._x_many``).
+
+    @staticmethod
+    def _trainable_many(params: list[Parameter], /) -> list[bool]:
+        """The framework's flag of each of ``params``, as :meth:`_trainable` reads it. Default: one call each."""
+        return [bool(p._trainable()) for p in params]
+
+    @staticmethod
+    def _set_trainable_many(params: list[Parameter], value: bool, /) -> None:
+        """Set the flag of each of ``params`` to ``value``, as :meth:`_set_trainable` does.
+
+        ``freeze``/``unfreeze`` pass the parameters whose flag differs (for ``unfreeze``, of
+        kind ``"parameter"``). The hook may stop at the first refusal: the core then puts
+        back, through :meth:`_set_trainable`, every flag that changed. Default:
+        :meth:`_set_trainable` on each whose flag still differs (a tied one may have
+        followed the one before).
+        """
+        for p in params:
+            if bool(p._trainable()) != value:
+                p._set_trainable(value)
+
+    @staticmethod
+    def _roles_many(params: list[Parameter], /) -> list[str]:
+        """The :attr:`role` of each of ``params`` (``pp.param_groups``' ``role:`` rules). Default: one read each."""
+        return [p.role for p in params]
+
+    @staticmethod
+    def _read_many(params: list[Parameter], /) -> list[np.ndarray]:
+        """The value of each of ``params`` as :meth:`numpy` returns it (canonical layout, may share memory), for
+        ``tree.vector()``; raises as :meth:`numpy` does. Default: one :meth:`numpy` call each."""
+        return [p.numpy() for p in params]
+
+    @staticmethod
+    def _grad_norm_many(params: list[Parameter], norm_type: float, /) -> float:
+        """The ``norm_type`` norm of the gradients of ``params`` taken together, as ``clip_grad_norm_`` computes it.
+
+        Parameters without data or without a gradient are left out; ``0.0`` when none has
+        one. ``norm_type`` is checked (``> 0``, may be ``math.inf``); the core combines the
+        norms of several classes. Default: every gradient read with :meth:`_grad`, one BLAS
+        dot each in its own floating dtype (float64 for narrower ones).
+        """
+        return bulk.numpy_grad_norm(params, norm_type)
+
+    @staticmethod
+    def _clip_grads_many(params: list[Parameter], max_norm: float, norm_type: float, /) -> float:
+        """``clip_grads``: scale every gradient of ``params`` so their global norm is at most ``max_norm``.
+
+        Returns the norm before clipping; the factor is torch's ``max_norm / (norm + 1e-6)``,
+        applied only when below 1, in place. All or none: a refusal raises with no gradient
+        changed. Default: the norm of each class's :meth:`_grad_norm_many`, then each
+        gradient read with :meth:`_grad`, multiplied in its own dtype and written with
+        :meth:`_write_grad` (the ones written put back if one refuses).
+        """
+        norm = bulk.grad_norm_of(params, norm_type)
+        factor = max_norm / (norm + 1e-6)
+        if factor < 1.0:
+            bulk.rewrite_grads(params, lambda g: np.multiply(g, g.dtype.type(factor), dtype=g.dtype))
+        return norm
+
+    @staticmethod
+    def _zero_grads_many(params: list[Parameter], /) -> None:
+        """Set every gradient of ``params`` to zeros in place (``zero_grads``); all or none, as
+        :meth:`_clip_grads_many`. Default: :meth:`_write_grad` of zeros for each."""
+        bulk.rewrite_grads(params, np.zeros_like)
+
+    @staticmethod
+    def _cast_many(params: list[Parameter], dtype: np.dtype, /) -> None:
+        """Cast each of ``params`` (floating, another dtype than ``dtype``) to ``dtype``, as :meth:`_cast`.
+
+        All or none: a refusal raises with every parameter's dtype and value as before.
+        Default: :meth:`_cast` on each; on a refusal, the ones cast are cast back and their
+        values (copied before, a narrower dtype loses them) written back.
+        """
+        bulk.cast_each([(p, dtype) for p in params])
 
     def _layout_doubt(self) -> str | None:
         """Why this parameter's canonical layout cannot be established, or ``None`` (the default).

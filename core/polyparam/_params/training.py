@@ -1,28 +1,28 @@
 """Training-loop operations on any collection of parameters: freeze, count, gradients, casts, flat vectors.
 
 Each works on the collection's tensors in model order, tied ones once, through the
-backend's hooks (`_set_trainable`, `_grad`/`_write_grad`, `_cast`, `_write`), all or
-nothing: whatever a backend raises part-way, what was changed is changed back.
+backend's bulk hooks (`_set_trainable_many`, `_grad_norm_many`, `_clip_grads_many`,
+`_zero_grads_many`, `_cast_many`: one call per parameter class, defaults looping over
+`_set_trainable`, `_grad`/`_write_grad`, `_cast`), all or nothing: whatever a backend
+raises part-way, what was changed is changed back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from polyparam import errors
 from polyparam._layout import is_floating
+from polyparam._params.bulk import by_class, cast_each, grad_norm_of
 from polyparam._params.journal import exclusive_writes
+from polyparam._params.parameter import Parameter
 from polyparam._params.plan import WritePlan
 
-if TYPE_CHECKING:
-    from polyparam._params.parameter import Parameter
-
-__all__ = ["TrainingOps"]
+__all__ = ["TrainingOps", "cast_together", "per_parameter", "roles_of", "trainable_flags"]
 
 
 def real_number(value: Any, argument: str) -> float:
@@ -62,29 +62,56 @@ def _dtype_of(dtype: Any) -> np.dtype:
 def cast_together(casts: list[tuple[Parameter, np.dtype]]) -> Iterator[None]:
     """Cast each parameter to its dtype (``Parameter._cast``) for the block; if anything fails, in the casts or
     in the block, cast them back and put their old values back (a cast to a narrower dtype loses them)."""
-    done: list[tuple[Parameter, np.dtype, np.ndarray | None]] = []
+    undo = cast_each(casts)
     try:
-        for p, dtype in casts:
-            old = p.numpy().copy() if p.state == "initialized" else None
-            old_dtype = p.dtype
-            p._cast(dtype)
-            done.append((p, old_dtype, old))
         yield
     except BaseException:
-        for p, old_dtype, old in reversed(done):
-            try:
-                p._cast(old_dtype)
-                if old is not None:
-                    p._write(old)
-            except Exception:  # noqa: BLE001 - restoring the others matters more than this one
-                continue
+        undo()
         raise
 
 
+def per_parameter(params: list[Parameter], hook: str) -> list[Any]:
+    """What the bulk read hook ``hook`` (``"_trainable_many"``, ``"_roles_many"``, ``"_read_many"``) of each
+    class returns for its parameters, in the order of ``params``."""
+    groups = by_class(params)
+    if len(groups) == 1:
+        return list(getattr(groups[0][0], hook)(params))
+    found = {id(p): r for cls, members in groups for p, r in zip(members, getattr(cls, hook)(members))}
+    return [found[id(p)] for p in params]
+
+
+def trainable_flags(params: list[Parameter]) -> list[bool]:
+    """``p.trainable`` of each of ``params``, read through the bulk hook of each class."""
+    return [bool(flag) for flag in per_parameter(params, "_trainable_many")]
+
+
+def roles_of(params: list[Parameter]) -> list[str]:
+    """``p.role`` of each of ``params``, read through the bulk hook of each class."""
+    return per_parameter(params, "_roles_many")
+
+
+def _checked_norm_type(norm_type: Any) -> float:
+    norm_type = float(norm_type)
+    if not (norm_type > 0):
+        msg = f"Invalid value for argument `norm_type`: expected a positive number or inf, got {norm_type!r}."
+        raise errors.InvalidArgumentError(msg, argument="norm_type", expected="> 0", got=norm_type)
+    return norm_type
+
+
 class TrainingOps:
-    """Mixed into :class:`~polyparam._params.tree.ParameterCollection`: the operations of a training loop."""
+    """Mixed into :class:`~polyparam._params.tree.ParameterCollection`: the operations of a training loop.
+
+    Each reads the collection once (:meth:`items`) and hands each parameter class its
+    parameters in one call of a bulk hook (`_set_trainable_many`, `_grad_norm_many`,
+    `_clip_grads_many`, `_zero_grads_many`, `_cast_many`), whose defaults loop over the
+    per-parameter hooks. Writes that must be all or nothing across several classes (a
+    collection mixing backends) take the per-parameter path of the base class instead.
+    """
 
     def items(self) -> list[tuple[str, Parameter]]:  # provided by ParameterCollection
+        raise NotImplementedError
+
+    def parameters(self) -> list[Parameter]:  # provided by ParameterCollection
         raise NotImplementedError
 
     # ---- trainability -------------------------------------------------------------
@@ -101,20 +128,26 @@ class TrainingOps:
         self._set_trainable_all(True)
 
     def _set_trainable_all(self, value: bool) -> None:
-        todo = [(path, p) for path, p in self.items() if p.kind == "parameter" and p.trainable != value]
-        done: list[Parameter] = []
+        params = self.parameters()
         with exclusive_writes():
+            todo: list[tuple[type[Parameter], list[Parameter]]] = []
+            for cls, members in by_class(params):
+                chosen = [p for p, flag in zip(members, cls._trainable_many(members)) if flag != value]
+                if value:   # buffers and constants are never trainable (only frozen ones' kinds are read)
+                    chosen = [p for p in chosen if p._kind() == "parameter"]
+                if chosen:
+                    todo.append((cls, chosen))
             try:
-                for _, p in todo:   # the setter's checks, less those todo made (a bool, kind "parameter")
-                    if bool(p._trainable()) != value:   # a tied one may have followed the one before
-                        p._set_trainable(value)
-                    done.append(p)
+                for cls, chosen in todo:
+                    cls._set_trainable_many(chosen, value)
             except BaseException:
-                for p in reversed(done):
-                    try:
-                        p._set_trainable(not value)
-                    except Exception:  # noqa: BLE001 - restoring the others matters more than this one
-                        continue
+                for _, chosen in reversed(todo):   # whatever the hook got to: every flag that changed
+                    for p in reversed(chosen):
+                        try:
+                            if bool(p._trainable()) == value:
+                                p._set_trainable(not value)
+                        except Exception:  # noqa: BLE001 - restoring the others matters more than this one
+                            continue
                 raise
 
     def count(self, *, trainable: bool | None = None) -> int:
@@ -126,28 +159,21 @@ class TrainingOps:
         Raises:
             DeferredInitializationError: A parameter's shape is not known yet.
         """
+        items = self.items()
+        if trainable is not None:
+            flags = trainable_flags([p for _, p in items])
+            items = [item for item, flag in zip(items, flags) if flag == trainable]
         total = 0
-        for path, p in self.items():
-            if trainable is not None and p.trainable != trainable:
-                continue
-            if p.size is None:
+        for path, p in items:
+            size = p.size
+            if size is None:
                 msg = (f"Cannot count parameter {path!r}: expected a known shape, got {p.shape}. Run one forward "
                        "pass (or build the model) first.")
                 raise errors.DeferredInitializationError(msg, path=path, expected="a known shape", got=p.shape)
-            total += p.size
+            total += size
         return total
 
     # ---- gradients ----------------------------------------------------------------
-
-    def _grads(self) -> list[tuple[str, Parameter, np.ndarray]]:
-        out = []
-        for path, p in self.items():
-            if p.state != "initialized":
-                continue
-            g = p.grad()
-            if g is not None:
-                out.append((path, p, g))
-        return out
 
     def grad_norm(self, norm_type: float = 2.0) -> float:
         """The global norm of every gradient (tied parameters once), as ``clip_grad_norm_`` computes it.
@@ -155,63 +181,36 @@ class TrainingOps:
         Parameters without a gradient (frozen, or no backward pass yet) are left out;
         ``norm_type`` may be ``math.inf`` (the largest absolute value).
         """
-        norm_type = float(norm_type)
-        if not (norm_type > 0):
-            msg = f"Invalid value for argument `norm_type`: expected a positive number or inf, got {norm_type!r}."
-            raise errors.InvalidArgumentError(msg, argument="norm_type", expected="> 0", got=norm_type)
-        grads = [g for _, _, g in self._grads()]
-        if not grads:
-            return 0.0
-        if math.isinf(norm_type):
-            return float(max(float(np.max(np.abs(g))) if g.size else 0.0 for g in grads))
-        if norm_type == 2.0:   # one BLAS dot per tensor, in its own float dtype (as torch's vector_norm), no copy
-            total = 0.0
-            for g in grads:
-                flat = np.ravel(g)
-                if flat.dtype.kind == "f" and flat.dtype.itemsize >= 4:
-                    total += float(np.dot(flat, flat))
-                else:
-                    wide = flat.astype(np.float64)
-                    total += float(np.dot(wide, wide))
-            return math.sqrt(total)
-        total = sum(float(np.sum(np.abs(g.astype(np.float64)) ** norm_type)) for g in grads)
-        return float(total ** (1.0 / norm_type))
+        return grad_norm_of(self.parameters(), _checked_norm_type(norm_type))
 
     def clip_grads(self, max_norm: float, norm_type: float = 2.0) -> float:
         """Scale every gradient so the global norm is at most ``max_norm``; returns the norm before clipping.
 
         torch's ``clip_grad_norm_`` formula (``max_norm / (norm + 1e-6)``, never above 1),
-        written through the framework's own gradient storage. All or nothing.
+        written through the framework's own gradient storage, in place. All or nothing.
         """
         max_norm = real_number(max_norm, "max_norm")
         if not max_norm >= 0:
             msg = f"Invalid value for argument `max_norm`: expected a number >= 0, got {max_norm!r}."
             raise errors.InvalidArgumentError(msg, argument="max_norm", expected=">= 0", got=max_norm)
-        norm = self.grad_norm(norm_type)
-        factor = max_norm / (norm + 1e-6)
-        if factor < 1.0:
-            self._rewrite_grads(lambda g: np.multiply(g, g.dtype.type(factor), dtype=g.dtype))
-        return norm
+        norm_type = _checked_norm_type(norm_type)
+        params = self.parameters()
+        groups = by_class(params)
+        if not groups:
+            return 0.0
+        # several classes (backends): the base class's per-parameter path keeps it all or nothing across them
+        cls = groups[0][0] if len(groups) == 1 else Parameter
+        with exclusive_writes():
+            return float(cls._clip_grads_many(params, max_norm, norm_type))
 
     def zero_grads(self) -> None:
-        """Set every gradient to zeros (tied parameters once), through the framework's gradient storage."""
-        self._rewrite_grads(np.zeros_like)
-
-    def _rewrite_grads(self, change: Any) -> None:
-        grads = self._grads()
-        done: list[tuple[Parameter, np.ndarray]] = []
-        with exclusive_writes():
-            try:
-                for _, p, g in grads:
-                    p._write_grad(np.ascontiguousarray(change(g)))
-                    done.append((p, g))
-            except BaseException:
-                for p, g in reversed(done):
-                    try:
-                        p._write_grad(g)
-                    except Exception:  # noqa: BLE001 - restoring the others matters more than this one
-                        continue
-                raise
+        """Set every gradient to zeros (tied parameters once), in place in the framework's gradient storage."""
+        params = self.parameters()
+        groups = by_class(params)
+        if groups:
+            cls = groups[0][0] if len(groups) == 1 else Parameter
+            with exclusive_writes():
+                cls._zero_grads_many(params)
 
     # ---- precision ----------------------------------------------------------------
 
@@ -231,11 +230,17 @@ class TrainingOps:
         if target.kind != "f" and "bfloat16" not in target.name:
             msg = f"Cannot cast to {target.name}: expected a floating dtype (float16, bfloat16, float32, float64)."
             raise errors.InvalidArgumentError(msg, argument="dtype", expected="a floating dtype", got=target.name)
-        todo = [(path, p) for path, p in self.items()
-                if (p.dtype.kind == "f" or "bfloat16" in p.dtype.name) and p.dtype != target
-                and (where is None or where(p))]
-        with exclusive_writes(), cast_together([(p, target) for _, p in todo]):
-            pass
+        todo = []
+        for p in self.parameters():
+            current = p.dtype
+            if (current.kind == "f" or "bfloat16" in current.name) and current != target and (
+                    where is None or where(p)):
+                todo.append(p)
+        groups = by_class(todo)
+        with exclusive_writes():
+            if groups:
+                cls = groups[0][0] if len(groups) == 1 else Parameter
+                cls._cast_many(todo, target)
 
     # ---- whole-tree values ------------------------------------------------------------
 
@@ -244,10 +249,10 @@ class TrainingOps:
 
         Its dtype holds every parameter's (``np.result_type``); ``len(tree.vector()) == tree.count()``.
         """
-        values = [p.numpy().ravel() for _, p in self.items()]
+        values = [np.asarray(v).ravel() for v in per_parameter(self.parameters(), "_read_many")]
         if not values:
             return np.zeros(0, np.float32)
-        return np.concatenate([np.asarray(v) for v in values]).astype(np.result_type(*values), copy=False)
+        return np.concatenate(values).astype(np.result_type(*values), copy=False)
 
     def load_vector(self, vector: Any, /) -> None:
         """Write a flat vector back, as :meth:`vector` lays it out; all or nothing.

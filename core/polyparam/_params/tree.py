@@ -65,7 +65,7 @@ class ParameterCollection(TrainingOps, abc.ABC):
         ``optimizer`` is what the user passed (``None`` usually), for frameworks that
         configure it (Keras' ``exclude_from_weight_decay``).
         """
-        return [{"params": [p.native for _, p in members], **options} for options, members in groups]
+        return [{"params": [p._native() for _, p in members], **options} for options, members in groups]
 
     # ---- access ----------------------------------------------------------------
 
