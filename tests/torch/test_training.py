@@ -599,6 +599,8 @@ def test_unfreeze_refuses_an_integer_parameter_before_changing_a_flag() -> None:
         pp.tree(m).unfreeze()
     assert caught.value.path == "0.steps"
     assert not any(p.requires_grad for p in m.parameters())
+    with pytest.raises(errors.UsageError, match="0.steps"):
+        pp.tree(m)["0.steps"].trainable = True     # one parameter's setter: the same typed refusal
     pp.tree(m).select(where=lambda p: p.dtype.kind == "f").unfreeze()
     assert sum(p.requires_grad for p in m.parameters()) == len(list(m.parameters())) - 1
 
@@ -608,6 +610,8 @@ def test_a_lazy_module_freezes_before_its_first_forward() -> None:
     tree = pp.tree(m)
     tree.select("0.*").freeze()
     assert not tree["0.weight"].trainable
+    tree["0.bias"].trainable = True      # one Lazy parameter's setter, both ways
+    tree["0.bias"].trainable = False
     m(torch.ones(2, 5))
     assert not m[0].weight.requires_grad and not m[0].bias.requires_grad and m[1].weight.requires_grad
 
