@@ -68,7 +68,9 @@ def owns_storage(t: torch.Tensor) -> bool:
     """Whether ``t`` alone holds its storage: no view, no other tensor or NumPy array on it, and all of it.
 
     Then moving the storage aside (``t.data = new``) changes nothing anyone else sees.
-    Refused for what others could still reach: shared or pinned memory, views,
+    Refused for what others could still reach: memory torch did not allocate
+    (``from_numpy``, ``frombuffer``, DLPack imports: not resizable), a tensor object held
+    elsewhere too (a DLPack export, a traced graph), shared or pinned memory, views,
     conjugate or negative bits, inference tensors, tensor subclasses (DTensor).
     """
     if type(t) not in (nn.Parameter, torch.Tensor) or t.device.type != "cpu" or t.layout != torch.strided:
@@ -76,12 +78,26 @@ def owns_storage(t: torch.Tensor) -> bool:
     if t._base is not None or t.is_conj() or t.is_neg() or t.is_inference():
         return False
     storage = t.untyped_storage()
-    if t.storage_offset() != 0 or storage.nbytes() != t.numel() * t.element_size() or t.is_shared():
+    if (t.storage_offset() != 0 or storage.nbytes() != t.numel() * t.element_size() or t.is_shared()
+            or not storage.resizable() or t._use_count() != 1):
         return False
     if not _ALONE:
         _ALONE.append(_use_count(torch.empty(1)))
     used = _use_count(t)
     return used is not None and used == _ALONE[0] and not t.is_pinned()
+
+
+def _fill(t: torch.Tensor, array: np.ndarray) -> None:
+    """Copy a canonical ``array`` into the CPU tensor ``t`` (same shape), bumping its version counter."""
+    if array.dtype.kind in "fiub" and array.dtype.isbuiltin and min(array.strides, default=0) >= 0 and (
+            array.nbytes >= PARALLEL_COPY_BYTES or t.is_conj() or t.is_neg() or t.is_inference()):
+        # torch's copy_ is parallel: about twice np.copyto here, from 1 MB to 64 MB
+        with torch.no_grad():
+            t.detach().copy_(_from_numpy(array))   # bumps the version counter, as copy_ does
+    else:   # small values (waking torch's threads costs more than the copy), bfloat16 (ml_dtypes)
+        # or negatively strided arrays: through NumPy
+        np.copyto(torch2np(t.detach()), array, casting="unsafe")
+        torch.autograd.graph.increment_version(t)
 
 
 def _from_numpy(array: np.ndarray) -> torch.Tensor:
@@ -442,28 +458,41 @@ class TorchParameter(Parameter):
         return torch2np(t.resolve_conj().resolve_neg())
 
     def _keep_storage(self) -> Callable[[], None] | None:
-        """Give a large CPU tensor fresh storage before a whole write; the old one is the undo record.
+        """Prepare fresh storage for a large CPU tensor's next whole write; the old one becomes the undo record.
 
-        ``t.data = new`` keeps the ``nn.Parameter`` (what optimizers, hooks and ties hold)
-        and changes only its storage, as ``load_state_dict(assign=True)`` does; done only
-        where no one else holds that storage (:func:`owns_storage`). Small tensors are
-        copied instead: a copy costs less than the allocation.
+        Nothing changes here: :meth:`_write` fills the fresh storage and only then puts it in
+        with ``t.data = fresh`` (one call: another thread reads the old values or the new,
+        never a half-filled buffer, and an interrupt before it leaves the old storage in
+        place). That keeps the ``nn.Parameter`` (what optimizers, hooks and ties hold),
+        as ``load_state_dict(assign=True)`` does, and is done only where no one else can
+        reach the storage (:func:`owns_storage`). Small tensors are copied instead: a copy
+        costs less than the allocation.
         """
         settle(self._owner(), self._attr)
         t = self._tensor()
         if t.numel() * t.element_size() < PARALLEL_COPY_BYTES or not owns_storage(t):
             return None
         old = t.data
-        t.data = torch.empty_like(old)   # same dtype, device and strides
+        with torch.inference_mode(False):   # a load under inference_mode must not make the weight an inference tensor
+            self.__dict__["_fresh"] = (torch.empty_like(old), old.data_ptr())   # same dtype, device and strides
 
         def put_back() -> None:
-            t.data = old
-            torch.autograd.graph.increment_version(t)
+            self.__dict__.pop("_fresh", None)
+            if t.data_ptr() != old.data_ptr():
+                t.data = old
+                torch.autograd.graph.increment_version(t)
 
         return put_back
 
     def _write(self, array: np.ndarray, /) -> None:
         t = self._tensor()
+        fresh = self.__dict__.pop("_fresh", None)
+        if fresh is not None and fresh[1] == t.data_ptr() and fresh[0].shape == t.shape and fresh[0].dtype == t.dtype:
+            _fill(fresh[0], array)
+            t.data = fresh[0]     # filled first, then put in: see _keep_storage
+            torch.autograd.graph.increment_version(t)
+            forget(self._owner(), self._attr)
+            return
         if t.is_meta:  # no storage yet: the value is applied by TorchTree.materialize
             value = np.array(array, copy=True)
             self._defer(lambda: self._write(value))
@@ -473,16 +502,7 @@ class TorchParameter(Parameter):
             self._write_local(array[_dtensor.local_box(t, self.path)])
             return
         if t.device.type == "cpu":
-            if array.dtype.kind in "fiub" and array.dtype.isbuiltin and min(array.strides, default=0) >= 0 and (
-                    array.nbytes >= PARALLEL_COPY_BYTES or t.is_conj() or t.is_neg() or t.is_inference()):
-                # torch's copy_ is parallel: about twice np.copyto here, from 1 MB to 64 MB
-                with torch.no_grad():
-                    source = _from_numpy(array)
-                    t.detach().copy_(source)   # bumps the version counter, as copy_ does
-            else:   # small values (waking torch's threads costs more than the copy), bfloat16 (ml_dtypes)
-                # or negatively strided arrays: through NumPy
-                np.copyto(torch2np(t.detach()), array, casting="unsafe")
-                torch.autograd.graph.increment_version(t)
+            _fill(t, array)
         else:
             with torch.no_grad():
                 t.copy_(np2torch(array))

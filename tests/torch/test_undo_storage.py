@@ -59,19 +59,72 @@ def test_a_failed_transfer_puts_the_moved_storage_back() -> None:
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
 
 
-def test_storage_someone_else_holds_is_written_in_place() -> None:
+HOLDERS = {
+    "a .data tensor": lambda w: w.data,
+    "a NumPy view": lambda w: w.detach().numpy(),
+    "a DLPack export": lambda w: np.from_dlpack(w),   # holds the parameter object itself, not its storage
+}
+
+
+@pytest.mark.parametrize("holder", list(HOLDERS))
+def test_storage_someone_else_holds_is_written_in_place(holder: str) -> None:
     model, source = _net(0), _net(1)
-    view = model[0].weight.data                 # a user's tensor on the same storage
-    as_numpy = model[2].weight.detach().numpy()
-    shared = nn.Linear(WIDTH, WIDTH).share_memory()
+    model[0].weight.requires_grad_(False)          # DLPack exports only tensors without grad
+    held = HOLDERS[holder](model[0].weight)
     assert not owns_storage(model[0].weight)
-    assert not owns_storage(shared.weight)
     pp.tree(model).load_state(pp.tree(source).state(copy=True))
-    torch.testing.assert_close(view, source[0].weight.detach(), rtol=0, atol=0)        # it sees the load
-    np.testing.assert_array_equal(as_numpy, source[2].weight.detach().numpy())
+    np.testing.assert_array_equal(np.asarray(held), source[0].weight.detach().numpy())   # it sees the load
+
+
+def test_memory_torch_did_not_allocate_is_written_in_place() -> None:
+    array = np.zeros((WIDTH, WIDTH), np.float32)
+    model = nn.Linear(WIDTH, WIDTH)
+    model.weight = nn.Parameter(torch.from_numpy(array))     # the array owns the memory, not torch
+    shared = nn.Linear(WIDTH, WIDTH).share_memory()
+    assert not owns_storage(model.weight) and not owns_storage(shared.weight)
+    source = nn.Linear(WIDTH, WIDTH)
+    pp.tree(model).load_state(pp.tree(source).state(copy=True))
+    np.testing.assert_array_equal(array, source.weight.detach().numpy())
     pointer = shared.weight.data_ptr()
-    pp.tree(shared).load_state(pp.tree(nn.Linear(WIDTH, WIDTH)).state(copy=True))
+    pp.tree(shared).load_state(pp.tree(source).state(copy=True))
     assert shared.weight.is_shared() and shared.weight.data_ptr() == pointer
+
+
+@pytest.mark.parametrize("operation", ["load_state", "load", "transfer"])
+def test_a_load_under_inference_mode_leaves_trainable_weights(operation: str, tmp_path: object) -> None:
+    model, source = _net(0), _net(1)
+    file = f"{tmp_path}/s.safetensors"
+    pp.save(source, file)
+    with torch.inference_mode():
+        if operation == "load_state":
+            pp.tree(model).load_state(pp.tree(source).state(copy=True))
+        elif operation == "load":
+            pp.load(model, file)
+        else:
+            pp.transfer(source, model)
+    assert not model[0].weight.is_inference()
+    model(torch.ones(2, WIDTH)).sum().backward()
+    assert model[0].weight.grad is not None
+
+
+def test_an_interrupt_before_the_undo_is_recorded_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal that lands just as the fresh storage is made: nothing was moved yet, so nothing is lost."""
+    from polyparam_torch._parameter import TorchParameter
+
+    model, source = _net(0), _net(1)
+    before, pointers = {k: v.clone() for k, v in model.state_dict().items()}, _pointers(model)
+    keep = TorchParameter._keep_storage
+
+    def interrupted(self: TorchParameter) -> object:
+        keep(self)                 # the fresh storage is made ...
+        raise KeyboardInterrupt    # ... and the signal lands before the journal records the undo
+
+    monkeypatch.setattr(TorchParameter, "_keep_storage", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pp.tree(model).load_state(pp.tree(source).state(copy=True))
+    assert _pointers(model) == pointers
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
 
 
 def test_a_tied_weight_stays_one_parameter_when_its_storage_moves() -> None:

@@ -426,8 +426,11 @@ class Parameter(abc.ABC):
         parameter fresh storage (torch's ``p.data = new``) while keeping the native
         object optimizers hold does so and returns a function that puts the old
         storage back: the old storage is then the undo record, and the journal makes no
-        copy. Return ``None`` where anything else could hold the storage (a view, a
-        tie by shared storage, shared or pinned memory): the journal then copies the value.
+        copy. Change nothing visible before returning (prepare the fresh storage, and
+        swap it in at the write, once filled): an interrupt between this call and the
+        journal's record must lose nothing. Return ``None`` where anything else could
+        reach the storage (a view, a tie by shared storage, a DLPack export, memory the
+        framework did not allocate, shared or pinned memory): the journal then copies the value.
         """
         return None
 
