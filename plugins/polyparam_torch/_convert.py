@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -58,11 +60,34 @@ def torch_dtype(dtype: np.dtype) -> torch.dtype:
     raise errors.DTypeMismatchError(msg, expected=names, got=dtype.name)
 
 
+class _Memory:
+    """A CPU tensor's memory as NumPy sees it (``__array_interface__``); the view holds the tensor, so its storage."""
+
+    __slots__ = ("__array_interface__", "tensor")
+
+    def __init__(self, tensor: torch.Tensor, interface: dict[str, Any]) -> None:
+        self.tensor = tensor
+        self.__array_interface__ = interface
+
+
 def torch2np(t: torch.Tensor) -> np.ndarray:
-    """A NumPy view of a detached CPU tensor (zero-copy; bfloat16 through ml_dtypes)."""
+    """A NumPy view of a detached CPU tensor (zero-copy; bfloat16 through ml_dtypes).
+
+    Made through ``__array_interface__`` rather than ``t.numpy()``, which marks the
+    storage not resizable for good: that flag is how a torch write tells that a user
+    made a NumPy view of a parameter (see ``owns_storage``), and polyparam's own views,
+    made on every read, must not set it. The view holds the tensor, so its storage
+    lives as long as the view (what the flag protects against is a later ``resize_``,
+    which nothing does to a parameter's storage while polyparam reads it).
+    """
     if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np_dtype(torch.bfloat16))
-    return t.numpy()
+        return torch2np(t.view(torch.int16)).view(np_dtype(torch.bfloat16))
+    dtype = TORCH2NP.get(t.dtype)
+    if dtype is None or t.device.type != "cpu" or not t.numel() or t.is_conj() or t.is_neg():
+        return t.numpy()   # or torch's own error for what NumPy cannot view
+    size = t.element_size()
+    return np.asarray(_Memory(t, {"version": 3, "shape": tuple(t.shape), "typestr": dtype.str,
+                                  "data": (t.data_ptr(), False), "strides": tuple(s * size for s in t.stride())}))
 
 
 def np2torch(a: np.ndarray) -> torch.Tensor:

@@ -12,7 +12,7 @@ from torch import nn
 from polyparam import errors
 from polyparam.backend import Parameter, ParameterTree, join_path
 from polyparam_torch import NAME, _dtensor
-from polyparam_torch._convert import PLAIN, REAL_DTYPES
+from polyparam_torch._convert import PLAIN, REAL_DTYPES, torch2np
 from polyparam_torch._deferred import pending, settle
 from polyparam_torch._parameter import TorchParameter
 
@@ -176,7 +176,7 @@ class TorchTree(ParameterTree):
             settle(tp._owner(), tp._attr)
             t = tp._tensor()
             if t.is_cpu and type(t) in PLAIN and t.dtype in REAL_DTYPES and not t.is_neg():
-                value = t.detach().numpy()  # zero-copy
+                value = torch2np(t.detach())  # zero-copy, the storage left resizable
             else:
                 value = p.numpy()  # everything else, errors included
             out[path] = np.array(value, copy=True) if copy else value
