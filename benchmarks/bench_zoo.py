@@ -244,7 +244,8 @@ def bench_keras(quick: bool, repeat: int, folder: str) -> None:
                 v.assign((glorot if len(v.shape) >= 2 else zeros)(v.shape, v.dtype))
 
         def native_save(model: Any = model, paths: list = paths, native_file: str = native_file) -> None:
-            save_file(dict(zip(paths, model.get_weights())), native_file)   # the values read, as torch's are at hand
+            # the values read, as pp.save reads them
+            save_file({k: np.asarray(w) for k, w in zip(paths, model.get_weights())}, native_file)
             fsync_file(native_file)
 
         def native_load(model: Any = model, native_file: str = native_file) -> None:

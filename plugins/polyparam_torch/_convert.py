@@ -83,11 +83,15 @@ def torch2np(t: torch.Tensor) -> np.ndarray:
     if t.dtype == torch.bfloat16:
         return torch2np(t.view(torch.int16)).view(np_dtype(torch.bfloat16))
     dtype = TORCH2NP.get(t.dtype)
-    if dtype is None or t.device.type != "cpu" or not t.numel() or t.is_conj() or t.is_neg():
+    if dtype is None or not t.is_cpu or not t.numel() or t.is_conj() or t.is_neg():
         return t.numpy()   # or torch's own error for what NumPy cannot view
-    size = t.element_size()
-    return np.asarray(_Memory(t, {"version": 3, "shape": tuple(t.shape), "typestr": dtype.str,
-                                  "data": (t.data_ptr(), False), "strides": tuple(s * size for s in t.stride())}))
+    if t.is_contiguous():    # C order: no strides to spell out
+        strides = None
+    else:
+        size = t.element_size()
+        strides = tuple(s * size for s in t.stride())
+    return np.asarray(_Memory(t, {"version": 3, "shape": t.shape, "typestr": dtype.str,
+                                  "data": (t.data_ptr(), False), "strides": strides}))
 
 
 def np2torch(a: np.ndarray) -> torch.Tensor:
