@@ -205,6 +205,38 @@ class KerasParameter(Parameter):
         Unfreezing a variable whose layer (or an enclosing model) is frozen is refused:
         Keras would still leave it out of ``trainable_weights``.
         """
+        KerasParameter._set_trainable_many([self], value)
+
+    @staticmethod
+    def _set_trainable_many(params: list[Parameter], value: bool, /) -> None:
+        """Each variable's ``trainable``, then each model's step functions dropped once (not once per variable:
+        that walk of every layer made freezing n variables O(n^2))."""
+        roots: dict[int, Any] = {}
+        flipped: list[tuple[KerasParameter, Any]] = []
+        try:
+            for p in cast("list[KerasParameter]", params):
+                if bool(p._trainable()) != value:
+                    flipped.append((p, p._flip_trainable(value)))
+                    roots.setdefault(id(p._root), p._root)
+        finally:
+            for root in roots.values():
+                refresh(root)
+        if not value:
+            return
+        for root in roots.values():
+            optimizer = getattr(root, "optimizer", None)
+            known = getattr(optimizer, "_trainable_variables", None)
+            if not getattr(optimizer, "built", False) or known is None:
+                continue
+            known_ids = {id(x) for x in known}
+            for p, v in flipped:
+                if p._root is root and id(v) not in known_ids:
+                    warnings.warn(f"Parameter {p.path!r} is trainable again, but the model's optimizer was built for "
+                                  "the variables trainable before and cannot update it: call model.compile(...) again "
+                                  "(a new optimizer) before the next fit.", errors.PolyparamWarning, stacklevel=5)
+
+    def _flip_trainable(self, value: bool) -> Any:
+        """Set ``Variable.trainable`` (checked: a built layer, and no frozen layer above an unfrozen variable)."""
         v = self._variable()
         if v is None:
             msg = (f"Cannot set trainable of parameter {self.path!r}: expected a built layer, got an unbuilt one. "
@@ -217,13 +249,7 @@ class KerasParameter(Parameter):
             msg = (f"Cannot make parameter {self.path!r} trainable: expected its layer and the enclosing models to "
                    "be trainable, got a frozen one. Unfreeze the layer (layer.trainable = True) or select it whole.")
             raise errors.UsageError(msg, path=self.path, expected="a trainable layer", got="a frozen layer")
-        refresh(self._root)
-        optimizer = getattr(self._root, "optimizer", None)
-        known = getattr(optimizer, "_trainable_variables", None)
-        if value and getattr(optimizer, "built", False) and known is not None and all(x is not v for x in known):
-            warnings.warn(f"Parameter {self.path!r} is trainable again, but the model's optimizer was built for the "
-                          "variables trainable before and cannot update it: call model.compile(...) again (a new "
-                          "optimizer) before the next fit.", errors.PolyparamWarning, stacklevel=4)
+        return v
 
     def _variable(self) -> Any | None:
         layer = self._layer

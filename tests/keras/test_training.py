@@ -103,6 +103,24 @@ def test_fit_sees_a_freeze_made_after_compile() -> None:
     assert not np.array_equal(after["2.weight"], tree["2.weight"].numpy())
 
 
+def test_a_freeze_drops_the_step_functions_once_per_model_not_once_per_variable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropping a model's compiled functions walks every layer: once per variable made freezing O(n^2)."""
+    from polyparam_keras import _parameter
+
+    model = keras.Sequential([keras.Input((4,))] + [L.Dense(4) for _ in range(30)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(_x(4), np.ones((4, 4), np.float32), epochs=1, verbose=0)
+    walks: list[Any] = []
+    original = _parameter.refresh
+    monkeypatch.setattr(_parameter, "refresh", lambda root: (walks.append(root), original(root)))
+    pp.tree(model).freeze()
+    assert walks == [model] and model.train_function is None
+    assert not any(v.trainable for v in model.weights)
+    pp.tree(model)["3.weight"].trainable = True
+    assert len(walks) == 2 and model.get_layer(index=3).kernel.trainable
+
+
 # ---- optimizer groups -------------------------------------------------------------------------
 
 
