@@ -222,6 +222,13 @@ class KerasParameter(Parameter):
             for root in roots.values():
                 refresh(root)
         if not value:
+            if engine() == "jax":   # Keras' stateless optimizer step takes exactly the variables it was built for
+                for root in roots.values():
+                    if getattr(getattr(root, "optimizer", None), "built", False):
+                        warnings.warn(f"{len(flipped)} parameter(s) frozen after the model's optimizer was built: on "
+                                      "the JAX backend Keras' fit then fails ('optimizer_variables must be ... 1:1'). "
+                                      "Call model.compile(...) again (a new optimizer) before the next fit.",
+                                      errors.PolyparamWarning, stacklevel=5)
             return
         for root in roots.values():
             optimizer = getattr(root, "optimizer", None)

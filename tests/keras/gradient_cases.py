@@ -154,3 +154,23 @@ def test_the_model_factorys_sgd_step_is_one_sgd_step() -> None:
         np.testing.assert_allclose(p.numpy(), before[p.path] - 0.25 * p.grad(), rtol=1e-5, atol=1e-6,
                                    err_msg=p.path)
     assert any(not np.array_equal(p.numpy(), before[p.path]) for p in tree.parameters())
+
+
+def test_a_freeze_after_fit_holds_through_the_next_fit() -> None:
+    """On JAX, Keras rebuilds its optimizer after trainability changes (as for layer.trainable): polyparam says so."""
+    model = _tanh_mlp()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x, y = _x(8), np.ones((8, 1), np.float32)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    tree = pp.tree(model)
+    if keras.backend.backend() == "jax":
+        with pytest.warns(pp.errors.PolyparamWarning, match=r"model.compile\(...\) again"):
+            tree.select("1.*").freeze()
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    else:
+        tree.select("1.*").freeze()
+    before = snapshot(tree)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    after = snapshot(tree)
+    assert np.array_equal(before["1.weight"], after["1.weight"]) and np.array_equal(before["1.bias"], after["1.bias"])
+    assert not np.array_equal(before["0.weight"], after["0.weight"])
