@@ -78,6 +78,9 @@ def track(items: Sequence[T] | Iterable[T], /, *, description: str, progress: bo
         InvalidArgumentError: As `enabled`.
     """
     items = list(items)
+    if progress is False:   # nothing to weigh: no bar
+        yield from items
+        return
     weigh = (lambda item: 1) if weight is None else (lambda item: int(weight(item) or 0))
     if total is None:
         total = sum(weigh(item) for item in items)
