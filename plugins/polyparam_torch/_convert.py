@@ -10,7 +10,7 @@ from torch import nn
 
 from polyparam import errors
 
-__all__ = ["PLAIN", "REAL_DTYPES", "TORCH2NP", "np2torch", "np_dtype", "torch2np", "torch_dtype"]
+__all__ = ["MOVABLE_BYTES", "PLAIN", "REAL_DTYPES", "TORCH2NP", "np2torch", "np_dtype", "torch2np", "torch_dtype"]
 
 #: torch dtypes with a NumPy counterpart; ``np_dtype`` adds bfloat16 when ml_dtypes is installed.
 TORCH2NP: dict[torch.dtype, np.dtype] = {
@@ -60,6 +60,11 @@ def torch_dtype(dtype: np.dtype) -> torch.dtype:
     raise errors.DTypeMismatchError(msg, expected=names, got=dtype.name)
 
 
+#: Tensors from this size up may have their storage moved by a whole write (``_keep_storage``): their
+#: NumPy views must leave the storage resizable. Smaller ones never move, and take ``tensor.numpy()``.
+MOVABLE_BYTES = 1 << 20
+
+
 class _Memory:
     """A CPU tensor's memory as NumPy sees it (``__array_interface__``); the view holds the tensor, so its storage."""
 
@@ -83,8 +88,9 @@ def torch2np(t: torch.Tensor) -> np.ndarray:
     if t.dtype == torch.bfloat16:
         return torch2np(t.view(torch.int16)).view(np_dtype(torch.bfloat16))
     dtype = TORCH2NP.get(t.dtype)
-    if dtype is None or not t.is_cpu or not t.numel() or t.is_conj() or t.is_neg():
-        return t.numpy()   # or torch's own error for what NumPy cannot view
+    if (dtype is None or not t.is_cpu or t.numel() * t.element_size() < MOVABLE_BYTES or t.is_conj()
+            or t.is_neg()):
+        return t.numpy()   # (or torch's own error for what NumPy cannot view) about 1.3 us faster
     if t.is_contiguous():    # C order: no strides to spell out
         strides = None
     else:

@@ -24,7 +24,7 @@ from polyparam import errors, roles
 from polyparam.backend import Parameter, Shape, State, default_axes
 from polyparam.init import Constant, Initializer, Normal, One, Uniform, Zero
 from polyparam_torch import NAME, _dtensor
-from polyparam_torch._convert import PLAIN, np2torch, np_dtype, torch2np, torch_dtype
+from polyparam_torch._convert import MOVABLE_BYTES, PLAIN, np2torch, np_dtype, torch2np, torch_dtype
 from polyparam_torch._deferred import Pending, forget, lazy_shape, record, settle
 from polyparam_torch._dtensor import is_dtensor
 
@@ -470,7 +470,7 @@ class TorchParameter(Parameter):
         """
         settle(self._owner(), self._attr)
         t = self._tensor()
-        if t.numel() * t.element_size() < PARALLEL_COPY_BYTES or not owns_storage(t):
+        if t.numel() * t.element_size() < MOVABLE_BYTES or not owns_storage(t):
             return None
         old = t.data
         with torch.inference_mode(False):   # a load under inference_mode must not make the weight an inference tensor
