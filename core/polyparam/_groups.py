@@ -110,11 +110,13 @@ def average(dst: Any, *sources: Any, decay: float | None = None) -> None:
     ``pp.average(soup, a, b, c)`` sets ``soup`` to the mean of ``a``, ``b`` and ``c``. Sources
     may be models of other frameworks with the same architecture (matched by canonical path,
     values in canonical layout). Computed in float64, written in ``dst``'s dtypes; integer
-    tensors (counters) take the last source's value; ties in ``dst`` are kept. All or nothing.
+    tensors (counters) take the last source's value (``decay=1`` keeps ``dst``'s: it changes
+    nothing); ties in ``dst`` are kept. All or nothing.
 
     Raises:
         InvalidArgumentError: No source, ``decay`` outside [0, 1], or ``decay`` with several sources.
         TransferError: A source lacks a path of ``dst`` or has another shape.
+        TieMismatchError: A source gives one of ``dst``'s tie groups two different values.
     """
     if not sources:
         msg = "Cannot average: expected at least one source model, got none. Pass pp.average(dst, src, ...)."
@@ -138,7 +140,9 @@ def average(dst: Any, *sources: Any, decay: float | None = None) -> None:
             continue   # a framework's own counter the sources lack
         found: list[Parameter] = []
         for i, v in enumerate(values):
-            src = next((v[m] for m, _ in members if m in v), None)
+            held = [(m, v[m]) for m, _ in members if m in v]
+            src = held[0][1] if held else None
+            _require_one_value(path, i, held)
             if src is None or tuple(src.shape) != tuple(target.shape):
                 got = "nothing" if src is None else f"shape {tuple(src.shape)}"
                 msg = (f"Cannot average into {path!r}: expected source {i} to hold it with shape "
@@ -150,9 +154,26 @@ def average(dst: Any, *sources: Any, decay: float | None = None) -> None:
     plan.commit(description="average", progress=False)
 
 
+def _require_one_value(path: str, index: int, held: list[tuple[str, Parameter]]) -> None:
+    """Refuse a source that gives one of ``dst``'s tie groups different values under its paths, as transfer does."""
+    distinct = list({q._identity(): (m, q) for m, q in held}.values())
+    if len(distinct) < 2:
+        return
+    first_path, first = distinct[0]
+    for other_path, other in distinct[1:]:
+        if tuple(other.shape) == tuple(first.shape) and np.array_equal(other.numpy(), first.numpy()):
+            continue
+        msg = (f"Cannot average into the tie group of {path!r}: expected one value from source {index}, got different "
+               f"tensors {first_path!r} and {other_path!r} (the source does not tie them). Tie them in the source "
+               "(pp.tie), or average into an untied copy.")
+        raise errors.TieMismatchError(msg, path=path, expected=first_path, got=other_path)
+
+
 def _combine(target: Parameter, sources: list[Parameter], decay: float | None) -> Callable[[], np.ndarray]:
     def read() -> np.ndarray:
         if target.dtype.kind not in "fc" and "bfloat16" not in target.dtype.name:
+            if decay == 1:   # an EMA step that keeps everything keeps the counters too
+                return np.asarray(target.numpy())
             return np.asarray(sources[-1].numpy()).astype(target.dtype)
         if decay is not None:
             mixed = decay * target.numpy().astype(np.float64) + (1 - decay) * sources[0].numpy().astype(np.float64)

@@ -236,11 +236,14 @@ class KerasParameter(Parameter):
             if not getattr(optimizer, "built", False) or known is None:
                 continue
             known_ids = {id(x) for x in known}
-            for p, v in flipped:
-                if p._root is root and id(v) not in known_ids:
-                    warnings.warn(f"Parameter {p.path!r} is trainable again, but the model's optimizer was built for "
-                                  "the variables trainable before and cannot update it: call model.compile(...) again "
-                                  "(a new optimizer) before the next fit.", errors.PolyparamWarning, stacklevel=5)
+            unknown = [p.path for p, v in flipped if p._root is root and id(v) not in known_ids]
+            if unknown:   # one warning per model, not one per variable (a backbone has hundreds)
+                shown = ", ".join(repr(q) for q in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3
+                                                                   else "")
+                warnings.warn(f"{len(unknown)} parameter(s) trainable again ({shown}), but the model's optimizer was "
+                              "built for the variables trainable before and cannot update them: call "
+                              "model.compile(...) again (a new optimizer) before the next fit.",
+                              errors.PolyparamWarning, stacklevel=5)
 
     def _flip_trainable(self, value: bool) -> Any:
         """Set ``Variable.trainable`` (checked: a built layer, and no frozen layer above an unfrozen variable)."""

@@ -761,22 +761,34 @@ class TorchParameter(Parameter):
             Parameter._cast_many(params, dtype)
             return
         target = torch_dtype(dtype)
-        done: list[tuple[torch.Tensor, Any, Any]] = []   # (tensor, old data or its dtype, old grad or its dtype)
+        # (tensor, its old data or dtype, its gradient, the gradient's old data or dtype); as model.to does, the
+        # gradient object stays and takes the new dtype through .data (a pinned grad_dtype refuses t.grad = ...)
+        done: list[tuple[torch.Tensor, Any, torch.Tensor | None, Any]] = []
+        current = params[0]
         with torch.no_grad():
             try:
-                for t in tensors:
+                for p, t in zip(params, tensors):
+                    current = p
                     data, g = t.data, t.grad
                     exact = torch.promote_types(data.dtype, target) == target   # widening: casting back restores
                     t.data = data.to(target)
-                    done.append((t, data.dtype if exact else data, None if g is None else g.dtype if exact else g))
+                    done.append((t, data.dtype if exact else data, None, None))
                     if g is not None:
-                        t.grad = g.to(target)
-            except BaseException:
-                for t, data, g in reversed(done):
+                        g_data = g.data
+                        g.data = g_data.to(target)
+                        done[-1] = (t, done[-1][1], g, g_data.dtype if exact else g_data)
+            except BaseException as exc:
+                for t, data, g, g_data in reversed(done):
                     t.data = t.data.to(data) if isinstance(data, torch.dtype) else data
-                    if g is not None and t.grad is not None:
-                        t.grad = t.grad.to(g) if isinstance(g, torch.dtype) else g
-                raise
+                    if g is not None:
+                        g.data = g.data.to(g_data) if isinstance(g_data, torch.dtype) else g_data
+                if not isinstance(exc, Exception):
+                    raise
+                msg = (f"Cannot cast parameter {current.path!r} to {dtype.name}: expected torch to change its dtype, "
+                       f"got {type(exc).__name__}: {exc}. Nothing was changed; cast the module with module.to(...) "
+                       "to see torch's own error.")
+                raise errors.UnsupportedModelError(msg, path=current.path, expected=f"a cast to {dtype.name}",
+                                                   got=repr(exc)) from exc
 
     def _identity(self) -> Any:
         return id(self._tensor())

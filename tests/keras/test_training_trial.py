@@ -23,8 +23,9 @@ def test_unfreezing_after_the_optimizer_was_built_says_to_recompile() -> None:
     tree.select("0.*").freeze()
     model.compile(optimizer="sgd", loss="mse")
     model.fit(x, y, verbose=0)
-    with pytest.warns(errors.PolyparamWarning, match=r"call model.compile\(...\) again"):
+    with pytest.warns(errors.PolyparamWarning, match=r"call model.compile\(...\) again") as caught:
         tree.select("0.*").unfreeze()
+    assert len(caught) == 1 and "2 parameter(s)" in str(caught[0].message)   # one per model, not per variable
     model.compile(optimizer="sgd", loss="mse")
     before = keras.ops.convert_to_numpy(model.layers[0].kernel).copy()
     model.fit(x, y, verbose=0)

@@ -559,8 +559,9 @@ def test_a_cast_that_fails_part_way_puts_back_every_dtype_value_and_object() -> 
         m[5].register_buffer("stat", torch.ones(3, dtype=start).as_subclass(Refuses))
         before = snapshot(m)
         objects = [(p, p.data.data_ptr(), p.grad) for p in m.parameters()]
-        with pytest.raises(RuntimeError, match="cannot change its dtype"):
+        with pytest.raises(errors.UnsupportedModelError, match="cannot change its dtype") as caught:
             pp.tree(m).cast(target)
+        assert caught.value.path == "5.stat" and isinstance(caught.value.__cause__, RuntimeError)
         after = snapshot(m)
         for key, value in before.items():
             assert after[key].dtype == value.dtype and torch.equal(after[key], value), key
@@ -633,3 +634,62 @@ def test_values_read_in_bulk_equal_each_parameters_own() -> None:
     assert np.any(bulk[0].astype(np.float32)) and np.array_equal(bulk[-1], -np.arange(3.0, dtype=np.float32))
     assert np.shares_memory(bulk[2], m[1].weight.detach().numpy())
     np.testing.assert_array_equal(tree.vector(), np.concatenate([v.astype(np.float32).ravel() for v in each]))
+
+
+# ---- trial findings: vectors into counters, averages into ties, casts of pinned gradient dtypes -------
+
+
+def test_load_vector_refuses_values_a_counter_cannot_hold() -> None:
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    tree = pp.tree(m)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    v = tree.vector()                      # float64: it holds the int64 counter
+    paths = [path for path, _ in tree.items()]
+    counter = sum(p.size for path, p in tree.items()[:paths.index("1.num_batches_tracked")])   # its offset
+    for bad in (2.5, np.nan, 2.0 ** 63):
+        w = v.copy()
+        w[counter] = bad
+        with pytest.raises(errors.DTypeMismatchError, match="1.num_batches_tracked") as caught:
+            tree.load_vector(w)
+        assert caught.value.path == "1.num_batches_tracked"
+        assert all(torch.equal(m.state_dict()[k], before[k]) for k in before)
+    w = v.copy()
+    w[counter] = 7.0                       # a whole number loads
+    tree.load_vector(w)
+    assert int(m[1].num_batches_tracked) == 7
+
+
+def test_average_into_a_tie_refuses_a_source_whose_copies_differ() -> None:
+    def tied() -> nn.Sequential:
+        m = nn.Sequential(nn.Embedding(6, 4), nn.Linear(4, 6, bias=False))
+        m[1].weight = m[0].weight
+        return m
+
+    dst, untied = tied(), nn.Sequential(nn.Embedding(6, 4), nn.Linear(4, 6, bias=False))
+    before = dst[0].weight.detach().clone()
+    for call in (lambda: pp.average(dst, untied, decay=0.0), lambda: pp.average(dst, untied, untied)):
+        with pytest.raises(errors.TieMismatchError, match="0.weight"):
+            call()
+        assert torch.equal(dst[0].weight, before) and dst[1].weight is dst[0].weight
+    same = nn.Sequential(nn.Embedding(6, 4), nn.Linear(4, 6, bias=False))
+    with torch.no_grad():
+        same[1].weight.copy_(same[0].weight)   # untied, but one value: fine
+    pp.average(dst, same, decay=0.0)
+    assert torch.equal(dst[0].weight, same[0].weight)
+
+
+def test_an_ema_step_with_decay_one_changes_nothing_counters_included() -> None:
+    ema, model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    model.train()
+    model(torch.ones(5, 3))                # the source's counter moves on
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    pp.average(ema, model, decay=1.0)
+    assert all(torch.equal(ema.state_dict()[k], before[k]) for k in before)
+
+
+def test_a_cast_keeps_the_gradient_object_as_model_to_does() -> None:
+    m = nn.Linear(3, 2)
+    m(torch.ones(1, 3)).sum().backward()
+    grad = m.weight.grad
+    pp.tree(m).cast("bfloat16")
+    assert m.weight.dtype == torch.bfloat16 and m.weight.grad is grad and grad.dtype == torch.bfloat16

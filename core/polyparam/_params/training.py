@@ -98,6 +98,21 @@ def _checked_norm_type(norm_type: Any) -> float:
     return norm_type
 
 
+def _require_whole(path: str, dtype: np.dtype, piece: np.ndarray) -> None:
+    """Refuse floating values an integer tensor (a counter, a quantized kernel) cannot hold unchanged."""
+    limits = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    wide = piece.astype(np.float64)
+    top = float(limits[1])     # 2**63 - 1 rounds up to 2**63 in float64: then that value is already too high
+    too_high = wide >= top if int(top) > limits[1] else wide > top
+    bad = ~np.isfinite(wide) | (wide != np.round(wide)) | (wide < limits[0]) | too_high
+    if bad.any():
+        got = wide.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+        msg = (f"Cannot load a vector into parameter {path!r} ({dtype.name}): expected whole numbers from {limits[0]} "
+               f"to {limits[1]}, got {got!r} (a cast would change it silently). Pass what tree.vector() returned, or "
+               "select the floating parameters (tree.select(where=lambda p: p.dtype.kind == 'f')).")
+        raise errors.DTypeMismatchError(msg, path=path, expected=f"whole numbers for {dtype.name}", got=float(got))
+
+
 class TrainingOps:
     """Mixed into :class:`~polyparam._params.tree.ParameterCollection`: the operations of a training loop.
 
@@ -277,6 +292,8 @@ class TrainingOps:
             piece = v[offset:offset + n].reshape(tuple(d or 0 for d in p.shape))
             offset += n
             plan.check_writable(path, p)
+            if p.dtype.kind in "biu" and piece.dtype.kind not in "biu":
+                _require_whole(path, p.dtype, piece)
             array = p.coerce(piece.astype(p.dtype) if piece.dtype != p.dtype else piece, action="load a vector into")
             plan.add(path, p, functools.partial(np.asarray, array))
         plan.commit(description="load vector", progress=False)
