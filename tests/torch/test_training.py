@@ -693,3 +693,13 @@ def test_a_cast_keeps_the_gradient_object_as_model_to_does() -> None:
     grad = m.weight.grad
     pp.tree(m).cast("bfloat16")
     assert m.weight.dtype == torch.bfloat16 and m.weight.grad is grad and grad.dtype == torch.bfloat16
+
+
+def test_cast_refuses_the_ambiguous_name_float() -> None:
+    """NumPy's "float" is float64, torch's .float() float32: a cast by that name is refused, not guessed."""
+    m = nn.Linear(3, 2)
+    with pytest.raises(errors.InvalidArgumentError, match="'float32' or 'float64'"):
+        pp.tree(m).cast("float")
+    assert m.weight.dtype == torch.float32
+    pp.tree(m).cast("float64")
+    assert m.weight.dtype == torch.float64

@@ -42,6 +42,10 @@ def real_number(value: Any, argument: str) -> float:
 
 def _dtype_of(dtype: Any) -> np.dtype:
     """``dtype`` as NumPy's, accepting ``"bfloat16"`` (ml_dtypes) and framework dtypes (``torch.bfloat16``)."""
+    if isinstance(dtype, str) and dtype.strip().lower() == "float":
+        msg = ("Invalid value for argument `dtype`: expected an unambiguous dtype, got 'float', which is float64 "
+               "to NumPy and float32 to torch ('.float()'). Pass 'float32' or 'float64'.")
+        raise errors.InvalidArgumentError(msg, argument="dtype", expected="'float32' or 'float64'", got=dtype)
     if not isinstance(dtype, (str, np.dtype, type)):
         dtype = str(dtype).rsplit(".", 1)[-1]   # torch.bfloat16, tf.float16, jnp dtypes: by name
     try:
