@@ -407,14 +407,9 @@ class KerasParameter(Parameter):
         someone else holds (it writes a new one, or takes the one given), so the read
         tensor keeps the old value for as long as the journal holds it.
         """
-        if engine() != "tensorflow":
-            return None
-        v = self._variable()
-        if v is None or v._value is None:
-            return None
-        variable = raw(v)
-        if device_type(variable.device) != "CPU":
-            return None      # the journal's copy goes to host memory; a kept tensor would stay on the device
+        variable = self._cpu_tf_variable()
+        if variable is None:
+            return None      # (on a device: the journal's copy goes to host memory, a kept tensor would not)
         import tensorflow as tf
 
         with tf.init_scope():
@@ -435,21 +430,26 @@ class KerasParameter(Parameter):
         view = self._canonical(raw(v).detach().numpy())
         return view if np.shares_memory(view, raw(v).detach().numpy()) else None
 
-    def _staging(self) -> tuple[np.ndarray, Callable[[], None]] | None:
+    def _cpu_tf_variable(self) -> Any | None:
+        """The built ``tf.Variable`` behind this parameter when Keras runs on TensorFlow on the CPU, else ``None``."""
         if engine() != "tensorflow":
             return None
         v = self._variable()
         if v is None or v._value is None:
             return None
         tensor = raw(v)
-        if device_type(tensor.device) != "CPU":
+        return tensor if device_type(tensor.device) == "CPU" else None
+
+    def _staging(self) -> tuple[np.ndarray, Callable[[], None]] | None:
+        tensor = self._cpu_tf_variable()
+        if tensor is None:
             return None
         import tensorflow as tf
 
         # an uninitialized tensor from TensorFlow's own allocator (its pool: no fresh pages,
         # and no buffer left stranded there when the variable lets its old one go)
         with tf.init_scope(), tf.device(tensor.device):
-            buffer = tf.raw_ops.Empty(shape=tuple(int(d) for d in v.shape), dtype=tensor.dtype, init=False)
+            buffer = tf.raw_ops.Empty(shape=tuple(int(d) for d in tensor.shape), dtype=tensor.dtype, init=False)
         as_numpy = getattr(buffer, "_numpy", None)   # EagerTensor._numpy: a view of the memory on CPU
         if as_numpy is None:
             return None
