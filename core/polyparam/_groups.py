@@ -23,11 +23,14 @@ Rule = Any  # a glob on the path, "role:<role>", "kind:<kind>", a compiled regex
 Entry = tuple[str, Parameter, str]   # (path, parameter, role)
 
 
-def _split(rule: Rule, entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+def _split(rule: Rule, entries: list[Entry], aliases: Mapping[str, list[str]]) -> tuple[list[Entry], list[Entry]]:
     """``entries`` the rule chooses and the rest, each in model order (one comprehension per rule, no call per
-    entry for the string and regex rules)."""
+    entry for the string and regex rules). A path rule also matches a tied parameter by any of its other paths
+    (``aliases``, by first path), as ``tree.select`` does."""
+    test: Callable[[str], bool] | None = None
     if isinstance(rule, re.Pattern):
         hits = [rule.search(e[0]) is not None for e in entries]
+        test = lambda path: rule.search(path) is not None   # noqa: E731
     elif isinstance(rule, str) and rule.startswith("role:"):
         wanted = rule[5:]
         hits = [e[2] == wanted for e in entries]
@@ -37,8 +40,11 @@ def _split(rule: Rule, entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
     elif isinstance(rule, str):
         match = re.compile(fnmatch.translate(rule)).match   # what fnmatchcase does, compiled once
         hits = [match(e[0]) is not None for e in entries]
+        test = lambda path: match(path) is not None   # noqa: E731
     else:
         hits = [bool(rule(e[1])) for e in entries]
+    if test is not None and aliases:
+        hits = [hit or any(map(test, aliases.get(e[0], ()))) for e, hit in zip(entries, hits)]
     return [e for e, hit in zip(entries, hits) if hit], [e for e, hit in zip(entries, hits) if not hit]
 
 
@@ -50,6 +56,20 @@ def _tree(obj: Any) -> ParameterCollection:
     return tree(obj)
 
 
+def _aliases(t: ParameterCollection, items: list[tuple[str, Parameter]]) -> dict[str, list[str]]:
+    """A tied parameter's other paths, by the path ``items()`` lists it under (empty for a model without ties)."""
+    occurrences = t._occurrences()
+    if len(occurrences) == len(items):
+        return {}
+    first = {p._identity(): path for path, p in items}
+    aliases: dict[str, list[str]] = {}
+    for path, p in occurrences:
+        listed = first.get(p._identity())
+        if listed is not None and listed != path:
+            aliases.setdefault(listed, []).append(path)
+    return aliases
+
+
 def param_groups(model: Any, rules: Sequence[tuple[Rule, Mapping[str, Any]]], /, *,
                  default: Mapping[str, Any] | None = None, optimizer: Any = None) -> Any:
     """Optimizer parameter groups by rule, in the form the model's framework takes.
@@ -58,7 +78,9 @@ def param_groups(model: Any, rules: Sequence[tuple[Rule, Mapping[str, Any]]], /,
     (``"*.bias"``), ``"role:bias"``, ``"kind:buffer"``, a compiled regex, or a predicate on
     the :class:`Parameter`; the first rule that matches a parameter chooses its group, the
     rest go to ``default`` (``{}`` when ``None``). Frozen parameters and buffers are left
-    out, tied parameters appear once. A rule that matches nothing warns.
+    out, tied parameters appear once; a path rule matches a tied parameter by any of its
+    paths (GPT-2's ``"lm_head.*"`` chooses the tied embedding), as ``tree.select`` does.
+    A rule that matches nothing warns.
 
     Returns, per backend: torch a list of ``{"params": [...], **options}`` for
     ``torch.optim``; Keras the same with variables (and, given ``optimizer``, groups whose
@@ -89,9 +111,10 @@ def param_groups(model: Any, rules: Sequence[tuple[Rule, Mapping[str, Any]]], /,
     needs_roles = any(isinstance(rule, str) and rule.startswith("role:") for rule, _ in pairs)
     roles = roles_of([p for _, p in chosen_items]) if needs_roles else [""] * len(chosen_items)
     rest = [(path, p, role) for (path, p), role in zip(chosen_items, roles)]
+    aliases = _aliases(t, items)
     members: list[list[tuple[str, Parameter]]] = []
     for rule, _ in pairs:   # first match wins: each rule sees what the ones before left
-        hit, rest = _split(rule, rest)
+        hit, rest = _split(rule, rest, aliases)
         members.append([(path, p) for path, p, _ in hit])
     members.append([(path, p) for path, p, _ in rest])
     for (rule, _), chosen in zip(pairs, members):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import socket
 from typing import Any
 
@@ -132,6 +133,20 @@ def test_param_groups_hold_the_modules_parameter_objects_once() -> None:
     assert {id(p) for p in listed} == {id(p) for p in m.parameters() if p.requires_grad}
     assert [g["weight_decay"] for g in groups] == [0, 0.1]
     assert all(p.ndim == 1 for p in groups[0]["params"])
+
+
+def test_param_groups_rules_match_a_ties_other_paths_as_select_does() -> None:
+    """A tied parameter is listed once, under its first path; a rule naming any of its paths chooses it."""
+    m = shared()   # the block is both 2.* and 4.*
+    tree = pp.tree(m)
+    assert {path for path, _ in tree.select("4.*").items()} == {"4.weight", "4.bias"}
+    for rule in ("4.*", re.compile(r"^4\.")):
+        groups = pp.param_groups(m, [(rule, {"lr": 0.5})], default={"lr": 0.1})
+        assert [g["lr"] for g in groups] == [0.5, 0.1]
+        assert {id(p) for p in groups[0]["params"]} == {id(m[4].weight), id(m[4].bias)}
+        assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+    first = pp.param_groups(m, [("2.bias", {"lr": 0.2}), ("4.*", {"lr": 0.5})])   # the first rule still wins
+    assert [(g.get("lr"), len(g["params"])) for g in first] == [(0.2, 1), (0.5, 1), (None, 4)]
 
 
 def test_adamw_groups_without_decay_leave_biases_and_scales_and_shrink_weights() -> None:
