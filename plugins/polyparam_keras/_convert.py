@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import keras
 import numpy as np
 
-__all__ = ["assign_native", "contiguous", "device_type", "engine", "raw", "to_numpy"]
+__all__ = ["assign_native", "contiguous", "device_type", "eager", "engine", "raw", "to_numpy"]
 
 
 def engine() -> str:
@@ -29,6 +30,14 @@ def to_numpy(tensor: Any) -> np.ndarray:
     if active == "tensorflow":
         return np.asarray(tensor.numpy())   # a 0-d tensor's .numpy() is a NumPy scalar, not an array
     return np.asarray(tensor)
+
+
+def eager() -> contextlib.AbstractContextManager[Any]:
+    """TensorFlow's ``init_scope()`` while a ``tf.function`` is being traced (a write must run now, not become an
+    op of the graph); nothing in eager code, the usual case, where entering the scope costs about 2 us a call."""
+    import tensorflow as tf
+
+    return contextlib.nullcontext() if tf.executing_eagerly() else tf.init_scope()
 
 
 def device_type(device: str) -> str:
@@ -54,9 +63,7 @@ def assign_native(variable: Any, array: np.ndarray) -> None:
             else:
                 tensor.copy_(torch.from_numpy(contiguous(array)).to(tensor.device))
     elif active == "tensorflow":
-        import tensorflow as tf
-
-        with tf.init_scope():
+        with eager():
             tensor.assign(contiguous(array))
     else:
         variable.assign(array)

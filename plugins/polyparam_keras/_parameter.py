@@ -14,7 +14,7 @@ import polyparam as pp
 from polyparam import errors, roles
 from polyparam.backend import Parameter, Shape, State, parallel_copy
 from polyparam_keras import NAME
-from polyparam_keras._convert import assign_native, contiguous, device_type, engine, raw, to_numpy
+from polyparam_keras._convert import assign_native, contiguous, device_type, eager, engine, raw, to_numpy
 from polyparam_keras._flatten import FlatOrder, flatten_order, from_canonical_order, to_canonical_order
 from polyparam_keras._layout import (
     NORMALIZATION_STATS,
@@ -285,15 +285,30 @@ class KerasParameter(Parameter):
 
     # ---- hooks a backend implements ----------------------------------------------
 
+    def _facts(self, v: Any) -> tuple[tuple[int, ...], tuple[int, ...], Any]:
+        """``v``'s native shape, canonical shape and dtype, read from Keras once per variable object.
+
+        A Keras variable keeps the shape and dtype it was made with (its assign refuses
+        another shape), and a write reads them several times (checks, undo, write): each
+        read goes through TensorFlow's ``TensorShape``, about 3 us.
+        """
+        cached = self.__dict__.get("_facts_cache")
+        if cached is not None and cached[0] is v:
+            return cached[1]
+        native = tuple(int(d) for d in v.shape)
+        facts = (native, canonical_shape(self._slot.layout, native), v.dtype)
+        self.__dict__["_facts_cache"] = (v, facts)
+        return facts
+
     def _shape(self) -> Shape:
         v = self._variable()
         if v is None:
             return unbuilt_shape(self._layer, self._slot)
-        return canonical_shape(self._slot.layout, tuple(int(d) for d in v.shape))
+        return self._facts(v)[1]
 
     def _dtype(self) -> Any:
         v = self._variable()
-        return v.dtype if v is not None else self._layer.variable_dtype
+        return self._facts(v)[2] if v is not None else self._layer.variable_dtype
 
     def _device(self) -> str:
         v = self._variable()
@@ -339,9 +354,9 @@ class KerasParameter(Parameter):
     def _write(self, array: np.ndarray, /) -> None:
         v = self._variable()
         assert v is not None, "the core writes initialized or uninitialized parameters, never deferred ones"
+        native_shape = self._facts(v)[0]
         if v._value is None:
-            native = self._native_layout(array, tuple(int(d) for d in v.shape))
-            v._initialize(contiguous(native))
+            v._initialize(contiguous(self._native_layout(array, native_shape)))
             return
         staging = self._staging() if array.nbytes >= STAGING_BYTES else None
         if staging is not None:
@@ -352,7 +367,7 @@ class KerasParameter(Parameter):
             del view
             adopt()
             return
-        assign_native(v, self._native_layout(array, tuple(int(d) for d in v.shape)))
+        assign_native(v, self._native_layout(array, native_shape))
 
     def _grad(self) -> np.ndarray | None:
         v = self._variable()
@@ -410,13 +425,11 @@ class KerasParameter(Parameter):
         variable = self._cpu_tf_variable()
         if variable is None:
             return None      # (on a device: the journal's copy goes to host memory, a kept tensor would not)
-        import tensorflow as tf
-
-        with tf.init_scope():
+        with eager():
             old = variable.read_value()
 
         def put_back() -> None:
-            with tf.init_scope():
+            with eager():
                 variable.assign(old)
 
         return put_back
@@ -461,7 +474,7 @@ class KerasParameter(Parameter):
         def adopt() -> None:
             # once every NumPy view is gone, the tensor is the buffer's only owner and the
             # assign takes the buffer instead of copying it (it copies if a view lives on)
-            with tf.init_scope():
+            with eager():
                 tensor.assign(buffer)
 
         return view, adopt

@@ -416,3 +416,29 @@ def test_tying_an_embedding_to_a_dense_head_is_refused() -> None:
     assert info.value.path == "1.weight"
     assert tree.ties() == []
     assert model(np.zeros((2, 5), "int32")).shape == (2, 5, 11)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function is TensorFlow's")
+def test_a_load_called_while_tensorflow_traces_a_function_writes_once_eagerly_not_into_the_graph() -> None:
+    """Writes and undo reads leave the trace (``init_scope``): the values change when the trace runs, the graph
+    holds no assign that would write them again on every call."""
+    import tensorflow as tf
+
+    small = keras.Sequential([keras.Input((4,)), L.Dense(3), L.Dense(2)])
+    big = keras.Sequential([keras.Input((4,)), L.Dense(512), L.Dense(1024)])   # (512, 1024) kernel: staged write
+    for model in (small, big):
+        tree = pp.tree(model)
+        state = {path: np.full(p.shape, 0.5, p.dtype) for path, p in tree.items()}
+
+        def load_then_add(x: tf.Tensor, tree: pp.ParameterTree = tree, state: dict = state) -> tf.Tensor:
+            tree.load_state(state)
+            return x + 1.0
+
+        traced = tf.function(lambda x, fn=load_then_add: fn(x))   # the tree and values stay Python objects
+        traced(tf.constant(1.0))
+        assert all(np.all(p.numpy() == 0.5) for _, p in tree.items())
+        tree.load_state({path: np.full(p.shape, 0.25, p.dtype) for path, p in tree.items()})
+        traced(tf.constant(2.0))    # the same trace again: no assign of 0.5 in its graph
+        assert all(np.all(p.numpy() == 0.25) for _, p in tree.items())
+        ops = {op.type for op in traced.get_concrete_function(tf.constant(1.0)).graph.get_operations()}
+        assert not ops & {"AssignVariableOp", "ReadVariableOp"}, ops
