@@ -14,7 +14,16 @@ import polyparam as pp
 from polyparam import errors, roles
 from polyparam.backend import Parameter, Shape, State, parallel_copy
 from polyparam_keras import NAME
-from polyparam_keras._convert import assign_native, contiguous, device_type, eager, engine, raw, to_numpy
+from polyparam_keras._convert import (
+    assign_native,
+    contiguous,
+    device_type,
+    eager,
+    engine,
+    raw,
+    read_variable,
+    to_numpy,
+)
 from polyparam_keras._flatten import FlatOrder, flatten_order, from_canonical_order, to_canonical_order
 from polyparam_keras._layout import (
     NORMALIZATION_STATS,
@@ -425,8 +434,7 @@ class KerasParameter(Parameter):
         variable = self._cpu_tf_variable()
         if variable is None:
             return None      # (on a device: the journal's copy goes to host memory, a kept tensor would not)
-        with eager():
-            old = variable.read_value()
+        old = read_variable(variable)
 
         def put_back() -> None:
             with eager():

@@ -442,3 +442,34 @@ def test_a_load_called_while_tensorflow_traces_a_function_writes_once_eagerly_no
         assert all(np.all(p.numpy() == 0.25) for _, p in tree.items())
         ops = {op.type for op in traced.get_concrete_function(tf.constant(1.0)).graph.get_operations()}
         assert not ops & {"AssignVariableOp", "ReadVariableOp"}, ops
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute is TensorFlow's")
+def test_a_tf_distribute_variable_is_loaded_through_its_own_methods_and_a_failed_load_restores_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain variables are read and written with one TensorFlow op each; a MirroredVariable (one copy per device)
+    must go through its own read_value/assign, which keep the copies equal."""
+    import tensorflow as tf
+
+    from polyparam_keras._parameter import KerasParameter
+
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = keras.Sequential([keras.Input((4,)), L.Dense(3), L.Dense(2)])
+    assert type(model.layers[0].kernel._value).__name__ == "MirroredVariable"
+    tree = pp.tree(model)
+    before = tree.state(copy=True)
+    write, calls = KerasParameter._write, []
+
+    def refuse_third(self: KerasParameter, array: np.ndarray) -> None:
+        calls.append(self.path)
+        if len(calls) == 3:
+            raise RuntimeError("the framework refuses a write halfway")
+        write(self, array)
+
+    monkeypatch.setattr(KerasParameter, "_write", refuse_third)
+    with pytest.raises(RuntimeError, match="halfway"):
+        tree.load_state({path: np.full(p.shape, 0.5, p.dtype) for path, p in tree.items()})
+    monkeypatch.undo()
+    assert all(np.array_equal(tree.state()[k], v) for k, v in before.items())
+    tree.load_state({path: np.full(p.shape, 0.5, p.dtype) for path, p in tree.items()})
+    assert all(np.all(v.numpy() == 0.5) for v in model.weights)
