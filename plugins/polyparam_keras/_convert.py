@@ -8,7 +8,8 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["assign_native", "contiguous", "device_type", "eager", "engine", "raw", "read_variable", "to_numpy"]
+__all__ = ["assign_native", "contiguous", "device_type", "eager", "engine", "raw", "read_variable", "to_numpy",
+           "write_variable"]
 
 
 def engine() -> str:
@@ -44,6 +45,19 @@ def _plain_cpu_variable(tensor: Any) -> bool:
     keeps the methods.
     """
     return type(tensor).__name__ == "ResourceVariable" and device_type(tensor.device) == "CPU"
+
+
+def write_variable(tensor: Any, value: Any) -> None:
+    """``tensor.assign(value)`` for a ``tf.Variable``: a NumPy array of its dtype, or a tensor (which it may adopt)."""
+    import tensorflow as tf
+
+    with eager():
+        same = value.dtype == (tensor.dtype.as_numpy_dtype if isinstance(value, np.ndarray) else tensor.dtype)
+        if same and _plain_cpu_variable(tensor):
+            # the op assign runs, with the shape check assign makes (validate_shape)
+            tf.raw_ops.AssignVariableOp(resource=tensor.handle, value=value, validate_shape=True)
+        else:
+            tensor.assign(value)
 
 
 def read_variable(tensor: Any) -> Any:
@@ -87,14 +101,6 @@ def assign_native(variable: Any, array: np.ndarray) -> None:
             else:
                 tensor.copy_(torch.from_numpy(contiguous(array)).to(tensor.device))
     elif active == "tensorflow":
-        import tensorflow as tf
-
-        value = contiguous(array)
-        with eager():
-            if _plain_cpu_variable(tensor) and value.dtype == tensor.dtype.as_numpy_dtype:
-                # the op assign runs, with the shape check assign makes (validate_shape)
-                tf.raw_ops.AssignVariableOp(resource=tensor.handle, value=value, validate_shape=True)
-            else:
-                tensor.assign(value)
+        write_variable(tensor, contiguous(array))
     else:
         variable.assign(array)

@@ -23,6 +23,7 @@ from polyparam_keras._convert import (
     raw,
     read_variable,
     to_numpy,
+    write_variable,
 )
 from polyparam_keras._flatten import FlatOrder, flatten_order, from_canonical_order, to_canonical_order
 from polyparam_keras._layout import (
@@ -469,8 +470,8 @@ class KerasParameter(Parameter):
 
         # an uninitialized tensor from TensorFlow's own allocator (its pool: no fresh pages,
         # and no buffer left stranded there when the variable lets its old one go)
-        with tf.init_scope(), tf.device(tensor.device):
-            buffer = tf.raw_ops.Empty(shape=tuple(int(d) for d in tensor.shape), dtype=tensor.dtype, init=False)
+        with eager(), tf.device(tensor.device):
+            buffer = tf.raw_ops.Empty(shape=self._facts(self._variable())[0], dtype=tensor.dtype, init=False)
         as_numpy = getattr(buffer, "_numpy", None)   # EagerTensor._numpy: a view of the memory on CPU
         if as_numpy is None:
             return None
@@ -482,8 +483,7 @@ class KerasParameter(Parameter):
         def adopt() -> None:
             # once every NumPy view is gone, the tensor is the buffer's only owner and the
             # assign takes the buffer instead of copying it (it copies if a view lives on)
-            with eager():
-                tensor.assign(buffer)
+            write_variable(tensor, buffer)
 
         return view, adopt
 
