@@ -32,13 +32,13 @@ from typing import Any, Literal, Mapping, final
 import numpy as np
 
 from polyparam import errors
-from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format
-from polyparam.checkpoint.formats.base import _word_size
+from polyparam.checkpoint.formats import PolyparamMetadata, detect_format
+from polyparam.checkpoint.formats.base import word_dtype
 from polyparam.checkpoint.io import (
-    _check_header_size,
-    _placeholder,
     check_writable,
     collect,
+    metadata_strings,
+    require_writable_format,
     write_checked,
 )
 
@@ -255,7 +255,7 @@ def _copy(source: np.ndarray) -> np.ndarray:
     """
     out = np.empty(source.shape, source.dtype)
     if source.size:
-        word = np.dtype(f"<u{_word_size(source.dtype.itemsize)}")
+        word = word_dtype(source.dtype)
         flat = np.ascontiguousarray(source).reshape(-1)
         np.bitwise_or(flat.view(word), word.type(0), out=out.reshape(-1).view(word))
     return out
@@ -328,21 +328,10 @@ def save_in_background(tree: ParameterTree, path: str | os.PathLike[str], /, *, 
     tensors, meta = collect(tree, aliases=aliases, keys=keys, progress=False,
                             description=f"save {os.path.basename(file)}")
     fmt = format or ("safetensors" if shard_size is not None else detect_format(file))
-    if fmt not in WRITABLE:
-        msg = (f"Cannot save to {file!r}: expected a writable format {list(WRITABLE)}, got {fmt!r}. "
-               "Save as .safetensors or .npz (native formats are read-only for polyparam).")
-        raise errors.UnsupportedFormatError(msg, file=file, expected=list(WRITABLE), got=fmt)
+    require_writable_format(file, fmt)
     check_writable(file, tensors, fmt)
     if shard_size is None:
-        from polyparam.checkpoint.formats.safetensors import MAX_HEADER
-
-        def strings(sums: dict[str, str]) -> dict[str, str]:
-            if checksum:
-                meta.checksums = dict(sums)
-            return meta.to_strings()
-
-        _check_header_size(file, tensors, strings({k: _placeholder(v.nbytes) for k, v in tensors.items()}),
-                           MAX_HEADER if fmt == "safetensors" else 100_000_000)
+        strings = metadata_strings(file, fmt, tensors, meta, checksum=checksum)
         pool = _Staging(tensors, _file_order(file, tensors, fmt), limit)
         pending = {key: _Pending(key, value, pool) for key, value in tensors.items()}
 

@@ -14,7 +14,7 @@ import socket
 import struct
 import tempfile
 import zipfile
-from typing import IO, TYPE_CHECKING, Callable, Iterator, Literal
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
 
 import numpy as np
 
@@ -26,8 +26,8 @@ from polyparam.checkpoint.formats.base import write_snapshot
 if TYPE_CHECKING:
     from polyparam._params.tree import ParameterTree
 
-__all__ = ["LoadReport", "atomic_write", "check_writable", "collect", "contiguous", "write_checked", "write_error",
-           "write_safetensors", "write_tensors"]
+__all__ = ["LoadReport", "atomic_write", "check_writable", "collect", "contiguous", "metadata_strings",
+           "require_writable_format", "write_checked", "write_error", "write_safetensors", "write_tensors"]
 
 
 # ---- atomic writes --------------------------------------------------------------------
@@ -270,7 +270,7 @@ def check_writable(file: str, tensors: dict[str, np.ndarray], fmt: str) -> None:
             raise errors.UnknownDTypeError(msg, file=file, path=key, expected=f"{fmt} dtype", got=dtype.name)
 
 
-def _check_header_size(file: str, tensors: dict[str, np.ndarray], strings: dict[str, str], limit: int) -> None:
+def _check_header_size(file: str, tensors: Mapping[str, Any], strings: dict[str, str], limit: int) -> None:
     """Refuse a header (safetensors) or metadata member (npz) the reader would refuse as too large."""
     size = len(json.dumps(strings, ensure_ascii=False).encode("utf-8"))
     size += sum(len(key.encode("utf-8")) + 80 + 21 * value.ndim for key, value in tensors.items())
@@ -379,17 +379,33 @@ def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], 
     writes the array (see ``docs/checkpoints.md``). With ``checksum=False`` the
     checksums in ``meta`` are written as they are.
     """
-    from polyparam.checkpoint.formats.safetensors import MAX_HEADER
 
     file = os.fspath(path)
     fmt = format or detect_format(file)
+    require_writable_format(file, fmt)
+    tensors = {key: contiguous(value) for key, value in tensors.items()}   # the writers read C order
+    check_writable(file, tensors, fmt)
+    strings = metadata_strings(file, fmt, tensors, meta, checksum=checksum)
+    write_checked(file, fmt, tensors, strings, meta, checksum=checksum)
+
+
+def require_writable_format(file: str, fmt: str) -> None:
+    """Refuse a format polyparam does not write (the native ones are read-only)."""
     if fmt not in WRITABLE:
         msg = (f"Cannot save to {file!r}: expected a writable format {list(WRITABLE)}, got {fmt!r}. "
                "Save as .safetensors or .npz (native formats are read-only for polyparam).")
         raise errors.UnsupportedFormatError(msg, file=file, expected=list(WRITABLE), got=fmt)
-    # The safetensors writer takes raw pointers: every array must be C-contiguous and native-endian.
-    tensors = {key: contiguous(value) for key, value in tensors.items()}
-    check_writable(file, tensors, fmt)
+
+
+def metadata_strings(file: str, fmt: str, tensors: Mapping[str, Any], meta: PolyparamMetadata, *,
+                     checksum: bool) -> Callable[[dict[str, str]], dict[str, str]]:
+    """The function a writer calls for the file's metadata strings, given the checksums it took.
+
+    ``tensors`` (arrays, or anything with their ``ndim`` and ``nbytes``) are checked now to
+    fit, with their checksums, in the header the reader accepts (``HeaderTooLargeError``):
+    nothing is written for a save that could not be read back.
+    """
+    from polyparam.checkpoint.formats.safetensors import MAX_HEADER
 
     def strings(sums: dict[str, str]) -> dict[str, str]:
         if checksum:
@@ -398,7 +414,7 @@ def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], 
 
     _check_header_size(file, tensors, strings({k: _placeholder(v.nbytes) for k, v in tensors.items()}),
                        MAX_HEADER if fmt == "safetensors" else 100_000_000)
-    write_checked(file, fmt, tensors, strings, meta, checksum=checksum)
+    return strings
 
 
 def write_checked(file: str, fmt: str, tensors: dict[str, np.ndarray],

@@ -30,7 +30,7 @@ from polyparam._threads import parallel_map
 
 __all__ = ["FORMAT_VERSION", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRITABLE", "ZIP_ERRORS", "Archive", "Entry",
            "PolyparamMetadata", "check_zip_members", "detect_format", "fingerprint", "open_regular", "sniff",
-           "write_snapshot"]
+           "word_dtype", "write_snapshot"]
 
 #: The version of polyparam's metadata layout inside safetensors and npz files.
 FORMAT_VERSION = 1
@@ -121,7 +121,7 @@ def write_snapshot(fh: Any, array: np.ndarray, /) -> str:
     both sides of a concurrent update and store a value no step ever held).
     """
     flat = np.ascontiguousarray(array).reshape(-1)
-    word = np.dtype(f"<u{_word_size(flat.dtype.itemsize)}")
+    word = word_dtype(flat.dtype)
     units = flat.view(word) if flat.size else np.empty(0, word)
     step = SNAPSHOT_BYTES // word.itemsize
     buffer = np.empty(min(step, units.size), word)
@@ -138,9 +138,11 @@ def write_snapshot(fh: Any, array: np.ndarray, /) -> str:
     return f"{flat.nbytes:x}:{total % 2**64:016x}:{tail.hex()}"
 
 
-def _word_size(itemsize: int) -> int:
-    """The widest of 8, 4, 2, 1 bytes that divides ``itemsize`` (complex128: two 8-byte words)."""
-    return next(size for size in (8, 4, 2, 1) if itemsize % size == 0)
+def word_dtype(dtype: np.dtype) -> np.dtype:
+    """The unsigned integer dtype whose elements a copy over whole values of ``dtype`` loads: the widest of 8,
+    4, 2, 1 bytes that divides its item size (complex128: two 8-byte words)."""
+    size = next(size for size in (8, 4, 2, 1) if dtype.itemsize % size == 0)
+    return np.dtype(f"<u{size}")
 
 
 @dataclass(frozen=True)
