@@ -79,8 +79,9 @@ def param_groups(model: Any, rules: Sequence[tuple[Rule, Mapping[str, Any]]], /,
     the :class:`Parameter`; the first rule that matches a parameter chooses its group, the
     rest go to ``default`` (``{}`` when ``None``). Frozen parameters and buffers are left
     out, tied parameters appear once; a path rule matches a tied parameter by any of its
-    paths (GPT-2's ``"lm_head.*"`` chooses the tied embedding), as ``tree.select`` does.
-    A rule that matches nothing warns.
+    paths (GPT-2's ``"lm_head.*"`` chooses the tied embedding), as ``tree.select`` does; a
+    predicate gets the :class:`Parameter`, whose ``path`` is the tie's first path. A rule
+    that matches nothing warns, and says so when an earlier rule took what it matches.
 
     Returns, per backend: torch a list of ``{"params": [...], **options}`` for
     ``torch.optim``; Keras the same with variables (and, given ``optimizer``, groups whose
@@ -110,7 +111,7 @@ def param_groups(model: Any, rules: Sequence[tuple[Rule, Mapping[str, Any]]], /,
     chosen_items = [(path, p) for (path, p), flag in zip(items, flags) if flag and p._kind() == "parameter"]
     needs_roles = any(isinstance(rule, str) and rule.startswith("role:") for rule, _ in pairs)
     roles = roles_of([p for _, p in chosen_items]) if needs_roles else [""] * len(chosen_items)
-    rest = [(path, p, role) for (path, p), role in zip(chosen_items, roles)]
+    entries = rest = [(path, p, role) for (path, p), role in zip(chosen_items, roles)]
     aliases = _aliases(t, items)
     members: list[list[tuple[str, Parameter]]] = []
     for rule, _ in pairs:   # first match wins: each rule sees what the ones before left
@@ -118,7 +119,15 @@ def param_groups(model: Any, rules: Sequence[tuple[Rule, Mapping[str, Any]]], /,
         members.append([(path, p) for path, p, _ in hit])
     members.append([(path, p) for path, p, _ in rest])
     for (rule, _), chosen in zip(pairs, members):
-        if not chosen:
+        if chosen:
+            continue
+        taken = [path for path, _, _ in _split(rule, entries, aliases)[0]]
+        if taken:
+            shown = ", ".join(repr(q) for q in taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3 else "")
+            warnings.warn(f"param_groups rule {rule!r} chose no parameter: what it matches ({shown}) an earlier rule "
+                          "took (the first rule that matches wins). Put it before that rule, or drop it.",
+                          errors.PolyparamWarning, stacklevel=2)
+        else:
             warnings.warn(f"param_groups rule {rule!r} matched no trainable parameter. Check it against "
                           "tree.paths().", errors.PolyparamWarning, stacklevel=2)
     options = [options for _, options in pairs] + [dict(default or {})]

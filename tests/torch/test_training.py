@@ -147,6 +147,9 @@ def test_param_groups_rules_match_a_ties_other_paths_as_select_does() -> None:
         assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
     first = pp.param_groups(m, [("2.bias", {"lr": 0.2}), ("4.*", {"lr": 0.5})])   # the first rule still wins
     assert [(g.get("lr"), len(g["params"])) for g in first] == [(0.2, 1), (0.5, 1), (None, 4)]
+    with pytest.warns(errors.PolyparamWarning, match=r"rule '4\.bias' chose no parameter: what it matches "
+                                                     r"\('2\.bias'\) an earlier rule took"):
+        pp.param_groups(m, [("2.*", {"lr": 0.2}), ("4.bias", {"lr": 0.5})])
 
 
 def test_adamw_groups_without_decay_leave_biases_and_scales_and_shrink_weights() -> None:
