@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,20 @@ class TransferReport:
         if self.checked is not None:
             lines.append(f"  outputs agree (max difference {self.checked:.3g})")
         return "\n".join(lines)
+
+
+def _read_shared_sources_first(plan: WritePlan, sources_of: dict[str, list[Parameter]]) -> None:
+    """Copy, before any write, each source value whose storage the transfer also writes.
+
+    Two models can hold the same layers (a backbone in both, two layers swapped): a
+    write to one destination would then change a source another write still reads.
+    Those values are read now, as ``load_state(src.state(copy=True))`` would read them.
+    """
+    written = {w.param._identity() for w in plan.writes}
+    for w in plan.writes:
+        source = sources_of[w.path][0]
+        if source._identity() in written:
+            w.read = functools.partial(np.asarray, np.array(source.numpy(), copy=True))   # the copy made now
 
 
 def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path", "order"] = "path",
@@ -212,6 +227,7 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
                 raise errors.TieMismatchError(msg, path=path, expected="equal values", got="different values")
 
     _refuse_doubtful_layouts(s, d, [(w.path, w.param) for w in plan.writes], sources_of)
+    _read_shared_sources_first(plan, sources_of)
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
         msg = f"Invalid value for argument `tolerance`: expected a number >= 0, got {tolerance!r}."
         raise errors.InvalidArgumentError(msg, argument="tolerance", expected=">= 0", got=tolerance)

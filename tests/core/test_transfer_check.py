@@ -83,3 +83,15 @@ def test_the_check_leaves_the_tape_for_backward() -> None:
     tape = dst._tape
     pp.transfer(src, dst, check=X)
     assert dst._tape is tape
+
+
+def test_a_transfer_between_models_sharing_layers_reads_every_source_before_writing() -> None:
+    """src and dst hold the same two layers in swapped order: a transfer swaps their values, as
+    load_state(src.state(copy=True)) does, instead of writing one layer's value into both."""
+    first, second = Dense(4, in_units=4), Dense(4, in_units=4)
+    src, dst = Sequential(first, second), Sequential(second, first)
+    src.initialize(seed=3)
+    a, b = snapshot(Sequential(first)), snapshot(Sequential(second))
+    pp.transfer(src, dst)
+    assert all(np.array_equal(v, a[k]) for k, v in snapshot(Sequential(second)).items())
+    assert all(np.array_equal(v, b[k]) for k, v in snapshot(Sequential(first)).items())

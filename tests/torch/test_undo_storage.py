@@ -161,3 +161,12 @@ def test_a_file_load_moves_storage_and_a_corrupt_one_changes_nothing(tmp_path: o
     assert _pointers(fresh) == pointers
     for key, value in fresh.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("width", [4, WIDTH])   # written in place, and moved to fresh storage
+def test_a_transfer_between_models_sharing_modules_swaps_them(width: int) -> None:
+    torch.manual_seed(0)
+    first, second = nn.Linear(width, width), nn.Linear(width, width)
+    a, b = first.weight.detach().clone(), second.weight.detach().clone()
+    pp.transfer(nn.Sequential(first, second), nn.Sequential(second, first))
+    assert torch.equal(second.weight, a) and torch.equal(first.weight, b)
