@@ -8,8 +8,8 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["assign_native", "contiguous", "device_type", "eager", "engine", "raw", "read_variable", "to_numpy",
-           "write_variable"]
+__all__ = ["assign_native", "contiguous", "device_type", "eager", "engine", "raw", "read_variable", "stored_dtype",
+           "to_numpy", "write_variable"]
 
 
 def engine() -> str:
@@ -20,6 +20,16 @@ def engine() -> str:
 def raw(variable: Any) -> Any:
     """The framework tensor behind a Keras variable (tf.Variable / torch Parameter), outside any scope."""
     return variable._value
+
+
+def stored_dtype(variable: Any) -> str:
+    """The dtype a Keras variable holds its value in.
+
+    ``Variable.dtype`` says the autocast scope's dtype (float16 under ``mixed_float16``)
+    while a layer of a mixed-precision model runs: a load, save or cast there must still
+    see the float32 the variable stores.
+    """
+    return keras.backend.standardize_dtype(variable._dtype)
 
 
 def to_numpy(tensor: Any) -> np.ndarray:

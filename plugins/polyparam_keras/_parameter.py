@@ -22,6 +22,7 @@ from polyparam_keras._convert import (
     engine,
     raw,
     read_variable,
+    stored_dtype,
     to_numpy,
     write_variable,
 )
@@ -182,7 +183,7 @@ class KerasParameter(Parameter):
         if declared is not None:
             return declared
         v = self._variable()
-        if v is not None and np.dtype(v.dtype).kind in "biu":
+        if v is not None and np.dtype(stored_dtype(v)).kind in "biu":
             return "other"
         return self._slot.role
 
@@ -306,7 +307,7 @@ class KerasParameter(Parameter):
         if cached is not None and cached[0] is v:
             return cached[1]
         native = tuple(int(d) for d in v.shape)
-        facts = (native, canonical_shape(self._slot.layout, native), v.dtype)
+        facts = (native, canonical_shape(self._slot.layout, native), stored_dtype(v))
         self.__dict__["_facts_cache"] = (v, facts)
         return facts
 
@@ -398,7 +399,7 @@ class KerasParameter(Parameter):
             return
         native_shape = tuple(int(d) for d in v.shape)
         native = self._native_layout(np.asarray(array), native_shape)
-        object.__setattr__(v, GRAD_ATTR, np.array(native, dtype=np.dtype(v.dtype), order="C", copy=True))
+        object.__setattr__(v, GRAD_ATTR, np.array(native, dtype=np.dtype(stored_dtype(v)), order="C", copy=True))
 
     def _cast(self, dtype: np.dtype, /) -> None:
         """Refused: a Keras variable keeps the dtype it was built with (its dtype policy)."""

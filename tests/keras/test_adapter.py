@@ -473,3 +473,29 @@ def test_a_tf_distribute_variable_is_loaded_through_its_own_methods_and_a_failed
     assert all(np.array_equal(tree.state()[k], v) for k, v in before.items())
     tree.load_state({path: np.full(p.shape, 0.5, p.dtype) for path, p in tree.items()})
     assert all(np.all(v.numpy() == 0.5) for v in model.weights)
+
+
+def test_a_load_run_inside_a_mixed_precision_layer_call_writes_float32_variables_exactly() -> None:
+    """Under mixed_float16 a running layer's variables report float16 (Keras' autocast); they store float32, and
+    a load there, or a Parameter read there and used later, must not round through float16."""
+    target = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    tree = pp.tree(target)
+    bias = dict(tree.items())["0.bias"]
+    value = np.float32(1 + 2 ** -20)   # not a float16
+    seen: list[str] = []
+
+    class Loader(L.Layer):
+        def call(self, x: object) -> object:
+            seen.append(bias.dtype.name)
+            tree.load_state({path: np.full(p.shape, value, np.float32) for path, p in tree.items()})
+            return x
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.Sequential([keras.Input((4,)), Loader()])(np.ones((1, 4), np.float32))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert set(seen) == {"float32"}   # (Keras calls the layer twice: building, then running)
+    assert all(np.all(w == value) for w in target.get_weights())
+    bias.set(np.full(3, value * 2, np.float32))
+    assert bias.dtype == np.float32 and np.all(target.layers[0].bias.numpy() == value * 2)
