@@ -399,8 +399,9 @@ def test_these_tests_pass_under_the_other_keras_backend() -> None:
     other = {"tensorflow": "torch", "torch": "tensorflow"}[keras.backend.backend()]
     pytest.importorskip(other)
     env = dict(os.environ, KERAS_BACKEND=other)
+    only_tensorflow = ["-m", "not keras_tensorflow"] if other != "tensorflow" else []   # deselected, not skipped
     proc = subprocess.run([sys.executable, "-m", "pytest", os.path.dirname(__file__), "-q", "-p", "no:cacheprovider",
-                           "-k", "not test_these_tests_pass_under_the_other_keras_backend"],
+                           "-k", "not test_these_tests_pass_under_the_other_keras_backend", *only_tensorflow],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     summary = proc.stdout.strip().splitlines()[-1]   # not the warnings above it: numpy 2's mention "failed"
@@ -418,6 +419,7 @@ def test_tying_an_embedding_to_a_dense_head_is_refused() -> None:
     assert model(np.zeros((2, 5), "int32")).shape == (2, 5, 11)
 
 
+@pytest.mark.keras_tensorflow
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function is TensorFlow's")
 def test_a_load_called_while_tensorflow_traces_a_function_writes_once_eagerly_not_into_the_graph() -> None:
     """Writes and undo reads leave the trace (``init_scope``): the values change when the trace runs, the graph
@@ -444,6 +446,7 @@ def test_a_load_called_while_tensorflow_traces_a_function_writes_once_eagerly_no
         assert not ops & {"AssignVariableOp", "ReadVariableOp"}, ops
 
 
+@pytest.mark.keras_tensorflow
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute is TensorFlow's")
 def test_a_tf_distribute_variable_is_loaded_through_its_own_methods_and_a_failed_load_restores_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
