@@ -379,7 +379,6 @@ def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], 
     writes the array (see ``docs/checkpoints.md``). With ``checksum=False`` the
     checksums in ``meta`` are written as they are.
     """
-
     file = os.fspath(path)
     fmt = format or detect_format(file)
     require_writable_format(file, fmt)
