@@ -358,3 +358,23 @@ def test_a_concrete_subclass_without_a_backend_name_is_refused_at_definition() -
     named = type("Named", (ParameterTree,), {**hooks, "backend": "mybackend"})
     assert named({}).backend == "mybackend"
     assert type("Partial", (ParameterTree,), {"_leaves": hooks["_leaves"]}).__abstractmethods__ == {"_children"}
+
+
+def test_load_state_of_views_from_a_model_sharing_layers_swaps_them() -> None:
+    """``state()`` returns the arrays themselves: loading it into a model holding the same layers in
+    another order reads every value before the first write, as ``state(copy=True)`` would."""
+    first, second = pnp.Dense(4, in_units=4), pnp.Dense(4, in_units=4)
+    pnp.Sequential(first, second).initialize(seed=1)
+    a, b = pp.tree(first).state(copy=True), pp.tree(second).state(copy=True)
+    pp.tree(pnp.Sequential(second, first)).load_state(pp.tree(pnp.Sequential(first, second)).state())
+    assert all(np.array_equal(v, a[k]) for k, v in pp.tree(second).state().items())
+    assert all(np.array_equal(v, b[k]) for k, v in pp.tree(first).state().items())
+
+
+def test_load_state_of_its_own_state_changes_nothing() -> None:
+    net = make_net()
+    net.initialize(seed=2)
+    tree = pp.tree(net)
+    before = tree.state(copy=True)
+    tree.load_state(tree.state())
+    assert all(np.array_equal(v, before[k]) for k, v in tree.state().items())

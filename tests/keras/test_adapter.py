@@ -502,3 +502,16 @@ def test_a_load_run_inside_a_mixed_precision_layer_call_writes_float32_variables
     assert all(np.all(w == value) for w in target.get_weights())
     bias.set(np.full(3, value * 2, np.float32))
     assert bias.dtype == np.float32 and np.all(target.layers[0].bias.numpy() == value * 2)
+
+
+@pytest.mark.parametrize("units", [4, 600])   # under 1 MiB and over
+def test_load_state_of_a_model_sharing_layers_swaps_them(units: int) -> None:
+    """Under Keras on torch ``state()`` returns views of the storage: a load into a model that holds
+    the same layers in another order reads every value before the first write changes it."""
+    first, second = keras.layers.Dense(units), keras.layers.Dense(units)
+    src = keras.Sequential([keras.Input((units,)), first, second])
+    dst = keras.Sequential([keras.Input((units,)), second, first])
+    a, b = [w.copy() for w in first.get_weights()], [w.copy() for w in second.get_weights()]
+    pp.tree(dst).load_state(pp.tree(src).state())
+    assert all(np.array_equal(x, y) for x, y in zip(second.get_weights(), a))
+    assert all(np.array_equal(x, y) for x, y in zip(first.get_weights(), b))

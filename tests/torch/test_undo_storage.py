@@ -170,3 +170,24 @@ def test_a_transfer_between_models_sharing_modules_swaps_them(width: int) -> Non
     a, b = first.weight.detach().clone(), second.weight.detach().clone()
     pp.transfer(nn.Sequential(first, second), nn.Sequential(second, first))
     assert torch.equal(second.weight, a) and torch.equal(first.weight, b)
+
+
+@pytest.mark.parametrize("width", [4, WIDTH])
+def test_load_state_of_views_from_a_model_sharing_modules_swaps_them(width: int) -> None:
+    """``state()`` returns views: loading one model's state into another that holds the same
+    modules in another order must read every value before the first write changes it."""
+    torch.manual_seed(0)
+    first, second = nn.Linear(width, width), nn.Linear(width, width)
+    a, b = first.weight.detach().clone(), second.weight.detach().clone()
+    pp.tree(nn.Sequential(second, first)).load_state(pp.tree(nn.Sequential(first, second)).state())
+    assert torch.equal(second.weight, a) and torch.equal(first.weight, b)
+
+
+@pytest.mark.parametrize("width", [4, WIDTH])
+def test_load_state_of_a_parameter_s_own_transposed_view(width: int) -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(width, width)
+    tree = pp.tree(layer)
+    expected = layer.weight.detach().clone().T
+    tree.load_state({"weight": tree["weight"].numpy().T}, allow_missing=True)
+    assert torch.equal(layer.weight, expected)

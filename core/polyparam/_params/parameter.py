@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from polyparam.init import Initializer
     from polyparam.init.run import InitReport
 
-__all__ = ["AXIS_ROLES", "ROLES", "Parameter", "Shape", "format_shape"]
+__all__ = ["AXIS_ROLES", "ROLES", "Parameter", "Shape", "byte_bounds", "format_shape"]
 
 
 def require_backend_name(cls: type, base: str) -> None:
@@ -30,6 +30,17 @@ def require_backend_name(cls: type, base: str) -> None:
                f"attribute `backend` naming its backend, got {name!r}. Add `backend = NAME` (the backend's "
                "name, e.g. \"mybackend\") to the class body.")
         raise errors.PluginContractError(msg, expected="backend = a non-empty str", got=name)
+
+
+def byte_bounds(a: np.ndarray) -> tuple[int, int]:
+    """``(first byte, one past the last)`` of the memory ``a`` spans, as ``np.byte_bounds`` (moved in NumPy 2)."""
+    start = a.__array_interface__["data"][0]
+    if a.flags.c_contiguous:
+        return start, start + a.nbytes
+    low = high = start
+    for n, stride in zip(a.shape, a.strides):
+        (low, high) = (low + (n - 1) * stride, high) if stride < 0 else (low, high + (n - 1) * stride)
+    return low, high + a.itemsize
 
 
 class Parameter(abc.ABC):
@@ -96,7 +107,9 @@ class Parameter(abc.ABC):
       `_grad_norm_many`, `_clip_grads_many`, `_zero_grads_many` (gradient norm, in-place
       clip and zero) and `_cast_many`;
     * `_keep_storage`: before a write of the whole value, give the parameter fresh storage
-      and keep the old one as the undo record (no undo copy).
+      and keep the old one as the undo record (no undo copy);
+    * `_memory_span`: the host bytes a view of the value spans (``load_state`` copies a given
+      value that overlaps storage it writes); the default makes a `_writable_view`.
 
     Core steps, not hooks (never override): `_commit` (the one write step of every
     operation), `_check_dtype` and `_require_writable`.
@@ -441,6 +454,16 @@ class Parameter(abc.ABC):
         core then writes in place instead of reading, copying and writing back.
         """
         return None
+
+    def _memory_span(self) -> tuple[int, int] | None:
+        """``(first byte, one past the last)`` of the host memory a NumPy view of the value would see, or ``None``.
+
+        ``load_state`` compares it with the values it is given, to copy first a value that is
+        a view of storage it also writes. The default asks :meth:`_writable_view`; a backend
+        whose reads copy has nothing to report (``None``), one that views can answer faster.
+        """
+        view = self._writable_view()
+        return byte_bounds(view) if view is not None else None
 
     def _staging(self) -> tuple[np.ndarray, Callable[[], None]] | None:
         """A fresh buffer the backend can take as this parameter's storage without a copy, or ``None``.

@@ -206,6 +206,7 @@ class ParameterCollection(TrainingOps, abc.ABC):
         report = LoadReport(missing=missing, unexpected=unexpected, ignored_buffers=ignored, renamed=renamed,
                             dropped=dropped)
         plan = WritePlan("state")
+        values: list[np.ndarray] = []
         for members in groups.values():
             given = [(path, state[path]) for path, _ in members if path in state]
             if not given:
@@ -227,8 +228,10 @@ class ParameterCollection(TrainingOps, abc.ABC):
                     raise errors.StateError(msg, path=path, expected="equal values", got="different values")
             plan.check_writable(first_path, p)
             plan.add(first_path, p, functools.partial(np.asarray, array))
+            values.append(array)
         check_partial("state", matched=len(plan.writes), missing=missing, unexpected=unexpected,
                       skipped=len(report.skipped))
+        plan.copy_overlapping(values)   # views of storage this load also writes (models that share layers)
         plan.commit(description="load state", progress=False, on_written=report.loaded.append)
         return report
 
