@@ -19,9 +19,12 @@ from polyparam_torch._parameter import TorchParameter
 __all__ = ["TorchTree", "retie", "walk"]
 
 
-def walk(module: nn.Module, prefix: str, root: nn.Module, keys: tuple[str, ...],
-         out: list[tuple[str, Parameter]], seen: set[int] | None) -> None:
-    """Append (path, parameter) for ``module`` and its descendants in ``state_dict`` order.
+Entry = tuple[str, tuple[str, ...], str, bool, nn.Module, torch.Tensor]   # path, keys, attr, is_buffer, module, tensor
+
+
+def entries(module: nn.Module, prefix: str, keys: tuple[str, ...], out: list[Entry], seen: set[int] | None) -> None:
+    """Append ``(path, keys, attr, is_buffer, module, tensor)`` for ``module`` and its descendants in
+    ``state_dict`` order: what :func:`walk` makes parameters of, and ``state()`` reads without making them.
 
     With ``seen`` (a set of tensor ids), tied tensors are listed once, under the first
     path met; without it, under every path.
@@ -32,8 +35,7 @@ def walk(module: nn.Module, prefix: str, root: nn.Module, keys: tuple[str, ...],
                 if id(t) in seen:
                     continue
                 seen.add(id(t))
-            path = prefix + attr
-            out.append((path, TorchParameter(path, root, keys, attr, False, module)))
+            out.append((prefix + attr, keys, attr, False, module, t))
     if module._buffers:
         skip = module._non_persistent_buffers_set
         for attr, b in module._buffers.items():
@@ -42,17 +44,25 @@ def walk(module: nn.Module, prefix: str, root: nn.Module, keys: tuple[str, ...],
                     if id(b) in seen:
                         continue
                     seen.add(id(b))
-                path = prefix + attr
-                out.append((path, TorchParameter(path, root, keys, attr, True, module)))
+                out.append((prefix + attr, keys, attr, True, module, b))
     if module._modules:
         if isinstance(module, (nn.Sequential, nn.ModuleList)):
             for i, (name, child) in enumerate(module._modules.items()):
                 if child is not None:
-                    walk(child, f"{prefix}{i}.", root, keys + (name,), out, seen)
+                    entries(child, f"{prefix}{i}.", keys + (name,), out, seen)
         else:
             for name, child in module._modules.items():
                 if child is not None:
-                    walk(child, f"{prefix}{name}.", root, keys + (name,), out, seen)
+                    entries(child, f"{prefix}{name}.", keys + (name,), out, seen)
+
+
+def walk(module: nn.Module, prefix: str, root: nn.Module, keys: tuple[str, ...],
+         out: list[tuple[str, Parameter]], seen: set[int] | None) -> None:
+    """Append (path, parameter) for ``module`` and its descendants in ``state_dict`` order (see :func:`entries`)."""
+    found: list[Entry] = []
+    entries(module, prefix, keys, found, seen)
+    out.extend((path, TorchParameter(path, root, keys, attr, is_buffer, owner))
+               for path, keys, attr, is_buffer, owner, _ in found)
 
 
 def retie(groups: list[list[TorchParameter]]) -> None:
@@ -170,15 +180,17 @@ class TorchTree(ParameterTree):
         return out
 
     def state(self, *, copy: bool = False) -> dict[str, np.ndarray]:
+        found: list[Entry] = []
+        entries(self.native, f"{self.path}." if self.path else "", self._keys, found, set())
         out: dict[str, np.ndarray] = {}
-        for path, p in self.items():
-            tp = cast(TorchParameter, p)
-            settle(tp._owner(), tp._attr)
-            t = tp._tensor()
+        for path, keys, attr, is_buffer, module, t in found:
+            if pending(module):
+                settle(module, attr)
+                t = (module._buffers if is_buffer else module._parameters)[attr]
             if t.is_cpu and type(t) in PLAIN and t.dtype in REAL_DTYPES and not t.is_neg():
                 value = torch2np(t.detach())  # zero-copy, the storage left resizable
-            else:
-                value = p.numpy()  # everything else, errors included
+            else:   # everything else, errors included
+                value = TorchParameter(path, self._root, keys, attr, is_buffer, module).numpy()
             out[path] = np.array(value, copy=True) if copy else value
         return out
 
