@@ -76,15 +76,25 @@ def _layout(block: gluon.Block, attr: str, ndim: int) -> tuple[tuple[str, ...] |
     return None, None
 
 
+#: Handles of the arrays MXNet refused a raw copy into (an MKLDNN layout): a refusal costs
+#: about 170 us (MXNet formats a stack trace), so each array is tried once. A handle reused
+#: by a later array only sends that one through the copy operator, which takes any array.
+_REFUSED_RAW_COPY: set[int] = set()
+
+
 def _store(replica: Any, native: np.ndarray, source: Any) -> Any:
     """Write ``native`` into one replica: a raw synchronous copy where the array takes it, else
     through the copy operator (:func:`_copy_into`); returns the source array to reuse."""
     if getattr(replica, "stype", "default") == "default":
-        try:
-            replica._sync_copyfrom(native)
-            return source
-        except mx.base.MXNetError:
-            pass
+        handle = replica.handle.value
+        if handle not in _REFUSED_RAW_COPY:
+            try:
+                replica._sync_copyfrom(native)
+                return source
+            except mx.base.MXNetError:
+                if len(_REFUSED_RAW_COPY) > 1 << 16:
+                    _REFUSED_RAW_COPY.clear()
+                _REFUSED_RAW_COPY.add(handle)
     return _copy_into(replica, native, source)
 
 
