@@ -87,6 +87,7 @@ def _read_shared_sources_first(plan: WritePlan, sources_of: dict[str, list[Param
         source = sources_of[w.path][0]
         if source._identity() in written:
             w.read = functools.partial(np.asarray, np.array(source.numpy(), copy=True))   # the copy made now
+            w.source = None
 
 
 def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path", "order"] = "path",
@@ -182,7 +183,7 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
             continue
         plan.check_writable(path, target)
         sources = list({p._identity(): p for _, p in given}.values())
-        plan.add(path, target, sources[0].numpy)
+        plan.add(path, target, sources[0].numpy, source=sources[0])
         sources_of[path] = sources
     if strict and not report.ok:
         shown = [f"{path}: {format_shape(a)} -> {format_shape(b)}" for path, a, b in report.shapes[:5]]

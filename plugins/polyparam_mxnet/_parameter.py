@@ -308,11 +308,7 @@ class GluonParameter(Parameter):
         if param._data is None:
             self._materialize(native)
             return
-        trainer = param._trainer
-        # as Parameter.set_data: a kvstore that holds the weights must be re-synced
-        if trainer is not None and getattr(trainer, "_kv_initialized", False) and \
-                getattr(trainer, "_update_on_kvstore", False) and param not in trainer._params_to_init:
-            trainer._reset_kvstore()
+        self._before_write()
         # A raw synchronous copy into each replica: one memcpy, not recorded by autograd, and
         # optimizers keep their NDArray objects. MXNet refuses it up front (before copying
         # anything) once a CPU forward pass has put a convolution weight in the MKLDNN
@@ -323,6 +319,49 @@ class GluonParameter(Parameter):
         source = None
         for replica in param._data:
             source = _store(replica, native, source)
+
+    def _before_write(self) -> None:
+        """As ``Parameter.set_data``: a kvstore that holds the weights must be re-synced."""
+        param = self._param
+        trainer = param._trainer
+        if trainer is not None and getattr(trainer, "_kv_initialized", False) and \
+                getattr(trainer, "_update_on_kvstore", False) and param not in trainer._params_to_init:
+            trainer._reset_kvstore()
+
+    def _native_copier(self, source: Parameter, /) -> Callable[[], Callable[[], None] | None] | None:
+        """``NDArray.copyto`` from a Gluon parameter of the same dtype and layout, as ``set_data(p.data())``.
+
+        No NumPy copy on either side, and no reorder where both arrays are in MKLDNN's
+        layout: MXNet's copy operator copies between them as they are. Paused, so
+        ``autograd.record()`` does not record it. The copy runs on MXNet's engine while the
+        next values are prepared; the returned wait, which the transfer calls after its last
+        write, surfaces a failure while the transfer can still undo.
+        """
+        if type(source) is not type(self) or TARGET.get(None) is not None:
+            return None
+        if source._perm != self._perm:
+            return None
+        have, want = source._param._data, self._param._data
+        if have is None or want is None:
+            return None
+        value = have[0]
+        if value.dtype != want[0].dtype or value.shape != want[0].shape or any(
+                getattr(a, "stype", "default") != "default" for a in (value, *want)):
+            return None
+        replicas = list(want)
+
+        def wait() -> None:
+            for replica in replicas:
+                replica.wait_to_read()
+
+        def copy() -> Callable[[], None]:
+            self._before_write()
+            with autograd.pause():
+                for replica in replicas:
+                    value.copyto(replica)
+            return wait
+
+        return copy
 
     def _grad(self) -> np.ndarray | None:
         param = self._param

@@ -204,6 +204,35 @@ def test_transfer_after_forward() -> None:
     np.testing.assert_array_equal(_out(net), _out(source))
 
 
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_transfer_copies_ndarray_to_ndarray(hybridize: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gluon to Gluon of one dtype, pp.transfer copies as ``set_data(p.data())`` does, never reading the
+    source through NumPy; a cast (float64 into float32) still goes through NumPy."""
+    source = _forwarded(seed=1, hybridize=hybridize)
+    pp.tree(source).load_state(_values(pp.tree(source), 6))
+    net = _forwarded(hybridize=hybridize)
+    read: list[int] = []
+    asnumpy = nd.NDArray.asnumpy
+
+    def counted(self: nd.NDArray) -> np.ndarray:
+        read.append(self.handle.value)
+        return asnumpy(self)
+
+    sources = {p.data().handle.value for p in source.collect_params().values()}
+    monkeypatch.setattr(nd.NDArray, "asnumpy", counted)
+    pp.transfer(source, net)
+    assert not sources & set(read)
+    monkeypatch.undo()
+    _assert_values(pp.tree(net), pp.tree(source).state(copy=True))
+    np.testing.assert_array_equal(_out(net), _out(source))
+    wide = gluon.nn.Dense(3, in_units=4, dtype="float64")
+    wide.initialize()
+    narrow = gluon.nn.Dense(3, in_units=4)
+    narrow.initialize()
+    pp.transfer(wide, narrow)
+    np.testing.assert_array_equal(narrow.weight.data().asnumpy(), wide.weight.data().asnumpy().astype(np.float32))
+
+
 def test_set_after_forward_inside_autograd_record_then_train() -> None:
     net = nn.HybridSequential()
     net.add(nn.Conv2D(16, 3, in_channels=3), nn.Dense(2, in_units=16 * 30 * 30))

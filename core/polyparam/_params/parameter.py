@@ -108,6 +108,7 @@ class Parameter(abc.ABC):
       clip and zero) and `_cast_many`;
     * `_keep_storage`: before a write of the whole value, give the parameter fresh storage
       and keep the old one as the undo record (no undo copy);
+    * `_native_copier`: a same-backend copy for ``pp.transfer``, bypassing NumPy;
     * `_memory_span`: the host bytes a view of the value spans (``load_state`` copies a given
       value that overlaps storage it writes); the default makes a `_writable_view`.
 
@@ -452,6 +453,21 @@ class Parameter(abc.ABC):
 
         Backends return one where the storage allows it (CPU, compatible layout); the
         core then writes in place instead of reading, copying and writing back.
+        """
+        return None
+
+    def _native_copier(self, source: Parameter, /) -> Callable[[], Callable[[], None] | None] | None:
+        """A function that writes ``source``'s whole value into this parameter without NumPy, or ``None``.
+
+        ``pp.transfer`` asks before each write; ``source`` fits (checked shape, a dtype that
+        casts) but may be of any backend. Return ``None`` (the default: the value goes
+        through NumPy and :meth:`_commit`) unless ``source`` is this backend's, of the same
+        dtype and native layout, and both hold data; the function then copies framework to
+        framework (Gluon's ``NDArray.copyto``), doing what :meth:`_write` does around a
+        write. Change nothing before it is called: the undo journal keeps the old value in
+        between. A framework that copies asynchronously may return a function that waits for
+        the copy and raises if it failed; the transfer calls each after its last write,
+        while it can still undo every write.
         """
         return None
 

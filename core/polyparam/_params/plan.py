@@ -211,6 +211,7 @@ class _Write:
     param: Parameter
     read: Callable[[], np.ndarray]
     local: bool = False
+    source: Parameter | None = None   # a transfer's source: the backend may copy it natively
 
 
 @dataclass
@@ -254,9 +255,14 @@ class WritePlan:
             p._require_data(f"load {key or path!r} into")
         p._require_writable(f"load {key or path!r} into")
 
-    def add(self, path: str, p: Parameter, read: Callable[[], np.ndarray], /, *, local: bool = False) -> None:
-        """Plan writing ``read()`` (a checked canonical value) to ``p``; ``local``: the process's shard only."""
-        self.writes.append(_Write(path, p, read, local))
+    def add(self, path: str, p: Parameter, read: Callable[[], np.ndarray], /, *, local: bool = False,
+            source: Parameter | None = None) -> None:
+        """Plan writing ``read()`` (a checked canonical value) to ``p``; ``local``: the process's shard only.
+
+        ``source``: the parameter ``read`` reads (a transfer), which ``p``'s backend may
+        copy without NumPy (:meth:`Parameter._native_copier`).
+        """
+        self.writes.append(_Write(path, p, read, local, source))
 
     def copy_overlapping(self, values: list[np.ndarray], /) -> None:
         """Copy now each value (``values[i]`` for ``writes[i]``) that shares memory with a written storage.
@@ -364,6 +370,7 @@ class WritePlan:
         journal.check_limit([w.param for w in self.writes] + [m for anchors in self.ties for _, m in anchors[1:]])
         written: list[str] = []
         tied: list[list[str]] = []
+        waits: list[Callable[[], None]] = []
         with exclusive_writes():  # one multi-parameter write at a time in this process
             try:
                 for anchors in self.ties:  # checked by add_tie, as pp.tie checks before it shares
@@ -376,11 +383,22 @@ class WritePlan:
                 writes = self.writes if progress is False else track(
                     self.writes, description=description, progress=progress, weight=lambda item: item.param.nbytes or 0)
                 for write in writes:
-                    value = write.read()
-                    journal.keep(write.param, local=write.local, whole=True)
-                    write.param._commit(value, local=write.local)
-                    del value
+                    journal.current = write.param.path   # what a failure names, from the first step
+                    source = write.source
+                    copy = write.param._native_copier(source) if source is not None and not write.local else None
+                    if copy is not None:
+                        journal.keep(write.param, whole=True)
+                        wait = copy()
+                        if wait is not None:
+                            waits.append(wait)
+                    else:
+                        value = write.read()
+                        journal.keep(write.param, local=write.local, whole=True)
+                        write.param._commit(value, local=write.local)
+                        del value
                     written.append(write.path)
+                for wait in waits:   # asynchronous native copies (see Parameter._native_copier) have finished
+                    wait()
                 if verify is not None:
                     verify()
             except BaseException as exc:

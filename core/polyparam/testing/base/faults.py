@@ -37,11 +37,13 @@ def _exact(tree: pp.ParameterTree) -> dict[str, bytes]:
 def failing_writes(param_class: type, at: int, fault: BaseException) -> Iterator[list[str]]:
     """Make ``param_class._write`` write garbage then raise ``fault`` on its ``at``-th call (0-based).
 
+    A transfer's native copy (``_native_copier``) counts as a write and fails the same way.
     Yields the paths written so far. Only that one call fails: the writes an undo makes
     afterwards go through.
     """
-    original = param_class.__dict__.get("_write")
+    originals = {name: param_class.__dict__.get(name) for name in ("_write", "_native_copier")}
     inherited = param_class._write  # type: ignore[attr-defined]
+    inherited_copier = param_class._native_copier  # type: ignore[attr-defined]
     seen: list[str] = []
 
     def _write(self: pp.Parameter, array: np.ndarray, /) -> None:
@@ -51,14 +53,30 @@ def failing_writes(param_class: type, at: int, fault: BaseException) -> Iterator
             raise fault
         inherited(self, array)
 
+    def _native_copier(self: pp.Parameter, source: pp.Parameter, /) -> Callable[[], Any] | None:
+        copy = inherited_copier(self, source)
+        if copy is None:
+            return None
+
+        def counted() -> Any:
+            seen.append(self.path)
+            if len(seen) - 1 == at:
+                inherited(self, np.full(cast("tuple[int, ...]", self.shape), 7, self.dtype))
+                raise fault
+            return copy()
+
+        return counted
+
     param_class._write = _write  # type: ignore[attr-defined]
+    param_class._native_copier = _native_copier  # type: ignore[attr-defined]
     try:
         yield seen
     finally:
-        if original is None:
-            delattr(param_class, "_write")
-        else:
-            param_class._write = original  # type: ignore[attr-defined]
+        for name, original in originals.items():
+            if original is None:
+                delattr(param_class, name)
+            else:
+                setattr(param_class, name, original)
 
 
 class _FailingUniform(pp.init.Uniform):
