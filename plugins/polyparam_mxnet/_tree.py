@@ -66,6 +66,24 @@ def _multipliers(options: Mapping[str, Any], lr: float | None, wd: float | None)
     return mults[0], mults[1]
 
 
+def _leaves_of(block: gluon.Block, path: str, root: gluon.Block) -> list[tuple[str, GluonParameter]]:
+    """``(leaf name, parameter)`` of ``block``'s own parameters (``gamma``/``beta`` named ``weight``/``bias``)."""
+    attrs = block._reg_params
+    out = []
+    for attr in attrs:
+        leaf = _RENAMES.get(attr, attr)
+        if leaf != attr and leaf in attrs:
+            leaf = attr  # a custom block with both names: keep Gluon's
+        out.append((leaf, GluonParameter(join_path(path, leaf), block, attr, root)))
+    return out
+
+
+def _walk(block: gluon.Block, path: str, root: gluon.Block, out: list[tuple[str, Parameter]]) -> None:
+    out.extend((p.path, p) for _, p in _leaves_of(block, path, root))
+    for name, child in block._children.items():
+        _walk(child, join_path(path, name), root, out)
+
+
 class GluonTree(ParameterTree):
     """A Gluon ``Block`` as a parameter tree (children from ``block._children``)."""
 
@@ -80,13 +98,12 @@ class GluonTree(ParameterTree):
                 for name, child in self.native._children.items()]
 
     def _leaves(self) -> list[tuple[str, Parameter]]:
-        attrs = list(self.native._reg_params)
+        return [(leaf, p) for leaf, p in _leaves_of(self.native, self.path, self._root)]
+
+    def _occurrences(self) -> list[tuple[str, Parameter]]:
+        """The base class's walk (leaves first, then children, in order) without a tree per block."""
         out: list[tuple[str, Parameter]] = []
-        for attr in attrs:
-            leaf = _RENAMES.get(attr, attr)
-            if leaf != attr and leaf in attrs:
-                leaf = attr  # a custom block with both names: keep Gluon's
-            out.append((leaf, GluonParameter(join_path(self.path, leaf), self.native, attr, self._root)))
+        _walk(self.native, self.path, self._root, out)
         return out
 
     def _param_groups(self, groups: list[tuple[dict[str, Any], list[tuple[str, Parameter]]]], optimizer: Any,
