@@ -14,7 +14,14 @@ from polyparam import errors
 from polyparam._layout import format_shape
 from polyparam._params.mapping import KeyMap, Rename
 from polyparam._params.parameter import Parameter
-from polyparam._params.plan import WritePlan, bookkeeping, fit_problem, mismatch_message, storage_groups
+from polyparam._params.plan import (
+    WritePlan,
+    WrittenMemory,
+    bookkeeping,
+    fit_problem,
+    mismatch_message,
+    storage_groups,
+)
 from polyparam._params.tree import ParameterTree, subtree
 
 __all__ = ["TransferReport", "transfer"]
@@ -78,14 +85,17 @@ class TransferReport:
 def _read_shared_sources_first(plan: WritePlan, sources_of: dict[str, list[Parameter]]) -> None:
     """Copy, before any write, each source value whose storage the transfer also writes.
 
-    Two models can hold the same layers (a backbone in both, two layers swapped): a
-    write to one destination would then change a source another write still reads.
-    Those values are read now, as ``load_state(src.state(copy=True))`` would read them.
+    Two models can hold the same layers (a backbone in both, two layers swapped), or
+    parameters over the same memory (``nn.Parameter(other.weight.detach())``): a write to
+    one destination would then change a source another write still reads. Those values
+    are read now, as ``load_state(src.state(copy=True))`` would read them.
     """
     written = {w.param._identity() for w in plan.writes}
+    memory = WrittenMemory(plan)
     for w in plan.writes:
         source = sources_of[w.path][0]
-        if source._identity() in written:
+        span = source._memory_span() if memory else None
+        if source._identity() in written or (span is not None and memory.overlaps(span[0], span[1])):
             w.read = functools.partial(np.asarray, np.array(source.numpy(), copy=True))   # the copy made now
             w.source = None
 

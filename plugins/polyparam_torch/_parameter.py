@@ -801,14 +801,14 @@ class TorchParameter(Parameter):
             return None
         return torch2np(t.detach())
 
-    def _memory_span(self) -> tuple[int, int] | None:
+    def _memory_span(self) -> tuple[int, int, bool] | None:
         t = self._tensor()
         if not t.is_cpu or is_dtensor(t) or isinstance(t, UninitializedTensorMixin):
             return None
         if not t.is_contiguous():
             return super()._memory_span()
         start = t.data_ptr()
-        return start, start + t.nbytes   # a tenth of what a NumPy view costs
+        return start, start + t.nbytes, True   # a tenth of what a NumPy view costs
 
     # ---- hooks: sharded (DTensor) parameters --------------------------------------------
 

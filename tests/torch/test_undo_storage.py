@@ -191,3 +191,29 @@ def test_load_state_of_a_parameter_s_own_transposed_view(width: int) -> None:
     expected = layer.weight.detach().clone().T
     tree.load_state({"weight": tree["weight"].numpy().T})
     assert torch.equal(layer.weight, expected)
+
+
+@pytest.mark.parametrize("width", [4, WIDTH])
+def test_load_state_into_a_transposed_parameter_of_a_contiguous_value_over_its_bytes(width: int) -> None:
+    """The value covers the parameter's bytes exactly but in another order (the parameter is a
+    transposed view): it is not the parameter's own value, so it is copied before the write."""
+    torch.manual_seed(0)
+    base = torch.randn(width, width)
+    layer = nn.Linear(width, width, bias=False)
+    layer.weight = nn.Parameter(base.T)
+    value = base.numpy()
+    expected = torch.from_numpy(value.copy())
+    pp.tree(layer).load_state({"weight": value})
+    assert torch.equal(layer.weight, expected)
+
+
+@pytest.mark.parametrize("width", [4, WIDTH])
+def test_a_transfer_whose_destination_shares_memory_with_a_later_source(width: int) -> None:
+    """``c.weight`` is another Parameter over ``b.weight``'s memory: writing ``c`` changes the source of
+    ``d``, so that source is read before the first write."""
+    torch.manual_seed(0)
+    a, b, c, d = (nn.Linear(width, width, bias=False) for _ in range(4))
+    c.weight = nn.Parameter(b.weight.detach())
+    old_a, old_b = a.weight.detach().clone(), b.weight.detach().clone()
+    pp.transfer(nn.Sequential(a, b), nn.Sequential(c, d))
+    assert torch.equal(c.weight, old_a) and torch.equal(d.weight, old_b)

@@ -471,15 +471,17 @@ class Parameter(abc.ABC):
         """
         return None
 
-    def _memory_span(self) -> tuple[int, int] | None:
-        """``(first byte, one past the last)`` of the host memory a NumPy view of the value would see, or ``None``.
+    def _memory_span(self) -> tuple[int, int, bool] | None:
+        """``(first byte, one past the last, C-contiguous)`` of the host memory a canonical NumPy view of the
+        value would see, or ``None``.
 
-        ``load_state`` compares it with the values it is given, to copy first a value that is
-        a view of storage it also writes. The default asks :meth:`_writable_view`; a backend
-        whose reads copy has nothing to report (``None``), one that views can answer faster.
+        ``load_state`` and ``pp.transfer`` compare it with the values and sources they read,
+        to copy first one that shares memory with storage they also write. The default asks
+        :meth:`_writable_view`; a backend whose reads copy has nothing to report (``None``),
+        one that views can answer faster.
         """
         view = self._writable_view()
-        return byte_bounds(view) if view is not None else None
+        return None if view is None else (*byte_bounds(view), bool(view.flags.c_contiguous))
 
     def _staging(self) -> tuple[np.ndarray, Callable[[], None]] | None:
         """A fresh buffer the backend can take as this parameter's storage without a copy, or ``None``.

@@ -205,6 +205,37 @@ def fit_problem(p: Parameter, shape: Shape, dtype: np.dtype, *, cast: bool = Tru
     return None
 
 
+class WrittenMemory:
+    """The host memory a plan's writes overwrite, as each parameter's :meth:`Parameter._memory_span` gives it.
+
+    About 1 us per tensor: one span each, one sort, then one binary search per question.
+    Parameters whose backend reports no span (reads copy) are left out.
+    """
+
+    def __init__(self, plan: WritePlan) -> None:
+        self.own = [w.param._memory_span() for w in plan.writes]
+        spans = sorted((s[0], s[1], i) for i, s in enumerate(self.own) if s is not None and s[1] > s[0])
+        self.starts = [s for s, _, _ in spans]
+        self.reach = list(itertools.accumulate((e for _, e, _ in spans), max))   # furthest end in spans[:k + 1]
+        self.clash = {i for k, (s, e, i) in enumerate(spans)   # spans that overlap another span
+                      if (k and s < self.reach[k - 1]) or (k + 1 < len(spans) and self.starts[k + 1] < e)}
+
+    def __bool__(self) -> bool:
+        return bool(self.starts)
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """Whether bytes ``[start, end)`` overlap any written storage."""
+        k = bisect.bisect_left(self.starts, end)   # spans[:k] start before ``end``
+        return bool(k) and self.reach[k - 1] > start
+
+    def is_own(self, i: int, start: int, end: int, value: np.ndarray) -> bool:
+        """Whether ``value`` (bytes ``[start, end)``) is write ``i``'s storage element for element, and no other's:
+        both C-contiguous over the same bytes."""
+        own = self.own[i]
+        return (own is not None and own == (start, end, True) and i not in self.clash
+                and value.flags.c_contiguous and end - start == value.nbytes)
+
+
 @dataclass
 class _Write:
     path: str
@@ -269,28 +300,17 @@ class WritePlan:
 
         ``load_state(other.state())`` hands over views of ``other``'s storage; where the two
         models share layers (``[l1, l2]`` into ``[l2, l1]``), the first write would change a
-        value a later one still reads. A value that is its own parameter's contiguous
-        storage, and nothing else's, is left as it is: writing it onto itself changes nothing.
-        About 1 us per tensor (:meth:`Parameter._memory_span`, one sort, one search each).
+        value a later one still reads. A value that is its own parameter's storage, element
+        for element, and nothing else's, is left as it is: writing it onto itself changes nothing.
         """
-        own = [w.param._memory_span() for w in self.writes]
-        spans = sorted((s[0], s[1], i) for i, s in enumerate(own) if s is not None and s[1] > s[0])
-        if not spans:
+        memory = WrittenMemory(self)
+        if not memory:
             return
-        starts = [s for s, _, _ in spans]
-        reach = list(itertools.accumulate((e for _, e, _ in spans), max))   # furthest end among spans[:k + 1]
-        clash = {i for k, (s, e, i) in enumerate(spans)   # spans that overlap another span
-                 if (k and s < reach[k - 1]) or (k + 1 < len(spans) and starts[k + 1] < e)}
         for i, value in enumerate(values):
             if not isinstance(value, np.ndarray) or not value.size:
                 continue
             start, end = byte_bounds(value)
-            k = bisect.bisect_left(starts, end)   # spans[:k] start before the value ends
-            if not k or reach[k - 1] <= start:
-                continue   # the usual case: memory no write touches
-            itself = (own[i] == (start, end) and i not in clash and value.flags.c_contiguous
-                      and end - start == value.nbytes)
-            if not itself:
+            if memory.overlaps(start, end) and not memory.is_own(i, start, end, value):
                 self.writes[i].read = functools.partial(np.asarray, np.array(value, copy=True))
 
     def add_tie(self, anchors: list[tuple[str, Parameter]], /, *, fix: str,
