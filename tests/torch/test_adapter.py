@@ -488,6 +488,20 @@ def test_bfloat16_round_trips_through_ml_dtypes() -> None:
     assert np.shares_memory(tree.state()["weight"], net.weight.detach().view(torch.int16).numpy())
 
 
+def test_a_bfloat16_state_dict_is_refused_with_the_fix_and_changes_nothing() -> None:
+    """NumPy cannot read a torch bfloat16 tensor: load_state(model.state_dict()) names the parameter and
+    the conversion, before any write."""
+    net = nn.Linear(3, 2).to(torch.bfloat16)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    other = nn.Linear(3, 2).to(torch.bfloat16)
+    with pytest.raises(errors.DTypeMismatchError, match=r"'weight'.*tensor\.float\(\)\.numpy\(\)") as info:
+        pp.tree(net).load_state(other.state_dict())
+    assert info.value.path == "weight"
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    pp.tree(net).load_state({k: v.float().numpy() for k, v in other.state_dict().items()})
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in net.state_dict().items())
+
+
 def test_a_parameter_assigned_to_two_modules_is_a_detected_tie() -> None:
     """Tying by hand in torch (b.weight = a.weight) is found by identity."""
     net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))

@@ -310,9 +310,19 @@ class Parameter(abc.ABC):
     def coerce(self, value: Any, /, *, action: str = "set") -> np.ndarray:
         """Check ``value`` against this parameter and return it as an array of its dtype.
 
-        Unknown (deferred) dimensions accept any size. Raises the errors :meth:`set` documents.
+        Unknown (deferred) dimensions accept any size. Raises the errors :meth:`set` documents,
+        and :class:`~polyparam.errors.DTypeMismatchError` for a value NumPy cannot read (a torch
+        bfloat16 tensor).
         """
-        array = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            msg = (f"Cannot {action} parameter {self.path!r}: expected a value NumPy can read as a "
+                   f"{self.dtype.name!r} array, got a {type(value).__name__} it refuses ({exc}). Convert it first "
+                   "(a torch bfloat16 tensor: tensor.float().numpy(), cast back exactly), or pass tree.state()'s "
+                   "arrays.")
+            raise errors.DTypeMismatchError(msg, path=self.path, expected=self.dtype,
+                                            got=type(value).__name__) from exc
         shape = self.shape
         if array.ndim != len(shape) or any(d is not None and d != g for d, g in zip(shape, array.shape)):
             msg = (f"Cannot {action} parameter {self.path!r}: expected shape {format_shape(shape)}, "
