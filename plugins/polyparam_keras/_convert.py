@@ -37,12 +37,23 @@ def to_numpy(tensor: Any) -> np.ndarray:
     active = engine()
     if active == "torch":
         t = tensor.detach()
-        return t.numpy() if t.device.type == "cpu" else t.cpu().numpy()
+        return torch_numpy(t if t.device.type == "cpu" else t.cpu())
     if active == "tensorflow":
         if _plain_cpu_variable(tensor):
             tensor = read_variable(tensor)
         return np.asarray(tensor.numpy())   # a 0-d tensor's .numpy() is a NumPy scalar, not an array
     return np.asarray(tensor)
+
+
+def torch_numpy(t: Any) -> np.ndarray:
+    """A NumPy view of a detached CPU torch tensor; bfloat16 through ``ml_dtypes`` (``t.numpy()`` refuses it)."""
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
 
 
 def _plain_cpu_variable(tensor: Any) -> bool:
@@ -107,7 +118,7 @@ def assign_native(variable: Any, array: np.ndarray) -> None:
 
         with torch.no_grad():
             if tensor.device.type == "cpu":
-                tensor.detach().numpy()[...] = array
+                torch_numpy(tensor.detach())[...] = array
             else:
                 tensor.copy_(torch.from_numpy(contiguous(array)).to(tensor.device))
     elif active == "tensorflow":

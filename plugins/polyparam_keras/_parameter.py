@@ -24,6 +24,7 @@ from polyparam_keras._convert import (
     read_variable,
     stored_dtype,
     to_numpy,
+    torch_numpy,
     write_variable,
 )
 from polyparam_keras._flatten import FlatOrder, flatten_order, from_canonical_order, to_canonical_order
@@ -450,8 +451,9 @@ class KerasParameter(Parameter):
         v = self._variable()
         if v is None or v._value is None or raw(v).device.type != "cpu":
             return None
-        view = self._canonical(raw(v).detach().numpy())
-        return view if np.shares_memory(view, raw(v).detach().numpy()) else None
+        native = torch_numpy(raw(v).detach())
+        view = self._canonical(native)
+        return view if np.shares_memory(view, native) else None
 
     def _cpu_tf_variable(self) -> Any | None:
         """The built ``tf.Variable`` behind this parameter when Keras runs on TensorFlow on the CPU, else ``None``."""

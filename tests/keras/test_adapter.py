@@ -515,3 +515,20 @@ def test_load_state_of_a_model_sharing_layers_swaps_them(units: int) -> None:
     pp.tree(dst).load_state(pp.tree(src).state())
     assert all(np.array_equal(x, y) for x, y in zip(second.get_weights(), a))
     assert all(np.array_equal(x, y) for x, y in zip(first.get_weights(), b))
+
+
+def test_bfloat16_variables_read_and_write_as_ml_dtypes_arrays() -> None:
+    """NumPy has no bfloat16: values are ml_dtypes.bfloat16 arrays, on every Keras backend (on torch
+    ``tensor.numpy()`` refuses bfloat16, so the read views the bits)."""
+    import ml_dtypes
+
+    layer = keras.layers.Dense(4, dtype="bfloat16")
+    model = keras.Sequential([keras.Input((3,)), layer])
+    tree = pp.tree(model)
+    assert {v.dtype for v in tree.state().values()} == {np.dtype(ml_dtypes.bfloat16)}
+    values = {path: (np.arange(p.size, dtype=np.float32).reshape(p.shape) / 8).astype(ml_dtypes.bfloat16)
+              for path, p in tree.items()}
+    tree.load_state(values)
+    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float32)
+    np.testing.assert_array_equal(kernel.T, values["0.weight"].astype(np.float32))
+    np.testing.assert_array_equal(tree.state()["0.bias"].astype(np.float32), values["0.bias"].astype(np.float32))
