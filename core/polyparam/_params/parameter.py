@@ -109,8 +109,8 @@ class Parameter(abc.ABC):
     * `_keep_storage`: before a write of the whole value, give the parameter fresh storage
       and keep the old one as the undo record (no undo copy);
     * `_native_copier`: a same-backend copy for ``pp.transfer``, bypassing NumPy;
-    * `_memory_span`: the host bytes a view of the value spans (``load_state`` copies a given
-      value that overlaps storage it writes); the default makes a `_writable_view`.
+    * `_memory_span`: the host bytes a view of the value spans (``load_state`` and ``pp.transfer``
+      copy first a value or source over storage they write); the default makes a `_writable_view`.
 
     Core steps, not hooks (never override): `_commit` (the one write step of every
     operation), `_check_dtype` and `_require_writable`.

@@ -208,7 +208,8 @@ def fit_problem(p: Parameter, shape: Shape, dtype: np.dtype, *, cast: bool = Tru
 class WrittenMemory:
     """The host memory a plan's writes overwrite, as each parameter's :meth:`Parameter._memory_span` gives it.
 
-    About 1 us per tensor: one span each, one sort, then one binary search per question.
+    About 3 us per tensor on torch (0.85 ms on ResNet50's 320): one span each, one sort,
+    then one binary search per question.
     Parameters whose backend reports no span (reads copy) are left out.
     """
 
