@@ -30,6 +30,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from polyparam._layout import AXIS_ROLES, KINDS, ROLES, Shape, State, default_axes, format_shape, join_path
+from polyparam._params.journal import after_writes
 from polyparam._params.parameter import Parameter
 from polyparam._params.tree import ParameterCollection, ParameterSelection, ParameterTree
 from polyparam._threads import parallel_copy, parallel_map
@@ -52,6 +53,7 @@ __all__ = [
     "ParameterTree",
     "Shape",
     "State",
+    "after_writes",
     "default_axes",
     "discovery_hooks",
     "format_shape",

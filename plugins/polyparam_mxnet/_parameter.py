@@ -12,7 +12,7 @@ import numpy as np
 from polyparam import errors
 from polyparam import init as ppinit
 from polyparam import roles as declarations
-from polyparam.backend import Parameter, Shape, State, join_path
+from polyparam.backend import Parameter, Shape, State, after_writes, join_path
 from polyparam_mxnet import NAME
 from polyparam_mxnet._convert import autograd, format_context, from_numpy, gluon, mx, to_canonical, to_native, to_numpy
 from polyparam_mxnet._deferred import TARGET, DeferredFill
@@ -321,12 +321,16 @@ class GluonParameter(Parameter):
             source = _store(replica, native, source)
 
     def _before_write(self) -> None:
-        """As ``Parameter.set_data``: a kvstore that holds the weights must be re-synced."""
+        """As ``Parameter.set_data``: a kvstore that holds the weights must be re-synced.
+
+        Dropping it also drops the optimizer state it holds (``update_on_kvstore``), which no
+        undo can bring back, so it waits until the whole write has succeeded (``after_writes``).
+        """
         param = self._param
         trainer = param._trainer
         if trainer is not None and getattr(trainer, "_kv_initialized", False) and \
                 getattr(trainer, "_update_on_kvstore", False) and param not in trainer._params_to_init:
-            trainer._reset_kvstore()
+            after_writes(("gluon kvstore", id(trainer)), trainer._reset_kvstore)
 
     def _native_copier(self, source: Parameter, /) -> Callable[[], Callable[[], None] | None] | None:
         """``NDArray.copyto`` from a Gluon parameter of the same dtype and layout, as ``set_data(p.data())``.

@@ -140,3 +140,35 @@ def test_a_failed_write_releases_the_lock() -> None:
     worker.start()
     worker.join(30)
     assert done.is_set()
+
+
+def test_after_writes_runs_once_the_outermost_write_succeeded_and_never_after_a_failure() -> None:
+    """A backend's irreversible bookkeeping (``polyparam.backend.after_writes``) waits for the whole
+    multi-parameter write: run once per key after it succeeded, dropped when it failed (and was undone),
+    run at once outside one."""
+    from polyparam.backend import after_writes
+
+    calls: list[str] = []
+    after_writes("now", lambda: calls.append("now"))
+    assert calls == ["now"]
+    tree = fresh()
+    p = tree.parameters()[0]
+
+    class Recording(pp.init.Uniform):
+        def init_weight(self, name: str, arr: np.ndarray) -> None:
+            super().init_weight(name, arr)
+            after_writes("drop", lambda: calls.append("drop"))   # the same key each time: runs once
+            assert calls == ["now"]                                # not while the write runs
+
+    tree.initialize(Recording(), force_reinit=True)
+    assert calls == ["now", "drop"]
+
+    class Failing(Recording):
+        def init_weight(self, name: str, arr: np.ndarray) -> None:
+            super().init_weight(name, arr)
+            raise ValueError("refused")
+
+    before = p.numpy().copy()
+    with pytest.raises(pp.errors.WriteFailedError):
+        tree.initialize(Failing(), force_reinit=True)
+    assert calls == ["now", "drop"] and np.array_equal(p.numpy(), before)

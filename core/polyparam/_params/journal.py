@@ -37,7 +37,7 @@ import contextlib
 import os
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -46,8 +46,8 @@ from polyparam import errors
 if TYPE_CHECKING:
     from polyparam._params.parameter import Parameter
 
-__all__ = ["UNDO_DIR_ENV", "UNDO_LIMIT_ENV", "UNDO_MEMORY_ENV", "Journal", "exclusive_writes", "undo_limit",
-           "undo_memory"]
+__all__ = ["UNDO_DIR_ENV", "UNDO_LIMIT_ENV", "UNDO_MEMORY_ENV", "Journal", "after_writes", "exclusive_writes",
+           "undo_limit", "undo_memory"]
 
 UNDO_LIMIT_ENV = "POLYPARAM_UNDO_LIMIT"
 UNDO_MEMORY_ENV = "POLYPARAM_UNDO_MEMORY"
@@ -109,6 +109,10 @@ class _Moved:
 _WRITE_LOCK = threading.RLock()
 
 
+#: The functions :func:`after_writes` deferred, per thread, while its outermost write runs.
+_PENDING = threading.local()
+
+
 @contextlib.contextmanager
 def exclusive_writes() -> Iterator[None]:
     """Run the block while no other thread of this process makes a multi-parameter write.
@@ -116,10 +120,39 @@ def exclusive_writes() -> Iterator[None]:
     Re-entrant: a write nested in another on the same thread (a hook that loads, an
     initializer that sets) runs at once. Every :class:`Journal` user (``initialize``,
     :meth:`~polyparam._params.plan.WritePlan.commit`) holds it around checks it relies
-    on and every write, so concurrent operations on one tree never interleave.
+    on and every write, so concurrent operations on one tree never interleave. When the
+    outermost block ends without an error, it runs what :func:`after_writes` deferred;
+    when it raises (the writes were undone), it drops them.
     """
     with _WRITE_LOCK:
-        yield
+        outermost = getattr(_PENDING, "calls", None) is None
+        if outermost:
+            _PENDING.calls = {}
+        try:
+            yield
+        except BaseException:
+            if outermost:
+                _PENDING.calls = None
+            raise
+        if outermost:
+            calls, _PENDING.calls = _PENDING.calls, None
+            for call in calls.values():
+                call()
+
+
+def after_writes(key: Any, call: Callable[[], None], /) -> None:
+    """Run ``call`` once the multi-parameter write in progress on this thread has succeeded, or now outside one.
+
+    For a backend's bookkeeping that must follow a write but cannot be undone, such as
+    Gluon dropping a ``Trainer``'s kvstore, which holds the optimizer's state, so that
+    it takes the new weights: a load that fails halfway is undone and then leaves
+    that state alone. Calls under one hashable ``key`` run once.
+    """
+    calls = getattr(_PENDING, "calls", None)
+    if calls is None:
+        call()
+    else:
+        calls.setdefault(key, call)
 
 
 class Journal:
