@@ -81,9 +81,22 @@ def with_undo(keep: Callable[[], Any], write: Callable[[], Any]) -> Callable[[],
     return run
 
 
+def atomically(save: Callable[..., None], target: str) -> Callable[[], None]:
+    """``save(native_file=...)`` (which fsyncs the file it writes) made atomic and durable as ``pp.save`` is: into a
+    temporary file beside ``target``, renamed over it, the folder synced. The floor of a save that never leaves a
+    half-written file."""
+    def run() -> None:
+        temporary = target + ".partial"
+        save(native_file=temporary)
+        os.replace(temporary, target)
+        fsync_file(os.path.dirname(target) or ".")
+    return run
+
+
 def run_rows(label: str, n_tensors: int, n_params: int, rows: list[Row], repeat: int,
              floors: dict[str, Callable[[], Any]] | None = None) -> None:
-    """Print each row's ratio; ``floors`` adds, for the writes, the native way with an undo copy (:func:`with_undo`)."""
+    """Print each row's ratio; ``floors`` adds the native way with polyparam's guarantee: an undo copy before a write
+    (:func:`with_undo`), an atomic, durable file for a save (:func:`atomically`)."""
     print(f"{label}: {n_params / 1e6:.1f}M parameters in {n_tensors} tensors, best of {repeat}", flush=True)
     for name, ours, native in rows:
         floor = (floors or {}).get(name)
@@ -95,8 +108,8 @@ def run_rows(label: str, n_tensors: int, n_params: int, rows: list[Row], repeat:
         if target is not None:
             met = ratio <= target or (name == "tree+items" and t_ours * 1e3 < n_tensors / 100)
             verdict = "  ok" if met else f"  over {target}x"
-        extra = "" if floor is None else (f"   (native + undo copy {times[2] * 1e3:.2f} ms: "
-                                          f"{t_ours / times[2]:.2f}x of it)")
+        what = "atomic native save" if name == "save" else "native + undo copy"
+        extra = "" if floor is None else f"   ({what} {times[2] * 1e3:.2f} ms: {t_ours / times[2]:.2f}x of it)"
         print(f"  {name:<11} {t_ours * 1e3:9.2f} ms vs {t_native * 1e3:9.2f} ms native = {ratio:6.2f}x{verdict}{extra}",
               flush=True)
 
@@ -240,6 +253,7 @@ def bench_torch(quick: bool, repeat: int, folder: str) -> None:
 
         floors = {name: with_undo(keep2 if name == "transfer" else keep, native[name])
                   for name in ("load_state", "initialize", "load", "transfer")}
+        floors["save"] = atomically(native_save, native_file)
         params = list(model.parameters())
         run_rows(label, len(params), sum(p.numel() for p in params),
                  [(k, ours[k], native[k]) for k in ours], repeat, floors)
@@ -292,6 +306,7 @@ def bench_keras(quick: bool, repeat: int, folder: str) -> None:
                   "transfer": lambda model=model, model2=model2: model2.set_weights(model.get_weights())}
         floors = {name: with_undo((model2 if name == "transfer" else model).get_weights, native[name])
                   for name in ("load_state", "initialize", "load", "transfer")}
+        floors["save"] = atomically(native_save, native_file)
         run_rows(label, len(model.weights), model.count_params(), [(k, ours[k], native[k]) for k in ours], repeat,
                  floors)
 
@@ -370,6 +385,7 @@ def bench_mxnet(quick: bool, repeat: int, folder: str) -> None:
 
         floors = {name: with_undo(keep2 if name == "transfer" else keep, native[name])
                   for name in ("load_state", "initialize", "load", "transfer")}
+        floors["save"] = waited(atomically(native_save, native_file))
         run_rows(label, len(params), sum(int(np.prod(p.shape)) for p in params),
                  [(k, ours[k], native[k]) for k in ours], repeat, floors)
 
