@@ -40,6 +40,16 @@ def test_first_block_is_the_parameters_generator() -> None:
     assert not np.array_equal(arr[BLOCK:BLOCK + 10], expected[:10])   # block 1 is another stream
 
 
+def test_each_fill_starts_its_own_stream_after_one_that_left_half_a_word() -> None:
+    """The fills reuse one generator per thread and set its state: 7 float32 draws leave half a 64-bit
+    word buffered, which must not leak into the next parameter's stream (nor the key's high word be lost)."""
+    for path in ("a", "b" * 40):   # any path: a 128-bit key
+        filled(pp.init.Uniform(0.5), (7,), seed=11, axes=("other",), path="other")
+        arr = filled(pp.init.Uniform(0.5), (7,), seed=11, axes=("other",), path=path)
+        expected = generator_for(11, path).random(7, dtype=np.float32) - np.float32(0.5)
+        np.testing.assert_array_equal(arr, expected)
+
+
 @pytest.mark.parametrize("init", [pp.init.Uniform(), pp.init.Normal(0.3), pp.init.TruncatedNormal(0.2)],
                          ids=["uniform", "normal", "truncated"])
 def test_values_do_not_depend_on_threads(init: pp.Initializer) -> None:
