@@ -11,7 +11,6 @@ import re
 import secrets
 import shutil
 import socket
-import struct
 import tempfile
 import zipfile
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
@@ -24,6 +23,7 @@ from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_for
 from polyparam.checkpoint.formats.base import write_snapshot
 
 if TYPE_CHECKING:
+    from polyparam._params.parameter import Parameter
     from polyparam._params.tree import ParameterTree
 
 __all__ = ["LoadReport", "atomic_write", "check_writable", "collect", "contiguous", "metadata_strings",
@@ -295,21 +295,24 @@ def write_safetensors(tmp: str, tensors: dict[str, np.ndarray],
     changes while it is written still matches its checksum). Returns the checksums
     (empty without ``checksum``).
     """
-    from polyparam.checkpoint.formats.safetensors import header, write
+    from polyparam.checkpoint.formats.safetensors import METADATA_AT, metadata_bytes, write
 
     if not checksum:
         write(tmp, tensors, metadata({}))
         return {}
-    stand_ins = {key: _placeholder(value.nbytes) for key, value in tensors.items()}
-    sums = write(tmp, tensors, metadata(stand_ins))
-    raw, _ = header(tmp, tensors, metadata(sums))   # one pass, however many tensors
+    placeholders = metadata({key: _placeholder(value.nbytes) for key, value in tensors.items()})
+    sums = write(tmp, tensors, placeholders)
+    # only the metadata is written again, in place: a stand-in has its checksum's length, so the
+    # header around it (the tensors' offsets) is the same
+    first, final = metadata_bytes(placeholders), metadata_bytes(metadata(sums))
     with open(tmp, "r+b") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        if n != len(raw):   # cannot happen: a stand-in has its checksum's length
-            msg = (f"Cannot save {tmp!r}: expected a header of {n} bytes with the checksums filled in, got "
-                   f"{len(raw)}. Save again.")
-            raise errors.CheckpointError(msg, expected=n, got=len(raw))
-        fh.write(raw)
+        fh.seek(8 + METADATA_AT)
+        if len(final) != len(first) or fh.read(len(first)) != first:   # cannot happen
+            msg = (f"Cannot save {tmp!r}: expected the header's metadata ({len(first)} bytes) where the checksums "
+                   f"go, got another layout or {len(final)} bytes. Save again.")
+            raise errors.CheckpointError(msg, expected=len(first), got=len(final))
+        fh.seek(8 + METADATA_AT)
+        fh.write(final)
     return sums
 
 
@@ -345,13 +348,16 @@ def collect(tree: ParameterTree, *, aliases: Literal["reference", "materialize"]
     buffers: list[str] = []
     from polyparam._progress import track
 
-    for path_, p in track(tree.items(), description=description,
-                          progress=progress, weight=lambda item: item[1].nbytes):
+    paths_of: dict[Any, tuple[Parameter, list[str]]] = {}   # one walk gives the items and the ties
+    for path_, p in tree._occurrences():
+        paths_of.setdefault(p._identity(), (p, []))[1].append(path_)
+    items = [(paths[0], p) for p, paths in paths_of.values()]
+    for path_, p in track(items, description=description, progress=progress, weight=lambda item: item[1].nbytes):
         tensors[path_] = contiguous(p.numpy())
         roles[path_] = p.role
         if bookkeeping(p):
             buffers.append(path_)
-    ties = [list(group.paths) for group in tree.ties()]
+    ties = [paths for _, paths in paths_of.values() if len(paths) > 1]
     if aliases == "materialize":
         for group in ties:
             # one copy for every member, so all of them hold the same bytes even if the array changes meanwhile

@@ -315,6 +315,15 @@ def header(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
     return raw + b" " * (-len(raw) % 8), order
 
 
+#: How every header :func:`header` makes begins: its metadata first, right after these bytes.
+METADATA_AT = len(b'{"__metadata__":')
+
+
+def metadata_bytes(metadata: dict[str, str]) -> bytes:
+    """``metadata`` as :func:`header` serializes it inside the header."""
+    return json.dumps(dict(metadata), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 def write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, str]:
     """Write ``tensors`` (C-contiguous) and ``metadata`` as a safetensors file; return each tensor's checksum.
 
