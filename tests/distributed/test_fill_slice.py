@@ -60,8 +60,8 @@ def test_a_box_equals_the_box_of_the_whole(data: st.DataObject) -> None:
 
 def test_built_in_streams_draw_only_the_overlapping_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     drawn: list[int] = []
-    original = streams._block_generator
-    monkeypatch.setattr(streams, "_block_generator", lambda key, b: drawn.append(b) or original(key, b))
+    original = streams._stream   # the block generator of the built-in fills
+    monkeypatch.setattr(streams, "_stream", lambda key, b: drawn.append(b) or original(key, b))
     monkeypatch.setenv("POLYPARAM_NUM_THREADS", "1")
     info = _info((100, 37))  # 100 rows of one block each
     part = np.empty((10, 37), np.float32)
