@@ -434,7 +434,8 @@ class GluonParameter(Parameter):
             states_of[index] = _cast_state(states_of[index], old, name)
         if trainer is not None and getattr(trainer, "_kv_initialized", False) and \
                 getattr(trainer, "_update_on_kvstore", False):
-            trainer._reset_kvstore()
+            # once the whole cast has succeeded: one that fails part-way casts back and keeps the kvstore's state
+            after_writes(("gluon kvstore", id(trainer)), trainer._reset_kvstore)
         if isinstance(owner, gluon.rnn.rnn_layer._RNNLayer) and all(
                 np.dtype(p.dtype) == np.dtype(name) for p in owner._reg_params.values()):
             owner._dtype = name  # the dtype of the states begin_state makes, as _RNNLayer.cast sets it

@@ -344,10 +344,10 @@ def _kv_trainer(net: nn.Dense) -> gluon.Trainer:
                          update_on_kvstore=True, kvstore="local")
 
 
-def _kv_step(net: nn.Dense, trainer: gluon.Trainer) -> None:
+def _kv_step(net: nn.Dense, trainer: gluon.Trainer, dtype: str = "float32") -> None:
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     with autograd.record():
-        losses = [loss(net(nd.array(_X, ctx=c)), nd.array(_Y, ctx=c)) for c in _CONTEXTS]
+        losses = [loss(net(nd.array(_X, ctx=c, dtype=dtype)), nd.array(_Y, ctx=c, dtype=dtype)) for c in _CONTEXTS]
     autograd.backward(losses)
     trainer.step(8)
 
@@ -396,3 +396,34 @@ def test_a_write_that_succeeds_drops_the_kvstore_as_set_data_does() -> None:
     _kv_step(native, trainers[1])
     for got, expected in zip(_kv_values(net), _kv_values(native)):
         np.testing.assert_array_equal(got, expected)
+
+
+@_QUIET
+def test_a_cast_that_fails_part_way_keeps_the_kvstore_s_optimizer_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tree.cast casts back what it cast when one parameter refuses; the kvstore (and the momentum it holds)
+    must then be left as it was, as for a write: the next step equals an untouched twin's."""
+    net, twin = _kv_dense(2), _kv_dense(2)
+    trainers = [_kv_trainer(net), _kv_trainer(twin)]
+    _kv_step(net, trainers[0])
+    _kv_step(twin, trainers[1])
+    param_class = type(pp.tree(net).parameters()[0])
+    real, calls = param_class._cast, []
+
+    def refusing(self: pp.Parameter, dtype: np.dtype, /) -> None:
+        calls.append(self.path)
+        if len(calls) == 2:
+            raise RuntimeError("refused")
+        real(self, dtype)
+
+    monkeypatch.setattr(param_class, "_cast", refusing)
+    with pytest.raises(RuntimeError, match="refused"):
+        pp.tree(net).cast("float64")
+    monkeypatch.undo()
+    assert {p.dtype for p in pp.tree(net).parameters()} == {np.dtype(np.float32)}
+    _kv_step(net, trainers[0])
+    _kv_step(twin, trainers[1])
+    for got, expected in zip(_kv_values(net), _kv_values(twin)):
+        np.testing.assert_array_equal(got, expected)
+    pp.tree(net).cast("float64")   # and one that succeeds leaves a model that trains in its new dtype
+    _kv_step(net, trainers[0], "float64")
+    assert {v.dtype for v in _kv_values(net)} == {np.dtype(np.float64)}
