@@ -31,6 +31,7 @@ Run: python benchmarks/bench_zoo.py [--quick] [--backend torch|keras|mxnet|numpy
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import sys
@@ -245,13 +246,10 @@ def bench_torch(quick: bool, repeat: int, folder: str) -> None:
                   "save": native_save,
                   "load": lambda model=model, native_file=native_file: model.load_state_dict(load_file(native_file)),
                   "transfer": lambda model=model, model2=model2: model2.load_state_dict(model.state_dict())}
-        def keep(model: Any = model) -> dict:
+        def keep(model: Any) -> dict:
             return {k: v.clone() for k, v in model.state_dict().items()}
 
-        def keep2(model2: Any = model2) -> dict:
-            return {k: v.clone() for k, v in model2.state_dict().items()}
-
-        floors = {name: with_undo(keep2 if name == "transfer" else keep, native[name])
+        floors = {name: with_undo(functools.partial(keep, model2 if name == "transfer" else model), native[name])
                   for name in ("load_state", "initialize", "load", "transfer")}
         floors["save"] = atomically(native_save, native_file)
         params = list(model.parameters())
@@ -377,13 +375,11 @@ def bench_mxnet(quick: bool, repeat: int, folder: str) -> None:
                   "save": waited(native_save),
                   "load": waited(native_load),
                   "transfer": waited(native_transfer)}
-        def keep(params: list = params) -> list:
+        def keep_values(params: list) -> list:
             return [p.data().asnumpy() for p in params]
 
-        def keep2(params2: list = params2) -> list:
-            return [p.data().asnumpy() for p in params2]
-
-        floors = {name: with_undo(keep2 if name == "transfer" else keep, native[name])
+        floors = {name: with_undo(functools.partial(keep_values, params2 if name == "transfer" else params),
+                                  native[name])
                   for name in ("load_state", "initialize", "load", "transfer")}
         floors["save"] = waited(atomically(native_save, native_file))
         run_rows(label, len(params), sum(int(np.prod(p.shape)) for p in params),

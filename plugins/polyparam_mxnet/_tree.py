@@ -66,10 +66,10 @@ def _multipliers(options: Mapping[str, Any], lr: float | None, wd: float | None)
     return mults[0], mults[1]
 
 
-def _leaves_of(block: gluon.Block, path: str, root: gluon.Block) -> list[tuple[str, GluonParameter]]:
+def _leaves_of(block: gluon.Block, path: str, root: gluon.Block) -> list[tuple[str, Parameter]]:
     """``(leaf name, parameter)`` of ``block``'s own parameters (``gamma``/``beta`` named ``weight``/``bias``)."""
     attrs = block._reg_params
-    out = []
+    out: list[tuple[str, Parameter]] = []
     for attr in attrs:
         leaf = _RENAMES.get(attr, attr)
         if leaf != attr and leaf in attrs:
@@ -98,7 +98,7 @@ class GluonTree(ParameterTree):
                 for name, child in self.native._children.items()]
 
     def _leaves(self) -> list[tuple[str, Parameter]]:
-        return [(leaf, p) for leaf, p in _leaves_of(self.native, self.path, self._root)]
+        return _leaves_of(self.native, self.path, self._root)
 
     def _occurrences(self) -> list[tuple[str, Parameter]]:
         """The base class's walk (leaves first, then children, in order) without a tree per block."""

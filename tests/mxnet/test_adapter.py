@@ -356,6 +356,14 @@ def _kv_values(net: nn.Dense) -> list[np.ndarray]:
     return [p.data(c).asnumpy() for p in net.collect_params().values() for c in _CONTEXTS]
 
 
+def _assert_next_steps_equal(net: nn.Dense, other: nn.Dense, trainers: list[gluon.Trainer]) -> None:
+    """One more step of each (``trainers`` in that order) leaves both with the same values on every context."""
+    _kv_step(net, trainers[0])
+    _kv_step(other, trainers[1])
+    for got, expected in zip(_kv_values(net), _kv_values(other)):
+        np.testing.assert_array_equal(got, expected)
+
+
 # mx.nd.array's own SciPy check warns on every call (mxnet 1.9.1 with a recent SciPy)
 _QUIET = pytest.mark.filterwarnings("ignore:Please use `csr_matrix`:DeprecationWarning")
 
@@ -377,10 +385,7 @@ def test_a_write_undone_keeps_the_kvstore_s_optimizer_state(operation: str) -> N
             pp.transfer(source, net)
         else:
             tree.load_state(pp.tree(source).state(copy=True))
-    _kv_step(net, trainers[0])
-    _kv_step(twin, trainers[1])
-    for got, expected in zip(_kv_values(net), _kv_values(twin)):
-        np.testing.assert_array_equal(got, expected)
+    _assert_next_steps_equal(net, twin, trainers)
 
 
 @_QUIET
@@ -392,10 +397,7 @@ def test_a_write_that_succeeds_drops_the_kvstore_as_set_data_does() -> None:
     pp.transfer(source, net)
     for p, q in zip(source.collect_params().values(), native.collect_params().values()):
         q.set_data(p.data())
-    _kv_step(net, trainers[0])
-    _kv_step(native, trainers[1])
-    for got, expected in zip(_kv_values(net), _kv_values(native)):
-        np.testing.assert_array_equal(got, expected)
+    _assert_next_steps_equal(net, native, trainers)
 
 
 @_QUIET
@@ -420,10 +422,7 @@ def test_a_cast_that_fails_part_way_keeps_the_kvstore_s_optimizer_state(monkeypa
         pp.tree(net).cast("float64")
     monkeypatch.undo()
     assert {p.dtype for p in pp.tree(net).parameters()} == {np.dtype(np.float32)}
-    _kv_step(net, trainers[0])
-    _kv_step(twin, trainers[1])
-    for got, expected in zip(_kv_values(net), _kv_values(twin)):
-        np.testing.assert_array_equal(got, expected)
+    _assert_next_steps_equal(net, twin, trainers)
     pp.tree(net).cast("float64")   # and one that succeeds leaves a model that trains in its new dtype
     _kv_step(net, trainers[0], "float64")
     assert {v.dtype for v in _kv_values(net)} == {np.dtype(np.float64)}

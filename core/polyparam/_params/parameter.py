@@ -32,15 +32,8 @@ def require_backend_name(cls: type, base: str) -> None:
         raise errors.PluginContractError(msg, expected="backend = a non-empty str", got=name)
 
 
-def byte_bounds(a: np.ndarray) -> tuple[int, int]:
-    """``(first byte, one past the last)`` of the memory ``a`` spans, as ``np.byte_bounds`` (moved in NumPy 2)."""
-    start = a.__array_interface__["data"][0]
-    if a.flags.c_contiguous:
-        return start, start + a.nbytes
-    low = high = start
-    for n, stride in zip(a.shape, a.strides):
-        (low, high) = (low + (n - 1) * stride, high) if stride < 0 else (low, high + (n - 1) * stride)
-    return low, high + a.itemsize
+#: ``(first byte, one past the last)`` of the memory an array spans (``np.byte_bounds``, moved in NumPy 2).
+byte_bounds: Callable[[np.ndarray], tuple[int, int]] = getattr(np.lib, "array_utils", np).byte_bounds
 
 
 class Parameter(abc.ABC):

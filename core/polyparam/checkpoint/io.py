@@ -18,12 +18,11 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
 import numpy as np
 
 from polyparam import errors
-from polyparam._params.plan import LoadReport, bookkeeping
+from polyparam._params.plan import LoadReport, bookkeeping, storage_groups
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format
 from polyparam.checkpoint.formats.base import write_snapshot
 
 if TYPE_CHECKING:
-    from polyparam._params.parameter import Parameter
     from polyparam._params.tree import ParameterTree
 
 __all__ = ["LoadReport", "atomic_write", "check_writable", "collect", "contiguous", "metadata_strings",
@@ -348,16 +347,14 @@ def collect(tree: ParameterTree, *, aliases: Literal["reference", "materialize"]
     buffers: list[str] = []
     from polyparam._progress import track
 
-    paths_of: dict[Any, tuple[Parameter, list[str]]] = {}   # one walk gives the items and the ties
-    for path_, p in tree._occurrences():
-        paths_of.setdefault(p._identity(), (p, []))[1].append(path_)
-    items = [(paths[0], p) for p, paths in paths_of.values()]
+    groups = storage_groups(tree).values()   # one walk gives the items and the ties
+    items = [members[0] for members in groups]
     for path_, p in track(items, description=description, progress=progress, weight=lambda item: item[1].nbytes):
         tensors[path_] = contiguous(p.numpy())
         roles[path_] = p.role
         if bookkeeping(p):
             buffers.append(path_)
-    ties = [paths for _, paths in paths_of.values() if len(paths) > 1]
+    ties = [[path for path, _ in members] for members in groups if len(members) > 1]
     if aliases == "materialize":
         for group in ties:
             # one copy for every member, so all of them hold the same bytes even if the array changes meanwhile
