@@ -254,10 +254,15 @@ class BaseCheckpointTests(_Kit):
         require("forward")
         one, two = models.shared(), models.shared()
         src, dst = pp.tree(one.model), pp.tree(two.model)
+        # Seeded Xavier, not the default init: small default weights can give outputs on x and x + 1 that
+        # differ by less than the check's tolerance, and then the transfer is rightly accepted.
+        src.initialize(pp.init.Xavier(), seed=4, force_reinit=True)
         for group in dst.ties():
             group.untie()
         before = _snapshot(dst)
         x = np.random.default_rng(4).uniform(-1, 1, (2, one.in_features)).astype(np.float32)
+        differ = np.abs(models.forward(one.model, x) - models.forward(one.model, x + 1)).max()
+        assert differ > 1e-3, f"the source must compute different outputs on the two check inputs, got {differ}"
         with pytest.raises(errors.TransferError, match="expected equal outputs"):
             pp.transfer(src, dst, check=(x, x + 1))
         assert pp.tree(two.model).ties() == []
