@@ -14,6 +14,7 @@ position among the layer's own variables (``var0``), so every build has the same
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,11 +176,33 @@ def slots_of(layer: Any) -> list[Slot]:
         return [s for s in known if s.flag is None or getattr(layer, s.flag, True)]
     if not layer.built:
         return []
+    variables = own_variables(layer)
+    cached = _SLOTS.get(id(layer))
+    if (cached is not None and cached[0]() is layer and len(cached[1]) == len(variables)
+            and all(a is b for a, b in zip(cached[1], variables))):
+        return list(cached[2])
+    out = _built_slots(layer, known, variables)
+    if not any(_AUTO_NAME.fullmatch(v.name) for v in variables):   # those leaves follow the layer's attributes
+        key = id(layer)
+        try:
+            ref = weakref.ref(layer, lambda _: _SLOTS.pop(key, None))
+        except TypeError:         # not weakly referable: no cache
+            return out
+        _SLOTS[key] = (ref, variables, list(out))
+    return out
+
+
+# id(built layer) -> (a weak reference to it, its own variables, their slots): a layer's slots follow from
+# its type and its variables (names and ranks), and a tree walk asks for them on every call
+_SLOTS: dict[int, tuple[weakref.ref[Any], list[Any], list[Slot]]] = {}
+
+
+def _built_slots(layer: Any, known: tuple[Slot, ...] | None, variables: list[Any]) -> list[Slot]:
     out = [s for s in known or () if find_variable(layer, s.var) is not None]
     taken = {s.var for s in out}
     leaves = {s.leaf for s in out}
     seen: set[int] = set()
-    for index, v in enumerate(own_variables(layer)):
+    for index, v in enumerate(variables):
         if id(v) in seen or v.name in taken:
             continue
         seen.add(id(v))

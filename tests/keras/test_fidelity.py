@@ -269,6 +269,26 @@ def test_every_variable_is_in_the_tree(build: Callable[..., Any]) -> None:
     _assert_trainable_like_keras(model)
 
 
+def test_a_tree_read_before_lora_or_quantize_sees_the_new_variables_after() -> None:
+    """The slots a walk finds are kept per layer while it holds the same variables: adding LoRA
+    factors or quantizing (new variables, the kernel replaced) is seen by the next walk."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(5), L.EinsumDense("ab,bc->ac", output_shape=3)])
+    assert {path for path, _ in pp.tree(model).items()} == {"0.weight", "0.bias", "1.kernel"}
+    model.layers[0].enable_lora(2)
+    model.layers[1].enable_lora(2)
+    assert {p.native_name for p in pp.tree(model).parameters()} == {v.path for v in model.weights}
+    assert {"0.lora_kernel_a", "0.lora_kernel_b", "1.lora_kernel_a"} <= {path for path, _ in pp.tree(model).items()}
+
+    keras.utils.set_random_seed(0)
+    plain = keras.Sequential([keras.Input((6,)), L.Dense(5)])
+    assert pp.tree(plain)["0.weight"].dtype == np.float32
+    plain.quantize("int8")
+    tree = pp.tree(plain)
+    assert {p.native_name for p in tree.parameters()} == {v.path for v in plain.weights}
+    assert tree["0.weight"].dtype == np.int8
+
+
 def test_lora_roles_layouts_and_trainable() -> None:
     model = _lora_model()
     tree = pp.tree(model)
