@@ -59,8 +59,12 @@ def enabled(progress: bool | None = None, /, *, work: int | None = None) -> bool
         return forced
     if work is not None and work < MIN_BYTES:
         return False
+    return _terminal()
+
+
+def _terminal() -> bool:
     stream = sys.stderr
-    return stream is not None and hasattr(stream, "isatty") and stream.isatty()
+    return stream is not None and hasattr(stream, "isatty") and bool(stream.isatty())
 
 
 def track(items: Sequence[T] | Iterable[T], /, *, description: str, progress: bool | None = None,
@@ -78,8 +82,8 @@ def track(items: Sequence[T] | Iterable[T], /, *, description: str, progress: bo
         InvalidArgumentError: As `enabled`.
     """
     items = list(items)
-    if progress is False:   # nothing to weigh: no bar
-        yield from items
+    if progress is False or (progress is None and _from_env() is None and not _terminal()):
+        yield from items    # no bar whatever the work: nothing to weigh
         return
     weigh = (lambda item: 1) if weight is None else (lambda item: int(weight(item) or 0))
     if total is None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import json
-import math
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -46,24 +46,32 @@ class ParamInfo:
 
     @property
     def receptive_field(self) -> int:
-        return math.prod(d for d, a in zip(self.shape, self.axes) if a == "space")
+        return self._fans[2]
 
-    def _fan(self, role: str) -> int:
-        channels = math.prod(d for d, a in zip(self.shape, self.axes) if a == role)
-        leading = next((a for a in self.axes if a in ("in", "out")), None)
-        if self.groups > 1 and leading == role:
-            channels //= self.groups
-        return channels * self.receptive_field
+    @functools.cached_property
+    def _fans(self) -> tuple[int, int, int]:
+        """``(fan_in, fan_out, receptive_field)``, worked out once (an initializer's check and fill both ask)."""
+        sizes = {"in": 1, "out": 1, "space": 1}
+        leading = None
+        for d, a in zip(self.shape, self.axes):
+            if a in sizes:
+                sizes[a] *= d
+                if leading is None and a != "space":
+                    leading = a
+        if self.groups > 1 and leading is not None:
+            sizes[leading] //= self.groups
+        field = sizes["space"]
+        return sizes["in"] * field, sizes["out"] * field, field
 
     @property
     def fan_in(self) -> int:
         """Inputs feeding one output."""
-        return self._fan("in")
+        return self._fans[0]
 
     @property
     def fan_out(self) -> int:
         """Outputs fed by one input."""
-        return self._fan("out")
+        return self._fans[1]
 
     def require_fans(self, initializer: str) -> tuple[int, int]:
         """``(fan_in, fan_out)``, or an :class:`~polyparam.errors.InitializerError` if undefined."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import warnings
 from dataclasses import dataclass, field, replace
@@ -59,7 +60,8 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
                    info: ParamInfo | None = None) -> None:
     """Draw ``p``'s value with its own generator and write it (``info``: ``p``'s facts, when read already)."""
     info = _info(p) if info is None else info
-    blocks = p._local_blocks() if p.state == "initialized" else None
+    initialized = p.state == "initialized"
+    blocks = p._local_blocks() if initialized else None
     if blocks is not None:  # one value sharded over this process's devices: draw each distinct block alone
         values = []
         for block_box in blocks:
@@ -68,7 +70,7 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
             values.append((block_box, block))
         p._write_blocks(values)
         return
-    box = p._local_box() if p.state == "initialized" else None
+    box = p._local_box() if initialized else None
     if box is not None:  # a shard of a distributed tensor: fill only this process's box
         local = p._local_view() if initializer._writes_in_place else None
         target = local if local is not None else np.empty(tuple(s.stop - s.start for s in box), info.dtype)
@@ -76,11 +78,12 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
         if local is None:
             p._write_local(target)
         return
-    view = p._writable_view() if initializer._writes_in_place and p.state == "initialized" else None
+    in_place = initializer._writes_in_place and initialized
+    view = p._writable_view() if in_place else None
     if view is not None:
         initializer.fill(view, info, seed=seed, by_role=by_role)
         return
-    staging = p._staging() if initializer._writes_in_place and p.state == "initialized" else None
+    staging = p._staging() if in_place else None
     if staging is not None:  # fill a buffer in native layout that the backend then takes as is
         buffer, adopt = staging
         initializer.fill(buffer, info, seed=seed, by_role=by_role)
@@ -197,9 +200,12 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
     # all or nothing, whatever a fill raises (the initializer, the framework, ^C)
     journal = Journal("initialize", writer="the initializer and the framework")
     journal.check_limit([p for p in todo if p.state == "initialized" and not p._defers_init()])
+    # bytes each fill writes now, for the progress bar; 0: filled when it gets its storage or shape
+    work = {id(p): 0 if p.state == "deferred" or p._defers_init() else infos[id(p)].dtype.itemsize *
+            math.prod(infos[id(p)].shape) for p in todo}
     try:
-        for p in track(todo, description="initialize", progress=progress, weight=_work):
-            if p.state == "deferred" or p._defers_init():
+        for p in track(todo, description="initialize", progress=progress, weight=lambda p: work[id(p)]):
+            if not work[id(p)] and (p.state == "deferred" or p._defers_init()):
                 p._defer(_deferred_fill(p, initializer, call_seed, by_role))
                 continue
             journal.keep(p, local=p._local_box() is not None)
@@ -241,11 +247,6 @@ def _fits(initializer: Initializer, p: Parameter, by_role: bool) -> bool:
     except errors.InitializerError:
         return False
     return True
-
-
-def _work(p: Parameter) -> int:
-    """Bytes a parameter's fill writes now (deferred ones: none yet)."""
-    return 0 if p.state == "deferred" or p._defers_init() else (p.nbytes or 0)
 
 
 def _deferred_fill(p: Parameter, initializer: Initializer, seed: int, by_role: bool) -> Callable[[], None]:
