@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 
 from polyparam import errors
 
-__all__ = ["count", "parallel_copy", "parallel_map"]
+__all__ = ["count", "parallel_copy", "parallel_map", "tiled_copy"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,13 +70,22 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
 def parallel_copy(dst: np.ndarray, src: np.ndarray, /, *, piece: int = 1 << 18) -> None:
     """``dst[...] = src`` (same shape, any strides, casting as assignment does), in pieces on the pool.
 
-    Pieces are runs of about ``piece`` elements along the first axis, so a transposing
-    copy (a native layout seen canonically) works through cache-sized pieces on every core.
+    The pieces are runs of about ``piece`` elements along the first axis, on every core.
+    With one thread, a transposing copy (a native layout seen canonically, or the reverse)
+    goes through square tiles of its two longest axes instead, which stay in the L1 cache:
+    NumPy alone copies in ``dst``'s order and reads ``src`` an element per cache line (a
+    conv kernel's ``(kh, kw, in, out)`` as ``(out, in, kh, kw)``: 1 GB/s). Tiles are not
+    spread over threads: their Python loop holds the GIL between tiles. On two cores,
+    ResNet50's kernels read canonically took 31 ms in tiles (one thread) or in runs (two),
+    48 ms in one NumPy copy; tiles on two threads, 37 ms.
     """
     if src.shape != dst.shape:
         msg = f"Cannot copy with parallel_copy: expected equal shapes, got {dst.shape} and {src.shape}."
         raise errors.ShapeMismatchError(msg, expected=dst.shape, got=src.shape)
-    if dst.ndim == 0 or dst.size <= piece or count() == 1:
+    threads = count()
+    if threads == 1 and tiled_copy(dst, src):
+        return
+    if dst.ndim == 0 or dst.size <= piece or threads == 1:
         np.copyto(dst, src, casting="unsafe")
         return
     rows = max(1, piece // max(1, dst.size // dst.shape[0]))
@@ -83,3 +94,50 @@ def parallel_copy(dst: np.ndarray, src: np.ndarray, /, *, piece: int = 1 << 18) 
         np.copyto(dst[start:start + rows], src[start:start + rows], casting="unsafe")
 
     parallel_map(copy, range(0, dst.shape[0], rows))
+
+
+#: Elements from which :func:`parallel_copy` copies a transposing copy tile by tile.
+TILED_FROM = 1 << 16
+#: At most this many planes (index combinations of the short axes) are tiled one by one.
+_MAX_PLANES = 64
+
+
+def tiled_copy(dst: np.ndarray, src: np.ndarray, /) -> bool:
+    """``dst[...] = src`` in square tiles on this thread, where it is a transposing copy big enough for
+    tiles to pay; ``False`` (nothing copied) otherwise. See :func:`parallel_copy`."""
+    bands = _tile_bands(dst, src)
+    if bands is None:
+        return False
+    for band in bands:
+        _copy_band(dst, src, *band)
+    return True
+
+
+def _tile_bands(dst: np.ndarray, src: np.ndarray) -> list[tuple[tuple[Any, ...], int, int, int]] | None:
+    """The work of a tiled copy: ``(plane index, first row, tile, columns)`` bands, or ``None``
+    where tiles do not help (small, the same order on both sides, or many small planes)."""
+    if dst.ndim < 2 or dst.size < TILED_FROM:
+        return None
+    rows_axis, cols_axis = sorted(sorted(range(dst.ndim), key=lambda k: dst.shape[k])[-2:])
+    faster_in_dst = abs(dst.strides[cols_axis]) < abs(dst.strides[rows_axis])
+    faster_in_src = abs(src.strides[cols_axis]) < abs(src.strides[rows_axis])
+    if faster_in_dst == faster_in_src:
+        return None
+    short = [k for k in range(dst.ndim) if k not in (rows_axis, cols_axis)]
+    if math.prod(dst.shape[k] for k in short) > _MAX_PLANES:
+        return None
+    tile = max(16, 256 // max(dst.itemsize, src.itemsize))
+    bands = []
+    for index in itertools.product(*(range(dst.shape[k]) for k in short)):
+        at: list[Any] = [slice(None)] * dst.ndim
+        for k, i in zip(short, index):
+            at[k] = i
+        bands += [(tuple(at), start, tile, dst.shape[cols_axis]) for start in range(0, dst.shape[rows_axis], tile)]
+    return bands
+
+
+def _copy_band(dst: np.ndarray, src: np.ndarray, at: tuple[Any, ...], start: int, tile: int, cols: int) -> None:
+    """Copy one band of ``tile`` rows of a plane, a square tile at a time."""
+    target, source = dst[at][start:start + tile], src[at][start:start + tile]
+    for j in range(0, cols, tile):
+        np.copyto(target[:, j:j + tile], source[:, j:j + tile], casting="unsafe")

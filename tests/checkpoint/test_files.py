@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,6 +47,34 @@ def test_round_trip_is_bitwise(tmp_path: Path, arrays: list[np.ndarray], ext: st
         got = tree[key].numpy()
         assert got.dtype == value.dtype and got.shape == value.shape
         assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(value).tobytes()
+
+
+@pytest.mark.parametrize(("shape", "view"), [
+    ((3, 3, 64, 128), lambda a: a.transpose(3, 2, 0, 1)),           # Keras conv kernel read as canonical
+    ((1, 1, 300, 257), lambda a: a.transpose(3, 2, 0, 1)),          # 1x1 conv: one plane, ragged tiles
+    ((3, 3, 3, 40, 50), lambda a: a.transpose(4, 3, 0, 1, 2)),      # Conv3D: 27 planes
+    ((513, 300), lambda a: a.T),                                      # Dense kernel
+    ((2, 300, 400), lambda a: a[:, ::-2, 1::3]),                      # strided and reversed, not a transpose
+    ((400, 300), lambda a: np.broadcast_to(a[:1], (400, 300))),       # zero strides
+    ((100, 700, 3), lambda a: a.transpose(2, 1, 0)),                  # short axis first
+    ((70, 70, 70), lambda a: a.transpose(2, 0, 1)),                   # 70 planes: NumPy's own loop
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64, np.complex64, np.bool_, np.int8])
+@pytest.mark.parametrize("threads", ["1", "2"], ids=["tiles", "runs"])
+def test_c_order_copy_of_a_large_view_is_numpys_copy(shape: tuple[int, ...], view: Any, dtype: type, threads: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy ``pp.save`` makes of a large view (a transposed one in tiles, others in runs on one
+    thread or two) holds exactly NumPy's C-order copy."""
+    from polyparam.checkpoint.io import c_order_copy
+
+    monkeypatch.setenv("POLYPARAM_NUM_THREADS", threads)
+
+    base = np.random.default_rng(0).normal(size=shape).astype(dtype)
+    array = view(base)
+    got = c_order_copy(array)
+    assert got.flags.c_contiguous and got.dtype == array.dtype and got.shape == array.shape
+    assert not np.shares_memory(got, base)
+    assert got.tobytes() == np.ascontiguousarray(array).tobytes()
 
 
 def test_safetensors_file_reads_with_the_safetensors_library(tmp_path: Path) -> None:

@@ -13,9 +13,13 @@ def _two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POLYPARAM_NUM_THREADS", "2")
 
 
-@pytest.mark.parametrize(("shape", "perm"), [((1000, 700), (1, 0)), ((40, 30, 5, 7), (2, 3, 1, 0)), ((3,), (0,))],
-                         ids=["dense", "conv", "small"])
-def test_parallel_copy_into_a_native_layout_view(shape, perm) -> None:
+@pytest.mark.parametrize(("shape", "perm"), [((1000, 700), (1, 0)), ((40, 30, 5, 7), (2, 3, 1, 0)), ((3,), (0,)),
+                                             ((200, 130, 3, 3), (2, 3, 1, 0)), ((300, 257, 1, 1), (2, 3, 1, 0))],
+                         ids=["dense", "conv", "small", "conv-big", "pointwise-big"])
+@pytest.mark.parametrize("threads", ["1", "2"], ids=["tiles", "runs"])
+def test_parallel_copy_into_a_native_layout_view(shape, perm, threads: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Into a transposed view, in runs on two threads and in square tiles on one."""
+    monkeypatch.setenv("POLYPARAM_NUM_THREADS", threads)
     src = np.random.default_rng(0).standard_normal(shape)
     storage = np.empty(tuple(shape[i] for i in perm), np.float32)
     view = storage.transpose(np.argsort(perm))
