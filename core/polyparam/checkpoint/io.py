@@ -26,8 +26,9 @@ from polyparam.checkpoint.formats.base import write_snapshot
 if TYPE_CHECKING:
     from polyparam._params.tree import ParameterTree
 
-__all__ = ["LoadReport", "atomic_write", "check_writable", "collect", "contiguous", "metadata_strings",
-           "require_writable_format", "write_checked", "write_error", "write_safetensors", "write_tensors"]
+__all__ = ["LoadReport", "MetadataStrings", "atomic_write", "check_writable", "collect", "contiguous",
+           "metadata_strings", "require_writable_format", "write_checked", "write_error", "write_safetensors",
+           "write_tensors"]
 
 
 # ---- atomic writes --------------------------------------------------------------------
@@ -314,7 +315,11 @@ def write_safetensors(tmp: str, tensors: dict[str, np.ndarray],
     if not checksum:
         write(tmp, tensors, metadata({}))
         return {}
-    placeholders = metadata({key: _placeholder(value.nbytes) for key, value in tensors.items()})
+    stand_ins = getattr(metadata, "stand_ins", None)   # made by metadata_strings for these tensors
+    if stand_ins is not None and stand_ins[0].keys() == tensors.keys():
+        placeholders = stand_ins[1]
+    else:
+        placeholders = metadata({key: _placeholder(value.nbytes) for key, value in tensors.items()})
     sums = write(tmp, tensors, placeholders)
     # only the metadata is written again, in place: a stand-in has its checksum's length, so the
     # header around it (the tensors' offsets) is the same
@@ -415,7 +420,7 @@ def require_writable_format(file: str, fmt: str) -> None:
 
 
 def metadata_strings(file: str, fmt: str, tensors: Mapping[str, Any], meta: PolyparamMetadata, *,
-                     checksum: bool) -> Callable[[dict[str, str]], dict[str, str]]:
+                     checksum: bool) -> MetadataStrings:
     """The function a writer calls for the file's metadata strings, given the checksums it took.
 
     ``tensors`` (arrays, or anything with their ``ndim`` and ``nbytes``) are checked now to
@@ -424,14 +429,33 @@ def metadata_strings(file: str, fmt: str, tensors: Mapping[str, Any], meta: Poly
     """
     from polyparam.checkpoint.formats.safetensors import MAX_HEADER
 
-    def strings(sums: dict[str, str]) -> dict[str, str]:
-        if checksum:
-            meta.checksums = dict(sums)
-        return meta.to_strings()
-
-    _check_header_size(file, tensors, strings({k: _placeholder(v.nbytes) for k, v in tensors.items()}),
-                       MAX_HEADER if fmt == "safetensors" else 100_000_000)
+    strings = MetadataStrings(meta, checksum=checksum)
+    stand_ins = {k: _placeholder(v.nbytes) for k, v in tensors.items()}
+    strings.stand_ins = (stand_ins, strings(stand_ins))
+    _check_header_size(file, tensors, strings.stand_ins[1], MAX_HEADER if fmt == "safetensors" else 100_000_000)
     return strings
+
+
+class MetadataStrings:
+    """``strings(checksums)``: the file's metadata strings with these checksums (``meta``'s own
+    without ``checksum``). Only the checksums are serialized again from the second call on: the
+    roles, order and ties of thousands of tensors are the same for the stand-ins and the real ones.
+    """
+
+    def __init__(self, meta: PolyparamMetadata, *, checksum: bool) -> None:
+        self.meta = meta
+        self.checksum = checksum
+        self._strings: dict[str, str] | None = None
+        #: Checksum-shaped stand-ins of the tensors checked for size, and their strings.
+        self.stand_ins: tuple[dict[str, str], dict[str, str]] | None = None
+
+    def __call__(self, sums: dict[str, str]) -> dict[str, str]:
+        if self.checksum:
+            self.meta.checksums = dict(sums)
+        if self._strings is None:
+            self._strings = self.meta.to_strings()
+            return dict(self._strings)
+        return {**self._strings, "polyparam.checksums": json.dumps(self.meta.checksums, sort_keys=True)}
 
 
 def write_checked(file: str, fmt: str, tensors: dict[str, np.ndarray],
