@@ -11,6 +11,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from polyparam import errors
+from polyparam._gc import collector_paused
 from polyparam._layout import format_shape
 from polyparam._params.mapping import KeyMap, Rename
 from polyparam._params.parameter import Parameter
@@ -145,114 +146,118 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
         TieMismatchError: ``dst`` ties parameters whose values differ in ``src``, or
             ``src`` ties parameters ``dst`` cannot tie.
     """
-    from polyparam._manager import tree
+    with collector_paused():   # see polyparam._gc
+        from polyparam._manager import tree
 
-    if match not in ("path", "order"):
-        msg = f"Invalid value for argument `match`: expected 'path' or 'order'. Received: match={match!r}."
-        raise errors.InvalidArgumentError(msg, argument="match", expected=("path", "order"), got=match)
-    keymap = KeyMap.of(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, root=root)
-    s, full = tree(src), tree(dst)
-    d = cast("ParameterTree", subtree(full, root))
-    report = TransferReport(source=s.backend, destination=d.backend)
-    s_groups, d_groups = storage_groups(s), storage_groups(d)
-    subject = f"{s.backend} parameters into {d.backend}"
-    if match == "order":
-        if keymap.active and root is None:
-            msg = "Invalid arguments: match='order' pairs tensors by position; pass no rename or prefix with it."
-            raise errors.InvalidArgumentError(msg, argument="match", expected="no rename", got=match)
-        mapped = _pair_in_order(s_groups, d_groups, subject)
-    else:
-        mapped, _, _ = keymap.apply([q for members in s_groups.values() for q, _ in members], subject=subject)
-    report.renamed = {q: new for q, new in mapped.items() if q != new}
-    s_paths = {mapped[path]: p for members in s_groups.values() for path, p in members if path in mapped}
-    d_paths = {path: key for key, members in d_groups.items() for path, _ in members}
-    for path, p in s_paths.items():
-        if path not in d_paths:
-            (report.ignored_buffers if bookkeeping(p) else report.unexpected).append(path)
-    for members in d_groups.values():
-        if not any(q in s_paths for q, _ in members):
-            kept = all(bookkeeping(p) for _, p in members)
-            (report.ignored_buffers if kept else report.missing).append(members[0][0])
-    plan = WritePlan(subject)
-    sources_of: dict[str, list[Parameter]] = {}
-    for members in d_groups.values():
-        given = [(q, s_paths[q]) for q, _ in members if q in s_paths]
-        if not given:
-            continue
-        path, target = members[0]
-        bad = False
-        for q, p in given:
-            problem = fit_problem(target, p.shape, p.dtype)
-            if problem == "shape":
-                report.shapes.append((q, p.shape, target.shape))
-                bad = True
-            elif problem == "dtype" and not np.can_cast(p.dtype, target.dtype, casting="same_kind"):
-                report.dtypes.append((q, p.dtype.name, target.dtype.name))
-                bad = True
-        if bad:
-            continue
-        plan.check_writable(path, target)
-        sources = list({p._identity(): p for _, p in given}.values())
-        plan.add(path, target, sources[0].numpy, source=sources[0])
-        sources_of[path] = sources
-    if strict and not report.ok:
-        shown = [f"{path}: {format_shape(a)} -> {format_shape(b)}" for path, a, b in report.shapes[:5]]
-        shown += [f"{path}: {a} -> {b}" for path, a, b in report.dtypes[:max(0, 5 - len(shown))]]
-        msg = mismatch_message(f"Cannot transfer {s.backend} parameters to {d.backend}", report.missing,
-                               report.unexpected, source="source's paths", target="destination's paths")
-        if shown:
-            msg += (f" Also {len(report.shapes)} shape and {len(report.dtypes)} dtype differences: "
-                    f"{'; '.join(shown)}{' ...' if len(report.shapes) + len(report.dtypes) > 5 else ''}.")
-        msg += " str(error.report) lists every difference."
-        first = (report.missing or report.unexpected or [x[0] for x in report.shapes] or [x[0] for x in report.dtypes])
-        raise errors.TransferError(msg, path=first[0], expected=d.backend, got=s.backend, report=report)
-    if not strict and not report.ok:
-        differences = (f"{len(report.missing)} missing, {len(report.unexpected)} unexpected, {len(report.shapes)} "
-                       f"shape and {len(report.dtypes)} dtype differences")
-        if not plan.writes:
-            msg = (f"Cannot transfer {s.backend} parameters to {d.backend}: expected at least one path to match, "
-                   f"got none ({differences}). The two models name their parameters differently; compare "
-                   "tree.paths() on both sides.")
-            first = (report.missing or report.unexpected or [x[0] for x in report.shapes] or [""])
-            raise errors.TransferError(msg, path=first[0], expected="a matching path", got=differences, report=report)
-        warnings.warn(f"Transferring {len(plan.writes)} values from {s.backend} to {d.backend}; left out: "
-                      f"{differences} (str(report) lists them).", errors.PolyparamWarning, stacklevel=2)
+        if match not in ("path", "order"):
+            msg = f"Invalid value for argument `match`: expected 'path' or 'order'. Received: match={match!r}."
+            raise errors.InvalidArgumentError(msg, argument="match", expected=("path", "order"), got=match)
+        keymap = KeyMap.of(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, root=root)
+        s, full = tree(src), tree(dst)
+        d = cast("ParameterTree", subtree(full, root))
+        report = TransferReport(source=s.backend, destination=d.backend)
+        s_groups, d_groups = storage_groups(s), storage_groups(d)
+        subject = f"{s.backend} parameters into {d.backend}"
+        if match == "order":
+            if keymap.active and root is None:
+                msg = "Invalid arguments: match='order' pairs tensors by position; pass no rename or prefix with it."
+                raise errors.InvalidArgumentError(msg, argument="match", expected="no rename", got=match)
+            mapped = _pair_in_order(s_groups, d_groups, subject)
+        else:
+            mapped, _, _ = keymap.apply([q for members in s_groups.values() for q, _ in members], subject=subject)
+        report.renamed = {q: new for q, new in mapped.items() if q != new}
+        s_paths = {mapped[path]: p for members in s_groups.values() for path, p in members if path in mapped}
+        d_paths = {path: key for key, members in d_groups.items() for path, _ in members}
+        for path, p in s_paths.items():
+            if path not in d_paths:
+                (report.ignored_buffers if bookkeeping(p) else report.unexpected).append(path)
+        for members in d_groups.values():
+            if not any(q in s_paths for q, _ in members):
+                kept = all(bookkeeping(p) for _, p in members)
+                (report.ignored_buffers if kept else report.missing).append(members[0][0])
+        plan = WritePlan(subject)
+        sources_of: dict[str, list[Parameter]] = {}
+        for members in d_groups.values():
+            given = [(q, s_paths[q]) for q, _ in members if q in s_paths]
+            if not given:
+                continue
+            path, target = members[0]
+            bad = False
+            for q, p in given:
+                problem = fit_problem(target, p.shape, p.dtype)
+                if problem == "shape":
+                    report.shapes.append((q, p.shape, target.shape))
+                    bad = True
+                elif problem == "dtype" and not np.can_cast(p.dtype, target.dtype, casting="same_kind"):
+                    report.dtypes.append((q, p.dtype.name, target.dtype.name))
+                    bad = True
+            if bad:
+                continue
+            plan.check_writable(path, target)
+            sources = list({p._identity(): p for _, p in given}.values())
+            plan.add(path, target, sources[0].numpy, source=sources[0])
+            sources_of[path] = sources
+        if strict and not report.ok:
+            shown = [f"{path}: {format_shape(a)} -> {format_shape(b)}" for path, a, b in report.shapes[:5]]
+            shown += [f"{path}: {a} -> {b}" for path, a, b in report.dtypes[:max(0, 5 - len(shown))]]
+            msg = mismatch_message(f"Cannot transfer {s.backend} parameters to {d.backend}", report.missing,
+                                   report.unexpected, source="source's paths", target="destination's paths")
+            if shown:
+                msg += (f" Also {len(report.shapes)} shape and {len(report.dtypes)} dtype differences: "
+                        f"{'; '.join(shown)}{' ...' if len(report.shapes) + len(report.dtypes) > 5 else ''}.")
+            msg += " str(error.report) lists every difference."
+            first = (report.missing or report.unexpected or [x[0] for x in report.shapes]
+                     or [x[0] for x in report.dtypes])
+            raise errors.TransferError(msg, path=first[0], expected=d.backend, got=s.backend, report=report)
+        if not strict and not report.ok:
+            differences = (f"{len(report.missing)} missing, {len(report.unexpected)} unexpected, {len(report.shapes)} "
+                           f"shape and {len(report.dtypes)} dtype differences")
+            if not plan.writes:
+                msg = (f"Cannot transfer {s.backend} parameters to {d.backend}: expected at least one path to match, "
+                       f"got none ({differences}). The two models name their parameters differently; compare "
+                       "tree.paths() on both sides.")
+                first = (report.missing or report.unexpected or [x[0] for x in report.shapes] or [""])
+                raise errors.TransferError(msg, path=first[0], expected="a matching path", got=differences,
+                                           report=report)
+            warnings.warn(f"Transferring {len(plan.writes)} values from {s.backend} to {d.backend}; left out: "
+                          f"{differences} (str(report) lists them).", errors.PolyparamWarning, stacklevel=2)
 
-    if ties == "restore":
-        for group in s.ties():
-            present = [mapped[q] for q in group.paths if mapped.get(q) in d_paths]
-            identities = list(dict.fromkeys(d_paths[q] for q in present))
-            if len(identities) > 1:
-                plan.add_tie([d_groups[i][0] for i in identities],
-                             fix="Pass ties='ignore' to move the values without the tie.")
-        if plan.ties:
-            from polyparam._manager import get_backend
+        if ties == "restore":
+            for group in s.ties():
+                present = [mapped[q] for q in group.paths if mapped.get(q) in d_paths]
+                identities = list(dict.fromkeys(d_paths[q] for q in present))
+                if len(identities) > 1:
+                    plan.add_tie([d_groups[i][0] for i in identities],
+                                 fix="Pass ties='ignore' to move the values without the tie.")
+            if plan.ties:
+                from polyparam._manager import get_backend
 
-            plan.require_tying(d.backend, get_backend(d.backend).CAPABILITIES, fix="Pass ties='ignore'.")
-    for path, sources in sources_of.items():
-        if len(sources) > 1:
-            values = [p.numpy() for p in sources]
-            if not all(np.array_equal(v, values[0]) for v in values[1:]):
-                msg = (f"Cannot transfer into tied parameter {path!r}: expected one source value for its tie group, "
-                       f"got {len(sources)} different ones. Untie the destination first, or tie the source.")
-                raise errors.TieMismatchError(msg, path=path, expected="equal values", got="different values")
+                plan.require_tying(d.backend, get_backend(d.backend).CAPABILITIES, fix="Pass ties='ignore'.")
+        for path, sources in sources_of.items():
+            if len(sources) > 1:
+                values = [p.numpy() for p in sources]
+                if not all(np.array_equal(v, values[0]) for v in values[1:]):
+                    msg = (f"Cannot transfer into tied parameter {path!r}: expected one source value for its tie "
+                           f"group, got {len(sources)} different ones. Untie the destination first, or tie the "
+                           "source.")
+                    raise errors.TieMismatchError(msg, path=path, expected="equal values", got="different values")
 
-    _refuse_doubtful_layouts(s, d, [(w.path, w.param) for w in plan.writes], sources_of)
-    _read_shared_sources_first(plan, sources_of)
-    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
-        msg = f"Invalid value for argument `tolerance`: expected a number >= 0, got {tolerance!r}."
-        raise errors.InvalidArgumentError(msg, argument="tolerance", expected=">= 0", got=tolerance)
-    verify = None
-    if check is not None:
-        x_src, x_dst = check if isinstance(check, tuple) and len(check) == 2 else (check, check)
-        expected = _outputs(s, x_src, "source")
+        _refuse_doubtful_layouts(s, d, [(w.path, w.param) for w in plan.writes], sources_of)
+        _read_shared_sources_first(plan, sources_of)
+        if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
+            msg = f"Invalid value for argument `tolerance`: expected a number >= 0, got {tolerance!r}."
+            raise errors.InvalidArgumentError(msg, argument="tolerance", expected=">= 0", got=tolerance)
+        verify = None
+        if check is not None:
+            x_src, x_dst = check if isinstance(check, tuple) and len(check) == 2 else (check, check)
+            expected = _outputs(s, x_src, "source")
 
-        def verify() -> None:
-            report.checked = _compare(s, d, expected, _outputs(d, x_dst, "destination"), tolerance, report)
+            def verify() -> None:
+                report.checked = _compare(s, d, expected, _outputs(d, x_dst, "destination"), tolerance, report)
 
-    plan.commit(description=f"transfer {s.backend} -> {d.backend}", progress=progress,
-                on_written=report.moved.append, on_tied=report.tied.append, verify=verify)
-    return report
+        plan.commit(description=f"transfer {s.backend} -> {d.backend}", progress=progress,
+                    on_written=report.moved.append, on_tied=report.tied.append, verify=verify)
+        return report
 
 
 def _pair_in_order(s_groups: dict[Any, list[tuple[str, Parameter]]], d_groups: dict[Any, list[tuple[str, Parameter]]],

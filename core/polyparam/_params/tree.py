@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 import numpy as np
 
 from polyparam import errors
+from polyparam._gc import collector_paused
 from polyparam._layout import format_shape, join_path
 from polyparam._params.mapping import KeyMap, Rename
 from polyparam._params.parameter import Parameter, require_backend_name
@@ -194,46 +195,47 @@ class ParameterCollection(TrainingOps, abc.ABC):
             msg = (f"Cannot load state: expected a mapping {{path: array}}, got {type(state).__name__}. "
                    "Pass a dict, as tree.state() returns.")
             raise errors.StateError(msg, expected="a mapping", got=type(state).__name__)
-        keymap = KeyMap.of(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, root=root)
-        target = subtree(self, root)
-        mapped, renamed, dropped = keymap.apply(state, subject="state")
-        state = {mapped[key]: value for key, value in state.items() if key in mapped}
-        groups = storage_groups(target)
-        resolved = resolve_keys(groups, state, subject="state")
-        state = {resolved[key]: value for key, value in state.items()}
-        missing, unexpected, ignored = check_keys(groups, state, strict=strict, subject="state",
-                                                  allow_missing=allow_missing, ignore_extra=ignore_extra)
-        report = LoadReport(missing=missing, unexpected=unexpected, ignored_buffers=ignored, renamed=renamed,
-                            dropped=dropped)
-        plan = WritePlan("state")
-        values: list[np.ndarray] = []
-        for members in groups.values():
-            given = [(path, state[path]) for path, _ in members if path in state]
-            if not given:
-                continue
-            p = members[0][1]
-            first_path, first_value = given[0]
-            if skip_mismatch:
-                misfit = next(((q, v) for q, v in given if fit_problem(p, tuple(np.shape(v)), p.dtype) == "shape"),
-                              None)
-                if misfit is not None:   # a tie group is skipped whole: it holds one value
-                    report.skipped.append((misfit[0], tuple(np.shape(misfit[1])), tuple(p.shape)))
+        with collector_paused():   # see polyparam._gc
+            keymap = KeyMap.of(rename=rename, strip_prefix=strip_prefix, add_prefix=add_prefix, root=root)
+            target = subtree(self, root)
+            mapped, renamed, dropped = keymap.apply(state, subject="state")
+            state = {mapped[key]: value for key, value in state.items() if key in mapped}
+            groups = storage_groups(target)
+            resolved = resolve_keys(groups, state, subject="state")
+            state = {resolved[key]: value for key, value in state.items()}
+            missing, unexpected, ignored = check_keys(groups, state, strict=strict, subject="state",
+                                                      allow_missing=allow_missing, ignore_extra=ignore_extra)
+            report = LoadReport(missing=missing, unexpected=unexpected, ignored_buffers=ignored, renamed=renamed,
+                                dropped=dropped)
+            plan = WritePlan("state")
+            values: list[np.ndarray] = []
+            for members in groups.values():
+                given = [(path, state[path]) for path, _ in members if path in state]
+                if not given:
                     continue
-            array = p.coerce(first_value, action=f"load {first_path!r} into")
-            for path, value in given[1:]:
-                other = p.coerce(value, action=f"load {path!r} into")
-                if not np.array_equal(other, array):
-                    msg = (f"Cannot load state into tied parameters {first_path!r} and {path!r}: expected one value "
-                           "for the tie group, got two different ones. Give the value under one path only.")
-                    raise errors.StateError(msg, path=path, expected="equal values", got="different values")
-            plan.check_writable(first_path, p)
-            plan.add(first_path, p, functools.partial(np.asarray, array))
-            values.append(array)
-        check_partial("state", matched=len(plan.writes), missing=missing, unexpected=unexpected,
-                      skipped=len(report.skipped))
-        plan.copy_overlapping(values)   # views of storage this load also writes (models that share layers)
-        plan.commit(description="load state", progress=False, on_written=report.loaded.append)
-        return report
+                p = members[0][1]
+                first_path, first_value = given[0]
+                if skip_mismatch:
+                    misfit = next(((q, v) for q, v in given if fit_problem(p, tuple(np.shape(v)), p.dtype) == "shape"),
+                                  None)
+                    if misfit is not None:   # a tie group is skipped whole: it holds one value
+                        report.skipped.append((misfit[0], tuple(np.shape(misfit[1])), tuple(p.shape)))
+                        continue
+                array = p.coerce(first_value, action=f"load {first_path!r} into")
+                for path, value in given[1:]:
+                    other = p.coerce(value, action=f"load {path!r} into")
+                    if not np.array_equal(other, array):
+                        msg = (f"Cannot load state into tied parameters {first_path!r} and {path!r}: expected one "
+                               "value for the tie group, got two different ones. Give the value under one path only.")
+                        raise errors.StateError(msg, path=path, expected="equal values", got="different values")
+                plan.check_writable(first_path, p)
+                plan.add(first_path, p, functools.partial(np.asarray, array))
+                values.append(array)
+            check_partial("state", matched=len(plan.writes), missing=missing, unexpected=unexpected,
+                          skipped=len(report.skipped))
+            plan.copy_overlapping(values)   # views of storage this load also writes (models that share layers)
+            plan.commit(description="load state", progress=False, on_written=report.loaded.append)
+            return report
 
     # ---- initialization --------------------------------------------------------
 
@@ -268,9 +270,10 @@ class ParameterCollection(TrainingOps, abc.ABC):
         """
         from polyparam.init.run import initialize_parameters
 
-        return initialize_parameters((p for _, p in self._occurrences()), init,
-                                     skip_buffers=isinstance(self, ParameterTree), own_first=True,
-                                     force_reinit=force_reinit, seed=seed, by_role=True, progress=progress)
+        with collector_paused():   # see polyparam._gc
+            return initialize_parameters((p for _, p in self._occurrences()), init,
+                                         skip_buffers=isinstance(self, ParameterTree), own_first=True,
+                                         force_reinit=force_reinit, seed=seed, by_role=True, progress=progress)
 
     # ---- distributed processes (optional hooks) -----------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from polyparam import errors
+from polyparam._gc import collector_paused
 from polyparam._layout import format_shape, is_floating
 from polyparam._manager import get_backend
 from polyparam._params.mapping import KeyMap, Rename
@@ -153,17 +154,19 @@ def save(tree: Any, path: str | os.PathLike[str], /, *, format: str | None = Non
 
         return save_in_background(tree, path, format=format, aliases=aliases, checksum=checksum, keys=keys,
                                   max_shard_size=max_shard_size, staging=staging)
-    tensors, meta = collect(tree, aliases=aliases, keys=keys, progress=progress,
-                            description=f"save {os.path.basename(os.fspath(path))}")
+    with collector_paused():   # see polyparam._gc
+        tensors, meta = collect(tree, aliases=aliases, keys=keys, progress=progress,
+                                description=f"save {os.path.basename(os.fspath(path))}")
     from polyparam.checkpoint.background import wait_for
 
     wait_for(path)   # a background save still writing this path finishes first: the file ends with this one
-    if max_shard_size is not None:
-        from polyparam.checkpoint.hub import write_hub
+    with collector_paused():
+        if max_shard_size is not None:
+            from polyparam.checkpoint.hub import write_hub
 
-        write_hub(path, tensors, meta, max_shard_size=max_shard_size, format=format, checksum=checksum)
-    else:
-        write_tensors(path, tensors, meta, format=format, checksum=checksum)
+            write_hub(path, tensors, meta, max_shard_size=max_shard_size, format=format, checksum=checksum)
+        else:
+            write_tensors(path, tensors, meta, format=format, checksum=checksum)
     return None
 
 
@@ -276,7 +279,8 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
         options = _Options(strict=strict, allow_missing=allow_missing, ignore_extra=ignore_extra,
                            skip_mismatch=skip_mismatch, keymap=keymap, native=layout != "canonical",
                            saved_dtypes=dtype == "saved")
-        return _load(target, archive, options, cast=cast, ties=ties, verify=verify, progress=progress)
+        with collector_paused():   # see polyparam._gc
+            return _load(target, archive, options, cast=cast, ties=ties, verify=verify, progress=progress)
 
 
 @dataclass(frozen=True)
