@@ -179,22 +179,23 @@ def slots_of(layer: Any) -> list[Slot]:
     variables = own_variables(layer)
     cached = _SLOTS.get(id(layer))
     if (cached is not None and cached[0]() is layer and len(cached[1]) == len(variables)
-            and all(a is b for a, b in zip(cached[1], variables))):
+            and all(a() is b for a, b in zip(cached[1], variables))):
         return list(cached[2])
     out = _built_slots(layer, known, variables)
     if not any(_AUTO_NAME.fullmatch(v.name) for v in variables):   # those leaves follow the layer's attributes
         key = id(layer)
         try:
             ref = weakref.ref(layer, lambda _: _SLOTS.pop(key, None))
+            held = [weakref.ref(v) for v in variables]   # weakly: a variable the layer drops (quantize) is freed
         except TypeError:         # not weakly referable: no cache
             return out
-        _SLOTS[key] = (ref, variables, list(out))
+        _SLOTS[key] = (ref, held, list(out))
     return out
 
 
-# id(built layer) -> (a weak reference to it, its own variables, their slots): a layer's slots follow from
+# id(built layer) -> (weak references to it and to its own variables, their slots): a layer's slots follow from
 # its type and its variables (names and ranks), and a tree walk asks for them on every call
-_SLOTS: dict[int, tuple[weakref.ref[Any], list[Any], list[Slot]]] = {}
+_SLOTS: dict[int, tuple[weakref.ref[Any], list[weakref.ref[Any]], list[Slot]]] = {}
 
 
 def _built_slots(layer: Any, known: tuple[Slot, ...] | None, variables: list[Any]) -> list[Slot]:

@@ -5,6 +5,8 @@ Dense and Conv (MultiHeadAttention/EinsumDense, LSTM/GRU, Normalization) or decl
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -287,6 +289,17 @@ def test_a_tree_read_before_lora_or_quantize_sees_the_new_variables_after() -> N
     tree = pp.tree(plain)
     assert {p.native_name for p in tree.parameters()} == {v.path for v in plain.weights}
     assert tree["0.weight"].dtype == np.int8
+
+
+def test_a_walk_keeps_no_variable_alive_that_quantize_replaced() -> None:
+    """The slots a walk keeps hold the layer's variables weakly: a model quantized to save memory frees
+    its float kernels at once."""
+    model = keras.Sequential([keras.Input((64,)), L.Dense(32)])
+    list(pp.tree(model).items())
+    kernel = weakref.ref(model.layers[0]._kernel)
+    model.quantize("int8")
+    gc.collect()
+    assert kernel() is None
 
 
 def test_lora_roles_layouts_and_trainable() -> None:
