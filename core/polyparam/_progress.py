@@ -82,7 +82,8 @@ def track(items: Sequence[T] | Iterable[T], /, *, description: str, progress: bo
         InvalidArgumentError: As `enabled`.
     """
     items = list(items)
-    if progress is False or (progress is None and _from_env() is None and not _terminal()):
+    chosen = progress if progress is not None else _from_env()   # the argument wins over the variable
+    if chosen is False or (chosen is None and not _terminal()):
         yield from items    # no bar whatever the work: nothing to weigh
         return
     weigh = (lambda item: 1) if weight is None else (lambda item: int(weight(item) or 0))
