@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -37,7 +38,7 @@ def count() -> int:
     the count changes speed, never values, so a typo does not stop a save or a load.
     """
     text = os.environ.get(THREADS_ENV, "").strip()
-    cpus = os.cpu_count() or 1
+    cpus = _cpus()
     if not text:
         return cpus
     if text.isascii() and text.isdigit():
@@ -49,6 +50,12 @@ def count() -> int:
                       f"such as '4' (or 0 for one per CPU); using {cpus}. Set it to a number or unset it.",
                       errors.PolyparamWarning, stacklevel=2)
     return cpus
+
+
+@functools.cache
+def _cpus() -> int:
+    """``os.cpu_count()``, read once: it reads a file under /sys on every call (5 us), and a save asks per tensor."""
+    return os.cpu_count() or 1
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -83,6 +90,9 @@ def parallel_copy(dst: np.ndarray, src: np.ndarray, /, *, piece: int = 1 << 18) 
         msg = f"Cannot copy with parallel_copy: expected equal shapes, got {dst.shape} and {src.shape}."
         raise errors.ShapeMismatchError(msg, expected=dst.shape, got=src.shape)
     if np.may_share_memory(dst, src):   # overlapping: NumPy's one copy buffers it as assignment does
+        np.copyto(dst, src, casting="unsafe")
+        return
+    if dst.size < TILED_FROM:   # small: one NumPy copy, whatever the threads
         np.copyto(dst, src, casting="unsafe")
         return
     threads = count()
