@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import threading
@@ -49,29 +50,9 @@ def test_the_programs_own_disable_holds_before_and_during_a_call() -> None:
     assert not gc.isenabled() and gc.get_threshold() == (700, 10, 10)
 
 
-def test_nested_and_concurrent_blocks_share_one_pause() -> None:
-    inside, release = threading.Event(), threading.Event()
-
-    def other() -> None:
-        with collector_paused():
-            inside.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=other)
-    with collector_paused():
-        thread.start()
-        inside.wait(10)
-        with collector_paused():
-            assert _paused()
-        assert _paused()
-    assert _paused()    # the other thread's block still runs
-    release.set()
-    thread.join(10)
-    assert gc.get_threshold() == (700, 10, 10)
-
-
-def test_a_child_forked_during_another_threads_pause_collects_again() -> None:
-    """The thread whose block would end the pause does not exist in the child."""
+@contextlib.contextmanager
+def _paused_in_another_thread() -> Iterator[None]:
+    """Another thread inside a paused block for the duration of the ``with``."""
     inside, release = threading.Event(), threading.Event()
 
     def other() -> None:
@@ -83,15 +64,31 @@ def test_a_child_forked_during_another_threads_pause_collects_again() -> None:
     thread.start()
     inside.wait(10)
     try:
+        yield
+    finally:
+        release.set()
+        thread.join(10)
+
+
+def test_nested_and_concurrent_blocks_share_one_pause() -> None:
+    with _paused_in_another_thread():
+        with collector_paused():
+            with collector_paused():
+                assert _paused()
+            assert _paused()
+        assert _paused()    # the other thread's block still runs
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_a_child_forked_during_another_threads_pause_collects_again() -> None:
+    """The thread whose block would end the pause does not exist in the child."""
+    with _paused_in_another_thread():
         pid = os.fork()
         if pid == 0:   # the child: report through the exit status, run nothing of pytest's
             with collector_paused():
                 pass
             os._exit(0 if gc.get_threshold() == (700, 10, 10) else 1)
         _, status = os.waitpid(pid, 0)
-    finally:
-        release.set()
-        thread.join(10)
     assert os.waitstatus_to_exitcode(status) == 0
     assert gc.get_threshold() == (700, 10, 10)
 
