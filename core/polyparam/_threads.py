@@ -79,9 +79,10 @@ def parallel_copy(dst: np.ndarray, src: np.ndarray, /, *, piece: int = 1 << 18) 
 
     The pieces are runs of about ``piece`` elements along the first axis, on every core.
     With one thread, a transposing copy (a native layout seen canonically, or the reverse)
-    goes through square tiles of its two longest axes instead, which stay in the L1 cache:
-    NumPy alone copies in ``dst``'s order and reads ``src`` an element per cache line (a
-    conv kernel's ``(kh, kw, in, out)`` as ``(out, in, kh, kw)``: 1 GB/s). Tiles are not
+    goes through square tiles of its two longest axes instead, which stay in the L1 cache,
+    where NumPy's own loop is slow (:func:`tiled_copy`): a conv kernel's ``(kh, kw, in,
+    out)`` read as ``(out, in, kh, kw)`` runs its inner loop over ``kw``, 1 GB/s. Small
+    copies and a source sharing memory with ``dst`` get one NumPy copy. Tiles are not
     spread over threads: their Python loop holds the GIL between tiles. On two cores,
     ResNet50's kernels read canonically took 31 ms in tiles (one thread) or in runs (two),
     48 ms in one NumPy copy; tiles on two threads, 37 ms.
@@ -89,10 +90,7 @@ def parallel_copy(dst: np.ndarray, src: np.ndarray, /, *, piece: int = 1 << 18) 
     if src.shape != dst.shape:
         msg = f"Cannot copy with parallel_copy: expected equal shapes, got {dst.shape} and {src.shape}."
         raise errors.ShapeMismatchError(msg, expected=dst.shape, got=src.shape)
-    if np.may_share_memory(dst, src):   # overlapping: NumPy's one copy buffers it as assignment does
-        np.copyto(dst, src, casting="unsafe")
-        return
-    if dst.size < TILED_FROM:   # small: one NumPy copy, whatever the threads
+    if dst.size < TILED_FROM or np.may_share_memory(dst, src):   # NumPy buffers an overlapping copy
         np.copyto(dst, src, casting="unsafe")
         return
     threads = count()
@@ -120,8 +118,9 @@ _ALIASING_STEP = 1024
 
 
 def tiled_copy(dst: np.ndarray, src: np.ndarray, /) -> bool:
-    """``dst[...] = src`` in square tiles on this thread, where it is a transposing copy big enough for
-    tiles to pay; ``False`` (nothing copied) otherwise. See :func:`parallel_copy`."""
+    """``dst[...] = src`` in square tiles on this thread, where it is a transposing copy that NumPy's own
+    loop makes slow (a short inner loop, or steps of a multiple of 1 KiB through ``src``) and both tiled
+    axes hold two tiles; ``False`` (nothing copied) otherwise. See :func:`parallel_copy`."""
     bands = _tile_bands(dst, src)
     if bands is None:
         return False
