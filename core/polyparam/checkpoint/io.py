@@ -208,8 +208,8 @@ def c_order_copy(array: np.ndarray) -> np.ndarray:
     canonical one) is copied in cache-sized tiles, on this thread (``polyparam._threads.tiled_copy``).
 
     In a whole save, tiles on one thread beat runs on every core: Keras ResNet50's
-    ``pp.save`` took 1.39x the atomic native save with tiles, 1.57x with
-    :func:`~polyparam.backend.parallel_copy`, 1.91x with one NumPy copy (``benchmarks/bench_zoo.py``).
+    ``pp.save`` took 139 ms with tiles, 158 ms with :func:`~polyparam.backend.parallel_copy`'s
+    runs on two cores, 164 ms with one NumPy copy (the least of 12 alternating saves).
     """
     if array.size < TILED_FROM:   # a small kernel: NumPy's copy, nothing to decide (0.2 us against 7 us)
         return np.ascontiguousarray(array)
