@@ -110,3 +110,22 @@ def test_axes_of_the_wrong_length_name_the_layer_and_attribute() -> None:
 def test_other_layers_are_untouched(declared: None) -> None:
     d = pp.tree(Dense(3, in_units=4))
     assert (d["weight"].role, d["weight"].axes) == ("weight", ("out", "in"))
+
+
+def test_lookups_are_remembered_until_the_registry_changes(declared: None) -> None:
+    from polyparam import roles
+
+    layer = Subclass()
+    assert roles.lookup(layer, "gain") == ("scale", None)
+    assert roles.lookup(layer, "gain") == ("scale", None)            # remembered
+    pp.roles.register(Subclass, {"gain": "other"}, axes={"gain": ("out",)})
+    try:
+        assert roles.lookup(layer, "gain", ndim=1) == ("other", ("out",))
+        with pytest.raises(pp.errors.InvalidArgumentError, match="expected 2 axis roles"):
+            roles.lookup(layer, "gain", ndim=2)                      # the length is checked on every lookup
+    finally:
+        pp.roles.unregister(Subclass)
+    assert roles.lookup(layer, "gain") == ("scale", None)
+    kinds = [type(f"Made{i}", (Scaled,), {}) for i in range(roles._FOUND_MAX + 10)]   # many layer types: bounded
+    assert all(roles.lookup(kind(), "gain") == ("scale", None) for kind in kinds)
+    assert len(roles._found) <= roles._FOUND_MAX
