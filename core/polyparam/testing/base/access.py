@@ -58,6 +58,7 @@ class BaseAccessTests(_Kit):
             value = p.numpy()
             assert isinstance(value, np.ndarray)
             assert value.shape == p.shape and value.dtype == np.float32
+            assert (p.ndim, p.size, p.nbytes) == (value.ndim, value.size, value.nbytes)
             assert p.state == "initialized"
 
     def test_roles(self, mlp: tuple[Case, pp.ParameterTree]) -> None:

@@ -21,6 +21,10 @@ class BaseDeferredTests(_Kit):
         weight = tree[f"{case.layers[0]}.weight"]
         assert weight.shape[0] == 256 and weight.shape[1] is None
         assert weight.state == "deferred"
+        assert weight.size is None and weight.nbytes is None
+        for _, p in tree.items():   # a deferred bias may know its shape already
+            size = p.size
+            assert p.nbytes == (None if size is None else size * p.dtype.itemsize), p.path
         assert "?" in str(tree)
 
     def test_reading_a_deferred_parameter_teaches(self, lazy: tuple[Case, pp.ParameterTree]) -> None:
