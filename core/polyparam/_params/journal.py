@@ -189,18 +189,20 @@ class Journal:
 
     # ---- during the operation -------------------------------------------------------
 
-    def keep(self, p: Parameter, /, *, local: bool = False, whole: bool = False) -> None:
+    def keep(self, p: Parameter, /, *, local: bool = False, whole: bool = False, nbytes: int | None = None) -> None:
         """Keep ``p``'s current value (this process's shard with ``local``); nothing to keep without data.
 
         ``whole``: the next write replaces every element without reading one, so a
         backend may move the storage aside instead of copying it
-        (:meth:`~polyparam._params.parameter.Parameter._keep_storage`).
+        (:meth:`~polyparam._params.parameter.Parameter._keep_storage`). ``nbytes``: the
+        size of what is kept, when the caller knows it already.
         """
         self.current = p.path
         if p.state != "initialized" or p._defers_init():
             return
         local = local and p._local_box() is not None
-        nbytes = (p._read_local().nbytes if local else p.nbytes) or 0
+        if nbytes is None:
+            nbytes = (p._read_local().nbytes if local else p.nbytes) or 0
         if self._memory is None or self._in_memory + nbytes <= self._memory:
             self._in_memory += nbytes
             put_back = p._keep_storage() if whole and not local else None

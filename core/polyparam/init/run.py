@@ -135,6 +135,7 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
     report = InitReport()
     todo: list[Parameter] = []
     infos: dict[int, ParamInfo] = {}   # each parameter's facts, read once (its axes take a walk of its layer)
+    states: dict[int, str] = {}        # and its state, read once: nothing below changes it before its fill
     seen: set[Any] = set()
     left: list[tuple[str, str]] = []
     by_declaration: list[Parameter] = []
@@ -155,7 +156,7 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
                 report.skipped[p.path] = f"a {p.kind} of unknown role: select it to initialize it"
                 left.append((p.kind, p.path))
                 continue
-        state = p.state
+        state = states[id(p)] = p.state
         if state != "deferred" and p.size == 0:
             warnings.warn(f"Parameter {p.path!r} has no elements (shape {tuple(p.shape)}): initializing it "
                           "changes nothing.", errors.PolyparamWarning, stacklevel=4)
@@ -191,24 +192,28 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
         call_seed = next((p._agree_seed(call_seed) for p in todo if p._placement() is not None), call_seed)
     report.seed = call_seed
     for p in todo:
-        if p.dtype.kind in "biu" and p.state != "deferred":
-            _require_integral(p, initializer, call_seed, by_role)   # before the first write, never a silent cast
-    for p in todo:
         if id(p) not in infos:
             infos[id(p)] = _info(p)
+        info = infos[id(p)]
+        if info.dtype.kind in "biu" and states[id(p)] != "deferred":
+            _require_integral(p, initializer, call_seed, by_role)   # before the first write, never a silent cast
+    for p in todo:
         initializer._note(infos[id(p)])
     # all or nothing, whatever a fill raises (the initializer, the framework, ^C)
     journal = Journal("initialize", writer="the initializer and the framework")
-    journal.check_limit([p for p in todo if p.state == "initialized" and not p._defers_init()])
-    # bytes each fill writes now, for the progress bar; 0: filled when it gets its storage or shape
-    work = {id(p): 0 if p.state == "deferred" or p._defers_init() else infos[id(p)].dtype.itemsize *
-            math.prod(infos[id(p)].shape) for p in todo}
+    # filled now, or (None) when it gets its storage or shape; with the bytes it writes, for the
+    # undo limit and the progress bar
+    now = {id(p): None if states[id(p)] == "deferred" or p._defers_init() else
+           infos[id(p)].dtype.itemsize * math.prod(infos[id(p)].shape) for p in todo}
+    journal.check_limit([p for p in todo if states[id(p)] == "initialized" and now[id(p)] is not None])
     try:
-        for p in track(todo, description="initialize", progress=progress, weight=lambda p: work[id(p)]):
-            if not work[id(p)] and (p.state == "deferred" or p._defers_init()):
+        for p in track(todo, description="initialize", progress=progress, weight=lambda p: now[id(p)] or 0):
+            nbytes = now[id(p)]
+            if nbytes is None:
                 p._defer(_deferred_fill(p, initializer, call_seed, by_role))
                 continue
-            journal.keep(p, local=p._local_box() is not None)
+            local = p._local_box() is not None
+            journal.keep(p, local=local, nbytes=None if local else nbytes)
             fill_parameter(p, initializer, call_seed, by_role=by_role, info=infos[id(p)])
     except BaseException as exc:
         error = journal.fail(exc)
