@@ -71,6 +71,29 @@ def test_values_do_not_depend_on_threads(init: pp.Initializer) -> None:
     assert len(digests) == 1
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_pieces_of_a_block_drawn_on_several_threads_continue_its_stream(dtype: type,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several threads a block is split in pieces, each with a generator started where the block's
+    stream stands: the values are those of one generator drawing the whole block (float16: through scratch)."""
+    monkeypatch.setenv("POLYPARAM_NUM_THREADS", "4")
+    shape = (BLOCK + 3 * 2**16 + 5,)
+    info_ = ParamInfo("w", "w", "weight", ("other",), shape, np.dtype(dtype))
+    split = {}
+    for init in (pp.init.Uniform(0.5), pp.init.Normal(0.3)):
+        arr = np.empty(shape, dtype)
+        init.fill(arr, info_, seed=3)
+        split[type(init).__name__] = arr
+    draw = np.float64 if dtype == np.float64 else np.float32
+    expected = generator_for(3, "w").random(BLOCK, dtype=draw) * draw(1.0) - draw(0.5)
+    np.testing.assert_array_equal(split["Uniform"][:BLOCK], expected.astype(dtype))
+    monkeypatch.setenv("POLYPARAM_NUM_THREADS", "1")
+    for init in (pp.init.Uniform(0.5), pp.init.Normal(0.3)):
+        arr = np.empty(shape, dtype)
+        init.fill(arr, info_, seed=3)
+        np.testing.assert_array_equal(split[type(init).__name__], arr)
+
+
 def test_values_do_not_depend_on_memory_layout() -> None:
     """A transposed (non-contiguous) target gets the same canonical values."""
     direct = filled(pp.init.Normal(1.0), (64, 48))

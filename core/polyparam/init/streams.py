@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from polyparam import errors
-from polyparam._threads import parallel_map
+from polyparam._threads import count, parallel_map
 
 __all__ = ["BLOCK", "generator_for", "stream_key"]
 
@@ -67,8 +67,11 @@ _REUSED = threading.local()
 _WORD = (1 << 64) - 1
 
 
-def _stream(key: int, block: int) -> np.random.Generator:
+def _stream(key: int, block: int, steps: int = 0) -> np.random.Generator:
     """What :func:`_block_generator` gives, as this thread's one reusable generator with its state set.
+
+    ``steps``: start that many counter steps (of 32 bytes: four 64-bit words) into the
+    block's stream, where a piece of the block starts (:func:`_fill_streams`).
 
     A new ``Philox`` draws OS entropy for a seed that its key then replaces (7 us); setting
     the state of one kept per thread takes 0.6 us (its state's arrays are kept too and
@@ -82,7 +85,8 @@ def _stream(key: int, block: int) -> np.random.Generator:
         _REUSED.counter, _REUSED.key = np.zeros(4, np.uint64), np.zeros(2, np.uint64)
         _REUSED.state = {"bit_generator": "Philox", "state": {"counter": _REUSED.counter, "key": _REUSED.key},
                          "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0}
-    _REUSED.counter[3] = block
+    counter = _REUSED.counter
+    counter[0], counter[3] = steps, block
     words = _REUSED.key
     words[0], words[1] = key & _WORD, key >> 64
     generator.bit_generator.state = _REUSED.state
@@ -104,31 +108,37 @@ def _fill_streams(arr: np.ndarray, key: int, kernel: Callable[[np.random.Generat
     A C-contiguous float array is drawn into directly; any other (a strided view of a
     native layout, another dtype) gets each block drawn in :data:`_CHUNK`-element pieces
     into a small scratch and scattered to its place, so no whole-array copy is made.
+
+    A kernel marked ``per_element`` (it draws exactly one uniform per element, a slice at a
+    time) is also split within a block, in :data:`_PIECE`-element pieces on every core: a
+    piece's generator starts where the block's stream stands at the piece's first element
+    (Philox is a counter: 32 bytes of uniforms per step), so the values are those of one
+    draw of the block. A single-block tensor then fills on every core too.
     """
-    dtype = np.float64 if arr.dtype == np.float64 else np.float32
+    dtype = np.dtype(np.float64 if arr.dtype == np.float64 else np.float32)
     size = arr.size
-    blocks = -(-size // BLOCK)
-    if arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.writeable:
-        flat = arr.reshape(-1)
+    step = _PIECE if getattr(kernel, "per_element", False) and size > _PIECE and count() > 1 else BLOCK
+    flat = arr.reshape(-1) if arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.writeable else None
 
-        def run(b: int) -> None:
-            kernel(_stream(key, b), flat[b * BLOCK:(b + 1) * BLOCK])
-    else:
-        def run(b: int) -> None:
-            # kernels consume their generator slice by slice, so drawing a block in pieces
-            # of whole slices gives the values of drawing it at once
-            g = _stream(key, b)
-            lo, hi = b * BLOCK, min((b + 1) * BLOCK, size)
-            scratch = np.empty(min(_CHUNK, hi - lo), dtype)
-            for start in range(lo, hi, _CHUNK):
-                piece = scratch[:min(_CHUNK, hi - start)]
-                kernel(g, piece)
-                _scatter(arr, start, piece)
+    def run(lo: int) -> None:
+        block, offset = divmod(lo, BLOCK)   # pieces never cross a block: BLOCK is a multiple of _PIECE
+        g = _stream(key, block, offset * dtype.itemsize // 32)
+        hi = min(lo + step, size)
+        if flat is not None:
+            kernel(g, flat[lo:hi])
+            return
+        # kernels consume their generator slice by slice, so drawing a block in pieces
+        # of whole slices gives the values of drawing it at once
+        scratch = np.empty(min(_CHUNK, hi - lo), dtype)
+        for start in range(lo, hi, _CHUNK):
+            piece = scratch[:min(_CHUNK, hi - start)]
+            kernel(g, piece)
+            _scatter(arr, start, piece)
 
-    if blocks == 1:
+    if size <= step:
         run(0)
     else:
-        parallel_map(run, range(blocks))
+        parallel_map(run, range(0, size, step))
 
 
 def _scatter(arr: np.ndarray, start: int, values: np.ndarray) -> None:
@@ -232,6 +242,10 @@ _SLICE = 1 << 16
 #: array (a whole number of slices; its size only sets memory and speed, not values).
 _CHUNK = 1 << 19
 
+#: Elements per task when a block is split over the cores (a whole number of slices that
+#: divides BLOCK, about 0.5 ms of draws; its size only sets speed, not values).
+_PIECE = 1 << 18
+
 
 def _uniform_kernel(low: float, high: float) -> Callable[[np.random.Generator, np.ndarray], None]:
     def kernel(g: np.random.Generator, block: np.ndarray) -> None:
@@ -247,6 +261,7 @@ def _uniform_kernel(low: float, high: float) -> Callable[[np.random.Generator, n
             v *= scale
             v += shift
 
+    kernel.per_element = True   # type: ignore[attr-defined]  # one uniform per element: see _fill_streams
     return kernel
 
 
@@ -290,6 +305,8 @@ def _normal_kernel(mean: float, std: float, low: float | None = None,
         if low is not None and high is not None and std > 0:   # rounding may step one ulp past a bound
             np.clip(block, block.dtype.type(mean + low * std), block.dtype.type(mean + high * std), out=block)
 
+    # Box-Muller takes one uniform per element of a whole slice; redraws past a bound take any number
+    kernel.per_element = low is None   # type: ignore[attr-defined]
     return kernel
 
 
