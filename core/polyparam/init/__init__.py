@@ -9,6 +9,9 @@ any device, in any order, with any number of threads.
 parameter's C-order flat array in blocks of :data:`BLOCK` elements; block ``b`` is
 drawn by Philox (a counter-based generator) with that key and its counter starting
 at ``b * 2**192``, so blocks are independent and are filled in parallel threads.
+Where a kernel takes exactly one uniform per element (uniform, untruncated normal), a
+block is also split over the threads, each piece's generator started where the
+block's stream stands at its first element: the values are the same.
 Custom initializers get :attr:`Initializer.rng`, the block-0 stream
 (:func:`generator_for`).
 
