@@ -19,8 +19,9 @@ parameter as polyparam shows it (``p.shape``, the canonical layout).
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from polyparam import errors
 from polyparam._layout import AXIS_ROLES, ROLES
@@ -39,11 +40,14 @@ class Declaration:
 
 _lock = threading.Lock()
 _registry: dict[str, Declaration] = {}
-#: What :func:`lookup` found by (layer type, attribute), before the ``ndim`` check: a walk of
-#: the MRO costs about 1 us, asked several times per parameter. Replaced by a new dict on every
-#: change of the registry (a lookup takes the dict before it reads the registry, so one that
-#: read the old registry fills a dict no one reads again); emptied past _FOUND_MAX entries.
-_found: dict[tuple[type, str], tuple[str | None, tuple[str, ...] | None]] = {}
+#: What :func:`lookup` found by (id of the layer type, attribute), before the ``ndim`` check: a
+#: walk of the MRO costs about 1 us, asked several times per parameter. An entry holds the type
+#: weakly with the name it had (keyed by id, never by the type: a metaclass's ``__eq__`` and
+#: ``__hash__`` are not called, and the type can be collected) and counts only for that type
+#: under that name. Replaced by a new dict on every change of the registry (a lookup takes the
+#: dict before it reads the registry, so one that read the old registry fills a dict no one
+#: reads again); emptied past _FOUND_MAX entries.
+_found: dict[tuple[int, str], _Found] = {}
 _FOUND_MAX = 4096
 
 
@@ -122,6 +126,9 @@ def lookup(layer: Any, attr: str, *, ndim: int | None = None) -> tuple[str | Non
     For adapters: call it with the layer object (an instance) and the attribute's name
     before inferring anything. The most specific class in the layer's MRO that declares
     the attribute wins. With ``ndim``, declared axes of another length are refused.
+    Answers are remembered per layer type until the registry changes (a type whose
+    ``__module__`` or ``__qualname__`` changes is looked up again; a renamed base class
+    is seen at the next ``register`` or ``unregister``).
 
     Raises:
         InvalidArgumentError: The declared axes do not fit a parameter of ``ndim`` axes.
@@ -129,14 +136,16 @@ def lookup(layer: Any, attr: str, *, ndim: int | None = None) -> tuple[str | Non
     found = _found
     if not _registry:
         return None, None
-    key = (type(layer), attr)
-    if key in found:
-        role, axes = found[key]
+    kind = type(layer)
+    key = (id(kind), attr)
+    hit = found.get(key)
+    if hit is not None and hit.kind() is kind and hit.name == (kind.__module__, kind.__qualname__):
+        role, axes = hit.role, hit.axes
     else:
-        role, axes = _search(type(layer), attr)
+        role, axes = _search(kind, attr)
         if len(found) >= _FOUND_MAX:
             found.clear()
-        found[key] = role, axes
+        found[key] = _Found(weakref.ref(kind), (kind.__module__, kind.__qualname__), role, axes)
     if axes is not None and ndim is not None and len(axes) != ndim:
         name = f"{type(layer).__module__}.{type(layer).__qualname__}.{attr}"
         raise errors.InvalidArgumentError(
@@ -144,6 +153,15 @@ def lookup(layer: Any, attr: str, *, ndim: int | None = None) -> tuple[str | Non
             f"{len(axes)} {axes}. Register the layer type again with one word per axis.",
             path=name, expected=f"{ndim} axis roles", got=repr(axes))
     return role, axes
+
+
+class _Found(NamedTuple):
+    """One remembered lookup: the layer type (weakly), its ``(__module__, __qualname__)``, what was found."""
+
+    kind: weakref.ref[type]
+    name: tuple[str, str]
+    role: str | None
+    axes: tuple[str, ...] | None
 
 
 def _search(layer_type: type, attr: str) -> tuple[str | None, tuple[str, ...] | None]:

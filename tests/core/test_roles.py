@@ -129,3 +129,56 @@ def test_lookups_are_remembered_until_the_registry_changes(declared: None) -> No
     kinds = [type(f"Made{i}", (Scaled,), {}) for i in range(roles._FOUND_MAX + 10)]   # many layer types: bounded
     assert all(roles.lookup(kind(), "gain") == ("scale", None) for kind in kinds)
     assert len(roles._found) <= roles._FOUND_MAX
+
+
+class _EqualByName(type):
+    """A metaclass that compares (and hashes) its classes by ``__name__``, as some registries' do."""
+
+    def __eq__(cls, other: object) -> bool:
+        return isinstance(other, _EqualByName) and cls.__name__ == other.__name__
+
+    def __hash__(cls) -> int:
+        return hash(cls.__name__)
+
+
+class _Unhashable(type):
+    def __eq__(cls, other: object) -> bool:   # no __hash__: its classes cannot be dict keys
+        return cls is other
+
+
+def test_the_memo_never_asks_a_metaclass_and_follows_renames() -> None:
+    """Layer types are remembered by identity, with their name: a metaclass's __eq__ and __hash__ are not
+    called (an unhashable class is looked up; two classes equal by name keep their own declarations), and
+    a class renamed after a lookup is looked up again."""
+    from polyparam import roles
+
+    one = _EqualByName("Tok", (), {"__module__": "libone"})
+    two = _EqualByName("Tok", (), {"__module__": "libtwo"})
+    odd = _Unhashable("Odd", (), {"__module__": "libodd"})
+    late = type("Late", (), {"__module__": "scratch"})
+    pp.roles.register("libone.Tok", {"w": "bias"})
+    pp.roles.register("real.layers.Late", {"w": "scale"})
+    try:
+        assert roles.lookup(one(), "w") == ("bias", None)
+        assert roles.lookup(two(), "w") == (None, None)
+        assert roles.lookup(odd(), "w") == (None, None)
+        assert roles.lookup(late(), "w") == (None, None)
+        late.__module__ = "real.layers"   # a class factory naming its class after building it
+        assert roles.lookup(late(), "w") == ("scale", None)
+    finally:
+        pp.roles.unregister("libone.Tok")
+        pp.roles.unregister("real.layers.Late")
+
+
+def test_the_memo_does_not_keep_layer_types_alive(declared: None) -> None:
+    import gc
+    import weakref
+
+    from polyparam import roles
+
+    kind = type("Gone", (Scaled,), {})
+    assert roles.lookup(kind(), "gain") == ("scale", None)
+    ref = weakref.ref(kind)
+    del kind
+    gc.collect()
+    assert ref() is None
