@@ -935,14 +935,17 @@ class TorchParameter(Parameter):
         return self._module
 
     def _layer(self) -> Layer:
-        """The layer this tensor belongs to (see :func:`layer_of`), found once per parameter object, as its role.
+        """The layer this tensor belongs to (see :func:`layer_of`), found again only when the module's hooks change.
 
-        Role, axes, groups and the declared initializer each ask (a walk of the module's hooks).
+        Role, axes, groups and the declared initializer each ask (a walk of the module's
+        hooks). The answer is kept with the module and the keys of its forward pre-hooks:
+        weight or spectral norm removed and applied again gets new keys.
         """
-        layer = self.__dict__.get("_found_layer")
-        if layer is None:
-            layer = self.__dict__["_found_layer"] = layer_of(self._module, self._attr, self._host)
-        return layer
+        stamp = (self._module, tuple(self._module._forward_pre_hooks))
+        found = self.__dict__.get("_found_layer")
+        if found is None or found[0][0] is not stamp[0] or found[0][1] != stamp[1]:
+            found = self.__dict__["_found_layer"] = (stamp, layer_of(self._module, self._attr, self._host))
+        return found[1]
 
     def _host(self) -> tuple[nn.Module, str]:
         """``(module, name)`` of the layer whose ``parametrizations.<name>`` owns this tensor."""
@@ -969,5 +972,4 @@ class TorchParameter(Parameter):
                 module._modules[key] = child
             module = child
         self._module = module
-        self.__dict__.pop("_found_layer", None)   # found in the module this path no longer holds
         return module

@@ -526,3 +526,34 @@ def test_fast_items_and_state_equal_the_generic_ones() -> None:
         for key in fast:
             np.testing.assert_array_equal(fast[key], generic[key])
         assert not any(np.shares_memory(a, b) for a, b in zip(node.state(copy=True).values(), fast.values()))
+
+
+def test_a_held_parameter_follows_weight_norm_applied_again() -> None:
+    """A parameter object finds its layer once, and again when the module's hooks change: weight norm
+    removed and applied on another axis (same attribute names) gives the new magnitude's axes."""
+    m = nn.Sequential(nn.Linear(6, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # the old weight_norm is deprecated, still used
+        nn.utils.weight_norm(m[0], dim=0)
+        g = pp.tree(m)["0.weight_g"]
+        assert (g.shape, g.axes) == ((5, 1), ("out", "other"))
+        nn.utils.remove_weight_norm(m[0])
+        nn.utils.weight_norm(m[0], dim=1)
+    assert (g.shape, g.axes) == ((1, 6), ("other", "in"))
+    assert g.axes == pp.tree(m)["0.weight_g"].axes
+
+
+def test_a_layer_with_a_metaclass_of_its_own_is_read() -> None:
+    """Roles are looked up by the layer type's identity, never its metaclass's __eq__ or __hash__."""
+    class Meta(type(nn.Module)):
+        def __eq__(cls, other: object) -> bool:   # without __hash__: the class cannot be a dict key
+            return cls is other
+
+    class Block(nn.Module, metaclass=Meta):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Parameter(torch.zeros(3, 4))
+
+    tree = pp.tree(nn.Sequential(Block()))
+    assert tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True).initialized == ["0.proj"]
+    assert tree["0.proj"].role == "weight"
