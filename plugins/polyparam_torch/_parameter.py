@@ -804,11 +804,21 @@ class TorchParameter(Parameter):
         return id(self._tensor())
 
     def _writable_view(self) -> np.ndarray | None:
+        """A NumPy view of a plain CPU tensor, for a write (an item write, an initializer filling in place).
+
+        A fill recorded on meta runs first (after a plain ``module.to_empty``, it would
+        otherwise overwrite this write at the first forward), and the version counter is
+        bumped, as torch's own in-place writes do (autograd then refuses a backward through
+        the old values).
+        """
         t = self._tensor()
         if is_dtensor(t):
             return None  # no global storage: writes go through _write to the local box
         if not t.is_cpu or isinstance(t, UninitializedTensorMixin) or t.is_conj() or t.is_neg():
             return None
+        settle(self._owner(), self._attr)
+        t = self._tensor()
+        torch.autograd.graph.increment_version(t)
         return torch2np(t.detach())
 
     def _memory_span(self) -> tuple[int, int, bool] | None:

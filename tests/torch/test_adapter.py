@@ -335,6 +335,24 @@ def test_meta_initialize_then_a_plain_to_empty_applies_at_the_first_forward_or_r
     assert pp.tree(net)["0.weight"].numpy().tobytes() != eager["0.weight"].numpy().tobytes()
 
 
+def test_an_item_write_after_a_plain_to_empty_survives_the_first_forward() -> None:
+    """An item written through polyparam after module.to_empty lands on the recorded values (they are
+    applied first) and stays: the first forward must not apply them over it."""
+    eager = pp.tree(mlp())
+    eager.initialize(pp.init.Xavier(), seed=7, force_reinit=True)
+    net = meta_mlp()
+    pp.tree(net).initialize(pp.init.Xavier(), seed=7)
+    net.to_empty(device="cpu")
+    weight = pp.tree(net)["0.weight"]
+    version = net[0].weight._version
+    weight[0, 0] = 5.0
+    assert net[0].weight._version > version      # an in-place write, as torch counts them
+    net(torch.ones(2, 4))
+    expected = eager["0.weight"].numpy().copy()
+    expected[0, 0] = 5.0
+    np.testing.assert_array_equal(weight.numpy(), expected)
+
+
 def test_meta_without_recorded_values_gets_torch_defaults() -> None:
     net = meta_mlp()
     tree = pp.tree(net)
