@@ -217,3 +217,34 @@ def test_a_transfer_whose_destination_shares_memory_with_a_later_source(width: i
     old_a, old_b = a.weight.detach().clone(), b.weight.detach().clone()
     pp.transfer(nn.Sequential(a, b), nn.Sequential(c, d))
     assert torch.equal(c.weight, old_a) and torch.equal(d.weight, old_b)
+
+
+class _FailsOnThirdWeight(pp.init.Constant):
+    """A built-in's subclass: filled in place, through the view the undo copy is taken from."""
+
+    def __init__(self) -> None:
+        super().__init__(7.0)
+        self.weights = 0
+
+    def init_weight(self, name: str, arr: np.ndarray) -> None:
+        self.weights += 1
+        if self.weights == 3:
+            raise RuntimeError("the third weight fails")
+        super().init_weight(name, arr)
+
+
+@pytest.mark.parametrize("budget", ["0", "10GB"])
+def test_a_failed_in_place_initialize_restores_every_value(budget: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """initialize fills through a writable view and keeps its undo copy from that same view: a fill that
+    fails restores what the earlier ones wrote, from memory or from the spilled file."""
+    monkeypatch.setenv("POLYPARAM_UNDO_MEMORY", budget)
+    monkeypatch.setenv("POLYPARAM_UNDO_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    net = nn.Sequential(*[nn.Linear(16, 16) for _ in range(4)])
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    with pytest.raises(errors.WriteFailedError, match="the third weight fails"):
+        pp.tree(net).initialize(_FailsOnThirdWeight(), force_reinit=True)
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+    assert list(tmp_path.iterdir()) == []

@@ -189,19 +189,25 @@ class Journal:
 
     # ---- during the operation -------------------------------------------------------
 
-    def keep(self, p: Parameter, /, *, local: bool = False, whole: bool = False, nbytes: int | None = None) -> None:
+    def keep(self, p: Parameter, /, *, local: bool = False, whole: bool = False, nbytes: int | None = None,
+             view: np.ndarray | None = None) -> None:
         """Keep ``p``'s current value (this process's shard with ``local``); nothing to keep without data.
 
         ``whole``: the next write replaces every element without reading one, so a
         backend may move the storage aside instead of copying it
         (:meth:`~polyparam._params.parameter.Parameter._keep_storage`). ``nbytes``: the
-        size of what is kept, when the caller knows it already.
+        size of what is kept, when the caller knows it already. ``view``: the caller's
+        :meth:`~polyparam._params.parameter.Parameter._writable_view` of the whole value,
+        copied instead of reading the value again.
         """
         self.current = p.path
         if p.state != "initialized" or p._defers_init():
             return
         local = local and p._local_box() is not None
-        if nbytes is None:
+        view = None if local else view
+        if view is not None:
+            nbytes = view.nbytes
+        elif nbytes is None:
             nbytes = (p._read_local().nbytes if local else p.nbytes) or 0
         if self._memory is None or self._in_memory + nbytes <= self._memory:
             self._in_memory += nbytes
@@ -209,9 +215,13 @@ class Journal:
             if put_back is not None:
                 self._values.append((p, _Moved(put_back), False))
                 return
-            self._values.append((p, p._read_local().copy() if local else p._read_copy(), local))
+            if view is not None:
+                self._values.append((p, np.array(view, copy=True), False))
+            else:
+                self._values.append((p, p._read_local().copy() if local else p._read_copy(), local))
         else:
-            self._values.append((p, self._spill(p._read_local() if local else p._read()), local))
+            current = p._read_local() if local else (p._read() if view is None else view)
+            self._values.append((p, self._spill(current), local))
 
     def _spill(self, value: np.ndarray) -> _Spilled:
         """Write ``value`` to the journal's temporary file (made on first use, gone when closed)."""

@@ -57,9 +57,13 @@ def _declared(p: Parameter) -> Initializer | None:
 
 
 def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool,
-                   info: ParamInfo | None = None) -> None:
-    """Draw ``p``'s value with its own generator and write it (``info``: ``p``'s facts, when read already)."""
+                   info: ParamInfo | None = None, view: np.ndarray | None = None) -> None:
+    """Draw ``p``'s value with its own generator and write it (``info``: ``p``'s facts, when read already;
+    ``view``: where it is filled in place, from :func:`in_place_view`)."""
     info = _info(p) if info is None else info
+    if view is not None:
+        initializer.fill(view, info, seed=seed, by_role=by_role)
+        return
     initialized = p.state == "initialized"
     blocks = p._local_blocks() if initialized else None
     if blocks is not None:  # one value sharded over this process's devices: draw each distinct block alone
@@ -93,6 +97,16 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
     scratch = np.empty(info.shape, info.dtype)
     initializer.fill(scratch, info, seed=seed, by_role=by_role)
     p._write(scratch)
+
+
+def in_place_view(p: Parameter, initializer: Initializer) -> np.ndarray | None:
+    """The view :func:`fill_parameter` fills ``p`` through in place, or ``None`` where it takes another way
+    (a value sharded over devices or processes, a custom initializer, a backend without views)."""
+    if not initializer._writes_in_place or p.state != "initialized":
+        return None
+    if p._local_blocks() is not None or p._local_box() is not None:
+        return None
+    return p._writable_view()
 
 
 def initialize_parameters(params: Iterable[Parameter], init: Initializer | Callable[..., Any] | str | None, *,
@@ -212,9 +226,10 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
             if nbytes is None:
                 p._defer(_deferred_fill(p, initializer, call_seed, by_role))
                 continue
-            local = p._local_box() is not None
-            journal.keep(p, local=local, nbytes=None if local else nbytes)
-            fill_parameter(p, initializer, call_seed, by_role=by_role, info=infos[id(p)])
+            view = in_place_view(p, initializer)   # read once: the undo copy is taken from it
+            local = view is None and p._local_box() is not None
+            journal.keep(p, local=local, nbytes=None if local else nbytes, view=view)
+            fill_parameter(p, initializer, call_seed, by_role=by_role, info=infos[id(p)], view=view)
     except BaseException as exc:
         error = journal.fail(exc)
         if error is exc:
