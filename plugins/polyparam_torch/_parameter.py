@@ -806,10 +806,11 @@ class TorchParameter(Parameter):
     def _writable_view(self) -> np.ndarray | None:
         """A NumPy view of a plain CPU tensor, for a write (an item write, an initializer filling in place).
 
-        A fill recorded on meta runs first (after a plain ``module.to_empty``, it would
-        otherwise overwrite this write at the first forward), and the version counter is
-        bumped, as torch's own in-place writes do (autograd then refuses a backward through
-        the old values).
+        A fill recorded on meta runs first: after a plain ``module.to_empty`` it would
+        otherwise overwrite this write at the first forward. The version counter is left
+        as it is: a fill recorded for a tie's other path (its anchor) takes a counter moved
+        since ``to_empty`` for a whole write, and would leave the rest of the tensor as
+        ``to_empty`` left it.
         """
         t = self._tensor()
         if is_dtensor(t):
@@ -817,18 +818,21 @@ class TorchParameter(Parameter):
         if not t.is_cpu or isinstance(t, UninitializedTensorMixin) or t.is_conj() or t.is_neg():
             return None
         settle(self._owner(), self._attr)
-        t = self._tensor()
-        torch.autograd.graph.increment_version(t)
-        return torch2np(t.detach())
+        return torch2np(self._tensor().detach())
 
     def _memory_span(self) -> tuple[int, int, bool] | None:
         t = self._tensor()
         if not t.is_cpu or is_dtensor(t) or isinstance(t, UninitializedTensorMixin):
             return None
-        if not t.is_contiguous():
-            return super()._memory_span()
         start = t.data_ptr()
-        return start, start + t.nbytes, True   # a tenth of what a NumPy view costs
+        if t.is_contiguous():
+            return start, start + t.nbytes, True   # a tenth of what a NumPy view costs
+        if t.is_conj() or t.is_neg():
+            return None   # its reads resolve the bit: a copy
+        # from the strides (torch's are never negative), not a view: this only reads, and _writable_view
+        # is for writes (it runs a recorded fill first)
+        last = sum((n - 1) * stride for n, stride in zip(t.shape, t.stride()))
+        return start, start + (last + 1) * t.element_size(), False
 
     # ---- hooks: sharded (DTensor) parameters --------------------------------------------
 
