@@ -955,11 +955,11 @@ class TorchParameter(Parameter):
         hooks). The answer is kept with the module and the keys of its forward pre-hooks:
         weight or spectral norm removed and applied again gets new keys.
         """
-        stamp = (self._module, tuple(self._module._forward_pre_hooks))
+        module, hooks = self._module, tuple(self._module._forward_pre_hooks)
         found = self.__dict__.get("_found_layer")
-        if found is None or found[0][0] is not stamp[0] or found[0][1] != stamp[1]:
-            found = self.__dict__["_found_layer"] = (stamp, layer_of(self._module, self._attr, self._host))
-        return found[1]
+        if found is None or found[0] is not module or found[1] != hooks:
+            found = self.__dict__["_found_layer"] = (module, hooks, layer_of(module, self._attr, self._host))
+        return found[2]
 
     def _host(self) -> tuple[nn.Module, str]:
         """``(module, name)`` of the layer whose ``parametrizations.<name>`` owns this tensor."""
