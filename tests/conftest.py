@@ -21,6 +21,13 @@ pytest_plugins = ["pytester"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX-512 features. Without
+# them its CPU Conv2D refuses channels-first (NCHW) input, so Keras models built with
+# data_format="channels_first", which the suite transfers and runs, would not run on the
+# other CPUs. Asked for here, before any test imports TensorFlow (subprocesses inherit it);
+# a run that sets the variable keeps its choice.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 #: Frameworks only one set installs, and the tests that need them (by path and by id).
 SET_ONLY = {"mxnet": "mxnet", "flax": "flax"}
 ABSENT = sorted(name for name, module in SET_ONLY.items() if importlib.util.find_spec(module) is None)
