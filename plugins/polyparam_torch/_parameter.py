@@ -470,7 +470,8 @@ class TorchParameter(Parameter):
     def _keep_storage(self) -> Callable[[], None] | None:
         """Prepare fresh storage for a large CPU tensor's next whole write; the old one becomes the undo record.
 
-        Nothing changes here: :meth:`_write` fills the fresh storage and only then puts it in
+        Nothing changes here: :meth:`_write` (or an initializer, through :meth:`_staging`)
+        fills the fresh storage and only then puts it in
         with ``t.data = fresh`` (one call: another thread reads the old values or the new,
         never a half-filled buffer, and an interrupt before it leaves the old storage in
         place). That keeps the ``nn.Parameter`` (what optimizers, hooks and ties hold),
@@ -478,9 +479,12 @@ class TorchParameter(Parameter):
         reach the storage (:func:`owns_storage`). Small tensors are copied instead: a copy
         costs less than the allocation.
         """
+        t = self._tensor()
+        if t.numel() * t.element_size() < MOVABLE_BYTES:   # (asked first: initialize asks for every tensor)
+            return None
         settle(self._owner(), self._attr)
         t = self._tensor()
-        if t.numel() * t.element_size() < MOVABLE_BYTES or not owns_storage(t):
+        if not owns_storage(t):
             return None
         old = t.data
         with torch.inference_mode(False):   # a load under inference_mode must not make the weight an inference tensor
@@ -494,15 +498,38 @@ class TorchParameter(Parameter):
 
         return put_back
 
-    def _write(self, array: np.ndarray, /) -> None:
-        t = self._tensor()
+    def _prepared(self) -> torch.Tensor | None:
+        """The fresh storage :meth:`_keep_storage` prepared for this tensor's next whole write (taken once),
+        or ``None`` where there is none or the tensor changed since."""
         fresh = self.__dict__.pop("_fresh", None)
-        if fresh is not None and fresh[1] == t.data_ptr() and fresh[0].shape == t.shape and fresh[0].dtype == t.dtype:
-            _fill(fresh[0], array)
-            t.data = fresh[0]     # filled first, then put in: see _keep_storage
-            torch.autograd.graph.increment_version(t)
-            forget(self._owner(), self._attr)
+        if fresh is None:
+            return None
+        t = self._tensor()
+        if fresh[1] == t.data_ptr() and fresh[0].shape == t.shape and fresh[0].dtype == t.dtype:
+            return fresh[0]
+        return None
+
+    def _put_in(self, fresh: torch.Tensor) -> None:
+        """Make the filled ``fresh`` storage the tensor's (one call: see :meth:`_keep_storage`)."""
+        t = self._tensor()
+        t.data = fresh
+        torch.autograd.graph.increment_version(t)
+        forget(self._owner(), self._attr)
+
+    def _staging(self) -> tuple[np.ndarray, Callable[[], None]] | None:
+        """The fresh storage :meth:`_keep_storage` prepared, for an initializer to fill before it is put in."""
+        fresh = self._prepared()
+        if fresh is None:
+            return None
+        return torch2np(fresh), lambda: self._put_in(fresh)
+
+    def _write(self, array: np.ndarray, /) -> None:
+        fresh = self._prepared()
+        if fresh is not None:
+            _fill(fresh, array)
+            self._put_in(fresh)     # filled first, then put in: see _keep_storage
             return
+        t = self._tensor()
         if t.is_meta:  # no storage yet: the value is applied by TorchTree.materialize
             value = np.array(array, copy=True)
             self._defer(lambda: self._write(value))

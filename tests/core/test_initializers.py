@@ -403,3 +403,20 @@ def test_declared_needs_a_default_where_nothing_is_declared() -> None:
     tree.initialize(pp.init.Declared(default=pp.init.Xavier()), seed=0, force_reinit=True)
     assert tree["weight"].numpy().std() > 0 and not tree["bias"].numpy().any()   # role dispatch of the default
     assert pp.init.loads(pp.init.dumps(pp.init.Declared(default="xavier"))) == pp.init.Declared(default="xavier")
+
+
+class _OwnZero(pp.init.Zero):
+    pass
+
+
+@pytest.mark.parametrize(("init", "whole"), [
+    (pp.init.Xavier(), True), (pp.init.Orthogonal(), True), (_OwnZero(), False),
+    (pp.init.Mixed([("a*", pp.init.One())], pp.init.Normal()), True),
+    (pp.init.Mixed([("a*", _OwnZero())], pp.init.Normal()), False),
+    (pp.init.Mixed([("a*", pp.init.One())], _OwnZero()), False),
+    (pp.init.Load({}, default=pp.init.Uniform()), True), (pp.init.Load({}, default=_OwnZero()), False),
+    (pp.init.Declared(), False)], ids=lambda x: type(x).__name__ if isinstance(x, pp.init.Initializer) else str(x))
+def test_only_polyparams_own_fills_promise_every_element(init: pp.init.Initializer, whole: bool) -> None:
+    """``initialize`` may hand a fill that writes every element fresh storage (the old one kept for undo):
+    a subclass defined elsewhere may leave elements as they were, so it never makes that promise."""
+    assert init._fills_every_element is whole

@@ -248,3 +248,95 @@ def test_a_failed_in_place_initialize_restores_every_value(budget: str, tmp_path
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
     assert list(tmp_path.iterdir()) == []
+
+
+def _initialized(model: nn.Module, init: pp.init.Initializer) -> dict[str, torch.Tensor]:
+    pp.tree(model).initialize(init, seed=3, force_reinit=True)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("init", [pp.init.Xavier(), pp.init.Mixed([("*.bias", pp.init.One())], pp.init.Normal()),
+                                  pp.init.Orthogonal()], ids=repr)
+def test_initialize_fills_fresh_storage_and_keeps_the_parameter_objects(init: pp.init.Initializer) -> None:
+    """A built-in fill writes every element, so a large tensor gets fresh storage (the old one is the undo
+    record, no copy) with the very values a fill of its own storage gives: the same parameter objects, and an
+    optimizer built before updates what the model uses."""
+    model, pinned = _net(0), _net(0)
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before, pinned_before = _pointers(model), _pointers(pinned)
+    views = [p.detach().numpy() for p in pinned.parameters()]   # a user's views: that storage must stay
+    moved, in_place = _initialized(model, init), _initialized(pinned, init)
+    assert views
+    for key, value in moved.items():
+        torch.testing.assert_close(value, in_place[key], rtol=0, atol=0, msg=key)
+    assert _pointers(model)["0.weight"] != before["0.weight"]       # moved: no undo copy was made
+    assert _pointers(model)["0.bias"] == before["0.bias"]           # small: filled in place
+    assert _pointers(pinned) == pinned_before
+    assert all(p is params[name] for name, p in model.named_parameters())
+    assert model[0].weight._version > 0                             # an in-place init bumps it, as torch's own
+    model(torch.ones(2, WIDTH)).sum().backward()
+    old = model[0].weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(model[0].weight, old)
+
+
+class _RowZero(pp.init.Zero):
+    """A built-in's subclass that writes one row only: the others must keep their values."""
+
+    def init_weight(self, name: str, arr: np.ndarray) -> None:
+        arr[0] = 0
+
+
+def test_a_subclass_that_fills_part_of_a_tensor_keeps_the_rest() -> None:
+    model = _net(0)
+    with torch.no_grad():
+        model[0].weight.fill_(2.0)
+    pp.tree(model).select("0.weight").initialize(_RowZero(), force_reinit=True)
+    weight = model[0].weight.detach()
+    assert not weight[0].any() and bool((weight[1:] == 2.0).all())
+
+
+class _DrawError(RuntimeError):
+    pass
+
+
+class _ScratchFailsOnSecondWeight(pp.init.Initializer):
+    """Not a built-in: it fills a scratch array that is then written (fresh storage through ``_write``)."""
+
+    def __init__(self) -> None:
+        self.weights = 0
+
+    def init_weight(self, name: str, arr: np.ndarray) -> None:
+        self.weights += 1
+        if self.weights == 2:
+            raise _DrawError("the second weight fails")
+        arr[...] = 5.0
+
+
+@pytest.mark.parametrize("init", [pp.init.Uniform(), _ScratchFailsOnSecondWeight()], ids=["fresh storage", "scratch"])
+def test_a_failed_initialize_puts_the_moved_storage_back(init: pp.init.Initializer,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second large weight's fill fails after the first one's storage was moved and filled: both get back
+    the very storage they had, with its values."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH))
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    pointers = _pointers(net)
+    if isinstance(init, pp.init.Uniform):
+        import polyparam.init.base as base
+
+        calls, fill = [], base._fill_streams
+
+        def failing(*args: object) -> None:
+            calls.append(1)
+            if len(calls) == 2:
+                raise _DrawError("the second weight fails")
+            fill(*args)
+
+        monkeypatch.setattr(base, "_fill_streams", failing)
+    with pytest.raises(errors.PolyparamError, match="weight fails"):
+        pp.tree(net).initialize(init, force_reinit=True)
+    assert _pointers(net) == pointers
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)

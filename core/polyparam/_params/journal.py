@@ -209,12 +209,10 @@ class Journal:
             nbytes = view.nbytes
         elif nbytes is None:
             nbytes = (p._read_local().nbytes if local else p.nbytes) or 0
+        if whole and not local and self.move(p, nbytes=nbytes):
+            return
         if self._memory is None or self._in_memory + nbytes <= self._memory:
             self._in_memory += nbytes
-            put_back = p._keep_storage() if whole and not local else None
-            if put_back is not None:
-                self._values.append((p, _Moved(put_back), False))
-                return
             if view is not None:
                 self._values.append((p, np.array(view, copy=True), False))
             else:
@@ -222,6 +220,24 @@ class Journal:
         else:
             current = p._read_local() if local else (p._read() if view is None else view)
             self._values.append((p, self._spill(current), local))
+
+    def move(self, p: Parameter, /, *, nbytes: int) -> bool:
+        """Before a write of ``p``'s whole value (every element, none read), let the backend move its storage
+        aside as the undo record (:meth:`~polyparam._params.parameter.Parameter._keep_storage`): ``True``
+        where it did (the write then fills fresh storage), ``False`` where the value must be kept otherwise.
+
+        ``p`` holds data (the caller knows its state); ``nbytes`` is its size, counted against
+        ``POLYPARAM_UNDO_MEMORY`` as a copy would be.
+        """
+        if self._memory is not None and self._in_memory + nbytes > self._memory:
+            return False
+        self.current = p.path
+        put_back = p._keep_storage()
+        if put_back is None:
+            return False
+        self._in_memory += nbytes
+        self._values.append((p, _Moved(put_back), False))
+        return True
 
     def _spill(self, value: np.ndarray) -> _Spilled:
         """Write ``value`` to the journal's temporary file (made on first use, gone when closed)."""

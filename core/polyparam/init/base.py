@@ -131,6 +131,13 @@ class Initializer:
     #: Built-ins set this: they validate before writing, so they may fill the
     #: framework's storage in place. Custom initializers fill a scratch array first.
     _writes_in_place = False
+
+    @property
+    def _fills_every_element(self) -> bool:
+        """Whether a fill writes every element of its array without reading one, so a backend may hand the
+        fill fresh storage and keep the old one as the undo record (``initialize``). Only polyparam's own
+        classes say so: a subclass may leave elements as they were."""
+        return False
     #: The arguments ``__init__`` received (set by the wrapper below, or by a built-in's ``__init__``).
     _config: dict[str, Any]
 

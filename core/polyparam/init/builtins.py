@@ -63,6 +63,11 @@ def _choice(name: str, value: str, options: Sequence[str]) -> str:
 class _BuiltIn(Initializer):
     _writes_in_place = True
 
+    @property
+    def _fills_every_element(self) -> bool:
+        # each built-in writes the whole array; a subclass defined elsewhere may not
+        return type(self).__module__ == __name__
+
 
 @register("zero", "zeros")
 class Zero(_BuiltIn):

@@ -109,6 +109,11 @@ class Mixed(_BuiltIn):
         return all(init._writes_in_place for _, init in self.rules) and (
             self.default is None or self.default._writes_in_place)
 
+    @property
+    def _fills_every_element(self) -> bool:
+        return type(self) is Mixed and all(init._fills_every_element for _, init in self.rules) and (
+            self.default is None or self.default._fills_every_element)
+
     def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
         seed = _seed(seed)
         i, init = self._pick(info)
@@ -239,6 +244,10 @@ class Load(_BuiltIn):
     @property
     def _writes_in_place(self) -> bool:  # type: ignore[override]
         return self.default is None or self.default._writes_in_place
+
+    @property
+    def _fills_every_element(self) -> bool:
+        return type(self) is Load and (self.default is None or self.default._fills_every_element)
 
     def config(self) -> dict[str, Any]:
         if not isinstance(self.source, (str, os.PathLike)):

@@ -83,16 +83,18 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
             p._write_local(target)
         return
     in_place = initializer._writes_in_place and initialized
-    view = p._writable_view() if in_place else None
-    if view is not None:
-        initializer.fill(view, info, seed=seed, by_role=by_role)
-        return
+    # fill a buffer in native layout that the backend then takes as is (a TensorFlow variable's, or the
+    # fresh storage a torch tensor's undo record left it: asked first, as the view is of the old storage)
     staging = p._staging() if in_place else None
-    if staging is not None:  # fill a buffer in native layout that the backend then takes as is
+    if staging is not None:
         buffer, adopt = staging
         initializer.fill(buffer, info, seed=seed, by_role=by_role)
         del buffer
         adopt()
+        return
+    view = p._writable_view() if in_place else None
+    if view is not None:
+        initializer.fill(view, info, seed=seed, by_role=by_role)
         return
     scratch = np.empty(info.shape, info.dtype)
     initializer.fill(scratch, info, seed=seed, by_role=by_role)
@@ -220,15 +222,23 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
     now = {id(p): None if states[id(p)] == "deferred" or p._defers_init() else
            infos[id(p)].dtype.itemsize * math.prod(infos[id(p)].shape) for p in todo}
     journal.check_limit([p for p in todo if states[id(p)] == "initialized" and now[id(p)] is not None])
+    # whether every fill replaces the whole value without reading it: a scratch array written back, or a
+    # built-in filling in place (a subclass may leave elements as they were, so it fills the old storage)
+    whole = not initializer._writes_in_place or initializer._fills_every_element
     try:
         for p in track(todo, description="initialize", progress=progress, weight=lambda p: now[id(p)] or 0):
             nbytes = now[id(p)]
             if nbytes is None:
                 p._defer(_deferred_fill(p, initializer, call_seed, by_role))
                 continue
-            view = in_place_view(p, initializer)   # read once: the undo copy is taken from it
-            local = view is None and p._local_box() is not None
-            journal.keep(p, local=local, nbytes=None if local else nbytes, view=view)
+            # a fill that writes every element may go to fresh storage, the old one kept as the undo record
+            # (large torch tensors, Keras on TensorFlow); else the undo copy is taken from the view it fills
+            if whole and states[id(p)] == "initialized" and journal.move(p, nbytes=nbytes):
+                view = None
+            else:
+                view = in_place_view(p, initializer)   # read once: the undo copy is taken from it
+                local = view is None and p._local_box() is not None
+                journal.keep(p, local=local, nbytes=None if local else nbytes, view=view)
             fill_parameter(p, initializer, call_seed, by_role=by_role, info=infos[id(p)], view=view)
     except BaseException as exc:
         error = journal.fail(exc)

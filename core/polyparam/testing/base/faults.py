@@ -166,3 +166,38 @@ class BaseFaultTests(_Kit):
             after = _exact(tree)
             changed = [path for path in before if after[path] != before[path]]
             assert not changed, f"an initializer failing at parameter {at} of {n} left {changed} changed"
+
+    @pytest.mark.parametrize("fault", FAULTS, ids=["draws", "interrupt"])
+    def test_a_built_in_initialize_fault_at_every_position(self, mlp: tuple[Case, pp.ParameterTree],
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           fault: BaseException) -> None:
+        """A built-in's draws fail midway (half written) at every weight. A built-in writes every element,
+        so the backend may give its fill fresh storage and keep the old one as the undo record
+        (``_keep_storage`` then ``_staging``): that record must come back too."""
+        import polyparam.init.base as base
+
+        _, tree = mlp
+        draw = base._fill_streams
+        calls: list[int] = []
+        at = -1     # the first run counts the draws
+
+        def failing(arr: np.ndarray, *args: Any) -> None:
+            calls.append(1)
+            if len(calls) - 1 == at:
+                arr.reshape(-1)[: max(1, arr.size // 2)] = 9
+                raise fault
+            draw(arr, *args)
+
+        monkeypatch.setattr(base, "_fill_streams", failing)
+        tree.initialize(pp.init.Uniform(), seed=1, force_reinit=True)
+        draws, calls[:] = len(calls), []
+        assert draws > 1
+        for at in range(draws):
+            before = _exact(tree)
+            expected = KeyboardInterrupt if isinstance(fault, KeyboardInterrupt) else errors.WriteFailedError
+            with pytest.raises(expected):
+                tree.initialize(pp.init.Uniform(), seed=100 + at, force_reinit=True)   # not the count's values
+            calls[:] = []
+            after = _exact(tree)
+            changed = [path for path in before if after[path] != before[path]]
+            assert not changed, f"draws failing at weight {at} of {draws} left {changed} changed"
