@@ -83,9 +83,11 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
             p._write_local(target)
         return
     in_place = initializer._writes_in_place and initialized
+    every = initializer._fills_every_element
     # fill a buffer in native layout that the backend then takes as is (a TensorFlow variable's, or the
-    # fresh storage a torch tensor's undo record left it: asked first, as the view is of the old storage)
-    staging = p._staging() if in_place else None
+    # fresh storage a torch tensor's undo record left it: asked first, as the view is of the old storage);
+    # a fresh buffer holds no values, so only for a fill that writes every element
+    staging = p._staging() if in_place and every else None
     if staging is not None:
         buffer, adopt = staging
         initializer.fill(buffer, info, seed=seed, by_role=by_role)
@@ -96,7 +98,10 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
     if view is not None:
         initializer.fill(view, info, seed=seed, by_role=by_role)
         return
+    # elements a fill leaves keep their values, as they do when it fills through a view
     scratch = np.empty(info.shape, info.dtype)
+    if initialized and not every:
+        scratch[...] = p._read()
     initializer.fill(scratch, info, seed=seed, by_role=by_role)
     p._write(scratch)
 
