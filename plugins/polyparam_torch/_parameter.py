@@ -56,7 +56,9 @@ FOREACH_DEVICES = ("cpu", "cuda")
 
 
 def _use_count(t: torch.Tensor) -> int | None:
-    """How many references torch holds to ``t``'s storage (tensors, views, Python storage objects), if it says."""
+    """How many references torch holds to ``t``'s storage (tensors and views), if it says. A Python storage
+    object (``t.untyped_storage()``) does not count, nor does a raw ``data_ptr()``: what a program keeps of
+    those refers to the old storage once it is moved (see :func:`owns_storage`)."""
     count = getattr(torch._C, "_storage_Use_Count", None)
     return None if count is None else int(count(t.untyped_storage()._cdata))
 

@@ -420,3 +420,15 @@ def test_only_polyparams_own_fills_promise_every_element(init: pp.init.Initializ
     """``initialize`` may hand a fill that writes every element fresh storage (the old one kept for undo):
     a subclass defined elsewhere may leave elements as they were, so it never makes that promise."""
     assert init._fills_every_element is whole
+
+
+def test_a_fill_method_replaced_on_the_class_or_the_instance_drops_the_promise(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    init = pp.init.Uniform()
+    assert init._fills_every_element
+    monkeypatch.setattr(pp.init.Uniform, "init_bias", lambda self, name, arr: None)
+    assert not init._fills_every_element
+    monkeypatch.undo()
+    init.fill = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    assert not init._fills_every_element
+    assert not pp.init.Mixed([("a*", init)], pp.init.Normal())._fills_every_element

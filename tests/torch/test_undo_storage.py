@@ -302,7 +302,7 @@ class _DrawError(RuntimeError):
 
 
 class _ScratchFailsOnSecondWeight(pp.init.Initializer):
-    """Not a built-in: it fills a scratch array that is then written (fresh storage through ``_write``)."""
+    """Not a built-in: it fills a scratch array that is then written, and the journal keeps a copy."""
 
     def __init__(self) -> None:
         self.weights = 0
@@ -317,8 +317,9 @@ class _ScratchFailsOnSecondWeight(pp.init.Initializer):
 @pytest.mark.parametrize("init", [pp.init.Uniform(), _ScratchFailsOnSecondWeight()], ids=["fresh storage", "scratch"])
 def test_a_failed_initialize_puts_the_moved_storage_back(init: pp.init.Initializer,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """The second large weight's fill fails after the first one's storage was moved and filled: both get back
-    the very storage they had, with its values."""
+    """The second large weight's fill fails after the first one was filled (a built-in's in fresh storage, the
+    old one kept; a custom one's in place, after a copy): both get back the very storage they had, with its
+    values."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH))
     before = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -340,3 +341,50 @@ def test_a_failed_initialize_puts_the_moved_storage_back(init: pp.init.Initializ
     assert _pointers(net) == pointers
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_custom_initializer_that_writes_the_model_itself_is_undone() -> None:
+    """Custom code may write the model's tensor while it fills (torch's own init on it, then its values):
+    the journal keeps a copy for it, never the live storage, so a later failure restores that tensor too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH))
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    class TorchOrthogonal(pp.init.Initializer):
+        def __init__(self) -> None:
+            self.weights = 0
+
+        def init_weight(self, name: str, arr: np.ndarray) -> None:
+            self.weights += 1
+            if self.weights == 2:
+                raise _DrawError("the second weight fails")
+            weight = model.get_parameter(name)
+            with torch.no_grad():
+                nn.init.orthogonal_(weight)
+            arr[...] = weight.detach().numpy()
+
+    with pytest.raises(errors.WriteFailedError, match="second weight fails"):
+        pp.tree(model).initialize(TorchOrthogonal(), force_reinit=True)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_built_in_with_a_method_replaced_keeps_what_it_leaves() -> None:
+    """A built-in whose fill method is replaced on the instance (or the class) no longer promises to write
+    every element, so it is not handed fresh storage: the rows it leaves keep their values."""
+    model = _net(0)
+    with torch.no_grad():
+        model[0].weight.fill_(2.0)
+    init = pp.init.Xavier()
+    xavier = init.init_weight
+
+    def lower_half(name: str, arr: np.ndarray) -> None:
+        drawn = np.empty_like(arr)
+        xavier(name, drawn)
+        arr[WIDTH // 2:] = drawn[WIDTH // 2:]
+
+    init.init_weight = lower_half  # type: ignore[method-assign]
+    assert not init._fills_every_element
+    pp.tree(model).select("0.weight").initialize(init, seed=1, force_reinit=True)
+    weight = model[0].weight.detach()
+    assert bool((weight[:WIDTH // 2] == 2.0).all()) and not bool((weight[WIDTH // 2:] == 2.0).any())

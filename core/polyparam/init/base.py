@@ -114,6 +114,20 @@ def _default_axes(ndim: int) -> tuple[str, ...]:
     return default_axes("weight", ndim)
 
 
+#: What decides what a fill writes: a class's or instance's own version of any of these may not write every element.
+_FILL_METHODS = (*_REGION_METHODS, "fill_slice", "_dispatch", "_stream_fill", "_init_impl")
+
+
+def _own_fill(obj: Initializer, module: str) -> bool:
+    """Whether ``obj`` is exactly a class of polyparam's ``module`` and fills with polyparam's own methods
+    (none replaced on its class or on the instance)."""
+    kind = type(obj)
+    if kind.__module__ != module or any(name in vars(obj) for name in _FILL_METHODS):
+        return False
+    return all(getattr(getattr(kind, name, None), "__module__", module).startswith("polyparam.init.")
+               for name in _FILL_METHODS)
+
+
 def _keras_style(obj: Initializer) -> bool:
     return type(obj).__call__ is not Initializer.__call__
 
@@ -134,9 +148,10 @@ class Initializer:
 
     @property
     def _fills_every_element(self) -> bool:
-        """Whether a fill writes every element of its array without reading one, so a backend may hand the
-        fill fresh storage and keep the old one as the undo record (``initialize``). Only polyparam's own
-        classes say so: a subclass may leave elements as they were."""
+        """Whether a fill writes every element of its array, reading nothing but its arguments, so a backend
+        may hand the fill fresh storage and keep the old one as the undo record (``initialize``). Only
+        polyparam's own classes say so (see :func:`_own_fill`): other code may leave elements as they
+        were, or read or write the model's tensors while it fills."""
         return False
     #: The arguments ``__init__`` received (set by the wrapper below, or by a built-in's ``__init__``).
     _config: dict[str, Any]

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from polyparam import errors
-from polyparam.init.base import _CONVENTIONAL, _CURRENT, Initializer, ParamInfo, register
+from polyparam.init.base import _CONVENTIONAL, _CURRENT, Initializer, ParamInfo, _own_fill, register
 from polyparam.init.streams import _normal_kernel, _uniform_kernel
 
 __all__ = ["Bilinear", "Constant", "Dirac", "Glorot", "He", "Identity", "Kaiming", "LeCun", "MSRAPrelu", "Normal",
@@ -65,8 +65,8 @@ class _BuiltIn(Initializer):
 
     @property
     def _fills_every_element(self) -> bool:
-        # each built-in writes the whole array; a subclass defined elsewhere may not
-        return type(self).__module__ == __name__
+        # each built-in writes the whole array; a subclass defined elsewhere, or a method replaced, may not
+        return _own_fill(self, __name__)
 
 
 @register("zero", "zeros")

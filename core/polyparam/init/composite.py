@@ -12,7 +12,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._params.mapping import KeyMap, Rename
-from polyparam.init.base import Initializer, ParamInfo, _checked_result, register
+from polyparam.init.base import Initializer, ParamInfo, _checked_result, _own_fill, register
 from polyparam.init.builtins import _BuiltIn
 from polyparam.init.coerce import _as_initializer
 from polyparam.init.streams import _region, _seed
@@ -111,7 +111,7 @@ class Mixed(_BuiltIn):
 
     @property
     def _fills_every_element(self) -> bool:
-        return type(self) is Mixed and all(init._fills_every_element for _, init in self.rules) and (
+        return _own_fill(self, __name__) and all(init._fills_every_element for _, init in self.rules) and (
             self.default is None or self.default._fills_every_element)
 
     def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
@@ -247,7 +247,7 @@ class Load(_BuiltIn):
 
     @property
     def _fills_every_element(self) -> bool:
-        return type(self) is Load and (self.default is None or self.default._fills_every_element)
+        return _own_fill(self, __name__) and (self.default is None or self.default._fills_every_element)
 
     def config(self) -> dict[str, Any]:
         if not isinstance(self.source, (str, os.PathLike)):

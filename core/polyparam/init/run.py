@@ -57,9 +57,10 @@ def _declared(p: Parameter) -> Initializer | None:
 
 
 def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool,
-                   info: ParamInfo | None = None, view: np.ndarray | None = None) -> None:
+                   info: ParamInfo | None = None, view: np.ndarray | None = None, every: bool | None = None) -> None:
     """Draw ``p``'s value with its own generator and write it (``info``: ``p``'s facts, when read already;
-    ``view``: where it is filled in place, from :func:`in_place_view`)."""
+    ``view``: where it is filled in place, from :func:`in_place_view`; ``every``: the initializer's
+    ``_fills_every_element``, when asked already)."""
     info = _info(p) if info is None else info
     if view is not None:
         initializer.fill(view, info, seed=seed, by_role=by_role)
@@ -83,7 +84,7 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
             p._write_local(target)
         return
     in_place = initializer._writes_in_place and initialized
-    every = initializer._fills_every_element
+    every = initializer._fills_every_element if every is None else every
     # fill a buffer in native layout that the backend then takes as is (a TensorFlow variable's, or the
     # fresh storage a torch tensor's undo record left it: asked first, as the view is of the old storage);
     # a fresh buffer holds no values, so only for a fill that writes every element
@@ -227,9 +228,9 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
     now = {id(p): None if states[id(p)] == "deferred" or p._defers_init() else
            infos[id(p)].dtype.itemsize * math.prod(infos[id(p)].shape) for p in todo}
     journal.check_limit([p for p in todo if states[id(p)] == "initialized" and now[id(p)] is not None])
-    # whether every fill replaces the whole value without reading it: a scratch array written back, or a
-    # built-in filling in place (a subclass may leave elements as they were, so it fills the old storage)
-    whole = not initializer._writes_in_place or initializer._fills_every_element
+    # whether every fill writes the whole value and touches nothing else: polyparam's own initializers. Other
+    # code may leave elements as they were, or write the model's tensors itself: it keeps the undo copy.
+    whole = initializer._fills_every_element
     try:
         for p in track(todo, description="initialize", progress=progress, weight=lambda p: now[id(p)] or 0):
             nbytes = now[id(p)]
@@ -244,7 +245,7 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
                 view = in_place_view(p, initializer)   # read once: the undo copy is taken from it
                 local = view is None and p._local_box() is not None
                 journal.keep(p, local=local, nbytes=None if local else nbytes, view=view)
-            fill_parameter(p, initializer, call_seed, by_role=by_role, info=infos[id(p)], view=view)
+            fill_parameter(p, initializer, call_seed, by_role=by_role, info=infos[id(p)], view=view, every=whole)
     except BaseException as exc:
         error = journal.fail(exc)
         if error is exc:
