@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -302,16 +303,20 @@ class _DrawError(RuntimeError):
 
 
 class _ScratchFailsOnSecondWeight(pp.init.Initializer):
-    """Not a built-in: it fills a scratch array that is then written, and the journal keeps a copy."""
+    """Not a built-in: it fills a scratch array that is then written, and the journal keeps a copy.
+    ``first`` fills the first weight (5.0 everywhere by default)."""
 
-    def __init__(self) -> None:
-        self.weights = 0
+    def __init__(self, first: Callable[[str, np.ndarray], None] | None = None) -> None:
+        self.weights, self.first = 0, first
 
     def init_weight(self, name: str, arr: np.ndarray) -> None:
         self.weights += 1
         if self.weights == 2:
             raise _DrawError("the second weight fails")
-        arr[...] = 5.0
+        if self.first is None:
+            arr[...] = 5.0
+        else:
+            self.first(name, arr)
 
 
 @pytest.mark.parametrize("init", [pp.init.Uniform(), _ScratchFailsOnSecondWeight()], ids=["fresh storage", "scratch"])
@@ -350,21 +355,14 @@ def test_a_custom_initializer_that_writes_the_model_itself_is_undone() -> None:
     model = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH))
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    class TorchOrthogonal(pp.init.Initializer):
-        def __init__(self) -> None:
-            self.weights = 0
-
-        def init_weight(self, name: str, arr: np.ndarray) -> None:
-            self.weights += 1
-            if self.weights == 2:
-                raise _DrawError("the second weight fails")
-            weight = model.get_parameter(name)
-            with torch.no_grad():
-                nn.init.orthogonal_(weight)
-            arr[...] = weight.detach().numpy()
+    def torch_orthogonal(name: str, arr: np.ndarray) -> None:
+        weight = model.get_parameter(name)
+        with torch.no_grad():
+            nn.init.orthogonal_(weight)
+        arr[...] = weight.detach().numpy()
 
     with pytest.raises(errors.WriteFailedError, match="second weight fails"):
-        pp.tree(model).initialize(TorchOrthogonal(), force_reinit=True)
+        pp.tree(model).initialize(_ScratchFailsOnSecondWeight(torch_orthogonal), force_reinit=True)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
 

@@ -115,7 +115,7 @@ def _default_axes(ndim: int) -> tuple[str, ...]:
 
 
 #: What decides what a fill writes: a class's or instance's own version of any of these may not write every element.
-_FILL_METHODS = (*_REGION_METHODS, "fill_slice", "_dispatch", "_stream_fill", "_init_impl")
+_FILL_METHODS = (*_REGION_METHODS, "fill_slice", "_dispatch", "_stream_fill")
 
 
 def _own_fill(obj: Initializer, module: str) -> bool:
@@ -145,6 +145,8 @@ class Initializer:
     #: Built-ins set this: they validate before writing, so they may fill the
     #: framework's storage in place. Custom initializers fill a scratch array first.
     _writes_in_place = False
+    #: The arguments ``__init__`` received (set by the wrapper below, or by a built-in's ``__init__``).
+    _config: dict[str, Any]
 
     @property
     def _fills_every_element(self) -> bool:
@@ -153,8 +155,6 @@ class Initializer:
         polyparam's own classes say so (see :func:`_own_fill`): other code may leave elements as they
         were, or read or write the model's tensors while it fills."""
         return False
-    #: The arguments ``__init__`` received (set by the wrapper below, or by a built-in's ``__init__``).
-    _config: dict[str, Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -33,6 +33,18 @@ def _exact(tree: pp.ParameterTree) -> dict[str, bytes]:
     return {path: np.ascontiguousarray(value).tobytes() for path, value in tree.state(copy=True).items()}
 
 
+def _refused_unchanged(tree: pp.ParameterTree, operation: Callable[[], Any], fault: BaseException,
+                       what: str) -> None:
+    """``operation`` raises (``fault`` itself for an interrupt, else ``WriteFailedError``) and changes no value."""
+    before = _exact(tree)
+    expected = KeyboardInterrupt if isinstance(fault, KeyboardInterrupt) else errors.WriteFailedError
+    with pytest.raises(expected):
+        operation()
+    after = _exact(tree)
+    changed = [path for path in before if after[path] != before[path]]
+    assert not changed, f"{what} left {changed} changed"
+
+
 @contextlib.contextmanager
 def failing_writes(param_class: type, at: int, fault: BaseException) -> Iterator[list[str]]:
     """Make ``param_class._write`` write garbage then raise ``fault`` on its ``at``-th call (0-based).
@@ -159,13 +171,9 @@ class BaseFaultTests(_Kit):
         _, tree = mlp
         n = len(tree.items())
         for at in range(n):
-            before = _exact(tree)
-            expected = KeyboardInterrupt if isinstance(fault, KeyboardInterrupt) else errors.WriteFailedError
-            with pytest.raises(expected):
-                tree.initialize(_FailingUniform(at, fault), seed=1, force_reinit=True)
-            after = _exact(tree)
-            changed = [path for path in before if after[path] != before[path]]
-            assert not changed, f"an initializer failing at parameter {at} of {n} left {changed} changed"
+            _refused_unchanged(tree, lambda at=at: tree.initialize(_FailingUniform(at, fault), seed=1,
+                                                                   force_reinit=True),
+                               fault, f"an initializer failing at parameter {at} of {n}")
 
     @pytest.mark.parametrize("fault", FAULTS, ids=["draws", "interrupt"])
     def test_a_built_in_initialize_fault_at_every_position(self, mlp: tuple[Case, pp.ParameterTree],
@@ -192,12 +200,8 @@ class BaseFaultTests(_Kit):
         tree.initialize(pp.init.Uniform(), seed=1, force_reinit=True)
         draws, calls[:] = len(calls), []
         assert draws > 1
-        for at in range(draws):
-            before = _exact(tree)
-            expected = KeyboardInterrupt if isinstance(fault, KeyboardInterrupt) else errors.WriteFailedError
-            with pytest.raises(expected):
-                tree.initialize(pp.init.Uniform(), seed=100 + at, force_reinit=True)   # not the count's values
+        for at in range(draws):   # seeds other than the count's: a write that is not undone shows
+            _refused_unchanged(tree, lambda at=at: tree.initialize(pp.init.Uniform(), seed=100 + at,
+                                                                   force_reinit=True),
+                               fault, f"draws failing at weight {at} of {draws}")
             calls[:] = []
-            after = _exact(tree)
-            changed = [path for path in before if after[path] != before[path]]
-            assert not changed, f"draws failing at weight {at} of {draws} left {changed} changed"
