@@ -11,6 +11,7 @@ parameter is then bitwise what it was.
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 from typing import Any, Callable, Iterator, cast
 
@@ -171,8 +172,8 @@ class BaseFaultTests(_Kit):
         _, tree = mlp
         n = len(tree.items())
         for at in range(n):
-            _refused_unchanged(tree, lambda at=at: tree.initialize(_FailingUniform(at, fault), seed=1,
-                                                                   force_reinit=True),
+            _refused_unchanged(tree, functools.partial(tree.initialize, _FailingUniform(at, fault), seed=1,
+                                                       force_reinit=True),
                                fault, f"an initializer failing at parameter {at} of {n}")
 
     @pytest.mark.parametrize("fault", FAULTS, ids=["draws", "interrupt"])
@@ -201,7 +202,7 @@ class BaseFaultTests(_Kit):
         draws, calls[:] = len(calls), []
         assert draws > 1
         for at in range(draws):   # seeds other than the count's: a write that is not undone shows
-            _refused_unchanged(tree, lambda at=at: tree.initialize(pp.init.Uniform(), seed=100 + at,
-                                                                   force_reinit=True),
+            _refused_unchanged(tree, functools.partial(tree.initialize, pp.init.Uniform(), seed=100 + at,
+                                                       force_reinit=True),
                                fault, f"draws failing at weight {at} of {draws}")
             calls[:] = []
