@@ -25,7 +25,8 @@ from polyparam.backend import Shape
 from polyparam_keras._variables import find_variable, leaf_name, own_variables
 
 __all__ = ["Slot", "axes", "canonical_shape", "declared_initializer", "einsum_axes", "extra_slot", "groups",
-           "keras_fans", "perm", "slots", "slots_of", "to_canonical", "to_native", "typed_role", "unbuilt_shape"]
+           "keras_fans", "perm", "slots", "slots_found", "slots_of", "to_canonical", "to_native", "typed_role",
+           "unbuilt_shape"]
 
 # the public classes of keras' private base classes (BaseConv, BaseConvTranspose, BaseDepthwiseConv)
 _CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -171,31 +172,40 @@ def slots_of(layer: Any) -> list[Slot]:
     A built layer of a known kind also lists every other variable it has (LoRA factors,
     a quantized kernel's scale, ...), so nothing Keras saves is left out.
     """
+    return slots_found(layer)[0]
+
+
+def slots_found(layer: Any) -> tuple[list[Slot], list[Any], list[int | None]]:
+    """:func:`slots_of` with ``layer``'s own variables (:func:`own_variables`; none before it is built) and,
+    per slot, the position among them of its variable (what :func:`find_variable` finds; ``None``: not built).
+    """
     known = slots(layer)
-    if known is not None and not layer.built:
-        return [s for s in known if s.flag is None or getattr(layer, s.flag, True)]
     if not layer.built:
-        return []
+        out = [] if known is None else [s for s in known if s.flag is None or getattr(layer, s.flag, True)]
+        return out, [], [None] * len(out)
     variables = own_variables(layer)
     cached = _SLOTS.get(id(layer))
     if (cached is not None and cached[0]() is layer and len(cached[1]) == len(variables)
             and all(a() is b for a, b in zip(cached[1], variables))):
-        return list(cached[2])
+        return list(cached[2]), variables, list(cached[3])
     out = _built_slots(layer, known, variables)
-    if not any(_AUTO_NAME.fullmatch(v.name) for v in variables):   # those leaves follow the layer's attributes
+    names = [v.name for v in variables]
+    at = [names.index(slot.var) for slot in out]   # every built slot has its variable (_built_slots)
+    if not any(_AUTO_NAME.fullmatch(name) for name in names):   # those leaves follow the layer's attributes
         key = id(layer)
         try:
             ref = weakref.ref(layer, lambda _: _SLOTS.pop(key, None))
             held = [weakref.ref(v) for v in variables]   # weakly: a variable the layer drops (quantize) is freed
         except TypeError:         # not weakly referable: no cache
-            return out
-        _SLOTS[key] = (ref, held, list(out))
-    return out
+            return out, variables, list(at)
+        _SLOTS[key] = (ref, held, list(out), list(at))
+    return out, variables, list(at)
 
 
-# id(built layer) -> (weak references to it and to its own variables, their slots): a layer's slots follow from
-# its type and its variables (names and ranks), and a tree walk asks for them on every call
-_SLOTS: dict[int, tuple[weakref.ref[Any], list[weakref.ref[Any]], list[Slot]]] = {}
+# id(built layer) -> (weak references to it and to its own variables, their slots, the position of each slot's
+# variable): a layer's slots follow from its type and its variables (names and ranks), and a tree walk asks for
+# them on every call
+_SLOTS: dict[int, tuple[weakref.ref[Any], list[weakref.ref[Any]], list[Slot], list[int]]] = {}
 
 
 def _built_slots(layer: Any, known: tuple[Slot, ...] | None, variables: list[Any]) -> list[Slot]:

@@ -62,10 +62,11 @@ class KerasParameter(Parameter):
     backend = NAME
 
     def __init__(self, path: str, slot: Slot, *, locate: Callable[[], Any], root: Any,
-                 site: tuple[Callable[[], Any], int] | None) -> None:
+                 site: tuple[Callable[[], Any], int] | None, layer: Any = None) -> None:
         # Parameter.__init__ is not called on purpose: it stores ``trainable``, which here is
         # read live from Keras (a property); role, axes and groups are set as it sets them.
-        layer = locate()
+        # ``layer``: what ``locate()`` gives now, where the caller has it (a tree walk); it is not kept
+        layer = locate() if layer is None else layer
         self._path = path
         self.groups = groups(layer, slot)
         self._slot = slot
@@ -274,7 +275,10 @@ class KerasParameter(Parameter):
         return v
 
     def _variable(self) -> Any | None:
-        layer = self._layer
+        return self._variable_in(self._layer)
+
+    def _variable_in(self, layer: Any) -> Any | None:
+        """:meth:`_variable`, with ``layer`` (what ``self._layer`` gives now) given."""
         if not layer.built:
             return None
         # find_variable compares the name of each of the layer's variables (a property each): the
@@ -291,9 +295,14 @@ class KerasParameter(Parameter):
         v = find_variable(layer, self._slot.var)
         if v is not None:
             both = list(trainable) + list(other)
-            index = next(i for i, u in enumerate(both) if u is v)
-            self.__dict__["_variable_cache"] = (layer, trainable, other, len(both), index, v)
+            self._remember_variable(layer, both, next(i for i, u in enumerate(both) if u is v))
         return v
+
+    def _remember_variable(self, layer: Any, variables: list[Any], index: int) -> None:
+        """Keep ``variables[index]`` (of ``layer``'s own variables, :func:`own_variables`) as this slot's variable
+        while the layer holds the same lists with it in its place (:meth:`_variable_in` checks)."""
+        self.__dict__["_variable_cache"] = (layer, layer._trainable_variables, layer._non_trainable_variables,
+                                            len(variables), index, variables[index])
 
     # ---- hooks a backend implements ----------------------------------------------
 
@@ -411,11 +420,14 @@ class KerasParameter(Parameter):
         raise errors.UnsupportedModelError(msg, path=self.path, expected="in-place casts", got=f"keras {dtype.name}")
 
     def _identity(self) -> Any:
-        layer = self._layer
+        return self._identity_in(self._layer)
+
+    def _identity_in(self, layer: Any) -> Any:
+        """:meth:`_identity`, with ``layer`` (what ``self._layer`` gives now) given: a tree walk has it."""
         pending = layer.__dict__.get(TIES_ATTR, {}).get(self._slot.leaf)
         if pending is not None:
             return pending._identity()
-        v = self._variable()
+        v = self._variable_in(layer)
         if v is not None:
             return ("variable", id(v))
         return ("slot", id(layer), self._slot.leaf)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import keras
 from keras.src.models.functional import Functional  # no public name: keras.Model(inputs, outputs) returns one
@@ -17,7 +17,7 @@ from keras.src.models.functional import Functional  # no public name: keras.Mode
 from polyparam import errors
 from polyparam.backend import Parameter, ParameterTree, join_path
 from polyparam_keras import NAME
-from polyparam_keras._layout import slots_of
+from polyparam_keras._layout import slots_found
 from polyparam_keras._parameter import KerasParameter
 
 __all__ = ["KerasTree"]
@@ -42,25 +42,8 @@ class KerasTree(ParameterTree):
     # ---- hooks a backend implements ----------------------------------------------
 
     def _children(self) -> list[tuple[str, ParameterTree]]:
-        obj = self._locate()
-        out: list[tuple[str, ParameterTree]] = []
-        if isinstance(obj, (list, tuple, dict)):
-            keys = list(obj.keys()) if isinstance(obj, dict) else list(range(len(obj)))
-            for key in keys:
-                locate = functools.partial(_item, self._locate, key)
-                out.append((str(key), KerasTree(obj[key], locate=locate, root=self._root,
-                                                path=join_path(self.path, str(key)))))
-            return out
-        if _is_container(obj):
-            for i, layer in enumerate(obj.layers):
-                locate = functools.partial(_position, self._locate, i)
-                out.append((str(i), KerasTree(layer, locate=locate, root=self._root, path=join_path(self.path, str(i)),
-                                              site=(self._locate, i) if isinstance(obj, keras.Sequential) else None)))
-            return out
-        for name, value, getter in _attribute_children(obj):
-            locate = functools.partial(_via, self._locate, getter)
-            out.append((name, KerasTree(value, locate=locate, root=self._root, path=join_path(self.path, name))))
-        return out
+        return [(name, KerasTree(value, locate=locate, root=self._root, path=join_path(self.path, name), site=site))
+                for name, value, locate, site in _child_specs(self._locate(), self._locate)]
 
     def _forward(self, inputs: Any, /) -> Any:
         """The layer or model called with ``training=False`` (a list or tuple is one input structure, as in Keras)."""
@@ -103,12 +86,70 @@ class KerasTree(ParameterTree):
         return out
 
     def _leaves(self) -> list[tuple[str, Parameter]]:
-        obj = self._locate()
-        if not isinstance(obj, keras.Layer) or _is_container(obj):
-            return []
-        return [(slot.leaf, KerasParameter(join_path(self.path, slot.leaf), slot, locate=self._locate,
-                                           root=self._root, site=self._site))
-                for slot in slots_of(obj)]
+        params = _leaf_params(self._locate(), self.path, self._locate, self._root, self._site)
+        return [(p._slot.leaf, p) for p in params]
+
+    # ---- the walk, without a subtree per layer ----------------------------------------
+
+    def _occurrences(self) -> list[tuple[str, Parameter]]:
+        """As the base class's walk (each node's leaves, then its children, in order), with the objects
+        met on the way handed down: a subtree per layer would find its layer again from the root."""
+        out: list[tuple[str, Parameter]] = []
+        self._walk(self._locate(), self.path, self._locate, self._site, out, None)
+        return out
+
+    def items(self) -> list[tuple[str, Parameter]]:
+        """As the base class's: tied parameters once, by the identity of the variable each holds (found with
+        the layer the walk met, not from the root again)."""
+        layers: list[Any] = []
+        found: list[tuple[str, Parameter]] = []
+        self._walk(self._locate(), self.path, self._locate, self._site, found, layers)
+        seen: set[Any] = set()
+        out = []
+        for (path, p), layer in zip(found, layers):
+            key = cast("KerasParameter", p)._identity_in(layer)
+            if key not in seen:
+                seen.add(key)
+                out.append((path, p))
+        return out
+
+    def _walk(self, obj: Any, path: str, locate: Callable[[], Any], site: tuple[Callable[[], Any], int] | None,
+              out: list[tuple[str, Parameter]], layers: list[Any] | None) -> None:
+        params = _leaf_params(obj, path, locate, self._root, site)
+        out.extend((p.path, p) for p in params)
+        if layers is not None:
+            layers.extend(obj for _ in params)
+        for name, value, child_locate, child_site in _child_specs(obj, locate):
+            self._walk(value, join_path(path, name), child_locate, child_site, out, layers)
+
+
+def _child_specs(obj: Any, locate: Callable[[], Any]) -> list[tuple[str, Any, Callable[[], Any],
+                                                                    tuple[Callable[[], Any], int] | None]]:
+    """``(name, child, its locator, its site)`` for each child block of ``obj`` (found by ``locate``), in order."""
+    if isinstance(obj, (list, tuple, dict)):
+        keys = list(obj.keys()) if isinstance(obj, dict) else list(range(len(obj)))
+        return [(str(key), obj[key], functools.partial(_item, locate, key), None) for key in keys]
+    if _is_container(obj):
+        sequential = isinstance(obj, keras.Sequential)
+        return [(str(i), layer, functools.partial(_position, locate, i), (locate, i) if sequential else None)
+                for i, layer in enumerate(layers_of(obj))]
+    return [(name, value, functools.partial(_via, locate, getter), None)
+            for name, value, getter in _attribute_children(obj)]
+
+
+def _leaf_params(obj: Any, path: str, locate: Callable[[], Any], root: Any,
+                 site: tuple[Callable[[], Any], int] | None) -> list[KerasParameter]:
+    """The parameters of ``obj`` itself (a layer that is not a model), each finding it live with ``locate``."""
+    if not isinstance(obj, keras.Layer) or _is_container(obj):
+        return []
+    slots, variables, at = slots_found(obj)
+    out = []
+    for slot, index in zip(slots, at):
+        p = KerasParameter(join_path(path, slot.leaf), slot, locate=locate, root=root, site=site, layer=obj)
+        if index is not None:   # found with the slots: its first read need not look for it by name
+            p._remember_variable(obj, variables, index)
+        out.append(p)
+    return out
 
 
 def _is_container(layer: Any) -> bool:
