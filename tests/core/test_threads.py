@@ -14,8 +14,9 @@ def _two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(("shape", "perm"), [((1000, 700), (1, 0)), ((40, 30, 5, 7), (2, 3, 1, 0)), ((3,), (0,)),
-                                             ((200, 130, 3, 3), (2, 3, 1, 0)), ((300, 257, 1, 1), (2, 3, 1, 0))],
-                         ids=["dense", "conv", "small", "conv-big", "pointwise-big"])
+                                             ((200, 130, 3, 3), (2, 3, 1, 0)), ((300, 257, 1, 1), (2, 3, 1, 0)),
+                                             ((150, 140, 7, 7), (2, 3, 1, 0)), ((3, 3, 200, 130), (3, 2, 0, 1))],
+                         ids=["dense", "conv", "small", "conv-big", "pointwise-big", "conv-7x7", "conv-to-native"])
 @pytest.mark.parametrize("threads", ["1", "2"], ids=["tiles", "runs"])
 def test_parallel_copy_into_a_native_layout_view(shape, perm, threads: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Into a transposed view, in runs on two threads and in square tiles on one."""
