@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 __all__ = ["assign_native", "contiguous", "device_type", "eager", "engine", "raw", "read_variable", "stored_dtype",
-           "to_numpy", "write_variable"]
+           "to_numpy", "to_numpy_view", "write_variable"]
 
 
 def engine() -> str:
@@ -43,6 +43,20 @@ def to_numpy(tensor: Any) -> np.ndarray:
             tensor = read_variable(tensor)
         return np.asarray(tensor.numpy())   # a 0-d tensor's .numpy() is a NumPy scalar, not an array
     return np.asarray(tensor)
+
+
+def to_numpy_view(variable: Any) -> np.ndarray:
+    """:func:`to_numpy` of a variable without TensorFlow's copy: a read-only view of the tensor a read returns.
+
+    While that tensor lives, TensorFlow writes the variable into a new buffer (an assign, an
+    optimizer step: copy on write), so the view keeps the value of the read. For a reader
+    that reads it once, right away (a save copies it piece by piece as it writes).
+    """
+    if engine() != "tensorflow" or not _plain_cpu_variable(variable):
+        return to_numpy(variable)
+    view = np.asarray(read_variable(variable))   # the tensor's own buffer (EagerTensor.__array__)
+    view.flags.writeable = False
+    return view
 
 
 def torch_numpy(t: Any) -> np.ndarray:

@@ -24,6 +24,7 @@ from polyparam_keras._convert import (
     read_variable,
     stored_dtype,
     to_numpy,
+    to_numpy_view,
     torch_numpy,
     write_variable,
 )
@@ -371,6 +372,9 @@ class KerasParameter(Parameter):
 
     def _read(self) -> np.ndarray:
         return self._canonical(to_numpy(raw(self._variable())))
+
+    def _read_view(self) -> np.ndarray:
+        return self._canonical(to_numpy_view(raw(self._variable())))
 
     def _write(self, array: np.ndarray, /) -> None:
         v = self._variable()

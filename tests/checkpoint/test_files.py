@@ -49,7 +49,7 @@ def test_round_trip_is_bitwise(tmp_path: Path, arrays: list[np.ndarray], ext: st
         assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(value).tobytes()
 
 
-@pytest.mark.parametrize(("shape", "view"), [
+LARGE_VIEWS = [
     ((3, 3, 64, 128), lambda a: a.transpose(3, 2, 0, 1)),           # Keras conv kernel read as canonical
     ((1, 1, 300, 257), lambda a: a.transpose(3, 2, 0, 1)),          # 1x1 conv: one plane, ragged tiles
     ((3, 3, 3, 40, 50), lambda a: a.transpose(4, 3, 0, 1, 2)),      # Conv3D: 27 planes
@@ -58,7 +58,10 @@ def test_round_trip_is_bitwise(tmp_path: Path, arrays: list[np.ndarray], ext: st
     ((400, 300), lambda a: np.broadcast_to(a[:1], (400, 300))),       # zero strides
     ((100, 700, 3), lambda a: a.transpose(2, 1, 0)),                  # short axis first
     ((70, 70, 70), lambda a: a.transpose(2, 0, 1)),                   # 70 planes: NumPy's own loop
-])
+]
+
+
+@pytest.mark.parametrize(("shape", "view"), LARGE_VIEWS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64, np.complex64, np.bool_, np.int8])
 @pytest.mark.parametrize("threads", ["1", "2"], ids=["tiles", "runs"])
 def test_c_order_copy_of_a_large_view_is_numpys_copy(shape: tuple[int, ...], view: Any, dtype: type, threads: str,
@@ -75,6 +78,28 @@ def test_c_order_copy_of_a_large_view_is_numpys_copy(shape: tuple[int, ...], vie
     assert got.flags.c_contiguous and got.dtype == array.dtype and got.shape == array.shape
     assert not np.shares_memory(got, base)
     assert got.tobytes() == np.ascontiguousarray(array).tobytes()
+
+
+@pytest.mark.parametrize(("shape", "view"), LARGE_VIEWS[:5] + [((300, 7), lambda a: a[::-1, ::2])])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.complex128, np.bool_])
+@pytest.mark.parametrize("piece", [1 << 22, 4096, 1000], ids=["one-piece", "row-blocks", "within-rows"])
+def test_a_view_is_written_as_its_c_order_bytes_with_their_checksum(shape: tuple[int, ...], view: Any, dtype: type,
+                                                                    piece: int,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pp.save`` writes a transposed or strided view (a kernel read canonically) piece by piece, copying each
+    piece into one buffer: the file holds NumPy's C-order bytes, and the checksum is theirs, wherever a piece
+    ends (whole rows, or within one, at byte counts that are not whole 8-byte words)."""
+    import io
+
+    from polyparam.checkpoint.formats import base as formats_base
+
+    monkeypatch.setattr(formats_base, "SNAPSHOT_BYTES", piece)
+    array = view(np.random.default_rng(0).normal(size=shape).astype(dtype))
+    fh = io.BytesIO()
+    checksum = formats_base.write_snapshot(fh, array)
+    expected = np.ascontiguousarray(array)
+    assert fh.getvalue() == expected.tobytes()
+    assert checksum == formats_base.fingerprint(expected)
 
 
 def test_safetensors_file_reads_with_the_safetensors_library(tmp_path: Path) -> None:

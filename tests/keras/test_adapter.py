@@ -532,3 +532,41 @@ def test_bfloat16_variables_read_and_write_as_ml_dtypes_arrays() -> None:
     kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float32)
     np.testing.assert_array_equal(kernel.T, values["0.weight"].astype(np.float32))
     np.testing.assert_array_equal(tree.state()["0.bias"].astype(np.float32), values["0.bias"].astype(np.float32))
+
+
+@pytest.mark.keras_tensorflow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's reads copy; the others' are views")
+def test_a_save_writes_the_values_it_read_while_assigns_and_optimizer_steps_go_on(tmp_path, monkeypatch) -> None:
+    """``pp.save`` reads each variable without TensorFlow's copy (the read tensor's own buffer, read-only, kept as
+    a transposed view); TensorFlow writes a variable whose buffer a tensor holds into a new buffer, so assigns
+    and optimizer steps made while the file is written leave the file with the values of the read."""
+    import tensorflow as tf
+    from safetensors.numpy import load_file
+
+    from polyparam.checkpoint.formats import safetensors
+
+    model = keras.Sequential([keras.Input((6, 6, 3)), L.Conv2D(4, 3), L.Flatten(), L.Dense(5)])
+    tree = pp.tree(model)
+    before = tree.state(copy=True)
+    view = tree["0.weight"]._read_view()
+    assert not view.flags.writeable
+    np.testing.assert_array_equal(view, before["0.weight"])
+    real, changed = safetensors.write_snapshot, []
+
+    def write_while_training(fh, value):
+        if not changed:   # after every read, before the first byte is written
+            changed.append(True)
+            for v in model.weights:
+                v.assign(v + 1.0)
+            keras.optimizers.SGD(0.5).apply_gradients([(tf.ones_like(v), v) for v in model.trainable_weights])
+        return real(fh, value)
+
+    monkeypatch.setattr(safetensors, "write_snapshot", write_while_training)
+    pp.save(tree, tmp_path / "m.safetensors")
+    assert changed
+    np.testing.assert_array_equal(view, before["0.weight"])
+    saved = load_file(tmp_path / "m.safetensors")
+    assert saved.keys() == before.keys()
+    for path, value in before.items():
+        np.testing.assert_array_equal(saved[path], value, err_msg=path)
+    assert np.all(tree["2.bias"].numpy() == before["2.bias"] + 0.5)   # (+1, then -0.5 * 1): the model moved on

@@ -94,6 +94,7 @@ class Parameter(abc.ABC):
     * `_writable_view`: a canonical NumPy view writes go through to (in-place fills and item writes);
     * `_staging`: a fresh native buffer the backend adopts after a fill (no transposing copy);
     * `_read_copy`: a private copy, for backends whose `_read` already copies;
+    * `_read_view`: the value for one read right away (a save), without the copy a `_read` makes;
     * bulk hooks, static methods that take every parameter of their class at once (the
       defaults loop over the hooks above): `_trainable_many`, `_set_trainable_many`,
       `_roles_many` (freeze, ``pp.param_groups``), `_read_many` (``tree.vector()``),
@@ -434,6 +435,15 @@ class Parameter(abc.ABC):
         copy) override this to return it as is instead of copying it a second time.
         """
         return np.array(self._read(), copy=True)
+
+    def _read_view(self) -> np.ndarray:
+        """The canonical value for a caller that reads it once, right away, and writes nothing to it (a save).
+
+        It may share memory with the framework's storage, be read-only and be a transposed
+        view; the save copies it piece by piece as it writes. Backends whose ``_read`` copies
+        (TensorFlow) return the framework's own buffer here instead. Default: :meth:`_read`.
+        """
+        return self._read()
 
     def _keep_storage(self) -> Callable[[], None] | None:
         """Before a write of the whole value: move the current storage aside, or ``None`` (the default).

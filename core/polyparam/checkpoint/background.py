@@ -256,8 +256,10 @@ def _copy(source: np.ndarray) -> np.ndarray:
     out = np.empty(source.shape, source.dtype)
     if source.size:
         word = word_dtype(source.dtype)
-        flat = np.ascontiguousarray(source).reshape(-1)
-        np.bitwise_or(flat.view(word), word.type(0), out=out.reshape(-1).view(word))
+        if word.itemsize == source.itemsize or source.flags.c_contiguous:   # a view as words: any strides
+            np.bitwise_or(source.view(word), word.type(0), out=out.view(word))
+        else:   # complex values of a transposed view: the strided copy loads them in 8-byte words
+            np.copyto(out, source)
     return out
 
 

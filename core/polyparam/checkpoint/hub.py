@@ -30,7 +30,7 @@ import numpy as np
 from polyparam import errors
 from polyparam.checkpoint.formats import PolyparamMetadata
 from polyparam.checkpoint.formats.hub import INDEX_NAMES
-from polyparam.checkpoint.io import atomic_write, check_writable, contiguous, write_error
+from polyparam.checkpoint.io import atomic_write, check_writable, native_order, write_error
 
 __all__ = ["INDEX", "parse_size", "plan_shards", "write_hub"]
 
@@ -118,7 +118,7 @@ def write_hub(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], meta
         msg = (f"Cannot save {directory!r} with max_shard_size: expected format 'safetensors' (the Hub's sharded "
                f"layout), got {format!r}. Drop format= or save one file without max_shard_size.")
         raise errors.InvalidArgumentError(msg, argument="format", expected="safetensors", got=format)
-    tensors = {key: contiguous(value) for key, value in tensors.items()}
+    tensors = {key: native_order(value) for key, value in tensors.items()}   # write_snapshot reads any strides
     check_writable(os.path.join(directory, INDEX), tensors, "safetensors")
     try:
         os.makedirs(directory, exist_ok=True)

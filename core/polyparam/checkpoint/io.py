@@ -26,7 +26,7 @@ from polyparam.checkpoint.formats.base import write_snapshot
 if TYPE_CHECKING:
     from polyparam._params.tree import ParameterTree
 
-__all__ = ["LoadReport", "MetadataStrings", "atomic_write", "check_writable", "collect", "contiguous",
+__all__ = ["LoadReport", "MetadataStrings", "atomic_write", "check_writable", "collect", "contiguous", "native_order",
            "metadata_strings", "require_writable_format", "write_checked", "write_error", "write_safetensors",
            "write_tensors"]
 
@@ -197,19 +197,25 @@ def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
 
 
 def contiguous(array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
+    array = native_order(array)
     return array if array.flags.c_contiguous else c_order_copy(array)
+
+
+def native_order(array: np.ndarray) -> np.ndarray:
+    """``array`` with its bytes in this machine's order (a copy only where they are not), any strides."""
+    array = np.asarray(array)
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 def c_order_copy(array: np.ndarray) -> np.ndarray:
     """A C-contiguous copy of ``array``; a transposed view (a kernel in a framework's layout read in the
     canonical one) is copied in cache-sized tiles, on this thread (``polyparam._threads.tiled_copy``).
 
-    In a whole save, tiles on one thread beat runs on every core: Keras ResNet50's
-    ``pp.save`` took 139 ms with tiles, 158 ms with :func:`~polyparam.backend.parallel_copy`'s
-    runs on two cores, 164 ms with one NumPy copy (the least of 12 alternating saves).
+    Over a whole model, tiles on one thread beat runs on every core: Keras ResNet50's
+    ``pp.save``, when it still made this copy of every kernel, took 139 ms with tiles, 158 ms
+    with :func:`~polyparam.backend.parallel_copy`'s runs on two cores, 164 ms with one NumPy
+    copy (the least of 12 alternating saves). A save now copies a view piece by piece as it
+    writes it (``formats.base.write_snapshot``).
     """
     if array.size < TILED_FROM:   # a small kernel: NumPy's copy, nothing to decide (0.2 us against 7 us)
         return np.ascontiguousarray(array)
@@ -363,7 +369,8 @@ def _write_npz(fh: IO[bytes], tensors: dict[str, np.ndarray], metadata: Callable
 def collect(tree: ParameterTree, *, aliases: Literal["reference", "materialize"] = "reference",
             keys: Literal["canonical", "native"] = "canonical", progress: bool | None = None,
             description: str = "save") -> tuple[dict[str, np.ndarray], PolyparamMetadata]:
-    """What :func:`save` writes: ``{key: array}`` (views of the live values where the backend allows) and metadata."""
+    """What :func:`save` writes: ``{key: array}`` (views of the live values where the backend allows, in canonical
+    layout: a transposed view where the framework's differs) and metadata."""
     tensors: dict[str, np.ndarray] = {}
     roles: dict[str, str] = {}
     buffers: list[str] = []
@@ -372,7 +379,8 @@ def collect(tree: ParameterTree, *, aliases: Literal["reference", "materialize"]
     groups = storage_groups(tree).values()   # one walk gives the items and the ties
     items = [members[0] for members in groups]
     for path_, p in track(items, description=description, progress=progress, weight=lambda item: item[1].nbytes):
-        tensors[path_] = contiguous(p.numpy())
+        p._require_data("read")
+        tensors[path_] = native_order(p._read_view())   # read once by the writer: no copy here
         roles[path_] = p.role
         if bookkeeping(p):
             buffers.append(path_)
@@ -407,7 +415,8 @@ def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], 
     file = os.fspath(path)
     fmt = format or detect_format(file)
     require_writable_format(file, fmt)
-    tensors = {key: contiguous(value) for key, value in tensors.items()}   # the writers read C order
+    # the writers copy a transposed view piece by piece as they write (write_snapshot): no C-order copy first
+    tensors = {key: native_order(value) for key, value in tensors.items()}
     check_writable(file, tensors, fmt)
     strings = metadata_strings(file, fmt, tensors, meta, checksum=checksum)
     write_checked(file, fmt, tensors, strings, meta, checksum=checksum)

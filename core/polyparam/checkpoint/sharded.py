@@ -38,7 +38,7 @@ from polyparam.checkpoint.io import (
     LoadReport,
     atomic_write,
     check_writable,
-    contiguous,
+    native_order,
     write_error,
     write_safetensors,
     write_tensors,
@@ -104,7 +104,7 @@ def write_shard_file(directory: str | os.PathLike[str], rank: int, world: int, p
     tensors: dict[str, np.ndarray] = {}
     described: dict[str, Any] = {}
     for piece in pieces:
-        tensors[piece.path] = contiguous(piece.value)
+        tensors[piece.path] = native_order(piece.value)   # write_snapshot reads any strides
         described[piece.path] = {"path": piece.path, "global_shape": list(piece.global_shape),
                                  "offset": list(piece.offset), "role": piece.role, "checksum": None}
     check_writable(target, tensors, "safetensors")

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from polyparam import errors
-from polyparam._threads import parallel_map
+from polyparam._threads import parallel_map, tiled_copy
 
 __all__ = ["FORMAT_VERSION", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRITABLE", "ZIP_ERRORS", "Archive", "Entry",
            "PolyparamMetadata", "check_zip_members", "detect_format", "fingerprint", "open_regular", "sniff",
@@ -119,23 +119,81 @@ def write_snapshot(fh: Any, array: np.ndarray, /) -> str:
     place. The copy is a ufunc loop over whole elements (a bytewise copy, as
     ``memcpy`` or the kernel's ``write`` may do, can take an element's bytes from
     both sides of a concurrent update and store a value no step ever held).
+
+    ``array`` may have any strides (a kernel in a framework's layout seen canonically):
+    the piece copy is then the transposing copy, in tiles (``tiled_copy``), into the
+    same buffer, never a C-order copy of the whole array first.
     """
-    flat = np.ascontiguousarray(array).reshape(-1)
-    word = word_dtype(flat.dtype)
-    units = flat.view(word) if flat.size else np.empty(0, word)
-    step = SNAPSHOT_BYTES // word.itemsize
-    buffer = np.empty(min(step, units.size), word)
-    zero = word.type(0)
+    array = np.asarray(array)
+    buffer = np.empty(min(SNAPSHOT_BYTES, array.nbytes), np.uint8)
     total, tail = 0, b""
-    for start in range(0, units.size, step):
-        piece = buffer[:min(step, units.size - start)]
-        np.bitwise_or(units[start:start + step], zero, out=piece)   # every element loaded whole, once
-        raw = piece.view(np.uint8)
-        whole = raw.size // 8 * 8
-        total += int(raw[:whole].view("<u8").sum(dtype=np.uint64))
-        tail = bytes(raw[whole:])
-        fh.write(raw.data)
-    return f"{flat.nbytes:x}:{total % 2**64:016x}:{tail.hex()}"
+    for block in _pieces(array):
+        total, tail = _sum_and_write(fh, _fill(buffer, block), total, tail)
+    return f"{array.nbytes:x}:{total % 2**64:016x}:{tail.hex()}"
+
+
+def _pieces(array: np.ndarray) -> Iterator[np.ndarray]:
+    """The pieces of ``array`` whose C orders, one after another, are its C order, each of at most
+    :data:`SNAPSHOT_BYTES`: runs of words of a C-ordered array, blocks of whole rows of another."""
+    if not array.size:
+        return
+    if array.flags.c_contiguous:
+        word = word_dtype(array.dtype)
+        units = array.reshape(-1).view(word)
+        step = SNAPSHOT_BYTES // word.itemsize
+        yield from (units[start:start + step] for start in range(0, units.size, step))
+    else:
+        yield from _row_blocks(array, max(1, SNAPSHOT_BYTES // array.itemsize))
+
+
+def _fill(buffer: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """Copy ``block`` into the bytes of ``buffer``, loading every element whole; return the bytes filled.
+
+    (Copying the next piece on a worker thread while this one is written was tried: Keras
+    ResNet50's save took 190 ms against 163 ms in turn, on two cores.)
+    """
+    out = buffer[:block.nbytes].view(block.dtype).reshape(block.shape)
+    if block.flags.c_contiguous:   # a ufunc loop over the words of a C-ordered block
+        word = word_dtype(block.dtype)
+        np.bitwise_or(block.view(word), word.type(0), out=out.view(word))
+    elif not tiled_copy(out, block):   # a strided copy loads each element whole
+        np.copyto(out, block)
+    return out.reshape(-1).view(np.uint8)
+
+
+def _row_blocks(array: np.ndarray, limit: int) -> Iterator[np.ndarray]:
+    """Sub-arrays of ``array`` whose C orders, one after another, are its C order; each of at most ``limit``
+    elements where whole rows allow."""
+    if array.size <= limit:
+        yield array
+        return
+    if array.ndim == 1:
+        for start in range(0, array.size, limit):
+            yield array[start:start + limit]
+        return
+    row = array.size // array.shape[0]
+    if row > limit:
+        for i in range(array.shape[0]):
+            yield from _row_blocks(array[i], limit)
+        return
+    rows = limit // row
+    for start in range(0, array.shape[0], rows):
+        yield array[start:start + rows]
+
+
+def _sum_and_write(fh: Any, raw: np.ndarray, total: int, carry: bytes) -> tuple[int, bytes]:
+    """Write ``raw`` (the next piece's bytes) and add the little-endian 8-byte words of ``carry`` (the bytes after
+    the last whole word so far) + ``raw`` to ``total``; return the new total and the bytes after its last word."""
+    fh.write(raw.data)
+    if carry:
+        head = carry + bytes(raw[:8 - len(carry)])
+        if len(head) < 8:
+            return total, head
+        total += int.from_bytes(head, "little")
+        raw = raw[8 - len(carry):]
+    whole = raw.size // 8 * 8
+    total += int(raw[:whole].view("<u8").sum(dtype=np.uint64))
+    return total, bytes(raw[whole:])
 
 
 def word_dtype(dtype: np.dtype) -> np.dtype:

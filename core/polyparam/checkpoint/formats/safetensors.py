@@ -325,7 +325,7 @@ def metadata_bytes(metadata: dict[str, str]) -> bytes:
 
 
 def write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, str]:
-    """Write ``tensors`` (C-contiguous) and ``metadata`` as a safetensors file; return each tensor's checksum.
+    """Write ``tensors`` (any strides) and ``metadata`` as a safetensors file; return each tensor's checksum.
 
     The checksums are :func:`~polyparam.checkpoint.formats.base.fingerprint` strings of
     the bytes the file holds.
