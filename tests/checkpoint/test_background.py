@@ -221,6 +221,19 @@ def test_a_name_the_readers_refuse_is_refused_at_the_call(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_snapshot_copies_0d_complex_and_strided_values_whole(tmp_path: Path) -> None:
+    """The staging copy views values as 8-byte words: a 0-d complex128 (NumPy views it so only flat), a
+    transposed complex128 (16-byte items: copied element by element) and a transposed float32 view."""
+    rng = np.random.default_rng(0)
+    state = {"scalar": np.array(1 + 2j), "matrix": (rng.normal(size=(5, 3)) + 1j).T,
+             "kernel": rng.normal(size=(3, 3, 4, 5)).astype(np.float32).transpose(3, 2, 0, 1)}
+    pp.save(pp.tree(state), tmp_path / "m.npz", background=True).wait()
+    target = pp.tree({key: np.zeros_like(value) for key, value in state.items()})
+    pp.load(target, tmp_path / "m.npz")
+    for key, value in state.items():
+        assert target[key].numpy().tobytes() == np.ascontiguousarray(value).tobytes(), key
+
+
 def test_staging_sizes_are_read_as_the_hub_reads_them() -> None:
     from polyparam.checkpoint.hub import parse_size
 

@@ -256,7 +256,9 @@ def _copy(source: np.ndarray) -> np.ndarray:
     out = np.empty(source.shape, source.dtype)
     if source.size:
         word = word_dtype(source.dtype)
-        if word.itemsize == source.itemsize or source.flags.c_contiguous:   # a view as words: any strides
+        if source.flags.c_contiguous:   # flat: NumPy views a 0-d complex128 as words only in one dimension
+            np.bitwise_or(source.reshape(-1).view(word), word.type(0), out=out.reshape(-1).view(word))
+        elif word.itemsize == source.itemsize:   # a view as words of the same size: any strides
             np.bitwise_or(source.view(word), word.type(0), out=out.view(word))
         else:   # complex values of a transposed view: the strided copy loads them in 8-byte words
             np.copyto(out, source)

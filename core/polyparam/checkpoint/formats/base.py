@@ -155,7 +155,7 @@ def _fill(buffer: np.ndarray, block: np.ndarray) -> np.ndarray:
     out = buffer[:block.nbytes].view(block.dtype).reshape(block.shape)
     if block.flags.c_contiguous:   # a ufunc loop over the words of a C-ordered block
         word = word_dtype(block.dtype)
-        np.bitwise_or(block.view(word), word.type(0), out=out.view(word))
+        np.bitwise_or(block.reshape(-1).view(word), word.type(0), out=out.reshape(-1).view(word))
     elif not tiled_copy(out, block):   # a strided copy loads each element whole
         np.copyto(out, block)
     return out.reshape(-1).view(np.uint8)
