@@ -33,7 +33,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam.checkpoint.formats import PolyparamMetadata, detect_format
-from polyparam.checkpoint.formats.base import word_dtype
+from polyparam.checkpoint.formats.base import copy_whole
 from polyparam.checkpoint.io import (
     check_writable,
     collect,
@@ -248,20 +248,14 @@ class _Staging:
 
 
 def _copy(source: np.ndarray) -> np.ndarray:
-    """A C-ordered copy of ``source`` made by a ufunc over whole elements.
+    """A C-ordered copy of ``source``, every element loaded whole (``formats.base.copy_whole``).
 
     As :func:`~polyparam.checkpoint.formats.base.write_snapshot` reads: a bytewise copy
     (``memcpy``) racing another thread's update could store a value no step held.
     """
     out = np.empty(source.shape, source.dtype)
     if source.size:
-        word = word_dtype(source.dtype)
-        if source.flags.c_contiguous:   # flat: NumPy views a 0-d complex128 as words only in one dimension
-            np.bitwise_or(source.reshape(-1).view(word), word.type(0), out=out.reshape(-1).view(word))
-        elif word.itemsize == source.itemsize:   # a view as words of the same size: any strides
-            np.bitwise_or(source.view(word), word.type(0), out=out.view(word))
-        else:   # complex values of a transposed view: the strided copy loads them in 8-byte words
-            np.copyto(out, source)
+        copy_whole(out, source)
     return out
 
 

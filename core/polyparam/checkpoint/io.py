@@ -26,9 +26,9 @@ from polyparam.checkpoint.formats.base import write_snapshot
 if TYPE_CHECKING:
     from polyparam._params.tree import ParameterTree
 
-__all__ = ["LoadReport", "MetadataStrings", "atomic_write", "check_writable", "collect", "contiguous", "native_order",
-           "metadata_strings", "require_writable_format", "write_checked", "write_error", "write_safetensors",
-           "write_tensors"]
+__all__ = ["LoadReport", "MetadataStrings", "atomic_write", "check_writable", "collect", "contiguous",
+           "metadata_strings", "native_order", "require_writable_format", "write_checked", "write_error",
+           "write_safetensors", "write_tensors"]
 
 
 # ---- atomic writes --------------------------------------------------------------------

@@ -29,8 +29,8 @@ from polyparam import errors
 from polyparam._threads import parallel_map, tiled_copy
 
 __all__ = ["FORMAT_VERSION", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRITABLE", "ZIP_ERRORS", "Archive", "Entry",
-           "PolyparamMetadata", "check_zip_members", "detect_format", "fingerprint", "open_regular", "sniff",
-           "word_dtype", "write_snapshot"]
+           "PolyparamMetadata", "check_zip_members", "copy_whole", "detect_format", "fingerprint", "open_regular",
+           "sniff", "word_dtype", "write_snapshot"]
 
 #: The version of polyparam's metadata layout inside safetensors and npz files.
 FORMAT_VERSION = 1
@@ -134,31 +134,35 @@ def write_snapshot(fh: Any, array: np.ndarray, /) -> str:
 
 def _pieces(array: np.ndarray) -> Iterator[np.ndarray]:
     """The pieces of ``array`` whose C orders, one after another, are its C order, each of at most
-    :data:`SNAPSHOT_BYTES`: runs of words of a C-ordered array, blocks of whole rows of another."""
-    if not array.size:
-        return
-    if array.flags.c_contiguous:
-        word = word_dtype(array.dtype)
-        units = array.reshape(-1).view(word)
-        step = SNAPSHOT_BYTES // word.itemsize
-        yield from (units[start:start + step] for start in range(0, units.size, step))
-    else:
-        yield from _row_blocks(array, max(1, SNAPSHOT_BYTES // array.itemsize))
+    :data:`SNAPSHOT_BYTES`: runs of a C-ordered array, blocks of whole rows of another."""
+    if array.size:
+        yield from _row_blocks(array.reshape(-1) if array.flags.c_contiguous else array,
+                               max(1, SNAPSHOT_BYTES // array.itemsize))
 
 
 def _fill(buffer: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """Copy ``block`` into the bytes of ``buffer``, loading every element whole; return the bytes filled.
+    """Copy ``block`` into the bytes of ``buffer`` (:func:`copy_whole`); return the bytes filled.
 
     (Copying the next piece on a worker thread while this one is written was tried: Keras
     ResNet50's save took 190 ms against 163 ms in turn, on two cores.)
     """
     out = buffer[:block.nbytes].view(block.dtype).reshape(block.shape)
-    if block.flags.c_contiguous:   # a ufunc loop over the words of a C-ordered block
-        word = word_dtype(block.dtype)
-        np.bitwise_or(block.reshape(-1).view(word), word.type(0), out=out.reshape(-1).view(word))
-    elif not tiled_copy(out, block):   # a strided copy loads each element whole
-        np.copyto(out, block)
+    copy_whole(out, block)
     return out.reshape(-1).view(np.uint8)
+
+
+def copy_whole(out: np.ndarray, source: np.ndarray, /) -> None:
+    """``out[...] = source`` (``out`` C-ordered, same shape and dtype), every element loaded whole, once.
+
+    A C-ordered source is copied by a ufunc loop over its words (:func:`word_dtype`); a
+    strided one (a transposed kernel) by the strided copy, which loads each element whole,
+    in tiles where NumPy's own loop is slow (``tiled_copy``).
+    """
+    if source.flags.c_contiguous:   # flat: NumPy views a 0-d complex128 as words only in one dimension
+        word = word_dtype(source.dtype)
+        np.bitwise_or(source.reshape(-1).view(word), word.type(0), out=out.reshape(-1).view(word))
+    elif not tiled_copy(out, source):
+        np.copyto(out, source)
 
 
 def _row_blocks(array: np.ndarray, limit: int) -> Iterator[np.ndarray]:
