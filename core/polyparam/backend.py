@@ -29,6 +29,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from polyparam._copies import own_copy
 from polyparam._layout import AXIS_ROLES, KINDS, ROLES, Shape, State, default_axes, format_shape, join_path
 from polyparam._params.journal import after_writes
 from polyparam._params.parameter import Parameter
@@ -60,6 +61,7 @@ __all__ = [
     "hookimpl",
     "is_instance_of",
     "join_path",
+    "own_copy",
     "parallel_copy",
     "parallel_map",
 ]

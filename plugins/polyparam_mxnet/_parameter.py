@@ -12,7 +12,7 @@ import numpy as np
 from polyparam import errors
 from polyparam import init as ppinit
 from polyparam import roles as declarations
-from polyparam.backend import Parameter, Shape, State, after_writes, join_path
+from polyparam.backend import Parameter, Shape, State, after_writes, join_path, own_copy
 from polyparam_mxnet import NAME
 from polyparam_mxnet._convert import autograd, format_context, from_numpy, gluon, mx, to_canonical, to_native, to_numpy
 from polyparam_mxnet._deferred import TARGET, DeferredFill
@@ -465,6 +465,9 @@ class GluonParameter(Parameter):
 
     def _read_copy(self) -> np.ndarray:
         return self._read()         # asnumpy() always copies
+
+    def _read_view(self) -> np.ndarray:
+        return own_copy(self._read())   # a save writes it without copying it again
 
     # ---- hooks: deferred initialization ------------------------------------------
 

@@ -536,3 +536,16 @@ def test_an_interrupt_during_the_snapshot_writes_nothing(tmp_path: Path, monkeyp
     assert threading.active_count() == threads
     assert digest(path) == before and leftovers(tmp_path) == []
     assert background._LATEST == {}
+
+
+def test_a_copy_the_read_made_already_is_staged_as_it_is() -> None:
+    """The snapshot copies memory a training step may write; an array a backend marks as its own C-ordered copy
+    (``own_copy``: Gluon's ``asnumpy``) is staged as it is, and a strided one is copied into C order."""
+    from polyparam.backend import own_copy
+    from polyparam.checkpoint.background import _copy
+
+    value = np.arange(12.0).reshape(3, 4)
+    assert _copy(own_copy(value)) is value
+    for other in (value.copy(), own_copy(value.copy().T)):
+        copy = _copy(other)
+        assert copy is not other and copy.flags.c_contiguous and copy.tobytes() == np.ascontiguousarray(other).tobytes()

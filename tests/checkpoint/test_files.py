@@ -102,6 +102,32 @@ def test_a_view_is_written_as_its_c_order_bytes_with_their_checksum(shape: tuple
     assert checksum == formats_base.fingerprint(expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128, np.int8])
+@pytest.mark.parametrize("size", [0, 1, 13, 5000])
+def test_an_own_copy_is_written_as_it_is_and_any_other_array_through_a_snapshot_copy(
+        dtype: type, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An array a backend marks as its own copy (``own_copy``: Gluon's ``asnumpy``) is summed and written without
+    the snapshot copy; one that is not marked (a view of live storage), and a view of a marked one, are copied
+    first. Both ways write the same bytes with the same checksum, whatever the pieces."""
+    import io
+
+    from polyparam.backend import own_copy
+    from polyparam.checkpoint.formats import base as formats_base
+
+    copies: list[int] = []
+    copy_whole = formats_base.copy_whole
+    monkeypatch.setattr(formats_base, "copy_whole", lambda out, source: copies.append(1) or copy_whole(out, source))
+    monkeypatch.setattr(formats_base, "SNAPSHOT_BYTES", 1000)   # several pieces, not whole 8-byte words apart
+    values = np.random.default_rng(0).normal(size=size * 2).astype(dtype)
+    for array, copied in [(own_copy(values.copy()), False), (values.copy(), True), (own_copy(values.copy())[1:], True)]:
+        copies.clear()
+        fh = io.BytesIO()
+        checksum = formats_base.write_snapshot(fh, array)
+        assert fh.getvalue() == array.tobytes()
+        assert checksum == formats_base.fingerprint(array)
+        assert bool(copies) == (copied and array.size > 0)
+
+
 def test_safetensors_file_reads_with_the_safetensors_library(tmp_path: Path) -> None:
     """Our files are plain safetensors: the reference reader loads them; foreign files load into trees."""
     from safetensors.numpy import load_file, save_file

@@ -4,6 +4,7 @@ blocks, autograd scopes, Gluon layouts and roles, ties after construction."""
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -426,3 +427,33 @@ def test_a_cast_that_fails_part_way_keeps_the_kvstore_s_optimizer_state(monkeypa
     pp.tree(net).cast("float64")   # and one that succeeds leaves a model that trains in its new dtype
     _kv_step(net, trainers[0], "float64")
     assert {v.dtype for v in _kv_values(net)} == {np.dtype(np.float64)}
+
+
+def test_a_save_writes_the_copies_asnumpy_made_without_copying_them_again(tmp_path: Path) -> None:
+    """A Gluon value leaves MXNet as a copy (``asnumpy``), MKLDNN layouts converted: the save writes that copy as it
+    is (it is marked ``own_copy``), a copy no one else writes, so the file holds the values the net had."""
+    from polyparam._copies import is_own_copy
+
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(16, 3, in_channels=3), nn.BatchNorm(in_channels=16), nn.Dense(5, in_units=16 * 30 * 30))
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    net(nd.ones((1, 3, 32, 32)))   # MKLDNN may keep the weights in its own layout from here on
+    nd.waitall()
+    tree = pp.tree(net)
+    before = {path: p.numpy() for path, p in tree.items()}
+    for path, p in tree.items():
+        view = p._read_view()
+        assert is_own_copy(view) and not np.shares_memory(view, p.native.data().asnumpy()), path
+        np.testing.assert_array_equal(view, before[path])
+    from safetensors.numpy import load_file
+
+    file = tmp_path / "net.safetensors"
+    pp.save(tree, file)
+    stored = load_file(str(file))
+    assert stored.keys() == before.keys()
+    for path, value in before.items():
+        np.testing.assert_array_equal(stored[path], value)
+    assert len(pp.load(tree, file).loaded) == len(before)   # every checksum agrees with the bytes written
+    pp.save(tree, tmp_path / "background.safetensors", background=True).wait()
+    assert (tmp_path / "background.safetensors").read_bytes() == file.read_bytes()

@@ -441,7 +441,9 @@ class Parameter(abc.ABC):
 
         It may share memory with the framework's storage, be read-only and be a transposed
         view; the save copies it piece by piece as it writes. Backends whose ``_read`` copies
-        (TensorFlow) return the framework's own buffer here instead. Default: :meth:`_read`.
+        (TensorFlow) return the framework's own buffer here instead; where the copy cannot be
+        avoided (Gluon), return it through :func:`~polyparam.backend.own_copy`, and the save writes it without
+        copying it again. Default: :meth:`_read`.
         """
         return self._read()
 

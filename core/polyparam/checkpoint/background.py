@@ -32,6 +32,7 @@ from typing import Any, Literal, Mapping, final
 import numpy as np
 
 from polyparam import errors
+from polyparam._copies import is_own_copy
 from polyparam.checkpoint.formats import PolyparamMetadata, detect_format
 from polyparam.checkpoint.formats.base import copy_whole
 from polyparam.checkpoint.io import (
@@ -251,8 +252,11 @@ def _copy(source: np.ndarray) -> np.ndarray:
     """A C-ordered copy of ``source``, every element loaded whole (``formats.base.copy_whole``).
 
     As :func:`~polyparam.checkpoint.formats.base.write_snapshot` reads: a bytewise copy
-    (``memcpy``) racing another thread's update could store a value no step held.
+    (``memcpy``) racing another thread's update could store a value no step held. A
+    C-ordered copy the read made already (:func:`~polyparam.backend.own_copy`) is used as it is.
     """
+    if is_own_copy(source) and source.flags.c_contiguous:
+        return source
     out = np.empty(source.shape, source.dtype)
     if source.size:
         copy_whole(out, source)

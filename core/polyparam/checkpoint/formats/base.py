@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from polyparam import errors
+from polyparam._copies import is_own_copy
 from polyparam._threads import parallel_map, tiled_copy
 
 __all__ = ["FORMAT_VERSION", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRITABLE", "ZIP_ERRORS", "Archive", "Entry",
@@ -122,13 +123,16 @@ def write_snapshot(fh: Any, array: np.ndarray, /) -> str:
 
     ``array`` may have any strides (a kernel in a framework's layout seen canonically):
     the piece copy is then the transposing copy, in tiles (``tiled_copy``), into the
-    same buffer, never a C-order copy of the whole array first.
+    same buffer, never a C-order copy of the whole array first. A C-ordered array no one
+    else writes (:func:`~polyparam.backend.own_copy`) is summed and written as it is.
     """
+    own = is_own_copy(array) and array.flags.c_contiguous
     array = np.asarray(array)
-    buffer = np.empty(min(SNAPSHOT_BYTES, array.nbytes), np.uint8)
+    buffer = None if own else np.empty(min(SNAPSHOT_BYTES, array.nbytes), np.uint8)
     total, tail = 0, b""
     for block in _pieces(array):
-        total, tail = _sum_and_write(fh, _fill(buffer, block), total, tail)
+        raw = block.view(np.uint8) if buffer is None else _fill(buffer, block)
+        total, tail = _sum_and_write(fh, raw, total, tail)
     return f"{array.nbytes:x}:{total % 2**64:016x}:{tail.hex()}"
 
 
