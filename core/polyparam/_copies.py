@@ -17,7 +17,10 @@ def own_copy(array: np.ndarray, /) -> np.ndarray:
 
     For ``Parameter._read_view`` where the read copies (Gluon's ``asnumpy``): a save
     then writes the array's bytes as they are, without the copy it makes of memory a
-    training step may be writing meanwhile. Mark only an array made for this read.
+    training step may be writing meanwhile. Mark only an array made for this read: a
+    marked view of live storage written during a save gives a file whose checksums
+    disagree with its bytes. Anything NumPy can refer to weakly may be marked; nothing
+    checks that it is a copy.
     """
     _OWN_COPIES[id(array)] = array
     return array

@@ -549,3 +549,24 @@ def test_a_copy_the_read_made_already_is_staged_as_it_is() -> None:
     for other in (value.copy(), own_copy(value.copy().T)):
         copy = _copy(other)
         assert copy is not other and copy.flags.c_contiguous and copy.tobytes() == np.ascontiguousarray(other).tobytes()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("staging", [None, 1])
+def test_each_tensor_is_copied_once_by_a_background_save(tmp_path: Path, fmt: str, staging: int | None,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot's copy is private: the writer writes it without the copy it makes of live memory, so a
+    background save copies each tensor once, as a blocking save does, and writes the same bytes."""
+    copies: list[int] = []
+    copy_whole = base.copy_whole
+    monkeypatch.setattr(base, "copy_whole", lambda out, source: copies.append(1) or copy_whole(out, source))
+    monkeypatch.setattr(background, "copy_whole", base.copy_whole)
+    rng = np.random.default_rng(0)
+    values = {f"w{i}": rng.standard_normal((i + 2, 3)).astype(np.float32) for i in range(5)}
+    tree = pp.tree(values)
+    pp.save(tree, tmp_path / f"ref.{fmt}")
+    assert len(copies) == len(values)
+    copies.clear()
+    pp.save(tree, tmp_path / f"bg.{fmt}", background=True, staging=staging).wait()
+    assert len(copies) == len(values)
+    assert (tmp_path / f"bg.{fmt}").read_bytes() == (tmp_path / f"ref.{fmt}").read_bytes()

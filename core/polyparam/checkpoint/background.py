@@ -32,7 +32,7 @@ from typing import Any, Literal, Mapping, final
 import numpy as np
 
 from polyparam import errors
-from polyparam._copies import is_own_copy
+from polyparam._copies import is_own_copy, own_copy
 from polyparam.checkpoint.formats import PolyparamMetadata, detect_format
 from polyparam.checkpoint.formats.base import copy_whole
 from polyparam.checkpoint.io import (
@@ -254,13 +254,14 @@ def _copy(source: np.ndarray) -> np.ndarray:
     As :func:`~polyparam.checkpoint.formats.base.write_snapshot` reads: a bytewise copy
     (``memcpy``) racing another thread's update could store a value no step held. A
     C-ordered copy the read made already (:func:`~polyparam.backend.own_copy`) is used as it is.
+    The copy is marked as one: the writer writes it without copying it again.
     """
     if is_own_copy(source) and source.flags.c_contiguous:
         return source
     out = np.empty(source.shape, source.dtype)
     if source.size:
         copy_whole(out, source)
-    return out
+    return own_copy(out)
 
 
 class _Pending:

@@ -126,8 +126,8 @@ def write_snapshot(fh: Any, array: np.ndarray, /) -> str:
     same buffer, never a C-order copy of the whole array first. A C-ordered array no one
     else writes (:func:`~polyparam.backend.own_copy`) is summed and written as it is.
     """
+    array = np.asarray(array)   # (a background save's tensor: its staged copy, marked as one)
     own = is_own_copy(array) and array.flags.c_contiguous
-    array = np.asarray(array)
     buffer = None if own else np.empty(min(SNAPSHOT_BYTES, array.nbytes), np.uint8)
     total, tail = 0, b""
     for block in _pieces(array):
