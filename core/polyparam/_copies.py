@@ -6,7 +6,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["is_own_copy", "own_copy"]
+__all__ = ["is_own_copy", "own_copy", "written_as_is"]
 
 #: The arrays marked by :func:`own_copy`, by ``id`` (an entry goes with its array).
 _OWN_COPIES: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
@@ -29,3 +29,8 @@ def own_copy(array: np.ndarray, /) -> np.ndarray:
 def is_own_copy(array: np.ndarray, /) -> bool:
     """Whether ``array`` itself (not a view of it) was marked by :func:`own_copy`."""
     return _OWN_COPIES.get(id(array)) is array
+
+
+def written_as_is(array: np.ndarray, /) -> bool:
+    """Whether a save writes ``array``'s bytes, and a background save stages it, as it is: a marked copy in C order."""
+    return is_own_copy(array) and array.flags.c_contiguous

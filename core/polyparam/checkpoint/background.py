@@ -32,7 +32,7 @@ from typing import Any, Literal, Mapping, final
 import numpy as np
 
 from polyparam import errors
-from polyparam._copies import is_own_copy, own_copy
+from polyparam._copies import own_copy, written_as_is
 from polyparam.checkpoint.formats import PolyparamMetadata, detect_format
 from polyparam.checkpoint.formats.base import copy_whole
 from polyparam.checkpoint.io import (
@@ -256,7 +256,7 @@ def _copy(source: np.ndarray) -> np.ndarray:
     C-ordered copy the read made already (:func:`~polyparam.backend.own_copy`) is used as it is.
     The copy is marked as one: the writer writes it without copying it again.
     """
-    if is_own_copy(source) and source.flags.c_contiguous:
+    if written_as_is(source):
         return source
     out = np.empty(source.shape, source.dtype)
     if source.size:

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from polyparam import errors
-from polyparam._copies import is_own_copy
+from polyparam._copies import written_as_is
 from polyparam._threads import parallel_map, tiled_copy
 
 __all__ = ["FORMAT_VERSION", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRITABLE", "ZIP_ERRORS", "Archive", "Entry",
@@ -127,8 +127,7 @@ def write_snapshot(fh: Any, array: np.ndarray, /) -> str:
     else writes (:func:`~polyparam.backend.own_copy`) is summed and written as it is.
     """
     array = np.asarray(array)   # (a background save's tensor: its staged copy, marked as one)
-    own = is_own_copy(array) and array.flags.c_contiguous
-    buffer = None if own else np.empty(min(SNAPSHOT_BYTES, array.nbytes), np.uint8)
+    buffer = None if written_as_is(array) else np.empty(min(SNAPSHOT_BYTES, array.nbytes), np.uint8)
     total, tail = 0, b""
     for block in _pieces(array):
         raw = block.view(np.uint8) if buffer is None else _fill(buffer, block)
