@@ -333,6 +333,27 @@ def test_load_from_a_file(tmp_path: Path, suffix: str) -> None:
     assert pp.init.loads(pp.init.dumps(pp.init.Load(path))).source == str(path)
 
 
+def test_an_initializer_without_a_json_form_still_has_a_repr_and_equals_itself() -> None:
+    # a Load of an in-memory state and an unregistered class cannot be dumped; repr and == must not raise
+    state = {"layer.weight": np.ones((2, 3), np.float32)}
+    load = pp.init.Load(state, "xavier", rename=lambda key: key, strip_prefix="net.")
+    text = repr(load)
+    assert text.startswith("Load(source=<state of 1 arrays>, default=Xavier(") and "strip_prefix='net.'" in text
+    assert load == load and load != pp.init.Load(dict(state)) and load != pp.init.Xavier()
+    with pytest.raises(errors.InitializerError, match="in-memory state"):
+        pp.init.dumps(load)
+
+    class Unregistered(pp.init.Initializer):
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def init_weight(self, name: str, arr: np.ndarray) -> None:
+            arr[...] = self.value
+
+    assert repr(Unregistered(0.5)) == "Unregistered(value=0.5)"
+    assert Unregistered(0.5) == Unregistered(0.5) and Unregistered(0.5) != Unregistered(1)
+
+
 def test_the_report_names_the_seed_so_an_unseeded_run_can_be_repeated() -> None:
     model = {"layer": {"weight": np.zeros((16, 8), np.float32)}}
     tree = pp.tree(model)

@@ -318,8 +318,15 @@ class Initializer:
         return dict(getattr(self, "_config", {}))
 
     def __eq__(self, other: object) -> bool:
-        # compared as JSON values: arrays by value, 0 equal to 0.0
-        return type(other) is type(self) and json.loads(dumps(other)) == json.loads(dumps(self))
+        # compared as JSON values: arrays by value, 0 equal to 0.0; one that has no JSON form (an unregistered
+        # class, a Load of an in-memory state) equals only itself
+        if type(other) is not type(self):
+            return False
+        try:
+            return bool(json.loads(json.dumps(_to_jsonable(self.config())))
+                        == json.loads(json.dumps(_to_jsonable(other.config()))))
+        except (errors.InitializerError, TypeError, ValueError):
+            return self is other
 
     __hash__ = object.__hash__
 

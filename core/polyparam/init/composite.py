@@ -262,6 +262,20 @@ class Load(_BuiltIn):
         return {"source": os.fspath(self.source), "default": self.default,
                 **{k: v for k, v in extra.items() if v is not None}}
 
+    def __repr__(self) -> str:
+        # config() refuses what has no JSON form; a repr names it instead
+        source = (repr(os.fspath(self.source)) if isinstance(self.source, (str, os.PathLike))
+                  else f"<state of {len(self.source)} arrays>")
+        args = [f"source={source}", f"default={self.default!r}"]
+        if self.keymap.rename:
+            rename = self.keymap.rename
+            args.append(f"rename={rename!r}" if callable(rename) else f"rename={[list(rule) for rule in rename]!r}")
+        args += [f"{name}={value!r}" for name, value in (("strip_prefix", self.keymap.strip_prefix),
+                                                          ("add_prefix", self.keymap.add_prefix)) if value is not None]
+        if self.skip_mismatch:
+            args.append("skip_mismatch=True")
+        return f"Load({', '.join(args)})"
+
     def _values(self) -> Mapping[str, Any]:
         if self._state is None:
             if isinstance(self.source, Mapping):
