@@ -9,17 +9,23 @@ first forward or read unless the tensor was written since (:class:`AfterToEmpty`
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable
 
+import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]  # missing from torch's stubs
 
 from polyparam.backend import Shape
 
-__all__ = ["PENDING", "AfterToEmpty", "Pending", "forget", "lazy_shape", "pending", "record", "run_pending", "settle"]
+__all__ = ["PENDING", "AfterToEmpty", "Pending", "forget", "lazy_shape", "pending", "record", "run_pending", "settle",
+           "settle_tensor"]
 
 #: The module attribute holding its :class:`Pending` fills.
 PENDING = "_polyparam_pending"
+
+#: Every module a fill was ever recorded on (held weakly): where :func:`settle_tensor` looks.
+_RECORDED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 class Pending(dict):
@@ -55,6 +61,7 @@ def record(module: nn.Module, attr: str, fill: Callable[[], None], *, lazy: bool
     if fills is None:
         fills = module.__dict__[PENDING] = Pending()
     fills[attr] = fill if lazy else AfterToEmpty(fill)
+    _RECORDED.add(module)
     if run_pending not in module._forward_pre_hooks.values():
         module.register_forward_pre_hook(run_pending)  # after torch's own lazy hook, so it sees the shapes
 
@@ -78,6 +85,16 @@ def settle(module: nn.Module, attr: str) -> None:
     if isinstance(fill, AfterToEmpty) and tensor._version != 0:
         return      # written after module.to_empty made it: keep what was written
     fill()
+
+
+def settle_tensor(tensor: torch.Tensor) -> None:
+    """Run the fills recorded for ``tensor`` under any module (a tie's is recorded under its first path only),
+    before a write through another path counts as a write since ``to_empty`` (:func:`settle` drops them then)."""
+    for module in list(_RECORDED):
+        fills = pending(module)
+        for attr in list(fills or ()):
+            if module._parameters.get(attr, module._buffers.get(attr)) is tensor:
+                settle(module, attr)
 
 
 def run_pending(module: nn.Module, args: Any) -> None:

@@ -25,7 +25,7 @@ from polyparam.backend import Parameter, Shape, State, default_axes
 from polyparam.init import Constant, Initializer, Normal, One, Uniform, Zero
 from polyparam_torch import NAME, _dtensor
 from polyparam_torch._convert import MOVABLE_BYTES, PLAIN, np2torch, np_dtype, torch2np, torch_dtype
-from polyparam_torch._deferred import Pending, forget, lazy_shape, record, settle
+from polyparam_torch._deferred import Pending, forget, lazy_shape, record, settle, settle_tensor
 from polyparam_torch._dtensor import is_dtensor
 
 __all__ = ["ATTENTION_ROLES", "DECLARED_LAYERS", "KNOWN_LAYERS", "NORMS", "Layer", "TorchParameter", "axes_of",
@@ -835,11 +835,13 @@ class TorchParameter(Parameter):
     def _writable_view(self) -> np.ndarray | None:
         """A NumPy view of a plain CPU tensor, for a write (an item write, an initializer filling in place).
 
-        A fill recorded on meta runs first: after a plain ``module.to_empty`` it would
-        otherwise overwrite this write at the first forward. The version counter is left
-        as it is: a fill recorded for a tie's other path (its anchor) takes a counter moved
-        since ``to_empty`` for a whole write, and would leave the rest of the tensor as
-        ``to_empty`` left it.
+        The write is counted as torch counts an in-place one (the autograd version counter:
+        a backward through a graph that saved the old values then refuses, as it does after
+        ``nn.init.*_`` under ``no_grad``, instead of using the new values). A fill recorded
+        on meta runs first: after a plain ``module.to_empty`` it would otherwise overwrite
+        this write at the first forward; so does one recorded under a tie's other path,
+        which the count would otherwise drop (a write since ``to_empty``) though this write
+        may be of one element.
         """
         t = self._tensor()
         if is_dtensor(t):
@@ -847,7 +849,11 @@ class TorchParameter(Parameter):
         if not t.is_cpu or isinstance(t, UninitializedTensorMixin) or t.is_conj() or t.is_neg():
             return None
         settle(self._owner(), self._attr)
-        return torch2np(self._tensor().detach())
+        t = self._tensor()
+        if t._version == 0:   # never written since it was made (to_empty): a fill may wait under another path
+            settle_tensor(t)
+        torch.autograd.graph.increment_version(t)
+        return torch2np(t.detach())
 
     def _memory_span(self) -> tuple[int, int, bool] | None:
         t = self._tensor()

@@ -157,6 +157,48 @@ def test_set_bumps_the_autograd_version_like_an_in_place_copy() -> None:
         out.backward()
 
 
+@pytest.mark.parametrize("write", ["item", "initialize", "initialize one", "initialize large"])
+def test_a_write_through_a_view_bumps_the_autograd_version(write: str) -> None:
+    """An item write or an in-place initialize between forward and backward is refused by autograd, as torch's own
+    ``weight[0, 0] = 5`` or ``nn.init.xavier_uniform_`` under ``no_grad`` is: backward would otherwise use the new
+    values with the graph of the old ones, silently."""
+    width = 1024 if write == "initialize large" else 8
+    net = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1))
+    tree = pp.tree(net)
+    out = net(torch.ones(2, width)).sum()
+    if write == "item":   # (the last layer's weight: the backward to the first layer's saved it)
+        tree["2.weight"][0, 0] = 5.0
+    elif write == "initialize one":
+        tree["2.weight"].initialize(pp.init.Constant(0.5), force_reinit=True)
+    else:
+        tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        out.backward()
+
+
+def test_an_item_write_through_a_tie_after_a_plain_to_empty_lands_on_the_recorded_values() -> None:
+    """A tied tensor's fill is recorded on its first path; an item write through the other path (which
+    counts as a write since ``to_empty``) applies that fill first, so the rest of the tensor is not left as
+    ``to_empty`` made it, and the write is not undone at the first forward."""
+    def tied() -> nn.Sequential:
+        net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+        net[1].weight = net[0].weight
+        return net
+
+    eager = pp.tree(tied())
+    eager.initialize(pp.init.Xavier(), seed=7, force_reinit=True)
+    with torch.device("meta"):
+        net = tied()
+    pp.tree(net).initialize(pp.init.Xavier(), seed=7)
+    net.to_empty(device="cpu")
+    net[1].weight = net[0].weight    # to_empty makes one tensor per use
+    pp.tree(net)["1.weight"][0, 0] = 5.0
+    net(torch.ones(2, 4))
+    expected = eager["0.weight"].numpy().copy()
+    expected[0, 0] = 5.0
+    np.testing.assert_array_equal(net[0].weight.detach().numpy(), expected)
+
+
 @pytest.mark.parametrize("width", [8, 1024])   # under 1 MiB: np.copyto; from 1 MiB: torch's parallel copy_
 def test_load_state_writes_small_and_large_values_in_place_and_bumps_the_version(width: int) -> None:
     net = nn.Linear(width, width)
