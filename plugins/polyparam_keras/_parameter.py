@@ -47,6 +47,9 @@ from polyparam_keras._native_keys import h5_keys
 from polyparam_keras._ties import clone_into_sequential, hook_build, refresh, swap_variable
 from polyparam_keras._variables import FOLLOWERS_ATTR, GRAD_ATTR, ORIGINAL_ATTR, PENDING_ATTR, TIES_ATTR, find_variable
 
+#: ``(first byte, one past the last)`` of an array's memory (``np.byte_bounds``, moved in NumPy 2).
+_byte_bounds: Callable[[np.ndarray], tuple[int, int]] = getattr(np.lib, "array_utils", np).byte_bounds
+
 __all__ = ["KerasParameter"]
 
 #: Values from this size up are written through a staging buffer TensorFlow adopts (one transposing
@@ -462,6 +465,20 @@ class KerasParameter(Parameter):
         return put_back
 
     def _writable_view(self) -> np.ndarray | None:
+        """On torch, a canonical view of a CPU variable's storage, the write counted as torch counts an in-place
+        one (the autograd version counter), as Keras' own ``assign`` (``copy_``) does; ``None`` elsewhere."""
+        view = self._torch_view()
+        if view is not None:
+            import torch
+
+            torch.autograd.graph.increment_version(raw(self._variable()))
+        return view
+
+    def _memory_span(self) -> tuple[int, int, bool] | None:
+        view = self._torch_view()     # (a question, not a write: the version counter stays)
+        return None if view is None else (*_byte_bounds(view), bool(view.flags.c_contiguous))
+
+    def _torch_view(self) -> np.ndarray | None:
         if engine() != "torch":
             return None         # tf.Variable storage cannot be written through NumPy
         v = self._variable()

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -392,6 +393,38 @@ def test_the_keras_plugin_claims_keras_layers_before_the_torch_plugin() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-3:] == ["torch", "keras", "keras"]
+
+
+def test_on_torch_a_write_through_a_view_between_forward_and_backward_is_refused_by_autograd() -> None:
+    """Keras on torch: an item write or an in-place initialize moves the tensor's version counter, as Keras'
+    own assign (copy_) does; a backward through the graph that saved the old kernel refuses, instead of
+    using the new values silently. A failed check (a load_state refused) moves nothing."""
+    code = textwrap.dedent("""
+        import keras, numpy as np, torch, polyparam as pp
+        m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+        x = torch.ones(2, 8, requires_grad=True)
+        tree = pp.tree(m)
+        for write in ("item", "initialize", "refused load"):
+            out = m(x).sum()
+            if write == "item":
+                tree["1.weight"][0, 0] = 5.0
+            elif write == "initialize":
+                tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+            else:
+                try:
+                    tree.load_state({"1.weight": np.zeros((3, 3), np.float32)}, strict=False)
+                except pp.errors.ShapeMismatchError:
+                    pass
+            try:
+                out.backward()
+                print(write, "ran")
+            except RuntimeError as exc:
+                print(write, "refused" if "inplace" in str(exc) else exc)
+    """)
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-4:-1] == ["item refused", "initialize refused", "refused load ran"]
 
 
 def test_these_tests_pass_under_the_other_keras_backend() -> None:
