@@ -855,6 +855,18 @@ class TorchParameter(Parameter):
         torch.autograd.graph.increment_version(t)
         return torch2np(t.detach())
 
+    def _write_refusal(self) -> str | None:
+        """Refuse a tensor whose elements share memory (``expand``, ``as_strided``): a write would leave every
+        element that shares a place holding the last value written to it, as torch's own ``copy_`` refuses."""
+        t = self._tensor()
+        if isinstance(t, UninitializedTensorMixin) or t.is_contiguous() or t.is_meta or is_dtensor(t):
+            return None     # (contiguous: no two elements share memory; a lazy tensor has no strides to ask)
+        if torch._debug_has_internal_overlap(t) != 1:   # 0: none; 2: too hard to tell, as copy_ lets it pass
+            return None
+        return (f"a tensor whose {t.numel()} elements share memory (strides {tuple(t.stride())}, an expand() or "
+                "as_strided view), where a write keeps only the last value written to each place. Give it its own "
+                "storage first: module.<name> = nn.Parameter(tensor.contiguous())")
+
     def _memory_span(self) -> tuple[int, int, bool] | None:
         t = self._tensor()
         if not t.is_cpu or is_dtensor(t) or isinstance(t, UninitializedTensorMixin):

@@ -157,6 +157,40 @@ def test_set_bumps_the_autograd_version_like_an_in_place_copy() -> None:
         out.backward()
 
 
+@pytest.mark.parametrize("write", ["set", "load_state", "item", "initialize", "load"])
+def test_a_tensor_whose_elements_share_memory_is_refused_before_any_write(write: str, tmp_path) -> None:
+    """``nn.Parameter(torch.zeros(1, 3).expand(4, 3))``: a write would keep only the last row written (torch's
+    own copy_ refuses); polyparam refuses before the first write, naming the path and the fix."""
+    class Expanded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first = nn.Linear(3, 3)
+            self.w = nn.Parameter(torch.zeros(1, 3).expand(4, 3))
+
+    model = Expanded()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tree = pp.tree(model)
+    value = np.arange(12, dtype=np.float32).reshape(4, 3)
+    with pytest.raises(errors.WriteFailedError, match=r"'w'.*share memory.*contiguous\(\)"):
+        if write == "set":
+            tree["w"].set(value)
+        elif write == "load_state":
+            tree.load_state({**tree.state(copy=True), "w": value})
+        elif write == "item":
+            tree["w"][0, 0] = 5.0
+        elif write == "initialize":
+            tree.initialize(pp.init.Normal(1.0), seed=0, force_reinit=True)
+        else:
+            pp.save({"first.weight": np.ones((3, 3), np.float32), "first.bias": np.ones(3, np.float32),
+                     "w": value}, tmp_path / "m.safetensors")
+            pp.load(model, tmp_path / "m.safetensors")
+    for key, kept in model.state_dict().items():
+        assert torch.equal(kept, before[key]), key
+    model.w = nn.Parameter(model.w.detach().contiguous())     # the fix the message gives
+    pp.tree(model)["w"].set(value)
+    np.testing.assert_array_equal(model.w.detach().numpy(), value)
+
+
 @pytest.mark.parametrize("write", ["item", "initialize", "initialize one", "initialize large"])
 def test_a_write_through_a_view_bumps_the_autograd_version(write: str) -> None:
     """An item write or an in-place initialize between forward and backward is refused by autograd, as torch's own

@@ -192,6 +192,8 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
         else:
             infos[id(p)] = _info(p)
             initializer.check(infos[id(p)], by_role=by_role)   # refuse before the first write
+            if state == "initialized":
+                p._require_writable("initialize")
             # shape known but no storage yet (torch meta tensors): recorded, filled on materialization
             (report.deferred if p._defers_init() else report.initialized).append(p.path)
             todo.append(p)
