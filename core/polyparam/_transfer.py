@@ -12,7 +12,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._gc import collector_paused
-from polyparam._layout import format_shape
+from polyparam._layout import format_shape, is_floating
 from polyparam._params.mapping import KeyMap, Rename
 from polyparam._params.parameter import Parameter
 from polyparam._params.plan import (
@@ -37,7 +37,8 @@ class TransferReport:
         missing: Destination paths the source has no value for.
         unexpected: Source paths the destination has no parameter for.
         shapes: ``(path, source shape, destination shape)`` that differ.
-        dtypes: ``(path, source dtype, destination dtype)`` that cannot be cast within their kind.
+        dtypes: ``(path, source dtype, destination dtype)`` that cannot be cast within their kind (an integer or
+            boolean source into a floating destination is one: integer codes, such as a quantized kernel's).
         tied: Tie groups of the source made in the destination.
         checked: With ``check=``, the largest absolute output difference after the move.
         renamed: ``{source path: destination path}`` where a mapping or ``match="order"`` paired other names.
@@ -188,7 +189,8 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
                 if problem == "shape":
                     report.shapes.append((q, p.shape, target.shape))
                     bad = True
-                elif problem == "dtype" and not np.can_cast(p.dtype, target.dtype, casting="same_kind"):
+                elif (problem == "dtype" and not np.can_cast(p.dtype, target.dtype, casting="same_kind")) or (
+                        _integral(p.dtype) and is_floating(target.dtype)):
                     report.dtypes.append((q, p.dtype.name, target.dtype.name))
                     bad = True
             if bad:
@@ -200,11 +202,21 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
         if strict and not report.ok:
             shown = [f"{path}: {format_shape(a)} -> {format_shape(b)}" for path, a, b in report.shapes[:5]]
             shown += [f"{path}: {a} -> {b}" for path, a, b in report.dtypes[:max(0, 5 - len(shown))]]
-            msg = mismatch_message(f"Cannot transfer {s.backend} parameters to {d.backend}", report.missing,
-                                   report.unexpected, source="source's paths", target="destination's paths")
-            if shown:
-                msg += (f" Also {len(report.shapes)} shape and {len(report.dtypes)} dtype differences: "
-                        f"{'; '.join(shown)}{' ...' if len(report.shapes) + len(report.dtypes) > 5 else ''}.")
+            differences = (f"{len(report.shapes)} shape and {len(report.dtypes)} dtype differences: "
+                           f"{'; '.join(shown)}{' ...' if len(report.shapes) + len(report.dtypes) > 5 else ''}.")
+            if report.missing or report.unexpected:
+                msg = mismatch_message(f"Cannot transfer {s.backend} parameters to {d.backend}", report.missing,
+                                       report.unexpected, source="source's paths", target="destination's paths")
+                if shown:
+                    msg += f" Also {differences}"
+            else:   # every path pairs: the paths are not the problem, and renaming is not the fix
+                msg = (f"Cannot transfer {s.backend} parameters to {d.backend}: expected each value to fit the "
+                       f"parameter of the same path (its shape, a dtype of its kind), got {differences} Build the "
+                       "destination with the source's architecture and dtypes, or pass strict=False to move the "
+                       "rest.")
+            if any(_integral(np.dtype(a)) and is_floating(np.dtype(b)) for _, a, b in report.dtypes):
+                msg += (" Integer values are not moved into floating parameters: they are codes (a quantized kernel,"
+                        " whose scale is a separate tensor), not the values; dequantize the source first.")
             msg += " str(error.report) lists every difference."
             first = (report.missing or report.unexpected or [x[0] for x in report.shapes]
                      or [x[0] for x in report.dtypes])
@@ -294,6 +306,11 @@ def _pair_in_order(s_groups: dict[Any, list[tuple[str, Parameter]]], d_groups: d
     return mapped
 
 
+def _integral(dtype: np.dtype) -> bool:
+    """An integer or boolean dtype: NumPy casts it to a float safely, but a transfer does not (see ``transfer``)."""
+    return dtype.kind in "biu"
+
+
 def _refuse_doubtful_layouts(s: ParameterTree, d: ParameterTree, writes: list[tuple[str, Parameter]],
                              sources_of: dict[str, list[Parameter]]) -> None:
     """Refuse, before any write, a move between frameworks of a value whose canonical layout is in doubt.
@@ -306,7 +323,7 @@ def _refuse_doubtful_layouts(s: ParameterTree, d: ParameterTree, writes: list[tu
             if doubt and s.backend != d.backend:
                 msg = (f"Cannot transfer {s.backend} parameters to {d.backend}: expected a known canonical layout for "
                        f"{side} parameter {p.path!r}, got a doubt: {doubt} Nothing was changed. Build the model so "
-                       "its structure shows the layout (e.g. a Flatten layer right before the Dense layer in a "
+                       "its structure shows the layout (in Keras, a Flatten layer right before the Dense layer in a "
                        "Sequential or functional model), or transfer within one framework.")
                 raise errors.TransferError(msg, path=p.path, expected="a known canonical layout", got=doubt)
 

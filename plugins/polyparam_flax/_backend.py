@@ -9,6 +9,11 @@ Only deviations from the protocol are documented here; see ``docs/backends/flax.
 * Layouts are converted: Linear ``kernel (in, out)`` reads as ``weight (out, in)``, Conv
   ``kernel (*k, in/groups, out)`` as ``(out, in/groups, *k)``, ConvTranspose as torch's
   ``(in, out, *k)`` (flipped in space unless ``transpose_kernel=True``).
+* A ``Linear`` next to a convolution whose features are a multiple ``k > 1`` of its channels
+  may read (or make) a map flattened channels last in ``__call__``, which NNX does not record:
+  its parameters say so (``_layout_doubt``) and a transfer to another framework refuses.
+* ``LinearGeneral`` (``MultiHeadAttention``'s projections) keeps NNX's layout; kernel role
+  ``weight`` with its contracted axes ``in`` and made axes ``out``, bias ``bias``.
 * JAX arrays are immutable: a write sets a new array as the Variable's value (same
   dtype and sharding); ``p.native`` is the Variable, which stays.
 * ``nnx.Param`` is trainable; ``BatchStat`` (and other array Variables) are buffers.
@@ -22,7 +27,7 @@ Only deviations from the protocol are documented here; see ``docs/backends/flax.
   ``nnx.eval_shape`` is ``"uninitialized"``; its first write creates the arrays.
 
 The adapter's rooms: ``_convert`` (arrays, devices, layouts), ``_layout`` (structure and
-leaves), ``_parameter``, ``_tree``, ``_gradients``, ``_training`` and ``_models``.
+leaves), ``_flatten`` (flattened maps), ``_parameter``, ``_tree``, ``_gradients``, ``_training`` and ``_models``.
 """
 
 from __future__ import annotations

@@ -144,7 +144,26 @@ def _conv_transpose_kernel(module: Any, ndim: int) -> Leaf:
     return Leaf("weight", "weight", ("in", "out", *["space"] * d), Layout((d, d + 1, *range(d)), flip=space))
 
 
+def _linear_general(module: Any, attr: str, ndim: int) -> Leaf | None:
+    """``nnx.LinearGeneral`` (``MultiHeadAttention``'s query, key, value and out): kernel ``(*batch, *in, *out)``,
+    bias ``(*batch, *out)``, kept in NNX's layout and names (torch has no such layer).
+
+    As Keras' ``EinsumDense``: the contracted axes are ``in``, the axes the layer makes ``out``,
+    and each batch axis (one kernel per index) neither, so the fans are those of one kernel
+    (query ``(E, heads, head_dim)``: fan in ``E``, fan out ``heads * head_dim``).
+    """
+    batch = len(getattr(module, "batch_axis", ()) or ())
+    n_in = len(getattr(module, "in_features", ()) or ())
+    if attr == "kernel" and ndim > batch + n_in:
+        return Leaf("kernel", "weight", ("other",) * batch + ("in",) * n_in + ("out",) * (ndim - batch - n_in))
+    if attr == "bias" and ndim >= batch:
+        return Leaf("bias", "bias", ("other",) * batch + ("out",) * (ndim - batch))
+    return None
+
+
 def _known(module: Any, attr: str, ndim: int) -> Leaf | None:
+    if isinstance(module, nnx.LinearGeneral):
+        return _linear_general(module, attr, ndim)
     if attr == "bias" and isinstance(module, (nnx.Linear, nnx.Conv, nnx.ConvTranspose)):
         return Leaf("bias", "bias", ("out",))
     if isinstance(module, nnx.Linear) and attr == "kernel":

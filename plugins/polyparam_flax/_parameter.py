@@ -14,6 +14,7 @@ from polyparam import errors
 from polyparam.backend import Parameter, Shape, State
 from polyparam_flax import NAME
 from polyparam_flax._convert import device_name, is_abstract, place, to_numpy
+from polyparam_flax._flatten import flatten_doubt
 from polyparam_flax._gradients import lookup, store
 from polyparam_flax._layout import Leaf, Step, children_of, is_block, native_path, put, resolve
 from polyparam_flax._sharding import Box, assemble, blocks, is_distributed, placement_text
@@ -69,6 +70,20 @@ class FlaxParameter(Parameter):
 
     def _placement(self) -> str | None:
         return placement_text(self._value(), self._leaf.layout)
+
+    def _layout_doubt(self) -> str | None:
+        """A ``Linear`` (or a normalization) whose features may be a feature map flattened in ``__call__``: NNX
+        flattens channels last, ``(H, W, C)``, the canonical order is ``(C, H, W)``, and NNX records neither the
+        reshape nor the map's size, so the order can be neither converted nor ruled out (see ``_flatten``)."""
+        steps = self._steps
+        why = flatten_doubt(self._root, steps) if steps and steps[-1][0] == "attr" else None
+        if why is None:
+            return None
+        return (f"The features of {type(resolve(self._root, steps[:-1])).__name__} variable {self.native_name!r} "
+                f"may be a flattened feature map: {why}. NNX flattens channels last, in (H, W, C) order, where the "
+                "canonical (PyTorch) order is (C, H, W), and an NNX model's structure does not show the reshape. "
+                "Pool the map to one value per channel before the Linear, or reorder the values yourself and write "
+                "them with tree.load_state.")
 
     # ---- values -----------------------------------------------------------------
 

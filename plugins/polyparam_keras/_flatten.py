@@ -8,9 +8,10 @@ a channels-first map ``(C, H, W)`` flattens ``(H, W, C)`` and ``(C, H, W)``. Whi
 map holds the channels is the ``data_format`` of the layer that made it (a convolution, a
 pooling), else the Flatten's own. So the input axis of such a Dense kernel reads permuted into
 PyTorch's order and writes back, wherever the model's graph (Sequential and Functional models)
-shows the Flatten. Where it cannot be known (a subclassed model holding a Flatten, a Reshape that
-flattens a map) the parameter says so (``_layout_doubt``), and a transfer to another framework
-refuses.
+shows the Flatten. Where it cannot be known (a subclassed model holding a Flatten or a layer that
+makes a map of exactly a Dense layer's input size, a Reshape, ``Lambda`` or ``keras.ops.reshape``
+that flattens a map) the parameter says so (``_layout_doubt``), and a transfer to another
+framework refuses.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ _PASS_THROUGH = (_L.Dropout, _L.Activation, _L.ReLU, _L.LeakyReLU, _L.ELU, _L.So
                  _L.GaussianDropout, _L.AlphaDropout, _L.ActivityRegularization, _L.Identity)
 # layers that keep each feature where it is but hold per-feature values (in the flattened order too)
 _PER_FEATURE = (_L.BatchNormalization, _L.LayerNormalization, _L.PReLU, _L.UnitNormalization)
+# layers that make a feature map (their output shape is cheap to ask, from the input shape they were built with)
+_MAP_MAKERS = tuple(getattr(_L, name) for d in (1, 2, 3) for name in (
+    f"Conv{d}D", f"Conv{d}DTranspose", f"SeparableConv{d}D", f"DepthwiseConv{d}D", f"MaxPooling{d}D",
+    f"AveragePooling{d}D", f"UpSampling{d}D", f"ZeroPadding{d}D", f"Cropping{d}D") if hasattr(_L, name))
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,22 @@ def _in_sequence(before: list[Any]) -> Found:
             return _from_tensor(nodes[-1].output_tensors[0], per_feature=per_feature)
         if isinstance(op, (_L.Flatten, _L.Reshape)):
             return f"the shape of the map that {type(op).__name__} layer {op.name!r} flattens is not known yet."
-        return None
+        return _unknown_flatten(op, nodes[-1]) if nodes else None
     return None
+
+
+def _unknown_flatten(op: Any, node: Any) -> str | None:
+    """Why the order is unknown where ``op`` (neither a Flatten nor a Reshape layer: a ``Lambda``, a
+    ``keras.ops.reshape`` in a functional model) turns a feature map into flat features, else ``None``."""
+    if not node.input_tensors or not node.output_tensors:
+        return None
+    shape, out = tuple(node.input_tensors[0].shape), tuple(node.output_tensors[0].shape)
+    if len(out) != 2 or not (_is_map(shape, channels_first=False) or _is_map(shape, channels_first=True)):
+        return None
+    if None not in shape[1:] and out[1] is not None and math.prod(shape[1:]) != out[1]:
+        return None    # not every feature of the map is kept (a pooling to one value per channel)
+    return (f"its input is a feature map {shape[1:]} flattened by {type(op).__name__} {op.name!r}, whose order of "
+            "channels and positions the model does not show.")
 
 
 def _history(tensor: Any) -> tuple[Any, Any] | None:
@@ -129,7 +148,7 @@ def _from_tensor(tensor: Any, *, per_feature: str | None) -> Found:
                 return (f"its input is a Concatenate ({op.name!r}) of parts of which some are flattened feature "
                         "maps; polyparam does not permute parts of an input axis.")
             return None
-        return None
+        return _unknown_flatten(op, node)
     return None
 
 
@@ -213,4 +232,28 @@ def _without_graph(layer: Any, root: Any) -> Found:
         return (f"the model flattens {what} with {type(sub).__name__} layer {sub.name!r} and its structure (a "
                 "subclassed model's call) does not show whether that is this layer's input, nor in which channel "
                 "order.")
+    if in_dim is None:
+        return None
+    # no flattening layer: a reshape inside call() may flatten the map a layer makes into this layer's input
+    for sub in root._flatten_layers(include_self=False, recursive=True):
+        made = _made_map(sub) if isinstance(sub, _MAP_MAKERS) else None
+        if made is not None and math.prod(made[1:]) == in_dim:
+            return (f"layer {sub.name!r} makes a feature map {made[1:]} of exactly its {in_dim} inputs, which the "
+                    "model (a subclassed model's call) may flatten into it, in an order its structure does not show.")
     return None
+
+
+def _made_map(layer: Any) -> tuple[int, ...] | None:
+    """The batch shape of the feature map ``layer`` outputs, from the input shape it was built with, or ``None``
+    (not built, not a map, or a layer Keras cannot tell the output shape of)."""
+    recorded = (getattr(layer, "_build_shapes_dict", None) or {})
+    shape = next(iter(recorded.values()), None) if len(recorded) == 1 else None
+    if not isinstance(shape, (tuple, list)) or len(shape) < 3:
+        return None
+    try:
+        out = tuple(layer.compute_output_shape(tuple(shape)))
+    except Exception:     # noqa: BLE001 - any layer's own refusal: no shape to compare
+        return None
+    if len(out) < 3 or not all(isinstance(d, int) for d in out[1:]):
+        return None
+    return out if _is_map(out, channels_first=False) or _is_map(out, channels_first=True) else None

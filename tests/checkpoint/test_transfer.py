@@ -65,6 +65,33 @@ def test_transfer_reports_structure_differences_and_changes_nothing() -> None:
     assert partial.moved == ["0.weight", "0.bias"]
 
 
+def test_integers_never_move_into_a_floating_parameter_and_a_fit_refusal_names_no_renaming() -> None:
+    """NumPy casts int8 to float32 safely, but integer values in a float parameter are codes (a quantized
+    kernel's, its scale elsewhere), not values: refused with the rest of the dtype differences, nothing written.
+    When every path pairs, the message is about the values, not about mapping keys."""
+    class Held(torch.nn.Module):
+        def __init__(self, dtype: torch.dtype) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 2)
+            self.register_buffer("codes", torch.arange(6, dtype=dtype).reshape(2, 3))
+
+    source, target = Held(torch.int8), Held(torch.float32)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(errors.TransferError, match="codes: int8 -> float32") as info:
+        pp.transfer(source, target)
+    message = str(info.value)
+    assert "quantized" in message and "Map the keys" not in message and "0 missing" not in message
+    assert info.value.report.dtypes == [("codes", "int8", "float32")]
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert pp.transfer(Held(torch.int64), Held(torch.int32)).moved   # within integers: a cast of the kind
+
+    wide = torch.nn.Sequential(torch.nn.Linear(4, 8))
+    with pytest.raises(errors.TransferError, match="2 shape and 0 dtype differences") as info:
+        pp.transfer(wide, torch.nn.Sequential(torch.nn.Linear(4, 9)))
+    assert "Map the keys" not in str(info.value)
+
+
 # ---- checked transfers and layouts that cannot be known --------------------------------
 
 

@@ -72,6 +72,43 @@ def test_batch_norm_statistics_are_buffers_and_params_trainable() -> None:
     assert tree["embed.weight"].axes == ("in", "out")
 
 
+def test_linear_general_and_attention_kernels_are_weights_with_in_and_out_axes() -> None:
+    """``LinearGeneral`` kernels ``(*batch, *in, *out)`` as Keras' EinsumDense ones: contracted axes ``in``, made
+    axes ``out``, batch axes (one kernel each) neither; their biases ``bias``. Paths and layouts stay NNX's."""
+    rngs = _rngs()
+    mha = nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8, decode=False, rngs=rngs)
+    tree = pp.tree(mha)
+    facts = {path: (p.role, p.axes, p.shape) for path, p in tree.items()}
+    for name in ("query", "key", "value"):
+        assert facts[f"{name}.kernel"] == ("weight", ("in", "out", "out"), (8, 2, 4))
+        assert facts[f"{name}.bias"] == ("bias", ("out", "out"), (2, 4))
+    assert facts["out.kernel"] == ("weight", ("in", "in", "out"), (2, 4, 8))
+    assert facts["out.bias"] == ("bias", ("out",), (8,))
+    batched = nnx.LinearGeneral((2, 3), 6, axis=(-2, -1), batch_axis={0: 7}, rngs=rngs)
+    assert {path: (p.role, p.axes) for path, p in pp.tree(batched).items()} == {
+        "kernel": ("weight", ("other", "in", "in", "out")), "bias": ("bias", ("other", "out"))}
+
+
+def test_a_tree_wide_xavier_fills_attention_with_its_fans_and_zero_biases() -> None:
+    import warnings
+
+    rngs = _rngs()
+    mha = nnx.MultiHeadAttention(num_heads=4, in_features=32, qkv_features=64, out_features=16, decode=False,
+                                 rngs=rngs)
+    tree = pp.tree(mha)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no "left ... parameter(s) of unknown role"
+        report = tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    assert not report.skipped
+    for path, fan_in, fan_out in [("query.kernel", 32, 64), ("value.kernel", 32, 64), ("out.kernel", 64, 16)]:
+        bound = np.sqrt(6 / (fan_in + fan_out))   # Xavier uniform
+        value = tree[path].numpy()
+        assert np.abs(value).max() <= bound and np.abs(value).max() > 0.9 * bound, path
+        assert np.std(value) == pytest.approx(bound / np.sqrt(3), rel=0.1), path
+    for path in ("query.bias", "key.bias", "value.bias", "out.bias"):
+        assert not tree[path].numpy().any(), path
+
+
 def test_a_write_replaces_the_value_of_the_same_variable() -> None:
     net = Net(_rngs())
     variable = net.layers[0].kernel

@@ -291,6 +291,19 @@ def test_a_tree_read_before_lora_or_quantize_sees_the_new_variables_after() -> N
     assert tree["0.weight"].dtype == np.int8
 
 
+def test_an_int8_quantized_kernel_is_not_transferred_into_a_float_model() -> None:
+    """The int8 codes are not the kernel's values (the scale is another variable): a transfer into a float
+    model of another framework refuses, with the hint to dequantize, and writes nothing."""
+    torch = pytest.importorskip("torch")
+    model = keras.Sequential([keras.Input((8,)), L.Dense(4)])
+    model.quantize("int8")
+    target = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(pp.errors.TransferError, match="0.weight: int8 -> float32.*dequantize"):
+        pp.transfer(model, target)
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+
+
 def test_a_walk_keeps_no_variable_alive_that_quantize_replaced() -> None:
     """The slots a walk keeps hold the layer's variables weakly: a model quantized to save memory frees
     its float kernels at once."""

@@ -171,6 +171,52 @@ def test_subclassed_round_trip_stays_bitwise(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_out(dst, X), _out(src, X))
 
 
+class _ReshapeInCall(keras.Model):
+    """The map flattened by keras.ops.reshape inside call: no layer shows it."""
+
+    def __init__(self, pooled: bool = False) -> None:
+        super().__init__()
+        self.conv = L.Conv2D(C, 3, padding="same")
+        self.pool = L.GlobalAveragePooling2D() if pooled else None
+        self.hidden = L.Dense(2 * C)
+        self.head = L.Dense(2)
+
+    def call(self, x: Any) -> Any:
+        x = self.conv(x)
+        x = self.pool(x) if self.pool is not None else keras.ops.reshape(x, (keras.ops.shape(x)[0], -1))
+        return self.head(self.hidden(x))
+
+
+def test_a_reshape_inside_call_or_a_lambda_that_flattens_a_map_is_a_doubt_and_transfer_refuses() -> None:
+    flat = _ReshapeInCall()
+    flat(X)
+    tree = pp.tree(flat)
+    assert "conv" in (tree["hidden.weight"]._layout_doubt() or "")     # conv's map holds exactly its inputs
+    assert tree["head.weight"]._layout_doubt() is None                  # 2C inputs: no map has that many
+    pooled = _ReshapeInCall(pooled=True)                                # one value per channel: no order to doubt
+    pooled(X)
+    assert all(p._layout_doubt() is None for p in pp.tree(pooled).parameters())
+
+    wrapped = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"),
+                                L.Lambda(lambda t: keras.ops.reshape(t, (-1, H * W * C))), L.Dense(3)])
+    assert "Lambda" in (pp.tree(wrapped)["2.weight"]._layout_doubt() or "")
+    inputs = keras.Input((H, W, 3))
+    functional = keras.Model(inputs, L.Dense(3)(keras.ops.reshape(L.Conv2D(C, 3, padding="same")(inputs),
+                                                                  (-1, H * W * C))))
+    assert "flattened" in (pp.tree(functional)["2.weight"]._layout_doubt() or "")   # (0: the input, 1: the conv)
+    pooled_functional = keras.Model(inputs, L.Dense(3)(L.GlobalMaxPooling2D()(L.Conv2D(C, 3)(inputs))))
+    assert all(p._layout_doubt() is None for p in pp.tree(pooled_functional).parameters())
+
+    torch = pytest.importorskip("torch")
+    source = torch.nn.Sequential(torch.nn.Conv2d(3, C, 3, padding=1), torch.nn.Flatten(),
+                                 torch.nn.Linear(H * W * C, 2 * C), torch.nn.Linear(2 * C, 2))
+    before = {path: np.array(value) for path, value in pp.tree(flat).state().items()}
+    with pytest.raises(pp.errors.TransferError, match="hidden.weight"):
+        pp.transfer(source, flat, rename=[(r"^0\.", "conv."), (r"^2\.", "hidden."), (r"^3\.", "head.")])
+    for path, value in pp.tree(flat).state().items():
+        np.testing.assert_array_equal(value, before[path], err_msg=path)
+
+
 def test_reshape_of_a_map_and_per_feature_layers_are_doubts() -> None:
     reshaped = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"), L.Reshape((H * W * C,)),
                                  L.Dense(3)])

@@ -1,0 +1,151 @@
+"""A Flax ``Linear`` fed by a feature map flattened inside ``__call__``: its input rows follow NNX's channels-last
+``(H, W, C)`` order, torch's follow ``(C, H, W)``. The model's structure cannot show it, so the parameter says so
+(``_layout_doubt``) and a transfer to another framework refuses before writing anything; within Flax the native
+order round-trips. Likewise a ``Linear`` whose outputs a reshape turns into the map a convolution reads."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flax")
+torch = pytest.importorskip("torch")
+import jax.numpy as jnp  # noqa: E402 - after the importorskip
+from flax import nnx  # noqa: E402
+
+import polyparam as pp  # noqa: E402
+from polyparam import errors  # noqa: E402
+
+C, H, W = 4, 8, 8          # conv channels; input map 8x8, a 3x3 VALID conv makes 6x6
+FLAT = C * (H - 2) * (W - 2)
+X = np.random.default_rng(0).uniform(-1, 1, (2, 3, H, W)).astype(np.float32)
+
+
+class Flattened(nnx.Module):
+    """The natural NNX port of torch's ``Conv2d -> ReLU -> Flatten -> Linear``: a reshape in ``__call__``."""
+
+    def __init__(self, rngs: nnx.Rngs) -> None:
+        self.conv = nnx.Conv(3, C, (3, 3), padding="VALID", rngs=rngs)
+        self.fc = nnx.Linear(FLAT, 2, rngs=rngs)
+
+    def __call__(self, x: Any) -> Any:
+        x = nnx.relu(self.conv(x))
+        return self.fc(x.reshape(x.shape[0], -1))
+
+
+class Pooled(nnx.Module):
+    """A CNN that pools to one value per channel: ``Linear(C)`` then ``Linear(2C)``, no flattened map anywhere."""
+
+    def __init__(self, rngs: nnx.Rngs) -> None:
+        self.conv1 = nnx.Conv(3, C, (3, 3), rngs=rngs)
+        self.norm = nnx.BatchNorm(C, rngs=rngs)
+        self.conv2 = nnx.Conv(C, 2 * C, (3, 3), rngs=rngs)   # 2C channels: the head's 4C is a multiple of both
+        self.hidden = nnx.Linear(2 * C, 4 * C, rngs=rngs)
+        self.head = nnx.Linear(4 * C, 2, rngs=rngs)
+
+    def __call__(self, x: Any) -> Any:
+        x = nnx.relu(self.conv2(nnx.relu(self.norm(self.conv1(x)))))
+        return self.head(nnx.relu(self.hidden(jnp.mean(x, axis=(1, 2)))))
+
+
+def _torch_flattened() -> Any:
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(3, C, 3), nn.ReLU(), nn.Flatten(), nn.Linear(FLAT, 2)).eval()
+
+
+def _flax_out(model: Any) -> np.ndarray:
+    return np.asarray(model(jnp.asarray(X.transpose(0, 2, 3, 1))))
+
+
+def _snapshot(model: Any) -> dict[str, np.ndarray]:
+    return {path: np.array(value, copy=True) for path, value in pp.tree(model).state().items()}
+
+
+def _doubts(model: Any) -> dict[str, str]:
+    return {path: doubt for path, p in pp.tree(model).items() if (doubt := p._layout_doubt())}
+
+
+def test_a_linear_fed_by_a_flattened_conv_map_says_it_is_in_doubt() -> None:
+    doubts = _doubts(Flattened(nnx.Rngs(0)))
+    assert list(doubts) == ["fc.weight"]            # not its bias (one per output), not the conv
+    assert "'conv'" in doubts["fc.weight"] and "(H, W, C)" in doubts["fc.weight"]
+
+
+def test_an_nnx_sequential_with_a_reshape_between_conv_and_linear_is_in_doubt() -> None:
+    rngs = nnx.Rngs(0)
+    net = nnx.Sequential(nnx.Conv(3, C, (3, 3), padding="VALID", rngs=rngs), nnx.relu,
+                         lambda x: x.reshape(x.shape[0], -1), nnx.Linear(FLAT, 2, rngs=rngs))
+    assert list(_doubts(net)) == ["3.weight"]
+    nested = nnx.Sequential(nnx.Sequential(nnx.Conv(3, C, (3, 3), rngs=rngs), nnx.BatchNorm(C, rngs=rngs)),
+                            nnx.Sequential(lambda x: x.reshape(x.shape[0], -1), nnx.Linear(FLAT, 2, rngs=rngs)))
+    assert list(_doubts(nested)) == ["1.1.weight"]     # past the channel norm, across the containers
+
+
+def test_pooled_maps_and_models_without_a_convolution_are_not_in_doubt() -> None:
+    assert _doubts(Pooled(nnx.Rngs(0))) == {}
+    rngs = nnx.Rngs(0)
+    pooled = nnx.Sequential(nnx.Conv(3, C, (3, 3), rngs=rngs), nnx.BatchNorm(C, rngs=rngs), nnx.relu,
+                            partial(jnp.mean, axis=(1, 2)), nnx.Linear(C, 10, rngs=rngs))
+    assert _doubts(pooled) == {}
+    mlp = nnx.Sequential(nnx.Linear(4, 8, rngs=rngs), nnx.relu, nnx.Linear(8, 16, rngs=rngs))
+    assert _doubts(mlp) == {}
+
+
+def test_a_norm_over_the_flattened_features_is_in_doubt_too() -> None:
+    rngs = nnx.Rngs(0)
+    net = nnx.Sequential(nnx.Conv(3, C, (3, 3), padding="VALID", rngs=rngs), lambda x: x.reshape(x.shape[0], -1),
+                         nnx.BatchNorm(FLAT, rngs=rngs), nnx.Linear(FLAT, 2, rngs=rngs))
+    assert set(_doubts(net)) == {"2.weight", "2.bias", "2.running_mean", "2.running_var", "3.weight"}
+
+
+def test_a_linear_whose_outputs_are_unflattened_into_a_conv_input_is_in_doubt() -> None:
+    """A generator's ``Linear(z, C*h*w) -> reshape (h, w, C) -> ConvTranspose(C)``: its outputs (rows and bias)
+    follow NNX's ``(h, w, C)`` order, torch's ``Unflatten`` reads ``(C, h, w)``."""
+    rngs = nnx.Rngs(0)
+    net = nnx.Sequential(nnx.Linear(5, C * 16, rngs=rngs), lambda x: x.reshape(x.shape[0], 4, 4, C),
+                         nnx.ConvTranspose(C, 3, (3, 3), rngs=rngs))
+    assert set(_doubts(net)) == {"0.weight", "0.bias"}
+    plain = nnx.Sequential(nnx.Linear(5, C, rngs=rngs), lambda x: x.reshape(x.shape[0], 1, 1, C),
+                           nnx.ConvTranspose(C, 3, (3, 3), rngs=rngs))
+    assert _doubts(plain) == {}
+
+
+@pytest.mark.parametrize("direction", ["torch-to-flax", "flax-to-torch"])
+def test_transfer_with_torch_refuses_the_flattened_map_and_changes_nothing(direction: str) -> None:
+    torch_net, flax_net = _torch_flattened(), Flattened(nnx.Rngs(0))
+    src, dst = (torch_net, flax_net) if direction == "torch-to-flax" else (flax_net, torch_net)
+    rename = ([(r"^0\.", "conv."), (r"^3\.", "fc.")] if direction == "torch-to-flax"
+              else [(r"^conv\.", "0."), (r"^fc\.", "3.")])
+    before = _snapshot(dst)
+    with pytest.raises(errors.TransferError, match=r"fc\.weight") as info:
+        pp.transfer(src, dst, rename=rename)
+    assert "Nothing was changed" in str(info.value)
+    for path, value in _snapshot(dst).items():
+        np.testing.assert_array_equal(value, before[path], err_msg=path)
+
+
+def test_within_flax_transfer_and_save_load_keep_the_native_order(tmp_path: Path) -> None:
+    src, dst = Flattened(nnx.Rngs(0)), Flattened(nnx.Rngs(1))
+    assert pp.transfer(src, dst).ok
+    np.testing.assert_array_equal(_flax_out(dst), _flax_out(src))
+    loaded = Flattened(nnx.Rngs(2))
+    pp.save(src, tmp_path / "flat.safetensors")
+    pp.load(loaded, tmp_path / "flat.safetensors")
+    np.testing.assert_array_equal(_flax_out(loaded), _flax_out(src))
+
+
+def test_rows_reordered_by_hand_and_written_with_load_state_give_torchs_outputs() -> None:
+    """What the doubt tells to do: ``load_state`` writes regardless of it, so reordering the rows from torch's
+    ``(C, H, W)`` to NNX's ``(H, W, C)`` moves the model."""
+    torch_net, flax_net = _torch_flattened(), Flattened(nnx.Rngs(0))
+    state = {path: np.array(value) for path, value in pp.tree(torch_net).state().items()}
+    fc = state["3.weight"].reshape(2, C, H - 2, W - 2).transpose(0, 2, 3, 1).reshape(2, FLAT)
+    pp.tree(flax_net).load_state({"conv.weight": state["0.weight"], "conv.bias": state["0.bias"],
+                                  "fc.weight": fc, "fc.bias": state["3.bias"]})
+    with torch.no_grad():
+        expected = torch_net(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(_flax_out(flax_net), expected, atol=1e-5)
