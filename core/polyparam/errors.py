@@ -27,6 +27,7 @@ PolyparamError
     ├── TieMismatchError            (also ValueError)  # file ties vs model ties
     ├── TransferError               (also ValueError)  # the two structures differ
     ├── CheckpointWriteError        (also OSError)     # the disk refused a save (errno kept)
+    ├── CheckpointNotFoundError     (also FileNotFoundError)  # no file or directory at the path read
     └── CheckpointFormatError       (also ValueError)  # a file polyparam refuses to read
         ├── UnsupportedFormatError                     # extension or content not a known format
         ├── UnsafeContentError                         # pickle, code, links: never executed
@@ -81,6 +82,7 @@ __all__ = [
     "BadMagicError",
     "CheckpointError",
     "CheckpointFormatError",
+    "CheckpointNotFoundError",
     "CheckpointWriteError",
     "ChecksumError",
     "CorruptArchiveError",
@@ -327,6 +329,20 @@ class CheckpointWriteError(CheckpointError, OSError):
         super().__init__(msg, **facts)
         self.file = file
         self.errno = errno
+        self.strerror = msg
+        self.filename = file
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """Nothing exists at the path a load reads (also a ``FileNotFoundError``, as ``open`` would raise).
+
+    ``errno``, ``filename`` and ``file`` are set as the operating system's error would set them.
+    """
+
+    def __init__(self, msg: str, /, *, file: str | None = None, **facts: Any) -> None:
+        super().__init__(msg, **facts)
+        self.file = file
+        self.errno = 2   # ENOENT
         self.strerror = msg
         self.filename = file
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -94,6 +95,20 @@ def test_a_directory_is_still_an_os_error(tmp_path: Path) -> None:
     folder.mkdir()
     with pytest.raises(IsADirectoryError if os.name != "nt" else OSError):
         open_archive(folder)
+
+
+def test_a_missing_file_is_a_typed_error_that_is_still_a_file_not_found_error(tmp_path: Path) -> None:
+    """Caught as FileNotFoundError (what open raises) or as a polyparam CheckpointError; the message names the
+    path and the checkpoints that are in that folder."""
+    model = {"layer": {"weight": np.ones((2, 2), np.float32)}}
+    pp.save(model, tmp_path / "model.safetensors")
+    with pytest.raises(FileNotFoundError) as info:
+        pp.load(model, tmp_path / "modle.safetensors")
+    assert isinstance(info.value, errors.CheckpointNotFoundError) and info.value.errno == errno.ENOENT
+    assert info.value.filename == str(tmp_path / "modle.safetensors")
+    assert "['model.safetensors']" in str(info.value)
+    with pytest.raises(errors.CheckpointNotFoundError, match="no folder"):
+        open_archive(tmp_path / "gone" / "model.safetensors")
 
 
 # ---- F10: decompression bombs, lying zip directories, header floods -----------------------------------

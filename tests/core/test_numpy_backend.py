@@ -140,6 +140,19 @@ def test_dict_with_a_non_array_leaf_is_refused() -> None:
     assert info.value.path == "layer.weight"
 
 
+def test_two_dict_entries_with_one_path_are_refused_before_a_save_drops_one(tmp_path) -> None:
+    """``{"a.b": x, "a": {"b": y}}`` gives two arrays the path ``a.b``: a save would keep one, a load write both."""
+    model = {"a.b": np.zeros(2, np.float32), "a": {"b": np.ones(2, np.float32)}, "c": np.ones(1, np.float32)}
+    with pytest.raises(errors.AmbiguousNameError, match="'a.b': key 'a.b' at the top and key 'b' under 'a'"):
+        pp.save(model, tmp_path / "m.safetensors")
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(errors.AmbiguousNameError):
+        pp.tree(model).load_state({"a.b": np.full(2, 7, np.float32), "c": np.zeros(1, np.float32)})
+    assert (model["a.b"] == 0).all() and (model["a"]["b"] == 1).all() and model["c"][0] == 1
+    flat = {"0.weight": np.ones((2, 2), np.float32), "0.bias": np.zeros(2, np.float32)}   # dotted keys alone: paths
+    assert pp.tree(flat).paths() == ["0.weight", "0.bias"]
+
+
 def test_zoo_dense_is_a_real_layer_and_other_kinds_hold_a_bias() -> None:
     """layer("dense") is a Dense whose forward runs; the other kinds hold the LAYER_SPECS weight and a bias."""
     from polyparam.backend import LAYER_INPUTS, LAYER_SPECS

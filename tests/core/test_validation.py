@@ -315,3 +315,13 @@ def test_valid_thread_counts(text: str, threads: int | None, monkeypatch: pytest
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert count() == (threads or os.cpu_count() or 1)
+
+
+def test_select_with_a_bad_regex_and_count_with_a_bad_flag_are_invalid_arguments() -> None:
+    tree = pp.tree({"layer": {"weight": np.ones((2, 2), np.float32), "bias": np.ones(2, np.float32)}})
+    with pytest.raises(errors.InvalidArgumentError, match=r"`regex`.*'\(\['.*re.escape"):
+        tree.select(regex="([")
+    assert tree.select(regex=r"\.bias$").paths() == ["layer.bias"]
+    with pytest.raises(errors.InvalidArgumentError, match="`trainable`.*str 'yes'"):
+        tree.count(trainable="yes")   # type: ignore[arg-type]
+    assert tree.count(trainable=True) == 6 and tree.count(trainable=np.bool_(False)) == 0

@@ -177,7 +177,13 @@ class TrainingOps:
 
         Raises:
             DeferredInitializationError: A parameter's shape is not known yet.
+            InvalidArgumentError: ``trainable`` is not ``None``, ``True`` or ``False``.
         """
+        if trainable is not None and not isinstance(trainable, (bool, np.bool_)):
+            msg = (f"Invalid value for argument `trainable` of count: expected None, True or False, got "
+                   f"{type(trainable).__name__} {trainable!r}. Pass trainable=True to count the trainable ones.")
+            raise errors.InvalidArgumentError(msg, argument="trainable", expected="None, True or False",
+                                              got=trainable)
         items = self.items()
         if trainable is not None:
             flags = trainable_flags([p for _, p in items])

@@ -101,8 +101,17 @@ class ParameterCollection(TrainingOps, abc.ABC):
             pattern: A glob on the path (``"*.weight"``, ``"0.*"``); ``*`` crosses dots.
             regex: A regular expression searched in the path (``re.search``).
             where: A predicate on the :class:`Parameter` (``lambda p: p.role == "bias"``).
+
+        Raises:
+            InvalidArgumentError: ``regex`` is not a regular expression Python compiles.
         """
-        compiled = re.compile(regex) if regex is not None else None
+        try:
+            compiled = re.compile(regex) if regex is not None else None
+        except (re.error, TypeError) as exc:
+            msg = (f"Invalid value for argument `regex` of select: expected a regular expression, got {regex!r} "
+                   f"({exc}). Escape special characters with re.escape(...), or use a glob as the pattern.")
+            raise errors.InvalidArgumentError(msg, argument="regex", expected="a regular expression",
+                                              got=regex) from None
         chosen = [
             (path, p) for path, p in self._occurrences()
             if (pattern is None or fnmatch.fnmatchcase(path, pattern))

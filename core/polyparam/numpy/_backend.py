@@ -6,7 +6,7 @@ module). Every other backend is tested against its behaviour by the conformance 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -267,6 +267,24 @@ class DictTree(ParameterTree):
     def _leaves(self) -> list[tuple[str, Parameter]]:
         return [(str(k), ArrayParameter(join_path(self.path, str(k)), self.native, k)) for k, v in self.native.items()
                 if isinstance(v, np.ndarray)]
+
+    def _occurrences(self) -> list[tuple[str, Parameter]]:
+        """As the base class's, refusing two entries with one path (``{"a.b": x, "a": {"b": y}}``): a save would
+        keep one of them, a load write both."""
+        found = super()._occurrences()
+        if len({path for path, _ in found}) < len(found):
+            seen: dict[str, str] = {}
+            for path, p in found:
+                key = str(cast("ArrayParameter", p)._key)
+                parent = path[:len(path) - len(key)].rstrip(".")
+                entry = f"key {key!r} " + (f"under {parent!r}" if parent else "at the top")
+                if path in seen:
+                    msg = (f"Cannot make a tree of this dict: expected one entry per path, got two at {path!r}: "
+                           f"{seen[path]} and {entry}. Rename one of the keys (a key with a dot is a path).")
+                    raise errors.AmbiguousNameError(msg, path=path, expected="one entry per path",
+                                                    got=[seen[path], entry])
+                seen[path] = entry
+        return found
 
 
 # ---- the reference models ---------------------------------------------------------------

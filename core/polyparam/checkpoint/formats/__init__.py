@@ -49,9 +49,20 @@ def open_archive(path: str | os.PathLike[str], /, *, format: str | None = None, 
         UnsupportedFormatError: Unknown extension or format, or not a regular file (a FIFO, a device).
         CheckpointFormatError: A subclass naming the malformation.
         NotACheckpointError: A directory holding no checkpoint (also an ``IsADirectoryError``).
+        CheckpointNotFoundError: Nothing exists at ``path`` (also a ``FileNotFoundError``).
         OSError: The file cannot be opened.
     """
     file = os.fspath(path)
+    if not os.path.lexists(file):
+        folder = os.path.dirname(os.path.abspath(file))
+        extensions = tuple(ext for exts in READABLE.values() for ext in exts)
+        exists = os.path.isdir(folder)
+        near = sorted(n for n in os.listdir(folder) if n.lower().endswith(extensions))[:5] if exists else []
+        where = (f"checkpoints there: {near}" if near else
+                 "no checkpoint in that folder" if exists else f"no folder {folder!r}")
+        msg = (f"Cannot read checkpoint {file!r}: expected a file or checkpoint directory at that path, got nothing "
+               f"({where}). Check the path (relative paths start from {os.getcwd()!r}).")
+        raise errors.CheckpointNotFoundError(msg, file=file, expected="an existing path", got=near)
     from polyparam.checkpoint.formats.orbax import is_orbax_checkpoint
 
     if format == "orbax" or (format is None and is_orbax_checkpoint(file)):   # an orbax (Flax/JAX) directory
