@@ -22,13 +22,27 @@ __all__ = ["TorchTree", "retie", "walk"]
 Entry = tuple[str, tuple[str, ...], str, bool, nn.Module, torch.Tensor]   # path, keys, attr, is_buffer, module, tensor
 
 
+def unwrapped(module: nn.Module, keys: tuple[str, ...]) -> tuple[nn.Module, tuple[str, ...]]:
+    """``module`` and its keys, seeing through ``torch.compile``'s wrapper (``OptimizedModule``).
+
+    The wrapper holds the module it compiles as its one child ``_orig_mod``, which is in
+    ``state_dict`` keys (``_orig_mod.0.weight``) but not in the architecture: canonical paths
+    leave it out, so a compiled model and the plain one have the same paths (and seeded
+    values), and files load into either; native names keep it, as ``state_dict`` does.
+    """
+    while type(module).__name__ == "OptimizedModule" and isinstance(module._modules.get("_orig_mod"), nn.Module):
+        module, keys = module._modules["_orig_mod"], keys + ("_orig_mod",)
+    return module, keys
+
+
 def entries(module: nn.Module, prefix: str, keys: tuple[str, ...], out: list[Entry], seen: set[int] | None) -> None:
     """Append ``(path, keys, attr, is_buffer, module, tensor)`` for ``module`` and its descendants in
     ``state_dict`` order: what :func:`walk` makes parameters of, and ``state()`` reads without making them.
 
     With ``seen`` (a set of tensor ids), tied tensors are listed once, under the first
-    path met; without it, under every path.
+    path met; without it, under every path. A ``torch.compile`` wrapper adds no path segment (:func:`unwrapped`).
     """
+    module, keys = unwrapped(module, keys)
     for attr, t in module._parameters.items():
         if t is not None:
             if seen is not None:
@@ -88,27 +102,27 @@ class TorchTree(ParameterTree):
     # ---- hooks ------------------------------------------------------------------------
 
     def _children(self) -> list[tuple[str, ParameterTree]]:
-        module = self.native
+        module, keys = unwrapped(self.native, self._keys)
         positional = isinstance(module, (nn.Sequential, nn.ModuleList))
         out: list[tuple[str, ParameterTree]] = []
         for i, (name, child) in enumerate(module._modules.items()):
             if child is not None:
                 segment = str(i) if positional else name
                 out.append((segment, TorchTree(child, path=join_path(self.path, segment), root=self._root,
-                                               keys=self._keys + (name,))))
+                                               keys=keys + (name,))))
         return out
 
     def _leaves(self) -> list[tuple[str, Parameter]]:
         out: list[tuple[str, Parameter]] = []
-        module = self.native
+        module, keys = unwrapped(self.native, self._keys)
         prefix = f"{self.path}." if self.path else ""
         for attr, t in module._parameters.items():
             if t is not None:
-                out.append((attr, TorchParameter(prefix + attr, self._root, self._keys, attr, False, module)))
+                out.append((attr, TorchParameter(prefix + attr, self._root, keys, attr, False, module)))
         skip = module._non_persistent_buffers_set
         for attr, t in module._buffers.items():
             if t is not None and attr not in skip:
-                out.append((attr, TorchParameter(prefix + attr, self._root, self._keys, attr, True, module)))
+                out.append((attr, TorchParameter(prefix + attr, self._root, keys, attr, True, module)))
         return out
 
     def _forward(self, inputs: Any, /) -> Any:

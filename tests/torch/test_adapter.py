@@ -157,6 +157,42 @@ def test_set_bumps_the_autograd_version_like_an_in_place_copy() -> None:
         out.backward()
 
 
+def test_a_compiled_model_has_the_plain_models_paths_and_values(tmp_path) -> None:
+    """``torch.compile`` wraps a module as ``_orig_mod`` (in its ``state_dict`` keys, not in the architecture):
+    the canonical paths leave the wrapper out, whole or nested, so files, transfers and seeded values are
+    those of the plain model; native names keep it, so the compiled model's own ``state_dict`` file loads."""
+    from safetensors.torch import save_file
+
+    def plain() -> nn.Sequential:
+        return nn.Sequential(nn.Linear(4, 3), nn.Sequential(nn.Linear(3, 3), nn.Tanh()), nn.Linear(3, 2))
+
+    model = plain()
+    compiled = torch.compile(plain(), backend="eager")
+    nested = plain()
+    nested[1] = torch.compile(nested[1], backend="eager")
+    paths = pp.tree(model).paths()
+    assert pp.tree(compiled).paths() == paths and pp.tree(nested).paths() == paths
+    assert pp.tree(compiled)["1.0.weight"].native_name == "_orig_mod.1.0.weight"
+    assert pp.tree(nested)[1][0]["weight"].native is nested[1]._orig_mod[0].weight
+    for tree in (pp.tree(model), pp.tree(compiled), pp.tree(nested)):
+        tree.initialize(pp.init.Xavier(), seed=3, force_reinit=True)
+    for other in (compiled, nested):
+        assert not pp.diff(model, other)
+
+    pp.save(model, tmp_path / "plain.safetensors")
+    fresh = torch.compile(plain(), backend="eager")
+    pp.load(fresh, tmp_path / "plain.safetensors")
+    x = torch.ones(2, 4)
+    torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+    save_file(compiled.state_dict(), str(tmp_path / "native.safetensors"))   # keys _orig_mod.*
+    again = torch.compile(plain(), backend="eager")
+    pp.load(again, tmp_path / "native.safetensors")
+    torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
+    target = plain()
+    pp.transfer(compiled, target, check=x.numpy())
+    torch.testing.assert_close(target(x), model(x), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("write", ["set", "load_state", "item", "initialize", "load"])
 def test_a_tensor_whose_elements_share_memory_is_refused_before_any_write(write: str, tmp_path) -> None:
     """``nn.Parameter(torch.zeros(1, 3).expand(4, 3))``: a write would keep only the last row written (torch's
