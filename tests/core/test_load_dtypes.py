@@ -57,3 +57,25 @@ def test_dtype_saved_that_fails_changes_nothing(tmp_path: Path) -> None:
     assert state["a"]["weight"].dtype == np.float32 and np.all(state["a"]["weight"] == 1)
     with pytest.raises(errors.InvalidArgumentError, match="'model' or 'saved'"):
         pp.load(state, file, dtype="float64")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("write", ["set", "item", "load_state", "load"])
+def test_integers_a_narrower_dtype_cannot_hold_are_refused_and_nothing_changes(write: str, tmp_path: Path) -> None:
+    """int64 300 into int8 would wrap to 44 (NumPy's cast): refused with the range, before or undone after the
+    other writes; values that fit still cast."""
+    model = {"a": np.zeros(3, np.float32), "q": np.zeros(3, np.int8)}
+    tree = pp.tree(model)
+    wide = np.array([1, 300, -200], np.int64)
+    with pytest.raises(errors.DTypeMismatchError, match=r"'q'.*int8 holds \(-128 to 127\), got -200 to 300"):
+        if write == "set":
+            tree["q"].set(wide)
+        elif write == "item":
+            tree["q"][:] = wide
+        elif write == "load_state":
+            tree.load_state({"a": np.ones(3, np.float32), "q": wide})
+        else:
+            save_file({"a": np.ones(3, np.float32), "q": wide}, str(tmp_path / "wide.safetensors"))
+            pp.load(model, tmp_path / "wide.safetensors", cast=True)
+    assert (model["a"] == 0).all() and (model["q"] == 0).all()
+    tree["q"].set(np.array([1, 127, -128], np.int64))
+    np.testing.assert_array_equal(model["q"], [1, 127, -128])

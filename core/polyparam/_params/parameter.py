@@ -269,7 +269,8 @@ class Parameter(abc.ABC):
         Raises:
             ShapeMismatchError: ``value`` does not have the parameter's shape.
             DTypeMismatchError: ``value``'s dtype cannot be cast to the parameter's dtype
-                without changing its kind (float to int, complex to float).
+                without changing its kind (float to int, complex to float), or it holds
+                integers the parameter's narrower integer dtype cannot (the cast would wrap).
             DeferredInitializationError: The shape is unknown and the backend cannot take
                 a value before its first forward pass.
         """
@@ -291,6 +292,7 @@ class Parameter(abc.ABC):
         self._require_data("write to")
         value = np.asarray(value)
         self._check_dtype(value.dtype, action="write to")
+        self._check_range(value, self.dtype, action="write to")
         _check_item_write(self, key, value)
         self._require_writable("write to")
         view = self._writable_view()
@@ -325,7 +327,22 @@ class Parameter(abc.ABC):
             raise errors.ShapeMismatchError(msg, path=self.path, expected=shape, got=array.shape)
         expected = self.dtype
         self._check_dtype(array.dtype, action=action, expected=expected)
-        return array if array.dtype == expected else array.astype(expected)
+        if array.dtype == expected:
+            return array
+        self._check_range(array, expected, action=action)
+        return array.astype(expected)
+
+    def _check_range(self, array: np.ndarray, expected: np.dtype, *, action: str) -> None:
+        """Refuse integers that ``expected`` (a narrower integer dtype) cannot hold: the cast would wrap them."""
+        if (expected.kind not in "iu" or array.dtype.kind not in "iu" or array.size == 0
+                or np.can_cast(array.dtype, expected, casting="safe")):
+            return
+        info, low, high = np.iinfo(expected), int(array.min()), int(array.max())
+        if low < info.min or high > info.max:
+            msg = (f"Cannot {action} parameter {self.path!r}: expected values {expected.name} holds ({info.min} to "
+                   f"{info.max}), got {low} to {high} in a {array.dtype.name} value, which a cast would wrap. "
+                   f"Clip the value first (np.clip(value, {info.min}, {info.max})) or build the parameter wider.")
+            raise errors.DTypeMismatchError(msg, path=self.path, expected=(info.min, info.max), got=(low, high))
 
     def _check_dtype(self, got: np.dtype, *, action: str, expected: np.dtype | None = None) -> None:
         expected = self.dtype if expected is None else expected
@@ -420,6 +437,7 @@ class Parameter(abc.ABC):
         array = np.asarray(array)
         dtype = self.dtype
         if array.dtype != dtype:
+            self._check_range(array, dtype, action="write")
             array = array.astype(dtype)
         if local and self._local_box() is not None:
             self._write_local(array)
