@@ -59,6 +59,10 @@ def tie(*objs: Parameter | ParameterTree) -> list[TieGroup]:
     for group in groups:
         anchor = group[0]
         for member in group[1:]:
+            if member is anchor or (member.path == anchor.path and member._identity() == anchor._identity()):
+                msg = (f"Cannot tie {member.path!r} to itself: expected different parameters, got the same one "
+                       "twice. Pass each parameter (or block) once.")
+                raise errors.TieError(msg, path=member.path, expected="different parameters", got=member.path)
             problem = tie_problem(member, anchor)
             if problem is None:
                 continue

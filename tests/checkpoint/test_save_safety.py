@@ -416,3 +416,18 @@ def test_the_writer_lays_out_a_file_as_the_safetensors_library_does(tmp_path: Pa
     for key, value in tensors.items():
         np.testing.assert_array_equal(back[key], value)
         assert sums[key] == fingerprint(value)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="POSIX symbolic links")
+def test_a_save_over_a_symbolic_link_replaces_the_link_and_keeps_the_file_it_pointed_to(tmp_path: Path) -> None:
+    """As docs/checkpoints.md says: a 'latest' link to a kept checkpoint never overwrites that checkpoint."""
+    kept = {"w": np.zeros(3, np.float32)}
+    pp.save(kept, tmp_path / "step-100.safetensors")
+    before = (tmp_path / "step-100.safetensors").read_bytes()
+    os.symlink("step-100.safetensors", tmp_path / "latest.safetensors")
+    pp.save({"w": np.ones(3, np.float32)}, tmp_path / "latest.safetensors")
+    assert not (tmp_path / "latest.safetensors").is_symlink()
+    assert (tmp_path / "step-100.safetensors").read_bytes() == before
+    model = {"w": np.zeros(3, np.float32)}
+    pp.load(model, tmp_path / "latest.safetensors")
+    assert (model["w"] == 1).all()

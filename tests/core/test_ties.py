@@ -117,6 +117,15 @@ def test_tying_tied_parameters_again_changes_nothing(net: pnp.Sequential, tree: 
 # ---- refusals --------------------------------------------------------------------------------
 
 
+def test_a_parameter_or_block_tied_to_itself_is_refused(net: pnp.Sequential, tree: ParameterTree) -> None:
+    """``pp.tie(p, p)`` returned a group listing one path twice; it names the mistake instead."""
+    with pytest.raises(errors.TieError, match="'0.weight' to itself"):
+        pp.tie(tree["0.weight"], tree["0.weight"])
+    with pytest.raises(errors.TieError, match="to itself"):
+        pp.tie(tree[1], tree[1])
+    assert tree.ties() == []
+
+
 def assert_untied(net: pnp.Sequential, tree: ParameterTree, before: dict[str, np.ndarray]) -> None:
     assert tree.ties() == []
     assert net[1].params["weight"] is not net[0].params["weight"]
