@@ -977,6 +977,20 @@ class TorchParameter(Parameter):
         shape = None if isinstance(t, UninitializedTensorMixin) else tuple(t.shape)
         return declared_initializer(layer.module, layer.attr, shape, parent=None if layer.part else self._parent())
 
+    def _after_fill(self) -> None:
+        """An ``Embedding``'s (or ``EmbeddingBag``'s) ``padding_idx`` row back to zeros after a draw, as
+        ``reset_parameters`` leaves it: the row never gets a gradient, so a drawn one would stay."""
+        layer = self._layer()
+        module = layer.module
+        if layer.part or layer.attr != "weight" or not isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            return
+        index = module.padding_idx
+        t = self._tensor()
+        if index is None or t.is_meta or is_dtensor(t) or isinstance(t, UninitializedTensorMixin):
+            return
+        with torch.no_grad():
+            t[index].fill_(0)
+
     def _parent(self) -> tuple[nn.Module, str] | None:
         """``(parent module, name)`` of the module holding this tensor; ``None`` for the root's own tensors."""
         if not self._keys:

@@ -157,6 +157,37 @@ def test_set_bumps_the_autograd_version_like_an_in_place_copy() -> None:
         out.backward()
 
 
+@pytest.mark.parametrize("how", ["tree", "one parameter", "meta", "large"])
+def test_initialize_keeps_an_embeddings_padding_row_zero(how: str) -> None:
+    """torch's reset_parameters (and Hugging Face's _init_weights) leave the padding_idx row zero, and it never
+    gets a gradient: a drawn row would stay for good. Every other row is the seeded draw."""
+    rows = 70_000 if how == "large" else 10    # large: filled in fresh storage, not in place
+    def build() -> nn.Sequential:
+        return nn.Sequential(nn.Embedding(rows, 4, padding_idx=1), nn.EmbeddingBag(rows, 4, padding_idx=-1))
+
+    plain = nn.Sequential(nn.Embedding(rows, 4), nn.EmbeddingBag(rows, 4))
+    pp.tree(plain).initialize(pp.init.Normal(1.0), seed=0, force_reinit=True)
+    if how == "meta":
+        with torch.device("meta"):
+            model = build()
+        tree = pp.tree(model)
+        tree.initialize(pp.init.Normal(1.0), seed=0)
+        tree.materialize("cpu")
+    else:
+        model = build()
+        if how == "one parameter":
+            for path in ("0.weight", "1.weight"):
+                pp.tree(model)[path].initialize(pp.init.Normal(1.0), seed=0, force_reinit=True)
+        else:
+            pp.tree(model).initialize(pp.init.Normal(1.0), seed=0, force_reinit=True)
+    for layer, pad in ((0, 1), (1, rows - 1)):
+        weight, drawn = model[layer].weight.detach(), plain[layer].weight.detach()
+        assert (weight[pad] == 0).all()
+        keep = torch.ones(rows, dtype=torch.bool)
+        keep[pad] = False
+        torch.testing.assert_close(weight[keep], drawn[keep], rtol=0, atol=0)
+
+
 def test_a_compiled_model_has_the_plain_models_paths_and_values(tmp_path) -> None:
     """``torch.compile`` wraps a module as ``_orig_mod`` (in its ``state_dict`` keys, not in the architecture):
     the canonical paths leave the wrapper out, whole or nested, so files, transfers and seeded values are

@@ -77,8 +77,10 @@ class Parameter(abc.ABC):
     * training loops: `_trainable`/`_set_trainable` (the framework's flag, read live and
       assignable), `_write_grad` (clip and zero gradients), `_cast` (dtype in place);
     * the framework's declared initializers: `_declared_initializer` (what the layer
-      declares for this tensor, for ``pp.init.Declared``) and `_own_initializer` (one
-      that wins over a tree-wide initializer, as Gluon's ``Parameter.init`` does);
+      declares for this tensor, for ``pp.init.Declared``), `_own_initializer` (one
+      that wins over a tree-wide initializer, as Gluon's ``Parameter.init`` does) and
+      `_after_fill` (restore, after an initializer wrote the value, what the framework's
+      own initialization keeps: torch's ``Embedding`` ``padding_idx`` row of zeros);
     * the framework's own checkpoint files: `_native_aliases` (other keys this tensor has
       in them, such as a Keras ``.weights.h5`` path) and `_from_native_layout` (a value
       in the framework's storage layout, converted to canonical), so ``pp.load`` reads them;
@@ -107,7 +109,8 @@ class Parameter(abc.ABC):
       copy first a value or source over storage they write); the default makes a `_writable_view`.
 
     Core steps, not hooks (never override): `_commit` (the one write step of every
-    operation), `_check_dtype` and `_require_writable`.
+    operation), `_check_dtype`, `_check_range` (integers a narrower dtype cannot hold)
+    and `_require_writable`.
     """
 
     #: The backend name, e.g. ``"torch"``; set by each subclass.
@@ -779,6 +782,13 @@ class Parameter(abc.ABC):
         between two different backends refuses such a parameter before writing anything;
         within one backend the native order round-trips and nothing is refused.
         """
+        return None
+
+    def _after_fill(self) -> None:
+        """Called after an initializer wrote this parameter's value (any ``initialize``, deferred ones when they
+        run), inside the operation's journal: write back what the framework's own initialization keeps whatever
+        the draw, such as torch's ``Embedding`` ``padding_idx`` row of zeros (``reset_parameters`` and Hugging
+        Face's ``_init_weights`` keep it; the row then never gets a gradient). The default does nothing."""
         return None
 
     def _write_refusal(self) -> str | None:

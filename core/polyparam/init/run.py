@@ -60,7 +60,14 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
                    info: ParamInfo | None = None, view: np.ndarray | None = None, every: bool | None = None) -> None:
     """Draw ``p``'s value with its own generator and write it (``info``: ``p``'s facts, when read already;
     ``view``: where it is filled in place, from :func:`in_place_view`; ``every``: the initializer's
-    ``_fills_every_element``, when asked already)."""
+    ``_fills_every_element``, when asked already); then let the backend keep what its framework's own
+    initialization keeps (:meth:`~polyparam._params.parameter.Parameter._after_fill`)."""
+    _fill(p, initializer, seed, by_role=by_role, info=info, view=view, every=every)
+    p._after_fill()
+
+
+def _fill(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool,
+          info: ParamInfo | None, view: np.ndarray | None, every: bool | None) -> None:
     info = _info(p) if info is None else info
     if view is not None:
         initializer.fill(view, info, seed=seed, by_role=by_role)
