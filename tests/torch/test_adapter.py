@@ -157,7 +157,7 @@ def test_set_bumps_the_autograd_version_like_an_in_place_copy() -> None:
         out.backward()
 
 
-@pytest.mark.parametrize("how", ["tree", "one parameter", "meta", "large"])
+@pytest.mark.parametrize("how", ["tree", "selection", "meta", "large"])
 def test_initialize_keeps_an_embeddings_padding_row_zero(how: str) -> None:
     """torch's reset_parameters (and Hugging Face's _init_weights) leave the padding_idx row zero, and it never
     gets a gradient: a drawn row would stay for good. Every other row is the seeded draw."""
@@ -173,19 +173,35 @@ def test_initialize_keeps_an_embeddings_padding_row_zero(how: str) -> None:
         tree = pp.tree(model)
         tree.initialize(pp.init.Normal(1.0), seed=0)
         tree.materialize("cpu")
+    elif how == "selection":
+        model = build()
+        pp.tree(model).select("*.weight").initialize(pp.init.Normal(1.0), seed=0, force_reinit=True)
     else:
         model = build()
-        if how == "one parameter":
-            for path in ("0.weight", "1.weight"):
-                pp.tree(model)[path].initialize(pp.init.Normal(1.0), seed=0, force_reinit=True)
-        else:
-            pp.tree(model).initialize(pp.init.Normal(1.0), seed=0, force_reinit=True)
+        pp.tree(model).initialize(pp.init.Normal(1.0), seed=0, force_reinit=True)
     for layer, pad in ((0, 1), (1, rows - 1)):
         weight, drawn = model[layer].weight.detach(), plain[layer].weight.detach()
         assert (weight[pad] == 0).all()
         keep = torch.ones(rows, dtype=torch.bool)
         keep[pad] = False
         torch.testing.assert_close(weight[keep], drawn[keep], rtol=0, atol=0)
+
+
+def test_a_loaded_padding_row_and_one_tensors_own_initialize_are_kept_as_written() -> None:
+    """The padding row is zeroed only after a draw of the whole model: a pretrained row pp.init.Load copies
+    (BERT's [PAD]) stays, and one tensor given an initializer is filled whole, as torch's nn.init call does."""
+    model = nn.Sequential(nn.Embedding(6, 3, padding_idx=0), nn.Linear(3, 2))
+    pretrained = {"0.weight": np.full((6, 3), 7.0, np.float32)}
+    pp.tree(model).initialize(pp.init.Load(pretrained, default="xavier"), seed=0, force_reinit=True)
+    assert (model[0].weight.detach().numpy() == 7).all()
+    pp.tree(model)["0.weight"].initialize(pp.init.Constant(1.0), force_reinit=True)
+    assert (model[0].weight.detach().numpy() == 1).all()
+    with torch.device("meta"):
+        lazy = nn.Sequential(nn.Embedding(6, 3, padding_idx=0), nn.Linear(3, 2))
+    tree = pp.tree(lazy)
+    tree.initialize(pp.init.Mixed([("0.*", pp.init.Load(pretrained))], default="xavier"), seed=0)
+    tree.materialize("cpu")
+    assert (lazy[0].weight.detach().numpy() == 7).all()
 
 
 def test_a_compiled_model_has_the_plain_models_paths_and_values(tmp_path) -> None:

@@ -785,8 +785,9 @@ class Parameter(abc.ABC):
         return None
 
     def _after_fill(self) -> None:
-        """Called after an initializer wrote this parameter's value (any ``initialize``, deferred ones when they
-        run), inside the operation's journal: write back what the framework's own initialization keeps whatever
+        """Called after an initializer drew this parameter's value in a tree's or selection's ``initialize``
+        (deferred ones when they run; not after a ``Load``'s copy, nor for one parameter's own ``initialize``),
+        inside the operation's journal: write back what the framework's own initialization keeps whatever
         the draw, such as torch's ``Embedding`` ``padding_idx`` row of zeros (``reset_parameters`` and Hugging
         Face's ``_init_weights`` keep it; the row then never gets a gradient). The default does nothing."""
         return None

@@ -156,6 +156,12 @@ class Initializer:
         were, or read or write the model's tensors while it fills."""
         return False
 
+    def _copies(self, info: ParamInfo, /) -> bool:
+        """Whether filling ``info`` copies a value stored elsewhere (``Load``) rather than drawing one: a backend
+        then keeps what it wrote (``Parameter._after_fill`` restores what a framework's own initialization keeps,
+        an embedding's padding row of zeros, only after a draw). Composites answer for the one they pick."""
+        return False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:

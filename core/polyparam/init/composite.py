@@ -114,6 +114,10 @@ class Mixed(_BuiltIn):
         return _own_fill(self, __name__) and all(init._fills_every_element for _, init in self.rules) and (
             self.default is None or self.default._fills_every_element)
 
+    def _copies(self, info: ParamInfo, /) -> bool:
+        init = self._pick(info)[1]
+        return init is not None and init._copies(info)
+
     def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
         seed = _seed(seed)
         i, init = self._pick(info)
@@ -152,6 +156,10 @@ class _PerParameter(_BuiltIn):
     def _finish(self) -> None:
         if self.fallback is not None:
             self.fallback._finish()
+
+    def _copies(self, info: ParamInfo, /) -> bool:
+        init = self._pick(info, True)[0]
+        return init is not None and init._copies(info)
 
     def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
         init, role_wise = self._pick(info, by_role)
@@ -326,6 +334,9 @@ class Load(_BuiltIn):
             self.default.check(info, by_role=by_role)
             return
         _checked_result(values[info.path], info, "Load")
+
+    def _copies(self, info: ParamInfo, /) -> bool:
+        return self._has(info) or (self.default is not None and self.default._copies(info))
 
     def fill(self, arr: np.ndarray, info: ParamInfo, /, *, seed: int, by_role: bool = True) -> None:
         seed = _seed(seed)

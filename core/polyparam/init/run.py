@@ -62,13 +62,16 @@ def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role
     ``view``: where it is filled in place, from :func:`in_place_view`; ``every``: the initializer's
     ``_fills_every_element``, when asked already); then let the backend keep what its framework's own
     initialization keeps (:meth:`~polyparam._params.parameter.Parameter._after_fill`)."""
+    info = _info(p) if info is None else info
     _fill(p, initializer, seed, by_role=by_role, info=info, view=view, every=every)
-    p._after_fill()
+    # as the framework's own initialization of the whole model; a loaded value is kept as it is, and one
+    # parameter given an initializer (by_role off) is filled as is, as torch's own nn.init call does
+    if by_role and not initializer._copies(info):
+        p._after_fill()
 
 
 def _fill(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool,
-          info: ParamInfo | None, view: np.ndarray | None, every: bool | None) -> None:
-    info = _info(p) if info is None else info
+          info: ParamInfo, view: np.ndarray | None, every: bool | None) -> None:
     if view is not None:
         initializer.fill(view, info, seed=seed, by_role=by_role)
         return
