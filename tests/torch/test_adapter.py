@@ -204,6 +204,37 @@ def test_a_loaded_padding_row_and_one_tensors_own_initialize_are_kept_as_written
     assert (lazy[0].weight.detach().numpy() == 7).all()
 
 
+def test_declared_values_of_role_other_follow_force_reinit_and_are_undone_with_the_rest() -> None:
+    """PReLU's slope and BatchNorm's batch counter (role other) get what torch declares under
+    pp.init.Declared(): not over a value without force_reinit, and restored when a later fill fails."""
+    class Undeclared(nn.Module):   # torch declares nothing for it: Declared's default fills it
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(2, 2))
+
+    model = nn.Sequential(nn.PReLU(3), nn.BatchNorm1d(3), nn.Linear(3, 2), Undeclared())
+    with torch.no_grad():
+        model[0].weight.fill_(0.9)
+    model[1].num_batches_tracked.fill_(5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(errors.AlreadyInitializedWarning):
+        report = pp.tree(model).initialize(pp.init.Declared())
+    assert report.initialized == [] and "0.weight" in report.skipped
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+    def boom(shape: tuple, dtype: object) -> np.ndarray:
+        raise RuntimeError("the last fill fails")
+
+    with pytest.raises(errors.WriteFailedError):
+        pp.tree(model).initialize(pp.init.Declared(default=boom), force_reinit=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    report = pp.tree(model).initialize(pp.init.Declared(default="zeros"), seed=0, force_reinit=True)
+    assert report.initialized[:2] == ["0.weight", "1.weight"]
+    assert torch.equal(model[0].weight, torch.full((3,), 0.25)) and model[1].num_batches_tracked.item() == 0
+
+
 def test_a_compiled_model_has_the_plain_models_paths_and_values(tmp_path) -> None:
     """``torch.compile`` wraps a module as ``_orig_mod`` (in its ``state_dict`` keys, not in the architecture):
     the canonical paths leave the wrapper out, whole or nested, so files, transfers and seeded values are

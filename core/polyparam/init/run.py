@@ -182,7 +182,15 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
             wants = p.state == "uninitialized" or type(initializer).__name__ == "Declared"
             declared = p._declared_initializer() if wants else None
             if declared is not None:
+                if p.state == "initialized" and not force_reinit:   # as every other parameter
+                    warnings.warn(f"Parameter {p.path!r} is already initialized, ignoring. Set force_reinit=True "
+                                  "to re-initialize.", errors.AlreadyInitializedWarning, stacklevel=4)
+                    report.skipped[p.path] = "already initialized"
+                    continue
+                if p.state == "initialized":
+                    p._require_writable("initialize")
                 by_declaration.append(p)
+                report.initialized.append(p.path)
                 continue
             if p.kind != "parameter" or (p.state == "initialized" and not _fits(initializer, p, by_role)):
                 report.skipped[p.path] = f"a {p.kind} of unknown role: select it to initialize it"
@@ -208,13 +216,6 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
             (report.deferred if p._defers_init() else report.initialized).append(p.path)
             todo.append(p)
 
-    if by_declaration:
-        from polyparam.init.composite import Declared
-
-        declared = Declared()
-        for p in by_declaration:   # not the tree-wide initializer: what the framework declares for it
-            fill_parameter(p, declared, call_seed, by_role=False)
-            report.initialized.append(p.path)
     if left:
         kinds = [kind for kind in ("buffer", "constant", "parameter") if any(k == kind for k, _ in left)]
         counts = " and ".join(f"{sum(k == kind for k, _ in left)} {kind}(s)" for kind in kinds)
@@ -239,11 +240,18 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
     # undo limit and the progress bar
     now = {id(p): None if states[id(p)] == "deferred" or p._defers_init() else
            infos[id(p)].dtype.itemsize * math.prod(infos[id(p)].shape) for p in todo}
-    journal.check_limit([p for p in todo if states[id(p)] == "initialized" and now[id(p)] is not None])
+    journal.check_limit([p for p in todo if states[id(p)] == "initialized" and now[id(p)] is not None]
+                        + [p for p in by_declaration if p.state == "initialized"])
     # whether every fill writes the whole value and touches nothing else: polyparam's own initializers. Other
     # code may leave elements as they were, or write the model's tensors itself: it keeps the undo copy.
     whole = initializer._fills_every_element
+    from polyparam.init.composite import Declared
+
+    declared = Declared()
     try:
+        for p in by_declaration:   # not the tree-wide initializer: what the framework declares for it
+            journal.keep(p)
+            fill_parameter(p, declared, call_seed, by_role=False)
         for p in track(todo, description="initialize", progress=progress, weight=lambda p: now[id(p)] or 0):
             nbytes = now[id(p)]
             if nbytes is None:
