@@ -79,3 +79,32 @@ def test_integers_a_narrower_dtype_cannot_hold_are_refused_and_nothing_changes(w
     assert (model["a"] == 0).all() and (model["q"] == 0).all()
     tree["q"].set(np.array([1, 127, -128], np.int64))
     np.testing.assert_array_equal(model["q"], [1, 127, -128])
+
+
+def test_load_vector_refuses_integers_an_integer_tensor_cannot_hold() -> None:
+    model = {"c": np.zeros(3, np.int8), "u": np.zeros(2, np.uint8)}
+    tree = pp.tree(model)
+    for vector, path in (([1, 2, 300, 4, 5], "c"), ([1, 2, 3, 4, 300], "u"), ([1, 2, 3, -1, 5], "u")):
+        with pytest.raises(errors.DTypeMismatchError, match=f"parameter '{path}'.*holds"):
+            tree.load_vector(np.array(vector, np.int64))
+        assert not model["c"].any() and not model["u"].any()
+    tree.load_vector(np.array([1, -2, 127, 0, 255], np.int64))
+    np.testing.assert_array_equal(model["c"], [1, -2, 127])
+    np.testing.assert_array_equal(model["u"], [0, 255])
+
+
+def test_signed_and_unsigned_integers_write_into_each_other_when_the_values_fit(tmp_path: Path) -> None:
+    """torch's buf[0] = 5 into a uint8 buffer works; so do polyparam's writes of int64 values that fit."""
+    model = {"u": np.zeros(2, np.uint8), "i": np.zeros(2, np.int8)}
+    tree = pp.tree(model)
+    tree["u"][0] = 5
+    tree["u"].set(np.array([1, 2]))
+    tree.load_state({"u": np.array([3, 4]), "i": np.array([5, 6], np.uint64)})
+    np.testing.assert_array_equal(model["u"], [3, 4])
+    np.testing.assert_array_equal(model["i"], [5, 6])
+    save_file({"u": np.array([7, 8], np.int32), "i": np.array([9, 10], np.uint16)}, str(tmp_path / "w.safetensors"))
+    pp.load(model, tmp_path / "w.safetensors", cast=True)
+    np.testing.assert_array_equal(model["u"], [7, 8])
+    with pytest.raises(errors.DTypeMismatchError, match="uint8 holds"):
+        tree["u"].set(np.array([-1, 2]))
+    np.testing.assert_array_equal(model["u"], [7, 8])

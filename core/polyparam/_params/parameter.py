@@ -351,7 +351,9 @@ class Parameter(abc.ABC):
         expected = self.dtype if expected is None else expected
         if got == expected:
             return
-        if (got.kind in "OSUV" and not is_floating(got)) or not np.can_cast(got, expected, casting="same_kind"):
+        integers = got.kind in "iu" and expected.kind in "iu"   # signed <-> unsigned too: _check_range checks values
+        if (got.kind in "OSUV" and not is_floating(got)) or not (
+                integers or np.can_cast(got, expected, casting="same_kind")):
             msg = (f"Cannot {action} parameter {self.path!r}: expected dtype {expected.name!r} "
                    f"(or one that casts to it without changing kind), got {got.name!r}. "
                    f"Convert the value first, e.g. value.astype({expected.name!r}).")

@@ -186,7 +186,10 @@ def check_partial(subject: str, *, matched: int, missing: list[str], unexpected:
 
 
 def castable(dtype: np.dtype, target: np.dtype) -> bool:
-    """Whether values of ``dtype`` cast to ``target`` within their kind (bfloat16 counts as a float)."""
+    """Whether values of ``dtype`` cast to ``target`` within their kind (bfloat16 counts as a float; signed and
+    unsigned integers are one kind here: the commit refuses values the target cannot hold)."""
+    if dtype.kind in "iu" and target.kind in "iu":
+        return True
     return (dtype.kind in "biufc" or is_floating(dtype)) and bool(np.can_cast(dtype, target, casting="same_kind"))
 
 
