@@ -11,11 +11,11 @@ order is its data flow) and each convolution's channels. The rule, on the module
 parameters, in that order:
 
 * forward: the first ``Linear`` after an ``nnx.Conv``/``nnx.ConvTranspose`` of ``C`` output
-  channels (only normalizations between) whose ``in_features`` is ``k * C`` with ``k > 1``
+  channels (only normalizations between) whose ``in_features`` is ``k * C`` with ``k >= 4``
   takes a map of ``k`` positions flattened; one of exactly ``C`` inputs (a map pooled to one
   value per channel) is not in doubt, nor is a ``Linear`` after another ``Linear``.
 * backward: the last ``Linear`` before a convolution of ``C`` input channels (only
-  normalizations between) whose ``out_features`` is ``k * C`` with ``k > 1`` makes a map of
+  normalizations between) whose ``out_features`` is ``k * C`` with ``k >= 4`` makes a map of
   ``k`` positions.
 * a normalization between them over ``k * C`` features holds per-feature values in that
   order too; one over ``C`` is a channel normalization of the map and is passed by.
@@ -116,9 +116,15 @@ def _features(module: Any) -> int | None:
     return None
 
 
+#: The fewest positions of a map taken as flattened: 2x2. Two or three times the channels are more often
+#: pooled maps put side by side (average and max pooling concatenated) or a token sequence than a map.
+MIN_POSITIONS = 4
+
+
 def _multiple(features: int | None, channels: int) -> bool:
-    """Whether ``features`` are those of a map of ``channels`` at more than one position."""
-    return features is not None and channels > 0 and features > channels and features % channels == 0
+    """Whether ``features`` are those of a map of ``channels`` at :data:`MIN_POSITIONS` positions or more."""
+    return (features is not None and channels > 0 and features >= MIN_POSITIONS * channels
+            and features % channels == 0)
 
 
 def _map_next_to(neighbours: Iterator[Held], *, made: bool) -> tuple[str, Any, int] | None:

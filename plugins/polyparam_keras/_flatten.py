@@ -8,8 +8,9 @@ a channels-first map ``(C, H, W)`` flattens ``(H, W, C)`` and ``(C, H, W)``. Whi
 map holds the channels is the ``data_format`` of the layer that made it (a convolution, a
 pooling), else the Flatten's own. So the input axis of such a Dense kernel reads permuted into
 PyTorch's order and writes back, wherever the model's graph (Sequential and Functional models)
-shows the Flatten. Where it cannot be known (a subclassed model holding a Flatten or a layer that
-makes a map of exactly a Dense layer's input size, a Reshape, ``Lambda`` or ``keras.ops.reshape``
+shows the Flatten. Where it cannot be known (a subclassed model holding a Flatten, or a layer that
+makes a map of exactly a Dense layer's input size, the nearest such layer before it with no Dense
+between, a Reshape, ``Lambda`` or ``keras.ops.reshape``
 that flattens a map) the parameter says so (``_layout_doubt``), and a transfer to another
 framework refuses.
 """
@@ -234,12 +235,24 @@ def _without_graph(layer: Any, root: Any) -> Found:
                 "order.")
     if in_dim is None:
         return None
-    # no flattening layer: a reshape inside call() may flatten the map a layer makes into this layer's input
+    # no flattening layer: a reshape inside call() may flatten into this layer's input the map that the nearest
+    # map-making layer before it (in the order the model holds its layers) makes, when that map has exactly its
+    # inputs and no other Dense comes between (a pooled map's MLP head: its second Dense reads the first)
+    suspect = None
     for sub in root._flatten_layers(include_self=False, recursive=True):
-        made = _made_map(sub) if isinstance(sub, _MAP_MAKERS) else None
-        if made is not None and math.prod(made[1:]) == in_dim:
-            return (f"layer {sub.name!r} makes a feature map {made[1:]} of exactly its {in_dim} inputs, which the "
-                    "model (a subclassed model's call) may flatten into it, in an order its structure does not show.")
+        if sub is layer:
+            break
+        if isinstance(sub, _L.Dense):
+            suspect = None
+        elif isinstance(sub, _MAP_MAKERS):
+            made = _made_map(sub)
+            suspect = (sub, made) if made is not None and math.prod(made[1:]) == in_dim else None
+    else:
+        return None
+    if suspect is not None:
+        sub, made = suspect
+        return (f"layer {sub.name!r} makes a feature map {made[1:]} of exactly its {in_dim} inputs, which the "
+                "model (a subclassed model's call) may flatten into it, in an order its structure does not show.")
     return None
 
 

@@ -149,6 +149,8 @@ def test_two_dict_entries_with_one_path_are_refused_before_a_save_drops_one(tmp_
     with pytest.raises(errors.AmbiguousNameError):
         pp.tree(model).load_state({"a.b": np.full(2, 7, np.float32), "c": np.zeros(1, np.float32)})
     assert (model["a.b"] == 0).all() and (model["a"]["b"] == 1).all() and model["c"][0] == 1
+    with pytest.raises(errors.AmbiguousNameError, match="key 0 at the top and key '0' at the top"):
+        pp.tree({0: np.zeros(1), "0": np.ones(1)}).items()
     flat = {"0.weight": np.ones((2, 2), np.float32), "0.bias": np.zeros(2, np.float32)}   # dotted keys alone: paths
     assert pp.tree(flat).paths() == ["0.weight", "0.bias"]
 

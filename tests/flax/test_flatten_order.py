@@ -93,6 +93,10 @@ def test_pooled_maps_and_models_without_a_convolution_are_not_in_doubt() -> None
     assert _doubts(pooled) == {}
     mlp = nnx.Sequential(nnx.Linear(4, 8, rngs=rngs), nnx.relu, nnx.Linear(8, 16, rngs=rngs))
     assert _doubts(mlp) == {}
+    both = nnx.Sequential(nnx.Conv(3, C, (3, 3), rngs=rngs),   # average and max pooling side by side: 2C
+                          lambda x: jnp.concatenate([x.mean(axis=(1, 2)), x.max(axis=(1, 2))], axis=-1),
+                          nnx.Linear(2 * C, 10, rngs=rngs))
+    assert _doubts(both) == {}
 
 
 def test_a_norm_over_the_flattened_features_is_in_doubt_too() -> None:

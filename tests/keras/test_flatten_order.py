@@ -187,6 +187,18 @@ class _ReshapeInCall(keras.Model):
         return self.head(self.hidden(x))
 
 
+class _PooledHead(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = L.Conv2D(C, 3, padding="same")
+        self.pool = L.GlobalAveragePooling2D()
+        self.hidden = L.Dense(H * W * C)
+        self.head = L.Dense(2)
+
+    def call(self, x: Any) -> Any:
+        return self.head(self.hidden(self.pool(self.conv(x))))
+
+
 def test_a_reshape_inside_call_or_a_lambda_that_flattens_a_map_is_a_doubt_and_transfer_refuses() -> None:
     flat = _ReshapeInCall()
     flat(X)
@@ -196,6 +208,9 @@ def test_a_reshape_inside_call_or_a_lambda_that_flattens_a_map_is_a_doubt_and_tr
     pooled = _ReshapeInCall(pooled=True)                                # one value per channel: no order to doubt
     pooled(X)
     assert all(p._layout_doubt() is None for p in pp.tree(pooled).parameters())
+    head = _PooledHead()            # its second Dense has as many inputs as the conv's map, but reads the first
+    head(X)
+    assert all(p._layout_doubt() is None for p in pp.tree(head).parameters())
 
     wrapped = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"),
                                 L.Lambda(lambda t: keras.ops.reshape(t, (-1, H * W * C))), L.Dense(3)])

@@ -275,9 +275,9 @@ class DictTree(ParameterTree):
         if len({path for path, _ in found}) < len(found):
             seen: dict[str, str] = {}
             for path, p in found:
-                key = str(cast("ArrayParameter", p)._key)
-                parent = path[:len(path) - len(key)].rstrip(".")
-                entry = f"key {key!r} " + (f"under {parent!r}" if parent else "at the top")
+                raw = cast("ArrayParameter", p)._key
+                parent = path[:len(path) - len(str(raw))].rstrip(".")
+                entry = f"key {raw!r} " + (f"under {parent!r}" if parent else "at the top")   # (0 and '0' differ)
                 if path in seen:
                     msg = (f"Cannot make a tree of this dict: expected one entry per path, got two at {path!r}: "
                            f"{seen[path]} and {entry}. Rename one of the keys (a key with a dot is a path).")
