@@ -245,13 +245,14 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
     # whether every fill writes the whole value and touches nothing else: polyparam's own initializers. Other
     # code may leave elements as they were, or write the model's tensors itself: it keeps the undo copy.
     whole = initializer._fills_every_element
-    from polyparam.init.composite import Declared
+    if by_declaration:
+        from polyparam.init.composite import Declared
 
-    declared = Declared()
+        as_declared = Declared()
     try:
         for p in by_declaration:   # not the tree-wide initializer: what the framework declares for it
             journal.keep(p)
-            fill_parameter(p, declared, call_seed, by_role=False)
+            fill_parameter(p, as_declared, call_seed, by_role=False)
         for p in track(todo, description="initialize", progress=progress, weight=lambda p: now[id(p)] or 0):
             nbytes = now[id(p)]
             if nbytes is None:
