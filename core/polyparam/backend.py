@@ -32,7 +32,7 @@ import numpy as np
 from polyparam._copies import own_copy
 from polyparam._layout import AXIS_ROLES, KINDS, ROLES, Shape, State, default_axes, format_shape, join_path
 from polyparam._params.journal import after_writes
-from polyparam._params.parameter import Parameter
+from polyparam._params.parameter import Parameter, byte_bounds
 from polyparam._params.tree import ParameterCollection, ParameterSelection, ParameterTree
 from polyparam._threads import parallel_copy, parallel_map
 from polyparam.hookspecs import hookimpl
@@ -55,6 +55,7 @@ __all__ = [
     "Shape",
     "State",
     "after_writes",
+    "byte_bounds",
     "default_axes",
     "discovery_hooks",
     "format_shape",

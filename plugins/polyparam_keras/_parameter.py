@@ -12,7 +12,7 @@ import numpy as np
 
 import polyparam as pp
 from polyparam import errors, roles
-from polyparam.backend import Parameter, Shape, State, parallel_copy
+from polyparam.backend import Parameter, Shape, State, byte_bounds, parallel_copy
 from polyparam_keras import NAME
 from polyparam_keras._convert import (
     assign_native,
@@ -46,9 +46,6 @@ from polyparam_keras._layout import (
 from polyparam_keras._native_keys import h5_keys
 from polyparam_keras._ties import clone_into_sequential, hook_build, refresh, swap_variable
 from polyparam_keras._variables import FOLLOWERS_ATTR, GRAD_ATTR, ORIGINAL_ATTR, PENDING_ATTR, TIES_ATTR, find_variable
-
-#: ``(first byte, one past the last)`` of an array's memory (``np.byte_bounds``, moved in NumPy 2).
-_byte_bounds: Callable[[np.ndarray], tuple[int, int]] = getattr(np.lib, "array_utils", np).byte_bounds
 
 __all__ = ["KerasParameter"]
 
@@ -476,7 +473,7 @@ class KerasParameter(Parameter):
 
     def _memory_span(self) -> tuple[int, int, bool] | None:
         view = self._torch_view()     # (a question, not a write: the version counter stays)
-        return None if view is None else (*_byte_bounds(view), bool(view.flags.c_contiguous))
+        return None if view is None else (*byte_bounds(view), bool(view.flags.c_contiguous))
 
     def _torch_view(self) -> np.ndarray | None:
         if engine() != "torch":

@@ -92,7 +92,10 @@ def settle_tensor(tensor: torch.Tensor) -> None:
     before a write through another path counts as a write since ``to_empty`` (:func:`settle` drops them then)."""
     for module in list(_RECORDED):
         fills = pending(module)
-        for attr in list(fills or ()):
+        if not fills:
+            _RECORDED.discard(module)   # all run or dropped: the set keeps only modules with fills waiting
+            continue
+        for attr in list(fills):
             if module._parameters.get(attr, module._buffers.get(attr)) is tensor:
                 settle(module, attr)
 
