@@ -550,6 +550,31 @@ def test_load_state_of_a_model_sharing_layers_swaps_them(units: int) -> None:
     assert all(np.array_equal(x, y) for x, y in zip(first.get_weights(), b))
 
 
+def test_on_torch_a_value_over_a_kernels_own_bytes_in_another_order_is_copied_before_the_write() -> None:
+    """Keras on torch: a value that is a kernel's own storage read in C order as the canonical shape (same
+    bytes, other element order) loads as a copy of it would, not onto itself half-overwritten; a vector's
+    own storage loads onto itself."""
+    code = textwrap.dedent("""
+        import keras, numpy as np, polyparam as pp
+        from polyparam_keras._convert import raw
+        m = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 3), keras.layers.DepthwiseConv2D(3),
+                              keras.layers.Flatten(), keras.layers.Dense(5)])
+        tree = pp.tree(m)
+        tree.initialize(pp.init.Uniform(), seed=1, force_reinit=True)
+        for path in ("0.weight", "1.weight", "3.weight", "3.bias"):
+            p = tree[path]
+            native = raw(m.layers[int(path[0])].weights[0 if path.endswith("weight") else 1]).detach().numpy()
+            value = native.reshape(p.shape)                 # the same bytes, in native order
+            expected = np.array(value, copy=True)
+            tree.load_state({path: value}, strict=False)
+            print(path, np.array_equal(p.numpy(), expected))
+    """)
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-5:-1] == ["0.weight True", "1.weight True", "3.weight True", "3.bias True"]
+
+
 def test_bfloat16_variables_read_and_write_as_ml_dtypes_arrays() -> None:
     """NumPy has no bfloat16: values are ml_dtypes.bfloat16 arrays, on every Keras backend (on torch
     ``tensor.numpy()`` refuses bfloat16, so the read views the bits)."""
