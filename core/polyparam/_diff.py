@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from polyparam import errors
-from polyparam._layout import format_shape
+from polyparam._layout import format_shape, is_floating
 from polyparam._params.plan import resolve_keys, storage_groups
 from polyparam._params.tree import ParameterCollection
 
@@ -154,19 +154,25 @@ def diff(a: Any, b: Any, /) -> Diff:
     return result
 
 
+def _kind(dtype: np.dtype) -> str:
+    """NumPy's kind letter, with ``ml_dtypes`` floats (bfloat16, float8: kind ``"V"``) as ``"f"``."""
+    return "f" if is_floating(dtype) else dtype.kind
+
+
 def _difference(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    if x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
+    kx, ky = _kind(x.dtype), _kind(y.dtype)
+    if x.dtype == y.dtype and np.array_equal(x, y, equal_nan=kx in "fc"):
         return 0.0, 0.0
-    if x.dtype.kind not in "biufc" or y.dtype.kind not in "biufc":
+    if kx not in "biufc" or ky not in "biufc":
         return float("inf"), float("inf")
-    if x.dtype.kind in "biu" and y.dtype.kind in "biu":   # exact: int64 and uint64 values beyond 2**53
+    if kx in "biu" and ky in "biu":   # exact: int64 and uint64 values beyond 2**53
         delta = np.abs(x.astype(object) - y.astype(object))
         largest_int = int(delta.max()) if delta.size else 0
         scale_int = int(np.abs(x.astype(object)).max()) if x.size else 0
         return float(largest_int), (float(largest_int) / scale_int if scale_int else
                                     (0.0 if largest_int == 0 else float("inf")))
-    fx, fy = x.astype(np.complex128 if "c" in x.dtype.kind + y.dtype.kind else np.float64), y.astype(
-        np.complex128 if "c" in x.dtype.kind + y.dtype.kind else np.float64)
+    wide = np.complex128 if "c" in kx + ky else np.float64
+    fx, fy = x.astype(wide), y.astype(wide)
     same = (fx == fy) | (np.isnan(fx) & np.isnan(fy))   # equal infinities and NaN in the same place agree
     with np.errstate(invalid="ignore", over="ignore"):
         delta = np.where(same, 0.0, np.abs(fx - fy))

@@ -263,6 +263,12 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
         if check is not None:
             x_src, x_dst = check if isinstance(check, tuple) and len(check) == 2 else (check, check)
             expected = _outputs(s, x_src, "source")
+            if not any(np.isfinite(a).any() for _, a in expected):
+                # NaN in the same place agree: such outputs would pass any destination
+                msg = (f"Cannot check the transfer: expected the source {s.backend} model to give a finite output on "
+                       "the check input, got no finite value (all NaN or infinite), which any destination would "
+                       "match. Nothing was changed. Pass an input on which the source gives finite outputs.")
+                raise errors.TransferError(msg, path=None, expected="a finite output", got="no finite value")
 
             def verify() -> None:
                 report.checked = _compare(s, d, expected, _outputs(d, x_dst, "destination"), tolerance, report)
@@ -341,7 +347,7 @@ def _flat_outputs(value: Any, where: str = "output") -> list[tuple[str, np.ndarr
     if isinstance(value, (list, tuple)):
         return [a for i, v in enumerate(value) for a in _flat_outputs(v, f"{where}[{i}]")]
     array = np.asarray(value)
-    if array.dtype.kind not in "fbiuc":
+    if array.dtype.kind not in "fbiuc" and not is_floating(array.dtype):   # bfloat16 outputs are compared too
         msg = (f"Cannot check the transfer: expected outputs made of tensors, got {type(value).__name__} at {where}. "
                "Nothing was changed. Check a model (or wrapper) whose forward returns arrays, dicts or tuples of them.")
         raise errors.TransferError(msg, path=None, expected="tensors", got=type(value).__name__)

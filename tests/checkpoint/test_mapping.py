@@ -365,6 +365,22 @@ def test_diff_nan_equals_nan_and_counts_dtypes() -> None:
     assert result.dtypes == [("w", "float32", "float64")] and result.changed == []
 
 
+def test_diff_compares_bfloat16_values_as_floats() -> None:
+    """bfloat16 (an ml_dtypes type, NumPy kind 'V') is compared by value, against itself and other floats."""
+    import ml_dtypes
+
+    w = np.array([0.5, -1.25, 3.0], ml_dtypes.bfloat16)
+    changed = w.copy()
+    changed[0] = 0.5078125                     # one bfloat16 step above 0.5
+    result = pp.diff({"w": w}, {"w": changed})
+    assert result.values == {"w": (0.0078125, 0.0078125 / 3.0)}
+    assert not pp.diff({"w": w}, {"w": w.copy()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # the dtype difference is reported, not an error
+        across = pp.diff({"w": w}, {"w": w.astype(np.float32)})
+    assert across.values == {"w": (0.0, 0.0)} and across.dtypes == [("w", "bfloat16", "float32")]
+
+
 # ---- pp.init.Load ----------------------------------------------------------------------
 
 

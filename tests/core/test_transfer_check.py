@@ -63,6 +63,21 @@ def test_an_input_the_model_refuses_is_a_typed_error_and_nothing_changes() -> No
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
+def test_an_input_giving_no_finite_output_verifies_nothing_and_is_refused() -> None:
+    """NaN in the same place agree, so an all-NaN output would pass any destination: refused before any write."""
+    src, dst = mlp(seed=1), mlp("tanh", seed=2)
+    before = snapshot(dst)
+    with pytest.raises(pp.errors.TransferError, match=r"no finite value.*Nothing was changed.*finite") as info:
+        pp.transfer(src, dst, check=np.full((2, 4), np.nan, np.float32))
+    assert info.value.expected == "a finite output"
+    after = snapshot(dst)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    partly = X.copy()
+    partly[0, 0] = np.nan                        # one NaN row: the finite rows still tell the functions apart
+    with pytest.raises(pp.errors.TransferError, match="expected equal outputs"):
+        pp.transfer(src, dst, check=partly)
+
+
 def test_outputs_of_different_shapes_cannot_be_compared() -> None:
     src, dst = mlp(seed=1), mlp(seed=2)
     with pytest.raises(pp.errors.TransferError, match="expected outputs of the same structure and shapes"):
