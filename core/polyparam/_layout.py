@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Iterable, Literal
+
+import numpy as np
 
 __all__ = ["AXIS_ROLES", "KINDS", "ROLES", "Shape", "State", "default_axes", "format_shape", "is_floating", "join_path"]
 
@@ -48,3 +50,14 @@ def is_floating(dtype: object) -> bool:
     """Whether ``dtype`` is a floating type, NumPy's own or an ``ml_dtypes`` one (``bfloat16``, ``float8_*``)."""
     kind, name = getattr(dtype, "kind", ""), getattr(dtype, "name", "")
     return kind == "f" or (kind == "V" and (name == "bfloat16" or name.startswith("float8")))
+
+
+def common_dtype(dtypes: Iterable[np.dtype]) -> np.dtype:
+    """``np.result_type`` of ``dtypes``; where NumPy knows no common type (an ``ml_dtypes`` float with float16 or
+    an integer), the one of the same dtypes with each ``ml_dtypes`` float read as float32, which holds every
+    bfloat16 and float8 value exactly (bfloat16 + float16: float32; bfloat16 + int64: float64)."""
+    distinct = set(dtypes)
+    try:
+        return np.result_type(*distinct)
+    except TypeError:   # NumPy 2's DTypePromotionError is one
+        return np.result_type(*(np.dtype(np.float32) if d.kind == "V" and is_floating(d) else d for d in distinct))

@@ -376,6 +376,27 @@ def test_vector_length_round_trip_and_parameters_to_vector() -> None:
     np.testing.assert_array_equal(pp.tree(no_buffers).vector(), expected)
 
 
+def test_vector_of_bfloat16_with_other_dtypes_holds_every_value() -> None:
+    """NumPy cannot promote ml_dtypes' bfloat16 with float16 or integers: the vector takes the smallest
+    NumPy dtype that holds them all exactly (bfloat16 as float32), and loads back bit for bit."""
+    m = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 2))
+    m.train()
+    m(torch.randn(3, 4))                                     # a counter of 1
+    tree = pp.tree(m)
+    tree.cast("bfloat16")                                    # num_batches_tracked stays int64
+    v = tree.vector()
+    assert v.dtype == np.float64 and len(v) == tree.count()
+    before = {k: t.clone() for k, t in m.state_dict().items()}
+    expected = np.concatenate([t.float().reshape(-1).numpy() for t in m.state_dict().values()])
+    np.testing.assert_array_equal(v, expected)
+    tree.load_vector(v)
+    assert all(torch.equal(t, before[k]) for k, t in m.state_dict().items())
+    mixed = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
+    pp.tree(mixed).cast("bfloat16", where=lambda p: p.path.startswith("0."))
+    pp.tree(mixed).cast("float16", where=lambda p: p.path.startswith("1."))
+    assert pp.tree(mixed).vector().dtype == np.float32
+
+
 def test_average_ema_and_mean_of_three_models() -> None:
     models = [net() for _ in range(4)]
     for i, m in enumerate(models):

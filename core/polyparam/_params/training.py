@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from polyparam import errors
-from polyparam._layout import is_floating
+from polyparam._layout import common_dtype, is_floating
 from polyparam._params.bulk import by_class, cast_each, grad_norm_of
 from polyparam._params.journal import exclusive_writes
 from polyparam._params.parameter import Parameter
@@ -272,12 +272,14 @@ class TrainingOps:
     def vector(self) -> np.ndarray:
         """Every value flattened into one 1-D array, in model order, tied parameters once (canonical layout).
 
-        Its dtype holds every parameter's (``np.result_type``); ``len(tree.vector()) == tree.count()``.
+        Its dtype holds every parameter's (``np.result_type``; bfloat16 with float16 or integers, which
+        NumPy cannot promote, as float32 would be); ``len(tree.vector()) == tree.count()``.
         """
         values = [np.asarray(v).ravel() for v in per_parameter(self.parameters(), "_read_many")]
         if not values:
             return np.zeros(0, np.float32)
-        return np.concatenate(values).astype(np.result_type(*values), copy=False)
+        dtype = common_dtype(v.dtype for v in values)
+        return np.concatenate([v.astype(dtype, copy=False) for v in values])
 
     def load_vector(self, vector: Any, /) -> None:
         """Write a flat vector back, as :meth:`vector` lays it out; all or nothing.
