@@ -34,14 +34,36 @@ def record_gradients(pairs: Iterable[tuple[Any, Any]], /) -> None:
         grads = tape.gradient(loss, model.trainable_variables)
         polyparam_keras.record_gradients(zip(grads, model.trainable_variables))
 
-    A gradient of ``None`` (variable unused) is stored as zeros.
+    A gradient of ``None`` (variable unused) is stored as zeros; TensorFlow's
+    ``IndexedSlices`` (an ``Embedding``'s gradient: rows and their values) as the dense
+    gradient, rows given twice summed. All or nothing: a gradient whose shape is not its
+    variable's raises :class:`~polyparam.errors.ShapeMismatchError` and none of the call's
+    is stored.
     """
+    staged = []
     for grad, variable in pairs:
+        shape = tuple(int(d) for d in variable.shape)
         if grad is None:
-            value = np.zeros(tuple(variable.shape), np.dtype(variable.dtype))
+            value = np.zeros(shape, np.dtype(variable.dtype))
         else:
-            value = np.array(to_numpy(grad) if not isinstance(grad, np.ndarray) else grad, copy=True)
+            value = np.array(grad if isinstance(grad, np.ndarray) else to_numpy(_dense(grad)), copy=True)
+            if value.shape != shape:
+                msg = (f"Cannot record the gradient of variable {variable.path!r}: expected shape {shape}, got "
+                       f"{value.shape}. Nothing was stored. Pass each gradient with its own variable, as "
+                       "zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables) does.")
+                raise errors.ShapeMismatchError(msg, path=variable.path, expected=shape, got=value.shape)
+        staged.append((variable, value))
+    for variable, value in staged:
         object.__setattr__(variable, GRAD_ATTR, value)
+
+
+def _dense(grad: Any) -> Any:
+    """``grad`` as a dense tensor: TensorFlow's ``IndexedSlices`` summed into one (its own conversion)."""
+    if type(grad).__name__ != "IndexedSlices":
+        return grad
+    import tensorflow as tf
+
+    return tf.convert_to_tensor(grad)
 
 
 def recorded_gradients(model: Any, /) -> list[tuple[Any, Any]]:

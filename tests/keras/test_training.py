@@ -180,6 +180,44 @@ def test_grad_norm_clip_and_zero_against_numpy() -> None:
     assert all(not np.any(keras.ops.convert_to_numpy(g)) for g, _ in polyparam_keras.recorded_gradients(model))
 
 
+def test_an_embeddings_gradient_is_recorded_dense() -> None:
+    """TensorFlow gives an Embedding's gradient as IndexedSlices (rows and their values): it is recorded as the
+    dense gradient, duplicate rows summed, on every Keras backend."""
+    model = keras.Sequential([keras.Input((3,), dtype="int32"), L.Embedding(10, 4), L.Flatten(), L.Dense(2)])
+    x = np.array([[1, 2, 1], [7, 2, 0]], np.int32)
+    polyparam_keras.backward(model, x)                       # loss: the sum of the outputs
+    kernel = keras.ops.convert_to_numpy(model.layers[2].kernel)
+    per_position = kernel.sum(axis=1).reshape(3, 4)         # d loss / d embedding output at each position
+    expected = np.zeros((10, 4), np.float32)
+    for row, position in zip(x.ravel(), np.tile(np.arange(3), 2)):
+        expected[row] += per_position[position]
+    np.testing.assert_allclose(pp.tree(model)["0.weight"].grad(), expected, rtol=1e-6)
+    if keras.backend.backend() == "tensorflow":              # the documented path from the user's own tape
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x))
+        grads = tape.gradient(loss, model.trainable_variables)
+        assert type(grads[0]).__name__ == "IndexedSlices"
+        polyparam_keras.backward(model, x)
+        polyparam_keras.record_gradients(zip(grads, model.trainable_variables))
+        np.testing.assert_allclose(pp.tree(model)["0.weight"].grad(), expected, rtol=1e-6)
+        dense = [tf.convert_to_tensor(g).numpy().astype(np.float64) for g in grads]
+        assert pp.tree(model).grad_norm() == pytest.approx(math.sqrt(sum(np.sum(g ** 2) for g in dense)), rel=1e-6)
+        # (tf.linalg.global_norm sums the squares of the slices' values: a row given twice counts twice)
+
+
+def test_record_gradients_refuses_a_gradient_of_another_shape_and_stores_none() -> None:
+    """Pairs zipped out of order: a typed error naming the variable, and no gradient stored from the call."""
+    model = _model()
+    variables = model.trainable_variables
+    grads = [np.ones(tuple(v.shape), np.float32) for v in variables]
+    with pytest.raises(errors.ShapeMismatchError, match=r"expected shape .* got .*zip") as info:
+        polyparam_keras.record_gradients(zip(grads, variables[1:] + variables[:1]))
+    assert info.value.path == variables[1].path
+    assert all(p.grad() is None for _, p in pp.tree(model).items())
+
+
 def test_clipped_gradients_are_what_the_optimizer_applies() -> None:
     model = _model()
     tree = pp.tree(model)
