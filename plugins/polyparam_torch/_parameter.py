@@ -758,7 +758,7 @@ class TorchParameter(Parameter):
             return Parameter._clip_grads_many(params, max_norm, norm_type)
         norm = TorchParameter._foreach_norm(groups, norm_type)
         factor = max_norm / (norm + 1e-6)
-        if factor < 1.0:
+        if not factor >= 1.0:   # NaN too: torch's clamp(max=1.0) keeps it, and every gradient becomes NaN
             with torch.no_grad():
                 for group in groups:
                     first = group[0]

@@ -749,14 +749,14 @@ class Parameter(abc.ABC):
         """``clip_grads``: scale every gradient of ``params`` so their global norm is at most ``max_norm``.
 
         Returns the norm before clipping; the factor is torch's ``max_norm / (norm + 1e-6)``,
-        applied only when below 1, in place. All or none: a refusal raises with no gradient
-        changed. Default: the norm of each class's :meth:`_grad_norm_many`, then each
+        applied when below 1 or NaN (a NaN norm makes every gradient NaN, as torch's), in place.
+        All or none: a refusal raises with no gradient changed. Default: the norm of each class's :meth:`_grad_norm_many`, then each
         gradient read with :meth:`_grad`, multiplied in its own dtype and written with
         :meth:`_write_grad` (the ones written put back if one refuses).
         """
         norm = bulk.grad_norm_of(params, norm_type)
         factor = max_norm / (norm + 1e-6)
-        if factor < 1.0:
+        if not factor >= 1.0:   # NaN too: torch's clamp keeps it
             bulk.rewrite_grads(params, lambda g: np.multiply(g, g.dtype.type(factor), dtype=g.dtype))
         return norm
 

@@ -212,7 +212,9 @@ class TrainingOps:
         """Scale every gradient so the global norm is at most ``max_norm``; returns the norm before clipping.
 
         torch's ``clip_grad_norm_`` formula (``max_norm / (norm + 1e-6)``, never above 1),
-        written through the framework's own gradient storage, in place. All or nothing.
+        written through the framework's own gradient storage, in place. All or nothing. As
+        torch's, a NaN norm makes every gradient NaN and an infinite one scales them by 0:
+        check ``math.isfinite`` of the returned norm to skip such a step.
         """
         max_norm = real_number(max_norm, "max_norm")
         if not max_norm >= 0:

@@ -87,6 +87,28 @@ class BaseTrainingTests(_Kit):
         assert tree.grad_norm() == 0.0
         assert all(not np.any(g) for g in (p.grad() for p in tree.parameters()) if g is not None)
 
+    def test_training_clip_grads_of_a_nan_norm_spreads_it_as_torch(self, models: ModelFactory,
+                                                                    require: Callable[[str], None]) -> None:
+        """torch's ``clip_grad_norm_``: a NaN norm makes every gradient NaN (the step shows it), an infinite one
+        scales every gradient by 0 (the infinite element becomes NaN); neither is left unclipped."""
+        require("training")
+        require("gradients")
+        for bad in (math.nan, math.inf):
+            case = models.mlp()
+            tree = pp.tree(case.model)
+            models.backward(case.model, _x(case))
+            first = next(p for p in tree.parameters() if p.grad() is not None)
+            g = np.array(first.grad(), copy=True)
+            g[(0,) * g.ndim] = bad
+            first._write_grad(g)
+            norm = tree.clip_grads(1.0)
+            grads = [np.asarray(q.grad(), np.float64) for q in tree.parameters() if q.grad() is not None]
+            if math.isnan(bad):
+                assert math.isnan(norm) and all(np.isnan(q).all() for q in grads)
+            else:
+                assert norm == math.inf
+                assert all(not np.any(q[np.isfinite(q)]) for q in grads) and np.isnan(grads[0][(0,) * grads[0].ndim])
+
     def test_training_param_groups_hold_every_trainable_parameter_once(self, mlp: tuple[Case, pp.ParameterTree]
                                                                        ) -> None:
         """pp.param_groups gives the framework's optimizer form (through ParameterTree._param_groups), warns on a
