@@ -7,6 +7,8 @@ ties, keys and the table behave, with the exact facts each error carries.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -127,6 +129,17 @@ def test_select_glob_crosses_dots_and_regex_searches(tree: ParameterTree) -> Non
     empty = tree.select("nothing*")
     assert isinstance(empty, ParameterSelection)
     assert (len(empty), empty.paths(), empty.state(), empty.ties()) == (0, [], {}, [])
+
+
+def test_select_takes_param_groups_rules_as_its_pattern(tree: ParameterTree) -> None:
+    """``"role:bias"``, ``"kind:parameter"`` and a compiled regex, as ``pp.param_groups`` takes them (a glob
+    would match no path and select nothing, silently); anything else is a typed error."""
+    assert tree.select("role:bias").paths() == ["0.bias", "1.0.bias", "1.1.bias"]
+    assert tree.select("kind:parameter").paths() == PATHS and tree.select("kind:buffer").paths() == []
+    assert tree.select(re.compile(r"^1\.")).paths() == PATHS[2:]
+    assert tree.select("role:weight", regex="^1").paths() == ["1.0.weight", "1.1.weight"]
+    with pytest.raises(errors.InvalidArgumentError, match=r"`pattern`.*int 5.*where="):
+        tree.select(5)  # type: ignore[arg-type]
 
 
 def test_a_selection_is_a_collection_of_its_own(tree: ParameterTree) -> None:

@@ -325,3 +325,17 @@ def test_select_with_a_bad_regex_and_count_with_a_bad_flag_are_invalid_arguments
     with pytest.raises(errors.InvalidArgumentError, match="`trainable`.*str 'yes'"):
         tree.count(trainable="yes")   # type: ignore[arg-type]
     assert tree.count(trainable=True) == 6 and tree.count(trainable=np.bool_(False)) == 0
+
+
+def test_norm_types_and_a_cast_filter_of_the_wrong_type_are_invalid_arguments() -> None:
+    """``grad_norm(None)``, ``grad_norm("abc")``, ``clip_grads(1.0, "fro")`` and ``cast(where="0.*")`` raised
+    NumPy's and Python's untyped errors; nothing is cast by a refused call."""
+    tree = small_tree()
+    for bad in (None, "abc", "fro", True):
+        with pytest.raises(errors.InvalidArgumentError, match="`norm_type`"):
+            tree.grad_norm(bad)  # type: ignore[arg-type]
+        with pytest.raises(errors.InvalidArgumentError, match="`norm_type`"):
+            tree.clip_grads(1.0, bad)  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidArgumentError, match=r"`where` of cast.*str 'l1\.\*'.*tree\.select\('l1\.\*'\)"):
+        tree.cast("float16", where="l1.*")
+    assert all(p.dtype == np.float32 for p in tree.parameters())

@@ -750,8 +750,9 @@ class Parameter(abc.ABC):
 
         Returns the norm before clipping; the factor is torch's ``max_norm / (norm + 1e-6)``,
         applied when below 1 or NaN (a NaN norm makes every gradient NaN, as torch's), in place.
-        All or none: a refusal raises with no gradient changed. Default: the norm of each class's :meth:`_grad_norm_many`, then each
-        gradient read with :meth:`_grad`, multiplied in its own dtype and written with
+        All or none: a refusal raises with no gradient changed. Default: the norm of each
+        class's :meth:`_grad_norm_many`, then each gradient read with :meth:`_grad`,
+        multiplied in its own dtype and written with
         :meth:`_write_grad` (the ones written put back if one refuses).
         """
         norm = bulk.grad_norm_of(params, norm_type)

@@ -95,7 +95,7 @@ def roles_of(params: list[Parameter]) -> list[str]:
 
 
 def _checked_norm_type(norm_type: Any) -> float:
-    norm_type = float(norm_type)
+    norm_type = real_number(norm_type, "norm_type")   # torch's "fro" and "nuc" are matrix norms: not here
     if not (norm_type > 0):
         msg = f"Invalid value for argument `norm_type`: expected a positive number or inf, got {norm_type!r}."
         raise errors.InvalidArgumentError(msg, argument="norm_type", expected="> 0", got=norm_type)
@@ -251,12 +251,18 @@ class TrainingOps:
 
         Args:
             dtype: A floating dtype or its name (``"float16"``, ``"bfloat16"``, ``np.float32``).
-            where: A predicate on the :class:`Parameter`; default: every floating one.
+            where: A predicate on the :class:`Parameter` (a tied one is asked once, by its first path);
+                default: every floating one. To choose by a glob, role or kind, ``select`` first.
         """
         target = _dtype_of(dtype)
         if target.kind != "f" and "bfloat16" not in target.name:
             msg = f"Cannot cast to {target.name}: expected a floating dtype (float16, bfloat16, float32, float64)."
             raise errors.InvalidArgumentError(msg, argument="dtype", expected="a floating dtype", got=target.name)
+        if where is not None and not callable(where):
+            msg = (f"Invalid value for argument `where` of cast: expected a predicate on the Parameter, got "
+                   f"{type(where).__name__} {where!r}. Pass where=lambda p: p.path.startswith('0.'), or select "
+                   f"first: tree.select({where!r}).cast({target.name!r}).")
+            raise errors.InvalidArgumentError(msg, argument="where", expected="a callable", got=where)
         todo = []
         for p in self.parameters():
             current = p.dtype

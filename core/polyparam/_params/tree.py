@@ -36,6 +36,24 @@ if TYPE_CHECKING:
 __all__ = ["ParameterCollection", "ParameterSelection", "ParameterTree"]
 
 
+def _path_rule(pattern: Any) -> Callable[[str, Parameter], bool] | None:
+    """``select``'s ``pattern`` as a test of ``(path, parameter)``; ``None`` for no pattern."""
+    if pattern is None:
+        return None
+    if isinstance(pattern, re.Pattern):
+        return lambda path, p: pattern.search(path) is not None
+    if isinstance(pattern, str):
+        if pattern.startswith("role:"):
+            return lambda path, p: p.role == pattern[5:]
+        if pattern.startswith("kind:"):
+            return lambda path, p: p.kind == pattern[5:]
+        return lambda path, p: fnmatch.fnmatchcase(path, pattern)
+    msg = (f"Invalid value for argument `pattern` of select: expected a glob, 'role:<role>', 'kind:<kind>' or a "
+           f"compiled regular expression, got {type(pattern).__name__} {pattern!r}. Pass a predicate as where= "
+           "to choose by anything else.")
+    raise errors.InvalidArgumentError(msg, argument="pattern", expected="a glob or a rule", got=pattern)
+
+
 class ParameterCollection(TrainingOps, abc.ABC):
     """What a whole tree and a selection of it share: iterate, read, load, initialize.
 
@@ -93,17 +111,20 @@ class ParameterCollection(TrainingOps, abc.ABC):
     def __contains__(self, path: object) -> bool:
         return any(path == q for q, _ in self._occurrences())
 
-    def select(self, pattern: str | None = None, /, *, regex: str | None = None,
+    def select(self, pattern: str | re.Pattern[str] | None = None, /, *, regex: str | None = None,
                where: Callable[[Parameter], bool] | None = None) -> ParameterSelection:
         """The parameters whose canonical path matches every criterion given.
 
         Args:
-            pattern: A glob on the path (``"*.weight"``, ``"0.*"``); ``*`` crosses dots.
+            pattern: A glob on the path (``"*.weight"``, ``"0.*"``; ``*`` crosses dots), or, as
+                :func:`polyparam.param_groups`' rules, ``"role:bias"``, ``"kind:buffer"`` or a
+                compiled regular expression (searched in the path).
             regex: A regular expression searched in the path (``re.search``).
             where: A predicate on the :class:`Parameter` (``lambda p: p.role == "bias"``).
 
         Raises:
-            InvalidArgumentError: ``regex`` is not a regular expression Python compiles.
+            InvalidArgumentError: ``regex`` is not a regular expression Python compiles, or
+                ``pattern`` is none of the forms above.
         """
         try:
             compiled = re.compile(regex) if regex is not None else None
@@ -112,9 +133,10 @@ class ParameterCollection(TrainingOps, abc.ABC):
                    f"({exc}). Escape special characters with re.escape(...), or use a glob as the pattern.")
             raise errors.InvalidArgumentError(msg, argument="regex", expected="a regular expression",
                                               got=regex) from None
+        matches = _path_rule(pattern)
         chosen = [
             (path, p) for path, p in self._occurrences()
-            if (pattern is None or fnmatch.fnmatchcase(path, pattern))
+            if (matches is None or matches(path, p))
             and (compiled is None or compiled.search(path))
             and (where is None or where(p))
         ]
