@@ -273,7 +273,8 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
             def verify() -> None:
                 report.checked = _compare(s, d, expected, _outputs(d, x_dst, "destination"), tolerance, report)
 
-        plan.commit(description=f"transfer {s.backend} -> {d.backend}", progress=progress,
+        plan.commit(description=f"transfer {s.backend} -> {d.backend}", progress=progress, stacklevel=3,
+                    tie_source="the source model",
                     on_written=report.moved.append, on_tied=report.tied.append, verify=verify)
         return report
 

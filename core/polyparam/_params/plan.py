@@ -180,7 +180,7 @@ def check_partial(subject: str, *, matched: int, missing: list[str], unexpected:
                                 got=unexpected[:10])
     parts = [f"{len(missing)} parameters kept their values (not in the source)" if missing else "",
              f"{len(unexpected)} keys ignored (not in the model)" if unexpected else "",
-             f"{skipped} values skipped (shape or dtype differs)" if skipped else ""]
+             f"{skipped} values skipped (shape differs)" if skipped else ""]
     warnings.warn(f"Loaded {matched} values from {subject}; " + "; ".join(p for p in parts if p) + ".",
                   errors.PolyparamWarning, stacklevel=stacklevel)
 
@@ -376,11 +376,15 @@ class WritePlan:
     def commit(self, *, description: str, progress: bool | None = None,
                on_written: Callable[[str], None] | None = None,
                on_tied: Callable[[list[str]], None] | None = None,
-               verify: Callable[[], None] | None = None) -> None:
+               verify: Callable[[], None] | None = None, stacklevel: int = 4,
+               tie_source: str | None = None) -> None:
         """Make the planned ties, then write every value through :meth:`Parameter._commit`, all or nothing.
 
         ``verify`` runs after the last write, still under the journal: whatever it raises
-        undoes every write and tie, as a failing write does.
+        undoes every write and tie, as a failing write does. A tie the model did not have
+        warns (at ``stacklevel``, the caller's line; ``tie_source`` names what records the ties,
+        default :attr:`subject`): the parameter objects it replaced may be what an optimizer
+        built before holds.
 
         Whatever a write raises (the framework refusing it, ``KeyboardInterrupt``), the
         values written before are restored and the ties made are unmade (see
@@ -394,6 +398,7 @@ class WritePlan:
         journal.check_limit([w.param for w in self.writes] + [m for anchors in self.ties for _, m in anchors[1:]])
         written: list[str] = []
         tied: list[list[str]] = []
+        made: list[list[tuple[str, Parameter]]] = []   # groups with a member tied now
         waits: list[Callable[[], None]] = []
         with exclusive_writes():  # one multi-parameter write at a time in this process
             try:
@@ -403,6 +408,8 @@ class WritePlan:
                         if not member.is_tied_to(first):
                             journal.keep_tie(member)
                             member._share(first)
+                            if not made or made[-1] is not anchors:
+                                made.append(anchors)
                     tied.append([q for q, _ in anchors])
                 writes = self.writes if progress is False else track(
                     self.writes, description=description, progress=progress, weight=lambda item: item.param.nbytes or 0)
@@ -430,6 +437,13 @@ class WritePlan:
                 if error is exc:
                     raise
                 raise error from exc
+        if made:
+            shown = ", ".join(str([q for q, _ in anchors]) for anchors in made[:3]) + (" ..." if len(made) > 3 else "")
+            warnings.warn(f"{description}: tied {shown} as {tie_source or self.subject} ties them; the model held "
+                          "them apart, so each member now holds the first one's parameter object. An optimizer built "
+                          "before holds the replaced ones: build it after this call, or pass ties='ignore' to keep "
+                          "them apart.",
+                          errors.PolyparamWarning, stacklevel=stacklevel)
         for group in tied:
             if on_tied is not None:
                 on_tied(group)

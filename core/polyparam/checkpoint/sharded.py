@@ -472,10 +472,11 @@ def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast:
             index.verify(stored_of[write.path], write.param._local_box())
     report = LoadReport(missing=missing, unexpected=unexpected, ignored_buffers=ignored, renamed=renamed,
                         dropped=dropped, skipped=skipped)
+    # warnings name the caller of pp.load: load -> load_sharded -> _load_sharded -> here
     check_partial(subject, matched=len(plan.writes), missing=missing, unexpected=unexpected,
-                  skipped=len(skipped), stacklevel=4)
+                  skipped=len(skipped), stacklevel=5)
     plan.commit(description=f"load {os.path.basename(index.directory)}", progress=False,
-                on_written=report.loaded.append, on_tied=report.tied.append)
+                on_written=report.loaded.append, on_tied=report.tied.append, stacklevel=5)
     return report
 
 
