@@ -143,7 +143,9 @@ def average(dst: Any, *sources: Any, decay: float | None = None) -> None:
     may be models of other frameworks with the same architecture (matched by canonical path,
     values in canonical layout). Computed in float64, written in ``dst``'s dtypes; integer
     tensors (counters) take the last source's value (``decay=1`` keeps ``dst``'s: it changes
-    nothing); ties in ``dst`` are kept. All or nothing.
+    nothing); a framework's own counter that some sources lack (a soup of torch and Keras
+    models) is taken from the last source that has it, and kept where none has. Ties in
+    ``dst`` are kept. All or nothing.
 
     Raises:
         InvalidArgumentError: No source, ``decay`` outside [0, 1], or ``decay`` with several sources.
@@ -168,10 +170,13 @@ def average(dst: Any, *sources: Any, decay: float | None = None) -> None:
     plan = WritePlan("average")
     for members in storage_groups(d).values():
         path, target = members[0]
-        if all(bookkeeping(q) for _, q in members) and not all(any(m in v for m, _ in members) for v in values):
-            continue   # a framework's own counter the sources lack
+        holders = list(enumerate(values))
+        if all(bookkeeping(q) for _, q in members):   # a framework's own counter: from the sources that have it
+            holders = [(i, v) for i, v in holders if any(m in v for m, _ in members)]
+            if not holders or (decay is not None and len(holders) < len(values)):
+                continue
         found: list[Parameter] = []
-        for i, v in enumerate(values):
+        for i, v in holders:
             held = [(m, v[m]) for m, _ in members if m in v]
             src = held[0][1] if held else None
             _require_one_value(path, i, held)

@@ -397,6 +397,20 @@ def test_vector_of_bfloat16_with_other_dtypes_holds_every_value() -> None:
     assert pp.tree(mixed).vector().dtype == np.float32
 
 
+def test_a_soup_with_a_source_lacking_the_counter_takes_the_last_source_that_has_it() -> None:
+    """A soup of a torch model (BatchNorm counter 3) and a model of a framework without the counter (here a
+    NumPy tree of the same canonical paths): the counter is the last source's that has one, not dst's own."""
+    dst, src = net(), net()
+    src.train()
+    for _ in range(3):
+        src(x())
+    other = {path: v for path, v in pp.tree(src).state(copy=True).items() if not path.endswith("num_batches_tracked")}
+    pp.average(dst, src, pp.tree(other))
+    assert int(dst[4].num_batches_tracked) == 3
+    pp.average(dst, pp.tree(other), net())
+    assert int(dst[4].num_batches_tracked) == 0      # the last source with a counter: net()'s, 0
+
+
 def test_average_ema_and_mean_of_three_models() -> None:
     models = [net() for _ in range(4)]
     for i, m in enumerate(models):
