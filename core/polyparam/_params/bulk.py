@@ -42,7 +42,7 @@ def combine_norms(norms: list[float], norm_type: float) -> float:
     if len(norms) <= 1:
         return float(norms[0]) if norms else 0.0
     if math.isinf(norm_type):
-        return float(max(norms))
+        return float(np.max(norms))   # NaN wins, as in torch (Python's max keeps 5.0 over a later NaN)
     return float(sum(n ** norm_type for n in norms) ** (1.0 / norm_type))
 
 
@@ -59,7 +59,7 @@ def numpy_grad_norm(params: list[Parameter], norm_type: float) -> float:
     if not grads:
         return 0.0
     if math.isinf(norm_type):
-        return float(max(float(np.max(np.abs(g))) if g.size else 0.0 for g in grads))
+        return float(np.max([float(np.max(np.abs(g))) if g.size else 0.0 for g in grads]))   # NaN wins
     if norm_type == 2.0:
         total = 0.0
         for g in grads:

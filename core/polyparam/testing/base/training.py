@@ -93,15 +93,16 @@ class BaseTrainingTests(_Kit):
         scales every gradient by 0 (the infinite element becomes NaN); neither is left unclipped."""
         require("training")
         require("gradients")
-        for bad in (math.nan, math.inf):
+        for bad, norm_type, where in ((math.nan, 2.0, 0), (math.inf, 2.0, 0), (math.nan, math.inf, -1)):
             case = models.mlp()
             tree = pp.tree(case.model)
             models.backward(case.model, _x(case))
-            first = next(p for p in tree.parameters() if p.grad() is not None)
-            g = np.array(first.grad(), copy=True)
+            chosen = [p for p in tree.parameters() if p.grad() is not None][where]   # NaN last: max() keeps 5.0
+            g = np.array(chosen.grad(), copy=True)
             g[(0,) * g.ndim] = bad
-            first._write_grad(g)
-            norm = tree.clip_grads(1.0)
+            chosen._write_grad(g)
+            assert math.isnan(tree.grad_norm(norm_type)) == math.isnan(bad)
+            norm = tree.clip_grads(1.0, norm_type)
             grads = [np.asarray(q.grad(), np.float64) for q in tree.parameters() if q.grad() is not None]
             if math.isnan(bad):
                 assert math.isnan(norm) and all(np.isnan(q).all() for q in grads)
