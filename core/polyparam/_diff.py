@@ -155,8 +155,13 @@ def diff(a: Any, b: Any, /) -> Diff:
 
 
 def _kind(dtype: np.dtype) -> str:
-    """NumPy's kind letter, with ``ml_dtypes`` floats (bfloat16, float8: kind ``"V"``) as ``"f"``."""
-    return "f" if is_floating(dtype) else dtype.kind
+    """NumPy's kind letter, with ``ml_dtypes`` types (kind ``"V"``) by what they hold: floats (bfloat16, float8,
+    float4) ``"f"``, integers (int4, uint4, int2) ``"i"``/``"u"``."""
+    if is_floating(dtype):
+        return "f"
+    if dtype.kind == "V" and dtype.name.startswith(("int", "uint")) and dtype.fields is None:
+        return "u" if dtype.name.startswith("u") else "i"
+    return dtype.kind
 
 
 def _difference(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -165,6 +170,7 @@ def _difference(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return 0.0, 0.0
     if kx not in "biufc" or ky not in "biufc":
         return float("inf"), float("inf")
+    x, y = (a.astype(np.int64) if a.dtype.kind == "V" and k in "iu" else a for a, k in ((x, kx), (y, ky)))   # int4
     if kx in "biu" and ky in "biu":   # exact: int64 and uint64 values beyond 2**53
         delta = np.abs(x.astype(object) - y.astype(object))
         largest_int = int(delta.max()) if delta.size else 0
@@ -176,7 +182,7 @@ def _difference(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     same = (fx == fy) | (np.isnan(fx) & np.isnan(fy))   # equal infinities and NaN in the same place agree
     with np.errstate(invalid="ignore", over="ignore"):
         delta = np.where(same, 0.0, np.abs(fx - fy))
-    delta = np.nan_to_num(delta, nan=np.inf)
+    delta = np.nan_to_num(delta, nan=np.inf, posinf=np.inf)   # (the default would clamp inf to the largest float)
     largest = float(delta.max()) if delta.size else 0.0
     finite = np.abs(fx[np.isfinite(fx)])
     scale = float(finite.max()) if finite.size else 0.0

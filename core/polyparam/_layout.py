@@ -47,9 +47,10 @@ def join_path(prefix: str, name: str) -> str:
 
 
 def is_floating(dtype: object) -> bool:
-    """Whether ``dtype`` is a floating type, NumPy's own or an ``ml_dtypes`` one (``bfloat16``, ``float8_*``)."""
+    """Whether ``dtype`` is a floating type, NumPy's own or an ``ml_dtypes`` one (``bfloat16``, ``float8_*``,
+    ``float6_*``, ``float4_*``)."""
     kind, name = getattr(dtype, "kind", ""), getattr(dtype, "name", "")
-    return kind == "f" or (kind == "V" and (name == "bfloat16" or name.startswith("float8")))
+    return kind == "f" or (kind == "V" and (name == "bfloat16" or name.startswith(("float8", "float6", "float4"))))
 
 
 def common_dtype(dtypes: Iterable[np.dtype]) -> np.dtype:

@@ -4,6 +4,7 @@ order matching, and the messages a mismatch gives; and pp.diff."""
 from __future__ import annotations
 
 import itertools
+import math
 import subprocess
 import sys
 import warnings
@@ -379,6 +380,10 @@ def test_diff_compares_bfloat16_values_as_floats() -> None:
         warnings.simplefilter("ignore")        # the dtype difference is reported, not an error
         across = pp.diff({"w": w}, {"w": w.astype(np.float32)})
     assert across.values == {"w": (0.0, 0.0)} and across.dtypes == [("w", "bfloat16", "float32")]
+    infinite = pp.diff({"w": np.array([np.inf, 1.0], np.float32)}, {"w": np.array([1.0, 1.0], np.float32)})
+    assert infinite.values == {"w": (math.inf, math.inf)}                   # not the largest float
+    nibbles = pp.diff({"w": np.array([1, -3, 7], ml_dtypes.int4)}, {"w": np.array([1, 2, -8], ml_dtypes.int4)})
+    assert nibbles.values == {"w": (15.0, 15.0 / 7.0)}                      # int4 by value, not "not numeric"
 
 
 # ---- pp.init.Load ----------------------------------------------------------------------
