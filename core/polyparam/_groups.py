@@ -141,11 +141,11 @@ def average(dst: Any, *sources: Any, decay: float | None = None) -> None:
     ``pp.average(ema_model, model, decay=0.999)`` sets ``ema = decay * ema + (1 - decay) * model``;
     ``pp.average(soup, a, b, c)`` sets ``soup`` to the mean of ``a``, ``b`` and ``c``. Sources
     may be models of other frameworks with the same architecture (matched by canonical path,
-    values in canonical layout). Computed in float64, written in ``dst``'s dtypes; integer
-    tensors (counters) take the last source's value (``decay=1`` keeps ``dst``'s: it changes
-    nothing); a framework's own counter that some sources lack (a soup of torch and Keras
-    models) is taken from the last source that has it, and kept where none has. Ties in
-    ``dst`` are kept. All or nothing.
+    values in canonical layout). Computed in float64 (complex128 for complex ``dst``), written
+    in ``dst``'s dtypes; integer tensors (counters) take the last source's value (``decay=1``
+    keeps ``dst``'s: it changes nothing); a framework's own counter that some sources lack (a
+    soup of torch and Keras models) is taken from the last source that has it, and kept where
+    none has. Ties in ``dst`` are kept. All or nothing.
 
     Raises:
         InvalidArgumentError: No source, ``decay`` outside [0, 1], or ``decay`` with several sources.
@@ -212,10 +212,12 @@ def _combine(target: Parameter, sources: list[Parameter], decay: float | None) -
             if decay == 1:   # an EMA step that keeps everything keeps the counters too
                 return np.asarray(target.numpy())
             return np.asarray(sources[-1].numpy()).astype(target.dtype)
+        wide = np.dtype(np.complex128 if target.dtype.kind == "c" else np.float64)   # complex keeps its imaginary part
         if decay is not None:
-            mixed = decay * target.numpy().astype(np.float64) + (1 - decay) * sources[0].numpy().astype(np.float64)
+            mixed = decay * target.numpy().astype(wide) + (1 - decay) * sources[0].numpy().astype(wide)
         else:
-            mixed = np.mean([np.asarray(s.numpy(), dtype=np.float64) for s in sources], axis=0)
+            stacked: Any = [np.asarray(s.numpy(), dtype=wide) for s in sources]   # (NumPy's stubs: real or complex)
+            mixed = np.mean(stacked, axis=0)
         return np.asarray(mixed).astype(target.dtype)
 
     return read

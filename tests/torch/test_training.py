@@ -411,6 +411,18 @@ def test_a_soup_with_a_source_lacking_the_counter_takes_the_last_source_that_has
     assert int(dst[4].num_batches_tracked) == 0      # the last source with a counter: net()'s, 0
 
 
+def test_average_of_complex_weights_keeps_the_imaginary_part() -> None:
+    dst, a, b = (nn.Linear(2, 2, dtype=torch.complex64) for _ in range(3))
+    with torch.no_grad():
+        for m, value in ((dst, 0), (a, 1 + 2j), (b, 3 + 4j)):
+            m.weight.fill_(value)
+            m.bias.fill_(value)
+    pp.average(dst, a, b)
+    assert torch.all(dst.weight == 2 + 3j) and torch.all(dst.bias == 2 + 3j)
+    pp.average(dst, a, decay=0.5)
+    assert torch.all(dst.weight == 1.5 + 2.5j)
+
+
 def test_average_ema_and_mean_of_three_models() -> None:
     models = [net() for _ in range(4)]
     for i, m in enumerate(models):
