@@ -43,27 +43,40 @@ def record_gradients(pairs: Iterable[tuple[Any, Any]], /) -> None:
     staged = []
     for grad, variable in pairs:
         shape = tuple(int(d) for d in variable.shape)
+        name = getattr(variable, "path", None) or getattr(variable, "name", None) or repr(variable)
         if grad is None:
             value = np.zeros(shape, np.dtype(variable.dtype))
         else:
-            value = np.array(grad if isinstance(grad, np.ndarray) else to_numpy(_dense(grad)), copy=True)
+            value = np.array(grad if isinstance(grad, np.ndarray) else to_numpy(_dense(grad, shape, name)), copy=True)
             if value.shape != shape:
-                msg = (f"Cannot record the gradient of variable {variable.path!r}: expected shape {shape}, got "
-                       f"{value.shape}. Nothing was stored. Pass each gradient with its own variable, as "
-                       "zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables) does.")
-                raise errors.ShapeMismatchError(msg, path=variable.path, expected=shape, got=value.shape)
+                raise _misfit(name, shape, value.shape)
         staged.append((variable, value))
     for variable, value in staged:
         object.__setattr__(variable, GRAD_ATTR, value)
 
 
-def _dense(grad: Any) -> Any:
-    """``grad`` as a dense tensor: TensorFlow's ``IndexedSlices`` summed into one (its own conversion)."""
+def _misfit(name: str, shape: tuple[int, ...], got: Any) -> errors.ShapeMismatchError:
+    msg = (f"Cannot record the gradient of variable {name!r}: expected shape {shape}, got {got}. Nothing was "
+           "stored. Pass each gradient with its own variable, as zip(tape.gradient(loss, "
+           "model.trainable_variables), model.trainable_variables) does.")
+    return errors.ShapeMismatchError(msg, path=name, expected=shape, got=got)
+
+
+def _dense(grad: Any, shape: tuple[int, ...], name: str) -> Any:
+    """``grad`` as a dense tensor of the variable's ``shape``: TensorFlow's ``IndexedSlices`` (rows and their values)
+    summed into one, rows given twice added, as TensorFlow's own conversion does; rows outside the shape refused."""
     if type(grad).__name__ != "IndexedSlices":
         return grad
     import tensorflow as tf
 
-    return tf.convert_to_tensor(grad)
+    rows = np.asarray(grad.indices).reshape(-1)
+    values = tuple(int(d) for d in grad.values.shape)
+    outside = rows[(rows < 0) | (rows >= shape[0])] if shape else rows
+    if not shape or values[1:] != shape[1:] or outside.size:
+        got = (f"rows {sorted(set(outside.tolist()))[:5]} of values {values}" if shape and values[1:] == shape[1:]
+               else f"slices of values {values}")
+        raise _misfit(name, shape, got)
+    return tf.math.unsorted_segment_sum(grad.values, grad.indices, shape[0])
 
 
 def recorded_gradients(model: Any, /) -> list[tuple[Any, Any]]:

@@ -205,6 +205,19 @@ def test_an_embeddings_gradient_is_recorded_dense() -> None:
         dense = [tf.convert_to_tensor(g).numpy().astype(np.float64) for g in grads]
         assert pp.tree(model).grad_norm() == pytest.approx(math.sqrt(sum(np.sum(g ** 2) for g in dense)), rel=1e-6)
         # (tf.linalg.global_norm sums the squares of the slices' values: a row given twice counts twice)
+        table = model.layers[0].embeddings
+        values = tf.ones((2, 4))
+        for bad, got in ((tf.IndexedSlices(values, tf.constant([1, 10])), r"rows \[10\]"),     # past the table
+                         (tf.IndexedSlices(tf.ones((2, 3)), tf.constant([1, 2])), r"slices of values \(2, 3\)")):
+            with pytest.raises(errors.ShapeMismatchError, match=got):
+                polyparam_keras.record_gradients([(bad, table)])
+        np.testing.assert_allclose(pp.tree(model)["0.weight"].grad(), expected, rtol=1e-6)   # nothing stored
+        summed = tf.IndexedSlices(values, tf.constant([3, 3]))                 # no dense_shape: the variable's
+        polyparam_keras.record_gradients([(summed, table)])
+        assert pp.tree(model)["0.weight"].grad()[3].tolist() == [2.0] * 4
+        plain = tf.Variable(tf.zeros((2, 2)))                                   # not a Keras variable: no .path
+        with pytest.raises(errors.ShapeMismatchError, match="variable 'Variable"):
+            polyparam_keras.record_gradients([(np.ones(3, np.float32), plain)])
 
 
 def test_record_gradients_refuses_a_gradient_of_another_shape_and_stores_none() -> None:
