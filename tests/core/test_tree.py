@@ -140,6 +140,15 @@ def test_select_takes_param_groups_rules_as_its_pattern(tree: ParameterTree) -> 
     assert tree.select("role:weight", regex="^1").paths() == ["1.0.weight", "1.1.weight"]
     with pytest.raises(errors.InvalidArgumentError, match=r"`pattern`.*int 5.*where="):
         tree.select(5)  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidArgumentError, match=r"got 'role:biass'\. Did you mean 'role:bias'\?"):
+        tree.select("role:biass")                   # a typo would select nothing: freeze() would do nothing
+    with pytest.raises(errors.InvalidArgumentError, match=r"kind:<one of parameter, buffer, constant>"):
+        tree.select("kind:")
+    for bad in ({"regex": b"0"}, {"where": 3}):
+        with pytest.raises(errors.InvalidArgumentError):
+            tree.select(**bad)  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidArgumentError, match="`pattern`"):
+        tree.select(re.compile(b"0"))  # type: ignore[arg-type]
 
 
 def test_a_selection_is_a_collection_of_its_own(tree: ParameterTree) -> None:

@@ -281,7 +281,8 @@ class TrainingOps:
         """Every value flattened into one 1-D array, in model order, tied parameters once (canonical layout).
 
         Its dtype holds every parameter's (``np.result_type``; bfloat16 with float16 or integers, which
-        NumPy cannot promote, as float32 would be); ``len(tree.vector()) == tree.count()``.
+        NumPy cannot promote, as float32 would be): next to floats, int64 values beyond 2**53 lose
+        their last bits, as NumPy's float64 does. ``len(tree.vector()) == tree.count()``.
         """
         values = [np.asarray(v).ravel() for v in per_parameter(self.parameters(), "_read_many")]
         if not values:

@@ -14,7 +14,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._gc import collector_paused
-from polyparam._layout import format_shape, join_path
+from polyparam._layout import KINDS, ROLES, format_shape, join_path
 from polyparam._params.mapping import KeyMap, Rename
 from polyparam._params.parameter import Parameter, require_backend_name
 from polyparam._params.plan import (
@@ -40,13 +40,20 @@ def _path_rule(pattern: Any) -> Callable[[str, Parameter], bool] | None:
     """``select``'s ``pattern`` as a test of ``(path, parameter)``; ``None`` for no pattern."""
     if pattern is None:
         return None
-    if isinstance(pattern, re.Pattern):
+    if isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str):
         return lambda path, p: pattern.search(path) is not None
     if isinstance(pattern, str):
-        if pattern.startswith("role:"):
-            return lambda path, p: p.role == pattern[5:]
-        if pattern.startswith("kind:"):
-            return lambda path, p: p.kind == pattern[5:]
+        for prefix, names in (("role:", ROLES), ("kind:", KINDS)):
+            if pattern.startswith(prefix):
+                wanted = pattern[len(prefix):]
+                if wanted not in names:   # a typo would select nothing, and freeze() or cast() would do nothing
+                    close = difflib.get_close_matches(wanted, names, n=1)
+                    hint = f"Did you mean {prefix + close[0]!r}? " if close else ""
+                    msg = (f"Invalid value for argument `pattern` of select: expected {prefix}<one of "
+                           f"{', '.join(names)}>, got {pattern!r}. {hint}".rstrip())
+                    raise errors.InvalidArgumentError(msg, argument="pattern", expected=names, got=pattern)
+                attribute = prefix[:-1]
+                return lambda path, p: getattr(p, attribute) == wanted
         return lambda path, p: fnmatch.fnmatchcase(path, pattern)
     msg = (f"Invalid value for argument `pattern` of select: expected a glob, 'role:<role>', 'kind:<kind>' or a "
            f"compiled regular expression, got {type(pattern).__name__} {pattern!r}. Pass a predicate as where= "
@@ -126,7 +133,13 @@ class ParameterCollection(TrainingOps, abc.ABC):
             InvalidArgumentError: ``regex`` is not a regular expression Python compiles, or
                 ``pattern`` is none of the forms above.
         """
+        if where is not None and not callable(where):
+            msg = (f"Invalid value for argument `where` of select: expected a predicate on the Parameter, got "
+                   f"{type(where).__name__} {where!r}. Pass where=lambda p: p.role == 'bias'.")
+            raise errors.InvalidArgumentError(msg, argument="where", expected="a callable", got=where)
         try:
+            if isinstance(regex, bytes):
+                raise TypeError("a bytes pattern cannot search the str paths")
             compiled = re.compile(regex) if regex is not None else None
         except (re.error, TypeError) as exc:
             msg = (f"Invalid value for argument `regex` of select: expected a regular expression, got {regex!r} "
