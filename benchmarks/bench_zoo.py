@@ -5,7 +5,8 @@ Per model and operation: polyparam's time over the native way's, measured in the
 
     torch  GPT-2 small (transformers.GPT2Config()), BERT-base (BertConfig()), a ResNet50 shaped
            like torchvision's (written below)
-    keras  keras.applications ResNet50, MobileNetV2, EfficientNetB0 (weights=None)
+    keras  keras.applications ResNet50, MobileNetV2, EfficientNetB0 (weights=None), on the Keras
+           backend KERAS_BACKEND names (TensorFlow by default; KERAS_BACKEND=torch for Keras on torch)
     mxnet  gluon model_zoo resnet50_v1, mobilenet1.0, after one forward with MKLDNN on
 
 Operations (native way in brackets):
@@ -26,6 +27,7 @@ Targets (issue 19): state/load_state <= 1.1x, initialize <= 1.0x, tree+items <= 
 1 ms per 100 tensors), save <= 1.2x, load <= 1.1x, transfer <= 1.1x.
 
 Run: python benchmarks/bench_zoo.py [--quick] [--backend torch|keras|mxnet|numpy] [--no-curve]
+     KERAS_BACKEND=torch python benchmarks/bench_zoo.py --backend keras --no-curve
 """
 
 from __future__ import annotations
