@@ -991,6 +991,27 @@ class TorchParameter(Parameter):
         with torch.no_grad():
             t[index].fill_(0)
 
+    @staticmethod
+    def _after_fill_many(params: list[Parameter], /) -> None:
+        """Weight norm's magnitude ``g`` set to ``‖v‖`` (norm over every axis but its kept one) wherever both
+        ``g`` and ``v`` were drawn, as ``weight_norm`` sets it: the layer's weight ``g * v / ‖v‖`` is then the
+        initializer's draw, not rows of norm 1 (``g``'s role, a scale, draws ones). Where only one of them
+        was drawn (a selection), the other is left as it is."""
+        drawn = {id(p._tensor()): p for p in cast("list[TorchParameter]", params)}
+        for p in drawn.values():
+            layer = p._layer()
+            if layer.part != "v":
+                continue
+            g_attr = "original0" if p._attr == "original1" else p._attr[:-1] + "g"
+            g = p._module._parameters.get(g_attr)
+            v = p._tensor()
+            if g is None or id(g) not in drawn or any(
+                    t.is_meta or is_dtensor(t) or isinstance(t, UninitializedTensorMixin) for t in (g, v)):
+                continue
+            dim = -1 if layer.dim is None else layer.dim
+            with torch.no_grad():
+                g.copy_(torch.norm_except_dim(v, 2, dim))
+
     def _parent(self) -> tuple[nn.Module, str] | None:
         """``(parent module, name)`` of the module holding this tensor; ``None`` for the root's own tensors."""
         if not self._keys:

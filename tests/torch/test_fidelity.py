@@ -147,8 +147,32 @@ def test_weight_norm_magnitude_is_a_per_output_scale() -> None:
     assert (g.role, g.axes) == ("scale", ("out", "other"))
     assert (v.role, v.axes) == ("weight", ("out", "in"))
     tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
-    np.testing.assert_array_equal(g.numpy(), 1)
     assert_xavier_fans(tree, "parametrizations.weight.original1", 4, 3)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_tree_wide_draw_gives_weight_norm_the_drawn_weight(legacy: bool) -> None:
+    """As weight_norm sets g = ‖v‖ when it wraps a layer, a tree-wide initialize that draws both g and v sets
+    g = ‖v‖ (per output row): the layer's weight g * v / ‖v‖ is Xavier's draw, not rows of norm 1."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # the hook-based weight_norm is deprecated
+        wrap = nn.utils.weight_norm if legacy else parametrizations.weight_norm
+        net = nn.Sequential(wrap(nn.Conv2d(3, 64, 7)), nn.ReLU(), wrap(nn.Linear(1024, 16), dim=1))
+    tree = pp.tree(net)
+    names = ("weight_g", "weight_v") if legacy else ("parametrizations.weight.original0",
+                                                      "parametrizations.weight.original1")
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    for index, fan_in, fan_out, dim in ((0, 3 * 49, 64 * 49, 0), (2, 1024, 16, 1)):
+        g, v = (tree[f"{index}.{name}"].numpy() for name in names)
+        np.testing.assert_allclose(g, torch.norm_except_dim(torch.from_numpy(v), 2, dim).numpy(), rtol=1e-6)
+        if legacy:
+            net[index](torch.zeros(1, *((3, 8, 8) if index == 0 else (1024,))))   # the hook recomputes weight
+        np.testing.assert_allclose(net[index].weight.detach().numpy(), v, rtol=1e-5, atol=1e-7)
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        assert 0.9 * limit < np.abs(v).max() <= limit    # Xavier's bound, not 1/‖row‖
+    before = tree[f"0.{names[0]}"].numpy().copy()
+    tree.select(f"*.{names[1]}").initialize(pp.init.Xavier(), seed=1, force_reinit=True)
+    np.testing.assert_array_equal(tree[f"0.{names[0]}"].numpy(), before)   # g not selected: kept
 
 
 def test_legacy_weight_norm_magnitude_is_a_scale() -> None:

@@ -78,9 +78,11 @@ class Parameter(abc.ABC):
       assignable), `_write_grad` (clip and zero gradients), `_cast` (dtype in place);
     * the framework's declared initializers: `_declared_initializer` (what the layer
       declares for this tensor, for ``pp.init.Declared``), `_own_initializer` (one
-      that wins over a tree-wide initializer, as Gluon's ``Parameter.init`` does) and
+      that wins over a tree-wide initializer, as Gluon's ``Parameter.init`` does),
       `_after_fill` (restore, after an initializer wrote the value, what the framework's
-      own initialization keeps: torch's ``Embedding`` ``padding_idx`` row of zeros);
+      own initialization keeps: torch's ``Embedding`` ``padding_idx`` row of zeros) and
+      `_after_fill_many` (once for all drawn, what the framework derives from several:
+      torch's weight norm magnitude);
     * the framework's own checkpoint files: `_native_aliases` (other keys this tensor has
       in them, such as a Keras ``.weights.h5`` path) and `_from_native_layout` (a value
       in the framework's storage layout, converted to canonical), so ``pp.load`` reads them;
@@ -793,6 +795,16 @@ class Parameter(abc.ABC):
         inside the operation's journal: write back what the framework's own initialization keeps whatever
         the draw, such as torch's ``Embedding`` ``padding_idx`` row of zeros (``reset_parameters`` and Hugging
         Face's ``_init_weights`` keep it; the row then never gets a gradient). The default does nothing."""
+        return None
+
+    @staticmethod
+    def _after_fill_many(params: list[Parameter], /) -> None:
+        """Called once after a tree's or selection's ``initialize`` drew ``params`` (this class's, each
+        :meth:`_after_fill` already called; not deferred ones, nor a ``Load``'s copies), inside the
+        operation's journal: set what the framework derives from several drawn tensors together, writing
+        only ``params`` (the journal holds their values before the call). For torch's weight norm, the
+        magnitude ``g`` becomes ``‖v‖`` when both were drawn, as ``weight_norm`` sets it, so the layer's weight
+        is the initializer's draw. The default does nothing."""
         return None
 
     def _write_refusal(self) -> str | None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 import numpy as np
 
 from polyparam import errors
+from polyparam._params.bulk import by_class
 from polyparam._params.journal import Journal, exclusive_writes
 from polyparam._progress import track
 from polyparam.init.base import Initializer, ParamInfo
@@ -245,6 +246,7 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
     # whether every fill writes the whole value and touches nothing else: polyparam's own initializers. Other
     # code may leave elements as they were, or write the model's tensors itself: it keeps the undo copy.
     whole = initializer._fills_every_element
+    drawn: list[Parameter] = []   # drawn by role now (not deferred, not copied by a Load)
     if by_declaration:
         from polyparam.init.composite import Declared
 
@@ -267,6 +269,10 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
                 local = view is None and p._local_box() is not None
                 journal.keep(p, local=local, nbytes=None if local else nbytes, view=view)
             fill_parameter(p, initializer, call_seed, by_role=by_role, info=infos[id(p)], view=view, every=whole)
+            if by_role and not initializer._copies(infos[id(p)]):
+                drawn.append(p)
+        for cls, members in by_class(drawn):   # what the framework derives from several drawn tensors
+            cls._after_fill_many(members)
     except BaseException as exc:
         error = journal.fail(exc)
         if error is exc:
