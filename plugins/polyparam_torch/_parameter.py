@@ -25,7 +25,7 @@ from polyparam.backend import Parameter, Shape, State, default_axes
 from polyparam.init import Constant, Initializer, Normal, One, Uniform, Zero
 from polyparam_torch import NAME, _dtensor
 from polyparam_torch._convert import MOVABLE_BYTES, PLAIN, np2torch, np_dtype, torch2np, torch_dtype
-from polyparam_torch._deferred import Pending, forget, lazy_shape, record, settle, settle_tensor
+from polyparam_torch._deferred import Pending, forget, lazy_shape, pending, record, settle, settle_tensor
 from polyparam_torch._dtensor import is_dtensor
 
 __all__ = ["ATTENTION_ROLES", "DECLARED_LAYERS", "KNOWN_LAYERS", "NORMS", "Layer", "TorchParameter", "axes_of",
@@ -134,6 +134,13 @@ def declared_axes(module: nn.Module, attr: str, ndim: int, path: str) -> tuple[s
     except errors.InvalidArgumentError as exc:
         msg = f"Cannot read the axes of parameter {path!r}: {exc}"
         raise errors.InvalidArgumentError(msg, path=path, expected=exc.expected, got=exc.got) from None
+
+
+def _set_magnitude(g: torch.Tensor, v: torch.Tensor, dim: int) -> None:
+    """Weight norm's ``g = ‖v‖`` (``torch.norm_except_dim``, as ``weight_norm`` sets it), where ``g`` holds ones."""
+    with torch.no_grad():
+        if bool((g == 1).all()):
+            g.copy_(torch.norm_except_dim(v, 2, dim))
 
 
 class Layer(NamedTuple):
@@ -994,23 +1001,38 @@ class TorchParameter(Parameter):
     @staticmethod
     def _after_fill_many(params: list[Parameter], /) -> None:
         """Weight norm's magnitude ``g`` set to ``‖v‖`` (norm over every axis but its kept one) wherever both
-        ``g`` and ``v`` were drawn, as ``weight_norm`` sets it: the layer's weight ``g * v / ‖v‖`` is then the
-        initializer's draw, not rows of norm 1 (``g``'s role, a scale, draws ones). Where only one of them
-        was drawn (a selection), the other is left as it is."""
-        drawn = {id(p._tensor()): p for p in cast("list[TorchParameter]", params)}
-        for p in drawn.values():
-            layer = p._layer()
-            if layer.part != "v":
+        ``g`` and ``v`` were drawn and ``g`` holds its role's ones, as ``weight_norm`` sets it: the layer's
+        weight ``g * v / ‖v‖`` is then the initializer's draw, not rows of norm 1. A ``g`` a rule gave other
+        values keeps them; where only one of them was drawn (a selection), the other is left as it is. On
+        meta tensors it runs with their recorded fills, when they get storage."""
+        mine = cast("list[TorchParameter]", params)
+        drawn = {id(p._tensor()) for p in mine}
+        for g_param in mine:
+            if g_param._attr != "original0" and not g_param._attr.endswith("_g"):
+                continue   # (asked first: cheaper than the layer, for every drawn tensor)
+            layer = g_param._layer()
+            if layer.part != "g":
                 continue
-            g_attr = "original0" if p._attr == "original1" else p._attr[:-1] + "g"
-            g = p._module._parameters.get(g_attr)
-            v = p._tensor()
-            if g is None or id(g) not in drawn or any(
-                    t.is_meta or is_dtensor(t) or isinstance(t, UninitializedTensorMixin) for t in (g, v)):
+            owner, attr = g_param._owner(), g_param._attr
+            v_attr = "original1" if attr == "original0" else attr[:-1] + "v"
+            v = owner._parameters.get(v_attr)   # this layer's own v: a v tied to another layer's counts too
+            if v is None or id(v) not in drawn or is_dtensor(v) or is_dtensor(g_param._tensor()):
                 continue
             dim = -1 if layer.dim is None else layer.dim
-            with torch.no_grad():
-                g.copy_(torch.norm_except_dim(v, 2, dim))
+            if not any(t.is_meta or isinstance(t, UninitializedTensorMixin) for t in (g_param._tensor(), v)):
+                _set_magnitude(g_param._tensor(), v, dim)
+                continue
+            fills = pending(owner)
+            recorded = fills.get(attr) if fills else None   # g's own draw, run first when it gets storage
+
+            def fill(owner: nn.Module = owner, attr: str = attr, v_attr: str = v_attr, dim: int = dim,
+                     recorded: Callable[[], None] | None = recorded) -> None:
+                if recorded is not None:
+                    recorded()
+                settle(owner, v_attr)   # v's recorded draw first
+                _set_magnitude(owner._parameters[attr], owner._parameters[v_attr], dim)
+
+            g_param._defer(fill)
 
     def _parent(self) -> tuple[nn.Module, str] | None:
         """``(parent module, name)`` of the module holding this tensor; ``None`` for the root's own tensors."""

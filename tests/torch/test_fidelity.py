@@ -175,6 +175,37 @@ def test_a_tree_wide_draw_gives_weight_norm_the_drawn_weight(legacy: bool) -> No
     np.testing.assert_array_equal(tree[f"0.{names[0]}"].numpy(), before)   # g not selected: kept
 
 
+def _weight_normed(device: str = "cpu") -> nn.Module:
+    with torch.device(device):
+        return nn.Sequential(parametrizations.weight_norm(nn.Linear(8, 6)), nn.ReLU(),
+                             parametrizations.weight_norm(nn.Conv2d(2, 3, 3), dim=1))
+
+
+def test_weight_norm_drawn_on_meta_equals_the_eager_draw() -> None:
+    """On meta the magnitude follows v when the recorded fills run (materialize): as an eager draw."""
+    eager, lazy = _weight_normed(), _weight_normed("meta")
+    pp.tree(eager).initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    tree = pp.tree(lazy)
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    tree.materialize("cpu")
+    for (path, a), (_, b) in zip(eager.state_dict().items(), lazy.state_dict().items()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=path)
+
+
+def test_a_weight_norm_magnitude_a_rule_chose_is_kept_and_a_tied_direction_serves_both() -> None:
+    net = _weight_normed()
+    rule = pp.init.Mixed([("*.original0", pp.init.Constant(0.5))], default=pp.init.Xavier())
+    pp.tree(net).initialize(rule, seed=0, force_reinit=True)
+    assert all(torch.all(m.parametrizations.weight.original0 == 0.5) for m in (net[0], net[2]))
+    twins = nn.Sequential(parametrizations.weight_norm(nn.Linear(4, 3)), parametrizations.weight_norm(nn.Linear(4, 3)))
+    tree = pp.tree(twins)
+    pp.tie(tree["0.parametrizations.weight.original1"], tree["1.parametrizations.weight.original1"])
+    tree.initialize(pp.init.Xavier(), seed=0, force_reinit=True)
+    v = twins[0].parametrizations.weight.original1
+    for m in twins:
+        torch.testing.assert_close(m.parametrizations.weight.original0, torch.norm_except_dim(v, 2, 0))
+
+
 def test_legacy_weight_norm_magnitude_is_a_scale() -> None:
     """The hook-based nn.utils.weight_norm: weight_g is a scale, weight_v a weight."""
     with warnings.catch_warnings():

@@ -257,8 +257,9 @@ def test_count_trainable_and_names_are_the_frameworks(spec: Spec) -> None:
 
 
 def test_tree_wide_xavier_fills_weights_and_leaves_the_rest_as_specified(spec: Spec) -> None:
-    """Weights change; biases and shifts 0, scales 1, running mean 0 and variance 1 (polyparam's convention,
-    as for every BatchNorm), buffers of role other untouched; the same seed twice gives the same values."""
+    """Weights change; biases and shifts 0, scales 1 (weight norm's magnitude: ‖v‖, as weight_norm sets it),
+    running mean 0 and variance 1 (polyparam's convention, as for every BatchNorm), buffers of role other
+    untouched; the same seed twice gives the same values."""
     model = spec.build(0)
     tree = pp.tree(model)
     before = {path: np.array(p.numpy(), copy=True) for path, p in tree.items()}
@@ -270,6 +271,9 @@ def test_tree_wide_xavier_fills_weights_and_leaves_the_rest_as_specified(spec: S
     for path, p in tree.items():
         if p.role == "weight":
             assert path in report.initialized and not np.array_equal(first[path], before[path]), path
+        elif path.endswith("parametrizations.weight.original0"):   # weight norm's g
+            v = torch.from_numpy(first[path[:-1] + "1"])
+            np.testing.assert_allclose(first[path], torch.norm_except_dim(v, 2, 0).numpy(), rtol=1e-6)
         elif p.role in conventional:
             np.testing.assert_array_equal(first[path], conventional[p.role], err_msg=path)
         else:

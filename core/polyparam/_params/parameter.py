@@ -800,11 +800,12 @@ class Parameter(abc.ABC):
     @staticmethod
     def _after_fill_many(params: list[Parameter], /) -> None:
         """Called once after a tree's or selection's ``initialize`` drew ``params`` (this class's, each
-        :meth:`_after_fill` already called; not deferred ones, nor a ``Load``'s copies), inside the
-        operation's journal: set what the framework derives from several drawn tensors together, writing
-        only ``params`` (the journal holds their values before the call). For torch's weight norm, the
-        magnitude ``g`` becomes ``‖v‖`` when both were drawn, as ``weight_norm`` sets it, so the layer's weight
-        is the initializer's draw. The default does nothing."""
+        :meth:`_after_fill` already called; not a ``Load``'s copies), inside the operation's journal: set
+        what the framework derives from several drawn tensors together, writing only ``params`` (the
+        journal holds their values before the call). ``params`` includes deferred ones, whose fills are
+        recorded (:meth:`_defer`): record what derives from them to run after those. For torch's weight
+        norm, the magnitude ``g`` becomes ``‖v‖`` when both were drawn, as ``weight_norm`` sets it, so the
+        layer's weight is the initializer's draw. The default does nothing."""
         return None
 
     def _write_refusal(self) -> str | None:

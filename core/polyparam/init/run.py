@@ -246,7 +246,7 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
     # whether every fill writes the whole value and touches nothing else: polyparam's own initializers. Other
     # code may leave elements as they were, or write the model's tensors itself: it keeps the undo copy.
     whole = initializer._fills_every_element
-    drawn: list[Parameter] = []   # drawn by role now (not deferred, not copied by a Load)
+    drawn: list[Parameter] = []   # drawn by role, now or when they get storage (not copied by a Load)
     if by_declaration:
         from polyparam.init.composite import Declared
 
@@ -259,6 +259,8 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
             nbytes = now[id(p)]
             if nbytes is None:
                 p._defer(_deferred_fill(p, initializer, call_seed, by_role))
+                if by_role and not initializer._copies(infos[id(p)]):
+                    drawn.append(p)   # (the hook records what it derives, to run after these fills)
                 continue
             # a fill that writes every element may go to fresh storage, the old one kept as the undo record
             # (large torch tensors, Keras on TensorFlow); else the undo copy is taken from the view it fills
