@@ -475,9 +475,11 @@ class KerasParameter(Parameter):
         if engine() != "torch":
             return None         # tf.Variable and JAX arrays: not written through NumPy
         v = self._variable()
-        if v is None or v._value is None or raw(v).device.type != "cpu":
+        if v is None or v._value is None:
             return None
         t = raw(v)
+        if t.device.type != "cpu":
+            return None
         if not t.is_contiguous():
             view = self._torch_view()     # (a question, not a write: the version counter stays)
             return None if view is None else (*byte_bounds(view), bool(view.flags.c_contiguous))

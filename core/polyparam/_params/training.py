@@ -22,7 +22,7 @@ from polyparam._params.journal import exclusive_writes
 from polyparam._params.parameter import Parameter
 from polyparam._params.plan import WritePlan
 
-__all__ = ["TrainingOps", "cast_together", "per_parameter", "roles_of", "trainable_flags"]
+__all__ = ["TrainingOps", "cast_together", "per_parameter", "require_predicate", "roles_of", "trainable_flags"]
 
 
 def real_number(value: Any, argument: str) -> float:
@@ -92,6 +92,14 @@ def trainable_flags(params: list[Parameter]) -> list[bool]:
 def roles_of(params: list[Parameter]) -> list[str]:
     """``p.role`` of each of ``params``, read through the bulk hook of each class."""
     return per_parameter(params, "_roles_many")
+
+
+def require_predicate(where: Any, operation: str, fix: str) -> None:
+    """Refuse a ``where=`` of ``operation`` that is neither ``None`` nor a predicate on the Parameter."""
+    if where is not None and not callable(where):
+        msg = (f"Invalid value for argument `where` of {operation}: expected a predicate on the Parameter, got "
+               f"{type(where).__name__} {where!r}. {fix}")
+        raise errors.InvalidArgumentError(msg, argument="where", expected="a callable", got=where)
 
 
 def _checked_norm_type(norm_type: Any) -> float:
@@ -258,11 +266,8 @@ class TrainingOps:
         if target.kind != "f" and "bfloat16" not in target.name:
             msg = f"Cannot cast to {target.name}: expected a floating dtype (float16, bfloat16, float32, float64)."
             raise errors.InvalidArgumentError(msg, argument="dtype", expected="a floating dtype", got=target.name)
-        if where is not None and not callable(where):
-            msg = (f"Invalid value for argument `where` of cast: expected a predicate on the Parameter, got "
-                   f"{type(where).__name__} {where!r}. Pass where=lambda p: p.path.startswith('0.'), or select "
-                   f"first: tree.select({where!r}).cast({target.name!r}).")
-            raise errors.InvalidArgumentError(msg, argument="where", expected="a callable", got=where)
+        require_predicate(where, "cast", f"Pass where=lambda p: p.path.startswith('0.'), or select first: "
+                                         f"tree.select({where!r}).cast({target.name!r}).")
         todo = []
         for p in self.parameters():
             current = p.dtype

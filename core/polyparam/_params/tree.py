@@ -27,7 +27,7 @@ from polyparam._params.plan import (
     storage_groups,
 )
 from polyparam._params.ties import TieGroup
-from polyparam._params.training import TrainingOps
+from polyparam._params.training import TrainingOps, require_predicate
 
 if TYPE_CHECKING:
     from polyparam.init import Initializer
@@ -133,10 +133,7 @@ class ParameterCollection(TrainingOps, abc.ABC):
             InvalidArgumentError: ``regex`` is not a regular expression Python compiles, or
                 ``pattern`` is none of the forms above.
         """
-        if where is not None and not callable(where):
-            msg = (f"Invalid value for argument `where` of select: expected a predicate on the Parameter, got "
-                   f"{type(where).__name__} {where!r}. Pass where=lambda p: p.role == 'bias'.")
-            raise errors.InvalidArgumentError(msg, argument="where", expected="a callable", got=where)
+        require_predicate(where, "select", "Pass where=lambda p: p.role == 'bias'.")
         try:
             if isinstance(regex, bytes):
                 raise TypeError("a bytes pattern cannot search the str paths")

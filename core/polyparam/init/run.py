@@ -58,17 +58,20 @@ def _declared(p: Parameter) -> Initializer | None:
 
 
 def fill_parameter(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool,
-                   info: ParamInfo | None = None, view: np.ndarray | None = None, every: bool | None = None) -> None:
+                   info: ParamInfo | None = None, view: np.ndarray | None = None, every: bool | None = None) -> bool:
     """Draw ``p``'s value with its own generator and write it (``info``: ``p``'s facts, when read already;
     ``view``: where it is filled in place, from :func:`in_place_view`; ``every``: the initializer's
     ``_fills_every_element``, when asked already); then let the backend keep what its framework's own
-    initialization keeps (:meth:`~polyparam._params.parameter.Parameter._after_fill`)."""
+    initialization keeps (:meth:`~polyparam._params.parameter.Parameter._after_fill`). Returns whether it
+    did: the value was drawn by role, not copied by a ``Load``."""
     info = _info(p) if info is None else info
     _fill(p, initializer, seed, by_role=by_role, info=info, view=view, every=every)
     # as the framework's own initialization of the whole model; a loaded value is kept as it is, and one
     # parameter given an initializer (by_role off) is filled as is, as torch's own nn.init call does
-    if by_role and not initializer._copies(info):
+    drawn = by_role and not initializer._copies(info)
+    if drawn:
         p._after_fill()
+    return drawn
 
 
 def _fill(p: Parameter, initializer: Initializer, seed: int, *, by_role: bool,
@@ -270,8 +273,7 @@ def _initialize(params: list[Parameter], initializer: Initializer, call_seed: in
                 view = in_place_view(p, initializer)   # read once: the undo copy is taken from it
                 local = view is None and p._local_box() is not None
                 journal.keep(p, local=local, nbytes=None if local else nbytes, view=view)
-            fill_parameter(p, initializer, call_seed, by_role=by_role, info=infos[id(p)], view=view, every=whole)
-            if by_role and not initializer._copies(infos[id(p)]):
+            if fill_parameter(p, initializer, call_seed, by_role=by_role, info=infos[id(p)], view=view, every=whole):
                 drawn.append(p)
         for cls, members in by_class(drawn):   # what the framework derives from several drawn tensors
             cls._after_fill_many(members)
