@@ -8,8 +8,8 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["assign_native", "contiguous", "device_type", "eager", "engine", "raw", "read_variable", "stored_dtype",
-           "to_numpy", "to_numpy_view", "write_variable"]
+__all__ = ["assign_native", "contiguous", "device_type", "eager", "engine", "owned", "raw", "read_variable",
+           "stored_dtype", "to_numpy", "to_numpy_view", "write_variable"]
 
 
 def engine() -> str:
@@ -123,8 +123,22 @@ def contiguous(array: np.ndarray) -> np.ndarray:
     return np.asarray(array, order="C")
 
 
+def owned(array: np.ndarray) -> np.ndarray:
+    """``array`` C-contiguous, in memory no one else holds: a copy unless :func:`contiguous` made one.
+
+    TensorFlow's ``AssignVariableOp`` and JAX's ``asarray`` adopt an aligned NumPy buffer
+    without copying it: the variable would then share the caller's memory (a torch
+    model's tensor after ``pp.transfer``, an array of ``load_state``), and a later write
+    to it (an optimizer step) would change the Keras variable too. ``variable.assign``
+    of a NumPy array copies on TensorFlow, so a write through polyparam must as well.
+    """
+    out = contiguous(array)
+    return out if out is not array else np.array(out, order="C", copy=True)
+
+
 def assign_native(variable: Any, array: np.ndarray) -> None:
-    """Write a native-layout array into the variable's storage, bypassing stateless scopes."""
+    """Write a native-layout array into the variable's storage, bypassing stateless scopes (a copy of it:
+    the variable never shares the caller's memory, see :func:`owned`)."""
     active = engine()
     tensor = raw(variable)
     if active == "torch":
@@ -136,6 +150,6 @@ def assign_native(variable: Any, array: np.ndarray) -> None:
             else:
                 tensor.copy_(torch.from_numpy(contiguous(array)).to(tensor.device))
     elif active == "tensorflow":
-        write_variable(tensor, contiguous(array))
+        write_variable(tensor, owned(array))
     else:
-        variable.assign(array)
+        variable.assign(owned(array))

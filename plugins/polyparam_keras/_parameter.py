@@ -16,10 +16,10 @@ from polyparam.backend import Parameter, Shape, State, byte_bounds, parallel_cop
 from polyparam_keras import NAME
 from polyparam_keras._convert import (
     assign_native,
-    contiguous,
     device_type,
     eager,
     engine,
+    owned,
     raw,
     read_variable,
     stored_dtype,
@@ -381,7 +381,7 @@ class KerasParameter(Parameter):
         assert v is not None, "the core writes initialized or uninitialized parameters, never deferred ones"
         native_shape = self._facts(v)[0]
         if v._value is None:
-            v._initialize(contiguous(self._native_layout(array, native_shape)))
+            v._initialize(owned(self._native_layout(array, native_shape)))
             return
         staging = self._staging() if array.nbytes >= STAGING_BYTES else None
         if staging is not None:

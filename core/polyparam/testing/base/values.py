@@ -49,6 +49,28 @@ class BaseValueTests(_Kit):
         tree[f"{last}.bias"][0] = -2
         np.testing.assert_allclose(models.forward(case.model, _inputs(case)), np.full((3, 1), -2.0))
 
+    def test_writes_keep_no_hold_on_the_value(self, mlp: tuple[Case, pp.ParameterTree]) -> None:
+        """set(), load_state() and item writes copy the value: a later write to the caller's array (a
+        torch tensor's memory after ``pp.transfer``, a buffer reused) never reaches the parameter.
+
+        The arrays are page-aligned: TensorFlow and JAX adopt an aligned NumPy buffer without copying it.
+        """
+        case, tree = mlp
+        first, last = case.layers[0], case.layers[-1]
+        weight, bias = _aligned(np.arange(32).reshape(8, 4) / 7), _aligned(np.arange(8) / 3)
+        tree[f"{first}.weight"].set(weight)
+        tree[f"{first}.bias"].set(bias)
+        state = {path: _aligned(value + 1) for path, value in tree.state(copy=True).items()}
+        kept = {path: np.array(value, copy=True) for path, value in state.items()}
+        tree.load_state(state)
+        row = _aligned(np.full(8, 5.0))
+        tree[f"{last}.weight"][0, :] = row
+        kept[f"{last}.weight"][0, :] = 5.0
+        for array in (weight, bias, row, *state.values()):
+            array[...] = 99
+        for path, value in kept.items():
+            np.testing.assert_array_equal(tree[path].numpy(), value, err_msg=path)
+
     def test_set_wrong_shape_changes_nothing(self, mlp: tuple[Case, pp.ParameterTree]) -> None:
         """A wrong shape (also a transposed one) raises ShapeMismatchError with the facts."""
         case, tree = mlp
@@ -146,3 +168,13 @@ class BaseValueTests(_Kit):
             g = p.grad()
             assert g is not None and g.shape == p.shape and np.isfinite(g).all()
         np.testing.assert_allclose(tree[f"{case.layers[-1]}.bias"].grad(), [5.0], rtol=1e-6)
+
+
+def _aligned(value: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``value`` whose data starts on a page boundary (4096 bytes)."""
+    value = np.asarray(value, np.float32)
+    raw = np.empty(value.nbytes + 4096, np.uint8)
+    start = -raw.ctypes.data % 4096
+    out = raw[start:start + value.nbytes].view(np.float32).reshape(value.shape)
+    out[...] = value
+    return out
