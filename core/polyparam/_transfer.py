@@ -178,6 +178,7 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
                 (report.ignored_buffers if kept else report.missing).append(members[0][0])
         plan = WritePlan(subject)
         sources_of: dict[str, list[Parameter]] = {}
+        orders: dict[str, tuple[int, ...] | None] = {}    # destination path -> the axes permutation of its source
         for members in d_groups.values():
             given = [(q, s_paths[q]) for q, _ in members if q in s_paths]
             if not given:
@@ -185,7 +186,11 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
             path, target = members[0]
             bad = False
             for q, p in given:
-                problem = fit_problem(target, p.shape, p.dtype)
+                order = axes_order(p, dict(members)[q])
+                if orders.setdefault(path, order) != order:
+                    order = orders[path] = None    # a tie's members in two layouts: the shape check decides
+                shape = p.shape if order is None else tuple(p.shape[i] for i in order)
+                problem = fit_problem(target, shape, p.dtype)
                 if problem == "shape":
                     report.shapes.append((q, p.shape, target.shape))
                     bad = True
@@ -197,7 +202,11 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
                 continue
             plan.check_writable(path, target)
             sources = list({p._identity(): p for _, p in given}.values())
-            plan.add(path, target, sources[0].numpy, source=sources[0])
+            order = orders[path]
+            if order is None:
+                plan.add(path, target, sources[0].numpy, source=sources[0])
+            else:
+                plan.add(path, target, functools.partial(_permuted, sources[0], order))
             sources_of[path] = sources
         if strict and not report.ok:
             shown = [f"{path}: {format_shape(a)} -> {format_shape(b)}" for path, a, b in report.shapes[:5]]
@@ -247,7 +256,7 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
                 plan.require_tying(d.backend, get_backend(d.backend).CAPABILITIES, fix="Pass ties='ignore'.")
         for path, sources in sources_of.items():
             if len(sources) > 1:
-                values = [p.numpy() for p in sources]
+                values = [_permuted(p, orders[path]) for p in sources]
                 if not all(np.array_equal(v, values[0]) for v in values[1:]):
                     msg = (f"Cannot transfer into tied parameter {path!r}: expected one source value for its tie "
                            f"group, got {len(sources)} different ones. Untie the destination first, or tie the "
@@ -311,6 +320,22 @@ def _pair_in_order(s_groups: dict[Any, list[tuple[str, Parameter]]], d_groups: d
         mapped.update({s_path: d_path for (s_path, _), (d_path, _) in zip(s_books, d_books)})
     # other members of a source tie group are not paired: the destination keeps its own ties
     return mapped
+
+
+def axes_order(source: Parameter, destination: Parameter) -> tuple[int, ...] | None:
+    """How to permute ``source``'s value into ``destination``'s axes, where the two name the same distinct axis
+    roles in another order (a Hugging Face ``Conv1D`` or Keras ``EinsumDense`` kernel, stored ``(in, out)``,
+    into a dense ``(out, in)`` weight); ``None`` where the orders agree or the roles do not tell."""
+    a, b = source.axes, destination.axes
+    if a == b or len(set(a)) != len(a) or sorted(a) != sorted(b):
+        return None
+    return tuple(a.index(role) for role in b)
+
+
+def _permuted(p: Parameter, order: tuple[int, ...] | None) -> np.ndarray:
+    """``p``'s value with its axes in ``order`` (as it is where ``None``)."""
+    value = p.numpy()
+    return value if order is None else np.ascontiguousarray(value.transpose(order))
 
 
 def _integral(dtype: np.dtype) -> bool:

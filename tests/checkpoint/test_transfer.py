@@ -158,3 +158,37 @@ def _built(cls: type) -> object:
     model = cls()
     model(np.zeros((1, 5, 5, 3), np.float32))
     return model
+
+
+# ---- kernels stored (in, out) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("d_in", "d_out"), [(16, 16), (16, 8)])
+def test_an_in_out_kernel_moves_transposed_into_an_out_in_weight(d_in: int, d_out: int) -> None:
+    """Hugging Face's ``Conv1D`` (GPT-2) stores its weight ``(in, out)``, declared by its axis roles; ``nn.Linear``
+    stores ``(out, in)``. A transfer either way permutes the value by the roles: a square kernel moved as it is
+    computed another function without an error, another shape was refused as a shape difference."""
+    conv1d = pytest.importorskip("transformers.pytorch_utils").Conv1D
+    torch.manual_seed(0)
+    x = torch.randn(3, d_in)
+    src, dst = torch.nn.Sequential(conv1d(d_out, d_in)), torch.nn.Sequential(torch.nn.Linear(d_in, d_out))
+    assert pp.tree(src)["0.weight"].axes == ("in", "out") and pp.tree(dst)["0.weight"].axes == ("out", "in")
+    assert pp.transfer(src, dst).moved == ["0.weight", "0.bias"]
+    torch.testing.assert_close(dst(x), src(x))
+    torch.nn.init.normal_(dst[0].weight)
+    pp.transfer(dst, src, check=x.numpy())
+    torch.testing.assert_close(src(x), dst(x))
+
+
+def test_a_torch_linear_into_a_keras_einsum_dense_kernel() -> None:
+    """Keras' ``EinsumDense("ab,bc->ac")`` kernel is ``(in, out)`` in polyparam's layout too (its axis roles say
+    so): a square torch ``Linear`` moved into it gives the same outputs."""
+    keras = pytest.importorskip("keras")
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
+    km = keras.Sequential([keras.Input((16,)), keras.layers.EinsumDense("ab,bc->ac", output_shape=16, bias_axes="c")])
+    tm = torch.nn.Sequential(torch.nn.Linear(16, 16))
+    pp.transfer(tm, km, match="order", check=(x, x))
+    with torch.no_grad():
+        expected = tm(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.asarray(keras.ops.convert_to_numpy(km(x))), expected, rtol=0, atol=1e-5)
