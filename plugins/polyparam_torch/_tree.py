@@ -43,6 +43,8 @@ def entries(module: nn.Module, prefix: str, keys: tuple[str, ...], out: list[Ent
     path met; without it, under every path. A ``torch.compile`` wrapper adds no path segment (:func:`unwrapped`).
     """
     module, keys = unwrapped(module, keys)
+    if type(module)._save_to_state_dict is not _SAVE_TO_STATE_DICT:
+        refuse_quantized(module, prefix)
     for attr, t in module._parameters.items():
         if t is not None:
             if seen is not None:
@@ -68,6 +70,30 @@ def entries(module: nn.Module, prefix: str, keys: tuple[str, ...], out: list[Ent
             for name, child in module._modules.items():
                 if child is not None:
                     entries(child, f"{prefix}{name}.", keys + (name,), out, seen)
+
+
+_SAVE_TO_STATE_DICT = nn.Module._save_to_state_dict
+
+#: Where torch keeps its quantized modules, whose weights are packed objects ``state_dict`` writes
+#: itself, neither parameters nor buffers
+_QUANTIZED = ("torch.ao.nn.quantized", "torch.ao.nn.sparse.quantized", "torch.nn.quantized",
+              "torch.ao.nn.intrinsic.quantized")
+
+
+def refuse_quantized(module: nn.Module, prefix: str) -> None:
+    """Refuse a torch quantized module (``quantize_dynamic``, ``convert``): its packed weights, scales and zero
+    points are in ``state_dict`` but not in ``_parameters`` or ``_buffers``, so a tree would leave them out and a
+    save, load or diff would silently skip them."""
+    kind = type(module)
+    if not kind.__module__.startswith(_QUANTIZED):
+        return
+    path = prefix[:-1] or "(the root)"
+    msg = (f"Cannot read the parameters of module {path!r}: expected float parameters and buffers, got a torch "
+           f"quantized {kind.__name__} ({kind.__module__}), whose packed weights, scales and zero points are "
+           "neither. Load or save the float model and quantize it after, or use torch's own "
+           "state_dict()/load_state_dict() for the quantized one.")
+    raise errors.UnsupportedModelError(msg, path=prefix[:-1], expected="float parameters",
+                                       got=f"quantized {kind.__name__}")
 
 
 def walk(module: nn.Module, prefix: str, root: nn.Module, keys: tuple[str, ...],

@@ -776,3 +776,24 @@ def test_a_transfer_only_reads_a_non_contiguous_source() -> None:
     assert src.weight._version == version
     loss.backward()
     torch.testing.assert_close(dst.weight, src.weight, rtol=0, atol=0)
+
+
+def test_a_quantized_module_is_refused_not_left_out(tmp_path) -> None:
+    """``quantize_dynamic`` packs a Linear's weight, scale and zero point into objects ``state_dict`` writes itself,
+    neither parameters nor buffers: a tree left them out, so ``pp.save`` wrote a file without them and ``pp.diff``
+    called two different quantized models equal. Refused, naming the module; QAT's float modules stay readable."""
+    import warnings
+
+    torch.manual_seed(0)
+    float_model = torch.nn.Sequential(torch.nn.Embedding(10, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # torch.ao.quantization's deprecation notices
+        quantized = torch.ao.quantization.quantize_dynamic(float_model, {torch.nn.Linear}, dtype=torch.qint8)
+    for call in (lambda: pp.tree(quantized).paths(), lambda: pp.tree(quantized).state(),
+                 lambda: pp.save(quantized, tmp_path / "q.safetensors"), lambda: pp.diff(quantized, quantized)):
+        with pytest.raises(errors.UnsupportedModelError, match="quantized Linear") as info:
+            call()
+        assert info.value.path == "2" and "quantize it after" in str(info.value)
+    assert not (tmp_path / "q.safetensors").exists()
+    assert pp.tree(quantized)[0].paths() == ["0.weight"]      # a float part alone is fine
+    assert pp.tree(float_model).paths() == ["0.weight", "1.weight", "1.bias", "2.weight", "2.bias"]
