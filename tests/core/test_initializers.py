@@ -303,6 +303,21 @@ def test_mixed_without_a_match_changes_nothing() -> None:
     np.testing.assert_array_equal(model["a"]["weight"], 1)
 
 
+def test_mixed_kind_rules_select_by_kind_as_param_groups_does() -> None:
+    """``"kind:buffer"`` is a rule of ``pp.param_groups`` and ``select``, which say they speak Mixed's language:
+    Mixed read it as a glob, matched nothing and only warned."""
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    tree = pp.tree(model)
+    tree.initialize(pp.init.Mixed([("kind:parameter", pp.init.Constant(0.5)), ("kind:buffer", pp.init.Constant(2))],
+                                  default=pp.init.Zero()), force_reinit=True)
+    for path, p in tree.items():
+        if p.kind == "parameter":
+            np.testing.assert_array_equal(p.numpy(), 0.5, err_msg=path)
+    np.testing.assert_array_equal(model[1].running_mean.numpy(), 2)
+    assert int(model[1].num_batches_tracked) == 0     # role "other": a tree-wide initialize leaves it
+
+
 def test_mixed_works_with_deferred_initialization() -> None:
     from polyparam import numpy as pnp
 

@@ -40,6 +40,8 @@ class ParamInfo:
     shape: tuple[int, ...]
     dtype: np.dtype
     groups: int = 1
+    #: ``"parameter"``, ``"buffer"`` or ``"constant"`` (:attr:`polyparam.Parameter.kind`), for ``"kind:"`` rules
+    kind: str = "parameter"
     #: The framework's declared initializer for this parameter (see :class:`polyparam.init.Declared`),
     #: asked lazily: ``None`` when there is no parameter behind the info (a direct call).
     declared: Callable[[], Initializer | None] | None = field(default=None, compare=False, repr=False)

@@ -28,6 +28,8 @@ def _matches(rule: Any, info: ParamInfo) -> bool:
     if isinstance(rule, str):
         if rule.startswith("role:"):
             return info.role == rule[5:]
+        if rule.startswith("kind:"):
+            return info.kind == rule[5:]
         return fnmatch.fnmatchcase(info.path, rule)
     return bool(rule(info))
 
@@ -51,8 +53,8 @@ def _pairs(rules: Any) -> list[tuple[Any, Any]]:
             pairs.append((item[0], item[1]))
     for rule, _ in pairs:
         if not (isinstance(rule, (str, re.Pattern)) or callable(rule)):
-            msg = (f"Invalid value for a rule of Mixed: expected a glob, 'role:<role>', a compiled regex or a "
-                   f"predicate on ParamInfo. Received: {rule!r}. {fix}")
+            msg = (f"Invalid value for a rule of Mixed: expected a glob, 'role:<role>', 'kind:<kind>', a compiled "
+                   f"regex or a predicate on ParamInfo. Received: {rule!r}. {fix}")
             raise errors.InitializerError(msg, expected="glob, regex or predicate", got=rule)
     return pairs
 
@@ -61,8 +63,8 @@ def _pairs(rules: Any) -> list[tuple[Any, Any]]:
 class Mixed(_BuiltIn):
     """Ordered rules: the first rule that matches a parameter chooses its initializer.
 
-    A rule is a glob on the canonical path (``"*.weight"``), ``"role:bias"``, a
-    compiled regex (searched in the path) or a predicate on :class:`ParamInfo`.
+    A rule is a glob on the canonical path (``"*.weight"``), ``"role:bias"``,
+    ``"kind:buffer"``, a compiled regex (searched in the path) or a predicate on :class:`ParamInfo`.
     The matched initializer fills the parameter whatever its role, so
     ``("*.bias", Constant(0.1))`` does set biases. Parameters no rule matches get
     ``default`` (role dispatch), or are refused if there is none. A rule that matched

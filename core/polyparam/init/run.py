@@ -49,7 +49,7 @@ class InitReport:
 def _info(p: Parameter) -> ParamInfo:
     return ParamInfo(path=p.path, native_name=p.native_name, role=p.role, axes=p.axes,
                      shape=cast("tuple[int, ...]", tuple(p.shape)), dtype=p.dtype, groups=p.groups,
-                     declared=lambda: _declared(p))
+                     kind=p.kind, declared=lambda: _declared(p))
 
 
 def _declared(p: Parameter) -> Initializer | None:

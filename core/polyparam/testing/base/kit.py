@@ -36,7 +36,8 @@ def assert_unchanged(before: dict[str, np.ndarray], tree: pp.ParameterTree) -> N
 def info_of(p: pp.Parameter) -> ParamInfo:
     """The `ParamInfo` an initializer sees for ``p``."""
     return ParamInfo(path=p.path, native_name=p.native_name, role=p.role, axes=p.axes,
-                     shape=cast("tuple[int, ...]", tuple(p.shape)), dtype=p.dtype, groups=p.groups)
+                     shape=cast("tuple[int, ...]", tuple(p.shape)), dtype=p.dtype, groups=p.groups,
+                     kind=p.kind)
 
 
 def reference_values(p: pp.Parameter, init: pp.Initializer, seed: int) -> np.ndarray:
