@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import warnings
 from typing import Any, Callable, Mapping, Sequence
@@ -11,7 +12,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._params.parameter import Parameter
-from polyparam._params.plan import WritePlan, bookkeeping, storage_groups
+from polyparam._params.plan import WritePlan, axes_order, bookkeeping, permuted, storage_groups
 from polyparam._params.training import real_number, roles_of, trainable_flags
 from polyparam._params.tree import ParameterCollection
 
@@ -175,17 +176,19 @@ def average(dst: Any, *sources: Any, decay: float | None = None) -> None:
             holders = [(i, v) for i, v in holders if any(m in v for m, _ in members)]
             if not holders or (decay is not None and len(holders) < len(values)):
                 continue
-        found: list[Parameter] = []
+        found: list[tuple[Parameter, tuple[int, ...] | None]] = []
         for i, v in holders:
             held = [(m, v[m]) for m, _ in members if m in v]
             src = held[0][1] if held else None
             _require_one_value(path, i, held)
-            if src is None or tuple(src.shape) != tuple(target.shape):
+            order = None if src is None else axes_order(src, dict(members)[held[0][0]])   # a Conv1D into a Linear
+            shape = None if src is None else tuple(src.shape if order is None else (src.shape[j] for j in order))
+            if src is None or shape != tuple(target.shape):
                 got = "nothing" if src is None else f"shape {tuple(src.shape)}"
                 msg = (f"Cannot average into {path!r}: expected source {i} to hold it with shape "
                        f"{tuple(target.shape)}, got {got}. Average models of one architecture.")
                 raise errors.TransferError(msg, path=path, expected=tuple(target.shape), got=got)
-            found.append(src)
+            found.append((src, order))
         plan.check_writable(path, target)
         plan.add(path, target, _combine(target, found, decay))
     plan.commit(description="average", progress=False)
@@ -206,17 +209,20 @@ def _require_one_value(path: str, index: int, held: list[tuple[str, Parameter]])
         raise errors.TieMismatchError(msg, path=path, expected=first_path, got=other_path)
 
 
-def _combine(target: Parameter, sources: list[Parameter], decay: float | None) -> Callable[[], np.ndarray]:
+def _combine(target: Parameter, found: list[tuple[Parameter, tuple[int, ...] | None]],
+             decay: float | None) -> Callable[[], np.ndarray]:
+    """What ``average`` writes to ``target``: each source read in ``target``'s axes order (``found``: source, order)."""
     def read() -> np.ndarray:
+        sources = [functools.partial(permuted, s, order) for s, order in found]
         if target.dtype.kind not in "fc" and "bfloat16" not in target.dtype.name:
             if decay == 1:   # an EMA step that keeps everything keeps the counters too
                 return np.asarray(target.numpy())
-            return np.asarray(sources[-1].numpy()).astype(target.dtype)
+            return np.asarray(sources[-1]()).astype(target.dtype)
         wide = np.dtype(np.complex128 if target.dtype.kind == "c" else np.float64)   # complex keeps its imaginary part
         if decay is not None:
-            mixed = decay * target.numpy().astype(wide) + (1 - decay) * sources[0].numpy().astype(wide)
+            mixed = decay * target.numpy().astype(wide) + (1 - decay) * sources[0]().astype(wide)
         else:
-            stacked: Any = [np.asarray(s.numpy(), dtype=wide) for s in sources]   # (NumPy's stubs: real or complex)
+            stacked: Any = [np.asarray(s(), dtype=wide) for s in sources]   # (NumPy's stubs: real or complex)
             mixed = np.mean(stacked, axis=0)
         return np.asarray(mixed).astype(target.dtype)
 

@@ -18,9 +18,11 @@ from polyparam._params.parameter import Parameter
 from polyparam._params.plan import (
     WritePlan,
     WrittenMemory,
+    axes_order,
     bookkeeping,
     fit_problem,
     mismatch_message,
+    permuted,
     storage_groups,
 )
 from polyparam._params.tree import ParameterTree, subtree
@@ -206,7 +208,7 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
             if order is None:
                 plan.add(path, target, sources[0].numpy, source=sources[0])
             else:
-                plan.add(path, target, functools.partial(_permuted, sources[0], order))
+                plan.add(path, target, functools.partial(permuted, sources[0], order))
             sources_of[path] = sources
         if strict and not report.ok:
             shown = [f"{path}: {format_shape(a)} -> {format_shape(b)}" for path, a, b in report.shapes[:5]]
@@ -256,7 +258,7 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
                 plan.require_tying(d.backend, get_backend(d.backend).CAPABILITIES, fix="Pass ties='ignore'.")
         for path, sources in sources_of.items():
             if len(sources) > 1:
-                values = [_permuted(p, orders[path]) for p in sources]
+                values = [permuted(p, orders[path]) for p in sources]
                 if not all(np.array_equal(v, values[0]) for v in values[1:]):
                     msg = (f"Cannot transfer into tied parameter {path!r}: expected one source value for its tie "
                            f"group, got {len(sources)} different ones. Untie the destination first, or tie the "
@@ -320,22 +322,6 @@ def _pair_in_order(s_groups: dict[Any, list[tuple[str, Parameter]]], d_groups: d
         mapped.update({s_path: d_path for (s_path, _), (d_path, _) in zip(s_books, d_books)})
     # other members of a source tie group are not paired: the destination keeps its own ties
     return mapped
-
-
-def axes_order(source: Parameter, destination: Parameter) -> tuple[int, ...] | None:
-    """How to permute ``source``'s value into ``destination``'s axes, where the two name the same distinct axis
-    roles in another order (a Hugging Face ``Conv1D`` or Keras ``EinsumDense`` kernel, stored ``(in, out)``,
-    into a dense ``(out, in)`` weight); ``None`` where the orders agree or the roles do not tell."""
-    a, b = source.axes, destination.axes
-    if a == b or len(set(a)) != len(a) or sorted(a) != sorted(b):
-        return None
-    return tuple(a.index(role) for role in b)
-
-
-def _permuted(p: Parameter, order: tuple[int, ...] | None) -> np.ndarray:
-    """``p``'s value with its axes in ``order`` (as it is where ``None``)."""
-    value = p.numpy()
-    return value if order is None else np.ascontiguousarray(value.transpose(order))
 
 
 def _integral(dtype: np.dtype) -> bool:

@@ -192,3 +192,16 @@ def test_a_torch_linear_into_a_keras_einsum_dense_kernel() -> None:
     with torch.no_grad():
         expected = tm(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(np.asarray(keras.ops.convert_to_numpy(km(x))), expected, rtol=0, atol=1e-5)
+
+
+def test_average_reads_an_in_out_kernel_in_the_destinations_axes() -> None:
+    """``pp.average`` pairs by path as transfer does: a GPT-2 ``Conv1D`` source averaged into an ``nn.Linear``
+    model is read transposed (a square one was averaged as stored, silently)."""
+    conv1d = pytest.importorskip("transformers.pytorch_utils").Conv1D
+    torch.manual_seed(0)
+    src, dst = torch.nn.Sequential(conv1d(16, 16)), torch.nn.Sequential(torch.nn.Linear(16, 16))
+    expected = (dst[0].weight.detach() + src[0].weight.detach().T) / 2
+    pp.average(dst, dst, src)
+    torch.testing.assert_close(dst[0].weight.detach(), expected)
+    with pytest.raises(errors.TransferError, match="shape"):
+        pp.average(dst, torch.nn.Sequential(conv1d(8, 16)))     # (16, 8) read as (8, 16): not dst's (16, 16)

@@ -29,7 +29,8 @@ from polyparam._params.ties import tie_problem
 if TYPE_CHECKING:
     from polyparam._params.tree import ParameterCollection
 
-__all__ = ["LoadReport", "WritePlan", "bookkeeping", "check_keys", "check_partial", "resolve_keys", "storage_groups"]
+__all__ = ["LoadReport", "WritePlan", "axes_order", "bookkeeping", "check_keys", "check_partial", "permuted",
+           "resolve_keys", "storage_groups"]
 
 Groups = dict[Any, list[tuple[str, Parameter]]]
 
@@ -95,6 +96,22 @@ def resolve_keys(groups: Groups, keys: Any, *, subject: str) -> dict[str, str]:
         by_path[path] = key
         out[key] = path
     return out
+
+
+def axes_order(source: Parameter, destination: Parameter) -> tuple[int, ...] | None:
+    """How to permute ``source``'s value into ``destination``'s axes, where the two name the same distinct axis
+    roles in another order (a Hugging Face ``Conv1D`` or Keras ``EinsumDense`` kernel, stored ``(in, out)``,
+    into a dense ``(out, in)`` weight); ``None`` where the orders agree or the roles do not tell."""
+    a, b = source.axes, destination.axes
+    if a == b or len(set(a)) != len(a) or sorted(a) != sorted(b):
+        return None
+    return tuple(a.index(role) for role in b)
+
+
+def permuted(p: Parameter, order: tuple[int, ...] | None) -> np.ndarray:
+    """``p``'s value with its axes in ``order`` (as it is where ``None``)."""
+    value = p.numpy()
+    return value if order is None else np.ascontiguousarray(value.transpose(order))
 
 
 def bookkeeping(p: Parameter) -> bool:
