@@ -39,9 +39,10 @@ deviations are documented here.
   ``bias``, weights ``(gates * hidden, in)`` axes ``("out", "in")``. Gluon's
   ``save_parameters`` writes a fused layer's parameters under unfused keys
   (``2._unfused.0.i2h_weight``); those are native aliases, so ``pp.load`` reads the file.
-* Training loops: freezing sets ``grad_req``; ``pp.param_groups`` sets ``lr_mult``/``wd_mult``
-  and returns the ``{name: Parameter}`` a ``Trainer`` takes; gradients are written into
-  Gluon's buffers in place; ``cast`` is ``Parameter.cast`` (float16/32/64; BatchNorm stays
+* Training loops: freezing sets ``grad_req`` (unfreezing gives back the one it replaced, ``"add"``
+  too); ``pp.param_groups`` sets ``lr_mult``/``wd_mult`` and returns the ``{name: Parameter}`` a
+  ``Trainer`` takes; gradients are written into Gluon's buffers in place (clipping scales every
+  replica by one factor); ``cast`` is ``Parameter.cast`` (float16/32/64; BatchNorm stays
   float32 under float16, as ``BatchNorm.cast`` keeps it).
 """
 

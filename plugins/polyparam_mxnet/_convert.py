@@ -24,7 +24,7 @@ with warnings.catch_warnings():
 from mxnet import autograd, gluon  # noqa: E402
 from mxnet.util import is_np_array  # noqa: E402
 
-__all__ = ["autograd", "format_context", "from_numpy", "gluon", "input_array", "mx", "parse_devices",
+__all__ = ["as_value", "autograd", "format_context", "from_numpy", "gluon", "input_array", "mx", "parse_devices",
            "to_canonical", "to_native", "to_numpy"]
 
 
@@ -34,6 +34,15 @@ __all__ = ["autograd", "format_context", "from_numpy", "gluon", "input_array", "
 def to_numpy(array: Any) -> np.ndarray:
     """A NumPy copy of an NDArray (``asnumpy`` waits for pending writes and always copies)."""
     return array.asnumpy()
+
+
+def as_value(value: Any) -> Any:
+    """``value`` with an MXNet array (``mx.nd.NDArray``, ``mx.np.ndarray``, sparse ones) as a NumPy copy.
+
+    NumPy cannot read an NDArray itself (it iterates it into a 32-dimensional or object
+    array); anything else is returned as it is, for the core's checks.
+    """
+    return value.asnumpy() if isinstance(value, mx.nd.NDArray) else value
 
 
 def from_numpy(array: np.ndarray, dtype: Any) -> Any:

@@ -14,7 +14,17 @@ from polyparam import init as ppinit
 from polyparam import roles as declarations
 from polyparam.backend import Parameter, Shape, State, after_writes, join_path, own_copy
 from polyparam_mxnet import NAME
-from polyparam_mxnet._convert import autograd, format_context, from_numpy, gluon, mx, to_canonical, to_native, to_numpy
+from polyparam_mxnet._convert import (
+    as_value,
+    autograd,
+    format_context,
+    from_numpy,
+    gluon,
+    mx,
+    to_canonical,
+    to_native,
+    to_numpy,
+)
 from polyparam_mxnet._deferred import TARGET, DeferredFill
 
 __all__ = ["GluonParameter", "blocks", "clear_cached_graphs"]
@@ -26,6 +36,9 @@ _ROLES = {"bias": "bias", "gamma": "scale", "beta": "shift", **_STATS}
 _RECURRENT = re.compile(r"(?:([lr])(\d+)_)?(i2h|h2h|h2r)_(weight|bias)")
 #: The value polyparam's role dispatch gives each conventional role: a Gluon ``init`` equal to it is not "own".
 _CONVENTIONAL = {"bias": 0.0, "shift": 0.0, "running_mean": 0.0, "scale": 1.0, "running_var": 1.0}
+#: The attribute a freeze leaves on a Gluon Parameter: the ``grad_req`` it had (``"write"`` or ``"add"``),
+#: which an unfreeze gives back. Kept on the Parameter, so tied uses and new trees share it.
+_UNFROZEN_GRAD_REQ = "_polyparam_unfrozen_grad_req"
 
 
 def _recurrent(block: gluon.Block, attr: str) -> re.Match[str] | None:
@@ -51,6 +64,19 @@ def _role(block: gluon.Block, param: gluon.Parameter, attr: str, ndim: int) -> s
     if recurrent is not None and ndim == 1 and recurrent.group(4) == "bias":
         return "bias"
     return _ROLES.get(attr, "weight" if ndim >= 2 else "other")
+
+
+def _native_shape(param: gluon.Parameter) -> tuple[int, ...]:
+    """The Parameter's shape in Gluon's layout: ``param.shape``, else its data's (``()`` when neither is known).
+
+    ``SymbolBlock.imports`` loads data into Parameters whose ``shape`` it leaves ``None``;
+    the data is what the graph computes with, so its shape is the parameter's.
+    """
+    if param._shape is not None:
+        return tuple(param._shape)
+    if param._data is not None:
+        return tuple(param._data[0].shape)
+    return ()
 
 
 def _layout(block: gluon.Block, attr: str, ndim: int) -> tuple[tuple[str, ...] | None, tuple[int, ...] | None]:
@@ -191,8 +217,7 @@ class GluonParameter(Parameter):
         # Parameter.__init__ is not called on purpose: it stores ``trainable``, which here is
         # read live from Gluon (a property); role and axes are read on first use.
         param = owner._reg_params[attr]
-        ndim = len(param._shape) if param._shape is not None else 0
-        layout, perm = _layout(owner, attr, ndim)
+        layout, perm = _layout(owner, attr, len(_native_shape(param)))
         groups = 1
         if attr == "weight" and isinstance(owner, gluon.nn.conv_layers._Conv):
             groups = int(getattr(owner, "_kwargs", {}).get("num_group", 1))
@@ -212,8 +237,9 @@ class GluonParameter(Parameter):
     @property
     def _axes(self) -> tuple[str, ...] | None:  # type: ignore[override]
         """Declared axis roles, else the block's (``None``: the role's defaults)."""
-        shape = self._param._shape
-        _, declared = declarations.lookup(self._owner, self._attr, ndim=None if shape is None else len(shape))
+        param = self._param
+        known = param._shape is not None or param._data is not None
+        _, declared = declarations.lookup(self._owner, self._attr, ndim=len(_native_shape(param)) if known else None)
         return declared if declared is not None else self._layout_axes
 
     def _trainable(self) -> bool:
@@ -221,8 +247,21 @@ class GluonParameter(Parameter):
         return str(self._param.grad_req) != "null"
 
     def _set_trainable(self, value: bool, /) -> None:
-        """Gluon's own switch: ``grad_req`` ``"write"`` or ``"null"`` (a shared parameter is one object)."""
-        self._param.grad_req = "write" if value else "null"
+        """Gluon's own switch: ``grad_req`` ``"null"``, or back to what it was (a shared parameter is one object).
+
+        A freeze remembers the ``grad_req`` it replaces (``"add"`` accumulates gradients) on the
+        Gluon Parameter, and an unfreeze gives it back; a parameter polyparam did not freeze
+        (``grad_req="null"`` set natively) becomes ``"write"``, Gluon's default.
+        """
+        param = self._param
+        if not value:
+            setattr(param, _UNFROZEN_GRAD_REQ, str(param.grad_req))
+            param.grad_req = "null"
+            return
+        remembered = getattr(param, _UNFROZEN_GRAD_REQ, None)
+        param.grad_req = remembered if remembered in ("write", "add") else "write"
+        if remembered is not None:
+            delattr(param, _UNFROZEN_GRAD_REQ)
 
     def _kind(self) -> str:
         """``constant`` for a Gluon ``Constant``, ``buffer`` for a statistic (``differentiable=False``)."""
@@ -234,6 +273,9 @@ class GluonParameter(Parameter):
     # ---- hooks: facts ------------------------------------------------------------
 
     def _shape(self) -> Shape:
+        param = self._param
+        if param._shape is None and param._data is None:
+            return (None,)  # not even the rank is known (a SymbolBlock imported without its params file)
         shape = tuple(None if d in (0, -1) else int(d) for d in self._native_shape())
         return shape if self._perm is None else tuple(shape[i] for i in self._perm)
 
@@ -289,6 +331,28 @@ class GluonParameter(Parameter):
         if param.init is None:
             return ppinit.Uniform(0.07)
         return self._translated(param.init)
+
+    # ---- values -----------------------------------------------------------------
+
+    def coerce(self, value: Any, /, *, action: str = "set") -> np.ndarray:
+        """The core's check, an MXNet array (``mx.nd``/``mx.np``) taken as its NumPy copy, as ``set_data`` takes it.
+
+        ``set``, ``load_state`` and ``load_vector`` come through here. A parameter whose
+        rank is unknown (no shape and no data: a ``SymbolBlock`` imported without its params
+        file) is refused: Gluon fills it on the first forward pass.
+        """
+        param = self._param
+        if param._shape is None and param._data is None:
+            got = np.shape(as_value(value))
+            msg = (f"Cannot {action} parameter {self.path!r}: expected a parameter whose shape Gluon knows, got "
+                   f"{param.name!r} with no shape and no data (a value of shape {got} cannot be checked). Load its "
+                   "params file (SymbolBlock.imports(symbol, inputs, param_file)) or run one forward pass first.")
+            raise errors.DeferredInitializationError(msg, path=self.path, expected="known shape", got=None)
+        return super().coerce(as_value(value), action=action)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Item writes (``p[0, :] = value``), ``value`` an MXNet array too."""
+        super().__setitem__(key, as_value(value))
 
     # ---- hooks: values -----------------------------------------------------------
 
@@ -383,7 +447,8 @@ class GluonParameter(Parameter):
 
         ``None`` zero-fills them, as Gluon's ``Parameter.zero_grad`` does (Gluon keeps the
         buffers). With replicas on several contexts the first takes ``array`` and the others
-        zeros, so their sum (what a ``Trainer``'s all-reduce applies) is ``array``.
+        zeros, so their sum (what a ``Trainer``'s all-reduce applies) is ``array``; clipping
+        scales each replica instead (:meth:`_clip_grads_many`).
         """
         param = self._param
         if param._grad is None:
@@ -402,6 +467,40 @@ class GluonParameter(Parameter):
             else:
                 native = to_native(np.asarray(array, np.dtype(replica.dtype)), self._perm)
             _store(replica, native, None)
+
+    @staticmethod
+    def _clip_grads_many(params: list[Parameter], max_norm: float, norm_type: float, /) -> float:
+        """``clip_grads``: every replica's gradient buffer multiplied by the one factor, in place.
+
+        The norm is that of the sum over replicas (:meth:`_grad`); the factor is torch's
+        ``max_norm / (norm + 1e-6)``, applied when below 1 or NaN. Scaling each replica
+        (never zeroing one) is right before a ``Trainer``'s all-reduce (the sum scales) and
+        after ``trainer.allreduce_grads()`` (each replica holds the sum), so replicas that
+        ``trainer.update`` then updates one by one stay equal. All or none: if a write
+        refuses, the buffers written are put back before the error propagates.
+        """
+        norm = float(Parameter._grad_norm_many(params, norm_type))
+        factor = max_norm / (norm + 1e-6)
+        if factor >= 1.0:   # NaN scales too, as torch's clamp keeps it
+            return norm
+        done: list[tuple[Any, np.ndarray]] = []
+        try:
+            for p in params:
+                param = p._native()
+                if p._state() != "initialized" or param._grad is None or param.grad_req == "null":
+                    continue
+                for replica in param._grad:
+                    old = to_numpy(replica)
+                    _store(replica, np.multiply(old, old.dtype.type(factor), dtype=old.dtype), None)
+                    done.append((replica, old))
+        except BaseException:
+            for replica, old in reversed(done):
+                try:
+                    _store(replica, old, None)
+                except Exception:  # noqa: BLE001 - restoring the others matters more than this one
+                    continue
+            raise
+        return norm
 
     def _cast(self, dtype: np.dtype, /) -> None:
         """Gluon's own ``Parameter.cast``: the Parameter object (what a ``Trainer`` and ties hold) stays.
@@ -515,6 +614,8 @@ class GluonParameter(Parameter):
                                   lr_mult=old.lr_mult, wd_mult=old.wd_mult, init=old.init,
                                   allow_deferred_init=old._allow_deferred_init, differentiable=old._differentiable,
                                   stype=old._stype, grad_stype=old._grad_stype)
+        if hasattr(old, _UNFROZEN_GRAD_REQ):  # frozen by polyparam: an unfreeze gives the copy what it had
+            setattr(new, _UNFROZEN_GRAD_REQ, getattr(old, _UNFROZEN_GRAD_REQ))
         if old._data is not None:
             with autograd.pause():
                 new._init_impl(old._data[0].copy(), list(old._ctx_list))
@@ -542,8 +643,7 @@ class GluonParameter(Parameter):
             return _GluonDraw(native, self._perm)
 
     def _native_shape(self) -> tuple[int, ...]:
-        shape = self._param._shape
-        return tuple(shape) if shape is not None else ()
+        return _native_shape(self._param)
 
     def _contexts(self) -> list[mx.Context]:
         param = self._param

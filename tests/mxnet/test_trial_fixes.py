@@ -1,12 +1,15 @@
-"""What a new user's trial of Gluon recurrent layers found: Gluon's own ``save_parameters`` file of a
-model with a fused ``rnn.LSTM``/``GRU``/``RNN`` loads with ``pp.load`` (Gluon writes those parameters
-under unfused keys), and recurrent biases have role ``bias`` as on torch and Keras."""
+"""What users' trials of Gluon found: Gluon's own ``save_parameters`` file of a model with a fused
+``rnn.LSTM``/``GRU``/``RNN`` loads with ``pp.load`` (Gluon writes those parameters under unfused keys),
+recurrent biases have role ``bias`` as on torch and Keras; the parameters of an imported
+``SymbolBlock`` have their data's shapes, ``unfreeze`` gives back ``grad_req="add"``, NDArrays are
+values like NumPy arrays, and clipping keeps the replicas of a net on several contexts equal."""
 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -17,10 +20,11 @@ if importlib.util.find_spec("mxnet") is None:
 # The adapter imports mxnet after its load-order check, so it comes first.
 # isort: off
 import polyparam as pp  # noqa: E402
+from polyparam import errors  # noqa: E402
 from polyparam_mxnet import _backend  # noqa: E402, F401
 
 import mxnet as mx  # noqa: E402
-from mxnet import gluon, nd  # noqa: E402
+from mxnet import autograd, gluon, nd  # noqa: E402
 from mxnet.gluon import nn, rnn  # noqa: E402
 # isort: on
 
@@ -196,3 +200,216 @@ def test_trial_recurrent_biases_initialize_as_biases() -> None:
     groups = pp.param_groups(net, [("role:bias", {"wd_mult": 0.0})])
     assert {p.name for p in groups.values() if p.wd_mult == 0.0} == {
         tree["0.bias"].native_name, tree["2.l0_i2h_bias"].native_name, tree["2.l0_h2h_bias"].native_name}
+
+
+# ---- T1: an imported SymbolBlock's parameters have their data's shapes --------------------------
+
+
+def _nd(x: np.ndarray) -> nd.NDArray:
+    """An NDArray of ``x`` (``nd.array`` warns through a deprecated SciPy check on every call)."""
+    out = nd.empty(x.shape, dtype=x.dtype)
+    out[:] = x
+    return out
+
+
+def _exported(tmp_path: Path) -> tuple[gluon.HybridBlock, str]:
+    """Dense(8) -> Dense(2) exported with ``net.export``; returns the net and the files' prefix."""
+    mx.random.seed(0)
+    net = nn.HybridSequential()
+    net.add(nn.Dense(8, in_units=4), nn.Dense(2, in_units=8))
+    net.initialize()
+    net.hybridize()
+    net(nd.ones((1, 4)))
+    prefix = str(tmp_path / "exp")
+    net.export(prefix, epoch=0)
+    return net, prefix
+
+
+def _imported(prefix: str, *, params: bool = True, call: bool = True) -> gluon.SymbolBlock:
+    """``SymbolBlock.imports`` of the exported files (Gluon leaves ``param.shape`` None on each)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # Gluon: "data: None" while inferring the input's type
+        sb = gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                       prefix + "-0000.params" if params else None)
+    if call:
+        sb(nd.ones((1, 4)))
+    return sb
+
+
+@pytest.mark.parametrize("call", [False, True])
+def test_trial_imported_symbolblock_has_the_shapes_of_its_data(call: bool, tmp_path: Path) -> None:
+    net, prefix = _exported(tmp_path)
+    sb = _imported(prefix, call=call)
+    assert all(p.shape is None for p in sb.collect_params().values())   # what Gluon leaves
+    tree = pp.tree(sb)
+    params = list(tree.parameters())          # paths follow Gluon's per-process name counters
+    assert [p.shape for p in params] == [(8, 4), (8,), (2, 8), (2,)]
+    assert tree.count() == 58 == len(tree.vector())
+    np.testing.assert_array_equal(params[0].numpy(), net[0].weight.data().asnumpy())
+    assert [p.role for p in params][::2] == ["weight", "weight"]
+
+
+def test_trial_imported_symbolblock_takes_values_and_round_trips(tmp_path: Path) -> None:
+    """``set``, a scalar refused with a typed error, ``load_vector``, ``pp.save`` then ``pp.load``."""
+    _, prefix = _exported(tmp_path)
+    sb = _imported(prefix)
+    tree = pp.tree(sb)
+    before = sb(nd.ones((1, 4))).asnumpy()
+    weight = list(tree.parameters())[2]
+    weight.set(np.full((2, 8), 0.5, np.float32))
+    np.testing.assert_array_equal(weight.native.data().asnumpy(), np.full((2, 8), 0.5))
+    with pytest.raises(errors.ShapeMismatchError, match=weight.path):
+        weight.set(1.0)
+    vector = tree.vector()
+    tree.load_vector(vector * 2)
+    np.testing.assert_array_equal(tree.vector(), vector * 2)
+    tree.load_vector(vector)
+    f = str(tmp_path / "sb.safetensors")
+    pp.save(sb, f)
+    tree.initialize(pp.init.Zero(), force_reinit=True)
+    assert not tree.vector().any()
+    report = pp.load(sb, f)
+    assert not report.missing and not report.unexpected
+    np.testing.assert_array_equal(tree.vector(), vector)
+    other = _imported(prefix)
+    pp.load(other, f)
+    np.testing.assert_array_equal(other(nd.ones((1, 4))).asnumpy(), sb(nd.ones((1, 4))).asnumpy())
+    assert not np.array_equal(before, sb(nd.ones((1, 4))).asnumpy())   # the set weight is what it computes with
+
+
+def test_trial_imported_symbolblock_without_data_is_refused_with_typed_errors(tmp_path: Path) -> None:
+    """Imported without a params file: nothing tells the rank, so counts, reads and writes say so; an
+    initialize then the first forward pass give the shapes."""
+    _, prefix = _exported(tmp_path)
+    sb = _imported(prefix, params=False, call=False)
+    tree = pp.tree(sb)
+    p = list(tree.parameters())[0]
+    assert p.state == "deferred"
+    with pytest.raises(errors.DeferredInitializationError, match=p.path):
+        tree.count()
+    with pytest.raises(errors.DeferredInitializationError, match=p.path):
+        p.numpy()
+    with pytest.raises(errors.DeferredInitializationError, match=p.path):
+        p.set(np.ones((8, 4), np.float32))
+    tree.initialize(pp.init.Uniform(0.1), seed=0)   # Gluon infers the shapes on the first forward pass
+    sb(nd.ones((1, 4)))
+    assert [q.shape for q in tree.parameters()] == [(8, 4), (8,), (2, 8), (2,)]
+    assert tree.count() == 58
+
+
+# ---- T2: unfreeze gives back the grad_req a freeze found ----------------------------------------
+
+
+def test_trial_unfreeze_restores_grad_req_add() -> None:
+    """Gradient accumulation (``grad_req="add"``) survives ``freeze`` then ``unfreeze``, tree-wide and per parameter."""
+    net = nn.Dense(2, in_units=3)
+    net.initialize()
+    net.collect_params().setattr("grad_req", "add")
+    tree = pp.tree(net)
+    tree.freeze()
+    assert {p.grad_req for p in net.collect_params().values()} == {"null"}
+    tree.unfreeze()
+    assert (net.weight.grad_req, net.bias.grad_req) == ("add", "add")
+    tree["weight"].trainable = False
+    tree["weight"].trainable = True
+    assert net.weight.grad_req == "add"
+    net.bias.grad_req = "write"      # the user's own change after an unfreeze wins over what was remembered
+    tree["bias"].trainable = False
+    tree["bias"].trainable = True
+    assert net.bias.grad_req == "write"
+
+
+def test_trial_trainable_of_a_parameter_the_user_froze_is_write() -> None:
+    """``grad_req="null"`` set by the user (never frozen by polyparam): ``trainable = True`` gives ``"write"``."""
+    net = nn.Dense(2, in_units=3)
+    net.initialize()
+    net.collect_params().setattr("grad_req", "add")
+    tree = pp.tree(net)
+    tree.freeze()
+    tree.unfreeze()
+    net.collect_params().setattr("grad_req", "null")   # the user's freeze, after polyparam's
+    tree["weight"].trainable = True
+    assert net.weight.grad_req == "write"
+    tree.unfreeze()
+    assert net.bias.grad_req == "write"
+
+
+# ---- T3: NDArrays are values ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["nd", "np"])
+def test_trial_ndarrays_are_accepted_like_numpy_arrays(kind: str) -> None:
+    """``set``, item writes and ``load_state`` take ``mx.nd`` and ``mx.np`` arrays, as ``set_data`` does."""
+    net = nn.Dense(2, in_units=3)
+    net.initialize()
+    tree = pp.tree(net)
+
+    def array(x: np.ndarray) -> Any:
+        return _nd(x) if kind == "nd" else mx.np.array(x, dtype=x.dtype)
+
+    tree["weight"].set(array(np.arange(6, dtype=np.float32).reshape(2, 3)))
+    np.testing.assert_array_equal(net.weight.data().asnumpy(), np.arange(6).reshape(2, 3))
+    tree["weight"][0, :] = array(np.ones(3, np.float32))
+    np.testing.assert_array_equal(net.weight.data().asnumpy(), [[1, 1, 1], [3, 4, 5]])
+    tree["bias"][1] = array(np.array([7.0], np.float32))   # a (1,) array broadcasts, as in NumPy
+    np.testing.assert_array_equal(net.bias.data().asnumpy(), [0, 7])
+    report = tree.load_state({"weight": array(np.full((2, 3), 2, np.float32)), "bias": array(np.ones(2, np.float32))})
+    assert sorted(report.loaded) == ["bias", "weight"]
+    np.testing.assert_array_equal(net.weight.data().asnumpy(), np.full((2, 3), 2))
+    np.testing.assert_array_equal(net.bias.data().asnumpy(), np.ones(2))
+    with pytest.raises(errors.ShapeMismatchError, match="weight"):
+        tree["weight"].set(array(np.ones((3, 2), np.float32)))
+    tree["bias"].set(array(np.full(2, 0.5, np.float64)))   # cast as a NumPy float64 array is
+    assert net.bias.data().dtype == np.float32
+    np.testing.assert_array_equal(net.bias.data().asnumpy(), [0.5, 0.5])
+
+
+# ---- T4: clipping on several contexts scales every replica --------------------------------------
+
+
+def _replicated_step(clip_after_allreduce: bool) -> dict[str, Any]:
+    """Two CPU contexts, one backward each, ``clip_grads``, then the update: what each step left."""
+    ctx = [mx.cpu(0), mx.cpu(1)]
+    mx.random.seed(0)
+    net = nn.Dense(3, in_units=4)
+    net.initialize(ctx=ctx)
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 1.0}, update_on_kvstore=False)
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 4)).astype(np.float32)
+    with autograd.record():
+        losses = [(net(part) ** 2).sum() for part in gluon.utils.split_and_load(_nd(x), ctx)]
+    for loss in losses:
+        loss.backward()
+    if clip_after_allreduce:
+        trainer.allreduce_grads()   # Gluon's recipe: all-reduce, clip, update
+    params = {"weight": net.weight, "bias": net.bias}
+    before = {name: [g.asnumpy() for g in p.list_grad()] for name, p in params.items()}
+    max_norm = 0.1 * len(ctx) if clip_after_allreduce else 0.1   # each replica holds the sum: counted twice
+    norm = pp.tree(net).clip_grads(max_norm)
+    clipped = {name: [g.asnumpy() for g in p.list_grad()] for name, p in params.items()}
+    if clip_after_allreduce:
+        trainer.update(4)
+    else:
+        trainer.step(4)
+    weights = {name: [p.data(c).asnumpy() for c in ctx] for name, p in params.items()}
+    return {"before": before, "clipped": clipped, "norm": norm, "factor": max_norm / (norm + 1e-6),
+            "weights": weights}
+
+
+@pytest.mark.parametrize("clip_after_allreduce", [False, True])
+def test_trial_clip_grads_scales_every_replica_so_they_stay_equal(clip_after_allreduce: bool) -> None:
+    """Before ``step`` or between ``allreduce_grads`` and ``update``: each replica's gradient is multiplied by
+    the one factor (none zeroed), and after the update the replicas' weights are equal."""
+    got = _replicated_step(clip_after_allreduce)
+    summed = [np.sum(replicas, axis=0) for replicas in got["before"].values()]   # the documented gradient
+    assert got["norm"] == pytest.approx(float(np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in summed))),
+                                        rel=1e-5)
+    assert got["factor"] < 1
+    for name, replicas in got["clipped"].items():
+        for replica, grad in zip(replicas, got["before"][name]):
+            np.testing.assert_allclose(replica, grad * np.float32(got["factor"]), rtol=1e-6, err_msg=name)
+            assert replica.any(), name
+    if clip_after_allreduce:   # the global norm of the all-reduced gradient is max_norm / n
+        one = [replicas[0] for replicas in got["clipped"].values()]
+        assert float(np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in one))) == pytest.approx(0.1, rel=1e-4)
+    for name, (first, second) in got["weights"].items():
+        np.testing.assert_array_equal(first, second, err_msg=name)
