@@ -4,9 +4,10 @@
 ``tree.initialize(mx.init.Xavier())`` and ``tree.initialize(nnx.initializers.lecun_normal())``
 get the polyparam built-in with the same distribution, so fans come from axis roles (a
 Keras initializer called on PyTorch's ``(out, in)`` layout would take ``out`` for
-``fan_in``) and a seed gives the same values on every backend. Recognised without importing any framework: by the module an object
-comes from. One this module does not know raises ``InitializerError`` naming what to
-use instead, rather than being called with arguments it does not expect.
+``fan_in``) and a seed gives the same values on every backend. Recognised without
+importing any framework: by the module an object comes from. One this module does not
+know raises ``InitializerError`` naming what to use instead, rather than being called
+with arguments it does not expect.
 """
 
 from __future__ import annotations
