@@ -13,6 +13,7 @@ import threading
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -335,3 +336,88 @@ def test_h5_paths_that_map_to_one_key_are_a_duplicate_key_error(tmp_path: Path) 
     with pytest.raises(errors.DuplicateKeyError) as info:
         open_archive(path)
     assert info.value.path == "a.b.c" and info.value.file == str(path)
+
+
+# ---- F31: a .pt tensor whose elements share memory (zero strides) is a bomb, refused before it is copied -------
+
+
+@pytest.mark.parametrize("ext", ["pt", "bin"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_pt_tensor_whose_elements_share_memory_is_refused_before_it_is_copied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ext: str, dtype: str) -> None:
+    """One stored element seen as 512 x 512 (strides 0): a 1 KB file that was read as 1 MiB (any size, by its
+    shape); refused, naming the key, before torch or NumPy makes the copy."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path / f"bomb.{ext}"
+    bomb = torch.zeros(1, dtype=getattr(torch, dtype)).as_strided((512, 512), (0, 0))
+    torch.save({"good": torch.ones(2), "layer.bomb": bomb}, path)
+    assert path.stat().st_size < 4096
+
+    def no_copy(name: str) -> object:
+        real = getattr(torch.Tensor, name)
+
+        def copy(self: Any, *args: object, **kwargs: object) -> object:
+            assert self.numel() <= 2, f"the bomb was copied by Tensor.{name}"
+            return real(self, *args, **kwargs)
+        return copy
+
+    for name in ("contiguous", "float", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, no_copy(name))
+    with pytest.raises(errors.DecompressionBombError) as info:
+        open_archive(path)
+    assert info.value.path == "layer.bomb" and info.value.file == str(path)
+    assert info.value.got == 512 * 512 * bomb.element_size() and "512" in str(info.value)
+    model = {"good": np.zeros(2, np.float32), "layer.bomb": np.zeros((512, 512), np.float32)}
+    monkeypatch.undo()
+    with pytest.raises(errors.DecompressionBombError):
+        pp.load(pp.tree(model), path)
+    assert not model["good"].any()
+
+
+def test_pt_views_that_share_a_storage_without_overlapping_still_read(tmp_path: Path) -> None:
+    """Slices of one storage, a transposed view and a tensor saved under two names (a tie) read as before."""
+    torch = pytest.importorskip("torch")
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    path = tmp_path / "views.pt"
+    torch.save({"top": base[:2], "bottom": base[2:], "t": base.t(), "tied": base, "tied2": base,
+                "step": torch.zeros(3).as_strided((1,), (0,))}, path)
+    with open_archive(path) as archive:
+        np.testing.assert_array_equal(archive.read("top"), base[:2].numpy())
+        np.testing.assert_array_equal(archive.read("bottom"), base[2:].numpy())
+        np.testing.assert_array_equal(archive.read("t"), base.t().numpy())
+        assert archive.metadata.ties == [["tied", "tied2"]] and "tied2" not in archive.entries
+        assert archive.read("step").shape == (1,)
+
+
+def test_many_pt_views_of_one_storage_expanding_past_the_ratio_are_refused(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each view within its storage, but together far more than the file: refused as a bomb before any copy."""
+    torch = pytest.importorskip("torch")
+    from polyparam.checkpoint.formats import native
+
+    base = torch.arange(1000, dtype=torch.float32)
+    path = tmp_path / "views.pt"
+    torch.save({f"v{i}": base[i:i + 900] for i in range(50)}, path)   # 50 x 3.6 KB from one 4 KB storage
+    monkeypatch.setattr(native, "MAX_RATIO", 2)
+    monkeypatch.setattr(native, "BOMB_FLOOR", 0)
+    with pytest.raises(errors.DecompressionBombError) as info:
+        open_archive(path)
+    assert info.value.file == str(path) and info.value.path is not None
+    monkeypatch.undo()
+    with open_archive(path) as archive:
+        np.testing.assert_array_equal(archive.read("v49"), base[49:949].numpy())
+
+
+def test_running_out_of_memory_reading_a_pt_tensor_is_a_memory_error_not_a_dtype_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "m.pt"
+    torch.save({"w": torch.ones(2, 3).t()}, path)   # not contiguous: reading it makes a copy
+
+    def out_of_memory(self: object, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 24 bytes.")
+
+    monkeypatch.setattr(torch.Tensor, "contiguous", out_of_memory)
+    with pytest.raises(MemoryError, match="'w'") as info:
+        open_archive(path)
+    assert not isinstance(info.value, errors.UnknownDTypeError)

@@ -18,17 +18,19 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
 import numpy as np
 
 from polyparam import errors
-from polyparam._params.plan import LoadReport, bookkeeping, storage_groups
+from polyparam._layout import is_floating
+from polyparam._params.plan import LoadReport, WritePlan, bookkeeping, fit_problem, storage_groups
 from polyparam._threads import TILED_FROM, parallel_copy, tiled_copy
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format
 from polyparam.checkpoint.formats.base import write_snapshot
 
 if TYPE_CHECKING:
+    from polyparam._params.parameter import Parameter
     from polyparam._params.tree import ParameterTree
 
-__all__ = ["LoadReport", "MetadataStrings", "atomic_write", "check_writable", "collect", "contiguous",
-           "metadata_strings", "native_order", "require_writable_format", "write_checked", "write_error",
-           "write_safetensors", "write_tensors"]
+__all__ = ["LoadReport", "MetadataStrings", "atomic_write", "check_fit", "check_recorded_ties", "check_writable",
+           "collect", "contiguous", "metadata_strings", "native_order", "require_writable_format", "write_checked",
+           "write_error", "write_safetensors", "write_tensors"]
 
 
 # ---- atomic writes --------------------------------------------------------------------
@@ -481,3 +483,60 @@ def write_checked(file: str, fmt: str, tensors: dict[str, np.ndarray],
         else:
             with open(tmp, "wb") as fh:
                 _write_npz(fh, tensors, strings, checksum=checksum)
+
+
+# ---- checks every load makes ----------------------------------------------------------------
+
+
+def check_fit(plan: WritePlan, path: str, p: Parameter, shape: tuple[int, ...], dtype: np.dtype, /, *, key: str,
+              cast: bool) -> None:
+    """``plan.check_fit``, and integer or boolean values refused for a floating or complex parameter even with
+    ``cast``: they are codes (a quantized kernel's int8, whose scale is a separate tensor), not the values
+    (``docs/checkpoints.md``; :func:`polyparam.transfer` refuses them alike).
+
+    Raises:
+        ShapeMismatchError, DTypeMismatchError: The value does not fit ``p``.
+    """
+    dtype = np.dtype(dtype)
+    if (fit_problem(p, shape, dtype, cast=False) == "dtype" and dtype.kind in "biu"
+            and (is_floating(p.dtype) or p.dtype.kind == "c")):
+        msg = (f"Cannot load {key!r} from {plan.subject} into parameter {path!r}: expected dtype {p.dtype.name!r} "
+               f"or another of its kind (with cast=True), got {dtype.name!r}. Integers are codes, not weights "
+               "(cast=True does not apply): dequantize them first.")
+        raise errors.DTypeMismatchError(msg, path=path, expected=p.dtype, got=dtype)
+    plan.check_fit(path, p, shape, dtype, key=key, cast=cast)
+
+
+def check_recorded_ties(file: str, recorded: list[list[str]], source: Mapping[str, str],
+                        read: Callable[[str], np.ndarray], /) -> None:
+    """Refuse a checkpoint that records a tie group (of paths, ``recorded``) but stores different tensors for its
+    members (``source``: path -> stored key): tying them would keep one value and silently drop the other.
+
+    A group stored once (``aliases="reference"``) or stored under every member with one value
+    (``aliases="materialize"``) passes; only members the load writes (in ``source``) count.
+
+    Raises:
+        MetadataError: Two members' stored tensors differ; names both keys.
+    """
+    for group in recorded:
+        keys = list(dict.fromkeys(source[q] for q in group if q in source))
+        if len(keys) < 2:
+            continue
+        first = read(keys[0])
+        for key in keys[1:]:
+            if not _same_value(first, read(key)):
+                where = next(q for q in group if source.get(q) == keys[0])
+                msg = (f"Cannot load {file!r}: expected one value for the tie group {group} its metadata records, "
+                       f"got different tensors {keys[0]!r} and {key!r}. The file contradicts itself; pass "
+                       "ties='ignore' to load each tensor as stored.")
+                raise errors.MetadataError(msg, file=file, path=where, expected=keys[0], got=key)
+
+
+def _same_value(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` hold one value: equal elements, or the same bytes (NaN, as a save writes it twice)."""
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind in "biufc" and b.dtype.kind in "biufc" and np.array_equal(a, b):
+        return True
+    return a.dtype == b.dtype and bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(np.uint8),
+                                                      np.ascontiguousarray(b).reshape(-1).view(np.uint8)))

@@ -37,6 +37,8 @@ from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_for
 from polyparam.checkpoint.io import (
     LoadReport,
     atomic_write,
+    check_fit,
+    check_recorded_ties,
     check_writable,
     native_order,
     write_error,
@@ -441,6 +443,8 @@ def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast:
 
     plan.add_recorded_ties(groups, recorded, ties=ties, backend=tree.backend,
                            capabilities=get_backend(tree.backend).CAPABILITIES)
+    if ties != "ignore":
+        check_recorded_ties(index.directory, recorded, source, index.read)   # whole arrays: every process alike
 
     # Values: one stored path per model group; members given different values must agree (whole
     # arrays, so every process decides alike).
@@ -457,7 +461,7 @@ def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast:
                             tuple(p.shape)))
             continue
         for key in keys:
-            plan.check_fit(path, p, index.shapes[key], index.dtypes[key], key=key, cast=cast)
+            check_fit(plan, path, p, index.shapes[key], index.dtypes[key], key=key, cast=cast)
         p._require_data(f"load {keys[0]!r} into")
         if ties != "ignore":
             plan.check_one_value(members, keys, index.read)  # whole arrays: every process decides alike

@@ -34,7 +34,15 @@ from polyparam._params.training import cast_together
 from polyparam._params.tree import ParameterTree, subtree
 from polyparam.checkpoint.formats import Archive, PolyparamMetadata, open_archive
 from polyparam.checkpoint.formats.hub import INDEX_NAMES, SINGLE_NAMES
-from polyparam.checkpoint.io import LoadReport, atomic_write, collect, contiguous, write_tensors
+from polyparam.checkpoint.io import (
+    LoadReport,
+    atomic_write,
+    check_fit,
+    check_recorded_ties,
+    collect,
+    contiguous,
+    write_tensors,
+)
 
 HUB_NAMES = (*INDEX_NAMES, *SINGLE_NAMES)
 
@@ -263,9 +271,9 @@ def load(tree: Any, path: str | os.PathLike[str], /, *, strict: bool = True, all
     with open_archive(file, format=format, mmap=mmap) as archive:
         layout = archive.metadata.layout
         if layout not in ("canonical", tree.backend):
-            msg = (f"Cannot load {file!r} into a {tree.backend} model: expected tensors in canonical layout or the "
-                   f"{tree.backend} layout, got {layout!r} layout. Load it into a {layout} model, then pp.save or "
-                   "pp.transfer from there.")
+            msg = (f"Cannot load {file!r} into this {tree.backend} model: expected tensors in canonical layout or "
+                   f"the {tree.backend} layout, got the {layout!r} layout. Load it into a model of the backend "
+                   f"{layout!r}, then pp.save or pp.transfer from there.")
             raise errors.MetadataError(msg, file=file, expected="canonical", got=layout)
         if not isinstance(cast, (bool, np.bool_)):
             msg = f"Invalid value for argument `cast`: expected True or False. Received: cast={cast!r}."
@@ -380,10 +388,14 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
                                               ignore_extra=options.ignore_extra)
     plan = WritePlan(subject)
 
+    read: Callable[[str], np.ndarray] = functools.partial(_read_checked, archive) if verify else archive.read
+
     # Ties: the file's groups, as sets of model identities that must end up as one.
-    recorded = ([q for q in map(path_of, group) if q is not None] for group in archive.metadata.ties)
+    recorded = [[q for q in map(path_of, group) if q is not None] for group in archive.metadata.ties]
     plan.add_recorded_ties(groups, recorded, ties=ties, backend=tree.backend,
                            capabilities=get_backend(tree.backend).CAPABILITIES)
+    if ties != "ignore":   # ties the model can make: the file must give each group one value
+        check_recorded_ties(file, recorded, source, read)
 
     # Values: one stored key per model group; members given different tensors must agree.
     report = LoadReport(ignored_buffers=ignored, renamed=renamed, dropped=dropped)
@@ -393,7 +405,7 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
         if not keys:
             continue
         path, p = members[0]
-        read: Callable[[str], np.ndarray] = functools.partial(_read_checked, archive) if verify else archive.read
+        read = functools.partial(_read_checked, archive) if verify else archive.read
         if options.native:   # a framework's own file: each value converted to canonical layout up front
             converted = {key: p._from_native_layout(archive.read(key)) for key in keys}
             read = converted.__getitem__
@@ -409,7 +421,7 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
         if options.saved_dtypes and file_dtype != p.dtype and is_floating(file_dtype) and is_floating(p.dtype):
             recast.append((p, file_dtype))
         for key in keys:
-            plan.check_fit(path, p, shapes[key][0], shapes[key][1], key=key, cast=cast or options.saved_dtypes)
+            check_fit(plan, path, p, shapes[key][0], shapes[key][1], key=key, cast=cast or options.saved_dtypes)
         if ties != "ignore":
             plan.check_one_value(members, keys, read)
         box = p._local_box()

@@ -29,9 +29,9 @@ from polyparam import errors
 from polyparam._copies import written_as_is
 from polyparam._threads import parallel_map, tiled_copy
 
-__all__ = ["FORMAT_VERSION", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRITABLE", "ZIP_ERRORS", "Archive", "Entry",
-           "PolyparamMetadata", "check_zip_members", "copy_whole", "detect_format", "fingerprint", "open_regular",
-           "sniff", "word_dtype", "write_snapshot"]
+__all__ = ["BOMB_FLOOR", "FORMAT_VERSION", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRITABLE", "ZIP_ERRORS",
+           "Archive", "Entry", "PolyparamMetadata", "check_zip_members", "copy_whole", "detect_format", "fingerprint",
+           "open_regular", "sniff", "word_dtype", "write_snapshot"]
 
 #: The version of polyparam's metadata layout inside safetensors and npz files.
 FORMAT_VERSION = 1
@@ -50,7 +50,7 @@ MAX_ELEMENTS = 1 << 56
 #: Upper bound on how far a zip archive may expand (per member, and all members against the file's size).
 MAX_RATIO = 1000
 #: Expansion below this many bytes is never called a bomb (tiny members compress far better than 1000x).
-_BOMB_FLOOR = 1 << 20
+BOMB_FLOOR = 1 << 20
 #: What :mod:`zipfile` raises on a damaged archive.
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, struct.error, ValueError, OverflowError,
               NotImplementedError, RuntimeError, IndexError, KeyError, UnicodeDecodeError,
@@ -436,12 +436,12 @@ def check_zip_members(infos: list[zipfile.ZipInfo], size: int, file: str) -> Non
                    f"got {info.compress_size:,} stored and {info.file_size:,} extracted bytes. The file is damaged.")
             raise errors.CorruptArchiveError(msg, file=file, path=name, expected=info.compress_size,
                                              got=info.file_size)
-        if info.file_size > MAX_RATIO * max(info.compress_size, 1) and info.file_size > _BOMB_FLOOR:
+        if info.file_size > MAX_RATIO * max(info.compress_size, 1) and info.file_size > BOMB_FLOOR:
             msg = (f"Cannot read member {name!r} of {file!r}: expected at most {MAX_RATIO}x expansion, got "
                    f"{info.file_size:,} bytes from {info.compress_size:,}. Refused as a decompression bomb.")
             raise errors.DecompressionBombError(msg, file=file, path=name, expected=MAX_RATIO, got=info.file_size)
         total += info.file_size
-    if total > MAX_RATIO * size and total > _BOMB_FLOOR:
+    if total > MAX_RATIO * size and total > BOMB_FLOOR:
         msg = (f"Cannot read {file!r}: expected its members to expand to at most {MAX_RATIO}x the {size:,}-byte "
                f"file, got {total:,} bytes declared. Refused as a decompression bomb.")
         raise errors.DecompressionBombError(msg, file=file, expected=MAX_RATIO * size, got=total)

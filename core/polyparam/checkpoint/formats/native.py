@@ -5,7 +5,10 @@
   magic bytes before torch sees it, and a zip directory declaring more than the file
   could hold (or a record expanding over 1000x) before torch inflates it. Values must
   be a flat ``{name: Tensor}`` (or one under ``"state_dict"``) of dense CPU tensors
-  whose dtype NumPy holds. Tensors sharing storage become tie groups.
+  whose dtype NumPy holds. Tensors sharing storage become tie groups. Before any tensor
+  is copied out of its storage, one whose elements share memory (a zero stride: more
+  bytes than its storage holds) is refused, and so are views that together would
+  expand over 1000x the file.
 * MXNet ``.params`` (``nd.save``/``save_parameters``): parsed here, in pure Python,
   with every count and size checked against the file size (no libmxnet, whose
   reader aborts on malformed input).
@@ -27,6 +30,8 @@ import numpy as np
 
 from polyparam import errors
 from polyparam.checkpoint.formats.base import (
+    BOMB_FLOOR,
+    MAX_RATIO,
     MAX_TENSORS,
     ZIP_ERRORS,
     Archive,
@@ -104,6 +109,7 @@ class TorchArchive(_InMemory):
             msg = f"Cannot read {file!r}: expected a state dict {{name: tensor}}, got {type(loaded).__name__}."
             raise errors.HeaderSchemaError(msg, file=file, expected="dict", got=type(loaded).__name__)
         storages: dict[Any, list[str]] = {}
+        expanded = 0   # the bytes the distinct tensors take once copied out of their storages
         for key, value in loaded.items():
             check_key(key, file)
             if not isinstance(value, torch.Tensor):
@@ -115,16 +121,25 @@ class TorchArchive(_InMemory):
                 msg = (f"Cannot read tensor {key!r} in {file!r}: expected a dense (strided) CPU tensor, got {got}. "
                        "Save it as t.to_dense().cpu() instead.")
                 raise errors.HeaderSchemaError(msg, file=file, path=key, expected="strided on cpu", got=got)
-            if t.dtype == torch.bfloat16:
-                t = t.float()
             if t.is_quantized:
                 raise _torch_dtype(file, key, t.dtype, "t.dequantize()")
+            dtype = _numpy_dtype(torch, t.dtype)
+            if dtype is None:  # float8, complex32 ...
+                raise _torch_dtype(file, key, t.dtype, "t.float()")
             identity = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
             storages.setdefault(identity, []).append(key)
-            try:
-                array = t.contiguous().numpy()
-            except (TypeError, RuntimeError, NotImplementedError):  # float8, complex32 ...: no NumPy dtype
-                raise _torch_dtype(file, key, t.dtype, "t.float()") from None
+            if len(storages[identity]) > 1:   # the same tensor under another name (a tie): read once
+                first = storages[identity][0]
+                self._values[key], self.entries[key] = self._values[first], self.entries[first]
+                continue
+            expanded += _check_extent(t, key, file) // t.element_size() * dtype.itemsize
+            if expanded > MAX_RATIO * size and expanded > BOMB_FLOOR:
+                msg = (f"Cannot read {file!r}: expected its tensors to take at most {MAX_RATIO}x the {size:,}-byte "
+                       f"file once read, got {expanded:,} bytes by {key!r} (views of shared storage). Refused as a "
+                       "decompression bomb.")
+                raise errors.DecompressionBombError(msg, file=file, path=key, expected=MAX_RATIO * size,
+                                                    got=expanded)
+            array = _to_numpy(torch, t, key, file)
             self._values[key] = array
             self.entries[key] = Entry(array.dtype, tuple(array.shape))
         ties = [keys for keys in storages.values() if len(keys) > 1 and storages and any(
@@ -134,6 +149,45 @@ class TorchArchive(_InMemory):
                 del self._values[member], self.entries[member]
         counters = [k for k in self.entries if k.rsplit(".", 1)[-1] == "num_batches_tracked"]
         self.metadata = PolyparamMetadata(ties=ties, backend="torch", buffers=counters)  # BatchNorm's step counters
+
+
+def _numpy_dtype(torch: Any, dtype: Any) -> np.dtype | None:
+    """The NumPy dtype a tensor of torch ``dtype`` is read as (bfloat16: float32), or ``None`` where NumPy has
+    none; asked of an empty tensor, so that nothing is copied."""
+    try:
+        return np.dtype(torch.empty(0, dtype=torch.float32 if dtype == torch.bfloat16 else dtype).numpy().dtype)
+    except (TypeError, RuntimeError, NotImplementedError):
+        return None
+
+
+def _check_extent(t: Any, key: str, file: str) -> int:
+    """The bytes ``t`` takes once copied out of its storage; refused where that is more than the storage holds
+    from ``t``'s first element: its elements share memory (a zero stride), and a copy would conjure bytes the
+    file never held (one stored element seen as 16384 x 16384 is 1 GiB from a 1.5 KB file)."""
+    logical = t.numel() * t.element_size()
+    held = t.untyped_storage().nbytes() - t.storage_offset() * t.element_size()
+    if logical > held:
+        shape, stride = tuple(t.shape), tuple(t.stride())
+        msg = (f"Cannot read tensor {key!r} in {file!r}: expected at most the {held:,} bytes its storage holds, got "
+               f"shape {shape} with strides {stride} ({logical:,} bytes: its elements share memory). Refused as a "
+               "shape bomb; save t.contiguous() instead.")
+        raise errors.DecompressionBombError(msg, file=file, path=key, expected=held, got=logical)
+    return logical
+
+
+def _to_numpy(torch: Any, t: Any, key: str, file: str) -> np.ndarray:
+    """``t``'s values as a NumPy array (bfloat16 as float32): a view where ``t`` is contiguous, else a copy."""
+    try:
+        return np.asarray((t.float() if t.dtype == torch.bfloat16 else t).contiguous().numpy())
+    except (MemoryError, RuntimeError) as exc:
+        text = str(exc)
+        nbytes = t.numel() * (4 if t.dtype == torch.bfloat16 else t.element_size())
+        if isinstance(exc, MemoryError) or "alloc" in text.lower():   # torch: "DefaultCPUAllocator: can't allocate"
+            msg = (f"Cannot read tensor {key!r} in {file!r}: expected {nbytes:,} bytes of memory for its values, "
+                   "got an allocation failure. Free memory, or read the file where more is available.")
+            raise MemoryError(msg) from exc
+        msg = f"Cannot read tensor {key!r} in {file!r}: expected a readable tensor, got RuntimeError: {text[:200]}."
+        raise errors.CorruptArchiveError(msg, file=file, path=key, expected="a tensor", got=text[:200]) from None
 
 
 def _torch_dtype(file: str, key: str, dtype: Any, fix: str) -> errors.UnknownDTypeError:

@@ -41,7 +41,7 @@ from polyparam.checkpoint.formats.base import (
     write_snapshot,
 )
 
-__all__ = ["DTYPES", "MAX_HEADER", "SafetensorsArchive", "header", "parse", "write"]
+__all__ = ["DTYPES", "MAX_HEADER", "SafetensorsArchive", "accepted_dtypes", "header", "parse", "write"]
 
 MAX_HEADER = 100_000_000
 
@@ -52,19 +52,31 @@ DTYPES: dict[str, str] = {
 _NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
+def _bfloat16() -> np.dtype | None:
+    """NumPy's bfloat16 (from ``ml_dtypes``, which NumPy needs for it), or ``None`` without that package."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def accepted_dtypes() -> list[str]:
+    """The safetensors dtype names this reader and writer take: :data:`DTYPES`, and ``BF16`` with ``ml_dtypes``."""
+    return sorted([*DTYPES, *(["BF16"] if _bfloat16() is not None else [])])
+
+
 def _np_dtype(name: str, key: str, file: str) -> np.dtype:
     if name in DTYPES:
         return np.dtype(DTYPES[name])
-    if name == "BF16":
-        try:
-            import ml_dtypes
-        except ImportError:
-            pass
-        else:
-            return np.dtype(ml_dtypes.bfloat16)
-    msg = (f"Cannot read tensor {key!r} in {file!r}: expected a dtype in {sorted(DTYPES)}, got {name!r}. "
+    bfloat16 = _bfloat16() if name == "BF16" else None
+    if bfloat16 is not None:
+        return bfloat16
+    accepted = accepted_dtypes()
+    fix = ("Install ml_dtypes (NumPy holds bfloat16 only with it)." if name == "BF16" else
            "Convert the tensor to a supported dtype before saving.")
-    raise errors.UnknownDTypeError(msg, file=file, path=key, expected=sorted(DTYPES), got=name)
+    msg = f"Cannot read tensor {key!r} in {file!r}: expected a dtype in {accepted}, got {name!r}. {fix}"
+    raise errors.UnknownDTypeError(msg, file=file, path=key, expected=accepted, got=name)
 
 
 def st_dtype_name(dtype: np.dtype) -> str | None:
@@ -308,7 +320,7 @@ def header(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
         if name is None:   # write_tensors checks every dtype first; this is the writer's own guard
             msg = (f"Cannot write tensor {key!r} to {path!r}: expected a dtype safetensors stores, got {value.dtype}. "
                    "Cast it (for example to float32) before saving.")
-            raise errors.UnknownDTypeError(msg, file=path, path=key, expected=sorted(DTYPES), got=str(value.dtype))
+            raise errors.UnknownDTypeError(msg, file=path, path=key, expected=accepted_dtypes(), got=str(value.dtype))
         entries[key] = {"dtype": name, "shape": list(value.shape), "data_offsets": [offset, offset + value.nbytes]}
         offset += value.nbytes
     raw = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
