@@ -23,6 +23,9 @@ Only deviations from the protocol are documented here; see ``docs/backends/flax.
 * ``pp.param_groups`` gives optax labels (``OptaxGroups``) for ``optax.multi_transform``.
 * Gradients: NNX keeps none on Variables; :func:`polyparam_flax.backward` stores them.
 * Ties: one Variable object in two places (a module used twice, or ``pp.tie``).
+* Refused when the tree is built (``UnsupportedModelError``): a child key holding ``"."``
+  (its path would name no block, or another's), and layers stacked by ``nnx.vmap`` /
+  ``nnx.scan`` (a Variable with more axes than its layer's configuration implies).
 * No deferred shapes: NNX modules get their shapes at construction. A model built under
   ``nnx.eval_shape`` is ``"uninitialized"``; its first write creates the arrays.
 
@@ -38,6 +41,7 @@ from flax import nnx
 from polyparam import errors
 from polyparam.backend import ModelFactory, ParameterTree
 from polyparam_flax import NAME
+from polyparam_flax._layout import check_model
 from polyparam_flax._models import FlaxModels
 from polyparam_flax._tree import FlaxTree
 
@@ -61,6 +65,7 @@ def tree(obj: object, /) -> ParameterTree:
         msg = (f"Cannot wrap {type(obj).__name__} with the flax backend: expected a flax.nnx.Module, got "
                f"{type(obj).__name__!r}. Pass the NNX model itself (for Linen, nnx.bridge.ToNNX wraps a module).")
         raise errors.UnsupportedModelError(msg, backend=NAME, expected="flax.nnx.Module", got=type(obj).__name__)
+    check_model(obj)   # a stacked layer or a dotted key is refused here, not at the first fact
     return FlaxTree(obj)
 
 

@@ -43,15 +43,51 @@ def record_gradients(model: Any, grads: Any, /) -> None:
 
         grads = nnx.grad(loss_fn)(model, x, y)
         polyparam_flax.record_gradients(model, grads)
+
+    A Param the State leaves out (a frozen one) gets no gradient. All or nothing, as Keras'
+    ``record_gradients``: a gradient that is not one of ``model``'s Params (the gradients of a
+    submodule, or of another model) refuses the call, and the gradients recorded before stay.
+
+    Raises:
+        InvalidArgumentError: ``model`` is not an NNX module, or ``grads`` not an ``nnx.State``.
+        ParameterNotFoundError: A gradient's path names no ``nnx.Param`` of ``model``.
+        ShapeMismatchError: A gradient's shape is not its Param's.
     """
     if not isinstance(model, nnx.Module):
         msg = (f"Cannot record gradients for {type(model).__name__}: expected the flax.nnx.Module they were "
                f"computed for, got {type(model).__name__}. Pass the model first, then the gradients.")
         raise errors.InvalidArgumentError(msg, argument="model", expected="flax.nnx.Module", got=type(model).__name__)
-    flat = {tuple(path): _value(leaf) for path, leaf in nnx.to_flat_state(grads)}
-    recorded = {id(var): (var, np.array(flat[path], copy=True)) for path, var in _params(model) if path in flat}
+    if not isinstance(grads, nnx.State):
+        msg = (f"Cannot record gradients for {type(model).__name__}: expected the nnx.State that nnx.grad returns, "
+               f"got {type(grads).__name__}. Pass the State itself, as nnx.grad(loss_fn)(model, ...) returns it "
+               "(not nnx.to_pure_dict of it).")
+        raise errors.InvalidArgumentError(msg, argument="grads", expected="flax.nnx.State", got=type(grads).__name__)
+    params = dict(_params(model))
+    recorded = {}
+    for path, leaf in nnx.to_flat_state(grads):
+        name = ".".join(str(key) for key in path)
+        var = params.get(tuple(path))
+        if var is None:
+            msg = (f"Cannot record the gradient {name!r} for {type(model).__name__}: expected the gradient of one of "
+                   f"its Params, got a path it does not have (its Params: {_sample(params)}). Nothing was stored. "
+                   "Pass the gradients of the same module, as nnx.grad(loss_fn)(model, ...) returns them.")
+            raise errors.ParameterNotFoundError(msg, path=name, expected="a Param of the model", got=name)
+        value = np.array(_value(leaf), copy=True)
+        shape = tuple(int(d) for d in var.shape)
+        if value.shape != shape:
+            msg = (f"Cannot record the gradient {name!r} for {type(model).__name__}: expected shape {shape}, got "
+                   f"{value.shape}. Nothing was stored. Pass the gradients of the same module, as "
+                   "nnx.grad(loss_fn)(model, ...) returns them.")
+            raise errors.ShapeMismatchError(msg, path=name, expected=shape, got=value.shape)
+        recorded[id(var)] = (var, value)
     _GRADS.pop(model, None)
     _GRADS[model] = recorded
+
+
+def _sample(params: dict[tuple[Any, ...], Any]) -> str:
+    """A few of ``params``' paths, for a message."""
+    names = [".".join(str(key) for key in path) for path in params]
+    return repr(names[:4])[:-1] + (", ...]" if len(names) > 4 else "]")
 
 
 def backward(model: Any, loss_fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> np.ndarray:

@@ -15,10 +15,12 @@ from typing import Any
 from flax import nnx
 
 from polyparam import errors, roles
+from polyparam.backend import join_path
+from polyparam_flax import NAME
 from polyparam_flax._convert import Layout
 
-__all__ = ["CANONICAL_ORDER", "Leaf", "Step", "children_of", "is_block", "leaf_of", "native_path", "put",
-           "resolve", "variables_of"]
+__all__ = ["CANONICAL_ORDER", "Leaf", "Step", "check_model", "children_of", "is_block", "leaf_of", "leaves_of",
+           "native_path", "put", "resolve", "variables_of"]
 
 Step = tuple[str, Any]          # ("attr", name) | ("item", key)
 Entry = tuple[str, tuple[Step, ...], Any]
@@ -94,19 +96,37 @@ def _attributes(module: Any) -> list[tuple[str, Any]]:
             if not name.startswith(("_pytree__", "_object__"))]
 
 
-def children_of(node: Any) -> list[Entry]:
-    """The child blocks of ``node`` as ``(name, steps from node, child)``, in order.
+def children_of(node: Any, *, at: str = "") -> list[Entry]:
+    """The child blocks of ``node`` (at canonical path ``at``) as ``(name, steps from node, child)``, in order.
 
     An ``nnx.Sequential`` is a sequential container: its children are the positions of
     ``layers``, functions (``nnx.relu``) included, as a torch ``Sequential`` counts its ``ReLU``.
+
+    Raises:
+        UnsupportedModelError: A child's key (an ``nnx.Dict`` key, an attribute name) holds ``"."``.
     """
     if isinstance(node, nnx.Sequential):
         return [(str(i), (("attr", "layers"), ("item", i)), child) for i, child in enumerate(node.layers)]
     if isinstance(node, (Sequence, Mapping)) and not isinstance(node, str):
-        return [(str(key), (("item", key),), value) for key, value in _items(node) if is_block(value)]
-    if isinstance(node, nnx.Module):
-        return [(name, (("attr", name),), value) for name, value in _attributes(node) if is_block(value)]
-    return []
+        entries: list[Entry] = [(str(key), (("item", key),), value) for key, value in _items(node) if is_block(value)]
+    elif isinstance(node, nnx.Module):
+        entries = [(name, (("attr", name),), value) for name, value in _attributes(node) if is_block(value)]
+    else:
+        return []
+    for name, _, _ in entries:
+        if "." in name:
+            raise _dotted(node, name, at)
+    return entries
+
+
+def _dotted(node: Any, key: str, at: str) -> errors.UnsupportedModelError:
+    """The refusal of a child keyed ``key``: ``"."`` separates the levels of a path, so its path would name no
+    block (``tree["heads.cls"]``) or the same one as another child's (``{"a.b": ..., "a": {"b": ...}}``)."""
+    where = f"{type(node).__name__} {at!r}" if at else f"the root {type(node).__name__}"
+    msg = (f"Cannot name the child {key!r} of {where}: expected a key without '.', got {key!r}, whose path "
+           f"{join_path(at, key)!r} would read as nested blocks (and may repeat another child's). Rename the key "
+           f"without '.', e.g. {key.replace('.', '_')!r}.")
+    return errors.UnsupportedModelError(msg, backend=NAME, path=at or None, expected="a key without '.'", got=key)
 
 
 def variables_of(node: Any) -> list[tuple[str, Step, Any]]:
@@ -183,13 +203,107 @@ def _known(module: Any, attr: str, ndim: int) -> Leaf | None:
     return None
 
 
-def leaf_of(module: Any, attr: Any, variable: Any) -> Leaf:
+def _ints(value: Any) -> tuple[int, ...]:
+    return tuple(int(n) for n in value) if isinstance(value, Sequence) else (int(value),)
+
+
+def _configured(module: Any, attr: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape of ``module``'s Variable ``attr`` (now ``shape``) that the layer's own configuration implies, or
+    ``None`` where polyparam does not know it. A LoRA's rank is not kept: it is read from ``shape``."""
+    if isinstance(module, nnx.LinearGeneral):
+        batch = tuple(int(n) for n in dict(getattr(module, "batch_axis", None) or {}).values())
+        ins, outs = _ints(module.in_features), _ints(module.out_features)
+        return {"kernel": batch + ins + outs, "bias": batch + outs}.get(attr)
+    if isinstance(module, nnx.Linear):   # nnx.LoRALinear too
+        return {"kernel": (int(module.in_features), int(module.out_features)),
+                "bias": (int(module.out_features),)}.get(attr)
+    if isinstance(module, (nnx.Conv, nnx.ConvTranspose)):
+        kernel = getattr(module, "kernel_shape", None)
+        return {"kernel": None if kernel is None else _ints(kernel), "bias": (int(module.out_features),)}.get(attr)
+    if isinstance(module, nnx.Embed):
+        return (int(module.num_embeddings), int(module.features)) if attr == "embedding" else None
+    if isinstance(module, nnx.GroupNorm):
+        return (int(module.num_groups) * int(module.group_size),) if attr in ("scale", "bias") else None
+    if isinstance(module, (nnx.BatchNorm, *_NORMS)):
+        return (int(module.num_features),) if attr in ("scale", "bias", "mean", "var") else None
+    if isinstance(module, nnx.LoRA) and shape:
+        rank = {"lora_a": shape[-1], "lora_b": shape[-2] if len(shape) > 1 else None}.get(attr)
+        if rank is not None:
+            return (int(module.in_features), rank) if attr == "lora_a" else (rank, int(module.out_features))
+    return None
+
+
+def _stacked(module: Any, attr: str, shape: tuple[int, ...], expected: tuple[int, ...], *, path: str,
+             native: str) -> errors.UnsupportedModelError:
+    """The refusal of a Variable with more axes than one layer's: a stack of layers (``nnx.vmap`` / ``nnx.scan``)."""
+    extra = len(shape) - len(expected)
+    if shape[extra:] == expected:
+        layers = 1
+        for n in shape[:extra]:
+            layers *= n
+        axes = "a leading stack axis" if extra == 1 else f"{extra} leading stack axes {shape[:extra]}"
+        what = f"{axes} of {layers} layers"
+    else:
+        what = f"{extra} {'axis' if extra == 1 else 'axes'} more than one layer has (layers stacked along another axis)"
+    msg = (f"Cannot read {type(module).__name__} variable {native or attr!r} as parameter {path!r}: expected shape "
+           f"{expected} from the layer's configuration, got {shape}, {what}, as nnx.vmap or nnx.scan build a layer "
+           "stack; polyparam's layouts are per layer. Build the layers unstacked, as an nnx.List of modules (a "
+           "Python loop over the layers, each with its own nnx.Rngs, in place of nnx.split_rngs + nnx.vmap).")
+    return errors.UnsupportedModelError(msg, backend=NAME, path=path, expected=expected, got=shape)
+
+
+def leaf_of(module: Any, attr: Any, variable: Any, *, at: str = "", native: str = "") -> Leaf:
     """The canonical leaf of ``module``'s Variable ``attr``: known, else kept as it is (leaf named ``attr``,
-    role ``"other"``, native layout); what ``pp.roles`` declares wins."""
+    role ``"other"``, native layout); what ``pp.roles`` declares wins.
+
+    ``at`` is the canonical path of ``module`` and ``native`` NNX's path of the Variable, for messages.
+
+    Raises:
+        UnsupportedModelError: The Variable has more axes than the layer's configuration implies: layers
+            stacked by ``nnx.vmap`` / ``nnx.scan``, whose leading layer axis no layout of one layer can read.
+    """
     name = str(attr)
-    ndim = len(variable.shape)
+    shape = tuple(int(d) for d in variable.shape)
+    ndim = len(shape)
     base = _known(module, name, ndim) or Leaf(name.replace(".", "_"), "other", None)
+    expected = _configured(module, name, shape)
+    if expected is not None and ndim > len(expected):
+        raise _stacked(module, name, shape, expected, path=join_path(at, base.name), native=native)
     role, axes = roles.lookup(module, name, ndim=ndim)
     if role is None and axes is None:
         return base
     return Leaf(base.name, role or base.role, tuple(axes) if axes is not None else base.axes, base.layout, base.groups)
+
+
+def leaves_of(node: Any, *, at: str = "", steps: tuple[Step, ...] = ()) -> list[tuple[Leaf, Step]]:
+    """``node``'s own Variables as ``(canonical leaf, step)``, known leaves in :data:`CANONICAL_ORDER` first, the
+    others after them in attribute order; ``at`` and ``steps`` lead to ``node``. A stacked layer is refused at
+    its first leaf in that order (``weight`` before ``bias``), see :func:`leaf_of`."""
+    rank = {name: i for i, name in enumerate(CANONICAL_ORDER)}
+
+    def order(entry: tuple[str, Step, Any]) -> int:
+        known = _known(node, entry[0], len(entry[2].shape))
+        return rank.get(known.name, len(rank)) if known is not None else len(rank)
+
+    return [(leaf_of(node, attr, variable, at=at, native=native_path((*steps, step))), step)
+            for attr, step, variable in sorted(variables_of(node), key=order)]   # stable: the others keep their order
+
+
+def check_model(root: Any) -> None:
+    """Walk every block and Variable of ``root`` once, so what polyparam cannot name or read is refused when the
+    tree is built rather than at the first fact.
+
+    Raises:
+        UnsupportedModelError: A child keyed with ``"."`` (see :func:`children_of`), or a stacked layer
+            (see :func:`leaf_of`).
+    """
+    seen: set[int] = set()
+    stack: list[tuple[Any, str, tuple[Step, ...]]] = [(root, "", ())]
+    while stack:
+        node, path, steps = stack.pop()
+        if id(node) in seen:   # a module held twice (a tie) is read once; a graph may loop back
+            continue
+        seen.add(id(node))
+        leaves_of(node, at=path, steps=steps)
+        for name, child_steps, child in reversed(children_of(node, at=path)):
+            stack.append((child, join_path(path, name), steps + child_steps))

@@ -10,7 +10,7 @@ from flax import nnx
 from polyparam.backend import Parameter, ParameterTree, join_path
 from polyparam_flax import NAME
 from polyparam_flax._convert import to_numpy
-from polyparam_flax._layout import CANONICAL_ORDER, Step, children_of, leaf_of, resolve, variables_of
+from polyparam_flax._layout import Step, children_of, leaves_of, resolve
 from polyparam_flax._parameter import FlaxParameter
 from polyparam_flax._training import optax_groups
 
@@ -32,7 +32,7 @@ class FlaxTree(ParameterTree):
     def _children(self) -> list[tuple[str, ParameterTree]]:
         node = resolve(self._root, self._steps)
         return [(name, FlaxTree(child, path=join_path(self.path, name), root=self._root, steps=self._steps + steps))
-                for name, steps, child in children_of(node)]
+                for name, steps, child in children_of(node, at=self.path)]
 
     def _param_groups(self, groups: list[tuple[dict[str, Any], list[tuple[str, Parameter]]]], optimizer: Any,
                       /) -> Any:
@@ -43,13 +43,9 @@ class FlaxTree(ParameterTree):
 
     def _leaves(self) -> list[tuple[str, Parameter]]:
         node = resolve(self._root, self._steps)
-        leaves = []
-        for attr, step, variable in variables_of(node):
-            leaf = leaf_of(node, attr, variable)
-            leaves.append((leaf.name, FlaxParameter(join_path(self.path, leaf.name), leaf, root=self._root,
-                                                    steps=(*self._steps, step))))
-        rank = {name: i for i, name in enumerate(CANONICAL_ORDER)}
-        return sorted(leaves, key=lambda item: rank.get(item[0], len(rank)))   # stable: the others keep their order
+        return [(leaf.name, FlaxParameter(join_path(self.path, leaf.name), leaf, root=self._root,
+                                          steps=(*self._steps, step)))
+                for leaf, step in leaves_of(node, at=self.path, steps=self._steps)]
 
     def _forward(self, inputs: Any, /) -> Any:
         """The module called in inference mode (``eval()``: running statistics, no dropout); its modes restored."""
