@@ -113,6 +113,34 @@ class FlaxParameter(Parameter):
 
         var.set_value(assemble(var.get_raw_value(), self._leaf.layout, block))
 
+    def _declared_initializer(self) -> Any:
+        """The initializer the layer was built with for this Variable (``kernel_init``, ``bias_init``,
+        ``embedding_init``, ``scale_init``), or ``None``.
+
+        A ``jax.nn.initializers`` function is returned as it is (the core draws the built-in with its
+        distribution); any other (a function of your own) runs in JAX on the native shape, with a key
+        drawn from polyparam's seeded generator, and comes back in canonical layout.
+        """
+        kind, attr = self._steps[-1]
+        owner = resolve(self._root, self._steps[:-1])
+        init = getattr(owner, f"{attr}_init", None) if kind == "attr" and isinstance(owner, nnx.Module) else None
+        if init is None or not callable(init):
+            return None
+        if str(getattr(init, "__module__", "")).startswith("jax"):
+            return init
+        return self._drawn_by_jax(init)
+
+    def _drawn_by_jax(self, init: Any) -> Any:
+        """``fill(shape, dtype, rng)``: ``init(key, native_shape, dtype)`` run in JAX, its value in canonical layout."""
+        native_shape = tuple(int(d) for d in self._value().shape)
+
+        def fill(shape: tuple[int, ...], dtype: Any, rng: np.random.Generator) -> np.ndarray:
+            key = jax.random.key(int(rng.integers(1 << 31)))
+            value = np.asarray(init(key, native_shape, jnp.dtype(dtype)))
+            return np.array(self._leaf.layout.to_canonical(value), dtype=dtype)
+
+        return fill
+
     def _from_native_layout(self, array: np.ndarray, /) -> np.ndarray:
         """A value as Flax stores it (an orbax checkpoint of ``nnx.state``) in canonical layout."""
         return self._leaf.layout.to_canonical(np.asarray(array))

@@ -58,3 +58,35 @@ def test_an_initializer_without_an_equivalent_is_refused_by_name() -> None:
         with pytest.raises(errors.InitializerError, match=words):
             pp.tree(layer).initialize(fn, force_reinit=True)
     np.testing.assert_array_equal(np.asarray(layer.kernel[...]), before)
+
+
+class _Dense(nnx.Module):
+    """A layer that keeps the initializers it was built with, as many hand-written NNX layers do."""
+
+    def __init__(self, din: int, dout: int, kernel_init: Any, bias_init: Any, *, rngs: nnx.Rngs) -> None:
+        self.kernel_init, self.bias_init = kernel_init, bias_init
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (din, dout)))
+        self.bias = nnx.Param(bias_init(rngs.params(), (dout,)))
+
+
+def test_declared_reads_the_initializers_a_module_keeps() -> None:
+    """``pp.init.Declared()`` finds ``<name>_init`` on the module: a JAX one is drawn as the built-in of its
+    distribution, one of your own runs in JAX on the native shape (its value comes back in canonical layout)."""
+    def arange_rows(key: Any, shape: tuple[int, ...], dtype: Any = np.float32) -> Any:
+        return jax.numpy.broadcast_to(jax.numpy.arange(shape[-1], dtype=dtype), shape)
+
+    model = nnx.Sequential(_Dense(256, 128, init.normal(0.5), init.constant(0.25), rngs=nnx.Rngs(0)),
+                           _Dense(4, 3, arange_rows, init.zeros, rngs=nnx.Rngs(1)))
+    report = pp.tree(model).initialize(pp.init.Declared(), seed=0, force_reinit=True)
+    assert len(report.initialized) == 4
+    assert abs(float(np.asarray(model.layers[0].kernel[...]).std()) - 0.5) < 0.02
+    np.testing.assert_array_equal(np.asarray(model.layers[0].bias[...]), 0.25)
+    np.testing.assert_array_equal(np.asarray(model.layers[1].kernel[...]), np.tile(np.arange(3.0), (4, 1)))
+
+
+def test_declared_on_a_layer_that_keeps_no_initializer_is_refused_by_name() -> None:
+    """Flax's own layers (``nnx.Linear``) do not keep ``kernel_init`` after construction: nothing to read."""
+    layer = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+    with pytest.raises(errors.InitializerError, match="declare an initializer"):
+        pp.tree(layer).initialize(pp.init.Declared(), force_reinit=True)
+    pp.tree(layer).initialize(pp.init.Declared(default=pp.init.Xavier()), seed=0, force_reinit=True)
