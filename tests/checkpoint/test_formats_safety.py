@@ -345,11 +345,11 @@ def test_h5_paths_that_map_to_one_key_are_a_duplicate_key_error(tmp_path: Path) 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_a_pt_tensor_whose_elements_share_memory_is_refused_before_it_is_copied(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ext: str, dtype: str) -> None:
-    """One stored element seen as 512 x 512 (strides 0): a 1 KB file that was read as 1 MiB (any size, by its
+    """One stored element seen as 1024 x 1024 (strides 0): a 1 KB file that was read as 4 MiB (any size, by its
     shape); refused, naming the key, before torch or NumPy makes the copy."""
     torch = pytest.importorskip("torch")
     path = tmp_path / f"bomb.{ext}"
-    bomb = torch.zeros(1, dtype=getattr(torch, dtype)).as_strided((512, 512), (0, 0))
+    bomb = torch.zeros(1, dtype=getattr(torch, dtype)).as_strided((1024, 1024), (0, 0))
     torch.save({"good": torch.ones(2), "layer.bomb": bomb}, path)
     assert path.stat().st_size < 4096
 
@@ -366,8 +366,8 @@ def test_a_pt_tensor_whose_elements_share_memory_is_refused_before_it_is_copied(
     with pytest.raises(errors.DecompressionBombError) as info:
         open_archive(path)
     assert info.value.path == "layer.bomb" and info.value.file == str(path)
-    assert info.value.got == 512 * 512 * bomb.element_size() and "512" in str(info.value)
-    model = {"good": np.zeros(2, np.float32), "layer.bomb": np.zeros((512, 512), np.float32)}
+    assert info.value.got == 1024 * 1024 * bomb.element_size() and "1024" in str(info.value)
+    model = {"good": np.zeros(2, np.float32), "layer.bomb": np.zeros((1024, 1024), np.float32)}
     monkeypatch.undo()
     with pytest.raises(errors.DecompressionBombError):
         pp.load(pp.tree(model), path)
@@ -421,3 +421,15 @@ def test_running_out_of_memory_reading_a_pt_tensor_is_a_memory_error_not_a_dtype
     with pytest.raises(MemoryError, match="'w'") as info:
         open_archive(path)
     assert not isinstance(info.value, errors.UnknownDTypeError)
+
+
+def test_a_small_broadcast_in_a_pt_file_still_reads(tmp_path: Path) -> None:
+    """``torch.arange(3.).expand(4, 3)`` shares memory too, but 48 bytes from a 12-byte storage is no bomb: it
+    reads as the broadcast values (refusing it broke files that loaded before)."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "broadcast.pt"
+    torch.save({"m": torch.arange(3.0).expand(4, 3), "s": torch.tensor(3.0).expand(8)}, path)
+    model = {"m": np.zeros((4, 3), np.float32), "s": np.zeros(8, np.float32)}
+    pp.load(pp.tree(model), path)
+    np.testing.assert_array_equal(model["m"], np.tile(np.arange(3.0), (4, 1)))
+    np.testing.assert_array_equal(model["s"], 3.0)

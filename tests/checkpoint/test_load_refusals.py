@@ -161,6 +161,33 @@ def test_files_pp_save_writes_for_a_tied_model_load_into_tied_and_untied_models(
         assert [sorted(g.paths) for g in tree.ties()] == [["b", "c"]]
 
 
+def test_a_tied_weight_holding_nan_round_trips_into_a_tied_model(tmp_path: Path) -> None:
+    """``aliases="materialize"`` writes a tie's one value under each member's key; with a NaN in it the values
+    compared unequal (NaN != NaN) and the model's own file was refused as "different tensors"."""
+    torch = pytest.importorskip("torch")
+
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.e, self.h = torch.nn.Linear(4, 4, bias=False), torch.nn.Linear(4, 4, bias=False)
+            self.h.weight = self.e.weight
+
+    model = Tied()
+    with torch.no_grad():
+        model.e.weight[0, 0] = float("nan")
+    pp.save(pp.tree(model), tmp_path / "nan.safetensors", aliases="materialize")
+    other = Tied()
+    pp.load(other, tmp_path / "nan.safetensors")
+    assert other.h.weight is other.e.weight
+    torch.testing.assert_close(other.e.weight, model.e.weight, equal_nan=True)
+    with torch.no_grad():
+        other.h.weight = torch.nn.Parameter(other.e.weight.clone())   # untied, one holding another value
+        other.h.weight[1, 1] = 5.0
+    pp.save(pp.tree(other), tmp_path / "two.safetensors", aliases="materialize")
+    with pytest.raises(errors.TieMismatchError):     # values that do differ are still refused for a tied model
+        pp.load(Tied(), tmp_path / "two.safetensors")
+
+
 def test_a_sharded_directory_tying_two_different_tensors_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "d"
     directory.mkdir()

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from polyparam._params.tree import ParameterCollection
 
 __all__ = ["LoadReport", "WritePlan", "axes_order", "bookkeeping", "check_keys", "check_partial", "permuted",
-           "resolve_keys", "storage_groups"]
+           "resolve_keys", "same_value", "storage_groups"]
 
 Groups = dict[Any, list[tuple[str, Parameter]]]
 
@@ -112,6 +112,16 @@ def permuted(p: Parameter, order: tuple[int, ...] | None) -> np.ndarray:
     """``p``'s value with its axes in ``order`` (as it is where ``None``)."""
     value = p.numpy()
     return value if order is None else np.ascontiguousarray(value.transpose(order))
+
+
+def same_value(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` hold one value: equal elements, or the same bytes (NaN, as a save writes it twice)."""
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind in "biufc" and b.dtype.kind in "biufc" and np.array_equal(a, b):
+        return True
+    return a.dtype == b.dtype and bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(np.uint8),
+                                                      np.ascontiguousarray(b).reshape(-1).view(np.uint8)))
 
 
 def bookkeeping(p: Parameter) -> bool:
@@ -374,7 +384,7 @@ class WritePlan:
             return
         first = read(keys[0])
         for key in keys[1:]:
-            if not np.array_equal(read(key), first):
+            if not same_value(read(key), first):   # NaN too: a save writes one value under each member's key
                 msg = (f"Cannot load {self.subject}: expected one value for the model's tie group "
                        f"{[q for q, _ in members]}, got different tensors {keys[0]!r} and {key!r}. Untie the "
                        "model's parameters first, or pass ties='ignore' to take the first.")

@@ -19,7 +19,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._layout import is_floating
-from polyparam._params.plan import LoadReport, WritePlan, bookkeeping, fit_problem, storage_groups
+from polyparam._params.plan import LoadReport, WritePlan, bookkeeping, fit_problem, same_value, storage_groups
 from polyparam._threads import TILED_FROM, parallel_copy, tiled_copy
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format
 from polyparam.checkpoint.formats.base import write_snapshot
@@ -524,19 +524,9 @@ def check_recorded_ties(file: str, recorded: list[list[str]], source: Mapping[st
             continue
         first = read(keys[0])
         for key in keys[1:]:
-            if not _same_value(first, read(key)):
+            if not same_value(first, read(key)):
                 where = next(q for q in group if source.get(q) == keys[0])
                 msg = (f"Cannot load {file!r}: expected one value for the tie group {group} its metadata records, "
                        f"got different tensors {keys[0]!r} and {key!r}. The file contradicts itself; pass "
                        "ties='ignore' to load each tensor as stored.")
                 raise errors.MetadataError(msg, file=file, path=where, expected=keys[0], got=key)
-
-
-def _same_value(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether ``a`` and ``b`` hold one value: equal elements, or the same bytes (NaN, as a save writes it twice)."""
-    if a.shape != b.shape:
-        return False
-    if a.dtype.kind in "biufc" and b.dtype.kind in "biufc" and np.array_equal(a, b):
-        return True
-    return a.dtype == b.dtype and bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(np.uint8),
-                                                      np.ascontiguousarray(b).reshape(-1).view(np.uint8)))

@@ -7,8 +7,8 @@
   be a flat ``{name: Tensor}`` (or one under ``"state_dict"``) of dense CPU tensors
   whose dtype NumPy holds. Tensors sharing storage become tie groups. Before any tensor
   is copied out of its storage, one whose elements share memory (a zero stride: more
-  bytes than its storage holds) is refused, and so are views that together would
-  expand over 1000x the file.
+  bytes than its storage holds) past 1000x the file is refused, and so are views that
+  together would expand that far.
 * MXNet ``.params`` (``nd.save``/``save_parameters``): parsed here, in pure Python,
   with every count and size checked against the file size (no libmxnet, whose
   reader aborts on malformed input).
@@ -132,7 +132,7 @@ class TorchArchive(_InMemory):
                 first = storages[identity][0]
                 self._values[key], self.entries[key] = self._values[first], self.entries[first]
                 continue
-            expanded += _check_extent(t, key, file) // t.element_size() * dtype.itemsize
+            expanded += _check_extent(t, key, file, size) // t.element_size() * dtype.itemsize
             if expanded > MAX_RATIO * size and expanded > BOMB_FLOOR:
                 msg = (f"Cannot read {file!r}: expected its tensors to take at most {MAX_RATIO}x the {size:,}-byte "
                        f"file once read, got {expanded:,} bytes by {key!r} (views of shared storage). Refused as a "
@@ -160,17 +160,18 @@ def _numpy_dtype(torch: Any, dtype: Any) -> np.dtype | None:
         return None
 
 
-def _check_extent(t: Any, key: str, file: str) -> int:
-    """The bytes ``t`` takes once copied out of its storage; refused where that is more than the storage holds
-    from ``t``'s first element: its elements share memory (a zero stride), and a copy would conjure bytes the
-    file never held (one stored element seen as 16384 x 16384 is 1 GiB from a 1.5 KB file)."""
+def _check_extent(t: Any, key: str, file: str, size: int) -> int:
+    """The bytes ``t`` takes once copied out of its storage; refused where that is more than its storage holds
+    from its first element (its elements share memory: a zero stride) and more than the ``size``-byte file may
+    expand to (:data:`MAX_RATIO`): a copy would conjure bytes the file never held (one stored element seen as
+    16384 x 16384 is 1 GiB from a 1.5 KB file). A small broadcast (``torch.arange(3.).expand(4, 3)``) reads."""
     logical = t.numel() * t.element_size()
     held = t.untyped_storage().nbytes() - t.storage_offset() * t.element_size()
-    if logical > held:
+    if logical > held and logical > MAX_RATIO * size and logical > BOMB_FLOOR:
         shape, stride = tuple(t.shape), tuple(t.stride())
-        msg = (f"Cannot read tensor {key!r} in {file!r}: expected at most the {held:,} bytes its storage holds, got "
-               f"shape {shape} with strides {stride} ({logical:,} bytes: its elements share memory). Refused as a "
-               "shape bomb; save t.contiguous() instead.")
+        msg = (f"Cannot read tensor {key!r} in {file!r}: expected at most the {held:,} bytes its storage holds, or "
+               f"{MAX_RATIO}x the file, got shape {shape} with strides {stride} ({logical:,} bytes: its elements "
+               "share memory). Refused as a shape bomb; save t.contiguous() instead.")
         raise errors.DecompressionBombError(msg, file=file, path=key, expected=held, got=logical)
     return logical
 
