@@ -205,3 +205,21 @@ def test_average_reads_an_in_out_kernel_in_the_destinations_axes() -> None:
     torch.testing.assert_close(dst[0].weight.detach(), expected)
     with pytest.raises(errors.TransferError, match="shape"):
         pp.average(dst, torch.nn.Sequential(conv1d(8, 16)))     # (16, 8) read as (8, 16): not dst's (16, 16)
+
+
+def test_the_same_roles_in_another_order_with_one_repeated_are_refused() -> None:
+    """``EinsumDense("abc,dce->abde")`` has kernel roles (out, in, out), ``"abc,cde->abde"`` (in, out, out): with
+    every size 4 the kernels fit either way, and moving one as it was computed another function, silently."""
+    keras = pytest.importorskip("keras")
+    layers = keras.layers
+    src = keras.Sequential([keras.Input((7, 4)), layers.EinsumDense("abc,dce->abde", output_shape=(None, 4, 4))])
+    dst = keras.Sequential([keras.Input((7, 4)), layers.EinsumDense("abc,cde->abde", output_shape=(None, 4, 4))])
+    assert pp.tree(src)["0.kernel"].axes == ("out", "in", "out")
+    assert pp.tree(dst)["0.kernel"].axes == ("in", "out", "out")
+    before = pp.tree(dst).state(copy=True)
+    for move in (lambda: pp.transfer(src, dst), lambda: pp.average(dst, src)):
+        with pytest.raises(errors.TransferError, match="one repeated") as info:
+            move()
+        assert info.value.path == "0.kernel"
+        for path, value in before.items():
+            np.testing.assert_array_equal(pp.tree(dst)[path].numpy(), value)

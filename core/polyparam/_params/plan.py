@@ -101,10 +101,20 @@ def resolve_keys(groups: Groups, keys: Any, *, subject: str) -> dict[str, str]:
 def axes_order(source: Parameter, destination: Parameter) -> tuple[int, ...] | None:
     """How to permute ``source``'s value into ``destination``'s axes, where the two name the same distinct axis
     roles in another order (a Hugging Face ``Conv1D`` or Keras ``EinsumDense`` kernel, stored ``(in, out)``,
-    into a dense ``(out, in)`` weight); ``None`` where the orders agree or the roles do not tell."""
+    into a dense ``(out, in)`` weight); ``None`` where the orders agree or the two name different roles.
+
+    Raises:
+        TransferError: The same roles in another order, one of them repeated (``(out, in, out)`` into ``(in,
+            out, out)``): which axis goes where is unknown, and moving the value as it is would be a guess.
+    """
     a, b = source.axes, destination.axes
-    if a == b or len(set(a)) != len(a) or sorted(a) != sorted(b):
+    if a == b or sorted(a) != sorted(b):
         return None
+    if len(set(a)) != len(a):
+        msg = (f"Cannot move parameter {source.path!r} into {destination.path!r}: expected axis roles that say "
+               f"which axis goes where, got {a} into {b}: the same roles in another order, one repeated. Nothing "
+               f"was changed. Set that value yourself: tree[{destination.path!r}].set(value.transpose(...)).")
+        raise errors.TransferError(msg, path=destination.path, expected=b, got=a)
     return tuple(a.index(role) for role in b)
 
 
