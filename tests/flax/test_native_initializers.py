@@ -90,3 +90,15 @@ def test_declared_on_a_layer_that_keeps_no_initializer_is_refused_by_name() -> N
     with pytest.raises(errors.InitializerError, match="declare an initializer"):
         pp.tree(layer).initialize(pp.init.Declared(), force_reinit=True)
     pp.tree(layer).initialize(pp.init.Declared(default=pp.init.Xavier()), seed=0, force_reinit=True)
+
+
+def test_explicit_fan_axes_and_a_key_taking_function_are_refused_by_name() -> None:
+    """Fans come from axis roles: ``variance_scaling(..., out_axis=0)`` (``nnx.Embed``'s default) named native axes
+    and drew 25x too narrow; a function ``(key, shape, dtype)`` of your own failed inside JAX."""
+    layer = nnx.Embed(1000, 16, rngs=nnx.Rngs(0))
+    before = np.asarray(layer.embedding[...]).copy()
+    for fn, words in ((init.variance_scaling(1.0, "fan_in", "normal", out_axis=0), "out_axis"),
+                      (lambda key, shape, dtype: jax.random.normal(key, shape, dtype), "random key")):
+        with pytest.raises(errors.InitializerError, match=words):
+            pp.tree(layer).initialize(fn, force_reinit=True)
+    np.testing.assert_array_equal(np.asarray(layer.embedding[...]), before)

@@ -35,6 +35,18 @@ class _CallableInitializer(Initializer):
         return f"{type(self).__name__}({self._fn!r})"
 
 
+#: First-parameter names of a random key: an initializer drawn by JAX, ``init(key, shape, dtype)``.
+_KEY_NAMES = frozenset({"key", "rng_key", "prng_key", "rngs"})
+
+
+def _first_parameter(fn: Any) -> str | None:
+    try:
+        parameters = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return None
+    return parameters[0] if parameters else None
+
+
 def as_initializer(init: Initializer | Callable[..., Any] | str | None) -> Initializer:
     """Turn what users pass to ``initialize`` into an :class:`Initializer`.
 
@@ -58,6 +70,13 @@ def _as_initializer(init: Initializer | Callable[..., Any] | str | None, argumen
     if native is not None:
         return native
     if callable(init):
+        if _first_parameter(init) in _KEY_NAMES:
+            msg = (f"Invalid value for argument `{argument}`: expected a callable (shape, dtype) -> array, got "
+                   f"{getattr(init, '__name__', type(init).__name__)}, whose first parameter is a random key: a JAX "
+                   "initializer init(key, shape, dtype) of your own. Use a pp.init initializer, a "
+                   "jax.nn.initializers one (translated), or a function (shape, dtype, rng) drawing from the NumPy "
+                   "generator rng.")
+            raise errors.InitializerError(msg, expected="(shape, dtype) -> array", got=init)
         return _CallableInitializer(init)
     shown = repr(init) if len(repr(init)) <= 80 else f"{repr(init)[:77]}..."
     msg = (f"Invalid value for argument `{argument}`: expected a polyparam Initializer, a callable "

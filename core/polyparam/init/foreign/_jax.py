@@ -28,6 +28,12 @@ def _closed_over(fn: Any) -> dict[str, Any]:
 
 
 def _variance_scaling(a: dict[str, Any]) -> Initializer:
+    axes = (a.get("in_axis", -2), a.get("out_axis", -1), a.get("batch_axis", ()))
+    if axes[:2] != (-2, -1) or axes[2] not in ((), None):
+        raise refuse("JAX initializer variance_scaling", f"its in_axis, out_axis, batch_axis {axes} name native axes "
+                     "for the fans, where polyparam takes them from axis roles (nnx.Embed's default gives "
+                     "out_axis=0)", f"pp.init.VarianceScaling({a['scale']!r}, {a['mode']!r}, ...) where the roles "
+                     "give the fans you mean, or pp.init.Normal(std)")
     return I.VarianceScaling(a["scale"], a["mode"], _DISTRIBUTIONS.get(a["distribution"], a["distribution"]))
 
 
