@@ -78,6 +78,8 @@ _SAVE_TO_STATE_DICT = nn.Module._save_to_state_dict
 #: itself, neither parameters nor buffers
 _QUANTIZED = ("torch.ao.nn.quantized", "torch.ao.nn.sparse.quantized", "torch.nn.quantized",
               "torch.ao.nn.intrinsic.quantized")
+#: fx's reference quantized modules keep a float weight and their scales and zero points as buffers: all readable
+_REFERENCE = "torch.ao.nn.quantized.reference"
 
 
 def refuse_quantized(module: nn.Module, prefix: str) -> None:
@@ -85,7 +87,7 @@ def refuse_quantized(module: nn.Module, prefix: str) -> None:
     points are in ``state_dict`` but not in ``_parameters`` or ``_buffers``, so a tree would leave them out and a
     save, load or diff would silently skip them."""
     kind = type(module)
-    if not kind.__module__.startswith(_QUANTIZED):
+    if not kind.__module__.startswith(_QUANTIZED) or kind.__module__.startswith(_REFERENCE):
         return
     path = prefix[:-1] or "(the root)"
     msg = (f"Cannot read the parameters of module {path!r}: expected float parameters and buffers, got a torch "

@@ -796,4 +796,8 @@ def test_a_quantized_module_is_refused_not_left_out(tmp_path) -> None:
         assert info.value.path == "2" and "quantize it after" in str(info.value)
     assert not (tmp_path / "q.safetensors").exists()
     assert pp.tree(quantized)[0].paths() == ["0.weight"]      # a float part alone is fine
+    reference = torch.ao.nn.quantized.reference.Linear(       # fx's reference modules: a float weight, buffers
+        4, 3, weight_qparams={"qscheme": torch.per_tensor_affine, "dtype": torch.quint8, "scale": 0.1,
+                              "zero_point": 0})
+    assert pp.tree(reference).paths() == ["weight", "bias", "weight_scale", "weight_zero_point", "weight_axis"]
     assert pp.tree(float_model).paths() == ["0.weight", "1.weight", "1.bias", "2.weight", "2.bias"]
