@@ -433,3 +433,23 @@ def test_a_small_broadcast_in_a_pt_file_still_reads(tmp_path: Path) -> None:
     pp.load(pp.tree(model), path)
     np.testing.assert_array_equal(model["m"], np.tile(np.arange(3.0), (4, 1)))
     np.testing.assert_array_equal(model["s"], 3.0)
+
+
+def test_a_bfloat16_pt_file_reads_as_bfloat16(tmp_path: Path) -> None:
+    """torch's own save of a bfloat16 model read as float32: loading it back into that model asked for cast=True,
+    and into a float32 one it loaded without. It reads as bfloat16 now, as a safetensors BF16 tensor does."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("ml_dtypes")
+    torch.manual_seed(0)
+    source = torch.nn.Linear(4, 4, bias=False).to(torch.bfloat16)
+    torch.save(source.state_dict(), tmp_path / "bf16.pt")
+    with open_archive(tmp_path / "bf16.pt") as archive:
+        assert archive.entries["weight"].dtype.name == "bfloat16"
+    target = torch.nn.Linear(4, 4, bias=False).to(torch.bfloat16)
+    pp.load(target, tmp_path / "bf16.pt")
+    assert torch.equal(target.weight, source.weight)
+    wide = torch.nn.Linear(4, 4, bias=False)
+    with pytest.raises(errors.DTypeMismatchError, match="cast=True"):
+        pp.load(wide, tmp_path / "bf16.pt")
+    pp.load(wide, tmp_path / "bf16.pt", cast=True)
+    assert torch.equal(wide.weight, source.weight.float())

@@ -151,11 +151,22 @@ class TorchArchive(_InMemory):
         self.metadata = PolyparamMetadata(ties=ties, backend="torch", buffers=counters)  # BatchNorm's step counters
 
 
-def _numpy_dtype(torch: Any, dtype: Any) -> np.dtype | None:
-    """The NumPy dtype a tensor of torch ``dtype`` is read as (bfloat16: float32), or ``None`` where NumPy has
-    none; asked of an empty tensor, so that nothing is copied."""
+def _bfloat16() -> np.dtype | None:
     try:
-        return np.dtype(torch.empty(0, dtype=torch.float32 if dtype == torch.bfloat16 else dtype).numpy().dtype)
+        import ml_dtypes
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _numpy_dtype(torch: Any, dtype: Any) -> np.dtype | None:
+    """The NumPy dtype a tensor of torch ``dtype`` is read as (bfloat16: ``ml_dtypes``' where installed, else
+    float32), or ``None`` where NumPy has none; asked of an empty tensor, so that nothing is copied."""
+    if dtype == torch.bfloat16:
+        bfloat16 = _bfloat16()
+        return np.dtype(np.float32) if bfloat16 is None else bfloat16
+    try:
+        return np.dtype(torch.empty(0, dtype=dtype).numpy().dtype)
     except (TypeError, RuntimeError, NotImplementedError):
         return None
 
@@ -177,12 +188,18 @@ def _check_extent(t: Any, key: str, file: str, size: int) -> int:
 
 
 def _to_numpy(torch: Any, t: Any, key: str, file: str) -> np.ndarray:
-    """``t``'s values as a NumPy array (bfloat16 as float32): a view where ``t`` is contiguous, else a copy."""
+    """``t``'s values as a NumPy array (bfloat16 as ``ml_dtypes``' bfloat16, float32 without it, as a
+    safetensors file's BF16 reads): a view where ``t`` is contiguous, else a copy."""
     try:
-        return np.asarray((t.float() if t.dtype == torch.bfloat16 else t).contiguous().numpy())
+        if t.dtype == torch.bfloat16:
+            bfloat16 = _bfloat16()
+            if bfloat16 is None:
+                return np.asarray(t.float().numpy())
+            return np.asarray(t.contiguous().view(torch.int16).numpy().view(bfloat16))
+        return np.asarray(t.contiguous().numpy())
     except (MemoryError, RuntimeError) as exc:
         text = str(exc)
-        nbytes = t.numel() * (4 if t.dtype == torch.bfloat16 else t.element_size())
+        nbytes = t.numel() * (4 if t.dtype == torch.bfloat16 and _bfloat16() is None else t.element_size())
         if isinstance(exc, MemoryError) or "alloc" in text.lower():   # torch: "DefaultCPUAllocator: can't allocate"
             msg = (f"Cannot read tensor {key!r} in {file!r}: expected {nbytes:,} bytes of memory for its values, "
                    "got an allocation failure. Free memory, or read the file where more is available.")
