@@ -21,6 +21,7 @@ from polyparam._params.plan import (
     axes_order,
     bookkeeping,
     fit_problem,
+    integer_codes,
     mismatch_message,
     permuted,
     storage_groups,
@@ -197,7 +198,7 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
                     report.shapes.append((q, p.shape, target.shape))
                     bad = True
                 elif (problem == "dtype" and not np.can_cast(p.dtype, target.dtype, casting="same_kind")) or (
-                        _integral(p.dtype) and is_floating(target.dtype)):
+                        integer_codes(p.dtype, target.dtype)):
                     report.dtypes.append((q, p.dtype.name, target.dtype.name))
                     bad = True
             if bad:
@@ -225,7 +226,7 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
                        f"parameter of the same path (its shape, a dtype of its kind), got {differences} Build the "
                        "destination with the source's architecture and dtypes, or pass strict=False to move the "
                        "rest.")
-            if any(_integral(np.dtype(a)) and is_floating(np.dtype(b)) for _, a, b in report.dtypes):
+            if any(integer_codes(np.dtype(a), np.dtype(b)) for _, a, b in report.dtypes):
                 msg += (" Integer values are not moved into floating parameters: they are codes (a quantized kernel,"
                         " whose scale is a separate tensor), not the values; dequantize the source first.")
             msg += " str(error.report) lists every difference."
@@ -322,11 +323,6 @@ def _pair_in_order(s_groups: dict[Any, list[tuple[str, Parameter]]], d_groups: d
         mapped.update({s_path: d_path for (s_path, _), (d_path, _) in zip(s_books, d_books)})
     # other members of a source tie group are not paired: the destination keeps its own ties
     return mapped
-
-
-def _integral(dtype: np.dtype) -> bool:
-    """An integer or boolean dtype: NumPy casts it to a float safely, but a transfer does not (see ``transfer``)."""
-    return dtype.kind in "biu"
 
 
 def _refuse_doubtful_layouts(s: ParameterTree, d: ParameterTree, writes: list[tuple[str, Parameter]],

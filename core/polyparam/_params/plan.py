@@ -29,8 +29,8 @@ from polyparam._params.ties import tie_problem
 if TYPE_CHECKING:
     from polyparam._params.tree import ParameterCollection
 
-__all__ = ["LoadReport", "WritePlan", "axes_order", "bookkeeping", "check_keys", "check_partial", "permuted",
-           "resolve_keys", "same_value", "storage_groups"]
+__all__ = ["LoadReport", "WritePlan", "axes_order", "bookkeeping", "check_keys", "check_partial", "integer_codes",
+           "permuted", "resolve_keys", "same_value", "storage_groups"]
 
 Groups = dict[Any, list[tuple[str, Parameter]]]
 
@@ -132,6 +132,13 @@ def same_value(a: np.ndarray, b: np.ndarray) -> bool:
         return True
     return a.dtype == b.dtype and bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(np.uint8),
                                                       np.ascontiguousarray(b).reshape(-1).view(np.uint8)))
+
+
+def integer_codes(source: np.dtype, target: np.dtype, /) -> bool:
+    """Whether values of dtype ``source`` are integers or booleans meant for a floating (or complex) ``target``:
+    codes (a quantized kernel's int8, whose scale is a separate tensor), not the values, so a load or transfer
+    refuses them, cast or not, though NumPy casts them safely."""
+    return source.kind in "biu" and (is_floating(target) or target.kind == "c")
 
 
 def bookkeeping(p: Parameter) -> bool:

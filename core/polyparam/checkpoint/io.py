@@ -18,8 +18,15 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
 import numpy as np
 
 from polyparam import errors
-from polyparam._layout import is_floating
-from polyparam._params.plan import LoadReport, WritePlan, bookkeeping, fit_problem, same_value, storage_groups
+from polyparam._params.plan import (
+    LoadReport,
+    WritePlan,
+    bookkeeping,
+    fit_problem,
+    integer_codes,
+    same_value,
+    storage_groups,
+)
 from polyparam._threads import TILED_FROM, parallel_copy, tiled_copy
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format
 from polyparam.checkpoint.formats.base import write_snapshot
@@ -498,8 +505,7 @@ def check_fit(plan: WritePlan, path: str, p: Parameter, shape: tuple[int, ...], 
         ShapeMismatchError, DTypeMismatchError: The value does not fit ``p``.
     """
     dtype = np.dtype(dtype)
-    if (fit_problem(p, shape, dtype, cast=False) == "dtype" and dtype.kind in "biu"
-            and (is_floating(p.dtype) or p.dtype.kind == "c")):
+    if fit_problem(p, shape, dtype, cast=False) == "dtype" and integer_codes(dtype, p.dtype):
         msg = (f"Cannot load {key!r} from {plan.subject} into parameter {path!r}: expected dtype {p.dtype.name!r} "
                f"or another of its kind (with cast=True), got {dtype.name!r}. Integers are codes, not weights "
                "(cast=True does not apply): dequantize them first.")
