@@ -60,7 +60,8 @@ class Parameter(abc.ABC):
 
     * `_shape`, `_dtype`, `_device`, `_native`, `_native_name`, `_state`: the facts.
     * `_read`: the canonical value (called only when initialized); may share memory.
-    * `_write`: store a checked canonical array in place, so optimizers keep their objects.
+    * `_write`: store a checked canonical array in place, so optimizers keep their objects; keep
+      no hold on the array (a framework that adopts a NumPy buffer must be given a copy).
     * `_grad`: the gradient in canonical layout, or ``None``.
     * `_identity`: a hashable key, equal exactly for parameters that share storage (tied).
 

@@ -19,8 +19,9 @@ def to_numpy(array: Any) -> np.ndarray:
 
 
 def from_numpy(array: np.ndarray, dtype: Any) -> Any:
-    """A JAX array of ``dtype`` holding ``array``."""
-    return jnp.asarray(array, dtype=dtype)
+    """A JAX array of ``dtype`` holding a copy of ``array``: ``jnp.asarray`` adopts an aligned NumPy buffer on
+    the CPU without copying it, and the parameter would then change with the caller's array."""
+    return jnp.array(array, dtype=dtype, copy=True)
 
 
 # ---- layouts ----------------------------------------------------------------------------
