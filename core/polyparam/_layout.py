@@ -6,7 +6,8 @@ from typing import Iterable, Literal
 
 import numpy as np
 
-__all__ = ["AXIS_ROLES", "KINDS", "ROLES", "Shape", "State", "default_axes", "format_shape", "is_floating", "join_path"]
+__all__ = ["AXIS_ROLES", "KINDS", "ROLES", "Shape", "State", "bfloat16", "default_axes", "format_shape", "is_floating",
+           "join_path"]
 
 Shape = tuple["int | None", ...]
 State = Literal["initialized", "uninitialized", "deferred"]
@@ -44,6 +45,15 @@ def default_axes(role: str, ndim: int) -> tuple[str, ...]:
 def join_path(prefix: str, name: str) -> str:
     """``prefix.name``, or ``name`` at the root: how canonical paths are built."""
     return f"{prefix}.{name}" if prefix else name
+
+
+def bfloat16() -> np.dtype | None:
+    """NumPy's bfloat16 (from ``ml_dtypes``, which NumPy needs for it), or ``None`` without that package."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 def is_floating(dtype: object) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from polyparam import errors
-from polyparam._layout import common_dtype, is_floating
+from polyparam._layout import bfloat16, common_dtype, is_floating
 from polyparam._params.bulk import by_class, cast_each, grad_norm_of
 from polyparam._params.journal import exclusive_writes
 from polyparam._params.parameter import Parameter
@@ -51,13 +51,9 @@ def _dtype_of(dtype: Any) -> np.dtype:
     try:
         return np.dtype(dtype)
     except TypeError:
-        if str(dtype) in ("bfloat16", "bf16"):
-            try:
-                import ml_dtypes
-            except ImportError:
-                pass
-            else:
-                return np.dtype(ml_dtypes.bfloat16)
+        bf16 = bfloat16() if str(dtype) in ("bfloat16", "bf16") else None
+        if bf16 is not None:
+            return bf16
         msg = f"Invalid value for argument `dtype`: expected a NumPy dtype or its name, got {dtype!r}."
         raise errors.InvalidArgumentError(msg, argument="dtype", expected="a dtype", got=dtype) from None
 

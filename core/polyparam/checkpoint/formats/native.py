@@ -29,6 +29,7 @@ from typing import IO, Any
 import numpy as np
 
 from polyparam import errors
+from polyparam._layout import bfloat16
 from polyparam.checkpoint.formats.base import (
     BOMB_FLOOR,
     MAX_RATIO,
@@ -151,20 +152,12 @@ class TorchArchive(_InMemory):
         self.metadata = PolyparamMetadata(ties=ties, backend="torch", buffers=counters)  # BatchNorm's step counters
 
 
-def _bfloat16() -> np.dtype | None:
-    try:
-        import ml_dtypes
-    except ImportError:
-        return None
-    return np.dtype(ml_dtypes.bfloat16)
-
-
 def _numpy_dtype(torch: Any, dtype: Any) -> np.dtype | None:
     """The NumPy dtype a tensor of torch ``dtype`` is read as (bfloat16: ``ml_dtypes``' where installed, else
     float32), or ``None`` where NumPy has none; asked of an empty tensor, so that nothing is copied."""
     if dtype == torch.bfloat16:
-        bfloat16 = _bfloat16()
-        return np.dtype(np.float32) if bfloat16 is None else bfloat16
+        bf16 = bfloat16()
+        return np.dtype(np.float32) if bf16 is None else bf16
     try:
         return np.dtype(torch.empty(0, dtype=dtype).numpy().dtype)
     except (TypeError, RuntimeError, NotImplementedError):
@@ -192,14 +185,14 @@ def _to_numpy(torch: Any, t: Any, key: str, file: str) -> np.ndarray:
     safetensors file's BF16 reads): a view where ``t`` is contiguous, else a copy."""
     try:
         if t.dtype == torch.bfloat16:
-            bfloat16 = _bfloat16()
-            if bfloat16 is None:
+            bf16 = bfloat16()
+            if bf16 is None:
                 return np.asarray(t.float().numpy())
-            return np.asarray(t.contiguous().view(torch.int16).numpy().view(bfloat16))
+            return np.asarray(t.contiguous().view(torch.int16).numpy().view(bf16))
         return np.asarray(t.contiguous().numpy())
     except (MemoryError, RuntimeError) as exc:
         text = str(exc)
-        nbytes = t.numel() * (4 if t.dtype == torch.bfloat16 and _bfloat16() is None else t.element_size())
+        nbytes = t.numel() * (4 if t.dtype == torch.bfloat16 and bfloat16() is None else t.element_size())
         if isinstance(exc, MemoryError) or "alloc" in text.lower():   # torch: "DefaultCPUAllocator: can't allocate"
             msg = (f"Cannot read tensor {key!r} in {file!r}: expected {nbytes:,} bytes of memory for its values, "
                    "got an allocation failure. Free memory, or read the file where more is available.")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from polyparam import errors
+from polyparam._layout import bfloat16
 from polyparam.checkpoint.formats.base import (
     MAX_EMPTY_TENSORS,
     MAX_TENSORS,
@@ -52,26 +53,17 @@ DTYPES: dict[str, str] = {
 _NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
-def _bfloat16() -> np.dtype | None:
-    """NumPy's bfloat16 (from ``ml_dtypes``, which NumPy needs for it), or ``None`` without that package."""
-    try:
-        import ml_dtypes
-    except ImportError:
-        return None
-    return np.dtype(ml_dtypes.bfloat16)
-
-
 def accepted_dtypes() -> list[str]:
     """The safetensors dtype names this reader and writer take: :data:`DTYPES`, and ``BF16`` with ``ml_dtypes``."""
-    return sorted([*DTYPES, *(["BF16"] if _bfloat16() is not None else [])])
+    return sorted([*DTYPES, *(["BF16"] if bfloat16() is not None else [])])
 
 
 def _np_dtype(name: str, key: str, file: str) -> np.dtype:
     if name in DTYPES:
         return np.dtype(DTYPES[name])
-    bfloat16 = _bfloat16() if name == "BF16" else None
-    if bfloat16 is not None:
-        return bfloat16
+    bf16 = bfloat16() if name == "BF16" else None
+    if bf16 is not None:
+        return bf16
     accepted = accepted_dtypes()
     fix = ("Install ml_dtypes (NumPy holds bfloat16 only with it)." if name == "BF16" else
            "Convert the tensor to a supported dtype before saving.")
