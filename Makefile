@@ -58,8 +58,10 @@ test: docs lint $(CURRENT)/.all
 	$(BIN)/python -m pytest
 	$(CBIN)/python -m pytest -W "error::DeprecationWarning:polyparam"
 
-bench: $(VENV)/.all
+# Flax NNX is in the current set only: its zoo runs there.
+bench: $(VENV)/.all $(CURRENT)/.all
 	$(BIN)/python benchmarks/run.py
+	$(CBIN)/python benchmarks/bench_zoo.py --backend flax
 
 clean:
 	rm -rf $(VENV) $(CURRENT)

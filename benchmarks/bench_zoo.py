@@ -8,12 +8,13 @@ Per model and operation: polyparam's time over the native way's, measured in the
     keras  keras.applications ResNet50, MobileNetV2, EfficientNetB0 (weights=None), on the Keras
            backend KERAS_BACKEND names (TensorFlow by default; KERAS_BACKEND=torch for Keras on torch)
     mxnet  gluon model_zoo resnet50_v1, mobilenet1.0, after one forward with MKLDNN on
+    flax   NNX has no zoo: a GPT-2 small with HF's names and a ResNet50 with torchvision's, written here
 
 Operations (native way in brackets):
 
-    tree+items   pp.tree(m).items()              [named_parameters() / m.weights / collect_params()]
-    state        tree.state()                    [state_dict() / get_weights() / asnumpy() of each]
-    load_state   tree.load_state(s)              [load_state_dict() / set_weights() / set_data() of each]
+    tree+items   pp.tree(m).items()              [named_parameters() / m.weights / collect_params() / nnx.state]
+    state        tree.state()                    [state_dict() / get_weights() / asnumpy() of each / nnx.state]
+    load_state   tree.load_state(s)              [load_state_dict() / set_weights() / set_data() of each / nnx.update]
     initialize   tree.initialize(Xavier, seed)   [nn.init loop / initializer + assign loop / net.initialize]
     save         pp.save(tree, f)                [safetensors save_file + one fsync]
     load         pp.load(tree, f)                [safetensors load_file + the native write]
@@ -26,7 +27,7 @@ cost (a least-squares line through the four points).
 Targets (issue 19): state/load_state <= 1.1x, initialize <= 1.0x, tree+items <= 2x (or under
 1 ms per 100 tensors), save <= 1.2x, load <= 1.1x, transfer <= 1.1x.
 
-Run: python benchmarks/bench_zoo.py [--quick] [--backend torch|keras|mxnet|numpy] [--no-curve]
+Run: python benchmarks/bench_zoo.py [--quick] [--backend torch|keras|mxnet|flax|numpy] [--no-curve]
      KERAS_BACKEND=torch python benchmarks/bench_zoo.py --backend keras --no-curve
 """
 
@@ -388,6 +389,146 @@ def bench_mxnet(quick: bool, repeat: int, folder: str) -> None:
                  [(k, ours[k], native[k]) for k in ours], repeat, floors)
 
 
+# ---------------------------------------------------------------- flax
+
+def flax_models(quick: bool) -> dict[str, Callable[[], Any]]:
+    """Flax NNX has no model zoo: a ResNet50 with torchvision's names and shapes and a GPT-2 small with HF's,
+    written here in NNX (channels last, as NNX stores them)."""
+    from flax import nnx
+
+    class Bottleneck(nnx.Module):
+        def __init__(self, inplanes: int, planes: int, stride: int, downsample: bool, rngs: nnx.Rngs) -> None:
+            self.conv1 = nnx.Conv(inplanes, planes, (1, 1), use_bias=False, rngs=rngs)
+            self.bn1 = nnx.BatchNorm(planes, rngs=rngs)
+            self.conv2 = nnx.Conv(planes, planes, (3, 3), strides=stride, padding=1, use_bias=False, rngs=rngs)
+            self.bn2 = nnx.BatchNorm(planes, rngs=rngs)
+            self.conv3 = nnx.Conv(planes, planes * 4, (1, 1), use_bias=False, rngs=rngs)
+            self.bn3 = nnx.BatchNorm(planes * 4, rngs=rngs)
+            self.downsample = (nnx.Sequential(nnx.Conv(inplanes, planes * 4, (1, 1), strides=stride, use_bias=False,
+                                                       rngs=rngs), nnx.BatchNorm(planes * 4, rngs=rngs))
+                               if downsample else None)
+
+        def __call__(self, x: Any) -> Any:
+            out = nnx.relu(self.bn1(self.conv1(x)))
+            out = nnx.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            return nnx.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+    class ResNet(nnx.Module):
+        def __init__(self, width: int, blocks: tuple[int, ...] = (3, 4, 6, 3)) -> None:
+            rngs = nnx.Rngs(0)
+            self.conv1 = nnx.Conv(3, width, (7, 7), strides=2, padding=3, use_bias=False, rngs=rngs)
+            self.bn1 = nnx.BatchNorm(width, rngs=rngs)
+            inplanes, stages = width, []
+            for i, count in enumerate(blocks):
+                planes, stride = width * 2 ** i, 1 if i == 0 else 2
+                layers = []
+                for j in range(count):
+                    layers.append(Bottleneck(inplanes, planes, stride if j == 0 else 1, j == 0, rngs))
+                    inplanes = planes * 4
+                stages.append(nnx.List(layers))
+            self.layer1, self.layer2, self.layer3, self.layer4 = stages
+            self.fc = nnx.Linear(inplanes, 1000, rngs=rngs)
+
+        def __call__(self, x: Any) -> Any:
+            x = nnx.max_pool(nnx.relu(self.bn1(self.conv1(x))), (3, 3), (2, 2), "SAME")
+            for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+                for block in stage:
+                    x = block(x)
+            return self.fc(x.mean(axis=(1, 2)))
+
+    class Attention(nnx.Module):
+        def __init__(self, d: int, rngs: nnx.Rngs) -> None:
+            self.c_attn = nnx.Linear(d, 3 * d, rngs=rngs)
+            self.c_proj = nnx.Linear(d, d, rngs=rngs)
+
+    class MLP(nnx.Module):
+        def __init__(self, d: int, rngs: nnx.Rngs) -> None:
+            self.c_fc = nnx.Linear(d, 4 * d, rngs=rngs)
+            self.c_proj = nnx.Linear(4 * d, d, rngs=rngs)
+
+    class Block(nnx.Module):
+        def __init__(self, d: int, rngs: nnx.Rngs) -> None:
+            self.ln_1 = nnx.LayerNorm(d, rngs=rngs)
+            self.attn = Attention(d, rngs)
+            self.ln_2 = nnx.LayerNorm(d, rngs=rngs)
+            self.mlp = MLP(d, rngs)
+
+    class GPT2(nnx.Module):
+        def __init__(self, n_layer: int, d: int, vocab: int, positions: int) -> None:
+            rngs = nnx.Rngs(0)
+            self.wte = nnx.Embed(vocab, d, rngs=rngs)
+            self.wpe = nnx.Embed(positions, d, rngs=rngs)
+            self.h = nnx.List([Block(d, rngs) for _ in range(n_layer)])
+            self.ln_f = nnx.LayerNorm(d, rngs=rngs)
+
+    gpt = (2, 128, 1000, 256) if quick else (12, 768, 50257, 1024)
+    return {"GPT-2 small (HF's names)": lambda: GPT2(*gpt),
+            "ResNet50 (torchvision's shape)": lambda: ResNet(16 if quick else 64)}
+
+
+def bench_flax(quick: bool, repeat: int, folder: str) -> None:
+    import flax
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from safetensors.numpy import load_file, save_file
+
+    print(f"== flax {flax.__version__} (NNX), jax {jax.__version__} on {jax.default_backend()}", flush=True)
+    glorot, zeros = jax.nn.initializers.glorot_uniform(), jax.nn.initializers.zeros
+
+    def ready(out: Any) -> Any:
+        return jax.block_until_ready(out)
+
+    for label, build in flax_models(quick).items():
+        model, model2 = build(), build()
+        ours = pp_rows(lambda model=model: pp.tree(model), model, model2, folder, lambda: None)
+        numpy_state = jax.tree.map(np.array, nnx.state(model))   # copies: not the model's own arrays
+        native_file = os.path.join(folder, "native.safetensors")
+
+        def flat(model: Any) -> list:
+            return list(nnx.to_flat_state(nnx.state(model)))
+
+        def native_read(model: Any = model) -> dict:
+            return {".".join(map(str, k)): np.asarray(v.get_value()) for k, v in flat(model)}
+
+        def native_write(values: Any, model: Any = model) -> None:   # NumPy values into JAX arrays, as a load makes
+            nnx.update(model, ready(jax.tree.map(jnp.array, values)))
+
+        def native_init(model: Any = model) -> None:
+            key = jax.random.key(0)
+            for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+                key, sub = jax.random.split(key)
+                value = v.get_value()
+                v.set_value((glorot if value.ndim >= 2 else zeros)(sub, value.shape, value.dtype))
+            ready(nnx.state(model))
+
+        def native_save(model: Any = model, native_file: str = native_file) -> None:
+            save_file(native_read(model), native_file)
+            fsync_file(native_file)
+
+        def native_load(model: Any = model, native_file: str = native_file) -> None:
+            loaded = load_file(native_file)
+            state = nnx.state(model)
+            native_write(nnx.from_flat_state([(k, v.replace(loaded[".".join(map(str, k))]))
+                                              for k, v in nnx.to_flat_state(state)]), model)
+
+        native_save()
+        native = {"tree+items": lambda model=model: flat(model),
+                  "state": native_read,
+                  "load_state": lambda numpy_state=numpy_state: native_write(numpy_state),
+                  "initialize": native_init,
+                  "save": native_save,
+                  "load": native_load,
+                  "transfer": lambda model=model, model2=model2: nnx.update(model2, nnx.state(model))}
+        # JAX arrays are immutable: the native write replaces them and the old ones are the undo record, so the
+        # native way with polyparam's guarantee is the native way itself (no floor rows but the atomic save)
+        floors = {"save": atomically(native_save, native_file)}
+        variables = flat(model)
+        run_rows(label, len(variables), sum(int(v.get_value().size) for _, v in variables),
+                 [(k, ours[k], native[k]) for k in ours], repeat, floors)
+
+
 # ---------------------------------------------------------------- scale curve
 
 def curve_model(backend: str, count: int, total: int) -> tuple[Any, Callable[[], Any], Callable[[Any], Any]]:
@@ -430,6 +571,23 @@ def curve_model(backend: str, count: int, total: int) -> tuple[Any, Callable[[],
             mx.nd.waitall()
 
         return net, lambda: [p.data().asnumpy() for p in params], write
+    if backend == "flax":
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        rngs = nnx.Rngs(0)
+        stack = nnx.List([nnx.Linear(width, width, rngs=rngs) for _ in range(layers)])
+
+        def read_flax() -> Any:
+            return [np.asarray(v.get_value()) for _, v in nnx.to_flat_state(nnx.state(stack))]
+
+        def write_flax(values: list) -> None:
+            flat = nnx.to_flat_state(nnx.state(stack))
+            nnx.update(stack, nnx.from_flat_state([(k, v.replace(jnp.array(a))) for (k, v), a in zip(flat, values)]))
+            jax.block_until_ready(nnx.state(stack))
+
+        return stack, read_flax, write_flax
     model = {str(i): {"weight": np.zeros((width, width), np.float32), "bias": np.zeros(width, np.float32)}
              for i in range(layers)}
 
@@ -479,15 +637,15 @@ def scale_curve(backend: str, quick: bool, repeat: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller models (smoke run, about a minute)")
-    parser.add_argument("--backend", choices=["torch", "keras", "mxnet", "numpy"], action="append",
+    parser.add_argument("--backend", choices=["torch", "keras", "mxnet", "flax", "numpy"], action="append",
                         help="only this backend (repeatable); default: every one installed")
     parser.add_argument("--repeat", type=int, default=None)
     parser.add_argument("--no-curve", action="store_true", help="skip the scale curve")
     parser.add_argument("--no-zoo", action="store_true", help="only the scale curve")
     args = parser.parse_args()
     repeat = args.repeat or (2 if args.quick else 5)
-    backends = args.backend or ["torch", "keras", "mxnet", "numpy"]
-    benches = {"torch": bench_torch, "keras": bench_keras, "mxnet": bench_mxnet}
+    backends = args.backend or ["torch", "keras", "mxnet", "flax", "numpy"]
+    benches = {"torch": bench_torch, "keras": bench_keras, "mxnet": bench_mxnet, "flax": bench_flax}
     with tempfile.TemporaryDirectory() as folder:
         for backend in backends:
             try:

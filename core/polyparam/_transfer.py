@@ -247,8 +247,10 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
                           f"{differences} (str(report) lists them).", errors.PolyparamWarning, stacklevel=2)
 
         if ties == "restore":
-            for group in s.ties():
-                present = [mapped[q] for q in group.paths if mapped.get(q) in d_paths]
+            for members in s_groups.values():   # the source's tie groups (s.ties(), without walking it again)
+                if len(members) < 2:
+                    continue
+                present = [mapped[q] for q, _ in members if mapped.get(q) in d_paths]
                 identities = list(dict.fromkeys(d_paths[q] for q in present))
                 if len(identities) > 1:
                     plan.add_tie([d_groups[i][0] for i in identities],
@@ -329,12 +331,14 @@ def _refuse_doubtful_layouts(s: ParameterTree, d: ParameterTree, writes: list[tu
                              sources_of: dict[str, list[Parameter]]) -> None:
     """Refuse, before any write, a move between frameworks of a value whose canonical layout is in doubt.
 
-    Within one backend the native order round-trips whatever the doubt, so nothing is refused.
+    Within one backend the native order round-trips whatever the doubt, so nothing is refused (nor asked).
     """
+    if s.backend == d.backend:
+        return
     for path, target in writes:
         for side, p in [("destination", target)] + [("source", q) for q in sources_of[path]]:
             doubt = p._layout_doubt()
-            if doubt and s.backend != d.backend:
+            if doubt:
                 msg = (f"Cannot transfer {s.backend} parameters to {d.backend}: expected a known canonical layout for "
                        f"{side} parameter {p.path!r}, got a doubt: {doubt} Nothing was changed. Build the model so "
                        "its structure shows the layout (in Keras, a Flatten layer right before the Dense layer in a "

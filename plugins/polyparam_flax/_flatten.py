@@ -38,7 +38,7 @@ from typing import Any
 
 from flax import nnx
 
-from polyparam_flax._layout import Step, children_of, is_variable, native_path, resolve, variables_of
+from polyparam_flax._layout import Step, children_of, is_variable, native_path, resolve, shape_of, variables_of
 
 __all__ = ["flatten_doubt"]
 
@@ -111,8 +111,9 @@ def _before(chain: Chain) -> Iterator[Held]:
 def _features(module: Any) -> int | None:
     """How many features a normalization holds values for (its scale's or bias's size), else ``None``."""
     for _, _, variable in variables_of(module):
-        if is_variable(variable) and len(variable.shape) == 1:
-            return int(variable.shape[0])
+        shape = shape_of(variable) if is_variable(variable) else ()
+        if len(shape) == 1:
+            return shape[0]
     return None
 
 

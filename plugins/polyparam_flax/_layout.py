@@ -19,8 +19,8 @@ from polyparam.backend import join_path
 from polyparam_flax import NAME
 from polyparam_flax._convert import Layout
 
-__all__ = ["CANONICAL_ORDER", "Leaf", "Step", "check_model", "children_of", "is_block", "leaf_of", "leaves_of",
-           "native_path", "put", "resolve", "variables_of"]
+__all__ = ["CANONICAL_ORDER", "Leaf", "Step", "check_model", "children_of", "family", "is_a", "is_block", "leaf_of",
+           "leaves_of", "native_path", "put", "resolve", "shape_of", "variables_of"]
 
 Step = tuple[str, Any]          # ("attr", name) | ("item", key)
 Entry = tuple[str, tuple[Step, ...], Any]
@@ -72,17 +72,58 @@ def native_path(steps: Sequence[Step]) -> str:
     return ".".join(str(key) for _, key in steps)
 
 
+#: The layer families polyparam knows, most specific first (an ``nnx.LoRALinear`` is a ``Linear``).
+_FAMILIES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("general", nnx.LinearGeneral), ("linear", nnx.Linear), ("conv", nnx.Conv),
+    ("conv_transpose", nnx.ConvTranspose), ("embed", nnx.Embed), ("batch_norm", nnx.BatchNorm),
+    ("group_norm", nnx.GroupNorm), ("norm", _NORMS), ("lora", nnx.LoRA))
+_BY_TYPE: dict[type, tuple[bool, str | None]] = {}   # type -> (a block polyparam walks into, its family)
+_BY_TYPE_MAX = 4096   # forgotten past this many types (classes made on the fly)
+
+
+def _kind(value: Any) -> tuple[bool, str | None]:
+    """``(is a block, family)`` of ``value``, asked once per type: the ``isinstance`` checks against NNX's
+    abstract classes cost about 0.3 us each, and a walk asks them of every attribute of every module."""
+    kind = type(value)
+    known = _BY_TYPE.get(kind)
+    if known is None:
+        block = issubclass(kind, (nnx.Module, list, tuple, dict))
+        family = next((name for name, types in _FAMILIES if issubclass(kind, types)), None)
+        if len(_BY_TYPE) >= _BY_TYPE_MAX:
+            _BY_TYPE.clear()
+        known = _BY_TYPE[kind] = (block, family)
+    return known
+
+
+def family(module: Any) -> str | None:
+    """The known layer family of ``module`` (``"linear"``, ``"conv"``, ``"norm"``, ... see :data:`_FAMILIES`),
+    or ``None``."""
+    return _kind(module)[1]
+
+
 def is_block(value: Any) -> bool:
     """Whether ``value`` is a module or a container polyparam walks into (RNG streams are not)."""
-    return isinstance(value, nnx.Module) or (isinstance(value, (list, tuple, dict)) and not isinstance(value, str))
+    return _kind(value)[0]
+
+
+def is_a(value: Any, types: type | tuple[type, ...]) -> bool:
+    """``isinstance(value, types)`` for Variable types, by the value's class: NNX's ``VariableMeta.__instancecheck__``
+    also asks whether a value is a JAX tracer standing for a Variable (inside a transform), 2 to 7 us per call;
+    polyparam reads models outside transforms, where a Variable is an instance of its class."""
+    return issubclass(type(value), types)
 
 
 def is_variable(value: Any) -> bool:
     """Whether ``value`` is a Variable holding an array that polyparam lists (not an RNG key or a sown value)."""
-    if not isinstance(value, nnx.Variable) or isinstance(value, _SKIP):
+    if not is_a(value, nnx.Variable) or is_a(value, _SKIP):
         return False
     raw = value.get_raw_value()
     return hasattr(raw, "shape") and hasattr(raw, "dtype")
+
+
+def shape_of(variable: Any) -> tuple[int, ...]:
+    """The native shape of a Variable's array (``Variable.shape`` reads the value through its hooks: 6 us)."""
+    return tuple(int(d) for d in variable.get_raw_value().shape)
 
 
 def _items(container: Any) -> list[tuple[Any, Any]]:
@@ -182,25 +223,26 @@ def _linear_general(module: Any, attr: str, ndim: int) -> Leaf | None:
 
 
 def _known(module: Any, attr: str, ndim: int) -> Leaf | None:
-    if isinstance(module, nnx.LinearGeneral):
+    kind = family(module)
+    if kind == "general":
         return _linear_general(module, attr, ndim)
-    if attr == "bias" and isinstance(module, (nnx.Linear, nnx.Conv, nnx.ConvTranspose)):
+    if attr == "bias" and kind in ("linear", "conv", "conv_transpose"):
         return Leaf("bias", "bias", ("out",))
-    if isinstance(module, nnx.Linear) and attr == "kernel":
+    if kind == "linear" and attr == "kernel":
         return Leaf("weight", "weight", ("out", "in"), Layout((1, 0)))
-    if isinstance(module, nnx.Conv) and attr == "kernel":
+    if kind == "conv" and attr == "kernel":
         return _conv_kernel(module, ndim)
-    if isinstance(module, nnx.ConvTranspose) and attr == "kernel":
+    if kind == "conv_transpose" and attr == "kernel":
         return _conv_transpose_kernel(module, ndim)
-    if isinstance(module, nnx.Embed) and attr == "embedding":
+    if kind == "embed" and attr == "embedding":
         return Leaf("weight", "weight", ("in", "out"))
-    if isinstance(module, (nnx.BatchNorm, *_NORMS)):
-        vectors = {"scale": Leaf("weight", "scale", None), "bias": Leaf("bias", "shift", None)}
-        if isinstance(module, nnx.BatchNorm):
-            vectors.update(mean=Leaf("running_mean", "running_mean", None),
-                           var=Leaf("running_var", "running_var", None))
-        return vectors.get(attr)
+    if kind in ("batch_norm", "group_norm", "norm"):
+        return _NORM_LEAVES.get(attr) if kind == "batch_norm" or attr in ("scale", "bias") else None
     return None
+
+
+_NORM_LEAVES = {"scale": Leaf("weight", "scale", None), "bias": Leaf("bias", "shift", None),
+                "mean": Leaf("running_mean", "running_mean", None), "var": Leaf("running_var", "running_var", None)}
 
 
 def _ints(value: Any) -> tuple[int, ...]:
@@ -210,23 +252,24 @@ def _ints(value: Any) -> tuple[int, ...]:
 def _configured(module: Any, attr: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
     """The shape of ``module``'s Variable ``attr`` (now ``shape``) that the layer's own configuration implies, or
     ``None`` where polyparam does not know it. A LoRA's rank is not kept: it is read from ``shape``."""
-    if isinstance(module, nnx.LinearGeneral):
+    kind = family(module)
+    if kind == "general":
         batch = tuple(int(n) for n in dict(getattr(module, "batch_axis", None) or {}).values())
         ins, outs = _ints(module.in_features), _ints(module.out_features)
         return {"kernel": batch + ins + outs, "bias": batch + outs}.get(attr)
-    if isinstance(module, nnx.Linear):   # nnx.LoRALinear too
+    if kind == "linear":   # nnx.LoRALinear too
         return {"kernel": (int(module.in_features), int(module.out_features)),
                 "bias": (int(module.out_features),)}.get(attr)
-    if isinstance(module, (nnx.Conv, nnx.ConvTranspose)):
+    if kind in ("conv", "conv_transpose"):
         kernel = getattr(module, "kernel_shape", None)
         return {"kernel": None if kernel is None else _ints(kernel), "bias": (int(module.out_features),)}.get(attr)
-    if isinstance(module, nnx.Embed):
+    if kind == "embed":
         return (int(module.num_embeddings), int(module.features)) if attr == "embedding" else None
-    if isinstance(module, nnx.GroupNorm):
+    if kind == "group_norm":
         return (int(module.num_groups) * int(module.group_size),) if attr in ("scale", "bias") else None
-    if isinstance(module, (nnx.BatchNorm, *_NORMS)):
+    if kind in ("batch_norm", "norm"):
         return (int(module.num_features),) if attr in ("scale", "bias", "mean", "var") else None
-    if isinstance(module, nnx.LoRA) and shape:
+    if kind == "lora" and shape:
         rank = {"lora_a": shape[-1], "lora_b": shape[-2] if len(shape) > 1 else None}.get(attr)
         if rank is not None:
             return (int(module.in_features), rank) if attr == "lora_a" else (rank, int(module.out_features))
@@ -252,20 +295,22 @@ def _stacked(module: Any, attr: str, shape: tuple[int, ...], expected: tuple[int
     return errors.UnsupportedModelError(msg, backend=NAME, path=path, expected=expected, got=shape)
 
 
-def leaf_of(module: Any, attr: Any, variable: Any, *, at: str = "", native: str = "") -> Leaf:
+def leaf_of(module: Any, attr: Any, variable: Any, *, at: str = "", native: str = "",
+            known: Leaf | None = None) -> Leaf:
     """The canonical leaf of ``module``'s Variable ``attr``: known, else kept as it is (leaf named ``attr``,
     role ``"other"``, native layout); what ``pp.roles`` declares wins.
 
-    ``at`` is the canonical path of ``module`` and ``native`` NNX's path of the Variable, for messages.
+    ``at`` is the canonical path of ``module`` and ``native`` NNX's path of the Variable, for messages;
+    ``known`` the known leaf where the caller looked it up already.
 
     Raises:
         UnsupportedModelError: The Variable has more axes than the layer's configuration implies: layers
             stacked by ``nnx.vmap`` / ``nnx.scan``, whose leading layer axis no layout of one layer can read.
     """
     name = str(attr)
-    shape = tuple(int(d) for d in variable.shape)
+    shape = shape_of(variable)
     ndim = len(shape)
-    base = _known(module, name, ndim) or Leaf(name.replace(".", "_"), "other", None)
+    base = known or _known(module, name, ndim) or Leaf(name.replace(".", "_"), "other", None)
     expected = _configured(module, name, shape)
     if expected is not None and ndim > len(expected):
         raise _stacked(module, name, shape, expected, path=join_path(at, base.name), native=native)
@@ -275,18 +320,19 @@ def leaf_of(module: Any, attr: Any, variable: Any, *, at: str = "", native: str 
     return Leaf(base.name, role or base.role, tuple(axes) if axes is not None else base.axes, base.layout, base.groups)
 
 
+_RANK = {name: i for i, name in enumerate(CANONICAL_ORDER)}
+
+
 def leaves_of(node: Any, *, at: str = "", steps: tuple[Step, ...] = ()) -> list[tuple[Leaf, Step]]:
     """``node``'s own Variables as ``(canonical leaf, step)``, known leaves in :data:`CANONICAL_ORDER` first, the
     others after them in attribute order; ``at`` and ``steps`` lead to ``node``. A stacked layer is refused at
     its first leaf in that order (``weight`` before ``bias``), see :func:`leaf_of`."""
-    rank = {name: i for i, name in enumerate(CANONICAL_ORDER)}
-
-    def order(entry: tuple[str, Step, Any]) -> int:
-        known = _known(node, entry[0], len(entry[2].shape))
-        return rank.get(known.name, len(rank)) if known is not None else len(rank)
-
-    return [(leaf_of(node, attr, variable, at=at, native=native_path((*steps, step))), step)
-            for attr, step, variable in sorted(variables_of(node), key=order)]   # stable: the others keep their order
+    found = [(attr, step, variable, _known(node, attr, len(shape_of(variable))))
+             for attr, step, variable in variables_of(node)]
+    if len(found) > 1:   # stable: the others keep their order
+        found.sort(key=lambda entry: len(_RANK) if entry[3] is None else _RANK.get(entry[3].name, len(_RANK)))
+    return [(leaf_of(node, attr, variable, at=at, native=native_path((*steps, step)), known=known), step)
+            for attr, step, variable, known in found]
 
 
 def check_model(root: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ from polyparam_flax import NAME
 from polyparam_flax._convert import device_name, is_abstract, place, to_numpy
 from polyparam_flax._flatten import flatten_doubt
 from polyparam_flax._gradients import lookup, store
-from polyparam_flax._layout import Leaf, Step, children_of, is_block, native_path, put, resolve
+from polyparam_flax._layout import Leaf, Step, children_of, is_a, is_block, native_path, put, resolve
 from polyparam_flax._sharding import Box, assemble, blocks, is_distributed, placement_text
 from polyparam_flax._training import is_trainable, set_trainable
 
@@ -66,7 +66,7 @@ class FlaxParameter(Parameter):
         return is_trainable(self._var)
 
     def _kind(self) -> str:
-        return "parameter" if isinstance(self._var, nnx.Param) else "buffer"
+        return "parameter" if is_a(self._var, nnx.Param) else "buffer"
 
     def _placement(self) -> str | None:
         return placement_text(self._value(), self._leaf.layout)
@@ -93,6 +93,20 @@ class FlaxParameter(Parameter):
     def _write(self, array: np.ndarray, /) -> None:
         var = self._var   # JAX arrays are immutable: the Variable gets a new one
         var.set_value(place(self._leaf.layout.to_native(array), var.get_raw_value()))
+
+    def _keep_storage(self) -> Callable[[], None] | None:
+        """The array the Variable holds now, as the undo record of a whole write: JAX arrays are immutable and a
+        write gives the Variable a new one, so no one can change the old one (no copy, as ``nnx.update`` makes
+        none)."""
+        var = self._var
+        old = var.get_raw_value()
+        if is_abstract(old):
+            return None
+
+        def put_back() -> None:
+            var.set_raw_value(old)
+
+        return put_back
 
     def _local_blocks(self) -> list[Box] | None:
         """The canonical boxes of the distinct blocks the devices hold (a sharded Variable), else ``None``.

@@ -120,6 +120,64 @@ def test_a_write_replaces_the_value_of_the_same_variable() -> None:
     assert isinstance(variable.get_value(), jax.Array) and np.all(np.asarray(variable[...]) == 1)
 
 
+def test_a_failed_load_puts_back_the_arrays_it_replaced_not_copies() -> None:
+    """JAX arrays are immutable, so the undo record of a write is the array it replaced (no copy), and a failure
+    puts those very arrays back."""
+    net = Net(_rngs())
+    tree = pp.tree(net)
+    before = {path: p.native.get_raw_value() for path, p in tree.items()}
+    state = {path: np.full(p.shape, 3, p.dtype) for path, p in tree.items()}
+    last = list(state)[-1]
+
+    def refuse() -> None:
+        raise RuntimeError("the framework refused the last write")
+
+    original = type(tree[last])._write
+    calls = {"n": 0}
+
+    def write(self: Any, array: np.ndarray) -> None:
+        calls["n"] += 1
+        if self.path == last:
+            refuse()
+        original(self, array)
+
+    type(tree[last])._write = write
+    try:
+        with pytest.raises(RuntimeError, match="refused the last write"):
+            tree.load_state(state)
+    finally:
+        type(tree[last])._write = original
+    assert calls["n"] == len(state)
+    for path, p in tree.items():
+        assert p.native.get_raw_value() is before[path], path
+
+
+def test_subclasses_of_known_layers_read_as_those_layers_and_variable_subclasses_are_listed() -> None:
+    class MyParam(nnx.Param):
+        pass
+
+    class MyConv(nnx.Conv):
+        pass
+
+    class Scaled(nnx.Linear):
+        def __init__(self, *args: Any, rngs: nnx.Rngs, **kwargs: Any) -> None:
+            super().__init__(*args, rngs=rngs, **kwargs)
+            self.gain = MyParam(jnp.ones((3,)))
+
+    class Holder(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.conv = MyConv(2, 3, (3, 3), rngs=rngs)
+            self.fc = Scaled(4, 3, rngs=rngs)
+            self.lora = nnx.LoRALinear(4, 3, lora_rank=2, rngs=rngs)
+            self.rngs = rngs   # RNG keys and counters: not parameters
+
+    tree = pp.tree(Holder(_rngs()))
+    assert tree["conv.weight"].shape == (3, 2, 3, 3) and tree["conv.weight"].axes == ("out", "in", "space", "space")
+    assert tree["fc.weight"].shape == (3, 4) and tree["fc.gain"].kind == "parameter"
+    assert tree["lora.weight"].shape == (3, 4)
+    assert not any(path.startswith("rngs") for path in tree.paths())
+
+
 def test_sequential_positions_count_functions_like_torch() -> None:
     net = nnx.Sequential(nnx.Linear(4, 8, rngs=_rngs()), nnx.relu, nnx.Linear(8, 1, rngs=_rngs()))
     tree = pp.tree(net)
