@@ -18,7 +18,11 @@ parameters, in that order:
   normalizations between) whose ``out_features`` is ``k * C`` with ``k >= 4`` makes a map of
   ``k`` positions.
 * a normalization between them over ``k * C`` features holds per-feature values in that
-  order too; one over ``C`` is a channel normalization of the map and is passed by.
+  order too; one over ``C`` is a channel normalization of the map and is passed by. A
+  normalization is in doubt only between a ``Linear`` of its features and a convolution:
+  a ResNet bottleneck's last ``BatchNorm`` (``4 * C`` channels) is followed in assignment
+  order by the shortcut's convolution of ``C`` inputs, which reads the block's input, not
+  the norm's output.
 
 A subclassed model's ``__call__`` may use its modules in another order than it assigned them,
 so the rule can miss a flatten (a ``Linear`` assigned before its convolution, a map concatenated
@@ -146,6 +150,17 @@ def _map_next_to(neighbours: Iterator[Held], *, made: bool) -> tuple[str, Any, i
     return None
 
 
+def _linear_next_to(neighbours: Iterator[Held], features: int, *, made: bool) -> bool:
+    """Whether the nearest module in ``neighbours`` past normalizations is a ``Linear`` that reads (``made``: the
+    map is made before the normalization, flattened, and read by a Linear after it) or makes ``features``
+    features: a normalization is in doubt only between such a Linear and a convolution."""
+    for _, module in neighbours:
+        if isinstance(module, _NORMS):
+            continue
+        return isinstance(module, nnx.Linear) and int(module.in_features if made else module.out_features) == features
+    return False
+
+
 def flatten_doubt(root: Any, steps: Sequence[Step]) -> str | None:
     """Why the Variable at ``steps`` (a ``Linear``'s or a normalization's) may hold a channels-last feature
     map's features in an order the model does not show, else ``None``.
@@ -173,6 +188,9 @@ def flatten_doubt(root: Any, steps: Sequence[Step]) -> str | None:
         features = int(module.in_features if made else module.out_features) if is_linear else _features(module)
         if features is None or not _multiple(features, channels) or (is_linear and made and attr != "kernel"):
             continue
+        if not is_linear and not _linear_next_to(_after(chain, module, native_path(at)) if made else _before(chain),
+                                                 features, made=made):
+            continue   # a channel norm next to a convolution that reads or makes another map (a ResNet's bn3)
         what = ("inputs" if made else "outputs") if is_linear else "per-feature values"
         how = "flattened by a reshape in __call__" if made else "that a reshape in __call__ makes"
         reasons.append(f"its {features} {what} are {features // channels} x the {channels} channels of "

@@ -153,3 +153,48 @@ def test_rows_reordered_by_hand_and_written_with_load_state_give_torchs_outputs(
     with torch.no_grad():
         expected = torch_net(torch.from_numpy(X)).numpy()
     np.testing.assert_allclose(_flax_out(flax_net), expected, atol=1e-5)
+
+
+def test_a_resnet_bottlenecks_channel_norms_are_not_in_doubt_and_transfer_from_torch() -> None:
+    """A bottleneck's ``bn3`` holds ``4 * planes`` channels, assigned right before the shortcut's convolution of
+    ``inplanes = planes`` inputs: 4x that convolution's channels, but a channel norm of ``conv3``'s map (no
+    ``Linear`` on either side), so torch's ResNet transfers into the NNX port and both compute the same."""
+
+    class Bottleneck(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.conv1 = nnx.Conv(C, C, (1, 1), use_bias=False, rngs=rngs)
+            self.bn1 = nnx.BatchNorm(C, rngs=rngs)
+            self.conv3 = nnx.Conv(C, 4 * C, (1, 1), use_bias=False, rngs=rngs)
+            self.bn3 = nnx.BatchNorm(4 * C, rngs=rngs)
+            self.downsample = nnx.Sequential(nnx.Conv(C, 4 * C, (1, 1), use_bias=False, rngs=rngs),
+                                             nnx.BatchNorm(4 * C, rngs=rngs))
+
+        def __call__(self, x: Any) -> Any:
+            out = self.bn3(self.conv3(nnx.relu(self.bn1(self.conv1(x)))))
+            return nnx.relu(out + self.downsample(x))
+
+    class TorchBottleneck(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            nn = torch.nn
+            self.conv1, self.bn1 = nn.Conv2d(C, C, 1, bias=False), nn.BatchNorm2d(C)
+            self.conv3, self.bn3 = nn.Conv2d(C, 4 * C, 1, bias=False), nn.BatchNorm2d(4 * C)
+            self.downsample = nn.Sequential(nn.Conv2d(C, 4 * C, 1, bias=False), nn.BatchNorm2d(4 * C))
+
+        def forward(self, x: Any) -> Any:
+            out = self.bn3(self.conv3(torch.relu(self.bn1(self.conv1(x)))))
+            return torch.relu(out + self.downsample(x))
+
+    block = Bottleneck(nnx.Rngs(0))
+    assert _doubts(block) == {}
+    source = TorchBottleneck().eval()
+    for path, p in pp.tree(source).items():   # running statistics away from 0 and 1, so the check sees them
+        if p.dtype == np.float32:
+            p.set(np.random.default_rng(len(path)).uniform(0.5, 1.5, p.shape).astype(np.float32))
+    x = np.random.default_rng(1).uniform(-1, 1, (2, C, 5, 5)).astype(np.float32)
+    pp.transfer(source, block)
+    block.eval()   # running statistics, as torch's eval()
+    with torch.no_grad():
+        expected = source(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.asarray(block(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2),
+                               expected, rtol=1e-4, atol=1e-5)
