@@ -136,6 +136,17 @@ class BaseLayoutMeaningTests(_Kit):
         _check(backend.NAME, kind, params, x, got, expected, groups)
 
 
+    @pytest.mark.parametrize("kind", [*LAYER_SPECS, "batchnorm"])
+    def test_a_single_layer_has_no_layout_doubt(self, backend: Any, models: ModelFactory, kind: str) -> None:
+        """A layer alone, whose layout the adapter knows, moves to another framework: no parameter of it is in
+        doubt (``Parameter._layout_doubt``, which stops a transfer across backends)."""
+        tree = pp.tree(models.layer(kind))
+        doubts = {path: doubt for path, p in tree.items() if (doubt := p._layout_doubt()) is not None}
+        if doubts:
+            pytest.fail(f"{backend.NAME} {kind}: expected no layout doubt for a layer alone, got {doubts}; "
+                        "pp.transfer to another framework would refuse it.", pytrace=False)
+
+
 def _check(name: str, kind: str, params: dict[str, np.ndarray], x: np.ndarray, got: np.ndarray,
            expected: np.ndarray, groups: int) -> None:
     where = f"{name} {kind} with parameters {sorted(params)}"
