@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from polyparam import errors
+from polyparam_flax._layout import shape_of
 from polyparam_flax._training import is_trainable, trainable
 
 __all__ = ["backward", "gradients", "lookup", "record_gradients", "store"]
@@ -44,7 +45,9 @@ def record_gradients(model: Any, grads: Any, /) -> None:
         grads = nnx.grad(loss_fn)(model, x, y)
         polyparam_flax.record_gradients(model, grads)
 
-    A Param the State leaves out (a frozen one) gets no gradient. All or nothing, as Keras'
+    A frozen Param gets no gradient, whether the State leaves it out (``nnx.grad`` with
+    ``DiffState(0, polyparam_flax.trainable)``) or holds it (plain ``nnx.grad``): as in torch,
+    ``grad_norm`` and ``clip_grads`` count what trains. All or nothing, as Keras'
     ``record_gradients``: a gradient that is not one of ``model``'s Params (the gradients of a
     submodule, or of another model) refuses the call, and the gradients recorded before stay.
 
@@ -73,13 +76,14 @@ def record_gradients(model: Any, grads: Any, /) -> None:
                    "Pass the gradients of the same module, as nnx.grad(loss_fn)(model, ...) returns them.")
             raise errors.ParameterNotFoundError(msg, path=name, expected="a Param of the model", got=name)
         value = np.array(_value(leaf), copy=True)
-        shape = tuple(int(d) for d in var.shape)
+        shape = shape_of(var)
         if value.shape != shape:
             msg = (f"Cannot record the gradient {name!r} for {type(model).__name__}: expected shape {shape}, got "
                    f"{value.shape}. Nothing was stored. Pass the gradients of the same module, as "
                    "nnx.grad(loss_fn)(model, ...) returns them.")
             raise errors.ShapeMismatchError(msg, path=name, expected=shape, got=value.shape)
-        recorded[id(var)] = (var, value)
+        if is_trainable(var):   # a frozen Param's gradient is not kept, as torch keeps none
+            recorded[id(var)] = (var, value)
     _GRADS.pop(model, None)
     _GRADS[model] = recorded
 
@@ -128,7 +132,10 @@ def store(root: Any, variable: Any, grad: np.ndarray | None) -> None:
 def gradients(model: Any, /) -> Any:
     """The stored gradients of ``model``'s trainable Params as an ``nnx.State`` (what ``nnx.grad`` returns), zeros
     where none is stored, after ``tree.clip_grads`` / ``tree.zero_grads``: ``optimizer.update(model,
-    gradients(model))`` with ``nnx.Optimizer(model, tx, wrt=polyparam_flax.trainable)``."""
+    gradients(model))`` with ``nnx.Optimizer(model, tx, wrt=polyparam_flax.trainable)``.
+
+    A zero still moves a Param under weight decay (adamw) and steps its moments: freeze the Params that
+    should not train, so the optimizer leaves them out."""
     flat = []
     for path, var in _params(model):
         if not is_trainable(var):

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jax
+import numpy as np
 from flax import nnx
 
 from polyparam import errors, roles
@@ -19,8 +21,8 @@ from polyparam.backend import join_path
 from polyparam_flax import NAME
 from polyparam_flax._convert import Layout
 
-__all__ = ["CANONICAL_ORDER", "Leaf", "Step", "check_model", "children_of", "family", "is_a", "is_block", "leaf_of",
-           "leaves_of", "native_path", "put", "resolve", "shape_of", "variables_of"]
+__all__ = ["CANONICAL_ORDER", "SCALARS", "Leaf", "Step", "check_model", "children_of", "family", "is_a", "is_block",
+           "leaf_of", "leaves_of", "native_path", "number_type", "put", "resolve", "shape_of", "variables_of"]
 
 Step = tuple[str, Any]          # ("attr", name) | ("item", key)
 Entry = tuple[str, tuple[Step, ...], Any]
@@ -113,17 +115,73 @@ def is_a(value: Any, types: type | tuple[type, ...]) -> bool:
     return issubclass(type(value), types)
 
 
-def is_variable(value: Any) -> bool:
-    """Whether ``value`` is a Variable holding an array that polyparam lists (not an RNG key or a sown value)."""
-    if not is_a(value, nnx.Variable) or is_a(value, _SKIP):
-        return False
-    raw = value.get_raw_value()
+#: Python numbers a Variable may hold (``nnx.Param(1.0)``, a counter ``nnx.Variable(0)``): read as 0-d values of
+#: NumPy's dtype for them, written back as the same Python type.
+SCALARS = (bool, int, float, complex)
+
+
+def _is_array(raw: Any) -> bool:
     return hasattr(raw, "shape") and hasattr(raw, "dtype")
 
 
+def number_type(raw: Any) -> type | None:
+    """The Python number type of a Variable's value (``float`` for ``1.0`` and for JAX's typed float literals
+    that a transform leaves), or ``None`` for an array."""
+    if _is_array(raw):
+        return None
+    return next((kind for kind in SCALARS if isinstance(raw, kind)), None)
+
+
+def is_variable(value: Any) -> bool:
+    """Whether ``value`` is a Variable holding an array or a Python number, which polyparam lists (not an RNG key
+    or a sown value; a Variable holding anything else is refused by :func:`check_model`)."""
+    if not is_a(value, nnx.Variable) or is_a(value, _SKIP):
+        return False
+    raw = value.get_raw_value()
+    return _is_array(raw) or number_type(raw) is not None
+
+
 def shape_of(variable: Any) -> tuple[int, ...]:
-    """The native shape of a Variable's array (``Variable.shape`` reads the value through its hooks: 6 us)."""
-    return tuple(int(d) for d in variable.get_raw_value().shape)
+    """The native shape of a Variable's array, ``()`` for a Python number (``Variable.shape`` reads the value
+    through its hooks: 6 us)."""
+    raw = variable.get_raw_value()
+    return () if number_type(raw) is not None else tuple(int(d) for d in raw.shape)
+
+
+def _unread(node: Any, at: str) -> errors.UnsupportedModelError | None:
+    """The refusal of state ``nnx.state`` holds that polyparam would leave out, or ``None``: a Variable holding
+    neither an array nor a number (a dict of arrays), or an array or number held as a module's data without a
+    Variable (``nnx.data(jnp.ones(3))``). Left out, it would be missing from every save, load, transfer and diff."""
+    numbers: tuple[type, ...] = SCALARS   # a module's data numbers are state; a tuple's are its configuration
+    if isinstance(node, nnx.Module) and not isinstance(node, (nnx.List, nnx.Dict)):
+        nodes = vars(node).get("_pytree__nodes") or {}
+        entries = [(name, value) for name, value in _attributes(node) if nodes.get(name)]
+    elif isinstance(node, (Sequence, Mapping)) and not isinstance(node, str):
+        entries, numbers = [(str(key), value) for key, value in _items(node)], ()
+    else:
+        return None
+    for name, value in entries:
+        if value is None or is_block(value) or is_a(value, _SKIP):
+            continue
+        if is_a(value, nnx.Variable):
+            raw = value.get_raw_value()
+            if raw is None or _is_array(raw) or number_type(raw) is not None:
+                continue
+            what, fix = (f"{type(value).__name__} holding a {type(raw).__name__}",
+                         "Hold one array per Variable (a Variable for each entry, in an nnx.Dict)")
+        elif isinstance(value, (jax.Array, np.ndarray, np.generic, *numbers)):
+            what, fix = (f"{type(value).__name__} held as data without a Variable (nnx.data)",
+                         "Hold it in a Variable: nnx.Param for a learned value, nnx.Variable or nnx.BatchStat "
+                         "for state")
+        else:
+            continue
+        path = join_path(at, name)
+        msg = (f"Cannot read {path!r} of {type(node).__name__}: expected a Variable holding an array or a number, "
+               f"got a {what}, which nnx.state saves but polyparam cannot list as a parameter (it would be left out "
+               f"of every save, load and transfer). {fix}.")
+        return errors.UnsupportedModelError(msg, backend=NAME, path=path, expected="a Variable holding an array",
+                                            got=what)
+    return None
 
 
 def _items(container: Any) -> list[tuple[Any, Any]]:
@@ -340,8 +398,8 @@ def check_model(root: Any) -> None:
     tree is built rather than at the first fact.
 
     Raises:
-        UnsupportedModelError: A child keyed with ``"."`` (see :func:`children_of`), or a stacked layer
-            (see :func:`leaf_of`).
+        UnsupportedModelError: A child keyed with ``"."`` (see :func:`children_of`), a stacked layer
+            (see :func:`leaf_of`), or state polyparam cannot list (see :func:`_unread`).
     """
     seen: set[int] = set()
     stack: list[tuple[Any, str, tuple[Step, ...]]] = [(root, "", ())]
@@ -350,6 +408,9 @@ def check_model(root: Any) -> None:
         if id(node) in seen:   # a module held twice (a tie) is read once; a graph may loop back
             continue
         seen.add(id(node))
+        refusal = _unread(node, path)
+        if refusal is not None:
+            raise refusal
         leaves_of(node, at=path, steps=steps)
         for name, child_steps, child in reversed(children_of(node, at=path)):
             stack.append((child, join_path(path, name), steps + child_steps))

@@ -16,7 +16,18 @@ from polyparam_flax import NAME
 from polyparam_flax._convert import device_name, is_abstract, place, to_numpy
 from polyparam_flax._flatten import flatten_doubt
 from polyparam_flax._gradients import lookup, store
-from polyparam_flax._layout import Leaf, Step, children_of, is_a, is_block, native_path, put, resolve
+from polyparam_flax._layout import (
+    Leaf,
+    Step,
+    children_of,
+    is_a,
+    is_block,
+    native_path,
+    number_type,
+    put,
+    resolve,
+    shape_of,
+)
 from polyparam_flax._sharding import Box, assemble, blocks, is_distributed, placement_text
 from polyparam_flax._training import is_trainable, set_trainable
 
@@ -44,10 +55,11 @@ class FlaxParameter(Parameter):
     # ---- facts ------------------------------------------------------------------
 
     def _shape(self) -> Shape:
-        return self._leaf.layout.shape(tuple(int(d) for d in self._value().shape))
+        return self._leaf.layout.shape(shape_of(self._var))
 
     def _dtype(self) -> Any:
-        return np.dtype(self._value().dtype)
+        value = self._value()
+        return np.asarray(value).dtype if number_type(value) is not None else np.dtype(value.dtype)
 
     def _device(self) -> str:
         value = self._value()
@@ -92,7 +104,12 @@ class FlaxParameter(Parameter):
 
     def _write(self, array: np.ndarray, /) -> None:
         var = self._var   # JAX arrays are immutable: the Variable gets a new one
-        var.set_value(place(self._leaf.layout.to_native(array), var.get_raw_value()))
+        old = var.get_raw_value()
+        number = number_type(old)
+        if number is not None:   # a Python number stays one
+            var.set_value(number(array.item()))
+        else:
+            var.set_value(place(self._leaf.layout.to_native(array), old))
 
     def _keep_storage(self) -> Callable[[], None] | None:
         """The array the Variable holds now, as the undo record of a whole write: JAX arrays are immutable and a
@@ -146,7 +163,7 @@ class FlaxParameter(Parameter):
 
     def _drawn_by_jax(self, init: Any) -> Any:
         """``fill(shape, dtype, rng)``: ``init(key, native_shape, dtype)`` run in JAX, its value in canonical layout."""
-        native_shape = tuple(int(d) for d in self._value().shape)
+        native_shape = shape_of(self._var)
 
         def fill(shape: tuple[int, ...], dtype: Any, rng: np.random.Generator) -> np.ndarray:
             key = jax.random.key(int(rng.integers(1 << 31)))
@@ -184,8 +201,8 @@ class FlaxParameter(Parameter):
             raise errors.UnsupportedModelError(msg, path=self.path, expected="a dtype JAX holds", got=dtype.name)
         if is_abstract(value):
             var.set_raw_value(value.update(dtype=dtype))
-        else:
-            var.set_value(value.astype(dtype))
+        else:   # a Python number becomes a JAX array of the dtype asked for
+            var.set_value(jnp.asarray(value, dtype=dtype) if number_type(value) is not None else value.astype(dtype))
 
     # ---- ties -------------------------------------------------------------------
 
@@ -208,7 +225,8 @@ class FlaxParameter(Parameter):
         self._detach()
         old = self._var
         value = old.get_raw_value()
-        own = old.replace(value if is_abstract(value) else jnp.array(value, copy=True))
+        kept = is_abstract(value) or number_type(value) is not None   # nothing to copy
+        own = old.replace(value if kept else jnp.array(value, copy=True))
         put(self._root, self._steps, own)
 
     def _detach(self) -> None:

@@ -10,7 +10,7 @@ from flax import nnx
 from polyparam.backend import Parameter, ParameterTree, join_path
 from polyparam_flax import NAME
 from polyparam_flax._convert import to_numpy
-from polyparam_flax._layout import Step, children_of, leaves_of, resolve
+from polyparam_flax._layout import Step, children_of, is_a, leaves_of, resolve
 from polyparam_flax._parameter import FlaxParameter
 from polyparam_flax._training import optax_groups
 
@@ -54,6 +54,7 @@ class FlaxTree(ParameterTree):
             return jax.tree_util.tree_map(to_numpy, module(inputs))
         modules = [m for _, m in nnx.iter_graph(module) if isinstance(m, nnx.Module)]
         saved = [(m, {k: vars(m)[k] for k in _MODES if k in vars(m)}) for m in modules]
+        sown = [(m, _intermediates(m)) for m in modules]
         module.eval()
         try:
             out = module(inputs)
@@ -61,4 +62,19 @@ class FlaxTree(ParameterTree):
             for m, modes in saved:
                 for key, value in modes.items():
                     setattr(m, key, value)
+            for m, before in sown:   # what self.sow(nnx.Intermediate, ...) added: the state's structure is kept
+                for key, variable in _intermediates(m).items():
+                    if key not in before:
+                        delattr(m, key)
+                        continue
+                    old, value = before[key]
+                    old.set_raw_value(value)
+                    if variable is not old:
+                        setattr(m, key, old)
         return jax.tree_util.tree_map(to_numpy, out)
+
+
+def _intermediates(module: Any) -> dict[str, tuple[Any, Any]]:
+    """``{attribute: (Variable, its value)}`` of the values ``module`` sowed (``nnx.Intermediate``)."""
+    return {key: (value, value.get_raw_value()) for key, value in vars(module).items()
+            if is_a(value, nnx.Intermediate)}

@@ -380,6 +380,37 @@ def test_forward_check_leaves_training_mode_as_it_was() -> None:
     assert flax_net.layers[1].use_running_average is False
 
 
+class Sowing(nnx.Module):
+    """A model that records an intermediate value on every call, as ``self.sow`` does."""
+
+    def __init__(self, seed: int, sown_before: bool) -> None:
+        self.fc = nnx.Linear(3, 2, rngs=nnx.Rngs(seed))
+        self.inner = nnx.Linear(2, 2, rngs=nnx.Rngs(seed + 1))
+        if sown_before:
+            self.sow(nnx.Intermediate, "features", jnp.zeros((1, 3)))
+
+    def __call__(self, x: Any) -> Any:
+        self.sow(nnx.Intermediate, "features", x)
+        self.inner.sow(nnx.Intermediate, "seen", x)
+        return self.inner(self.fc(x))
+
+
+@pytest.mark.parametrize("sown_before", [False, True])
+def test_a_checked_transfer_leaves_no_sown_intermediates(sown_before: bool) -> None:
+    """``check=`` runs both models; what they sow is taken back, so ``nnx.state`` keeps its structure (a jitted
+    step or an orbax restore built for it still fits) and a value sown before stays as it was."""
+    src, dst = Sowing(0, sown_before), Sowing(1, sown_before)
+    structure = [sorted(".".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(m))) for m in (src, dst)]
+    before = [np.asarray(m.features.get_value()[0]) for m in (src, dst)] if sown_before else None
+    x = np.ones((1, 3), np.float32)
+    pp.transfer(src, dst, check=x)
+    assert [sorted(".".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(m))) for m in (src, dst)] == structure
+    if before is not None:
+        for m, value in zip((src, dst), before):
+            assert len(m.features.get_value()) == 1
+            np.testing.assert_array_equal(np.asarray(m.features.get_value()[0]), value)
+
+
 @pytest.mark.parametrize("transpose_kernel", [False, True])
 def test_conv_transpose_weight_means_torchs_with_either_kernel_convention(transpose_kernel: bool) -> None:
     from polyparam.testing import reference
@@ -394,3 +425,41 @@ def test_conv_transpose_weight_means_torchs_with_either_kernel_convention(transp
     y = np.moveaxis(np.asarray(layer(jnp.asarray(np.moveaxis(x, 1, -1)))), -1, 1)
     np.testing.assert_allclose(y, reference.conv_transpose(x, weight, bias), rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(tree["weight"].numpy(), weight)
+
+
+class Counted(nnx.Module):
+    """A learned scalar and a step counter held as Python numbers, as NNX allows."""
+
+    def __init__(self, value: float) -> None:
+        self.w = nnx.Param(jnp.full((2,), value))
+        self.alpha = nnx.Param(value)
+        self.step = nnx.Variable(int(value))
+        self.flag = nnx.Variable(value > 5)
+
+    def __call__(self, x: Any) -> Any:
+        return self.alpha * x * self.w[...]
+
+
+def test_python_numbers_in_variables_are_0d_parameters_that_round_trip(tmp_path: Any) -> None:
+    a, b = Counted(1.0), Counted(9.0)
+    tree = pp.tree(a)
+    assert set(tree.paths()) == {".".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(a))}
+    assert (tree["alpha"].shape, tree["alpha"].dtype, tree["alpha"].kind) == ((), np.float64, "parameter")
+    assert (tree["step"].dtype, tree["step"].kind, tree["flag"].dtype) == (np.int64, "buffer", np.bool_)
+    target = tmp_path / "counted.safetensors"
+    pp.save(a, target)
+    pp.load(b, target)
+    assert (b.alpha.get_value(), b.step.get_value(), b.flag.get_value()) == (1.0, 1, False)
+    assert (type(b.alpha.get_value()), type(b.step.get_value()), type(b.flag.get_value())) == (float, int, bool)
+    np.testing.assert_array_equal(np.asarray(b(jnp.ones(2))), np.asarray(a(jnp.ones(2))))
+    c = Counted(9.0)
+    pp.transfer(a, c)
+    assert (c.alpha.get_value(), c.step.get_value()) == (1.0, 1)
+    assert not pp.diff(a, c)
+    pp.tree(c)["alpha"].set(np.float64(2.5))
+    assert c.alpha.get_value() == 2.5 and type(c.alpha.get_value()) is float
+    pp.tree(c).cast("bfloat16", where=lambda p: p.path == "alpha")
+    assert c.alpha.get_value().dtype == jnp.bfloat16
+    grads = nnx.grad(lambda m: jnp.sum(m(jnp.ones(2))))(a)   # a Python number's gradient is a 0-d array
+    polyparam_flax.record_gradients(a, grads)
+    assert tree["alpha"].grad().shape == ()

@@ -228,3 +228,44 @@ def test_gradients_of_the_trainable_params_only_are_recorded() -> None:
     polyparam_flax.record_gradients(m, grads)
     assert tree["enc.weight"].grad() is None
     np.testing.assert_allclose(tree["head.bias"].grad(), np.asarray(grads["head"]["bias"][...]))
+
+
+def test_a_full_gradient_state_records_nothing_for_a_frozen_param() -> None:
+    """``nnx.grad(loss)(model)`` differentiates every Param, frozen ones too: their gradients are not recorded (as
+    torch stores none for ``requires_grad=False``), so ``grad_norm`` and ``clip_grads`` count what trains, as the
+    optimizer built with ``wrt=polyparam_flax.trainable`` sees it."""
+    m, x = Model(), jnp.ones((2, 4))
+    tree = pp.tree(m)
+    tree["enc.weight"].trainable = False
+    grads = nnx.grad(_loss)(m, x)   # every Param's gradient, the frozen one's too
+    polyparam_flax.record_gradients(m, grads)
+    assert tree["enc.weight"].grad() is None
+    trained = [np.asarray(grads["enc"]["bias"][...]), np.asarray(grads["head"]["kernel"][...]),
+               np.asarray(grads["head"]["bias"][...])]
+    expected = float(np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in trained)))
+    assert tree.grad_norm() == pytest.approx(expected, rel=1e-6)
+
+
+class Unlisted(nnx.Module):
+    """State ``nnx.state`` saves that no parameter can hold: a Variable holding a dict, an array held as data."""
+
+    def __init__(self, kind: str) -> None:
+        self.w = nnx.Param(jnp.ones(2))
+        if kind == "dict":
+            self.table = nnx.Param({"a": jnp.ones(2)})
+        elif kind == "data":
+            self.shift = nnx.data(jnp.ones(2))
+        elif kind == "data number":
+            self.scale = nnx.data(2.0)
+        else:
+            self.items = nnx.data([jnp.ones(2)])
+
+
+@pytest.mark.parametrize(("kind", "path"), [("dict", "table"), ("data", "shift"), ("data number", "scale"),
+                                            ("data list", "items.0")])
+def test_state_nnx_saves_but_no_parameter_can_hold_is_refused_not_dropped(kind: str, path: str) -> None:
+    model = Unlisted(kind)
+    assert len(nnx.to_flat_state(nnx.state(model))) == 2   # NNX saves it
+    with pytest.raises(errors.UnsupportedModelError, match="nnx.Variable|one array per Variable") as info:
+        pp.tree(model)
+    assert info.value.path == path
