@@ -172,9 +172,10 @@ def _difference(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return float("inf"), float("inf")
     x, y = (a.astype(np.int64) if a.dtype.kind == "V" and k in "iu" else a for a, k in ((x, kx), (y, ky)))   # int4
     if kx in "biu" and ky in "biu":   # exact: int64 and uint64 values beyond 2**53
-        delta = np.abs(x.astype(object) - y.astype(object))
+        ox, oy = x.astype(object).reshape(-1), y.astype(object).reshape(-1)   # (0-d: np.abs gives a Python int)
+        delta = np.abs(ox - oy)
         largest_int = int(delta.max()) if delta.size else 0
-        scale_int = int(np.abs(x.astype(object)).max()) if x.size else 0
+        scale_int = int(np.abs(ox).max()) if ox.size else 0
         return float(largest_int), (float(largest_int) / scale_int if scale_int else
                                     (0.0 if largest_int == 0 else float("inf")))
     wide = np.complex128 if "c" in kx + ky else np.float64

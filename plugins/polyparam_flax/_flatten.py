@@ -19,10 +19,11 @@ parameters, in that order:
   ``k`` positions.
 * a normalization between them over ``k * C`` features holds per-feature values in that
   order too; one over ``C`` is a channel normalization of the map and is passed by. A
-  normalization is in doubt only between a ``Linear`` of its features and a convolution:
-  a ResNet bottleneck's last ``BatchNorm`` (``4 * C`` channels) is followed in assignment
-  order by the shortcut's convolution of ``C`` inputs, which reads the block's input, not
-  the norm's output.
+  normalization between two convolutions (past other normalizations) is not in doubt: a
+  ResNet bottleneck's last ``BatchNorm`` (``4 * C`` channels) is followed in assignment
+  order by the shortcut's convolution of ``C`` inputs, which reads the block's input,
+  not the norm's output. One with a ``Linear``, another module or nothing on its other
+  side (a flattened embedding head) stays in doubt.
 
 A subclassed model's ``__call__`` may use its modules in another order than it assigned them,
 so the rule can miss a flatten (a ``Linear`` assigned before its convolution, a map concatenated
@@ -150,14 +151,14 @@ def _map_next_to(neighbours: Iterator[Held], *, made: bool) -> tuple[str, Any, i
     return None
 
 
-def _linear_next_to(neighbours: Iterator[Held], features: int, *, made: bool) -> bool:
-    """Whether the nearest module in ``neighbours`` past normalizations is a ``Linear`` that reads (``made``: the
-    map is made before the normalization, flattened, and read by a Linear after it) or makes ``features``
-    features: a normalization is in doubt only between such a Linear and a convolution."""
+def _map_beyond(neighbours: Iterator[Held]) -> bool:
+    """Whether the nearest module in ``neighbours`` past normalizations is a convolution: a normalization
+    between two convolutions (a ResNet bottleneck's last ``BatchNorm``, then the shortcut's convolution in
+    assignment order) normalizes a map's channels, not flattened features."""
     for _, module in neighbours:
         if isinstance(module, _NORMS):
             continue
-        return isinstance(module, nnx.Linear) and int(module.in_features if made else module.out_features) == features
+        return isinstance(module, _MAPS)
     return False
 
 
@@ -188,9 +189,8 @@ def flatten_doubt(root: Any, steps: Sequence[Step]) -> str | None:
         features = int(module.in_features if made else module.out_features) if is_linear else _features(module)
         if features is None or not _multiple(features, channels) or (is_linear and made and attr != "kernel"):
             continue
-        if not is_linear and not _linear_next_to(_after(chain, module, native_path(at)) if made else _before(chain),
-                                                 features, made=made):
-            continue   # a channel norm next to a convolution that reads or makes another map (a ResNet's bn3)
+        if not is_linear and _map_beyond(_after(chain, module, native_path(at)) if made else _before(chain)):
+            continue   # between two convolutions: a channel norm (a ResNet's bn3 before the shortcut's conv)
         what = ("inputs" if made else "outputs") if is_linear else "per-feature values"
         how = "flattened by a reshape in __call__" if made else "that a reshape in __call__ makes"
         reasons.append(f"its {features} {what} are {features // channels} x the {channels} channels of "

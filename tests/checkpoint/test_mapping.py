@@ -430,3 +430,12 @@ def test_convert_keeps_ties_under_mapped_names(tmp_path: Path) -> None:
     other = nn.Sequential(nn.Embedding(5, 3), nn.Linear(3, 5, bias=False))
     pp.load(other, tmp_path / "out.safetensors", strip_prefix="model.")
     assert other[1].weight is other[0].weight
+
+
+def test_diff_of_differing_0d_integers_and_bools_is_reported_not_a_crash() -> None:
+    """A counter (torch's ``num_batches_tracked``, an NNX step) is 0-d: its difference is a number."""
+    a = {"step": np.array(3, np.int64), "flag": np.array(True), "w": np.ones(2, np.float32)}
+    b = {"step": np.array(7, np.int64), "flag": np.array(False), "w": np.ones(2, np.float32)}
+    diff = pp.diff(a, b)
+    assert set(diff.changed) == {"step", "flag"}
+    assert diff.values["step"][0] == 4 and diff.values["flag"][0] == 1

@@ -463,3 +463,7 @@ def test_python_numbers_in_variables_are_0d_parameters_that_round_trip(tmp_path:
     grads = nnx.grad(lambda m: jnp.sum(m(jnp.ones(2))))(a)   # a Python number's gradient is a 0-d array
     polyparam_flax.record_gradients(a, grads)
     assert tree["alpha"].grad().shape == ()
+    tree.clip_grads(1e-3)   # stays 0-d, in the store and in what the optimizer gets
+    assert tree["alpha"].grad().shape == () and polyparam_flax.gradients(a)["alpha"].get_value().shape == ()
+    tree.zero_grads()
+    assert tree["alpha"].grad().shape == ()

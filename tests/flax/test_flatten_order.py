@@ -198,3 +198,16 @@ def test_a_resnet_bottlenecks_channel_norms_are_not_in_doubt_and_transfer_from_t
         expected = source(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(np.asarray(block(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2),
                                expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_norm_over_flattened_features_at_the_end_of_the_model_stays_in_doubt() -> None:
+    """``Conv -> reshape -> BatchNorm(k * C)`` as a model's output (an embedding head), and a LayerNorm over them
+    before an ``nnx.LinearGeneral``: no convolution on the norm's other side, so its features may be a map's."""
+    rngs = nnx.Rngs(0)
+    head = nnx.Sequential(nnx.Conv(3, C, (3, 3), padding="VALID", rngs=rngs), lambda x: x.reshape(x.shape[0], -1),
+                          nnx.BatchNorm(FLAT, rngs=rngs))
+    assert set(_doubts(head)) == {"2.weight", "2.bias", "2.running_mean", "2.running_var"}
+    general = nnx.Sequential(nnx.Conv(3, C, (3, 3), padding="VALID", rngs=rngs),
+                             lambda x: x.reshape(x.shape[0], -1), nnx.LayerNorm(FLAT, rngs=rngs),
+                             nnx.LinearGeneral(FLAT, 2, rngs=rngs))
+    assert {"2.weight", "2.bias"} <= set(_doubts(general))

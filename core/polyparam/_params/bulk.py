@@ -85,7 +85,7 @@ def rewrite_grads(params: list[Parameter], change: Callable[[np.ndarray], np.nda
             g = p.grad()
             if g is None:
                 continue
-            p._write_grad(np.ascontiguousarray(change(g)))
+            p._write_grad(np.asarray(change(g), order="C"))   # (np.ascontiguousarray makes a 0-d value 1-d)
             done.append((p, g))
     except BaseException:
         for p, g in reversed(done):
