@@ -98,9 +98,11 @@ def atomically(save: Callable[..., None], target: str) -> Callable[[], None]:
 
 
 def run_rows(label: str, n_tensors: int, n_params: int, rows: list[Row], repeat: int,
-             floors: dict[str, Callable[[], Any]] | None = None) -> None:
+             floors: dict[str, Callable[[], Any]] | None = None, floor_labels: dict[str, str] | None = None) -> None:
     """Print each row's ratio; ``floors`` adds the native way with polyparam's guarantee: an undo copy before a write
-    (:func:`with_undo`), an atomic, durable file for a save (:func:`atomically`)."""
+    (:func:`with_undo`), an atomic, durable file for a save (:func:`atomically`); ``floor_labels`` names a floor that
+    is neither."""
+    label_of = floor_labels or {}
     print(f"{label}: {n_params / 1e6:.1f}M parameters in {n_tensors} tensors, best of {repeat}", flush=True)
     for name, ours, native in rows:
         floor = (floors or {}).get(name)
@@ -112,7 +114,7 @@ def run_rows(label: str, n_tensors: int, n_params: int, rows: list[Row], repeat:
         if target is not None:
             met = ratio <= target or (name == "tree+items" and t_ours * 1e3 < n_tensors / 100)
             verdict = "  ok" if met else f"  over {target}x"
-        what = "atomic native save" if name == "save" else "native + undo copy"
+        what = "atomic native save" if name == "save" else label_of.get(name, "native + undo copy")
         extra = "" if floor is None else f"   ({what} {times[2] * 1e3:.2f} ms: {t_ours / times[2]:.2f}x of it)"
         print(f"  {name:<11} {t_ours * 1e3:9.2f} ms vs {t_native * 1e3:9.2f} ms native = {ratio:6.2f}x{verdict}{extra}",
               flush=True)
@@ -522,11 +524,15 @@ def bench_flax(quick: bool, repeat: int, folder: str) -> None:
                   "load": native_load,
                   "transfer": lambda model=model, model2=model2: nnx.update(model2, nnx.state(model))}
         # JAX arrays are immutable: the native write replaces them and the old ones are the undo record, so the
-        # native way with polyparam's guarantee is the native way itself (no floor rows but the atomic save)
-        floors = {"save": atomically(native_save, native_file)}
+        # native way with polyparam's guarantee is the native way itself, except for transfer: nnx.update shares
+        # the source's arrays, polyparam's transfer copies them (a buffer donated to a jitted step in one model
+        # must not delete the other's), so its floor is the native update of copies
+        floors = {"save": atomically(native_save, native_file),
+                  "transfer": lambda model=model, model2=model2: nnx.update(
+                      model2, ready(jax.tree.map(jnp.copy, nnx.state(model))))}
         variables = flat(model)
         run_rows(label, len(variables), sum(int(v.get_value().size) for _, v in variables),
-                 [(k, ours[k], native[k]) for k in ours], repeat, floors)
+                 [(k, ours[k], native[k]) for k in ours], repeat, floors, {"transfer": "native of copies"})
 
 
 # ---------------------------------------------------------------- scale curve
