@@ -59,6 +59,13 @@ def place(array: np.ndarray, like: Any) -> Any:
     host = np.asarray(array)
     # a dtype given costs a conversion step even when it is the same (60 us against 40)
     value = jnp.array(host, copy=True) if host.dtype == like.dtype else jnp.array(host, dtype=like.dtype, copy=True)
+    if getattr(like, "weak_type", False) and host.ndim == 0:
+        # a weak-typed scalar (nnx.Param(1.0) after a jitted step) stays weak, so it does not promote what it
+        # multiplies (bfloat16 activations) and a jitted function is not traced again; weak types are JAX's
+        # defaults for Python numbers, which jnp.asarray of one gives
+        weak = jnp.asarray(host.item())
+        if weak.dtype == value.dtype:
+            value = weak
     if sharding is not None and value.sharding != sharding:
         value = jax.device_put(value, sharding)
     return value

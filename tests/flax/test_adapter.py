@@ -467,3 +467,28 @@ def test_python_numbers_in_variables_are_0d_parameters_that_round_trip(tmp_path:
     assert tree["alpha"].grad().shape == () and polyparam_flax.gradients(a)["alpha"].get_value().shape == ()
     tree.zero_grads()
     assert tree["alpha"].grad().shape == ()
+
+
+def test_a_weak_typed_scalar_stays_weak_after_a_write(tmp_path: Any) -> None:
+    """After a jitted step ``nnx.Param(1.0)`` holds a weak-typed float32, which does not promote the bfloat16
+    values it multiplies; a load of it keeps it weak, as ``nnx.update`` does."""
+
+    class Scaled(nnx.Module):
+        def __init__(self) -> None:
+            self.temp = nnx.Param(1.5)
+            self.w = nnx.Param(jnp.ones(2))
+
+        def __call__(self, x: Any) -> Any:
+            return x * self.temp
+
+    model = Scaled()
+    x = jnp.ones((2,), jnp.bfloat16)
+    nnx.jit(lambda m, x: m(x))(model, x)
+    assert model.temp.get_raw_value().weak_type
+    target = tmp_path / "scaled.safetensors"
+    pp.save(model, target)
+    pp.load(model, target)
+    assert model.temp.get_raw_value().weak_type and model(x).dtype == jnp.bfloat16
+    pp.tree(model)["temp"].set(np.float32(2.0))
+    assert model.temp.get_raw_value().weak_type and float(model.temp.get_raw_value()) == 2.0
+    assert not model.w.get_raw_value().weak_type
