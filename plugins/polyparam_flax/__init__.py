@@ -27,9 +27,9 @@ __all__ = ["NAME", "OptaxGroups", "backward", "gradients", "polyparam_backend_fo
 
 NAME = "flax"
 
-# flax.nnx not imported means no NNX module can exist: the object is not ours, and flax stays unimported.
+# flax.nnx not imported means no NNX object can exist: the object is not ours, and flax stays unimported.
 polyparam_backend_names, polyparam_get_backend, polyparam_backend_for = discovery_hooks(
-    NAME, "polyparam_flax._backend", owns=[("flax.nnx", "Module")])
+    NAME, "polyparam_flax._backend", owns=[("flax.nnx", "Pytree")])   # optimizers too: refused by name
 
 
 def __getattr__(name: str) -> Any:

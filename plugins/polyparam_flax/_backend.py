@@ -57,13 +57,18 @@ def framework_version() -> str:
 
 
 def is_native(obj: object, /) -> bool:
-    return isinstance(obj, nnx.Module)
+    """An NNX object: a Module, or another ``nnx.Pytree`` (an optimizer, metrics), which :func:`tree` refuses by
+    name rather than leaving it to no backend ("import its framework first")."""
+    return isinstance(obj, nnx.Pytree)
 
 
 def tree(obj: object, /) -> ParameterTree:
-    if not is_native(obj):
+    if not isinstance(obj, nnx.Module):
+        what = (" (an nnx.Pytree that is not a Module: an optimizer's or metrics' state, not a model)"
+                if isinstance(obj, nnx.Pytree) else "")
         msg = (f"Cannot wrap {type(obj).__name__} with the flax backend: expected a flax.nnx.Module, got "
-               f"{type(obj).__name__!r}. Pass the NNX model itself (for Linen, nnx.bridge.ToNNX wraps a module).")
+               f"{type(obj).__name__!r}{what}. Pass the NNX model itself (for Linen, nnx.bridge.ToNNX wraps a "
+               "module).")
         raise errors.UnsupportedModelError(msg, backend=NAME, expected="flax.nnx.Module", got=type(obj).__name__)
     check_model(obj)   # a stacked layer or a dotted key is refused here, not at the first fact
     return FlaxTree(obj)

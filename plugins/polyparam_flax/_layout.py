@@ -129,7 +129,10 @@ def number_type(raw: Any) -> type | None:
     that a transform leaves), or ``None`` for an array."""
     if _is_array(raw):
         return None
-    return next((kind for kind in SCALARS if isinstance(raw, kind)), None)
+    kind = next((kind for kind in SCALARS if isinstance(raw, kind)), None)
+    if kind is int and not -(2**63) <= raw < 2**63:
+        return None   # no NumPy integer holds it: refused by check_model, not read as an object array
+    return kind
 
 
 def is_variable(value: Any) -> bool:
@@ -197,8 +200,17 @@ def _items(container: Any) -> list[tuple[Any, Any]]:
 
 
 def _attributes(module: Any) -> list[tuple[str, Any]]:
-    return [(name, value) for name, value in vars(module).items()
-            if not name.startswith(("_pytree__", "_object__"))]
+    """``module``'s attributes in the order they were assigned.
+
+    NNX's transforms (``nnx.jit``, ``nnx.update``) set a module's attributes again in sorted
+    order, so ``vars(module)`` is alphabetical after one jitted step; the record of which
+    attributes are data (``_pytree__nodes``) keeps the order they were first assigned in,
+    which the paths' order and the layout rules of ``_flatten`` read.
+    """
+    attrs = vars(module)
+    nodes = attrs.get("_pytree__nodes")
+    names = list(attrs) if not nodes else [*(n for n in nodes if n in attrs), *(n for n in attrs if n not in nodes)]
+    return [(name, attrs[name]) for name in names if not name.startswith(("_pytree__", "_object__"))]
 
 
 def children_of(node: Any, *, at: str = "") -> list[Entry]:

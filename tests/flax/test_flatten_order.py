@@ -211,3 +211,27 @@ def test_a_norm_over_flattened_features_at_the_end_of_the_model_stays_in_doubt()
                              lambda x: x.reshape(x.shape[0], -1), nnx.LayerNorm(FLAT, rngs=rngs),
                              nnx.LinearGeneral(FLAT, 2, rngs=rngs))
     assert {"2.weight", "2.bias"} <= set(_doubts(general))
+
+
+def test_a_jitted_step_changes_neither_the_doubt_nor_the_order_of_paths() -> None:
+    """``nnx.jit`` sets a module's attributes again in sorted order (``classifier`` before ``features``); the
+    paths and the layout rule follow the order they were assigned in, so a jitted model is read as a fresh one."""
+
+    class Features(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.features = nnx.Conv(3, C, (3, 3), padding="VALID", rngs=rngs)
+            self.classifier = nnx.Linear(FLAT, 2, rngs=rngs)
+
+        def __call__(self, x: Any) -> Any:
+            x = nnx.relu(self.features(x))
+            return self.classifier(x.reshape(x.shape[0], -1))
+
+    model = Features(nnx.Rngs(0))
+    fresh_paths, fresh_doubts = pp.tree(model).paths(), _doubts(model)
+    nnx.jit(lambda m, x: m(x))(model, jnp.ones((1, H, W, 3)))
+    assert [k for k in vars(model) if not k.startswith("_")] == ["classifier", "features"]   # what NNX did
+    assert pp.tree(model).paths() == fresh_paths == ["features.weight", "features.bias", "classifier.weight",
+                                                     "classifier.bias"]
+    assert _doubts(model) == fresh_doubts and list(fresh_doubts) == ["classifier.weight"]
+    with pytest.raises(errors.TransferError, match=r"classifier\.weight"):
+        pp.transfer(_torch_flattened(), model, rename=[(r"^0\.", "features."), (r"^3\.", "classifier.")])

@@ -257,6 +257,8 @@ class Unlisted(nnx.Module):
             self.shift = nnx.data(jnp.ones(2))
         elif kind == "data number":
             self.scale = nnx.data(2.0)
+        elif kind == "huge int":
+            self.count = nnx.Variable(2**70)
         elif kind == "pytree":
             self.metric = nnx.metrics.Average()   # an nnx.Pytree, not a Module, holding Variables
         else:
@@ -264,10 +266,21 @@ class Unlisted(nnx.Module):
 
 
 @pytest.mark.parametrize(("kind", "path"), [("dict", "table"), ("data", "shift"), ("data number", "scale"),
-                                            ("data list", "items.0"), ("pytree", "metric")])
+                                            ("data list", "items.0"), ("pytree", "metric"),
+                                            ("huge int", "count")])
 def test_state_nnx_saves_but_no_parameter_can_hold_is_refused_not_dropped(kind: str, path: str) -> None:
     model = Unlisted(kind)
     assert len(nnx.to_flat_state(nnx.state(model))) >= 2   # NNX saves it
     with pytest.raises(errors.UnsupportedModelError, match="nnx.Variable|one array per Variable|nnx.Module") as info:
         pp.tree(model)
     assert info.value.path == path
+
+
+def test_an_optimizer_given_for_the_model_is_refused_by_name() -> None:
+    import optax
+
+    model = Model()
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    with pytest.raises(errors.UnsupportedModelError, match="not a Module") as info:
+        pp.tree(optimizer)
+    assert info.value.got == "Optimizer"
