@@ -185,9 +185,10 @@ def _unread(node: Any, at: str) -> errors.UnsupportedModelError | None:
         else:
             continue
         path = join_path(at, name)
+        article = "an" if what[0] in "AEIOUaeiou" else "a"
         msg = (f"Cannot read {path!r} of {type(node).__name__}: expected a Variable holding an array or a number, "
-               f"got a {what}, which nnx.state saves but polyparam cannot list as a parameter (it would be left out "
-               f"of every save, load and transfer). {fix}.")
+               f"got {article} {what}, which nnx.state saves but polyparam cannot list as a parameter (it would be "
+               f"left out of every save, load and transfer). {fix}.")
         return errors.UnsupportedModelError(msg, backend=NAME, path=path, expected="a Variable holding an array",
                                             got=what)
     return None

@@ -47,7 +47,29 @@ class FlaxParameter(Parameter):
 
     @property
     def _var(self) -> Any:
-        return resolve(self._root, self._steps)   # looked up on every call: a tie made later is seen
+        try:
+            var = resolve(self._root, self._steps)   # looked up on every call: a tie made later is seen
+        except (AttributeError, KeyError, IndexError) as e:
+            raise self._gone("holds no such Variable now") from e
+        if not is_a(var, nnx.Variable):
+            raise self._gone(f"holds a {type(var).__name__} now")
+        return var
+
+    def _gone(self, what: str) -> errors.ParameterNotFoundError:
+        """The refusal of a parameter whose place in the model changed since its tree was built (a layer
+        replaced by another type)."""
+        msg = (f"Cannot use parameter {self.path!r}: expected the {self._leaf.name!r} Variable found at "
+               f"{native_path(self._steps)!r} when the tree was built, got a model whose place {what} (a layer was "
+               "replaced since). Build the tree again: pp.tree(model).")
+        return errors.ParameterNotFoundError(msg, path=self.path, expected=native_path(self._steps), got=what)
+
+    def _native_shape(self, var: Any) -> tuple[int, ...]:
+        """``var``'s shape, refused where the leaf's layout cannot read it (a layer replaced by another type)."""
+        shape = shape_of(var)
+        perm = self._leaf.layout.perm
+        if perm is not None and len(perm) != len(shape):
+            raise self._gone(f"holds a Variable of {len(shape)} axes, where this parameter's layout reads {len(perm)}")
+        return shape
 
     def _value(self) -> Any:
         return self._var.get_raw_value()
@@ -55,7 +77,7 @@ class FlaxParameter(Parameter):
     # ---- facts ------------------------------------------------------------------
 
     def _shape(self) -> Shape:
-        return self._leaf.layout.shape(shape_of(self._var))
+        return self._leaf.layout.shape(self._native_shape(self._var))
 
     def _dtype(self) -> Any:
         value = self._value()
@@ -100,7 +122,9 @@ class FlaxParameter(Parameter):
     # ---- values -----------------------------------------------------------------
 
     def _read(self) -> np.ndarray:
-        return self._leaf.layout.to_canonical(to_numpy(self._value()))
+        var = self._var
+        self._native_shape(var)
+        return self._leaf.layout.to_canonical(to_numpy(var.get_raw_value()))
 
     def _write(self, array: np.ndarray, /) -> None:
         var = self._var   # JAX arrays are immutable: the Variable gets a new one

@@ -284,3 +284,16 @@ def test_an_optimizer_given_for_the_model_is_refused_by_name() -> None:
     with pytest.raises(errors.UnsupportedModelError, match="not a Module") as info:
         pp.tree(optimizer)
     assert info.value.got == "Optimizer"
+
+
+def test_a_parameter_taken_before_its_layer_was_replaced_says_so() -> None:
+    """A handle keeps its place and layout: a Linear replaced by an Embed (no ``kernel``) or a Conv (a kernel of
+    four axes) is refused with a typed error naming the path, not read through the Linear's layout."""
+    for replacement in (nnx.Embed(4, 4, rngs=nnx.Rngs(1)), nnx.Conv(4, 4, (2, 2), rngs=nnx.Rngs(1))):
+        model = Model()
+        weight = pp.tree(model)["enc.weight"]
+        model.enc = replacement
+        with pytest.raises(errors.ParameterNotFoundError, match="pp.tree") as info:
+            weight.numpy()
+        assert info.value.path == "enc.weight"
+        assert pp.tree(model)["enc.weight"].shape in {(4, 4), (4, 4, 2, 2)}   # a new tree reads the new layer
