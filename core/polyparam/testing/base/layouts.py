@@ -135,7 +135,6 @@ class BaseLayoutMeaningTests(_Kit):
         expected = reference_forward(kind, params, x, groups=groups)
         _check(backend.NAME, kind, params, x, got, expected, groups)
 
-
     @pytest.mark.parametrize("kind", [*LAYER_SPECS, "batchnorm"])
     def test_a_single_layer_has_no_layout_doubt(self, backend: Any, models: ModelFactory, kind: str) -> None:
         """A layer alone, whose layout the adapter knows, moves to another framework: no parameter of it is in
