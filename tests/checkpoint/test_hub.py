@@ -392,6 +392,34 @@ def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatc
     np.testing.assert_array_equal(out["w3"].numpy(), np.full(64, 3, np.float32))
 
 
+def test_an_interrupt_after_the_index_is_in_place_keeps_the_new_checkpoint(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C (or a scheduler's signal) during the directory fsync that follows the index's rename: the new
+    index names the new shards, so those stay (the old ones go at the next save) and the directory loads."""
+    import polyparam.checkpoint.io as io
+
+    pp.save(pp.tree({f"w{i}": np.full(64, 1, np.float32) for i in range(4)}), tmp_path, max_shard_size=300)
+    real = io._fsync_dir
+
+    def interrupted_after_the_index(directory: str) -> None:
+        real(directory)
+        index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+        if any(name.count("-") == 4 for name in index["weight_map"].values()):   # this save's shards (named -<id>)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(io, "_fsync_dir", interrupted_after_the_index)
+    with pytest.raises(KeyboardInterrupt):
+        pp.save(pp.tree({f"w{i}": np.full(64, 2, np.float32) for i in range(4)}), tmp_path, max_shard_size=300)
+    monkeypatch.setattr(io, "_fsync_dir", real)
+    out = pp.tree({f"w{i}": np.zeros(64, np.float32) for i in range(4)})
+    pp.load(out, tmp_path)
+    np.testing.assert_array_equal(out["w3"].numpy(), np.full(64, 2, np.float32))
+    pp.save(out, tmp_path, max_shard_size=300)   # the next save removes the shards no index names
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors")) == sorted(set(
+        index["weight_map"].values()))
+
+
 @pytest.mark.parametrize("kill_at", [1, 4, 8, 9, 10])
 def test_a_save_killed_at_any_point_leaves_the_previous_checkpoint_loadable(tmp_path: Path, kill_at: int) -> None:
     """Killed writing a shard (1), renaming one in (4, 8), before the index is renamed in (9): the previous

@@ -145,11 +145,24 @@ def write_hub(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], meta
                       ensure_ascii=False)
             fh.write("\n")
     except BaseException:
-        for name in written:        # the previous index still names only its own shards
-            _remove(os.path.join(directory, name))
+        if not _index_names_any(directory, names):   # the previous index still names only its own shards
+            for name in written:
+                _remove(os.path.join(directory, name))
+        # else the new index was in place when it failed (an interrupt during the directory's fsync): its shards
+        # are the checkpoint now, and the previous ones go at the next save
         raise
     _remove_previous(directory, previous, set(names))
     return names
+
+
+def _index_names_any(directory: str, names: list[str]) -> bool:
+    """Whether the index in ``directory`` names any of ``names`` (this save's shards, whose names are its own)."""
+    try:
+        with open(os.path.join(directory, INDEX), encoding="utf-8") as fh:
+            mapped = json.load(fh).get("weight_map", {})
+        return bool(set(mapped.values()) & set(names))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
 
 
 def _remove(file: str) -> None:
