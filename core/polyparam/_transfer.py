@@ -218,7 +218,8 @@ def transfer(src: Any, dst: Any, /, *, strict: bool = True, match: Literal["path
                            f"{'; '.join(shown)}{' ...' if len(report.shapes) + len(report.dtypes) > 5 else ''}.")
             if report.missing or report.unexpected:
                 msg = mismatch_message(f"Cannot transfer {s.backend} parameters to {d.backend}", report.missing,
-                                       report.unexpected, source="source's paths", target="destination's paths")
+                                       report.unexpected, source="source's paths", target="destination's paths",
+                                       partial="strict=False")   # transfer has no allow_missing / ignore_extra
                 if shown:
                     msg += f" Also {differences}"
             else:   # every path pairs: the paths are not the problem, and renaming is not the fix

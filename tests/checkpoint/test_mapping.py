@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import subprocess
 import sys
 import warnings
@@ -439,3 +440,17 @@ def test_diff_of_differing_0d_integers_and_bools_is_reported_not_a_crash() -> No
     diff = pp.diff(a, b)
     assert set(diff.changed) == {"step", "flag"}
     assert diff.values["step"][0] == 4 and diff.values["flag"][0] == 1
+
+
+def test_a_transfers_mismatch_suggests_only_arguments_transfer_takes() -> None:
+    """The refusal's fix must be one the caller can follow: transfer has strict=, not allow_missing= /
+    ignore_extra= (load_state's)."""
+    import inspect
+
+    src = {"a": np.ones(2, np.float32), "extra": np.ones(3, np.float32)}
+    dst = {"a": np.zeros(2, np.float32), "other": np.zeros(4, np.float32)}
+    with pytest.raises(errors.TransferError) as info:
+        pp.transfer(src, dst)
+    accepted = set(inspect.signature(pp.transfer).parameters)
+    named = set(re.findall(r"\b([a-z_]+)=", str(info.value)))
+    assert named and named <= accepted, named - accepted

@@ -176,8 +176,10 @@ def check_keys(groups: Groups, keys: Any, *, strict: bool, subject: str, optiona
 
 
 def mismatch_message(head: str, missing: list[str], unexpected: list[str], *, show: int = 5,
-                     source: str = "source's keys", target: str = "model's paths") -> str:
-    """A structure mismatch that fits a screen: the counts, the first few of each, the likely cause, one fix."""
+                     source: str = "source's keys", target: str = "model's paths",
+                     partial: str = "allow_missing=True / ignore_extra=True (strict=False for both)") -> str:
+    """A structure mismatch that fits a screen: the counts, the first few of each, the likely cause, one fix
+    (``partial``: the arguments of the caller that take what matches)."""
     from polyparam._params.mapping import likely_cause
 
     def short(key: str) -> str:
@@ -196,7 +198,7 @@ def mismatch_message(head: str, missing: list[str], unexpected: list[str], *, sh
         parts.append(f"Unexpected (in the source, not in the {where}): {few(unexpected)}.")
     cause = likely_cause(missing, unexpected)
     parts.append(cause or "Map the keys (rename=, strip_prefix=, add_prefix=, root=), or pass "
-                 "allow_missing=True / ignore_extra=True (strict=False for both) to take what matches.")
+                 f"{partial} to take what matches.")
     return " ".join(parts)
 
 
