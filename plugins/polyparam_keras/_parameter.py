@@ -444,12 +444,15 @@ class KerasParameter(Parameter):
         return super()._read_copy()
 
     def _keep_storage(self) -> Callable[[], None] | None:
-        """TensorFlow on the CPU: keep the tensor a read returns as the undo record, with no copy.
+        """TensorFlow on the CPU: keep the tensor a read returns as the undo record, with no copy (JAX: the array,
+        see :meth:`_keep_jax_array`).
 
         A read shares the variable's buffer, and TensorFlow's assign never writes a buffer
         someone else holds (it writes a new one, or takes the one given), so the read
         tensor keeps the old value for as long as the journal holds it.
         """
+        if engine() == "jax":
+            return self._keep_jax_array()
         variable = self._cpu_tf_variable()
         if variable is None:
             return None      # (on a device: the journal's copy goes to host memory, a kept tensor would not)
@@ -458,6 +461,19 @@ class KerasParameter(Parameter):
         def put_back() -> None:
             with eager():
                 variable.assign(old)
+
+        return put_back
+
+    def _keep_jax_array(self) -> Callable[[], None] | None:
+        """JAX: the array the variable holds now, as the undo record. JAX arrays are immutable and ``assign``
+        gives the variable a new one, so the old one keeps its value with no copy, as on Flax."""
+        v = self._variable()
+        old = None if v is None else v._value
+        if old is None or not hasattr(old, "addressable_shards"):   # unbuilt, or not a concrete jax.Array
+            return None
+
+        def put_back() -> None:
+            v.assign(old)
 
         return put_back
 

@@ -427,6 +427,38 @@ def test_on_torch_a_write_through_a_view_between_forward_and_backward_is_refused
     assert out.stdout.split("\n")[-4:-1] == ["item refused", "initialize refused", "refused load ran"]
 
 
+def test_on_jax_a_failed_load_puts_back_the_arrays_it_replaced_not_copies() -> None:
+    """Keras on JAX: a variable holds an immutable JAX array and ``assign`` gives it a new one, so a load keeps the
+    old arrays as its undo record (no copy) and a failure puts those very arrays back."""
+    pytest.importorskip("jax")
+    code = textwrap.dedent("""
+        import keras, numpy as np, polyparam as pp
+        from polyparam import errors
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+        tree = pp.tree(m)
+        before = {path: p.native._value for path, p in tree.items()}
+        state = {path: np.full(p.shape, 3, p.dtype) for path, p in tree.items()}
+        last = list(state)[-1]
+        cls = type(tree[last])
+        original = cls._write
+        def write(self, array):
+            if self.path == last:
+                raise RuntimeError("refused")
+            original(self, array)
+        cls._write = write
+        try:
+            tree.load_state(state)
+        except errors.WriteFailedError:
+            pass
+        cls._write = original
+        print(keras.backend.backend(), all(p.native._value is before[path] for path, p in tree.items()))
+    """)
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["jax", "True"]
+
+
 def test_these_tests_pass_under_the_other_keras_backend() -> None:
     """This directory, in a fresh process on the other Keras backend (tensorflow <-> torch)."""
     other = {"tensorflow": "torch", "torch": "tensorflow"}[keras.backend.backend()]
