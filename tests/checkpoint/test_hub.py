@@ -420,6 +420,23 @@ def test_an_interrupt_after_the_index_is_in_place_keeps_the_new_checkpoint(tmp_p
         index["weight_map"].values()))
 
 
+def test_a_save_removes_the_temporary_folders_killed_saves_left_for_shards_of_any_name(tmp_path: Path) -> None:
+    """A process killed while writing ``model-00001-of-00002-<id>.safetensors`` leaves its temporary folder; that
+    name is never written again, so the next sharded save to the directory removes it (a dead process's only:
+    a running save's folder stays)."""
+    from polyparam.checkpoint.io import _HOST
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    stale = tmp_path / f".model-00001-of-00002-0badc0de.safetensors.{_HOST}-{dead_pid}.abcdefgh.tmp"
+    live = tmp_path / f".model-00002-of-00002-0badc0de.safetensors.{_HOST}-{os.getppid()}.abcdefgh.tmp"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "partial").write_bytes(b"\0" * 1024)
+    pp.save(pp.tree({f"w{i}": np.ones(64, np.float32) for i in range(4)}), tmp_path, max_shard_size=300)
+    assert not stale.exists() and live.exists()
+
+
 @pytest.mark.parametrize("kill_at", [1, 4, 8, 9, 10])
 def test_a_save_killed_at_any_point_leaves_the_previous_checkpoint_loadable(tmp_path: Path, kill_at: int) -> None:
     """Killed writing a shard (1), renaming one in (4, 8), before the index is renamed in (9): the previous

@@ -30,7 +30,13 @@ import numpy as np
 from polyparam import errors
 from polyparam.checkpoint.formats import PolyparamMetadata
 from polyparam.checkpoint.formats.hub import INDEX_NAMES
-from polyparam.checkpoint.io import atomic_write, check_writable, native_order, write_error
+from polyparam.checkpoint.io import (
+    atomic_write,
+    check_writable,
+    native_order,
+    remove_stale_temporaries,
+    write_error,
+)
 
 __all__ = ["INDEX", "parse_size", "plan_shards", "write_hub"]
 
@@ -125,6 +131,7 @@ def write_hub(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], meta
     except OSError as exc:
         raise write_error(directory, exc) from exc
     groups = plan_shards(tensors, limit)
+    _remove_stale_shard_temporaries(directory)
     names = _names(directory, len(groups))
     previous = _previous_shards(directory)
     sums: dict[str, str] = {}
@@ -153,6 +160,18 @@ def write_hub(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], meta
         raise
     _remove_previous(directory, previous, set(names))
     return names
+
+
+def _remove_stale_shard_temporaries(directory: str) -> None:
+    """Delete the temporary folders that killed saves left for shards of any name: a shard named ``-<id>`` is
+    named once, so no later save to that name would find its folder (which may hold gigabytes)."""
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        tags = {match.group(1) for entry in entries if (match := _SHARD_TEMPORARY.match(entry.name))}
+    for tag in tags:
+        remove_stale_temporaries(directory, tag)
+
+
+_SHARD_TEMPORARY = re.compile(rf"\.({_SHARD.pattern})\.")
 
 
 def _index_names_any(directory: str, names: list[str]) -> bool:

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from polyparam._params.tree import ParameterTree
 
 __all__ = ["LoadReport", "MetadataStrings", "atomic_write", "check_fit", "check_recorded_ties", "check_writable",
-           "collect", "contiguous", "metadata_strings", "native_order", "require_writable_format", "write_checked",
-           "write_error", "write_safetensors", "write_tensors"]
+           "collect", "contiguous", "metadata_strings", "native_order", "remove_stale_temporaries",
+           "require_writable_format", "write_checked", "write_error", "write_safetensors", "write_tensors"]
 
 
 # ---- atomic writes --------------------------------------------------------------------
@@ -90,7 +90,7 @@ def _temporary_pid(entry: str, tag: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _remove_stale_temporaries(directory: str, tag: str) -> None:
+def remove_stale_temporaries(directory: str, tag: str) -> None:
     """Delete the temporary folders of killed saves to this target: same host, process no longer running."""
     if os.name != "posix":      # os.kill(pid, 0) only probes on POSIX
         return
@@ -179,7 +179,7 @@ def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
         # a file the caller may not write stays as it is (a symlink is replaced, not followed)
         if os.path.isfile(target) and not os.path.islink(target) and not os.access(target, os.W_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), target)
-        _remove_stale_temporaries(directory, tag)
+        remove_stale_temporaries(directory, tag)
         work = tempfile.mkdtemp(prefix=f".{tag}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise write_error(target, exc) from exc
