@@ -19,11 +19,12 @@ parameters, in that order:
   ``k`` positions.
 * a normalization between them over ``k * C`` features holds per-feature values in that
   order too; one over ``C`` is a channel normalization of the map and is passed by. A
-  normalization between two convolutions (past other normalizations) is not in doubt: a
-  ResNet bottleneck's last ``BatchNorm`` (``4 * C`` channels) is followed in assignment
-  order by the shortcut's convolution of ``C`` inputs, which reads the block's input,
-  not the norm's output. One with a ``Linear``, another module or nothing on its other
-  side (a flattened embedding head) stays in doubt.
+  normalization whose other side (past other normalizations) is a convolution of exactly
+  its features is a channel norm of that map and not in doubt: a ResNet bottleneck's last
+  ``BatchNorm`` (``4 * C`` channels, after a ``conv3`` of ``4 * C`` outputs) is followed in
+  assignment order by the shortcut's convolution of ``C`` inputs, which reads the block's
+  input, not the norm's output. One with a ``Linear``, another convolution, another
+  module or nothing on its other side (a flattened embedding head) stays in doubt.
 
 A subclassed model's ``__call__`` may use its modules in another order than it assigned them,
 so the rule can miss a flatten (a ``Linear`` assigned before its convolution, a map concatenated
@@ -151,14 +152,15 @@ def _map_next_to(neighbours: Iterator[Held], *, made: bool) -> tuple[str, Any, i
     return None
 
 
-def _map_beyond(neighbours: Iterator[Held]) -> bool:
-    """Whether the nearest module in ``neighbours`` past normalizations is a convolution: a normalization
-    between two convolutions (a ResNet bottleneck's last ``BatchNorm``, then the shortcut's convolution in
-    assignment order) normalizes a map's channels, not flattened features."""
+def _channels_beyond(neighbours: Iterator[Held], features: int, *, made: bool) -> bool:
+    """Whether the nearest module in ``neighbours`` past normalizations is a convolution that reads (``made``:
+    it comes after the normalization) or makes ``features`` channels: the normalization then holds that map's
+    channels, not flattened features (a ResNet bottleneck's last ``BatchNorm`` after the ``conv3`` of its
+    channels, though the shortcut's convolution of fewer inputs follows it in assignment order)."""
     for _, module in neighbours:
         if isinstance(module, _NORMS):
             continue
-        return isinstance(module, _MAPS)
+        return isinstance(module, _MAPS) and int(module.in_features if made else module.out_features) == features
     return False
 
 
@@ -189,8 +191,9 @@ def flatten_doubt(root: Any, steps: Sequence[Step]) -> str | None:
         features = int(module.in_features if made else module.out_features) if is_linear else _features(module)
         if features is None or not _multiple(features, channels) or (is_linear and made and attr != "kernel"):
             continue
-        if not is_linear and _map_beyond(_after(chain, module, native_path(at)) if made else _before(chain)):
-            continue   # between two convolutions: a channel norm (a ResNet's bn3 before the shortcut's conv)
+        if not is_linear and _channels_beyond(_after(chain, module, native_path(at)) if made else _before(chain),
+                                              features, made=made):
+            continue   # the channels of a convolution's map (a ResNet's bn3 before the shortcut's conv)
         what = ("inputs" if made else "outputs") if is_linear else "per-feature values"
         how = "flattened by a reshape in __call__" if made else "that a reshape in __call__ makes"
         reasons.append(f"its {features} {what} are {features // channels} x the {channels} channels of "

@@ -235,3 +235,19 @@ def test_a_jitted_step_changes_neither_the_doubt_nor_the_order_of_paths() -> Non
     assert _doubts(model) == fresh_doubts and list(fresh_doubts) == ["classifier.weight"]
     with pytest.raises(errors.TransferError, match=r"classifier\.weight"):
         pp.transfer(_torch_flattened(), model, rename=[(r"^0\.", "features."), (r"^3\.", "classifier.")])
+
+
+def test_a_norm_over_a_flattened_map_before_another_towers_conv_stays_in_doubt() -> None:
+    """Two towers: ``img_conv -> reshape -> img_norm(k * C)``, then another tower's convolution assigned next.
+    That convolution reads another map (not ``k * C`` channels), so the norm's features may still be the first
+    map's, flattened: only a convolution of exactly its features makes it a channel norm."""
+
+    class TwoTowers(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.img_conv = nnx.Conv(3, C, (3, 3), padding="VALID", rngs=rngs)
+            self.img_norm = nnx.BatchNorm(FLAT, rngs=rngs)
+            self.aux_conv = nnx.Conv(2, 5, (3,), rngs=rngs)
+            self.head = nnx.Linear(FLAT + 5, 2, rngs=rngs)
+
+    assert {"img_norm.weight", "img_norm.bias", "img_norm.running_mean", "img_norm.running_var"} <= set(
+        _doubts(TwoTowers(nnx.Rngs(0))))
