@@ -41,7 +41,7 @@ class Layout:
     @functools.cached_property
     def _inverse(self) -> tuple[int, ...]:
         """The permutation that undoes :attr:`perm` (found once per layout: ``np.argsort`` costs 8 us a write)."""
-        return tuple(int(i) for i in np.argsort(self.perm))
+        return tuple(int(i) for i in np.argsort(self.perm or ()))
 
 
 def is_abstract(value: Any) -> bool:

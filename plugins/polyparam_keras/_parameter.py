@@ -469,11 +469,12 @@ class KerasParameter(Parameter):
         gives the variable a new one, so the old one keeps its value with no copy, as on Flax."""
         v = self._variable()
         old = None if v is None else v._value
-        if old is None or not hasattr(old, "addressable_shards"):   # unbuilt, or not a concrete jax.Array
+        if v is None or old is None or not hasattr(old, "addressable_shards"):   # unbuilt, or not a jax.Array
             return None
+        variable = v
 
         def put_back() -> None:
-            v.assign(old)
+            variable.assign(old)
 
         return put_back
 
