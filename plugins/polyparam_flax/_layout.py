@@ -22,7 +22,8 @@ from polyparam_flax import NAME
 from polyparam_flax._convert import Layout
 
 __all__ = ["CANONICAL_ORDER", "SCALARS", "Leaf", "Step", "check_model", "children_of", "family", "is_a", "is_block",
-           "leaf_of", "leaves_of", "native_path", "number_type", "put", "resolve", "shape_of", "variables_of"]
+           "leaf_of", "leaves_of", "native_path", "number_dtype", "number_type", "put", "resolve", "shape_of",
+           "variables_of"]
 
 Step = tuple[str, Any]          # ("attr", name) | ("item", key)
 Entry = tuple[str, tuple[Step, ...], Any]
@@ -116,7 +117,7 @@ def is_a(value: Any, types: type | tuple[type, ...]) -> bool:
 
 
 #: Python numbers a Variable may hold (``nnx.Param(1.0)``, a counter ``nnx.Variable(0)``): read as 0-d values of
-#: NumPy's dtype for them, written back as the same Python type.
+#: the dtype JAX gives them (:func:`number_dtype`), written back as the same Python type.
 SCALARS = (bool, int, float, complex)
 
 
@@ -130,9 +131,18 @@ def number_type(raw: Any) -> type | None:
     if _is_array(raw):
         return None
     kind = next((kind for kind in SCALARS if isinstance(raw, kind)), None)
-    if kind is int and not -(2**63) <= raw < 2**63:
-        return None   # no NumPy integer holds it: refused by check_model, not read as an object array
+    if kind is int:
+        limits = np.iinfo(number_dtype(int))
+        if not limits.min <= raw <= limits.max:
+            return None   # JAX's integer does not hold it: refused by check_model, not read as an object array
     return kind
+
+
+def number_dtype(kind: type) -> np.dtype:
+    """The dtype JAX gives a Python number of ``kind`` (``jnp.asarray(1.5)``: float32, int32, bool, complex64;
+    64-bit with ``jax_enable_x64``), which a jitted step leaves in the Variable: a parameter holding a Python
+    number reads in it, so a checkpoint saved before a step loads after it."""
+    return np.dtype(jax.dtypes.canonicalize_dtype(np.result_type(kind)))
 
 
 def is_variable(value: Any) -> bool:
@@ -158,8 +168,11 @@ def _unread(node: Any, at: str) -> errors.UnsupportedModelError | None:
     ``nnx.Optimizer`` kept on the model). Left out, it would be missing from every save, load, transfer and diff."""
     numbers: tuple[type, ...] = SCALARS   # a module's data numbers are state; a tuple's are its configuration
     if isinstance(node, nnx.Module) and not isinstance(node, (nnx.List, nnx.Dict)):
-        nodes = vars(node).get("_pytree__nodes") or {}
-        entries = [(name, value) for name, value in _attributes(node) if nodes.get(name)]
+        if getattr(type(node), "_pytree__is_pytree", True):
+            nodes = vars(node).get("_pytree__nodes") or {}
+            entries = [(name, value) for name, value in _attributes(node) if nodes.get(name)]
+        else:   # pytree=False: NNX's graph takes every array attribute as state (numbers are not)
+            entries, numbers = _attributes(node), ()
     elif isinstance(node, (Sequence, Mapping)) and not isinstance(node, str):
         entries, numbers = [(str(key), value) for key, value in _items(node)], ()
     else:
@@ -195,6 +208,8 @@ def _unread(node: Any, at: str) -> errors.UnsupportedModelError | None:
 
 
 def _items(container: Any) -> list[tuple[Any, Any]]:
+    if isinstance(container, nnx.Dict):   # its keys are attributes: in the order assigned (see _attributes)
+        return list(_attributes(container))
     if isinstance(container, Mapping):
         return list(container.items())
     return list(enumerate(container))

@@ -23,6 +23,7 @@ from polyparam_flax._layout import (
     is_a,
     is_block,
     native_path,
+    number_dtype,
     number_type,
     put,
     resolve,
@@ -81,7 +82,8 @@ class FlaxParameter(Parameter):
 
     def _dtype(self) -> Any:
         value = self._value()
-        return np.asarray(value).dtype if number_type(value) is not None else np.dtype(value.dtype)
+        number = number_type(value)
+        return number_dtype(number) if number is not None else np.dtype(value.dtype)
 
     def _device(self) -> str:
         value = self._value()
@@ -124,7 +126,11 @@ class FlaxParameter(Parameter):
     def _read(self) -> np.ndarray:
         var = self._var
         self._native_shape(var)
-        return self._leaf.layout.to_canonical(to_numpy(var.get_raw_value()))
+        value = var.get_raw_value()
+        number = number_type(value)
+        if number is not None:
+            return np.asarray(value, dtype=number_dtype(number))
+        return self._leaf.layout.to_canonical(to_numpy(value))
 
     def _write(self, array: np.ndarray, /) -> None:
         var = self._var   # JAX arrays are immutable: the Variable gets a new one

@@ -251,3 +251,24 @@ def test_a_norm_over_a_flattened_map_before_another_towers_conv_stays_in_doubt()
 
     assert {"img_norm.weight", "img_norm.bias", "img_norm.running_mean", "img_norm.running_var"} <= set(
         _doubts(TwoTowers(nnx.Rngs(0))))
+
+
+def test_a_jitted_step_keeps_the_order_of_an_nnx_dicts_entries() -> None:
+    """``nnx.Dict`` entries are attributes too: after ``nnx.jit`` sorted them, the paths and the doubt follow the
+    order they were added in."""
+
+    class Parts(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.parts = nnx.Dict({"features": nnx.Conv(3, C, (3, 3), padding="VALID", rngs=rngs),
+                                   "classifier": nnx.Linear(FLAT, 2, rngs=rngs)})
+
+        def __call__(self, x: Any) -> Any:
+            x = nnx.relu(self.parts["features"](x))
+            return self.parts["classifier"](x.reshape(x.shape[0], -1))
+
+    model = Parts(nnx.Rngs(0))
+    fresh_paths, fresh_doubts = pp.tree(model).paths(), _doubts(model)
+    nnx.jit(lambda m, x: m(x))(model, jnp.ones((1, H, W, 3)))
+    assert list(model.parts.keys()) == ["classifier", "features"]   # what NNX did
+    assert pp.tree(model).paths() == fresh_paths and fresh_paths[0] == "parts.features.weight"
+    assert _doubts(model) == fresh_doubts and list(fresh_doubts) == ["parts.classifier.weight"]

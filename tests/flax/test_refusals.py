@@ -265,6 +265,23 @@ class Unlisted(nnx.Module):
             self.items = nnx.data([jnp.ones(2)])
 
 
+class UnlistedPlain(nnx.Module, pytree=False):
+    """A module NNX does not treat as a pytree: its array attributes are state without nnx.data."""
+
+    def __init__(self) -> None:
+        self.w = nnx.Param(jnp.ones(2))
+        self.steps = 3   # a number is not state here
+        self.table = jnp.ones(2)
+
+
+def test_an_array_attribute_of_a_pytree_false_module_is_refused_not_dropped() -> None:
+    model = UnlistedPlain()
+    assert sorted(".".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(model))) == ["table", "w"]
+    with pytest.raises(errors.UnsupportedModelError, match="nnx.Variable") as info:
+        pp.tree(model)
+    assert info.value.path == "table"
+
+
 @pytest.mark.parametrize(("kind", "path"), [("dict", "table"), ("data", "shift"), ("data number", "scale"),
                                             ("data list", "items.0"), ("pytree", "metric"),
                                             ("huge int", "count")])
