@@ -59,10 +59,9 @@ def place(array: np.ndarray, like: Any) -> Any:
     ``ShapeDtypeStruct``. Always a copy: JAX may alias host memory, and polyparam's buffers are reused.
     On several devices (a sharded array) each device gets its own block, the whole never lands on one device."""
     sharding = getattr(like, "sharding", None)
-    if sharding is not None and len(sharding.device_set) > 1:
-        host = np.asarray(array)
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: np.array(host[index], like.dtype))
     host = np.asarray(array)
+    if sharding is not None and len(sharding.device_set) > 1:
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: np.array(host[index], like.dtype))
     # a dtype given costs a conversion step even when it is the same (60 us against 40)
     value = jnp.array(host, copy=True) if host.dtype == like.dtype else jnp.array(host, dtype=like.dtype, copy=True)
     if getattr(like, "weak_type", False) and host.ndim == 0:

@@ -150,7 +150,11 @@ def is_variable(value: Any) -> bool:
     or a sown value; a Variable holding anything else is refused by :func:`check_model`)."""
     if not is_a(value, nnx.Variable) or is_a(value, _SKIP):
         return False
-    raw = value.get_raw_value()
+    return _listable(value.get_raw_value())
+
+
+def _listable(raw: Any) -> bool:
+    """Whether a Variable's value is one polyparam reads as a parameter: an array or a Python number."""
     return _is_array(raw) or number_type(raw) is not None
 
 
@@ -182,7 +186,7 @@ def _unread(node: Any, at: str) -> errors.UnsupportedModelError | None:
             continue
         if is_a(value, nnx.Variable):
             raw = value.get_raw_value()
-            if raw is None or _is_array(raw) or number_type(raw) is not None:
+            if raw is None or _listable(raw):
                 continue
             what, fix = (f"{type(value).__name__} holding a {type(raw).__name__}",
                          "Hold one array per Variable (a Variable for each entry, in an nnx.Dict)")

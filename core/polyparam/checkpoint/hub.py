@@ -29,7 +29,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam.checkpoint.formats import PolyparamMetadata
-from polyparam.checkpoint.formats.hub import INDEX_NAMES
+from polyparam.checkpoint.formats.hub import INDEX_NAMES, _read_index
 from polyparam.checkpoint.io import (
     atomic_write,
     check_writable,
@@ -177,11 +177,10 @@ _SHARD_TEMPORARY = re.compile(rf"\.({_SHARD.pattern})\.")
 def _index_names_any(directory: str, names: list[str]) -> bool:
     """Whether the index in ``directory`` names any of ``names`` (this save's shards, whose names are its own)."""
     try:
-        with open(os.path.join(directory, INDEX), encoding="utf-8") as fh:
-            mapped = json.load(fh).get("weight_map", {})
-        return bool(set(mapped.values()) & set(names))
-    except (OSError, ValueError, AttributeError, TypeError):
+        weight_map, _ = _read_index(os.path.join(directory, INDEX))
+    except (OSError, errors.CheckpointFormatError):   # none, or not one this save wrote
         return False
+    return bool(set(weight_map.values()) & set(names))
 
 
 def _remove(file: str) -> None:
