@@ -22,8 +22,8 @@ from polyparam_flax import NAME
 from polyparam_flax._convert import Layout
 
 __all__ = ["CANONICAL_ORDER", "SCALARS", "Leaf", "Step", "check_model", "children_of", "family", "is_a", "is_block",
-           "leaf_of", "leaves_of", "native_path", "number_dtype", "number_type", "put", "resolve", "shape_of",
-           "variables_of"]
+           "leaf_of", "leaves_of", "members_of", "native_path", "number_dtype", "number_type", "put", "resolve",
+           "shape_of", "variables_of"]
 
 Step = tuple[str, Any]          # ("attr", name) | ("item", key)
 Entry = tuple[str, tuple[Step, ...], Any]
@@ -80,21 +80,24 @@ _FAMILIES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
     ("general", nnx.LinearGeneral), ("linear", nnx.Linear), ("conv", nnx.Conv),
     ("conv_transpose", nnx.ConvTranspose), ("embed", nnx.Embed), ("batch_norm", nnx.BatchNorm),
     ("group_norm", nnx.GroupNorm), ("norm", _NORMS), ("lora", nnx.LoRA))
-_BY_TYPE: dict[type, tuple[bool, str | None]] = {}   # type -> (a block polyparam walks into, its family)
+#: type -> (a block polyparam walks into, its family, a Variable type polyparam may list)
+_BY_TYPE: dict[type, tuple[bool, str | None, bool]] = {}
 _BY_TYPE_MAX = 4096   # forgotten past this many types (classes made on the fly)
 
 
-def _kind(value: Any) -> tuple[bool, str | None]:
-    """``(is a block, family)`` of ``value``, asked once per type: the ``isinstance`` checks against NNX's
-    abstract classes cost about 0.3 us each, and a walk asks them of every attribute of every module."""
+def _kind(value: Any) -> tuple[bool, str | None, bool]:
+    """``(is a block, family, is a Variable type listed)`` of ``value``, asked once per type: the ``isinstance``
+    checks against NNX's abstract classes cost about 0.3 us each, and a walk asks them of every attribute of
+    every module."""
     kind = type(value)
     known = _BY_TYPE.get(kind)
     if known is None:
         block = issubclass(kind, (nnx.Module, list, tuple, dict))
         family = next((name for name, types in _FAMILIES if issubclass(kind, types)), None)
+        listed = issubclass(kind, nnx.Variable) and not issubclass(kind, _SKIP)
         if len(_BY_TYPE) >= _BY_TYPE_MAX:
             _BY_TYPE.clear()
-        known = _BY_TYPE[kind] = (block, family)
+        known = _BY_TYPE[kind] = (block, family, listed)
     return known
 
 
@@ -148,9 +151,7 @@ def number_dtype(kind: type) -> np.dtype:
 def is_variable(value: Any) -> bool:
     """Whether ``value`` is a Variable holding an array or a Python number, which polyparam lists (not an RNG key
     or a sown value; a Variable holding anything else is refused by :func:`check_model`)."""
-    if not is_a(value, nnx.Variable) or is_a(value, _SKIP):
-        return False
-    return _listable(value.get_raw_value())
+    return _kind(value)[2] and _listable(value.get_raw_value())
 
 
 def _listable(raw: Any) -> bool:
@@ -229,8 +230,35 @@ def _attributes(module: Any) -> list[tuple[str, Any]]:
     """
     attrs = vars(module)
     nodes = attrs.get("_pytree__nodes")
-    names = list(attrs) if not nodes else [*(n for n in nodes if n in attrs), *(n for n in attrs if n not in nodes)]
+    names: Any = attrs
+    if nodes:   # the recorded ones in their order, then the others (a dict's update keeps the places it has)
+        names = {name: None for name in nodes if name in attrs}
+        names.update(attrs)
     return [(name, attrs[name]) for name in names if not name.startswith(("_pytree__", "_object__"))]
+
+
+def members_of(node: Any, *, at: str = "") -> tuple[list[Entry], list[tuple[str, Step, Any]]]:
+    """``(children_of(node, at=at), variables_of(node))`` from one read of ``node``'s attributes (a walk needs
+    both)."""
+    if isinstance(node, nnx.Sequential):
+        return children_of(node, at=at), []
+    if isinstance(node, (Sequence, Mapping)) and not isinstance(node, str):
+        found: list[tuple[Any, Step, Any]] = [(key, ("item", key), value) for key, value in _items(node)]
+    elif isinstance(node, nnx.Module):
+        found = [(name, ("attr", name), value) for name, value in _attributes(node)]
+    else:
+        return [], []
+    children: list[Entry] = []
+    variables: list[tuple[str, Step, Any]] = []
+    for key, step, value in found:
+        block, _, listed = _kind(value)
+        if block:
+            if "." in str(key):
+                raise _dotted(node, str(key), at)
+            children.append((str(key), (step,), value))
+        elif listed and _listable(value.get_raw_value()):
+            variables.append((str(key), step, value))
+    return children, variables
 
 
 def children_of(node: Any, *, at: str = "") -> list[Entry]:
@@ -419,15 +447,17 @@ def leaf_of(module: Any, attr: Any, variable: Any, *, at: str = "", native: str 
 _RANK = {name: i for i, name in enumerate(CANONICAL_ORDER)}
 
 
-def leaves_of(node: Any, *, at: str = "", steps: tuple[Step, ...] = ()) -> list[tuple[Leaf, Step]]:
-    """``node``'s own Variables as ``(canonical leaf, step)``, known leaves in :data:`CANONICAL_ORDER` first, the
-    others after them in attribute order; ``at`` and ``steps`` lead to ``node``. A stacked layer is refused at
+def leaves_of(node: Any, *, at: str = "", steps: tuple[Step, ...] = (),
+              variables: list[tuple[str, Step, Any]] | None = None) -> list[tuple[Leaf, Step, Any]]:
+    """``node``'s own Variables as ``(canonical leaf, step, Variable)``, known leaves in :data:`CANONICAL_ORDER` first,
+    the others after them in attribute order; ``at`` and ``steps`` lead to ``node``, ``variables`` are its
+    :func:`variables_of` where the caller read them already. A stacked layer is refused at
     its first leaf in that order (``weight`` before ``bias``), see :func:`leaf_of`."""
     found = [(attr, step, variable, _known(node, attr, len(shape_of(variable))))
-             for attr, step, variable in variables_of(node)]
+             for attr, step, variable in (variables_of(node) if variables is None else variables)]
     if len(found) > 1:   # stable: the others keep their order
         found.sort(key=lambda entry: len(_RANK) if entry[3] is None else _RANK.get(entry[3].name, len(_RANK)))
-    return [(leaf_of(node, attr, variable, at=at, native=native_path((*steps, step)), known=known), step)
+    return [(leaf_of(node, attr, variable, at=at, native=native_path((*steps, step)), known=known), step, variable)
             for attr, step, variable, known in found]
 
 
@@ -449,6 +479,7 @@ def check_model(root: Any) -> None:
         refusal = _unread(node, path)
         if refusal is not None:
             raise refusal
-        leaves_of(node, at=path, steps=steps)
-        for name, child_steps, child in reversed(children_of(node, at=path)):
+        children, variables = members_of(node, at=path)
+        leaves_of(node, at=path, steps=steps, variables=variables)
+        for name, child_steps, child in reversed(children):
             stack.append((child, join_path(path, name), steps + child_steps))

@@ -40,8 +40,9 @@ class FlaxParameter(Parameter):
 
     backend = NAME
 
-    def __init__(self, path: str, leaf: Leaf, *, root: Any, steps: tuple[Step, ...]) -> None:
-        variable = resolve(root, steps)
+    def __init__(self, path: str, leaf: Leaf, *, root: Any, steps: tuple[Step, ...], variable: Any = None) -> None:
+        """``variable``: the Variable ``steps`` lead to now, where the caller found it on its way (else found)."""
+        variable = resolve(root, steps) if variable is None else variable
         super().__init__(path, role=leaf.role, axes=leaf.axes, trainable=is_trainable(variable),
                          groups=leaf.groups)
         self._leaf, self._root, self._steps = leaf, root, steps

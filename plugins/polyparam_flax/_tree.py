@@ -10,7 +10,7 @@ from flax import nnx
 from polyparam.backend import Parameter, ParameterTree, join_path
 from polyparam_flax import NAME
 from polyparam_flax._convert import to_numpy
-from polyparam_flax._layout import Step, children_of, is_a, leaves_of, resolve
+from polyparam_flax._layout import Step, children_of, is_a, leaves_of, members_of, resolve
 from polyparam_flax._parameter import FlaxParameter
 from polyparam_flax._training import optax_groups
 
@@ -42,10 +42,21 @@ class FlaxTree(ParameterTree):
         return optax_groups(self._root, groups, optimizer)
 
     def _leaves(self) -> list[tuple[str, Parameter]]:
-        node = resolve(self._root, self._steps)
-        return [(leaf.name, FlaxParameter(join_path(self.path, leaf.name), leaf, root=self._root,
-                                          steps=(*self._steps, step)))
-                for leaf, step in leaves_of(node, at=self.path, steps=self._steps)]
+        return _leaf_params(resolve(self._root, self._steps), self.path, self._root, self._steps)
+
+    def _occurrences(self) -> list[tuple[str, Parameter]]:
+        """As the base class's walk (each node's leaves, then its children, in order), with the node met on the
+        way handed down: a subtree per block would find its block from the root again (an ``nnx.List`` item
+        costs more than the rest of the step)."""
+        out: list[tuple[str, Parameter]] = []
+        stack = [(resolve(self._root, self._steps), self.path, self._steps)]
+        while stack:
+            node, path, steps = stack.pop()
+            children, variables = members_of(node, at=path)
+            out.extend((p.path, p) for _, p in _leaf_params(node, path, self._root, steps, variables))
+            stack.extend((child, join_path(path, name), steps + child_steps)
+                         for name, child_steps, child in reversed(children))
+        return out
 
     def _forward(self, inputs: Any, /) -> Any:
         """The module called in inference mode (``eval()``: running statistics, no dropout); its modes restored."""
@@ -72,6 +83,15 @@ class FlaxTree(ParameterTree):
                     if variable is not old:
                         setattr(m, key, old)
         return jax.tree_util.tree_map(to_numpy, out)
+
+
+def _leaf_params(node: Any, path: str, root: Any, steps: tuple[Step, ...],
+                 variables: list[tuple[str, Step, Any]] | None = None) -> list[tuple[str, Parameter]]:
+    """``node``'s own parameters as ``(leaf name, FlaxParameter)``; ``path`` and ``steps`` lead to it, ``variables``
+    are its ``variables_of`` where the caller read them already."""
+    return [(leaf.name, FlaxParameter(join_path(path, leaf.name), leaf, root=root, steps=(*steps, step),
+                                      variable=variable))
+            for leaf, step, variable in leaves_of(node, at=path, steps=steps, variables=variables)]
 
 
 def _intermediates(module: Any) -> dict[str, tuple[Any, Any]]:

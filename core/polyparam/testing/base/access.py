@@ -105,6 +105,21 @@ class BaseAccessTests(_Kit):
         walk(tree)
         assert len(tree.items()) == 2 * len(case.layers)
 
+    def test_the_walk_lists_what_the_core_walk_lists(self, rgnet: tuple[Case, pp.ParameterTree]) -> None:
+        """A backend's own ``_occurrences`` (a speed hook) lists what the core's node-by-node walk lists, in the
+        same order and storages, from every node (shared blocks under each of their paths)."""
+        _, tree = rgnet
+
+        def check(node: pp.ParameterTree) -> None:
+            ours, core = node._occurrences(), pp.ParameterTree._occurrences(node)
+            assert [path for path, _ in ours] == [path for path, _ in core]
+            assert [p._identity() for _, p in ours] == [p._identity() for _, p in core]
+            assert [p.shape for _, p in ours] == [p.shape for _, p in core]
+            for _, child in node.children():
+                check(child)
+
+        check(tree)
+
     def test_subtree_items(self, mlp: tuple[Case, pp.ParameterTree]) -> None:
         """A block's items are its own parameters, with full paths."""
         case, tree = mlp
