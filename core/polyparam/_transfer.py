@@ -24,6 +24,7 @@ from polyparam._params.plan import (
     integer_codes,
     mismatch_message,
     permuted,
+    refuse_doubtful_layouts,
     storage_groups,
 )
 from polyparam._params.tree import ParameterTree, subtree
@@ -336,15 +337,14 @@ def _refuse_doubtful_layouts(s: ParameterTree, d: ParameterTree, writes: list[tu
     """
     if s.backend == d.backend:
         return
+    moves: list[tuple[str, Parameter | None, str | None]] = []
     for path, target in writes:
-        for side, p in [("destination", target)] + [("source", q) for q in sources_of[path]]:
-            doubt = p._layout_doubt()
-            if doubt:
-                msg = (f"Cannot transfer {s.backend} parameters to {d.backend}: expected a known canonical layout for "
-                       f"{side} parameter {p.path!r}, got a doubt: {doubt} Nothing was changed. Build the model so "
-                       "its structure shows the layout (in Keras, a Flatten layer right before the Dense layer in a "
-                       "Sequential or functional model), or transfer within one framework.")
-                raise errors.TransferError(msg, path=p.path, expected="a known canonical layout", got=doubt)
+        moves.append((f"destination parameter {target.path!r}", target, None))
+        moves.extend((f"source parameter {q.path!r}", q, None) for q in sources_of[path])
+    refuse_doubtful_layouts(moves, what=f"Cannot transfer {s.backend} parameters to {d.backend}",
+                            fix="Build the model so its structure shows the layout (in Keras, a Flatten layer right "
+                                "before the Dense layer in a Sequential or functional model), or transfer within "
+                                "one framework.")
 
 
 def _flat_outputs(value: Any, where: str = "output") -> list[tuple[str, np.ndarray]]:

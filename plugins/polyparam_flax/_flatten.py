@@ -39,14 +39,16 @@ large model stays linear in its size.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from flax import nnx
 
-from polyparam_flax._layout import Step, children_of, is_variable, native_path, resolve, shape_of, variables_of
+from polyparam_flax._layout import Step, is_variable, members_of, native_path, resolve, shape_of, variables_of
 
-__all__ = ["flatten_doubt"]
+__all__ = ["flatten_doubt", "one_look"]
 
 _MAPS = (nnx.Conv, nnx.ConvTranspose)
 _NORMS = (nnx.BatchNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm)
@@ -56,25 +58,59 @@ Held = tuple[str, Any]   # (native path, module holding Variables of its own)
 Chain = list[tuple[Any, str, int]]   # (ancestor, its native path, the index of the next one among its children)
 
 
+#: ``{id(node): (node, its children, whether it holds Variables)}`` while :func:`one_look` is active, else ``None``
+_SEEN: contextvars.ContextVar[dict[int, tuple[Any, list[Any], bool]] | None] = contextvars.ContextVar(
+    "polyparam_flax_flatten_seen", default=None)
+
+
+@contextlib.contextmanager
+def one_look() -> Iterator[None]:
+    """Read each module's children once while the rule is asked of many parameters (the model does not change
+    meanwhile): their neighbours overlap, and reading a module's attributes is most of the rule's cost."""
+    token = _SEEN.set({})
+    try:
+        yield
+    finally:
+        _SEEN.reset(token)
+
+
+def _look(node: Any) -> tuple[list[Any], bool]:
+    """``(children_of(node), whether node holds Variables of its own)``, remembered within :func:`one_look`."""
+    seen = _SEEN.get()
+    if seen is not None:
+        known = seen.get(id(node))
+        if known is not None and known[0] is node:
+            return known[1], known[2]
+    children, variables = members_of(node)
+    holds = isinstance(node, nnx.Module) and bool(variables)
+    if seen is not None:
+        seen[id(node)] = (node, children, holds)
+    return children, holds
+
+
+def _children(node: Any) -> list[Any]:
+    return _look(node)[0]
+
+
 def _join(path: str, steps: Sequence[Step]) -> str:
     return ".".join(filter(None, [path, *(str(key) for _, key in steps)]))
 
 
 def _holds(node: Any) -> bool:
-    return isinstance(node, nnx.Module) and bool(variables_of(node))
+    return _look(node)[1]
 
 
 def _forward(node: Any, path: str) -> Iterator[Held]:
     """The holders of ``node``'s subtree in walk order (pre-order: a module, then its children in order)."""
     if _holds(node):
         yield path, node
-    for _, steps, child in children_of(node):
+    for _, steps, child in _children(node):
         yield from _forward(child, _join(path, steps))
 
 
 def _backward(node: Any, path: str) -> Iterator[Held]:
     """The holders of ``node``'s subtree in reverse walk order."""
-    for _, steps, child in reversed(children_of(node)):
+    for _, steps, child in reversed(_children(node)):
         yield from _backward(child, _join(path, steps))
     if _holds(node):
         yield path, node
@@ -86,7 +122,7 @@ def _ancestry(root: Any, steps: Sequence[Step]) -> Chain | None:
     chain: Chain = []
     node, path, at = root, "", 0
     while at < len(steps):
-        for index, (_, child_steps, child) in enumerate(children_of(node)):
+        for index, (_, child_steps, child) in enumerate(_children(node)):
             if tuple(steps[at:at + len(child_steps)]) == tuple(child_steps):
                 chain.append((node, path, index))
                 node, path, at = child, _join(path, child_steps), at + len(child_steps)
@@ -98,17 +134,17 @@ def _ancestry(root: Any, steps: Sequence[Step]) -> Chain | None:
 
 def _after(chain: Chain, module: Any, path: str) -> Iterator[Held]:
     """The holders after ``module`` (at ``path``, reached through ``chain``) in walk order, its subtree first."""
-    for _, child_steps, child in children_of(module):
+    for _, child_steps, child in _children(module):
         yield from _forward(child, _join(path, child_steps))
     for parent, parent_path, index in reversed(chain):
-        for _, child_steps, child in children_of(parent)[index + 1:]:
+        for _, child_steps, child in _children(parent)[index + 1:]:
             yield from _forward(child, _join(parent_path, child_steps))
 
 
 def _before(chain: Chain) -> Iterator[Held]:
     """The holders before the module ``chain`` reaches, nearest first (reverse walk order, ancestors included)."""
     for parent, path, index in reversed(chain):
-        for _, child_steps, child in reversed(children_of(parent)[:index]):
+        for _, child_steps, child in reversed(_children(parent)[:index]):
             yield from _backward(child, _join(path, child_steps))
         if _holds(parent):
             yield path, parent

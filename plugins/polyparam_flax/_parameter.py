@@ -14,7 +14,7 @@ from polyparam import errors
 from polyparam.backend import Parameter, Shape, State
 from polyparam_flax import NAME
 from polyparam_flax._convert import device_name, is_abstract, place, to_numpy
-from polyparam_flax._flatten import flatten_doubt
+from polyparam_flax._flatten import flatten_doubt, one_look
 from polyparam_flax._gradients import lookup, store
 from polyparam_flax._layout import (
     Leaf,
@@ -112,15 +112,37 @@ class FlaxParameter(Parameter):
         """A ``Linear`` (or a normalization) whose features may be a feature map flattened in ``__call__``: NNX
         flattens channels last, ``(H, W, C)``, the canonical order is ``(C, H, W)``, and NNX records neither the
         reshape nor the map's size, so the order can be neither converted nor ruled out (see ``_flatten``)."""
+        return self._doubt_of(self._why_in_doubt())
+
+    @staticmethod
+    def _layout_doubts_many(params: list[Parameter], /) -> list[str | None]:
+        """As :meth:`_layout_doubt` of each, with the rule asked once per module (a normalization's four
+        vectors, a Linear's bias beside its kernel: the rule walks the module's neighbours)."""
+        found: dict[tuple[int, tuple[Step, ...], bool], str | None] = {}
+        out: list[str | None] = []
+        with one_look():   # and each module's children read once
+            for p in params:
+                if not isinstance(p, FlaxParameter):
+                    out.extend(Parameter._layout_doubts_many([p]))
+                    continue
+                key = (id(p._root), p._steps[:-1], p._steps[-1:] == (("attr", "kernel"),))
+                if key not in found:
+                    found[key] = p._why_in_doubt()
+                out.append(p._doubt_of(found[key]))
+        return out
+
+    def _why_in_doubt(self) -> str | None:
         steps = self._steps
-        why = flatten_doubt(self._root, steps) if steps and steps[-1][0] == "attr" else None
+        return flatten_doubt(self._root, steps) if steps and steps[-1][0] == "attr" else None
+
+    def _doubt_of(self, why: str | None) -> str | None:
         if why is None:
             return None
-        return (f"The features of {type(resolve(self._root, steps[:-1])).__name__} variable {self.native_name!r} "
-                f"may be a flattened feature map: {why}. NNX flattens channels last, in (H, W, C) order, where the "
-                "canonical (PyTorch) order is (C, H, W), and an NNX model's structure does not show the reshape. "
-                "Pool the map to one value per channel before the Linear, or reorder the values yourself and write "
-                "them with tree.load_state.")
+        return (f"The features of {type(resolve(self._root, self._steps[:-1])).__name__} variable "
+                f"{self.native_name!r} may be a flattened feature map: {why}. NNX flattens channels last, in (H, W, C) "
+                "order, where the canonical (PyTorch) order is (C, H, W), and an NNX model's structure does not show "
+                "the reshape. Pool the map to one value per channel before the Linear, or reorder the values yourself "
+                "and write them with tree.load_state.")
 
     # ---- values -----------------------------------------------------------------
 

@@ -102,3 +102,18 @@ def test_buffers_metadata_naming_no_stored_key_is_refused(tmp_path: Path) -> Non
     dst, _ = _zoo.BUILDERS["torch"]("cnn")
     with pytest.raises(errors.MetadataError, match="buffers"):
         pp.load(dst, path)
+
+
+def test_doubts_metadata_naming_no_stored_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.safetensors"
+    pp.save(trained_torch_cnn(), path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}   # noqa: SIM118 - safe_open has no iteration
+    meta["polyparam.doubts"] = '{"nowhere": "a flattened map"}'
+    save_file(tensors, str(path), metadata=meta)
+    dst, _ = _zoo.BUILDERS["torch"]("cnn")
+    with pytest.raises(errors.MetadataError, match="doubts"):
+        pp.load(dst, path)

@@ -132,6 +132,24 @@ def test_transfer_with_torch_refuses_the_flattened_map_and_changes_nothing(direc
         np.testing.assert_array_equal(value, before[path], err_msg=path)
 
 
+@pytest.mark.parametrize("direction", ["torch-to-flax", "flax-to-torch"])
+def test_a_file_of_the_other_framework_is_refused_as_transfer_is_and_changes_nothing(tmp_path: Path,
+                                                                                     direction: str) -> None:
+    """pp.load asks what pp.transfer asks: the Flax Linear's doubt when a torch file loads into it, and the doubt
+    the saving Flax model recorded in its file when torch loads that file."""
+    torch_net, flax_net = _torch_flattened(), Flattened(nnx.Rngs(0))
+    src, dst = (torch_net, flax_net) if direction == "torch-to-flax" else (flax_net, torch_net)
+    rename = ([(r"^0\.", "conv."), (r"^3\.", "fc.")] if direction == "torch-to-flax"
+              else [(r"^conv\.", "0."), (r"^fc\.", "3.")])
+    pp.save(src, tmp_path / "src.safetensors")
+    before = _snapshot(dst)
+    with pytest.raises(errors.TransferError, match=r"fc\.weight") as info:
+        pp.load(dst, tmp_path / "src.safetensors", rename=rename)
+    assert "Nothing was changed" in str(info.value) and "(H, W, C)" in str(info.value)
+    for path, value in _snapshot(dst).items():
+        np.testing.assert_array_equal(value, before[path], err_msg=path)
+
+
 def test_within_flax_transfer_and_save_load_keep_the_native_order(tmp_path: Path) -> None:
     src, dst = Flattened(nnx.Rngs(0)), Flattened(nnx.Rngs(1))
     assert pp.transfer(src, dst).ok

@@ -171,6 +171,70 @@ def test_subclassed_round_trip_stays_bitwise(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_out(dst, X), _out(src, X))
 
 
+def _torch_twin() -> Any:
+    """_Subclassed in torch: the same paths, its Linear reading the map flattened (C, H, W)."""
+    torch = pytest.importorskip("torch")
+
+    class Twin(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, C, 3, padding=1)
+            self.head = torch.nn.Linear(H * W * C, 5)
+
+    return Twin()
+
+
+def _values(model: Any) -> dict[str, np.ndarray]:
+    return {path: np.array(value, copy=True) for path, value in pp.tree(model).state().items()}
+
+
+def _unchanged(model: Any, before: dict[str, np.ndarray]) -> None:
+    for path, value in pp.tree(model).state().items():
+        np.testing.assert_array_equal(value, before[path], err_msg=path)
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_a_file_another_framework_saved_is_refused_where_the_layout_is_in_doubt(tmp_path: Path,
+                                                                                sharded: bool) -> None:
+    """pp.load refuses as pp.transfer does: a torch file into a Keras Dense whose input order is in doubt, and
+    a Keras file whose saving model recorded a doubt into torch; within Keras the native order round-trips."""
+    model = _Subclassed()
+    model(X)
+    twin = _torch_twin()
+    torch_file, keras_file = tmp_path / "torch.safetensors", tmp_path / ("keras" if sharded else "keras.safetensors")
+    pp.save(twin, torch_file)
+    pp.save(model, keras_file, sharded=sharded)
+
+    before = _values(model)
+    with pytest.raises(pp.errors.TransferError, match="head.weight") as refused:
+        pp.load(model, torch_file)
+    assert "saved from torch" in str(refused.value) and "flat" in str(refused.value)
+    _unchanged(model, before)
+
+    before = _values(twin)
+    with pytest.raises(pp.errors.TransferError, match="head.weight") as refused:
+        pp.load(twin, keras_file)
+    assert "saved from keras" in str(refused.value) and "subclassed" in str(refused.value)
+    _unchanged(twin, before)
+
+    other = _Subclassed()
+    other(X)
+    pp.load(other, keras_file)                  # one framework: loads, the outputs agree
+    np.testing.assert_array_equal(_out(other, X), _out(model, X))
+
+
+def test_a_file_from_no_polyparam_model_is_refused_where_the_layout_is_in_doubt(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    model = _Subclassed()
+    model(X)
+    save_file({k: np.array(v) for k, v in pp.tree(_torch_twin()).state().items()}, str(tmp_path / "hub.safetensors"))
+    before = _values(model)
+    with pytest.raises(pp.errors.TransferError, match="not saved by a polyparam model"):
+        pp.load(model, tmp_path / "hub.safetensors")
+    _unchanged(model, before)
+
+
 class _ReshapeInCall(keras.Model):
     """The map flattened by keras.ops.reshape inside call: no layer shows it."""
 

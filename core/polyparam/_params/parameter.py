@@ -104,7 +104,8 @@ class Parameter(abc.ABC):
       defaults loop over the hooks above): `_trainable_many`, `_set_trainable_many`,
       `_roles_many` (freeze, ``pp.param_groups``), `_read_many` (``tree.vector()``),
       `_grad_norm_many`, `_clip_grads_many`, `_zero_grads_many` (gradient norm, in-place
-      clip and zero) and `_cast_many`;
+      clip and zero), `_cast_many` and `_layout_doubts_many` (saves, loads and transfers
+      across frameworks);
     * `_keep_storage`: before a write of the whole value, give the parameter fresh storage
       and keep the old one as the undo record (no undo copy);
     * `_native_copier`: a same-backend copy for ``pp.transfer``, bypassing NumPy;
@@ -785,10 +786,18 @@ class Parameter(abc.ABC):
 
         A sentence such as "the input of this Dense kernel is a flattened feature map whose
         channel order the model's structure does not show". :func:`polyparam.transfer`
-        between two different backends refuses such a parameter before writing anything;
-        within one backend the native order round-trips and nothing is refused.
+        between two different backends refuses such a parameter before writing anything, and
+        so does :func:`polyparam.load` of a file another framework saved (or one that
+        records a doubt of the model that saved it: ``pp.save`` records them); within one
+        backend the native order round-trips and nothing is refused.
         """
         return None
+
+    @staticmethod
+    def _layout_doubts_many(params: list[Parameter], /) -> list[str | None]:
+        """The :meth:`_layout_doubt` of each of ``params`` (``pp.save`` records them, a load or transfer across
+        frameworks refuses them). Default: one call each."""
+        return [p._layout_doubt() for p in params]
 
     def _after_fill(self) -> None:
         """Called after an initializer drew this parameter's value in a tree's or selection's ``initialize``

@@ -22,6 +22,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._layout import Shape, format_shape, is_floating
+from polyparam._params.bulk import by_class
 from polyparam._params.journal import Journal, exclusive_writes
 from polyparam._params.parameter import Parameter, byte_bounds
 from polyparam._params.ties import tie_problem
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from polyparam._params.tree import ParameterCollection
 
 __all__ = ["LoadReport", "WritePlan", "axes_order", "bookkeeping", "check_keys", "check_partial", "integer_codes",
-           "permuted", "resolve_keys", "same_value", "storage_groups"]
+           "layout_doubts", "permuted", "refuse_doubtful_layouts", "resolve_keys", "same_value", "storage_groups"]
 
 Groups = dict[Any, list[tuple[str, Parameter]]]
 
@@ -41,6 +42,34 @@ def storage_groups(collection: ParameterCollection) -> Groups:
     for path, p in collection._occurrences():
         groups.setdefault(p._identity(), []).append((path, p))
     return groups
+
+
+def layout_doubts(params: list[Parameter]) -> list[str | None]:
+    """The layout doubt of each of ``params`` (:meth:`Parameter._layout_doubt`), through the bulk hook of each
+    class, in the order of ``params``."""
+    found: dict[int, str | None] = {}
+    for cls, members in by_class(params):
+        found.update(zip(map(id, members), cls._layout_doubts_many(members)))
+    return [found[id(p)] for p in params]
+
+
+def refuse_doubtful_layouts(moves: list[tuple[str, Parameter | None, str | None]], *, what: str, fix: str) -> None:
+    """Refuse, before any write, a value moved between frameworks whose canonical layout is in doubt.
+
+    ``moves`` are ``(description, parameter, recorded doubt)``: a parameter's own doubt is asked (all of them
+    at once, through the bulk hook) where one is given, and a doubt recorded elsewhere (by the model that saved
+    a file) counts as well. ``what`` starts the message ("Cannot transfer torch parameters to keras"), ``fix``
+    ends it.
+    """
+    asked = [p for _, p, _ in moves if p is not None]
+    own = dict(zip(map(id, asked), layout_doubts(asked)))
+    for where, p, recorded in moves:
+        doubt = recorded or (own[id(p)] if p is not None else None)
+        if doubt:
+            path = p.path if p is not None else None
+            msg = (f"{what}: expected a known canonical layout for {where}, got a doubt: {doubt} Nothing was "
+                   f"changed. {fix}")
+            raise errors.TransferError(msg, path=path, expected="a known canonical layout", got=doubt)
 
 
 @dataclass

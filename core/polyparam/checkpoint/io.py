@@ -24,6 +24,8 @@ from polyparam._params.plan import (
     bookkeeping,
     fit_problem,
     integer_codes,
+    layout_doubts,
+    refuse_doubtful_layouts,
     same_value,
     storage_groups,
 )
@@ -36,8 +38,9 @@ if TYPE_CHECKING:
     from polyparam._params.tree import ParameterTree
 
 __all__ = ["LoadReport", "MetadataStrings", "atomic_write", "check_fit", "check_recorded_ties", "check_writable",
-           "collect", "contiguous", "metadata_strings", "native_order", "remove_stale_temporaries",
-           "require_writable_format", "write_checked", "write_error", "write_safetensors", "write_tensors"]
+           "collect", "contiguous", "metadata_strings", "native_order", "refuse_foreign_doubts",
+           "remove_stale_temporaries", "require_writable_format", "write_checked", "write_error", "write_safetensors",
+           "write_tensors"]
 
 
 # ---- atomic writes --------------------------------------------------------------------
@@ -394,6 +397,7 @@ def collect(tree: ParameterTree, *, aliases: Literal["reference", "materialize"]
         if bookkeeping(p):
             buffers.append(path_)
     ties = [[path for path, _ in members] for members in groups if len(members) > 1]
+    doubts = {path_: why for (path_, _), why in zip(items, layout_doubts([p for _, p in items])) if why}
     if aliases == "materialize":
         for group in ties:
             # one copy for every member, so all of them hold the same bytes even if the array changes meanwhile
@@ -401,14 +405,34 @@ def collect(tree: ParameterTree, *, aliases: Literal["reference", "materialize"]
             for member in group[1:]:
                 tensors[member] = tensors[group[0]]
                 roles[member] = roles[group[0]]
+                if group[0] in doubts:
+                    doubts[member] = doubts[group[0]]
     if keys == "native":
         name = {q: p.native_name for q, p in tree._occurrences()}
         tensors = {name[q]: value for q, value in tensors.items()}
         roles = {name[q]: role for q, role in roles.items()}
         buffers = [name[q] for q in buffers]
         ties = [[name[q] for q in group] for group in ties]
+        doubts = {name[q]: why for q, why in doubts.items()}
     return tensors, PolyparamMetadata(ties=ties, backend=tree.backend, aliases=aliases, roles=roles, buffers=buffers,
-                                      order=list(tensors))
+                                      order=list(tensors), doubts=doubts)
+
+
+def refuse_foreign_doubts(tree: ParameterTree, meta: PolyparamMetadata, writes: list[tuple[str, Parameter, str]],
+                          subject: str) -> None:
+    """Refuse a load of canonical values another framework saved (or that no polyparam model saved) into
+    parameters whose canonical layout is in doubt, and of values whose saving model recorded a doubt: within
+    one backend the native order round-trips, across two the values would land in another order silently.
+    ``writes`` are ``(path, parameter, stored key)``."""
+    if meta.backend == tree.backend:
+        return
+    saved = f"saved from {meta.backend}" if meta.backend else "not saved by a polyparam model"
+    refuse_doubtful_layouts(
+        [(f"parameter {path!r} (stored as {key!r})", p, meta.doubts.get(key)) for path, p, key in writes],
+        what=f"Cannot load {subject} ({saved}) into this {tree.backend} model",
+        fix=("Load it into a model of the framework that saved it, build the model so its structure shows the "
+             "layout (in Keras, a Flatten layer right before the Dense layer in a Sequential or functional model), "
+             "or reorder those values yourself and write them with tree.load_state."))
 
 
 def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], meta: PolyparamMetadata, *,

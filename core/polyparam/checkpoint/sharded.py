@@ -32,7 +32,15 @@ from polyparam import errors
 from polyparam._layout import format_shape
 from polyparam._manager import get_backend
 from polyparam._params.mapping import KeyMap
-from polyparam._params.plan import WritePlan, check_keys, check_partial, fit_problem, resolve_keys, storage_groups
+from polyparam._params.plan import (
+    WritePlan,
+    check_keys,
+    check_partial,
+    fit_problem,
+    layout_doubts,
+    resolve_keys,
+    storage_groups,
+)
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format, fingerprint
 from polyparam.checkpoint.io import (
     LoadReport,
@@ -41,6 +49,7 @@ from polyparam.checkpoint.io import (
     check_recorded_ties,
     check_writable,
     native_order,
+    refuse_foreign_doubts,
     write_error,
     write_safetensors,
     write_tensors,
@@ -99,8 +108,9 @@ class Piece:
 
 def write_shard_file(directory: str | os.PathLike[str], rank: int, world: int, pieces: list[Piece], *,
                      ties: list[list[str]], backend: str | None, checksum: bool = True,
-                     save_id: int | None = None) -> str:
-    """Write one process's pieces atomically; returns the file written."""
+                     save_id: int | None = None, doubts: dict[str, str] | None = None) -> str:
+    """Write one process's pieces atomically; returns the file written. ``doubts``: ``{path: why}`` of the
+    parameters whose canonical layout the model could not establish (see ``PolyparamMetadata.doubts``)."""
 
     target = shard_file(directory, rank, world)
     tensors: dict[str, np.ndarray] = {}
@@ -115,7 +125,7 @@ def write_shard_file(directory: str | os.PathLike[str], rank: int, world: int, p
         for key, info in described.items():
             info["checksum"] = sums.get(key)
         header = {"version": SHARD_VERSION, "rank": rank, "world_size": world, "backend": backend, "ties": ties,
-                  "save_id": save_id, "pieces": described}
+                  "save_id": save_id, "pieces": described, **({"doubts": doubts} if doubts else {})}
         return {"format": "polyparam-shard", "polyparam.shard": json.dumps(header)}
 
     try:
@@ -141,7 +151,9 @@ def save_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, c
     written = shard_file(directory, rank, world)
     try:
         pieces: list[Piece] = []
-        for path, p in tree.items():
+        items = tree.items()
+        doubts = {path: why for (path, _), why in zip(items, layout_doubts([p for _, p in items])) if why}
+        for path, p in items:
             p._require_data("save")
             if not p._shard_writer():
                 continue
@@ -154,7 +166,7 @@ def save_sharded(tree: ParameterTree, directory: str | os.PathLike[str], /, *, c
             pieces.append(Piece(path, shape, tuple(s.start for s in box), value, p.role))
         ties = [list(group.paths) for group in tree.ties()]
         write_shard_file(directory, rank, world, pieces, ties=ties, backend=tree.backend, checksum=checksum,
-                         save_id=save_id)
+                         save_id=save_id, doubts=doubts)
     except Exception as exc:  # noqa: BLE001  every process must reach the agreement below, or the others wait forever
         failure = exc
     if not tree._all_succeeded(failure is None):
@@ -210,6 +222,9 @@ def _shard_header(file: str, raw: dict[str, str]) -> dict[str, Any]:
         raise _bad(file, "ties as lists of paths", ties)
     if not isinstance(header.get("backend"), (str, type(None))):
         raise _bad(file, "a backend name", header.get("backend"))
+    doubts = header.get("doubts", {})
+    if not (isinstance(doubts, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in doubts.items())):
+        raise _bad(file, "doubts as a map of paths to the doubts of their layout", doubts)
     if not isinstance(header.get("save_id"), (int, type(None))) or isinstance(header.get("save_id"), bool):
         raise _bad(file, "an integer save id", header.get("save_id"))
     pieces = header.get("pieces")
@@ -268,6 +283,7 @@ class ShardIndex:
         self.files = files
         self.ties: list[list[str]] = []
         self.backend: str | None = None
+        self.doubts: dict[str, str] = {}
         self.pieces: dict[str, list[tuple[str, str, tuple[int, ...], tuple[int, ...]]]] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, np.dtype] = {}
@@ -298,6 +314,7 @@ class ShardIndex:
         if header.get("ties"):
             self.ties = [list(g) for g in header["ties"]]
         self.backend = header.get("backend") or self.backend
+        self.doubts.update(header.get("doubts", {}))
         for key, info in header["pieces"].items():
             entry = archive.entries.get(key)
             if entry is None:
@@ -471,6 +488,8 @@ def _load_sharded(tree: ParameterTree, index: ShardIndex, *, strict: bool, cast:
 
         plan.add(path, p, read, local=True)
         stored_of[path] = keys[0]
+    refuse_foreign_doubts(tree, PolyparamMetadata(backend=index.backend, doubts=index.doubts),
+                          [(w.path, w.param, stored_of[w.path]) for w in plan.writes], subject)
     if verify:
         for write in plan.writes:
             index.verify(stored_of[write.path], write.param._local_box())

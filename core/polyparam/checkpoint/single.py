@@ -41,6 +41,7 @@ from polyparam.checkpoint.io import (
     check_recorded_ties,
     collect,
     contiguous,
+    refuse_foreign_doubts,
     write_tensors,
 )
 
@@ -400,6 +401,7 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
     # Values: one stored key per model group; members given different tensors must agree.
     report = LoadReport(ignored_buffers=ignored, renamed=renamed, dropped=dropped)
     recast: list[tuple[Parameter, np.dtype]] = []
+    stored_of: dict[str, str] = {}
     for members in groups.values():
         keys = list(dict.fromkeys(source[q] for q, _ in members if q in source))
         if not keys:
@@ -429,7 +431,11 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
             plan.add(path, p, functools.partial(read, keys[0]))
         else:   # a sharded parameter: this process reads and keeps (for undo) only its own box
             plan.add(path, p, functools.partial(_read_box, read, keys[0], box), local=True)
+        stored_of[path] = keys[0]
 
+    if not options.native:
+        refuse_foreign_doubts(tree, archive.metadata, [(w.path, w.param, stored_of[w.path]) for w in plan.writes],
+                              subject)
     report.missing, report.unexpected = missing, unexpected
     check_partial(subject, matched=len(plan.writes), missing=missing, unexpected=unexpected,
                   skipped=len(report.skipped), stacklevel=4)

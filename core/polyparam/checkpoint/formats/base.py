@@ -237,6 +237,9 @@ class PolyparamMetadata:
             a model of another framework may lack them, and loads then pass them over.
         order: The stored keys in the model's order (safetensors lays tensors out by dtype
             and name), for ``pp.load(..., match="order")``; empty when unknown.
+        doubts: ``{key: why}`` of the tensors whose canonical layout the saving model could not
+            establish (a Dense kernel after a flatten its structure does not show): stored in
+            that framework's own order, so a load into another framework refuses them.
     """
 
     ties: list[list[str]] = field(default_factory=list)
@@ -247,6 +250,7 @@ class PolyparamMetadata:
     roles: dict[str, str] = field(default_factory=dict)
     buffers: list[str] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
+    doubts: dict[str, str] = field(default_factory=dict)
     version: int | None = None
 
     def to_strings(self) -> dict[str, str]:
@@ -261,6 +265,7 @@ class PolyparamMetadata:
             "polyparam.roles": json.dumps(self.roles, sort_keys=True),
             "polyparam.buffers": json.dumps(sorted(self.buffers)),
             **({"polyparam.order": json.dumps(self.order)} if self.order else {}),
+            **({"polyparam.doubts": json.dumps(self.doubts, sort_keys=True)} if self.doubts else {}),
         }
 
     @classmethod
@@ -320,13 +325,17 @@ class PolyparamMetadata:
         if not isinstance(order, list) or not all(isinstance(k, str) and k in keys for k in order) \
                 or len(set(order)) != len(order):
             raise bad("a list of stored keys, each once, in model order", order)
+        doubts = load("polyparam.doubts", {})
+        if not isinstance(doubts, dict) or not all(isinstance(k, str) and k in keys and isinstance(v, str)
+                                                   for k, v in doubts.items()):
+            raise bad("a map of stored keys to the doubts of their layout", doubts)
         aliases = raw.get("polyparam.aliases", "reference")
         if aliases not in ("reference", "materialize"):
             raise bad("aliases 'reference' or 'materialize'", aliases)
         return cls(ties=ties, checksums=checksums, backend=raw.get("polyparam.backend") or None,
                    layout=raw.get("polyparam.layout", "canonical"), aliases=aliases,
                    roles={str(k): str(v) for k, v in roles.items()}, buffers=list(buffers), order=order,
-                   version=version)
+                   doubts=doubts, version=version)
 
 
 class Archive(abc.ABC):
