@@ -51,7 +51,7 @@ from polyparam_flax._layout import Step, is_variable, members_of, native_path, r
 __all__ = ["flatten_doubt", "one_look"]
 
 _MAPS = (nnx.Conv, nnx.ConvTranspose)
-_NORMS = (nnx.BatchNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm)
+_NORMS = (nnx.BatchNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm, nnx.InstanceNorm)
 _SUBJECTS = (nnx.Linear, *_NORMS)   # the modules whose features a flattened map can put in doubt
 
 Held = tuple[str, Any]   # (native path, module holding Variables of its own)

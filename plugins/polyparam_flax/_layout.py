@@ -30,7 +30,7 @@ Entry = tuple[str, tuple[Step, ...], Any]
 
 #: Known leaves come in this order (torch's), the others after them in attribute order.
 CANONICAL_ORDER = ("weight", "bias", "running_mean", "running_var")
-_NORMS = (nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm)
+_NORMS = (nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm, nnx.InstanceNorm)
 _SKIP = (nnx.RngState, nnx.Intermediate)   # RNG keys and counters, sown intermediates: no parameters
 
 

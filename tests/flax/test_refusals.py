@@ -64,14 +64,15 @@ def test_a_vmap_stacked_conv_is_refused_instead_of_reading_the_layer_axis_as_spa
     (lambda r: nnx.LayerNorm(6, rngs=r), "weight", (6,)),
     (lambda r: nnx.RMSNorm(6, rngs=r), "weight", (6,)),
     (lambda r: nnx.GroupNorm(6, num_groups=2, rngs=r), "weight", (6,)),
+    (lambda r: nnx.InstanceNorm(6, rngs=r), "weight", (6,)),
     (lambda r: nnx.BatchNorm(6, rngs=r), "weight", (6,)),
     (lambda r: nnx.ConvTranspose(4, 6, (3, 2), rngs=r), "weight", (3, 2, 4, 6)),
     (lambda r: nnx.Conv(4, 6, (3, 2), feature_group_count=2, rngs=r), "weight", (3, 2, 2, 6)),
     (lambda r: nnx.LinearGeneral((4, 3), (2, 5), axis=(-2, -1), rngs=r), "bias", (2, 5)),   # NNX's order
     (lambda r: nnx.LoRA(4, 2, 5, rngs=r), "lora_a", (4, 2)),
     (lambda r: nnx.LoRALinear(4, 5, lora_rank=2, rngs=r), "weight", (4, 5)),
-], ids=["embed", "layer_norm", "rms_norm", "group_norm", "batch_norm", "conv_transpose", "conv2d_groups",
-        "linear_general", "lora", "lora_linear"])
+], ids=["embed", "layer_norm", "rms_norm", "group_norm", "instance_norm", "batch_norm", "conv_transpose",
+        "conv2d_groups", "linear_general", "lora", "lora_linear"])
 def test_every_known_layer_stacked_is_refused_with_its_configured_shape(
         make: Callable[[nnx.Rngs], Any], path: str, expected: tuple[int, ...]) -> None:
     """The shape each layer's configuration implies is compared with its Variable's, whatever the layer."""

@@ -98,3 +98,20 @@ def test_flax_dense_head_cannot_share_the_embedding_variable_so_the_tie_is_refus
     report = pp.transfer(torch_net, flax_net, ties="ignore")
     assert report.ok
     np.testing.assert_allclose(_flax_out(flax_net), _torch_out(torch_net), atol=1e-5, rtol=1e-5)
+
+
+def test_instance_norm_reads_as_torchs_and_transfers_from_it() -> None:
+    """nnx.InstanceNorm's scale and bias are the canonical weight and bias (roles scale, shift), as every other
+    normalization's: a transfer from torch's InstanceNorm2d(affine=True) gives its outputs (it was refused, its
+    leaves named 'scale' with role 'other')."""
+    src = torch.nn.Sequential(torch.nn.InstanceNorm2d(4, affine=True))
+    with torch.no_grad():
+        src[0].weight.uniform_(0.5, 2.0)
+        src[0].bias.uniform_(-1.0, 1.0)
+    dst = nnx.Sequential(nnx.InstanceNorm(4, epsilon=1e-5, rngs=nnx.Rngs(0)))   # torch's epsilon
+    assert {path: p.role for path, p in pp.tree(dst).items()} == {"0.weight": "scale", "0.bias": "shift"}
+    pp.transfer(src, dst)
+    x = np.random.default_rng(0).normal(size=(2, 4, 5, 5)).astype(np.float32)
+    expected = src(torch.from_numpy(x)).detach().numpy()
+    got = np.asarray(dst(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
