@@ -6,13 +6,17 @@ The canonical order is PyTorch's: its ``Flatten`` of a ``(C, H, W)`` map orders 
 flattens ``(H, W, C)`` with the default Flatten and ``(W, C, H)`` with a channels-first one,
 a channels-first map ``(C, H, W)`` flattens ``(H, W, C)`` and ``(C, H, W)``. Which axis of the
 map holds the channels is the ``data_format`` of the layer that made it (a convolution, a
-pooling), else the Flatten's own. So the input axis of such a Dense kernel reads permuted into
+pooling; found past element-wise merges, concatenations and nested models), else the Flatten's
+own (a map from the model's input); a ``Permute``, ``Reshape``, ``Lambda`` or a layer of your own
+that changes the map's shape on the way puts it in doubt. So the input axis of such a Dense kernel reads permuted into
 PyTorch's order and writes back, wherever the model's graph (Sequential and Functional models)
 shows the Flatten. Where it cannot be known (a subclassed model holding a Flatten, or a layer that
 makes a map of exactly a Dense layer's input size, the nearest such layer before it with no Dense
 between, a Reshape, ``Lambda`` or ``keras.ops.reshape``
 that flattens a map) the parameter says so (``_layout_doubt``), and a transfer to another
-framework refuses.
+framework refuses. The other way round, a Dense whose outputs a reshape makes a channels-last
+map (a generator's first layer) has its outputs in ``(H, W, C)`` order where PyTorch's
+``Unflatten`` makes ``(C, H, W)``: :func:`unflatten_doubt` says so.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["FlatOrder", "flatten_order", "from_canonical_order", "to_canonical_order"]
+__all__ = ["FlatOrder", "flatten_order", "from_canonical_order", "to_canonical_order", "unflatten_doubt"]
 
 _L = keras.layers
 # layers that keep each feature where it is and hold nothing per feature
@@ -167,8 +171,11 @@ def _is_map(shape: tuple[Any, ...], *, channels_first: bool) -> bool:
 def _flatten(op: Any, source: Any, per_feature: str | None) -> Found:
     shape = tuple(source.shape)
     flatten_first = getattr(op, "data_format", "channels_last") == "channels_first"
-    producer = _producer(source)
-    made_by = getattr(producer, "data_format", None)
+    made_by = _map_format(source)
+    if isinstance(made_by, _Unknown):
+        if _is_map(shape, channels_first=False) or _is_map(shape, channels_first=True):
+            return f"its input is a feature map {shape[1:]} flattened by {op.name!r}, {made_by.why}."
+        return None
     if len(shape) == 3 and made_by is None:
         # (N, L, D): a sequence, which PyTorch holds (N, L, D) too; a channels-first Flatten gives (D, L)
         if not flatten_first or shape[1] == 1 or shape[2] == 1:
@@ -198,17 +205,97 @@ def _flatten(op: Any, source: Any, per_feature: str | None) -> Found:
     return FlatOrder(tuple(int(dims[a]) for a in flat), tuple(flat.index(a) for a in torch))
 
 
-def _producer(tensor: Any) -> Any:
-    """The first layer before ``tensor`` that is not a pass-through one."""
+@dataclass(frozen=True)
+class _Unknown:
+    """The channel axis of a map cannot be known: ``why`` (a clause: "made by ...")."""
+
+    why: str
+
+
+# layers that combine maps of one shape element-wise: the result keeps their layout
+_MERGES = tuple(getattr(_L, name) for name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
+                if hasattr(_L, name))
+
+
+def _map_format(tensor: Any, depth: int = 0) -> str | _Unknown | None:
+    """``"channels_first"`` or ``"channels_last"``: the ``data_format`` of the layer that made the map ``tensor``,
+    found through pass-through and per-feature layers, element-wise merges (a residual ``Add``: its inputs must
+    agree), concatenations and nested models; ``None`` where no layer made it (the model's input); or
+    :class:`_Unknown` where a layer between may have moved its axes (a ``Permute``, a ``Reshape``, a ``Lambda``
+    or a layer of your own that changes the shape)."""
     for _ in range(10_000):
         found = _history(tensor)
-        if found is None:
+        if found is None or depth > 50:
             return None
         op, node = found
-        if not (isinstance(op, _PASS_THROUGH + _PER_FEATURE) and node.input_tensors):
-            return op
-        tensor = node.input_tensors[0]
+        if not node.input_tensors:
+            return None                                          # an Input
+        if isinstance(op, _PASS_THROUGH + _PER_FEATURE):
+            tensor = node.input_tensors[0]
+            continue
+        made = getattr(op, "data_format", None)
+        if made in ("channels_first", "channels_last"):
+            return str(made)
+        if isinstance(op, _MERGES + (_L.Concatenate,)):
+            formats = {_map_format(t, depth + 1) for t in node.input_tensors}
+            unknown = next((f for f in formats if isinstance(f, _Unknown)), None)
+            known = {f for f in formats if isinstance(f, str)}
+            if unknown is not None:
+                return unknown
+            if len(known) > 1:
+                return _Unknown(f"made by {type(op).__name__} {op.name!r} of channels-first and channels-last maps")
+            return known.pop() if known else None
+        outputs = getattr(op, "outputs", None)
+        if isinstance(op, keras.Model) and outputs:              # a nested model: its own graph made the map
+            tensor = outputs[0]
+            depth += 1
+            continue
+        shape_in, shape_out = tuple(node.input_tensors[0].shape), tuple(node.output_tensors[0].shape)
+        if isinstance(op, (_L.Permute, _L.Reshape, _L.Lambda)) or shape_in != shape_out:
+            return _Unknown(f"made by {type(op).__name__} {op.name!r}, which may move the map's axes, so the channel "
+                            "order cannot be worked out")
+        tensor = node.input_tensors[0]                           # a layer of your own keeping the shape
     return None
+
+
+def unflatten_doubt(layer: Any) -> str | None:
+    """Why ``layer``'s (a Dense's) outputs may be a channels-last feature map in the model's graph, else ``None``:
+    reshaped into a map (a ``Reshape``, ``keras.ops.reshape``) that a channels-last layer reads, as a generator's
+    first Dense is. PyTorch's ``Unflatten`` makes a ``(C, H, W)`` map of the same features, so the kernel's output
+    axis and the bias would be in another order; polyparam does not permute them."""
+    stack = [(node, 0) for node in getattr(layer, "_outbound_nodes", [])]
+    seen: set[int] = set()
+    while stack:
+        node, depth = stack.pop()
+        op = getattr(node, "operation", None)
+        if op is None or id(node) in seen or depth > 50 or not node.output_tensors or not node.input_tensors:
+            continue
+        seen.add(id(node))
+        if isinstance(op, _PASS_THROUGH + _PER_FEATURE):
+            stack.extend((n, depth + 1) for n in getattr(op, "_outbound_nodes", []))
+            continue
+        shape_in, shape_out = tuple(node.input_tensors[0].shape), tuple(node.output_tensors[0].shape)
+        if len(shape_in) != 2 or len(shape_out) < 3 or not _is_map(shape_out, channels_first=False):
+            continue
+        if any(getattr(reader, "data_format", None) == "channels_last" for reader in _readers(op)):
+            return (f"its outputs are reshaped into a feature map {shape_out[1:]} by {type(op).__name__} "
+                    f"{op.name!r} that a channels-last layer reads: channels last, in (H, W, C) order, where the "
+                    "canonical (PyTorch) order of the map's features is (C, H, W)")
+    return None
+
+
+def _readers(op: Any) -> list[Any]:
+    """The layers that read ``op``'s output, past pass-through ones."""
+    out, stack = [], list(getattr(op, "_outbound_nodes", []))
+    while stack:
+        node = stack.pop()
+        reader = getattr(node, "operation", None)
+        if isinstance(reader, _PASS_THROUGH + _PER_FEATURE):
+            stack.extend(getattr(reader, "_outbound_nodes", []))
+        elif reader is not None:
+            out.append(reader)
+    return out
+
 
 
 def _without_graph(layer: Any, root: Any) -> Found:

@@ -28,7 +28,13 @@ from polyparam_keras._convert import (
     torch_numpy,
     write_variable,
 )
-from polyparam_keras._flatten import FlatOrder, flatten_order, from_canonical_order, to_canonical_order
+from polyparam_keras._flatten import (
+    FlatOrder,
+    flatten_order,
+    from_canonical_order,
+    to_canonical_order,
+    unflatten_doubt,
+)
 from polyparam_keras._layout import (
     NORMALIZATION_STATS,
     Slot,
@@ -161,6 +167,11 @@ class KerasParameter(Parameter):
         order = self._flat_order()
         if isinstance(order, str):
             return f"The input of Dense kernel {self.native_name!r} may be a flattened feature map: {order}"
+        layer = self._layer
+        if isinstance(layer, keras.layers.Dense) and self._slot.var in ("kernel", "bias"):
+            why = unflatten_doubt(layer)
+            if why is not None:
+                return f"The outputs of Dense {self._slot.var} {self.native_name!r} may be a feature map: {why}."
         return None
 
     def _declared(self, ndim: int | None = None) -> tuple[str | None, tuple[str, ...] | None]:

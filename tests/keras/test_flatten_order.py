@@ -303,3 +303,61 @@ def test_reshape_of_a_map_and_per_feature_layers_are_doubts() -> None:
     normed = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"), L.Flatten(),
                                L.BatchNormalization(), L.Dense(3)])
     assert "per-feature" in (pp.tree(normed)["3.weight"]._layout_doubt() or "")
+
+
+def test_a_permute_before_the_flatten_is_a_doubt() -> None:
+    """``Permute((3, 1, 2))`` already puts the channels first: no layer says where they are, so the kernel is in
+    doubt (it was permuted as a channels-last map's, 0.9 off torch's outputs)."""
+    model = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"), L.Permute((3, 1, 2)),
+                              L.Flatten(), L.Dense(3)])
+    doubt = pp.tree(model)["3.weight"]._layout_doubt() or ""
+    assert "Permute" in doubt and "flattened" in doubt
+
+
+@pytest.mark.parametrize("via", ["add", "nested"])
+def test_a_channels_first_map_is_found_through_an_add_or_a_nested_model(via: str) -> None:
+    """The layout of the map a Flatten reads comes from the layer that made it, past a residual ``Add`` (its
+    inputs' layout) or from inside a nested model: a channels-first map flattens as PyTorch's, unpermuted (it was
+    permuted as the Flatten's default, channels last, 1.2-5.5 off torch's outputs)."""
+    for data_format, permuted in (("channels_first", False), ("channels_last", True)):
+        shape = (3, H, W) if data_format == "channels_first" else (H, W, 3)
+        inputs = keras.Input(shape)
+        conv = L.Conv2D(C, 3, padding="same", data_format=data_format)
+        if via == "add":
+            x = conv(inputs)
+            x = L.Add()([x, L.Conv2D(C, 1, data_format=data_format)(x)])
+        else:
+            x = keras.Sequential([keras.Input(shape), conv, L.ReLU()])(inputs)
+        dense = L.Dense(3)
+        model = keras.Model(inputs, dense(L.Flatten()(x)))
+        p = next(q for _, q in pp.tree(model).items() if q.native is dense.kernel)
+        assert p._layout_doubt() is None
+        expected = _torch_order(_native(dense), H, W, C) if permuted else _native(dense).T
+        np.testing.assert_array_equal(p.numpy(), expected, err_msg=data_format)
+
+
+def test_a_dense_whose_outputs_a_reshape_makes_a_channels_last_map_is_a_doubt() -> None:
+    """A generator's ``Dense -> Reshape((h, w, C)) -> Conv2DTranspose``: torch's ``Unflatten`` makes ``(C, h, w)``
+    of the same outputs, so the kernel's output rows and the bias are in another order (1.27 off torch's outputs,
+    silently, before): in doubt, and a transfer from torch refuses and changes nothing. Into a channels-first
+    map, the order is PyTorch's: no doubt."""
+    torch = pytest.importorskip("torch")
+    z = 6
+    model = keras.Sequential([keras.Input((z,)), L.Dense(C * H * W), L.Reshape((H, W, C)),
+                              L.Conv2DTranspose(2, 2, strides=2)])
+    tree = pp.tree(model)
+    for leaf in ("weight", "bias"):
+        assert "(H, W, C)" in (tree[f"0.{leaf}"]._layout_doubt() or ""), leaf
+    assert tree["2.weight"]._layout_doubt() is None
+    source = torch.nn.Sequential(torch.nn.Linear(z, C * H * W), torch.nn.Unflatten(1, (C, H, W)),
+                                 torch.nn.ConvTranspose2d(C, 2, 2, stride=2))
+    before = _values(model)
+    with pytest.raises(pp.errors.TransferError, match=r"0\.weight"):
+        pp.transfer(source, model)
+    _unchanged(model, before)
+
+    first = keras.Sequential([keras.Input((z,)), L.Dense(C * H * W), L.Reshape((C, H, W)),
+                              L.Conv2DTranspose(2, 2, strides=2, data_format="channels_first")])
+    assert all(p._layout_doubt() is None for p in pp.tree(first).parameters())
+    sequence = keras.Sequential([keras.Input((z,)), L.Dense(4 * 5), L.Reshape((4, 5)), L.LSTM(3)])
+    assert all(p._layout_doubt() is None for p in pp.tree(sequence).parameters())
