@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 __all__ = ["assign_native", "contiguous", "device_type", "eager", "engine", "owned", "raw", "read_variable",
-           "stored_dtype", "to_numpy", "to_numpy_view", "write_variable"]
+           "stored_dtype", "sync_jax_state", "to_numpy", "to_numpy_view", "write_variable"]
 
 
 def engine() -> str:
@@ -20,6 +20,15 @@ def engine() -> str:
 def raw(variable: Any) -> Any:
     """The framework tensor behind a Keras variable (tf.Variable / torch Parameter), outside any scope."""
     return variable._value
+
+
+def sync_jax_state(root: Any) -> None:
+    """Put back into ``root``'s variables the values Keras on JAX holds outside them while ``fit``, ``evaluate`` or
+    ``predict`` runs (the variables then hold ``None``), as ``Callback.model`` does for a callback: a read then
+    gets the values, and the next step starts from what a write puts in the variables."""
+    sync = getattr(root, "jax_state_sync", None)
+    if sync is not None and getattr(root, "_jax_state", None):
+        sync()
 
 
 def stored_dtype(variable: Any) -> str:
@@ -151,5 +160,5 @@ def assign_native(variable: Any, array: np.ndarray) -> None:
                 tensor.copy_(torch.from_numpy(contiguous(array)).to(tensor.device))
     elif active == "tensorflow":
         write_variable(tensor, owned(array))
-    else:
-        variable.assign(owned(array))
+    else:   # JAX: Variable.assign would write into an active StatelessScope, which its caller then drops
+        variable._direct_assign(variable._convert_to_tensor(owned(array), dtype=stored_dtype(variable)))

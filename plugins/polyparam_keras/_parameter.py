@@ -23,6 +23,7 @@ from polyparam_keras._convert import (
     raw,
     read_variable,
     stored_dtype,
+    sync_jax_state,
     to_numpy,
     to_numpy_view,
     torch_numpy,
@@ -379,6 +380,8 @@ class KerasParameter(Parameter):
         v = self._variable()
         if v is None:
             return "deferred"
+        if v._value is None:
+            sync_jax_state(self._root)   # fit on JAX holds the values outside the variables
         return "uninitialized" if v._value is None else "initialized"
 
     def _read(self) -> np.ndarray:
@@ -485,7 +488,7 @@ class KerasParameter(Parameter):
         variable = v
 
         def put_back() -> None:
-            variable.assign(old)
+            variable._direct_assign(old)   # as the write: past any StatelessScope (see assign_native)
 
         return put_back
 

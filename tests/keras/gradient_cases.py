@@ -174,3 +174,39 @@ def test_a_freeze_after_fit_holds_through_the_next_fit() -> None:
     after = snapshot(tree)
     assert np.array_equal(before["1.weight"], after["1.weight"]) and np.array_equal(before["1.bias"], after["1.bias"])
     assert not np.array_equal(before["0.weight"], after["0.weight"])
+
+
+def test_a_callback_reads_and_writes_through_a_tree_made_before_fit() -> None:
+    """On JAX, fit holds the values outside the variables (each holds None) between steps: a read from a callback
+    was refused as "never initialized", and a write was dropped when fit put its own values back. Now the tree
+    syncs first, as Callback.model does, and the next step starts from what was written."""
+    model = _tanh_mlp()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")    # lr 0: the steps change nothing
+    tree = pp.tree(model)
+    start = snapshot(tree)
+    seen: list[np.ndarray] = []
+
+    class Writes(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if batch == 1:
+                seen.append(tree["0.bias"].numpy().copy())
+                tree.load_state({"0.bias": np.full(6, 7.0, np.float32)}, strict=False)
+
+    model.fit(_x(32), np.ones((32, 1), np.float32), epochs=1, batch_size=8, verbose=0, callbacks=[Writes()])
+    np.testing.assert_array_equal(seen[0], start["0.bias"])
+    np.testing.assert_array_equal(tree["0.bias"].numpy(), np.full(6, 7.0, np.float32))
+    np.testing.assert_array_equal(tree["0.weight"].numpy(), start["0.weight"])
+
+
+def test_writes_inside_a_stateless_scope_reach_the_variable() -> None:
+    """polyparam writes the variable itself on every Keras backend, not a StatelessScope's pending updates (which
+    stateless_call and a custom train step drop): on JAX they went into the scope and were lost."""
+    model = _tanh_mlp()
+    tree = pp.tree(model)
+    with keras.StatelessScope():
+        tree["0.bias"].set(np.full(6, 2.0, np.float32))
+        tree.load_state({"1.bias": np.full(6, 3.0, np.float32)}, strict=False)
+        tree["2.bias"].initialize(pp.init.Constant(4.0), force_reinit=True)
+    for path, value in (("0.bias", 2.0), ("1.bias", 3.0), ("2.bias", 4.0)):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer(index=int(path[0])).bias),
+                                      np.full(model.layers[int(path[0])].bias.shape, value, np.float32), err_msg=path)
