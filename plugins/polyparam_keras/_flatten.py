@@ -28,7 +28,8 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["FlatOrder", "flatten_order", "from_canonical_order", "to_canonical_order", "unflatten_doubt"]
+__all__ = ["FlatOrder", "flatten_order", "from_canonical_order", "norm_axes_doubt", "to_canonical_order",
+           "unflatten_doubt"]
 
 _L = keras.layers
 # layers that keep each feature where it is and hold nothing per feature
@@ -282,6 +283,24 @@ def unflatten_doubt(layer: Any) -> str | None:
                     f"{op.name!r} that a channels-last layer reads: channels last, in (H, W, C) order, where the "
                     "canonical (PyTorch) order of the map's features is (C, H, W)")
     return None
+
+
+def norm_axes_doubt(layer: Any) -> str | None:
+    """Why a normalization over several axes of a map (``LayerNormalization(axis=[1, 2, 3])``) may hold its
+    per-element values (``gamma``, ``beta``) in another order than PyTorch's, else ``None``: over a channels-last
+    map they are ``(H, W, C)``, where ``torch.nn.LayerNorm([C, H, W])`` holds ``(C, H, W)``. A channels-first map,
+    or a sequence ``(L, D)`` from the model's input, is in PyTorch's order."""
+    nodes = [n for n in getattr(layer, "_inbound_nodes", []) if n.input_tensors]
+    if not nodes:
+        return (f"{type(layer).__name__} {layer.name!r} normalizes several axes of an input its structure (a "
+                "subclassed model's call) does not show, so whether the channels come last cannot be known")
+    tensor = nodes[0].input_tensors[0]
+    made = _map_format(tensor)
+    if made == "channels_first" or (made is None and len(tuple(tensor.shape)) < 4):
+        return None
+    how = made.why if isinstance(made, _Unknown) else f"a channels-last map {tuple(tensor.shape)[1:]}"
+    return (f"{type(layer).__name__} {layer.name!r} normalizes several axes of {how}: its values are in the "
+            "map's (H, W, C) order, where PyTorch's LayerNorm([C, H, W]) holds (C, H, W)")
 
 
 def _readers(op: Any) -> list[Any]:

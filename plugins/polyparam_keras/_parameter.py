@@ -33,6 +33,7 @@ from polyparam_keras._flatten import (
     FlatOrder,
     flatten_order,
     from_canonical_order,
+    norm_axes_doubt,
     to_canonical_order,
     unflatten_doubt,
 )
@@ -173,6 +174,11 @@ class KerasParameter(Parameter):
             why = unflatten_doubt(layer)
             if why is not None:
                 return f"The outputs of Dense {self._slot.var} {self.native_name!r} may be a feature map: {why}."
+        if isinstance(layer, keras.layers.LayerNormalization) and self._slot.var in ("gamma", "beta"):
+            v = self._variable()
+            why = norm_axes_doubt(layer) if v is not None and len(v.shape) >= 2 else None
+            if why is not None:
+                return f"The values of {self._slot.var} {self.native_name!r} may be in another order: {why}."
         return None
 
     def _declared(self, ndim: int | None = None) -> tuple[str | None, tuple[str, ...] | None]:

@@ -361,3 +361,27 @@ def test_a_dense_whose_outputs_a_reshape_makes_a_channels_last_map_is_a_doubt() 
     assert all(p._layout_doubt() is None for p in pp.tree(first).parameters())
     sequence = keras.Sequential([keras.Input((z,)), L.Dense(4 * 5), L.Reshape((4, 5)), L.LSTM(3)])
     assert all(p._layout_doubt() is None for p in pp.tree(sequence).parameters())
+
+
+def test_a_layer_norm_over_several_axes_of_a_channels_last_map_is_a_doubt() -> None:
+    """``LayerNormalization(axis=[1, 2, 3])`` on a channels-last map holds ``(H, W, C)`` values where torch's
+    ``LayerNorm([C, H, W])`` holds ``(C, H, W)``: with C == H == W the shapes agree and a transfer moved them
+    unpermuted (6.9 off torch's outputs). In doubt now; over a sequence or one axis, or a channels-first map, not."""
+    torch = pytest.importorskip("torch")
+    cube = keras.Sequential([keras.Input((C, C, C)), L.LayerNormalization(axis=[1, 2, 3])])
+    tree = pp.tree(cube)
+    for leaf in ("weight", "bias"):
+        assert "(H, W, C)" in (tree[f"0.{leaf}"]._layout_doubt() or ""), leaf
+    before = _values(cube)
+    with pytest.raises(pp.errors.TransferError, match=r"0\.(weight|bias)"):
+        pp.transfer(torch.nn.Sequential(torch.nn.LayerNorm([C, C, C])), cube)
+    _unchanged(cube, before)
+    after_conv = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"),
+                                   L.LayerNormalization(axis=[1, 2, 3])])
+    assert pp.tree(after_conv)["1.weight"]._layout_doubt() is not None
+    fine = [keras.Sequential([keras.Input((5, 6)), L.LayerNormalization(axis=[1, 2])]),      # a sequence (L, D)
+            keras.Sequential([keras.Input((H, W, 3)), L.LayerNormalization()]),               # the channels only
+            keras.Sequential([keras.Input((3, H, W)), L.Conv2D(C, 3, data_format="channels_first"),
+                              L.LayerNormalization(axis=[1, 2, 3])])]                          # (C, H, W) already
+    for model in fine:
+        assert all(p._layout_doubt() is None for p in pp.tree(model).parameters()), model.layers
