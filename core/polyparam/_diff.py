@@ -11,7 +11,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._layout import format_shape, is_floating
-from polyparam._params.plan import resolve_keys, storage_groups
+from polyparam._params.plan import bookkeeping, resolve_keys, storage_groups
 from polyparam._params.tree import ParameterCollection
 
 __all__ = ["Diff", "diff"]
@@ -31,6 +31,9 @@ class Diff:
         dtypes: ``(path, dtype in a, dtype in b)`` that differ (values are still compared).
         values: ``{path: (max |a - b|, max |a - b| / max |a|)}`` for every tensor both have
             with one shape; ``(0.0, 0.0)`` where they are equal (NaN equals NaN).
+        ignored_buffers: A framework's bookkeeping buffers only one side has (torch's
+            ``num_batches_tracked`` against a Keras model): no difference, as loads and
+            transfers pass them over.
     """
 
     a: str = "a"
@@ -40,6 +43,7 @@ class Diff:
     shapes: list[tuple[str, tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=list)
     dtypes: list[tuple[str, str, str]] = field(default_factory=list)
     values: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ignored_buffers: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> list[str]:
@@ -77,14 +81,16 @@ class _Side:
     """One side of a diff: its keys, and each tensor's shape, dtype and value on demand."""
 
     def __init__(self, name: str, shapes: dict[str, tuple[Any, ...]], dtypes: dict[str, np.dtype],
-                 read: Callable[[str], np.ndarray]) -> None:
+                 read: Callable[[str], np.ndarray], books: frozenset[str] = frozenset()) -> None:
         self.name, self.shapes, self.dtypes, self.read = name, shapes, dtypes, read
+        self.books = books   # the paths of a framework's bookkeeping buffers
 
 
 @contextlib.contextmanager
 def _open(obj: Any, other: Any) -> Iterator[_Side]:
     if isinstance(obj, (str, os.PathLike)):
         from polyparam.checkpoint.formats import open_archive
+        from polyparam.checkpoint.io import bookkeeping_keys
 
         file = os.fspath(obj)
         with open_archive(file) as archive:
@@ -116,14 +122,17 @@ def _open(obj: Any, other: Any) -> Iterator[_Side]:
                 return
             shapes = {path: tuple(archive.entries[key].shape) for path, key in keys.items()}
             dtypes = {path: archive.entries[key].dtype for path, key in keys.items()}
-            yield _Side(repr(file), shapes, dtypes, lambda path: archive.read(keys[path]))
+            buffers = set(bookkeeping_keys(archive))
+            yield _Side(repr(file), shapes, dtypes, lambda path: archive.read(keys[path]),
+                        frozenset(path for path, key in keys.items() if key in buffers))
         return
     from polyparam._manager import tree as tree_of
 
     t = obj if isinstance(obj, ParameterCollection) else tree_of(obj)
     params = dict(t._occurrences())
     yield _Side(f"{t.backend} model", {path: tuple(p.shape) for path, p in params.items()},
-                {path: p.dtype for path, p in params.items()}, lambda path: params[path].numpy())
+                {path: p.dtype for path, p in params.items()}, lambda path: params[path].numpy(),
+                frozenset(path for path, p in params.items() if bookkeeping(p)))
 
 
 def diff(a: Any, b: Any, /) -> Diff:
@@ -140,8 +149,10 @@ def diff(a: Any, b: Any, /) -> Diff:
     result = Diff()
     with _open(a, b) as side_a, _open(b, a) as side_b:
         result.a, result.b = side_a.name, side_b.name
-        result.only_a = [path for path in side_a.shapes if path not in side_b.shapes]
-        result.only_b = [path for path in side_b.shapes if path not in side_a.shapes]
+        for side, other, only in ((side_a, side_b, result.only_a), (side_b, side_a, result.only_b)):
+            for path in side.shapes:
+                if path not in other.shapes:
+                    (result.ignored_buffers if path in side.books else only).append(path)
         for path, shape in side_a.shapes.items():
             if path not in side_b.shapes:
                 continue

@@ -61,6 +61,22 @@ def test_transfer_from_a_framework_without_it_keeps_the_count(other: str) -> Non
 
 
 @pytest.mark.parametrize("other", ["keras", "mxnet"])
+def test_a_diff_passes_the_counter_over_as_transfers_do(other: str, tmp_path: Path) -> None:
+    """``pp.diff`` of a torch model and the model a transfer filled, or the file either saved: equal, the counter
+    only torch has listed as ignored (it was a difference, so ``diff.equal`` was False with every value equal)."""
+    src = trained_torch_cnn()
+    dst, _ = _zoo.BUILDERS[other]("cnn")
+    pp.transfer(src, dst)
+    pp.save(src, tmp_path / "torch.safetensors")
+    for a, b in ((src, dst), (dst, src), (tmp_path / "torch.safetensors", dst)):
+        found = pp.diff(a, b)
+        assert found.equal, str(found)
+        assert found.ignored_buffers == [COUNTER] and found.only_a == found.only_b == []
+    pp.tree(dst).select("role:weight").initialize(pp.init.Constant(0.5), force_reinit=True)
+    assert not pp.diff(src, dst).equal
+
+
+@pytest.mark.parametrize("other", ["keras", "mxnet"])
 def test_files_cross_both_ways_with_strict_loads(other: str, tmp_path: Path) -> None:
     src = trained_torch_cnn()
     pp.save(src, tmp_path / "torch.safetensors")

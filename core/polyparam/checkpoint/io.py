@@ -30,15 +30,15 @@ from polyparam._params.plan import (
     storage_groups,
 )
 from polyparam._threads import TILED_FROM, parallel_copy, tiled_copy
-from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format
+from polyparam.checkpoint.formats import WRITABLE, Archive, PolyparamMetadata, detect_format
 from polyparam.checkpoint.formats.base import write_snapshot
 
 if TYPE_CHECKING:
     from polyparam._params.parameter import Parameter
     from polyparam._params.tree import ParameterTree
 
-__all__ = ["LoadReport", "MetadataStrings", "atomic_write", "check_fit", "check_recorded_ties", "check_writable",
-           "collect", "contiguous", "metadata_strings", "native_order", "refuse_foreign_doubts",
+__all__ = ["LoadReport", "MetadataStrings", "atomic_write", "bookkeeping_keys", "check_fit", "check_recorded_ties",
+           "check_writable", "collect", "contiguous", "metadata_strings", "native_order", "refuse_foreign_doubts",
            "remove_stale_temporaries", "require_writable_format", "write_checked", "write_error", "write_safetensors",
            "write_tensors"]
 
@@ -433,6 +433,21 @@ def refuse_foreign_doubts(tree: ParameterTree, meta: PolyparamMetadata, writes: 
         fix=("Load it into a model of the framework that saved it, build the model so its structure shows the "
              "layout (in Keras, a Flatten layer right before the Dense layer in a Sequential or functional model), "
              "or reorder those values yourself and write them with tree.load_state."))
+
+
+def bookkeeping_keys(archive: Archive) -> list[str]:
+    """The file's bookkeeping buffers a load may pass over.
+
+    A polyparam file lists them in its metadata; only counters are believed (integer or
+    0-d tensors such as ``num_batches_tracked``), so a file cannot declare real weights
+    "bookkeeping" and have a strict load skip them. Native readers derive the list from
+    the file's structure (a Keras file's optimizer state), which no header can forge.
+    """
+    if archive.format in ("keras", "torch"):
+        return list(archive.metadata.buffers)
+    return [key for key in archive.metadata.buffers
+            if archive.entries[archive.paths().get(key, key)].dtype.kind in "biu"
+            or not archive.entries[archive.paths().get(key, key)].shape]
 
 
 def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], meta: PolyparamMetadata, *,

@@ -37,6 +37,7 @@ from polyparam.checkpoint.formats.hub import INDEX_NAMES, SINGLE_NAMES
 from polyparam.checkpoint.io import (
     LoadReport,
     atomic_write,
+    bookkeeping_keys,
     check_fit,
     check_recorded_ties,
     collect,
@@ -321,7 +322,7 @@ def _pair_in_order(tree: ParameterTree, archive: Archive) -> dict[str, str]:
                f"a {archive.format} file without it (safetensors lays tensors out by dtype and name). Match by "
                "path with rename=..., or save the source model with pp.save, which records the order.")
         raise errors.StateError(msg, expected="a recorded model order", got=archive.format)
-    books = set(_bookkeeping_keys(archive))
+    books = set(bookkeeping_keys(archive))
     stored = [key for key in keys if key not in books]
     groups = storage_groups(tree)
     model = [members[0] for members in groups.values() if not all(bookkeeping(p) for _, p in members)]
@@ -355,21 +356,6 @@ def _pair_in_order(tree: ParameterTree, archive: Archive) -> dict[str, str]:
     return pairs
 
 
-def _bookkeeping_keys(archive: Archive) -> list[str]:
-    """The file's bookkeeping buffers a load may pass over.
-
-    A polyparam file lists them in its metadata; only counters are believed (integer or
-    0-d tensors such as ``num_batches_tracked``), so a file cannot declare real weights
-    "bookkeeping" and have a strict load skip them. Native readers derive the list from
-    the file's structure (a Keras file's optimizer state), which no header can forge.
-    """
-    if archive.format in ("keras", "torch"):
-        return list(archive.metadata.buffers)
-    return [key for key in archive.metadata.buffers
-            if archive.entries[archive.paths().get(key, key)].dtype.kind in "biu"
-            or not archive.entries[archive.paths().get(key, key)].shape]
-
-
 def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: bool, ties: str,
           verify: bool = True, progress: bool | None = None) -> LoadReport:
     file = archive.file
@@ -383,7 +369,7 @@ def _load(tree: ParameterTree, archive: Archive, options: _Options, /, *, cast: 
         return resolved.get(mapped[key], mapped[key]) if key in mapped else None
 
     source = {resolved[key]: value for key, value in stored.items()}
-    optional = {q for q in map(path_of, _bookkeeping_keys(archive)) if q is not None}
+    optional = {q for q in map(path_of, bookkeeping_keys(archive)) if q is not None}
     missing, unexpected, ignored = check_keys(groups, source, strict=options.strict, subject=subject,
                                               optional=optional, allow_missing=options.allow_missing,
                                               ignore_extra=options.ignore_extra)
