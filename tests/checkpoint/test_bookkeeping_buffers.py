@@ -120,7 +120,8 @@ def test_buffers_metadata_naming_no_stored_key_is_refused(tmp_path: Path) -> Non
         pp.load(dst, path)
 
 
-def test_doubts_metadata_naming_no_stored_key_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("doubts", ['{"nowhere": "a flattened map"}', '{"0.weight": ""}', '["0.weight"]'])
+def test_doubts_metadata_naming_no_stored_key_is_refused(tmp_path: Path, doubts: str) -> None:
     path = tmp_path / "bad.safetensors"
     pp.save(trained_torch_cnn(), path)
     from safetensors import safe_open
@@ -128,8 +129,28 @@ def test_doubts_metadata_naming_no_stored_key_is_refused(tmp_path: Path) -> None
     with safe_open(str(path), "np") as f:
         meta = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}   # noqa: SIM118 - safe_open has no iteration
-    meta["polyparam.doubts"] = '{"nowhere": "a flattened map"}'
+    meta["polyparam.doubts"] = doubts
     save_file(tensors, str(path), metadata=meta)
     dst, _ = _zoo.BUILDERS["torch"]("cnn")
     with pytest.raises(errors.MetadataError, match="doubts"):
         pp.load(dst, path)
+
+
+def test_a_huge_recorded_doubt_is_cut_short_in_the_refusal(tmp_path: Path) -> None:
+    """A tampered file's doubt of megabytes would be put whole into the error message."""
+    import json
+
+    path = tmp_path / "huge.safetensors"
+    pp.save(trained_torch_cnn(), path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}   # noqa: SIM118 - safe_open has no iteration
+    meta["polyparam.doubts"] = json.dumps({"0.weight": "x" * 1_000_000})
+    meta["polyparam.backend"] = "keras"
+    save_file(tensors, str(path), metadata=meta)
+    dst, _ = _zoo.BUILDERS["torch"]("cnn")
+    with pytest.raises(errors.TransferError, match=r"0\.weight") as refused:
+        pp.load(dst, path)
+    assert len(str(refused.value)) < 5000

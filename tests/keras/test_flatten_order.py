@@ -223,6 +223,25 @@ def test_a_file_another_framework_saved_is_refused_where_the_layout_is_in_doubt(
     np.testing.assert_array_equal(_out(other, X), _out(model, X))
 
 
+def test_convert_and_consolidate_keep_the_recorded_doubts(tmp_path: Path) -> None:
+    """A copy of a file keeps the doubts the saving model recorded: convert (another format) and consolidate
+    (a sharded directory into one file) dropped them, and torch then loaded the doubtful kernel silently."""
+    from polyparam.checkpoint import convert
+
+    model = _Subclassed()
+    model(X)
+    twin = _torch_twin()
+    pp.save(model, tmp_path / "keras.safetensors")
+    pp.save(model, tmp_path / "sharded", sharded=True)
+    convert(tmp_path / "keras.safetensors", tmp_path / "converted.npz")
+    pp.consolidate(tmp_path / "sharded", tmp_path / "consolidated.safetensors")
+    before = _values(twin)
+    for copy in ("converted.npz", "consolidated.safetensors"):
+        with pytest.raises(pp.errors.TransferError, match="head.weight"):
+            pp.load(twin, tmp_path / copy)
+        _unchanged(twin, before)
+
+
 def test_a_file_from_no_polyparam_model_is_refused_where_the_layout_is_in_doubt(tmp_path: Path) -> None:
     from safetensors.numpy import save_file
 

@@ -42,6 +42,7 @@ from polyparam._params.plan import (
     storage_groups,
 )
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format, fingerprint
+from polyparam.checkpoint.formats.base import MAX_DOUBT
 from polyparam.checkpoint.io import (
     LoadReport,
     atomic_write,
@@ -223,8 +224,10 @@ def _shard_header(file: str, raw: dict[str, str]) -> dict[str, Any]:
     if not isinstance(header.get("backend"), (str, type(None))):
         raise _bad(file, "a backend name", header.get("backend"))
     doubts = header.get("doubts", {})
-    if not (isinstance(doubts, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in doubts.items())):
+    if not (isinstance(doubts, dict) and all(isinstance(k, str) and isinstance(v, str) and v
+                                             for k, v in doubts.items())):
         raise _bad(file, "doubts as a map of paths to the doubts of their layout", doubts)
+    header["doubts"] = {k: v if len(v) <= MAX_DOUBT else v[:MAX_DOUBT] + " [...]" for k, v in doubts.items()}
     if not isinstance(header.get("save_id"), (int, type(None))) or isinstance(header.get("save_id"), bool):
         raise _bad(file, "an integer save id", header.get("save_id"))
     pieces = header.get("pieces")
@@ -521,6 +524,7 @@ def consolidate(directory: str | os.PathLike[str], path: str | os.PathLike[str],
     with ShardIndex(directory) as index:
         tensors = {p: index.read(p, verify=True) for p in index.pieces}
         meta = PolyparamMetadata(ties=[g for g in index.ties if any(q in tensors for q in g)], backend=index.backend,
-                                 roles={p: index.roles[p] for p in tensors})
+                                 roles={p: index.roles[p] for p in tensors},
+                                 doubts={p: why for p, why in index.doubts.items() if p in tensors})
     write_tensors(file, tensors, meta, format=fmt, checksum=checksum)
     return file

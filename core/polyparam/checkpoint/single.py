@@ -473,6 +473,7 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], /, *, form
         ties = [group for group in ties if len(group) > 1 and any(q in tensors for q in group)]
         out = PolyparamMetadata(ties=ties, backend=meta.backend, layout=meta.layout,
                                 roles={mapped[k]: v for k, v in meta.roles.items() if k in mapped},
-                                buffers=[mapped[k] for k in meta.buffers if k in mapped])
+                                buffers=[mapped[k] for k in meta.buffers if k in mapped],
+                                doubts={mapped[k]: v for k, v in meta.doubts.items() if k in mapped})
         write_tensors(dst, tensors, out, format=format, checksum=checksum)
         return out

@@ -222,6 +222,10 @@ class Entry:
         return int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
 
 
+#: The longest doubt a file's metadata may put into an error message (a tampered file's may be megabytes).
+MAX_DOUBT = 2000
+
+
 @dataclass
 class PolyparamMetadata:
     """What polyparam records next to the tensors.
@@ -326,9 +330,10 @@ class PolyparamMetadata:
                 or len(set(order)) != len(order):
             raise bad("a list of stored keys, each once, in model order", order)
         doubts = load("polyparam.doubts", {})
-        if not isinstance(doubts, dict) or not all(isinstance(k, str) and k in keys and isinstance(v, str)
+        if not isinstance(doubts, dict) or not all(isinstance(k, str) and k in keys and isinstance(v, str) and v
                                                    for k, v in doubts.items()):
             raise bad("a map of stored keys to the doubts of their layout", doubts)
+        doubts = {k: v if len(v) <= MAX_DOUBT else v[:MAX_DOUBT] + " [...]" for k, v in doubts.items()}
         aliases = raw.get("polyparam.aliases", "reference")
         if aliases not in ("reference", "materialize"):
             raise bad("aliases 'reference' or 'materialize'", aliases)
