@@ -388,7 +388,19 @@ class KerasParameter(Parameter):
             return "deferred"
         if v._value is None:
             sync_jax_state(self._root)   # fit on JAX holds the values outside the variables
+            if v._value is None and getattr(v, "_initializer", None) is None:   # emptied, not deferred
+                raise self._emptied()
         return "uninitialized" if v._value is None else "initialized"
+
+    def _emptied(self) -> errors.UnsupportedModelError:
+        """The refusal of a variable Keras on JAX emptied: the model that holds it runs ``fit`` (or ``evaluate``,
+        ``predict``) and keeps the values outside its variables, and this tree's root is not that model."""
+        msg = (f"Cannot use parameter {self.path!r}: expected a Keras variable holding its value, got one Keras on "
+               "JAX emptied: while a model runs fit, evaluate or predict it holds the values outside its variables "
+               "(and a failed fit leaves them so), and this tree is of a layer or model inside it. Make the tree "
+               "from the model that runs (pp.tree(self.model) in a callback), or use this one after fit returns.")
+        return errors.UnsupportedModelError(msg, path=self.path, expected="a variable holding its value",
+                                            got="a variable emptied by a running fit")
 
     def _read(self) -> np.ndarray:
         return self._canonical(to_numpy(raw(self._variable())))

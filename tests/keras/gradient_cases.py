@@ -210,3 +210,33 @@ def test_writes_inside_a_stateless_scope_reach_the_variable() -> None:
     for path, value in (("0.bias", 2.0), ("1.bias", 3.0), ("2.bias", 4.0)):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer(index=int(path[0])).bias),
                                       np.full(model.layers[int(path[0])].bias.shape, value, np.float32), err_msg=path)
+
+
+def test_a_tree_of_a_model_inside_the_one_fit_runs_writes_or_refuses_by_name() -> None:
+    """A tree of a nested model cannot reach the outer model fit runs: on JAX, whose fit empties the variables,
+    its write was dropped silently and its read said "never initialized"; now both are refused, naming the fix.
+    On the other backends the variables stay live and the write lands."""
+    keras.utils.set_random_seed(1)
+    inner = keras.Sequential([keras.Input((6,)), L.Dense(6)])
+    model = keras.Sequential([keras.Input((6,)), inner, L.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    tree = pp.tree(inner)
+    start = snapshot(tree)
+    outcome: list[str] = []
+
+    class Writes(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if batch == 1:
+                try:
+                    tree.load_state({"0.bias": np.full(6, 7.0, np.float32)}, strict=False)
+                    outcome.append("written")
+                except pp.errors.UnsupportedModelError as exc:
+                    outcome.append(str(exc))
+
+    model.fit(_x(32), np.ones((32, 1), np.float32), epochs=1, batch_size=8, verbose=0, callbacks=[Writes()])
+    if keras.backend.backend() == "jax":
+        assert "pp.tree(self.model)" in outcome[0]
+        np.testing.assert_array_equal(tree["0.bias"].numpy(), start["0.bias"])
+    else:
+        assert outcome == ["written"]
+        np.testing.assert_array_equal(tree["0.bias"].numpy(), np.full(6, 7.0, np.float32))
