@@ -78,17 +78,17 @@ def flatten_order(layer: Any, root: Any, before: list[Any] | None = None) -> Fou
     """
     nodes = [n for n in getattr(layer, "_inbound_nodes", []) if n.input_tensors]
     if nodes:
-        found = {_from_tensor(n.input_tensors[0], per_feature=None) for n in nodes}
+        found = {_from_tensor(n.input_tensors[0], per_feature=None, root=root) for n in nodes}
         if len(found) > 1:
             return (f"layer {layer.name!r} is called on inputs of different feature orders (a flattened feature map "
                     "in one use, not in another), so its kernel has no one canonical input order.")
         return found.pop()
     if before is not None:
-        return _in_sequence(before)
+        return _in_sequence(before, root)
     return _without_graph(layer, root)
 
 
-def _in_sequence(before: list[Any]) -> Found:
+def _in_sequence(before: list[Any], root: Any = None) -> Found:
     """From the layers before one in a Sequential (each already called, so each has its node)."""
     per_feature: str | None = None
     for i in range(len(before) - 1, -1, -1):
@@ -99,7 +99,7 @@ def _in_sequence(before: list[Any]) -> Found:
             continue
         nodes = [n for n in getattr(op, "_inbound_nodes", []) if n.input_tensors]
         if isinstance(op, (_L.Flatten, _L.Reshape)) and nodes:
-            return _from_tensor(nodes[-1].output_tensors[0], per_feature=per_feature)
+            return _from_tensor(nodes[-1].output_tensors[0], per_feature=per_feature, root=root)
         if isinstance(op, (_L.Flatten, _L.Reshape)):
             return f"the shape of the map that {type(op).__name__} layer {op.name!r} flattens is not known yet."
         return _unknown_flatten(op, nodes[-1]) if nodes else None
@@ -129,7 +129,7 @@ def _history(tensor: Any) -> tuple[Any, Any] | None:
     return (op, nodes[node_index]) if node_index < len(nodes) else None
 
 
-def _from_tensor(tensor: Any, *, per_feature: str | None) -> Found:
+def _from_tensor(tensor: Any, *, per_feature: str | None, root: Any = None) -> Found:
     for _ in range(10_000):          # a graph is finite; this bounds a malformed one
         found = _history(tensor)
         if found is None:
@@ -141,7 +141,7 @@ def _from_tensor(tensor: Any, *, per_feature: str | None) -> Found:
             tensor = node.input_tensors[0]
             continue
         if isinstance(op, _L.Flatten):
-            return _flatten(op, node.input_tensors[0], per_feature)
+            return _flatten(op, node.input_tensors[0], per_feature, root)
         if isinstance(op, _L.Reshape) and len(op.target_shape) == 1:
             shape = tuple(node.input_tensors[0].shape)
             if _is_map(shape, channels_first=False):
@@ -149,7 +149,7 @@ def _from_tensor(tensor: Any, *, per_feature: str | None) -> Found:
                         "channel order (channels-last or channels-first data) the model does not show.")
             return None
         if isinstance(op, _L.Concatenate):
-            parts = {_from_tensor(t, per_feature=per_feature) for t in node.input_tensors}
+            parts = {_from_tensor(t, per_feature=per_feature, root=root) for t in node.input_tensors}
             if parts != {None}:
                 return (f"its input is a Concatenate ({op.name!r}) of parts of which some are flattened feature "
                         "maps; polyparam does not permute parts of an input axis.")
@@ -169,10 +169,10 @@ def _is_map(shape: tuple[Any, ...], *, channels_first: bool) -> bool:
     return channels > 1 and math.prod(spatial) > 1
 
 
-def _flatten(op: Any, source: Any, per_feature: str | None) -> Found:
+def _flatten(op: Any, source: Any, per_feature: str | None, root: Any = None) -> Found:
     shape = tuple(source.shape)
     flatten_first = getattr(op, "data_format", "channels_last") == "channels_first"
-    made_by = _map_format(source)
+    made_by = _map_format(source, root=root)
     if isinstance(made_by, _Unknown):
         if _is_map(shape, channels_first=False) or _is_map(shape, channels_first=True):
             return f"its input is a feature map {shape[1:]} flattened by {op.name!r}, {made_by.why}."
@@ -218,10 +218,11 @@ _MERGES = tuple(getattr(_L, name) for name in ("Add", "Subtract", "Multiply", "A
                 if hasattr(_L, name))
 
 
-def _map_format(tensor: Any, depth: int = 0) -> str | _Unknown | None:
+def _map_format(tensor: Any, depth: int = 0, *, root: Any = None) -> str | _Unknown | None:
     """``"channels_first"`` or ``"channels_last"``: the ``data_format`` of the layer that made the map ``tensor``,
     found through pass-through and per-feature layers, element-wise merges (a residual ``Add``: its inputs must
-    agree), concatenations and nested models; ``None`` where no layer made it (the model's input); or
+    agree), concatenations and nested models (into one: the map its input comes from in ``root``); ``None`` where
+    no layer made it (the model's input); or
     :class:`_Unknown` where a layer between may have moved its axes (a ``Permute``, a ``Reshape``, a ``Lambda``
     or a layer of your own that changes the shape)."""
     for _ in range(10_000):
@@ -229,8 +230,14 @@ def _map_format(tensor: Any, depth: int = 0) -> str | _Unknown | None:
         if found is None or depth > 50:
             return None
         op, node = found
-        if not node.input_tensors:
-            return None                                          # an Input
+        if not node.input_tensors:                               # an Input: of root, or of a model inside it
+            outer = _outer_input(tensor, root)
+            if outer is None:
+                return None
+            if isinstance(outer, _Unknown):
+                return outer
+            tensor, depth = outer, depth + 1
+            continue
         if isinstance(op, _PASS_THROUGH + _PER_FEATURE):
             tensor = node.input_tensors[0]
             continue
@@ -238,7 +245,7 @@ def _map_format(tensor: Any, depth: int = 0) -> str | _Unknown | None:
         if made in ("channels_first", "channels_last"):
             return str(made)
         if isinstance(op, _MERGES + (_L.Concatenate,)):
-            formats = {_map_format(t, depth + 1) for t in node.input_tensors}
+            formats = {_map_format(t, depth + 1, root=root) for t in node.input_tensors}
             unknown = next((f for f in formats if isinstance(f, _Unknown)), None)
             known = {f for f in formats if isinstance(f, str)}
             if unknown is not None:
@@ -256,6 +263,25 @@ def _map_format(tensor: Any, depth: int = 0) -> str | _Unknown | None:
             return _Unknown(f"made by {type(op).__name__} {op.name!r}, which may move the map's axes, so the channel "
                             "order cannot be worked out")
         tensor = node.input_tensors[0]                           # a layer of your own keeping the shape
+    return None
+
+
+def _outer_input(tensor: Any, root: Any) -> Any:
+    """The tensor that feeds the input ``tensor`` of a model nested in ``root`` (its call in the outer graph), or
+    ``None`` (an input of ``root`` itself, or no root), or :class:`_Unknown` (the nested model is called on inputs
+    of different layouts, or more than once)."""
+    if root is None or not hasattr(root, "_flatten_layers"):
+        return None
+    for sub in root._flatten_layers(include_self=False, recursive=True):
+        inputs = getattr(sub, "inputs", None) if isinstance(sub, keras.Model) else None
+        index = next((i for i, t in enumerate(inputs or ()) if t is tensor), None)
+        if index is None:
+            continue
+        calls = [n for n in getattr(sub, "_inbound_nodes", []) if len(n.input_tensors) > index]
+        if len(calls) != 1:
+            return _Unknown(f"made inside {type(sub).__name__} {sub.name!r} from an input its {len(calls)} calls "
+                            "give")
+        return calls[0].input_tensors[index]
     return None
 
 
@@ -304,15 +330,21 @@ def norm_axes_doubt(layer: Any) -> str | None:
 
 
 def _readers(op: Any) -> list[Any]:
-    """The layers that read ``op``'s output, past pass-through ones."""
-    out, stack = [], list(getattr(op, "_outbound_nodes", []))
+    """The layers that read ``op``'s output map and say its layout (a ``data_format``), past pass-through layers,
+    merges, concatenations and layers that keep the shape."""
+    out, stack, seen = [], list(getattr(op, "_outbound_nodes", [])), set()
     while stack:
         node = stack.pop()
         reader = getattr(node, "operation", None)
-        if isinstance(reader, _PASS_THROUGH + _PER_FEATURE):
-            stack.extend(getattr(reader, "_outbound_nodes", []))
-        elif reader is not None:
+        if reader is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if getattr(reader, "data_format", None) is not None:
             out.append(reader)
+        elif isinstance(reader, _PASS_THROUGH + _PER_FEATURE + _MERGES + (_L.Concatenate,)) or (
+                node.input_tensors and node.output_tensors
+                and tuple(node.input_tensors[0].shape) == tuple(node.output_tensors[0].shape)):
+            stack.extend(getattr(reader, "_outbound_nodes", []))
     return out
 
 

@@ -404,3 +404,36 @@ def test_a_layer_norm_over_several_axes_of_a_channels_last_map_is_a_doubt() -> N
                               L.LayerNormalization(axis=[1, 2, 3])])]                          # (C, H, W) already
     for model in fine:
         assert all(p._layout_doubt() is None for p in pp.tree(model).parameters()), model.layers
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_a_flatten_inside_a_nested_head_reads_the_layout_of_the_outer_map(data_format: str) -> None:
+    """A nested ``Sequential([Input, Flatten(), Dense])`` head fed by the outer model's conv: the map's layout is
+    the outer conv's (it was the Flatten's own, channels last: a channels-first map was permuted, 0.45 off)."""
+    shape = (3, H, W) if data_format == "channels_first" else (H, W, 3)
+    conv_out = (C, H, W) if data_format == "channels_first" else (H, W, C)
+    head = keras.Sequential([keras.Input(conv_out), L.Flatten(), L.Dense(3)])
+    model = keras.Sequential([keras.Input(shape), L.Conv2D(C, 3, padding="same", data_format=data_format), head])
+    dense = head.layers[-1]
+    p = next(q for _, q in pp.tree(model).items() if q.native is dense.kernel)
+    assert p._layout_doubt() is None
+    permuted = data_format == "channels_last"
+    np.testing.assert_array_equal(p.numpy(), _torch_order(_native(dense), H, W, C) if permuted else _native(dense).T)
+
+
+@pytest.mark.parametrize("between", ["add", "concatenate", "rescaling"])
+def test_a_dense_reshaped_into_a_map_is_in_doubt_past_merges_and_shape_keeping_layers(between: str) -> None:
+    """Dense -> Reshape((h, w, C)) -> Add / Concatenate / Rescaling -> Conv2D: the conv that says the map is
+    channels last comes after a layer with no layout of its own (0.47-0.50 off after a transfer, before)."""
+    z = 6
+    inputs = keras.Input((z,))
+    x = L.Reshape((H, W, C))(L.Dense(C * H * W)(inputs))
+    if between == "add":
+        x = L.Add()([x, x])
+    elif between == "concatenate":
+        x = L.Concatenate()([x, x])
+    else:
+        x = L.Rescaling(0.5)(x)
+    model = keras.Model(inputs, L.Conv2D(2, 3)(x))
+    doubts = [p._layout_doubt() for p in pp.tree(model).parameters()]
+    assert sum("(H, W, C)" in (d or "") for d in doubts) == 2, doubts       # the Dense's kernel and bias
