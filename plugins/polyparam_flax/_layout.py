@@ -170,7 +170,8 @@ def _unread(node: Any, at: str) -> errors.UnsupportedModelError | None:
     """The refusal of state ``nnx.state`` holds that polyparam would leave out, or ``None``: a Variable holding
     neither an array nor a number (a dict of arrays), an array or number held as a module's data without a
     Variable (``nnx.data(jnp.ones(3))``), or an ``nnx.Pytree`` that is not a Module holding Variables (an
-    ``nnx.Optimizer`` kept on the model). Left out, it would be missing from every save, load, transfer and diff."""
+    ``nnx.Optimizer`` kept on the model), or a Variable or module an ``nnx.Sequential`` holds beside its
+    ``layers``. Left out, it would be missing from every save, load, transfer and diff."""
     numbers: tuple[type, ...] = SCALARS   # a module's data numbers are state; a tuple's are its configuration
     if isinstance(node, nnx.Module) and not isinstance(node, (nnx.List, nnx.Dict)):
         if getattr(type(node), "_pytree__is_pytree", True):
@@ -183,9 +184,13 @@ def _unread(node: Any, at: str) -> errors.UnsupportedModelError | None:
     else:
         return None
     for name, value in entries:
-        if value is None or is_block(value) or is_a(value, _SKIP):
+        if isinstance(node, nnx.Sequential) and name != "layers" and (is_block(value) or is_variable(value)):
+            what, fix = (f"{type(value).__name__} held by the nnx.Sequential itself, beside its layers",
+                         "Hold it in a module of its own among the layers, or in the module that holds the "
+                         "Sequential")
+        elif value is None or is_block(value) or is_a(value, _SKIP):
             continue
-        if is_a(value, nnx.Variable):
+        elif is_a(value, nnx.Variable):
             raw = value.get_raw_value()
             if raw is None or _listable(raw):
                 continue

@@ -315,3 +315,17 @@ def test_a_parameter_taken_before_its_layer_was_replaced_says_so() -> None:
             weight.numpy()
         assert info.value.path == "enc.weight"
         assert pp.tree(model)["enc.weight"].shape in {(4, 4), (4, 4, 2, 2)}   # a new tree reads the new layer
+
+
+def test_a_variable_or_module_an_nnx_sequential_holds_beside_its_layers_is_refused_by_name() -> None:
+    """nnx.state saves a Param set on the Sequential itself; the walk read only its layers, so every save, load
+    and transfer left it out silently."""
+    for extra in (lambda r: nnx.Param(jnp.ones(3)), lambda r: nnx.Linear(2, 2, rngs=r)):
+        rngs = nnx.Rngs(0)
+        seq = nnx.Sequential(nnx.Linear(2, 2, rngs=rngs), nnx.relu)
+        seq.extra = extra(rngs)
+        with pytest.raises(errors.UnsupportedModelError, match="beside its layers") as info:
+            pp.tree(seq)
+        assert info.value.path == "extra"
+    plain = nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.relu)
+    assert list(pp.tree(plain).state()) == ["0.weight", "0.bias"]
