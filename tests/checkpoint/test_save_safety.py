@@ -318,6 +318,27 @@ def test_a_read_only_target_is_refused_naming_it(tmp_path: Path, ext: str, monke
     assert digest(path) == before and leftovers(tmp_path) == []
 
 
+def test_a_file_on_a_read_only_mount_is_refused_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a file system mounted read-only, os.access says no file is writable: the refusal said "Permission
+    denied" and advised making the file writable; it names the read-only file system (EROFS) and its fix."""
+    path, before = good_file(tmp_path, ".safetensors")
+    real_access, real_statvfs = os.access, os.statvfs
+
+    class ReadOnly:
+        def __init__(self, real: os.statvfs_result) -> None:
+            self.real = real
+
+        def __getattr__(self, name: str) -> int:
+            return getattr(self.real, name) | (os.ST_RDONLY if name == "f_flag" else 0)
+
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == path else real_access(p, mode, **kw))
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly(real_statvfs(p)) if Path(p) == tmp_path else real_statvfs(p))
+    with pytest.raises(errors.CheckpointWriteError) as info:
+        pp.save(pp.tree({"w": np.ones(3, np.float32)}), path)
+    assert info.value.errno == errno.EROFS and "writable file system" in str(info.value)
+    assert digest(path) == before and leftovers(tmp_path) == []
+
+
 def test_a_directory_that_refuses_the_temporary_folder_names_the_target(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     path, before = good_file(tmp_path, "safetensors")

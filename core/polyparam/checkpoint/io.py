@@ -181,7 +181,8 @@ def atomic_write(path: str | os.PathLike[str], /) -> Iterator[str]:
             mode = 0o666 & ~umask
         # a file the caller may not write stays as it is (a symlink is replaced, not followed)
         if os.path.isfile(target) and not os.path.islink(target) and not os.access(target, os.W_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), target)
+            code = errno.EROFS if _read_only_mount(directory) else errno.EACCES   # which fix to give
+            raise OSError(code, os.strerror(code), target)
         remove_stale_temporaries(directory, tag)
         work = tempfile.mkdtemp(prefix=f".{tag}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=directory)
     except OSError as exc:
@@ -269,6 +270,15 @@ def _npz_dtype_ok(dtype: np.dtype) -> bool:
 
     descr = npformat.dtype_to_descr(dtype)
     return isinstance(descr, str) and len(descr) <= 8 and np.dtype(descr) == dtype
+
+
+def _read_only_mount(directory: str) -> bool:
+    """Whether ``directory`` is on a file system mounted read-only (where ``os.access`` says a file is not writable
+    for that reason, not its permissions)."""
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):   # no statvfs (Windows)
+        return False
 
 
 def check_writable(file: str, tensors: dict[str, np.ndarray], fmt: str) -> None:
