@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from functools import cached_property
 from typing import Any, Callable, cast
@@ -254,13 +255,8 @@ class KerasParameter(Parameter):
             for root in roots.values():
                 refresh(root)
         if not value:
-            if engine() == "jax":   # Keras' stateless optimizer step takes exactly the variables it was built for
-                for root in roots.values():
-                    if getattr(getattr(root, "optimizer", None), "built", False):
-                        warnings.warn(f"{len(flipped)} parameter(s) frozen after the model's optimizer was built: on "
-                                      "the JAX backend Keras' fit then fails ('optimizer_variables must be ... 1:1'). "
-                                      "Call model.compile(...) again (a new optimizer) before the next fit.",
-                                      errors.PolyparamWarning, stacklevel=5)
+            for root in roots.values():
+                _warn_built_optimizer(root, f"{len(flipped)} parameter(s) frozen")
             return
         for root in roots.values():
             optimizer = getattr(root, "optimizer", None)
@@ -686,6 +682,7 @@ class KerasParameter(Parameter):
         originals.setdefault(self._slot.leaf, mine)
         swap_variable(layer, mine, theirs)
         refresh(self._root)
+        _warn_built_optimizer(self._root, f"{self.path!r} tied to {anchor.path!r}")
 
     def _unshare(self) -> None:
         layer = self._layer
@@ -698,16 +695,33 @@ class KerasParameter(Parameter):
             assign_native(own, to_numpy(raw(shared)))
             swap_variable(layer, shared, own)
             refresh(self._root)
+            _warn_built_optimizer(self._root, f"{self.path!r} untied")
             return
         if self._site is not None:
             parent_locate, position = self._site
             clone_into_sequential(parent_locate(), position)
             refresh(self._root)
+            _warn_built_optimizer(self._root, f"{self.path!r} untied")
             return
         msg = (f"Cannot untie {self.path!r}: expected a layer tied by polyparam or reused in a Sequential, got a "
                f"layer reused inside a {type(self._root).__name__} graph, where both uses are one layer object. "
                "Build two layers and tie them with pp.tie instead.")
         raise errors.TieError(msg, path=self.path, expected="untieable", got=type(self._root).__name__)
+
+
+def _warn_built_optimizer(root: Any, what: str) -> None:
+    """On JAX, warn that ``what`` (a freeze, a tie, an untie) changed the variables ``root``'s optimizer was built
+    for: Keras' stateless optimizer step takes exactly those, so the next fit fails part-way and leaves the model's
+    variables emptied. The warning names the first caller outside polyparam."""
+    if engine() != "jax" or not getattr(getattr(root, "optimizer", None), "built", False):
+        return
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and str(frame.f_globals.get("__name__", "")).startswith("polyparam"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"{what} after the model's optimizer was built: on the JAX backend Keras' fit then fails "
+                  "('optimizer_variables must be ... 1:1') and leaves the model's variables empty. Call "
+                  "model.compile(...) again (a new optimizer) before the next fit.",
+                  errors.PolyparamWarning, stacklevel=level)
 
 
 def _variance_scaling(init: Any, native_shape: tuple[int, ...], layer: Any) -> Any:

@@ -240,3 +240,25 @@ def test_a_tree_of_a_model_inside_the_one_fit_runs_writes_or_refuses_by_name() -
     else:
         assert outcome == ["written"]
         np.testing.assert_array_equal(tree["0.bias"].numpy(), np.full(6, 7.0, np.float32))
+
+
+def test_a_tie_or_untie_after_fit_warns_on_jax_as_a_freeze_does() -> None:
+    """A tie changes the variables Keras' optimizer was built for, as a freeze does; on JAX the next fit then fails
+    part-way and leaves every variable empty. The freeze warned; a tie and an untie did not."""
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(6), L.Dense(6), L.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(_x(8), np.ones((8, 1), np.float32), epochs=1, batch_size=8, verbose=0)
+    tree = pp.tree(model)
+    if keras.backend.backend() == "jax":
+        with pytest.warns(pp.errors.PolyparamWarning, match=r"tied .* model.compile\(...\) again"):
+            [group] = pp.tie(tree["0.weight"], tree["1.weight"])
+        with pytest.warns(pp.errors.PolyparamWarning, match=r"untied .* model.compile\(...\) again"):
+            group.untie()
+    else:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pp.errors.PolyparamWarning)
+            [group] = pp.tie(tree["0.weight"], tree["1.weight"])
+            group.untie()
