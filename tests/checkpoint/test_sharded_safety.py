@@ -231,6 +231,28 @@ def test_a_shard_key_load_refuses_is_refused_before_writing(tmp_path: Path) -> N
     assert sorted(p.name for p in directory.iterdir()) == [RANK0]
 
 
+def test_a_failed_sharded_save_removes_the_folder_it_made_and_only_that(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sharded save that fails while writing (a full disk) left behind the empty folder it had made."""
+    import errno
+
+    from polyparam.checkpoint import sharded
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(sharded, "write_safetensors", full)
+    tree = pp.tree({"w": np.ones(3, np.float32)})
+    with pytest.raises(errors.CheckpointWriteError):
+        pp.save(tree, tmp_path / "new", sharded=True)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    with pytest.raises(errors.CheckpointWriteError):
+        pp.save(tree, tmp_path / "kept", sharded=True)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]
+
+
 # ---- F24: consolidate honours the extension ----------------------------------------------------------------------
 
 

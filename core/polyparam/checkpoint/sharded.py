@@ -18,6 +18,7 @@ Metadata of each file: ``format = "polyparam-shard"``, ``polyparam.shard`` = JSO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -129,12 +130,19 @@ def write_shard_file(directory: str | os.PathLike[str], rank: int, world: int, p
                   "save_id": save_id, "pieces": described, **({"doubts": doubts} if doubts else {})}
         return {"format": "polyparam-shard", "polyparam.shard": json.dumps(header)}
 
+    made = not os.path.isdir(directory)
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
         raise write_error(target, exc) from exc
-    with atomic_write(target) as tmp:
-        write_safetensors(tmp, tensors, metadata, checksum=checksum)
+    try:
+        with atomic_write(target) as tmp:
+            write_safetensors(tmp, tensors, metadata, checksum=checksum)
+    except BaseException:
+        if made:   # the folder this save made, if nothing else is in it (another process's file keeps it)
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+        raise
     return target
 
 
