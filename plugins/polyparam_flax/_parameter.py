@@ -138,11 +138,14 @@ class FlaxParameter(Parameter):
     def _doubt_of(self, why: str | None) -> str | None:
         if why is None:
             return None
+        fix = ("Pool the map to one value per channel before the Linear, or reorder the values yourself and write "
+               "them with tree.load_state." if "flattened by a reshape" in why else
+               "Reorder the values yourself (the map's (C, H, W) order to (H, W, C)) and write them with "
+               "tree.load_state.")
         return (f"The features of {type(resolve(self._root, self._steps[:-1])).__name__} variable "
                 f"{self.native_name!r} may be a flattened feature map: {why}. NNX flattens channels last, in (H, W, C) "
                 "order, where the canonical (PyTorch) order is (C, H, W), and an NNX model's structure does not show "
-                "the reshape. Pool the map to one value per channel before the Linear, or reorder the values yourself "
-                "and write them with tree.load_state.")
+                f"the reshape. {fix}")
 
     # ---- values -----------------------------------------------------------------
 

@@ -112,7 +112,10 @@ def test_a_linear_whose_outputs_are_unflattened_into_a_conv_input_is_in_doubt() 
     rngs = nnx.Rngs(0)
     net = nnx.Sequential(nnx.Linear(5, C * 16, rngs=rngs), lambda x: x.reshape(x.shape[0], 4, 4, C),
                          nnx.ConvTranspose(C, 3, (3, 3), rngs=rngs))
-    assert set(_doubts(net)) == {"0.weight", "0.bias"}
+    doubts = _doubts(net)
+    assert set(doubts) == {"0.weight", "0.bias"}
+    assert "Pool the map" not in doubts["0.weight"] and "Reorder the values" in doubts["0.weight"]   # no pooling here
+    assert "Pool the map" in _doubts(Flattened(nnx.Rngs(0)))["fc.weight"]
     plain = nnx.Sequential(nnx.Linear(5, C, rngs=rngs), lambda x: x.reshape(x.shape[0], 1, 1, C),
                            nnx.ConvTranspose(C, 3, (3, 3), rngs=rngs))
     assert _doubts(plain) == {}
