@@ -43,7 +43,7 @@ from polyparam._params.plan import (
     storage_groups,
 )
 from polyparam.checkpoint.formats import WRITABLE, PolyparamMetadata, detect_format, fingerprint
-from polyparam.checkpoint.formats.base import MAX_DOUBT
+from polyparam.checkpoint.formats.base import cut_doubts
 from polyparam.checkpoint.io import (
     LoadReport,
     atomic_write,
@@ -235,7 +235,7 @@ def _shard_header(file: str, raw: dict[str, str]) -> dict[str, Any]:
     if not (isinstance(doubts, dict) and all(isinstance(k, str) and isinstance(v, str) and v
                                              for k, v in doubts.items())):
         raise _bad(file, "doubts as a map of paths to the doubts of their layout", doubts)
-    header["doubts"] = {k: v if len(v) <= MAX_DOUBT else v[:MAX_DOUBT] + " [...]" for k, v in doubts.items()}
+    header["doubts"] = cut_doubts(doubts)
     if not isinstance(header.get("save_id"), (int, type(None))) or isinstance(header.get("save_id"), bool):
         raise _bad(file, "an integer save id", header.get("save_id"))
     pieces = header.get("pieces")

@@ -29,9 +29,9 @@ from polyparam import errors
 from polyparam._copies import written_as_is
 from polyparam._threads import parallel_map, tiled_copy
 
-__all__ = ["BOMB_FLOOR", "FORMAT_VERSION", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRITABLE", "ZIP_ERRORS",
-           "Archive", "Entry", "PolyparamMetadata", "check_zip_members", "copy_whole", "detect_format", "fingerprint",
-           "open_regular", "sniff", "word_dtype", "write_snapshot"]
+__all__ = ["BOMB_FLOOR", "FORMAT_VERSION", "MAX_DOUBT", "MAX_EMPTY_TENSORS", "MAX_RATIO", "READABLE", "WRITABLE",
+           "ZIP_ERRORS", "Archive", "Entry", "PolyparamMetadata", "check_zip_members", "copy_whole", "cut_doubts",
+           "detect_format", "fingerprint", "open_regular", "sniff", "word_dtype", "write_snapshot"]
 
 #: The version of polyparam's metadata layout inside safetensors and npz files.
 FORMAT_VERSION = 1
@@ -226,6 +226,11 @@ class Entry:
 MAX_DOUBT = 2000
 
 
+def cut_doubts(doubts: dict[str, str]) -> dict[str, str]:
+    """``doubts`` (read from a file) with each cut to :data:`MAX_DOUBT` characters."""
+    return {key: why if len(why) <= MAX_DOUBT else why[:MAX_DOUBT] + " [...]" for key, why in doubts.items()}
+
+
 @dataclass
 class PolyparamMetadata:
     """What polyparam records next to the tensors.
@@ -333,7 +338,7 @@ class PolyparamMetadata:
         if not isinstance(doubts, dict) or not all(isinstance(k, str) and k in keys and isinstance(v, str) and v
                                                    for k, v in doubts.items()):
             raise bad("a map of stored keys to the doubts of their layout", doubts)
-        doubts = {k: v if len(v) <= MAX_DOUBT else v[:MAX_DOUBT] + " [...]" for k, v in doubts.items()}
+        doubts = cut_doubts(doubts)
         aliases = raw.get("polyparam.aliases", "reference")
         if aliases not in ("reference", "materialize"):
             raise bad("aliases 'reference' or 'materialize'", aliases)
