@@ -105,16 +105,22 @@ def test_an_unmarked_extra_key_is_still_a_difference(tmp_path: Path) -> None:
         pp.load(dst, tmp_path / "plain.safetensors")
 
 
-def test_buffers_metadata_naming_no_stored_key_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "bad.safetensors"
-    pp.save(trained_torch_cnn(), path)
+def _saved_with(path: Path, **metadata: str) -> Path:
+    """The trained torch CNN saved to ``path``, its polyparam metadata then edited (``polyparam_x=`` sets
+    ``polyparam.x``), as a tampered file would be."""
     from safetensors import safe_open
 
+    pp.save(trained_torch_cnn(), path)
     with safe_open(str(path), "np") as f:
         meta = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}   # noqa: SIM118 - safe_open has no iteration
-    meta["polyparam.buffers"] = '["nowhere"]'
+    meta.update({key.replace("polyparam_", "polyparam."): value for key, value in metadata.items()})
     save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def test_buffers_metadata_naming_no_stored_key_is_refused(tmp_path: Path) -> None:
+    path = _saved_with(tmp_path / "bad.safetensors", polyparam_buffers='["nowhere"]')
     dst, _ = _zoo.BUILDERS["torch"]("cnn")
     with pytest.raises(errors.MetadataError, match="buffers"):
         pp.load(dst, path)
@@ -122,15 +128,7 @@ def test_buffers_metadata_naming_no_stored_key_is_refused(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("doubts", ['{"nowhere": "a flattened map"}', '{"0.weight": ""}', '["0.weight"]'])
 def test_doubts_metadata_naming_no_stored_key_is_refused(tmp_path: Path, doubts: str) -> None:
-    path = tmp_path / "bad.safetensors"
-    pp.save(trained_torch_cnn(), path)
-    from safetensors import safe_open
-
-    with safe_open(str(path), "np") as f:
-        meta = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()}   # noqa: SIM118 - safe_open has no iteration
-    meta["polyparam.doubts"] = doubts
-    save_file(tensors, str(path), metadata=meta)
+    path = _saved_with(tmp_path / "bad.safetensors", polyparam_doubts=doubts)
     dst, _ = _zoo.BUILDERS["torch"]("cnn")
     with pytest.raises(errors.MetadataError, match="doubts"):
         pp.load(dst, path)
@@ -140,16 +138,8 @@ def test_a_huge_recorded_doubt_is_cut_short_in_the_refusal(tmp_path: Path) -> No
     """A tampered file's doubt of megabytes would be put whole into the error message."""
     import json
 
-    path = tmp_path / "huge.safetensors"
-    pp.save(trained_torch_cnn(), path)
-    from safetensors import safe_open
-
-    with safe_open(str(path), "np") as f:
-        meta = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()}   # noqa: SIM118 - safe_open has no iteration
-    meta["polyparam.doubts"] = json.dumps({"0.weight": "x" * 1_000_000})
-    meta["polyparam.backend"] = "keras"
-    save_file(tensors, str(path), metadata=meta)
+    path = _saved_with(tmp_path / "huge.safetensors", polyparam_doubts=json.dumps({"0.weight": "x" * 1_000_000}),
+                       polyparam_backend="keras")
     dst, _ = _zoo.BUILDERS["torch"]("cnn")
     with pytest.raises(errors.TransferError, match=r"0\.weight") as refused:
         pp.load(dst, path)
