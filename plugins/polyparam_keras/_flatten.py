@@ -231,13 +231,11 @@ def _map_format(tensor: Any, depth: int = 0, *, root: Any = None) -> str | _Unkn
             return None
         op, node = found
         if not node.input_tensors:                               # an Input: of root, or of a model inside it
-            outer = _outer_input(tensor, root)
-            if outer is None:
-                return None
-            if isinstance(outer, _Unknown):
+            outer = _outer_inputs(tensor, root)
+            if outer is None or isinstance(outer, _Unknown):
                 return outer
-            tensor, depth = outer, depth + 1
-            continue
+            return _agreed({_map_format(t, depth + 1, root=root) for t in outer},
+                           f"made inside {type(outer.model).__name__} {outer.model.name!r}, whose calls give it a mix")
         if isinstance(op, _PASS_THROUGH + _PER_FEATURE):
             tensor = node.input_tensors[0]
             continue
@@ -245,14 +243,8 @@ def _map_format(tensor: Any, depth: int = 0, *, root: Any = None) -> str | _Unkn
         if made in ("channels_first", "channels_last"):
             return str(made)
         if isinstance(op, _MERGES + (_L.Concatenate,)):
-            formats = {_map_format(t, depth + 1, root=root) for t in node.input_tensors}
-            unknown = next((f for f in formats if isinstance(f, _Unknown)), None)
-            known = {f for f in formats if isinstance(f, str)}
-            if unknown is not None:
-                return unknown
-            if len(known) > 1:
-                return _Unknown(f"made by {type(op).__name__} {op.name!r} of channels-first and channels-last maps")
-            return known.pop() if known else None
+            return _agreed({_map_format(t, depth + 1, root=root) for t in node.input_tensors},
+                           f"made by {type(op).__name__} {op.name!r}")
         outputs = getattr(op, "outputs", None)
         if isinstance(op, keras.Model) and outputs:              # a nested model: its own graph made the map
             tensor = outputs[0]
@@ -266,52 +258,108 @@ def _map_format(tensor: Any, depth: int = 0, *, root: Any = None) -> str | _Unkn
     return None
 
 
-def _outer_input(tensor: Any, root: Any) -> Any:
-    """The tensor that feeds the input ``tensor`` of a model nested in ``root`` (its call in the outer graph), or
-    ``None`` (an input of ``root`` itself, or no root), or :class:`_Unknown` (the nested model is called on inputs
-    of different layouts, or more than once)."""
+def _agreed(formats: set[str | _Unknown | None], made: str) -> str | _Unknown | None:
+    """The one layout of maps that are combined (merged, concatenated, or given to one nested model by its calls):
+    the first doubt among them, a doubt where channels-first and channels-last maps meet, else the known one."""
+    unknown = next((f for f in formats if isinstance(f, _Unknown)), None)
+    known = {f for f in formats if isinstance(f, str)}
+    if unknown is not None:
+        return unknown
+    if len(known) > 1:
+        return _Unknown(f"{made} of channels-first and channels-last maps")
+    return known.pop() if known else None
+
+
+class _Calls(list[Any]):
+    """The tensors that a nested model's calls in the outer graph give one of its inputs (``model``)."""
+
+    def __init__(self, model: Any, tensors: list[Any]) -> None:
+        super().__init__(tensors)
+        self.model = model
+
+
+def _nested_models(root: Any) -> list[Any]:
+    """The models with a graph (``inputs``) nested in ``root``, at any depth."""
     if root is None or not hasattr(root, "_flatten_layers"):
-        return None
-    for sub in root._flatten_layers(include_self=False, recursive=True):
-        inputs = getattr(sub, "inputs", None) if isinstance(sub, keras.Model) else None
-        index = next((i for i, t in enumerate(inputs or ()) if t is tensor), None)
+        return []
+    return [sub for sub in root._flatten_layers(include_self=False, recursive=True)
+            if isinstance(sub, keras.Model) and getattr(sub, "inputs", None)]
+
+
+def _outer_inputs(tensor: Any, root: Any) -> _Calls | _Unknown | None:
+    """The tensors that feed the input ``tensor`` of a model nested in ``root``, one per call in the outer graph;
+    ``None`` (an input of ``root`` itself, or no root), or :class:`_Unknown` (no call shows it)."""
+    for sub in _nested_models(root):
+        index = next((i for i, t in enumerate(sub.inputs) if t is tensor), None)
         if index is None:
             continue
-        calls = [n for n in getattr(sub, "_inbound_nodes", []) if len(n.input_tensors) > index]
-        if len(calls) != 1:
-            return _Unknown(f"made inside {type(sub).__name__} {sub.name!r} from an input its {len(calls)} calls "
-                            "give")
-        return calls[0].input_tensors[index]
+        calls = [n.input_tensors[index] for n in getattr(sub, "_inbound_nodes", []) if len(n.input_tensors) > index]
+        if not calls:
+            return _Unknown(f"made inside {type(sub).__name__} {sub.name!r} from an input no call of it shows")
+        return _Calls(sub, calls)
     return None
 
 
-def unflatten_doubt(layer: Any) -> str | None:
+def _reads(tensor: Any, nested: list[Any]) -> list[Any]:
+    """The nodes that take ``tensor`` as an input, across the edges of the ``nested`` models: where it is a nested
+    model's output, the nodes that read that model's calls; where a nested model reads it, the nodes inside that
+    read its input."""
+    found = _history(tensor)
+    if found is None:
+        return []
+    out: list[Any] = []
+    for node in getattr(found[0], "_outbound_nodes", []):
+        for index, given in enumerate(node.input_tensors):
+            if given is not tensor:
+                continue
+            model = getattr(node, "operation", None)
+            inputs = getattr(model, "inputs", None) if isinstance(model, keras.Model) else None
+            if inputs and index < len(inputs):
+                out.extend(_reads(inputs[index], nested))
+            else:
+                out.append(node)
+    for sub in nested:
+        at = next((i for i, t in enumerate(sub.outputs) if t is tensor), None)
+        if at is not None:
+            for call in getattr(sub, "_inbound_nodes", []):
+                if len(call.output_tensors) > at:
+                    out.extend(_reads(call.output_tensors[at], nested))
+    return out
+
+
+def unflatten_doubt(layer: Any, root: Any = None) -> str | None:
     """Why ``layer``'s (a Dense's) outputs may be a channels-last feature map in the model's graph, else ``None``:
     reshaped into a map (a ``Reshape``, ``keras.ops.reshape``) that a channels-last layer reads, as a generator's
-    first Dense is. PyTorch's ``Unflatten`` makes a ``(C, H, W)`` map of the same features, so the kernel's output
-    axis and the bias would be in another order; polyparam does not permute them."""
-    stack = [(node, 0) for node in getattr(layer, "_outbound_nodes", [])]
+    first Dense is, across the edges of models nested in ``root``. PyTorch's ``Unflatten`` makes a ``(C, H, W)`` map
+    of the same features, so the kernel's output axis and the bias would be in another order; polyparam does not
+    permute them."""
+    nested = _nested_models(root)
+    stack = [(node.output_tensors[0], 0) for node in getattr(layer, "_inbound_nodes", []) if node.output_tensors]
     seen: set[int] = set()
     while stack:
-        node, depth = stack.pop()
-        op = getattr(node, "operation", None)
-        if op is None or id(node) in seen or depth > 50 or not node.output_tensors or not node.input_tensors:
+        tensor, depth = stack.pop()
+        if id(tensor) in seen or depth > 50:
             continue
-        seen.add(id(node))
-        if isinstance(op, _PASS_THROUGH + _PER_FEATURE):
-            stack.extend((n, depth + 1) for n in getattr(op, "_outbound_nodes", []))
-            continue
-        shape_in, shape_out = tuple(node.input_tensors[0].shape), tuple(node.output_tensors[0].shape)
-        if len(shape_in) != 2 or len(shape_out) < 3 or not _is_map(shape_out, channels_first=False):
-            continue
-        if any(getattr(reader, "data_format", None) == "channels_last" for reader in _readers(op)):
-            return (f"its outputs are reshaped into a feature map {shape_out[1:]} by {type(op).__name__} "
-                    f"{op.name!r} that a channels-last layer reads: channels last, in (H, W, C) order, where the "
-                    "canonical (PyTorch) order of the map's features is (C, H, W)")
+        seen.add(id(tensor))
+        for node in _reads(tensor, nested):
+            op = node.operation
+            if not node.output_tensors:
+                continue
+            if isinstance(op, _PASS_THROUGH + _PER_FEATURE):
+                stack.append((node.output_tensors[0], depth + 1))
+                continue
+            shape_in, shape_out = tuple(tensor.shape), tuple(node.output_tensors[0].shape)
+            if len(shape_in) != 2 or len(shape_out) < 3 or not _is_map(shape_out, channels_first=False):
+                continue
+            if any(getattr(reader, "data_format", None) == "channels_last"
+                   for reader in _readers(node.output_tensors[0], nested)):
+                return (f"its outputs are reshaped into a feature map {shape_out[1:]} by {type(op).__name__} "
+                        f"{op.name!r} that a channels-last layer reads: channels last, in (H, W, C) order, where the "
+                        "canonical (PyTorch) order of the map's features is (C, H, W)")
     return None
 
 
-def norm_axes_doubt(layer: Any) -> str | None:
+def norm_axes_doubt(layer: Any, root: Any = None) -> str | None:
     """Why a normalization over several axes of a map (``LayerNormalization(axis=[1, 2, 3])``) may hold its
     per-element values (``gamma``, ``beta``) in another order than PyTorch's, else ``None``: over a channels-last
     map they are ``(H, W, C)``, where ``torch.nn.LayerNorm([C, H, W])`` holds ``(C, H, W)``. A channels-first map,
@@ -321,32 +369,36 @@ def norm_axes_doubt(layer: Any) -> str | None:
         return (f"{type(layer).__name__} {layer.name!r} normalizes several axes of an input its structure (a "
                 "subclassed model's call) does not show, so whether the channels come last cannot be known")
     tensor = nodes[0].input_tensors[0]
-    made = _map_format(tensor)
-    if made == "channels_first" or (made is None and len(tuple(tensor.shape)) < 4):
+    made = _map_format(tensor, root=root)
+    rank = len(tuple(tensor.shape))
+    if made == "channels_first" or (made is None and rank < 4):
         return None
+    axes = {int(a) % rank for a in (layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis])}
+    if not isinstance(made, _Unknown) and rank - 1 not in axes:
+        return None             # the positions only, (H, W): as LayerNorm([H, W]) of a (C, H, W) map holds them
     how = made.why if isinstance(made, _Unknown) else f"a channels-last map {tuple(tensor.shape)[1:]}"
     return (f"{type(layer).__name__} {layer.name!r} normalizes several axes of {how}: its values are in the "
             "map's (H, W, C) order, where PyTorch's LayerNorm([C, H, W]) holds (C, H, W)")
 
 
-def _readers(op: Any) -> list[Any]:
-    """The layers that read ``op``'s output map and say its layout (a ``data_format``), past pass-through layers,
-    merges, concatenations and layers that keep the shape."""
-    out, stack, seen = [], list(getattr(op, "_outbound_nodes", [])), set()
+def _readers(tensor: Any, nested: list[Any]) -> list[Any]:
+    """The layers that read the map ``tensor`` and say its layout (a ``data_format``), past pass-through layers,
+    merges, concatenations, layers that keep the shape, and the edges of the ``nested`` models."""
+    out, stack, seen = [], [tensor], set()
     while stack:
-        node = stack.pop()
-        reader = getattr(node, "operation", None)
-        if reader is None or id(node) in seen:
+        tensor = stack.pop()
+        if id(tensor) in seen:
             continue
-        seen.add(id(node))
-        if getattr(reader, "data_format", None) is not None:
-            out.append(reader)
-        elif isinstance(reader, _PASS_THROUGH + _PER_FEATURE + _MERGES + (_L.Concatenate,)) or (
-                node.input_tensors and node.output_tensors
-                and tuple(node.input_tensors[0].shape) == tuple(node.output_tensors[0].shape)):
-            stack.extend(getattr(reader, "_outbound_nodes", []))
+        seen.add(id(tensor))
+        for node in _reads(tensor, nested):
+            reader = node.operation
+            if getattr(reader, "data_format", None) is not None:
+                out.append(reader)
+            elif node.output_tensors and (
+                    isinstance(reader, _PASS_THROUGH + _PER_FEATURE + _MERGES + (_L.Concatenate,))
+                    or tuple(tensor.shape) == tuple(node.output_tensors[0].shape)):
+                stack.append(node.output_tensors[0])
     return out
-
 
 
 def _without_graph(layer: Any, root: Any) -> Found:

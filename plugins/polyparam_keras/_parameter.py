@@ -172,12 +172,12 @@ class KerasParameter(Parameter):
             return f"The input of Dense kernel {self.native_name!r} may be a flattened feature map: {order}"
         layer = self._layer
         if isinstance(layer, keras.layers.Dense) and self._slot.var in ("kernel", "bias"):
-            why = unflatten_doubt(layer)
+            why = unflatten_doubt(layer, self._root)
             if why is not None:
                 return f"The outputs of Dense {self._slot.var} {self.native_name!r} may be a feature map: {why}."
         if isinstance(layer, keras.layers.LayerNormalization) and self._slot.var in ("gamma", "beta"):
             v = self._variable()
-            why = norm_axes_doubt(layer) if v is not None and len(v.shape) >= 2 else None
+            why = norm_axes_doubt(layer, self._root) if v is not None and len(v.shape) >= 2 else None
             if why is not None:
                 return f"The values of {self._slot.var} {self.native_name!r} may be in another order: {why}."
         return None

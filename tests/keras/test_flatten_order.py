@@ -437,3 +437,67 @@ def test_a_dense_reshaped_into_a_map_is_in_doubt_past_merges_and_shape_keeping_l
     model = keras.Model(inputs, L.Conv2D(2, 3)(x))
     doubts = [p._layout_doubt() for p in pp.tree(model).parameters()]
     assert sum("(H, W, C)" in (d or "") for d in doubts) == 2, doubts       # the Dense's kernel and bias
+
+
+def _dense_doubts(model: Any) -> list[str]:
+    return [d for p in pp.tree(model).parameters() if "(H, W, C)" in (d := p._layout_doubt() or "")]
+
+
+@pytest.mark.parametrize("where", ["reader inside", "reshape inside", "generator inside", "functional"])
+def test_a_dense_reshaped_into_a_map_is_in_doubt_across_nested_models(where: str) -> None:
+    """Dense -> Reshape((h, w, C)) -> Conv2D with a nested model's edge on the way: the conv inside a nested model
+    that reads the outer Reshape, or the Dense (and Reshape) inside a nested generator whose output the outer conv
+    reads. No doubt was found and a transfer from torch came out 5.7-16 off (silently)."""
+    z = 6
+    if where == "reader inside":
+        reader = keras.Sequential([keras.Input((H, W, C)), L.Conv2D(2, 3)])
+        model = keras.Sequential([keras.Input((z,)), L.Dense(C * H * W), L.Reshape((H, W, C)), reader])
+    elif where == "reshape inside":
+        generator = keras.Sequential([keras.Input((z,)), L.Dense(C * H * W), L.Reshape((H, W, C))])
+        model = keras.Sequential([keras.Input((z,)), generator, L.Conv2D(2, 3)])
+    elif where == "generator inside":
+        generator = keras.Sequential([keras.Input((z,)), L.Dense(C * H * W), L.ReLU()])
+        model = keras.Sequential([keras.Input((z,)), generator, L.Reshape((H, W, C)), L.Conv2D(2, 3)])
+    else:
+        inner_in = keras.Input((z,))
+        generator = keras.Model(inner_in, L.Reshape((H, W, C))(L.Dense(C * H * W)(inner_in)))
+        inputs = keras.Input((z,))
+        model = keras.Model(inputs, L.Conv2D(2, 3)(L.Add()([generator(inputs), generator(inputs)])))
+    assert len(_dense_doubts(model)) == 2, where           # the Dense's kernel and bias
+
+
+def test_a_nested_model_called_twice_on_maps_of_one_layout_reads_that_layout() -> None:
+    """A nested ``[Input, Flatten, Dense]`` head called on two channels-first maps (a siamese pair): both calls
+    agree, so its kernel reads in that layout; it was a doubt (refused) because the head had two calls."""
+    head = keras.Sequential([keras.Input((C, H, W)), L.Flatten(), L.Dense(3)])
+    inputs = keras.Input((3, H, W))
+    conv = L.Conv2D(C, 3, padding="same", data_format="channels_first")
+    model = keras.Model(inputs, L.Add()([head(conv(inputs)), head(L.ReLU()(conv(inputs)))]))
+    dense = head.layers[-1]
+    p = next(q for _, q in pp.tree(model).items() if q.native is dense.kernel)
+    assert p._layout_doubt() is None
+    np.testing.assert_array_equal(p.numpy(), _native(dense).T)
+    mixed = keras.Sequential([keras.Input((H, W, C)), L.Flatten(), L.Dense(3)])
+    first, last = keras.Input((3, W, C)), keras.Input((H, W, 3))
+    both = keras.Model([first, last], L.Add()([
+        mixed(L.Conv2D(H, 3, padding="same", data_format="channels_first")(first)),     # (H, W, C) channels first
+        mixed(L.Conv2D(C, 3, padding="same")(last))]))                                  # (H, W, C) channels last
+    doubt = next(q for _, q in pp.tree(both).items() if q.native is mixed.layers[-1].kernel)._layout_doubt()
+    assert "a mix of channels-first and channels-last maps" in (doubt or ""), doubt
+
+
+def test_a_layer_norm_in_a_nested_model_reads_the_outer_layout_and_spatial_axes_are_no_doubt() -> None:
+    """``LayerNormalization(axis=[1, 2, 3])`` inside a nested model after an outer channels-first conv holds
+    ``(C, H, W)`` values, PyTorch's order (it was a doubt: the nested model's input was taken as channels last);
+    ``axis=[1, 2]`` over the spatial axes of a channels-last map holds ``(H, W)``, as ``LayerNorm([H, W])`` of a
+    ``(C, H, W)`` map does (it was a doubt too). Over ``[2, 3]`` (W and the channels) it stays one."""
+    inner = keras.Sequential([keras.Input((C, H, W)), L.LayerNormalization(axis=[1, 2, 3])])
+    model = keras.Sequential([keras.Input((3, H, W)), L.Conv2D(C, 3, padding="same", data_format="channels_first"),
+                              inner])
+    assert all(p._layout_doubt() is None for p in pp.tree(model).parameters())
+    spatial = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"),
+                                L.LayerNormalization(axis=[1, 2])])
+    assert all(p._layout_doubt() is None for p in pp.tree(spatial).parameters())
+    with_channels = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"),
+                                      L.LayerNormalization(axis=[2, -1])])
+    assert pp.tree(with_channels)["1.weight"]._layout_doubt() is not None
