@@ -16,6 +16,7 @@ from polyparam._layout import format_shape, is_floating
 from polyparam._params.mapping import KeyMap, Rename
 from polyparam._params.parameter import Parameter
 from polyparam._params.plan import (
+    SHOW_THE_LAYOUT,
     WritePlan,
     WrittenMemory,
     axes_order,
@@ -342,9 +343,7 @@ def _refuse_doubtful_layouts(s: ParameterTree, d: ParameterTree, writes: list[tu
         moves.append((f"destination parameter {target.path!r}", target, None))
         moves.extend((f"source parameter {q.path!r}", q, None) for q in sources_of[path])
     refuse_doubtful_layouts(moves, what=f"Cannot transfer {s.backend} parameters to {d.backend}",
-                            fix="Build the model so its structure shows the layout (in Keras, a Flatten layer right "
-                                "before the Dense layer in a Sequential or functional model), or transfer within "
-                                "one framework.")
+                            fix=f"{SHOW_THE_LAYOUT}, or transfer within one framework.")
 
 
 def _flat_outputs(value: Any, where: str = "output") -> list[tuple[str, np.ndarray]]:

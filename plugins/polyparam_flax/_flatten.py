@@ -42,17 +42,27 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from flax import nnx
 
 from polyparam_flax._layout import Step, is_variable, members_of, native_path, resolve, shape_of, variables_of
 
-__all__ = ["flatten_doubt", "one_look"]
+__all__ = ["Doubt", "flatten_doubt", "one_look"]
 
 _MAPS = (nnx.Conv, nnx.ConvTranspose)
 _NORMS = (nnx.BatchNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm, nnx.InstanceNorm)
 _SUBJECTS = (nnx.Linear, *_NORMS)   # the modules whose features a flattened map can put in doubt
+
+
+
+class Doubt(NamedTuple):
+    """Why a Variable's features may be a feature map's (a clause), and whether a flattened map is read (an input,
+    fixed by pooling it first) rather than made (outputs a reshape turns into a map)."""
+
+    why: str
+    flattened: bool
+
 
 Held = tuple[str, Any]   # (native path, module holding Variables of its own)
 Chain = list[tuple[Any, str, int]]   # (ancestor, its native path, the index of the next one among its children)
@@ -200,7 +210,7 @@ def _channels_beyond(neighbours: Iterator[Held], features: int, *, made: bool) -
     return False
 
 
-def flatten_doubt(root: Any, steps: Sequence[Step]) -> str | None:
+def flatten_doubt(root: Any, steps: Sequence[Step]) -> Doubt | None:
     """Why the Variable at ``steps`` (a ``Linear``'s or a normalization's) may hold a channels-last feature
     map's features in an order the model does not show, else ``None``.
 
@@ -217,7 +227,7 @@ def flatten_doubt(root: Any, steps: Sequence[Step]) -> str | None:
     chain = _ancestry(root, at)
     if chain is None:
         return None
-    reasons = []
+    reasons, flattened = [], False
     for made, found in ((True, _map_next_to(_before(chain), made=True)),
                         (False, _map_next_to(_after(chain, module, native_path(at)), made=False))):
         if found is None:
@@ -232,6 +242,7 @@ def flatten_doubt(root: Any, steps: Sequence[Step]) -> str | None:
             continue   # the channels of a convolution's map (a ResNet's bn3 before the shortcut's conv)
         what = ("inputs" if made else "outputs") if is_linear else "per-feature values"
         how = "flattened by a reshape in __call__" if made else "that a reshape in __call__ makes"
+        flattened = flattened or made
         reasons.append(f"its {features} {what} are {features // channels} x the {channels} channels of "
                        f"{type(conv).__name__} {path!r}, so they may be that feature map {how}")
-    return "; ".join(reasons) or None
+    return Doubt("; ".join(reasons), flattened) if reasons else None

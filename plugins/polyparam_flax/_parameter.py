@@ -14,7 +14,7 @@ from polyparam import errors
 from polyparam.backend import Parameter, Shape, State
 from polyparam_flax import NAME
 from polyparam_flax._convert import device_name, is_abstract, place, to_numpy
-from polyparam_flax._flatten import flatten_doubt, one_look
+from polyparam_flax._flatten import Doubt, flatten_doubt, one_look
 from polyparam_flax._gradients import lookup, store
 from polyparam_flax._layout import (
     Leaf,
@@ -118,7 +118,7 @@ class FlaxParameter(Parameter):
     def _layout_doubts_many(params: list[Parameter], /) -> list[str | None]:
         """As :meth:`_layout_doubt` of each, with the rule asked once per module (a normalization's four
         vectors, a Linear's bias beside its kernel: the rule walks the module's neighbours)."""
-        found: dict[tuple[int, tuple[Step, ...], bool], str | None] = {}
+        found: dict[tuple[int, tuple[Step, ...], bool], Doubt | None] = {}
         out: list[str | None] = []
         with one_look():   # and each module's children read once
             for p in params:
@@ -131,15 +131,16 @@ class FlaxParameter(Parameter):
                 out.append(p._doubt_of(found[key]))
         return out
 
-    def _why_in_doubt(self) -> str | None:
+    def _why_in_doubt(self) -> Doubt | None:
         steps = self._steps
         return flatten_doubt(self._root, steps) if steps and steps[-1][0] == "attr" else None
 
-    def _doubt_of(self, why: str | None) -> str | None:
-        if why is None:
+    def _doubt_of(self, doubt: Doubt | None) -> str | None:
+        if doubt is None:
             return None
+        why = doubt.why
         fix = ("Pool the map to one value per channel before the Linear, or reorder the values yourself and write "
-               "them with tree.load_state." if "flattened by a reshape" in why else
+               "them with tree.load_state." if doubt.flattened else
                "Reorder the values yourself (the map's (C, H, W) order to (H, W, C)) and write them with "
                "tree.load_state.")
         return (f"The features of {type(resolve(self._root, self._steps[:-1])).__name__} variable "

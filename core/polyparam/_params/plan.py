@@ -30,8 +30,9 @@ from polyparam._params.ties import tie_problem
 if TYPE_CHECKING:
     from polyparam._params.tree import ParameterCollection
 
-__all__ = ["LoadReport", "WritePlan", "axes_order", "bookkeeping", "check_keys", "check_partial", "integer_codes",
-           "layout_doubts", "permuted", "refuse_doubtful_layouts", "resolve_keys", "same_value", "storage_groups"]
+__all__ = ["SHOW_THE_LAYOUT", "LoadReport", "WritePlan", "axes_order", "bookkeeping", "check_keys", "check_partial",
+           "integer_codes", "layout_doubts", "permuted", "refuse_doubtful_layouts", "resolve_keys", "same_value",
+           "storage_groups"]
 
 Groups = dict[Any, list[tuple[str, Parameter]]]
 
@@ -51,6 +52,11 @@ def layout_doubts(params: list[Parameter]) -> list[str | None]:
     for cls, members in by_class(params):
         found.update(zip(map(id, members), cls._layout_doubts_many(members)))
     return [found[id(p)] for p in params]
+
+
+# the fix that a refused layout doubt shares, wherever it is refused
+SHOW_THE_LAYOUT = ("Build the model so its structure shows the layout (in Keras, a Flatten layer right before the "
+                   "Dense layer in a Sequential or functional model)")
 
 
 def refuse_doubtful_layouts(moves: list[tuple[str, Parameter | None, str | None]], *, what: str, fix: str) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from polyparam import errors
 from polyparam._params.plan import (
+    SHOW_THE_LAYOUT,
     LoadReport,
     WritePlan,
     bookkeeping,
@@ -440,9 +441,8 @@ def refuse_foreign_doubts(tree: ParameterTree, meta: PolyparamMetadata, writes: 
     refuse_doubtful_layouts(
         [(f"parameter {path!r} (stored as {key!r})", p, meta.doubts.get(key)) for path, p, key in writes],
         what=f"Cannot load {subject} ({saved}) into this {tree.backend} model",
-        fix=("Load it into a model of the framework that saved it, build the model so its structure shows the "
-             "layout (in Keras, a Flatten layer right before the Dense layer in a Sequential or functional model), "
-             "or reorder those values yourself and write them with tree.load_state."))
+        fix=(f"{SHOW_THE_LAYOUT}, load the file into a model of the framework that saved it, or reorder those "
+             "values yourself and write them with tree.load_state."))
 
 
 def bookkeeping_keys(archive: Archive) -> list[str]:
