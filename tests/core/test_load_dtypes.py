@@ -81,6 +81,36 @@ def test_integers_a_narrower_dtype_cannot_hold_are_refused_and_nothing_changes(w
     np.testing.assert_array_equal(model["q"], [1, 127, -128])
 
 
+@pytest.mark.parametrize("write", ["set", "item", "load_state", "load", "load_vector"])
+def test_floats_a_narrower_dtype_cannot_hold_are_refused_and_nothing_changes(write: str, tmp_path: Path) -> None:
+    """float64 1e300 into float32, float32 1e5 into float16: the cast makes them inf, silently, before. Refused with
+    the range, before or undone after the other writes; an inf or NaN given stays one, and values that fit cast."""
+    model = {"a": np.zeros(3, np.float32), "h": np.zeros(3, np.float16), "s": np.zeros(3, np.float32)}
+    tree = pp.tree(model)
+    cases = (("s", np.array([1.0, -1e300, 2.0]), r"float32 holds \(-3\.4\d*e\+38 to 3\.4\d*e\+38\), got a "
+              r"largest magnitude of 1e\+300"),
+             ("h", np.array([1.0, 1e5, 2.0], np.float32), r"float16 holds \(-65504\.0 to 65504\.0\), got a largest "
+              r"magnitude of 100000\.0"))
+    for path, wide, message in cases:
+        given = "float64" if write == "load_vector" else wide.dtype.name      # one vector of every value
+        with pytest.raises(errors.DTypeMismatchError, match=rf"'{path}'.*{message} in a {given} value"):
+            if write == "set":
+                tree[path].set(wide)
+            elif write == "item":
+                tree[path][:] = wide
+            elif write == "load_state":
+                tree.load_state({"a": np.ones(3, np.float32), path: wide}, strict=False)
+            elif write == "load":
+                save_file({"a": np.ones(3, np.float32), path: wide}, str(tmp_path / "wide.safetensors"))
+                pp.load(model, tmp_path / "wide.safetensors", cast=True, strict=False)
+            else:
+                rest = {"a": np.ones(3), "h": np.zeros(3), "s": np.zeros(3)} | {path: wide}
+                tree.load_vector(np.concatenate([rest[q] for q, _ in tree.items()]))
+        assert all((v == 0).all() for v in model.values()), path
+    tree["h"].set(np.array([np.inf, np.nan, 65504.0]))
+    assert np.isinf(model["h"][0]) and np.isnan(model["h"][1]) and model["h"][2] == 65504
+
+
 def test_load_vector_refuses_integers_an_integer_tensor_cannot_hold() -> None:
     model = {"c": np.zeros(3, np.int8), "u": np.zeros(2, np.uint8)}
     tree = pp.tree(model)

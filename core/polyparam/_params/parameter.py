@@ -340,9 +340,21 @@ class Parameter(abc.ABC):
         return array.astype(expected)
 
     def _check_range(self, array: np.ndarray, expected: np.dtype, *, action: str) -> None:
-        """Refuse integers that ``expected`` (a narrower integer dtype) cannot hold: the cast would wrap them."""
-        if (expected.kind not in "iu" or array.dtype.kind not in "iu" or array.size == 0
-                or np.can_cast(array.dtype, expected, casting="safe")):
+        """Refuse values that ``expected`` (a narrower dtype) cannot hold: integers the cast would wrap, finite
+        floats it would make infinite (an inf or NaN given stays one)."""
+        if array.size == 0 or np.can_cast(array.dtype, expected, casting="safe"):
+            return
+        if expected.kind == "f" and array.dtype.kind == "f":
+            top = float(np.finfo(expected).max)
+            peak = float(np.max(np.abs(array), initial=0.0, where=np.isfinite(array)))
+            if peak > top:
+                msg = (f"Cannot {action} parameter {self.path!r}: expected values {expected.name} holds ({-top} to "
+                       f"{top}), got a largest magnitude of {peak} in a {array.dtype.name} value, which a cast "
+                       f"would make infinite. Clip the value first (np.clip(value, {-top}, {top})) or build the "
+                       "parameter wider.")
+                raise errors.DTypeMismatchError(msg, path=self.path, expected=(-top, top), got=peak)
+            return
+        if expected.kind not in "iu" or array.dtype.kind not in "iu":
             return
         info, low, high = np.iinfo(expected), int(array.min()), int(array.max())
         if low < info.min or high > info.max:
