@@ -129,12 +129,40 @@ def _history(tensor: Any) -> tuple[Any, Any] | None:
     return (op, nodes[node_index]) if node_index < len(nodes) else None
 
 
-def _from_tensor(tensor: Any, *, per_feature: str | None, root: Any = None) -> Found:
+def _from_tensor(tensor: Any, *, per_feature: str | None, root: Any = None,
+                 memo: dict[Any, Found] | None = None) -> Found:
+    """How the features of ``tensor`` are ordered (see :func:`flatten_order`), walking its graph back: into a
+    nested model that made it, and out of one at its input, to the tensors its calls in ``root`` give (which
+    must agree). ``memo`` holds the answers found so far (a nested model called on its own output, a chain of
+    merges: each tensor is asked once; a cycle adds nothing)."""
+    memo = {} if memo is None else memo
+    key = (id(tensor), per_feature)
+    if key not in memo:
+        memo[key] = None
+        memo[key] = _from_tensor_walk(tensor, per_feature, root, memo)
+    return memo[key]
+
+
+def _from_tensor_walk(tensor: Any, per_feature: str | None, root: Any, memo: dict[Any, Found]) -> Found:
     for _ in range(10_000):          # a graph is finite; this bounds a malformed one
         found = _history(tensor)
         if found is None:
             return None
         op, node = found
+        if not node.input_tensors:                               # an Input: of root, or of a model inside it
+            outer = _outer_inputs(tensor, root)
+            if not isinstance(outer, _Calls):
+                return None
+            orders = {_from_tensor(t, per_feature=per_feature, root=root, memo=memo) for t in outer}
+            if len(orders) > 1:
+                return (f"{type(outer.model).__name__} {outer.model.name!r}, which holds it, is called on inputs of "
+                        "different feature orders (a flattened feature map in one call, not in another, or maps of "
+                        "different layouts), so its kernel has no one canonical input order.")
+            return orders.pop()
+        inner = _inner_output(op, node, tensor)
+        if inner is not None:                                    # a nested model: its own graph made it
+            tensor = inner
+            continue
         if isinstance(op, _PASS_THROUGH + _PER_FEATURE) and node.input_tensors:
             if isinstance(op, _PER_FEATURE):
                 per_feature = per_feature or op.name
@@ -149,7 +177,7 @@ def _from_tensor(tensor: Any, *, per_feature: str | None, root: Any = None) -> F
                         "channel order (channels-last or channels-first data) the model does not show.")
             return None
         if isinstance(op, _L.Concatenate):
-            parts = {_from_tensor(t, per_feature=per_feature, root=root) for t in node.input_tensors}
+            parts = {_from_tensor(t, per_feature=per_feature, root=root, memo=memo) for t in node.input_tensors}
             if parts != {None}:
                 return (f"its input is a Concatenate ({op.name!r}) of parts of which some are flattened feature "
                         "maps; polyparam does not permute parts of an input axis.")
@@ -218,13 +246,24 @@ _MERGES = tuple(getattr(_L, name) for name in ("Add", "Subtract", "Multiply", "A
                 if hasattr(_L, name))
 
 
-def _map_format(tensor: Any, depth: int = 0, *, root: Any = None) -> str | _Unknown | None:
+def _map_format(tensor: Any, depth: int = 0, *, root: Any = None,
+                memo: dict[int, str | _Unknown | None] | None = None) -> str | _Unknown | None:
     """``"channels_first"`` or ``"channels_last"``: the ``data_format`` of the layer that made the map ``tensor``,
     found through pass-through and per-feature layers, element-wise merges (a residual ``Add``: its inputs must
     agree), concatenations and nested models (into one: the map its input comes from in ``root``); ``None`` where
     no layer made it (the model's input); or
     :class:`_Unknown` where a layer between may have moved its axes (a ``Permute``, a ``Reshape``, a ``Lambda``
-    or a layer of your own that changes the shape)."""
+    or a layer of your own that changes the shape). ``memo`` holds the answers found so far, as
+    :func:`_from_tensor`'s does."""
+    memo = {} if memo is None else memo
+    if id(tensor) not in memo:
+        memo[id(tensor)] = None
+        memo[id(tensor)] = _map_format_walk(tensor, depth, root, memo)
+    return memo[id(tensor)]
+
+
+def _map_format_walk(tensor: Any, depth: int, root: Any,
+                     memo: dict[int, str | _Unknown | None]) -> str | _Unknown | None:
     for _ in range(10_000):
         found = _history(tensor)
         if found is None or depth > 50:
@@ -234,7 +273,7 @@ def _map_format(tensor: Any, depth: int = 0, *, root: Any = None) -> str | _Unkn
             outer = _outer_inputs(tensor, root)
             if outer is None or isinstance(outer, _Unknown):
                 return outer
-            return _agreed({_map_format(t, depth + 1, root=root) for t in outer},
+            return _agreed({_map_format(t, depth + 1, root=root, memo=memo) for t in outer},
                            f"made inside {type(outer.model).__name__} {outer.model.name!r}, whose calls give it a mix")
         if isinstance(op, _PASS_THROUGH + _PER_FEATURE):
             tensor = node.input_tensors[0]
@@ -243,11 +282,11 @@ def _map_format(tensor: Any, depth: int = 0, *, root: Any = None) -> str | _Unkn
         if made in ("channels_first", "channels_last"):
             return str(made)
         if isinstance(op, _MERGES + (_L.Concatenate,)):
-            return _agreed({_map_format(t, depth + 1, root=root) for t in node.input_tensors},
+            return _agreed({_map_format(t, depth + 1, root=root, memo=memo) for t in node.input_tensors},
                            f"made by {type(op).__name__} {op.name!r}")
-        outputs = getattr(op, "outputs", None)
-        if isinstance(op, keras.Model) and outputs:              # a nested model: its own graph made the map
-            tensor = outputs[0]
+        inner = _inner_output(op, node, tensor)
+        if inner is not None:                                    # a nested model: its own graph made the map
+            tensor = inner
             depth += 1
             continue
         shape_in, shape_out = tuple(node.input_tensors[0].shape), tuple(node.output_tensors[0].shape)
@@ -278,6 +317,26 @@ class _Calls(list[Any]):
         self.model = model
 
 
+def _inner_output(op: Any, node: Any, tensor: Any) -> Any:
+    """Where ``op`` is a nested model whose call ``node`` gives ``tensor``: the output of its own graph that
+    ``tensor`` stands for (by position: a model of several outputs), else ``None``."""
+    outputs = getattr(op, "outputs", None) if isinstance(op, keras.Model) else None
+    if not outputs:
+        return None
+    index = next((i for i, t in enumerate(node.output_tensors) if t is tensor), 0)
+    return outputs[index] if index < len(outputs) else None
+
+
+def _graph_nodes(models: list[Any]) -> set[int]:
+    """The nodes (their ids) of the graphs of ``models`` (a Sequential's is its inner functional model's)."""
+    out: set[int] = set()
+    for model in models:
+        graph = getattr(model, "_functional", None) or model
+        for nodes in (getattr(graph, "_nodes_by_depth", None) or {}).values():
+            out.update(id(n) for n in nodes)
+    return out
+
+
 def _nested_models(root: Any) -> list[Any]:
     """The models with a graph (``inputs``) nested in ``root``, at any depth."""
     if root is None or not hasattr(root, "_flatten_layers"):
@@ -288,42 +347,66 @@ def _nested_models(root: Any) -> list[Any]:
 
 def _outer_inputs(tensor: Any, root: Any) -> _Calls | _Unknown | None:
     """The tensors that feed the input ``tensor`` of a model nested in ``root``, one per call in the outer graph;
-    ``None`` (an input of ``root`` itself, or no root), or :class:`_Unknown` (no call shows it)."""
+    ``None`` (an input of ``root`` itself, or no root), or :class:`_Unknown` (no call shows it). Only the calls
+    in ``root``'s graphs count: a model that another model calls too has those calls in its list."""
     for sub in _nested_models(root):
         index = next((i for i, t in enumerate(sub.inputs) if t is tensor), None)
         if index is None:
             continue
-        calls = [n.input_tensors[index] for n in getattr(sub, "_inbound_nodes", []) if len(n.input_tensors) > index]
+        scope = _Scope.of(root)
+        calls = [n.input_tensors[index] for n in getattr(sub, "_inbound_nodes", [])
+                 if len(n.input_tensors) > index and scope.counts(n)]
         if not calls:
             return _Unknown(f"made inside {type(sub).__name__} {sub.name!r} from an input no call of it shows")
         return _Calls(sub, calls)
     return None
 
 
-def _reads(tensor: Any, nested: list[Any]) -> list[Any]:
-    """The nodes that take ``tensor`` as an input, across the edges of the ``nested`` models: where it is a nested
-    model's output, the nodes that read that model's calls; where a nested model reads it, the nodes inside that
-    read its input."""
+@dataclass(frozen=True)
+class _Scope:
+    """The models nested in a root model, and the nodes of the root's and their graphs (empty where no graph
+    shows them: every node counts)."""
+
+    nested: list[Any]
+    nodes: set[int]
+
+    @classmethod
+    def of(cls, root: Any) -> _Scope:
+        nested = _nested_models(root)
+        return cls(nested, _graph_nodes([root, *nested]) if root is not None else set())
+
+    def counts(self, node: Any) -> bool:
+        return not self.nodes or id(node) in self.nodes
+
+
+def _reads(tensor: Any, scope: _Scope, seen: set[int] | None = None) -> list[Any]:
+    """The nodes of ``scope`` that take ``tensor`` as an input, across the edges of its nested models: where it
+    is a nested model's output, the nodes that read that model's calls; where a nested model reads it, the nodes
+    inside that read its input. ``seen``: the tensors asked already (a model called on its own output)."""
+    seen = set() if seen is None else seen
     found = _history(tensor)
-    if found is None:
+    if found is None or id(tensor) in seen:
         return []
+    seen.add(id(tensor))
     out: list[Any] = []
     for node in getattr(found[0], "_outbound_nodes", []):
+        if not scope.counts(node):
+            continue
         for index, given in enumerate(node.input_tensors):
             if given is not tensor:
                 continue
             model = getattr(node, "operation", None)
             inputs = getattr(model, "inputs", None) if isinstance(model, keras.Model) else None
             if inputs and index < len(inputs):
-                out.extend(_reads(inputs[index], nested))
+                out.extend(_reads(inputs[index], scope, seen))
             else:
                 out.append(node)
-    for sub in nested:
+    for sub in scope.nested:
         at = next((i for i, t in enumerate(sub.outputs) if t is tensor), None)
         if at is not None:
             for call in getattr(sub, "_inbound_nodes", []):
-                if len(call.output_tensors) > at:
-                    out.extend(_reads(call.output_tensors[at], nested))
+                if scope.counts(call) and len(call.output_tensors) > at:
+                    out.extend(_reads(call.output_tensors[at], scope, seen))
     return out
 
 
@@ -333,15 +416,16 @@ def unflatten_doubt(layer: Any, root: Any = None) -> str | None:
     first Dense is, across the edges of models nested in ``root``. PyTorch's ``Unflatten`` makes a ``(C, H, W)`` map
     of the same features, so the kernel's output axis and the bias would be in another order; polyparam does not
     permute them."""
-    nested = _nested_models(root)
-    stack = [(node.output_tensors[0], 0) for node in getattr(layer, "_inbound_nodes", []) if node.output_tensors]
+    scope = _Scope.of(root)
+    stack = [(node.output_tensors[0], 0) for node in getattr(layer, "_inbound_nodes", [])
+             if node.output_tensors and scope.counts(node)]
     seen: set[int] = set()
     while stack:
         tensor, depth = stack.pop()
         if id(tensor) in seen or depth > 50:
             continue
         seen.add(id(tensor))
-        for node in _reads(tensor, nested):
+        for node in _reads(tensor, scope):
             op = node.operation
             if not node.output_tensors:
                 continue
@@ -352,7 +436,7 @@ def unflatten_doubt(layer: Any, root: Any = None) -> str | None:
             if len(shape_in) != 2 or len(shape_out) < 3 or not _is_map(shape_out, channels_first=False):
                 continue
             if any(getattr(reader, "data_format", None) == "channels_last"
-                   for reader in _readers(node.output_tensors[0], nested)):
+                   for reader in _readers(node.output_tensors[0], scope)):
                 return (f"its outputs are reshaped into a feature map {shape_out[1:]} by {type(op).__name__} "
                         f"{op.name!r} that a channels-last layer reads: channels last, in (H, W, C) order, where the "
                         "canonical (PyTorch) order of the map's features is (C, H, W)")
@@ -381,16 +465,16 @@ def norm_axes_doubt(layer: Any, root: Any = None) -> str | None:
             "map's (H, W, C) order, where PyTorch's LayerNorm([C, H, W]) holds (C, H, W)")
 
 
-def _readers(tensor: Any, nested: list[Any]) -> list[Any]:
+def _readers(tensor: Any, scope: _Scope) -> list[Any]:
     """The layers that read the map ``tensor`` and say its layout (a ``data_format``), past pass-through layers,
-    merges, concatenations, layers that keep the shape, and the edges of the ``nested`` models."""
+    merges, concatenations, layers that keep the shape, and the edges of ``scope``'s nested models."""
     out, stack, seen = [], [tensor], set()
     while stack:
         tensor = stack.pop()
         if id(tensor) in seen:
             continue
         seen.add(id(tensor))
-        for node in _reads(tensor, nested):
+        for node in _reads(tensor, scope):
             reader = node.operation
             if getattr(reader, "data_format", None) is not None:
                 out.append(reader)

@@ -501,3 +501,79 @@ def test_a_layer_norm_in_a_nested_model_reads_the_outer_layout_and_spatial_axes_
     with_channels = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"),
                                       L.LayerNormalization(axis=[2, -1])])
     assert pp.tree(with_channels)["1.weight"]._layout_doubt() is not None
+
+
+def _kernel(model: Any, dense: Any) -> Any:
+    return next(q for _, q in pp.tree(model).items() if q.native is dense.kernel)
+
+
+@pytest.mark.parametrize("where", ["flatten outside", "flatten inside", "second output"])
+def test_a_flatten_and_its_dense_on_two_sides_of_a_nested_model_edge_read_the_map_layout(where: str) -> None:
+    """An outer Flatten feeding a nested head that starts with its Dense; a nested backbone ending in a Flatten
+    before an outer Dense; a Flatten of a nested model's second output. No doubt was found and nothing was
+    permuted: a transfer from torch came out 1.3-4.5 off (silently). The layout is read across the edge now,
+    from the output the outer model uses (the first one was taken, whichever was used)."""
+    dense = L.Dense(5)
+    if where == "flatten outside":
+        model = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"), L.Flatten(),
+                                  keras.Sequential([keras.Input((H * W * C,)), dense])])
+    elif where == "flatten inside":
+        backbone = keras.Sequential([keras.Input((H, W, 3)), L.Conv2D(C, 3, padding="same"), L.Flatten()])
+        model = keras.Sequential([keras.Input((H, W, 3)), backbone, dense])
+    else:
+        inner_in = keras.Input((H, W, 3))
+        two = keras.Model(inner_in, [L.Conv2D(H, 1, data_format="channels_first")(inner_in),
+                                     L.Conv2D(C, 3, padding="same")(inner_in)])
+        inputs = keras.Input((H, W, 3))
+        model = keras.Model(inputs, dense(L.Flatten()(two(inputs)[1])))
+    p = _kernel(model, dense)
+    assert p._layout_doubt() is None
+    np.testing.assert_array_equal(p.numpy(), _torch_order(_native(dense), H, W, C))
+
+
+def test_a_layer_norm_of_a_nested_models_second_output_reads_that_outputs_layout() -> None:
+    """LayerNormalization(axis=[1, 2, 3]) of a nested model's second output, channels last, where its first is
+    channels first: in doubt (it was not, and came out 1.9 off); the other way round, not in doubt."""
+    s = 4
+    for formats, doubted in ((("channels_first", "channels_last"), True), (("channels_last", "channels_first"), False)):
+        inner_in = keras.Input((s, s, s))
+        two = keras.Model(inner_in, [L.Conv2D(s, 1, data_format=f)(inner_in) for f in formats])
+        inputs, norm = keras.Input((s, s, s)), L.LayerNormalization(axis=[1, 2, 3])
+        model = keras.Model(inputs, norm(two(inputs)[1]))
+        p = next(q for _, q in pp.tree(model).items() if q.native is norm.gamma)
+        assert (p._layout_doubt() is not None) == doubted, formats
+
+
+def test_a_head_reused_by_another_model_reads_the_calls_of_the_tree_model_only() -> None:
+    """A nested head called on a channels-first map in model A and on a channels-last one in model B: A's tree
+    counts A's call only (B's call made A's kernel a doubt, refused)."""
+    head = keras.Sequential([keras.Input((C, H, W)), L.Flatten(), L.Dense(5)])
+    first = keras.Sequential([keras.Input((3, H, W)), L.Conv2D(C, 3, padding="same", data_format="channels_first"),
+                              head])
+    last = keras.Sequential([keras.Input((C, H, 3)), L.Conv2D(W, 3, padding="same"), head])
+    dense = head.layers[-1]
+    assert _kernel(first, dense)._layout_doubt() is None
+    np.testing.assert_array_equal(_kernel(first, dense).numpy(), _native(dense).T)
+    assert _kernel(last, dense)._layout_doubt() is None
+    np.testing.assert_array_equal(_kernel(last, dense).numpy(), _torch_order(_native(dense), C, H, W))
+
+
+@pytest.mark.parametrize("shape", ["block called on its own outputs", "chain of gates"])
+def test_graphs_that_meet_themselves_are_traced_once_per_tensor(shape: str) -> None:
+    """A nested block called on its own output three times (blk(blk(blk(h)))) sent the trace round in a cycle
+    and never finished; a chain of 30 swish gates (Multiply([h, sigmoid(h)])) took time doubling per gate (about
+    2 minutes at 24). Each tensor is traced once now, and the layout is the conv's."""
+    inputs = keras.Input((H, W, 3))
+    x = L.Conv2D(C, 3, padding="same")(inputs)
+    if shape == "block called on its own outputs":
+        block_in = keras.Input((H, W, C))
+        block = keras.Model(block_in, L.ReLU()(block_in))
+        x = block(block(block(x)))
+    else:
+        for _ in range(30):
+            x = L.Multiply()([x, L.Activation("sigmoid")(x)])
+    dense = L.Dense(4)
+    model = keras.Model(inputs, dense(L.Flatten()(x)))
+    p = _kernel(model, dense)
+    assert p._layout_doubt() is None
+    np.testing.assert_array_equal(p.numpy(), _torch_order(_native(dense), H, W, C))
