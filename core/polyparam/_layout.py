@@ -6,8 +6,8 @@ from typing import Iterable, Literal
 
 import numpy as np
 
-__all__ = ["AXIS_ROLES", "KINDS", "ROLES", "Shape", "State", "bfloat16", "default_axes", "format_shape", "is_floating",
-           "join_path"]
+__all__ = ["AXIS_ROLES", "KINDS", "ROLES", "Shape", "State", "all_finite", "bfloat16", "default_axes", "format_shape",
+           "is_floating", "join_path", "largest"]
 
 Shape = tuple["int | None", ...]
 State = Literal["initialized", "uninitialized", "deferred"]
@@ -72,3 +72,24 @@ def common_dtype(dtypes: Iterable[np.dtype]) -> np.dtype:
         return np.result_type(*distinct)
     except TypeError:   # NumPy 2's DTypePromotionError is one
         return np.result_type(*(np.dtype(np.float32) if d.kind == "V" and is_floating(d) else d for d in distinct))
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every value of ``array`` is finite, asked a piece at a time (no mask as large as the array)."""
+    flat = array.reshape(-1)
+    step = 1 << 20
+    return all(bool(np.isfinite(flat[i:i + step]).all()) for i in range(0, flat.size, step))
+
+
+def largest(dtype: np.dtype) -> float | None:
+    """The largest finite value of a float (or complex) dtype, NumPy's or an ``ml_dtypes`` one, else ``None``."""
+    try:
+        return float(np.finfo(dtype).max)
+    except (TypeError, ValueError):
+        pass
+    try:
+        import ml_dtypes
+
+        return float(ml_dtypes.finfo(dtype).max)
+    except (ImportError, TypeError, ValueError):
+        return None

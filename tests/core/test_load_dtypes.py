@@ -111,6 +111,41 @@ def test_floats_a_narrower_dtype_cannot_hold_are_refused_and_nothing_changes(wri
     assert np.isinf(model["h"][0]) and np.isnan(model["h"][1]) and model["h"][2] == 65504
 
 
+@pytest.mark.parametrize("write", ["set", "item", "load_state", "load_vector"])
+def test_every_float_kind_refuses_what_a_cast_would_make_inf_or_nan(write: str) -> None:
+    """Beyond float16/32/64: bfloat16 (kind "V", not checked), float8_e4m3fn (1000.0 became NaN), float8_e5m2 (a
+    raw ValueError from np.finfo), integers into float16 (70000 became inf) and complex128 into complex64. What
+    the cast only rounds to the largest finite value (float32 65519.0 into float16: 65504.0) is written."""
+    f8, e5m2 = np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.float8_e5m2)
+    model = {"b": np.zeros(2, BF16), "e": np.zeros(2, f8), "m": np.zeros(2, e5m2), "h": np.zeros(2, np.float16),
+             "c": np.zeros(2, np.complex64)}
+    tree = pp.tree(model)
+
+    def write_to(path: str, value: np.ndarray) -> None:
+        if write == "set":
+            tree[path].set(value)
+        elif write == "item":
+            tree[path][:] = value
+        elif write == "load_state":
+            tree.load_state({path: value}, strict=False)
+        else:
+            tree.load_vector(np.concatenate([value if q == path else np.zeros(2, value.dtype)
+                                             for q, _ in tree.items()]))
+
+    cases = (("b", np.array([1.0, 1e39])), ("e", np.array([1.0, 1000.0])), ("m", np.array([1.0, 1e6])),
+             ("h", np.array([1, 70000], np.int64)), ("c", np.array([1.0, 1e300 + 0j])))
+    for path, value in cases:
+        if write == "load_vector" and path == "c":
+            continue          # one vector of one dtype for every parameter: a complex one does not go into floats
+        with pytest.raises(errors.DTypeMismatchError, match=rf"'{path}'.*largest magnitude of .*inf"):
+            write_to(path, value)
+        assert all(not v.astype(np.complex128).any() for v in model.values()), path
+    write_to("m", np.array([1.0, 2.0]))
+    np.testing.assert_array_equal(model["m"].astype(np.float32), [1.0, 2.0])
+    write_to("h", np.array([65519.0, -1.0], np.float32))
+    np.testing.assert_array_equal(model["h"], [65504.0, -1.0])
+
+
 def test_load_vector_refuses_integers_an_integer_tensor_cannot_hold() -> None:
     model = {"c": np.zeros(3, np.int8), "u": np.zeros(2, np.uint8)}
     tree = pp.tree(model)

@@ -9,7 +9,18 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, cast
 import numpy as np
 
 from polyparam import errors
-from polyparam._layout import AXIS_ROLES, KINDS, ROLES, Shape, State, default_axes, format_shape, is_floating
+from polyparam._layout import (
+    AXIS_ROLES,
+    KINDS,
+    ROLES,
+    Shape,
+    State,
+    all_finite,
+    default_axes,
+    format_shape,
+    is_floating,
+    largest,
+)
 from polyparam._params import bulk
 
 if TYPE_CHECKING:
@@ -113,7 +124,7 @@ class Parameter(abc.ABC):
       copy first a value or source over storage they write); the default makes a `_writable_view`.
 
     Core steps, not hooks (never override): `_commit` (the one write step of every
-    operation), `_check_dtype`, `_check_range` (integers a narrower dtype cannot hold)
+    operation), `_check_dtype`, `_check_range` and `_cast_checked` (values a narrower dtype cannot hold)
     and `_require_writable`.
     """
 
@@ -299,7 +310,8 @@ class Parameter(abc.ABC):
         self._require_data("write to")
         value = np.asarray(value)
         self._check_dtype(value.dtype, action="write to")
-        self._check_range(value, self.dtype, action="write to")
+        if value.dtype != self.dtype:
+            value = self._cast_checked(value, self.dtype, action="write to")
         _check_item_write(self, key, value)
         self._require_writable("write to")
         view = self._writable_view()
@@ -336,25 +348,12 @@ class Parameter(abc.ABC):
         self._check_dtype(array.dtype, action=action, expected=expected)
         if array.dtype == expected:
             return array
-        self._check_range(array, expected, action=action)
-        return array.astype(expected)
+        return self._cast_checked(array, expected, action=action)
 
     def _check_range(self, array: np.ndarray, expected: np.dtype, *, action: str) -> None:
-        """Refuse values that ``expected`` (a narrower dtype) cannot hold: integers the cast would wrap, finite
-        floats it would make infinite (an inf or NaN given stays one)."""
-        if array.size == 0 or np.can_cast(array.dtype, expected, casting="safe"):
-            return
-        if expected.kind == "f" and array.dtype.kind == "f":
-            top = float(np.finfo(expected).max)
-            peak = float(np.max(np.abs(array), initial=0.0, where=np.isfinite(array)))
-            if peak > top:
-                msg = (f"Cannot {action} parameter {self.path!r}: expected values {expected.name} holds ({-top} to "
-                       f"{top}), got a largest magnitude of {peak} in a {array.dtype.name} value, which a cast "
-                       f"would make infinite. Clip the value first (np.clip(value, {-top}, {top})) or build the "
-                       "parameter wider.")
-                raise errors.DTypeMismatchError(msg, path=self.path, expected=(-top, top), got=peak)
-            return
-        if expected.kind not in "iu" or array.dtype.kind not in "iu":
+        """Refuse integers that ``expected`` (a narrower integer dtype) cannot hold: the cast would wrap them."""
+        if (expected.kind not in "iu" or array.dtype.kind not in "iu" or array.size == 0
+                or np.can_cast(array.dtype, expected, casting="safe")):
             return
         info, low, high = np.iinfo(expected), int(array.min()), int(array.max())
         if low < info.min or high > info.max:
@@ -362,6 +361,30 @@ class Parameter(abc.ABC):
                    f"{info.max}), got {low} to {high} in a {array.dtype.name} value, which a cast would wrap. "
                    f"Clip the value first (np.clip(value, {info.min}, {info.max})) or build the parameter wider.")
             raise errors.DTypeMismatchError(msg, path=self.path, expected=(info.min, info.max), got=(low, high))
+
+    def _cast_checked(self, array: np.ndarray, expected: np.dtype, *, action: str) -> np.ndarray:
+        """``array`` cast to ``expected``, refused where the cast would change what a value is: an integer a
+        narrower integer dtype cannot hold (the cast wraps it), a finite number a float dtype cannot hold (float64
+        ``1e300`` into float32, ``70000`` into float16, ``1000.0`` into float8_e4m3fn: the cast makes it inf or
+        NaN). An inf or NaN given stays one."""
+        self._check_range(array, expected, action=action)
+        with np.errstate(over="ignore", invalid="ignore"):     # what overflows is refused below, by name
+            out = array.astype(expected)
+        if out.dtype.kind in "biu" or np.can_cast(array.dtype, expected, casting="safe") or all_finite(out):
+            return out
+        bad = ~np.isfinite(out)
+        if array.dtype.kind in "fcV":
+            bad &= np.isfinite(array)
+        if not bad.any():
+            return out
+        peak, limit = np.max(np.abs(array[bad])), largest(expected)
+        holds = f" ({-limit} to {limit})" if limit is not None else ""
+        fix = f"np.clip(value, {-limit}, {limit})" if limit is not None else "np.clip"
+        msg = (f"Cannot {action} parameter {self.path!r}: expected values {expected.name} holds{holds}, got a "
+               f"largest magnitude of {peak} in a "
+               f"{array.dtype.name} value, which a cast would make infinite (or NaN). Clip the value first ({fix}) "
+               "or build the parameter wider.")
+        raise errors.DTypeMismatchError(msg, path=self.path, expected=limit, got=peak)
 
     def _check_dtype(self, got: np.dtype, *, action: str, expected: np.dtype | None = None) -> None:
         expected = self.dtype if expected is None else expected
@@ -458,8 +481,7 @@ class Parameter(abc.ABC):
         array = np.asarray(array)
         dtype = self.dtype
         if array.dtype != dtype:
-            self._check_range(array, dtype, action="write")
-            array = array.astype(dtype)
+            array = self._cast_checked(array, dtype, action="write")
         if local and self._local_box() is not None:
             self._write_local(array)
         elif self.state == "deferred":

@@ -316,8 +316,8 @@ class TrainingOps:
             plan.check_writable(path, p)
             if p.dtype.kind in "biu" and piece.dtype.kind not in "biu":
                 _require_whole(path, p.dtype, piece)
-            elif piece.dtype != p.dtype:   # integers into narrower integers: the cast below would wrap them
-                p._check_range(piece, p.dtype, action="load a vector into")
+            elif piece.dtype != p.dtype:   # integers into narrower integers, floats beyond a float's range
+                piece = p._cast_checked(piece, p.dtype, action="load a vector into")
             array = p.coerce(piece.astype(p.dtype) if piece.dtype != p.dtype else piece, action="load a vector into")
             plan.add(path, p, functools.partial(np.asarray, array))
         plan.commit(description="load vector", progress=False)

@@ -97,6 +97,27 @@ class BaseValueTests(_Kit):
             tree[path][0] = 1j
         assert_unchanged(before, tree)
 
+    def test_a_value_the_dtype_cannot_hold_changes_nothing(self, mlp: tuple[Case, pp.ParameterTree]) -> None:
+        """A finite float64 beyond float32's range (a cast would make it inf) raises DTypeMismatchError naming
+        the path and the range, by ``set``, an item write and ``load_state`` (all or nothing); an inf given is
+        written as it is."""
+        case, tree = mlp
+        before = snapshot(tree)
+        path = f"{case.layers[0]}.bias"
+        huge = np.full(8, 1e300)
+        with pytest.raises(errors.DTypeMismatchError, match="float32 holds") as info:
+            tree[path].set(huge)
+        assert info.value.path == path
+        with pytest.raises(errors.DTypeMismatchError, match="float32 holds"):
+            tree[path][0] = -1e300
+        state = {p: value.astype(np.float64) + 1 for p, value in before.items()}
+        state[path] = huge
+        with pytest.raises(errors.DTypeMismatchError, match=path.replace(".", r"\.")):
+            tree.load_state(state)
+        assert_unchanged(before, tree)
+        tree[path][0] = np.inf
+        assert np.isinf(tree[path].numpy()[0])
+
     def test_load_state_round_trip(self, mlp: tuple[Case, pp.ParameterTree]) -> None:
         """load_state(state(copy=True)) restores every value."""
         _, tree = mlp
