@@ -49,10 +49,16 @@ class Leaf:
 
 
 def resolve(root: Any, steps: Sequence[Step]) -> Any:
-    """The object ``steps`` lead to from ``root``."""
+    """The object ``steps`` lead to from ``root``. An ``nnx.List`` item is read where the list keeps it (its
+    attribute ``"0"``, ``"1"``, ...): its ``__getitem__`` costs more than the rest of a step."""
     node = root
     for kind, key in steps:
-        node = getattr(node, key) if kind == "attr" else node[key]
+        if kind == "attr":
+            node = getattr(node, key)
+        elif type(node) is nnx.List and type(key) is int and 0 <= key < node._length:
+            node = vars(node)[str(key)]
+        else:
+            node = node[key]
     return node
 
 

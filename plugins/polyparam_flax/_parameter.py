@@ -166,7 +166,7 @@ class FlaxParameter(Parameter):
         if number is not None:   # a Python number stays one
             var.set_value(number(array.item()))
         else:
-            var.set_value(place(self._leaf.layout.to_native(array), old))
+            _assign(var, place(self._leaf.layout.to_native(array), old), old)
 
     def _keep_storage(self) -> Callable[[], None] | None:
         """The array the Variable holds now, as the undo record of a whole write: JAX arrays are immutable and a
@@ -328,3 +328,18 @@ def _shallow_copy(node: Any) -> Any:
     elif isinstance(node, nnx.Dict):
         clone = type(node)(dict(node.items()))
     return clone
+
+
+_SET_VALUE = nnx.Variable.set_value
+
+
+def _assign(var: Any, value: Any, old: Any) -> None:
+    """``var.set_value(value)``. Where that does nothing more than take the new array (``set_value`` not
+    overridden, no ``on_set_value`` hook, a plain array held, as ``old`` is, not an array reference) the array is
+    set as NNX's own ``nnx.update`` sets it: ``set_value``'s tree copy, hook look-up and array-reference check
+    cost about 8 us a Variable."""
+    if (type(var).set_value is _SET_VALUE and type(old) is type(value)
+            and "on_set_value" not in var._var_metadata):
+        var.set_raw_value(value)
+    else:
+        var.set_value(value)

@@ -497,3 +497,23 @@ def test_a_weak_typed_scalar_stays_weak_after_a_write(tmp_path: Any) -> None:
     pp.tree(model)["temp"].set(np.float32(2.0))
     assert model.temp.get_raw_value().weak_type and float(model.temp.get_raw_value()) == 2.0
     assert not model.w.get_raw_value().weak_type
+
+
+def test_a_write_runs_the_variables_on_set_value_hook_and_a_plain_one_takes_the_array() -> None:
+    """A write skips ``set_value``'s own cost where it only takes the new array, as ``nnx.update`` does; a
+    Variable with an ``on_set_value`` hook still has it run, and its undo puts back what it held."""
+
+    class Model(nnx.Module):
+        def __init__(self) -> None:
+            self.hooked = nnx.Param(jnp.zeros(3), on_set_value=lambda _, x: x * 2)
+            self.plain = nnx.Param(jnp.zeros(3))
+
+    model = Model()
+    tree = pp.tree(model)
+    tree.load_state({"hooked": np.ones(3, np.float32), "plain": np.full(3, 5.0, np.float32)})
+    np.testing.assert_array_equal(np.asarray(model.hooked.get_raw_value()), [2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(np.asarray(model.plain.get_raw_value()), [5.0, 5.0, 5.0])
+    assert isinstance(model.plain.get_raw_value(), jax.Array)
+    with pytest.raises(pp.errors.ShapeMismatchError):
+        tree.load_state({"plain": np.ones(3, np.float32), "hooked": np.ones(4, np.float32)})
+    np.testing.assert_array_equal(np.asarray(model.plain.get_raw_value()), [5.0, 5.0, 5.0])
