@@ -124,8 +124,8 @@ class Parameter(abc.ABC):
       copy first a value or source over storage they write); the default makes a `_writable_view`.
 
     Core steps, not hooks (never override): `_commit` (the one write step of every
-    operation), `_check_dtype`, `_check_range` and `_cast_checked` (values a narrower dtype cannot hold)
-    and `_require_writable`.
+    operation), `_check_dtype`, `_check_range` and `_cast_checked` (values a narrower dtype
+    cannot hold) and `_require_writable`.
     """
 
     #: The backend name, e.g. ``"torch"``; set by each subclass.
@@ -381,9 +381,8 @@ class Parameter(abc.ABC):
         holds = f" ({-limit} to {limit})" if limit is not None else ""
         fix = f"np.clip(value, {-limit}, {limit})" if limit is not None else "np.clip"
         msg = (f"Cannot {action} parameter {self.path!r}: expected values {expected.name} holds{holds}, got a "
-               f"largest magnitude of {peak} in a "
-               f"{array.dtype.name} value, which a cast would make infinite (or NaN). Clip the value first ({fix}) "
-               "or build the parameter wider.")
+               f"largest magnitude of {peak} in a {array.dtype.name} value, which a cast would make infinite (or "
+               f"NaN). Clip the value first ({fix}) or build the parameter wider.")
         raise errors.DTypeMismatchError(msg, path=self.path, expected=limit, got=peak)
 
     def _check_dtype(self, got: np.dtype, *, action: str, expected: np.dtype | None = None) -> None:
