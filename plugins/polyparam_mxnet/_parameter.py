@@ -96,9 +96,11 @@ def _layout(block: gluon.Block, attr: str, ndim: int) -> tuple[tuple[str, ...] |
         transposed = "deconv" in getattr(block, "_op_name", "").lower()
         first = ("in", "out") if transposed else ("out", "in")
         layout = str(kwargs.get("layout", "NC"))
-        if layout.startswith("NC") or transposed:
+        if layout.startswith("NC"):
             return first + space, None
-        return first + space, (0, ndim - 1) + tuple(range(1, ndim - 1))  # (out, *k, in) -> (out, in, *k)
+        # channels last: (out, *k, in) -> (out, in, *k); transposed, MXNet lays its (in, out/groups, *k) out in the
+        # layer's layout as it does the data's, (in, *k, out/groups) -> (in, out/groups, *k): the same permutation
+        return first + space, (0, ndim - 1) + tuple(range(1, ndim - 1))
     return None, None
 
 
@@ -185,6 +187,17 @@ def _constant_value(init: ppinit.Initializer) -> float | None:
         return 1.0
     if isinstance(init, ppinit.Constant) and np.ndim(init.value) == 0:
         return float(init.value)
+    return None
+
+
+def _channels_last(root: gluon.Block) -> gluon.Block | None:
+    """The first block of ``root`` that makes or reads a channel-last map (a convolution or pooling whose
+    ``layout`` does not start ``"NC"``), or ``None``."""
+    for _, block in blocks(root):
+        kwargs = getattr(block, "_kwargs", None)
+        layout = kwargs.get("layout") if isinstance(kwargs, dict) else None
+        if isinstance(layout, str) and len(layout) >= 3 and not layout.startswith("NC"):
+            return block
     return None
 
 
@@ -290,6 +303,36 @@ class GluonParameter(Parameter):
 
     def _native_name(self) -> str:
         return str(self._param.name)
+
+    def _layout_doubt(self) -> str | None:
+        """A ``Dense(flatten=True)`` weight in a model that holds channel-last maps (a convolution or pooling
+        with ``layout="NHWC"``): Gluon flattens such a map ``(H, W, C)`` where torch flattens ``(C, H, W)``, and a
+        Gluon model shows no graph to tell whether this Dense reads one."""
+        return self._flatten_doubt(_channels_last(self._root))
+
+    @staticmethod
+    def _layout_doubts_many(params: list[Parameter], /) -> list[str | None]:
+        """As :meth:`_layout_doubt`, with each model's blocks looked at once."""
+        found: dict[int, gluon.Block | None] = {}
+        out: list[str | None] = []
+        for p in params:
+            if not isinstance(p, GluonParameter):
+                out.extend(Parameter._layout_doubts_many([p]))
+                continue
+            if id(p._root) not in found:
+                found[id(p._root)] = _channels_last(p._root)
+            out.append(p._flatten_doubt(found[id(p._root)]))
+        return out
+
+    def _flatten_doubt(self, last: gluon.Block | None) -> str | None:
+        owner = self._owner
+        if last is None or self._attr != "weight" or not isinstance(owner, gluon.nn.Dense) or not owner._flatten:
+            return None
+        return (f"The input of Dense weight {self.native_name!r} may be a flattened feature map: the model holds "
+                f"channel-last maps ({type(last).__name__} {last.name!r}, layout {last._kwargs['layout']!r}), which "
+                "Gluon flattens in (H, W, C) order where the canonical (PyTorch) order is (C, H, W), and a Gluon "
+                "model's structure does not show whether this Dense reads one. Build the model channels first "
+                "(layout='NCHW'), or reorder those values yourself and write them with tree.load_state.")
 
     def _state(self) -> State:
         param = self._param

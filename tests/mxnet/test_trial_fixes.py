@@ -413,3 +413,42 @@ def test_trial_clip_grads_scales_every_replica_so_they_stay_equal(clip_after_all
         assert float(np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in one))) == pytest.approx(0.1, rel=1e-4)
     for name, (first, second) in got["weights"].items():
         np.testing.assert_array_equal(first, second, err_msg=name)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_channel_last_transposed_conv_weight_reads_in_torchs_order(dims: int) -> None:
+    """``Conv2DTranspose(layout="NHWC")`` stores ``(in, kh, kw, out/groups)`` (MXNet lays its ``(in, out/groups,
+    *k)`` weight out in the layer's layout): read as it was, a square one moved to torch unpermuted (8.5 off its
+    outputs, silently). Canonical ``(in, out/groups, *k)`` now, as the other convolutions' weights are."""
+    layer = (nn.Conv2DTranspose(6, (3, 2), layout="NHWC", in_channels=4, groups=2) if dims == 2 else
+             nn.Conv3DTranspose(6, (3, 2, 2), layout="NDHWC", in_channels=4))
+    layer.initialize()
+    native = layer.weight.data().asnumpy()
+    p = pp.tree(layer)["weight"]
+    np.testing.assert_array_equal(p.numpy(), native.transpose(0, dims + 1, *range(1, dims + 1)))
+    assert p.axes == ("in", "out", *("space",) * dims)
+    p.set(p.numpy() + 1)
+    np.testing.assert_array_equal(layer.weight.data().asnumpy(), native + 1)
+
+
+def test_a_dense_in_a_model_with_channel_last_maps_is_in_doubt_and_a_transfer_refuses() -> None:
+    """A channel-last map (``Conv2D(layout="NHWC")``) flattened by ``Dense(flatten=True)`` is in ``(H, W, C)``
+    order, torch's ``(C, H, W)``: the Dense weight moved as it was (11-26 off the outputs, silently). A Gluon
+    model shows no graph, so the weight is in doubt and a transfer with torch refuses, changing nothing."""
+    torch = pytest.importorskip("torch")
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(6, (3, 2), layout="NHWC", in_channels=3), nn.Dense(5, in_units=54))
+    net.initialize()
+    tree = pp.tree(net)
+    assert "(H, W, C)" in (tree["1.weight"]._layout_doubt() or "")
+    assert tree["0.weight"]._layout_doubt() is None and tree["1.bias"]._layout_doubt() is None
+    twin = torch.nn.Sequential(torch.nn.Conv2d(3, 6, (3, 2)), torch.nn.Flatten(), torch.nn.Linear(54, 5))
+    before = {k: v.copy() for k, v in tree.state(copy=True).items()}
+    with pytest.raises(errors.TransferError, match=r"1\.weight"):
+        pp.transfer(twin, net)
+    for path, value in tree.state().items():
+        np.testing.assert_array_equal(value, before[path], err_msg=path)
+    first = nn.HybridSequential()
+    first.add(nn.Conv2D(6, (3, 2), in_channels=3), nn.Dense(5, in_units=54))
+    first.initialize()
+    assert all(p._layout_doubt() is None for p in pp.tree(first).parameters())
