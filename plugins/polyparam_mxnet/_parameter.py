@@ -308,7 +308,7 @@ class GluonParameter(Parameter):
         """A ``Dense(flatten=True)`` weight in a model that holds channel-last maps (a convolution or pooling
         with ``layout="NHWC"``): Gluon flattens such a map ``(H, W, C)`` where torch flattens ``(C, H, W)``, and a
         Gluon model shows no graph to tell whether this Dense reads one."""
-        return self._flatten_doubt(_channels_last(self._root))
+        return self._flatten_doubt(_channels_last(self._root)) if self._reads_flat() else None
 
     @staticmethod
     def _layout_doubts_many(params: list[Parameter], /) -> list[str | None]:
@@ -319,14 +319,20 @@ class GluonParameter(Parameter):
             if not isinstance(p, GluonParameter):
                 out.extend(Parameter._layout_doubts_many([p]))
                 continue
+            if not p._reads_flat():
+                out.append(None)
+                continue
             if id(p._root) not in found:
                 found[id(p._root)] = _channels_last(p._root)
             out.append(p._flatten_doubt(found[id(p._root)]))
         return out
 
+    def _reads_flat(self) -> bool:
+        """Whether this is the weight of a ``Dense`` that flattens its input (``flatten=True``, the default)."""
+        return self._attr == "weight" and isinstance(self._owner, gluon.nn.Dense) and bool(self._owner._flatten)
+
     def _flatten_doubt(self, last: gluon.Block | None) -> str | None:
-        owner = self._owner
-        if last is None or self._attr != "weight" or not isinstance(owner, gluon.nn.Dense) or not owner._flatten:
+        if last is None:
             return None
         return (f"The input of Dense weight {self.native_name!r} may be a flattened feature map: the model holds "
                 f"channel-last maps ({type(last).__name__} {last.name!r}, layout {last._kwargs['layout']!r}), which "
